@@ -1,0 +1,4 @@
+DROP TABLE workspace_migrations;
+DROP TABLE workspaces;
+DROP FUNCTION workspace_touch_updated_at();
+DROP TYPE workspace_status;

@@ -1,0 +1,123 @@
+//! Transactions that run raw SQL inside a tenant's schema.
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::result::Error as DieselError;
+use diesel::PgConnection;
+
+use crate::context::current;
+use crate::error::NoActiveTenant;
+use crate::tenant::TenantId;
+
+/// The statement that opens a tenant transaction: `BEGIN`, then the tenant's schema put first on a
+/// transaction-local `search_path` (the rest of the session's path follows it, so extension
+/// functions and operators of the shared schema keep resolving), and a cast that fails with
+/// `schema "<tenant>" does not exist` when the schema is gone. One round trip.
+pub(crate) fn begin_sql(tenant: &TenantId) -> String {
+    let q = tenant.quoted();
+    format!(
+        "BEGIN; SELECT pg_catalog.set_config('search_path', '{q}, ' || \
+         pg_catalog.current_setting('search_path'), true), '{q}'::pg_catalog.regnamespace"
+    )
+}
+
+/// Transactions whose `search_path` starts with the active tenant's schema.
+///
+/// Tenant tables in Diesel's DSL need no transaction: they render their schema themselves. This is
+/// for everything that resolves names through `search_path` instead: [`diesel::sql_query`],
+/// triggers, functions, views. The `search_path` is set with `SET LOCAL` semantics (in the same
+/// round trip as `BEGIN`), so it ends with the transaction, whether it commits or rolls back, and
+/// never leaks into the next use of a pooled connection.
+pub trait TenantConnectionExt {
+    /// Runs `f` in a transaction under the active tenant's schema; commits when `f` returns `Ok`,
+    /// rolls back when it returns `Err`.
+    ///
+    /// Fails before sending anything when no tenant is active, and fails with PostgreSQL's
+    /// `schema "<tenant>" does not exist` (SQLSTATE `3F000`) when the tenant's schema is gone:
+    /// raw SQL never falls through to the shared schema. Nested `conn.transaction(...)` calls
+    /// inside `f` become savepoints, as usual.
+    ///
+    /// ```no_run
+    /// use diesel::prelude::*;
+    /// use diesel::sql_types::BigInt;
+    /// use diesel_workspace::prelude::*;
+    /// use diesel_workspace::{switch, TenantId};
+    ///
+    /// #[derive(QueryableByName)]
+    /// struct Count {
+    ///     #[diesel(sql_type = BigInt)]
+    ///     n: i64,
+    /// }
+    ///
+    /// # fn run(conn: &mut PgConnection) -> Result<(), Box<dyn std::error::Error>> {
+    /// let acme = TenantId::new("acme")?;
+    /// let count = switch(&acme, || {
+    ///     conn.tenant_transaction(|conn| {
+    ///         diesel::sql_query("SELECT count(*) AS n FROM notes").get_result::<Count>(conn)
+    ///     })
+    /// })?;
+    /// println!("acme has {} notes", count.n);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn tenant_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<DieselError>;
+
+    /// Like [`tenant_transaction`](Self::tenant_transaction) for an explicit tenant, whatever
+    /// tenant is active. The tenant is also active (as by [`switch`](crate::switch)) inside `f`.
+    fn transaction_in<T, E, F>(&mut self, tenant: &TenantId, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<DieselError>;
+}
+
+impl TenantConnectionExt for PgConnection {
+    fn tenant_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<DieselError>,
+    {
+        let tenant = current().ok_or_else(|| DieselError::from(NoActiveTenant::operation()))?;
+        run_in(self, &tenant, f)
+    }
+
+    fn transaction_in<T, E, F>(&mut self, tenant: &TenantId, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<DieselError>,
+    {
+        crate::switch(tenant, || run_in(self, tenant, f))
+    }
+}
+
+fn run_in<T, E, F>(conn: &mut PgConnection, tenant: &TenantId, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E>,
+    E: From<DieselError>,
+{
+    if let Err(e) = AnsiTransactionManager::begin_transaction_sql(conn, &begin_sql(tenant)) {
+        // `BEGIN` may have succeeded before the check failed: end that transaction, which
+        // Diesel's transaction manager does not know about.
+        if AnsiTransactionManager::transaction_manager_status_mut(conn)
+            .transaction_depth()
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            let _ = conn.batch_execute("ROLLBACK");
+        }
+        return Err(e.into());
+    }
+    // The same protocol as `Connection::transaction`.
+    match f(conn) {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(user_error) => match AnsiTransactionManager::rollback_transaction(conn) {
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(user_error),
+            Err(rollback_error) => Err(rollback_error.into()),
+        },
+    }
+}

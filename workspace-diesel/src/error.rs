@@ -1,0 +1,131 @@
+//! The crate's error type.
+
+use std::fmt;
+
+use crate::tenant::TenantId;
+
+/// Everything that can go wrong in this crate.
+///
+/// Messages say *what* failed and name the tenant; [`std::error::Error::source`] carries *why*.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A string was not a valid tenant name; nothing was sent to the database.
+    #[error("invalid tenant name `{name}`: {reason}")]
+    InvalidTenantName {
+        /// The rejected input, as given.
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// A tenant table was queried (or a tenant transaction opened) outside any
+    /// [`switch`](crate::switch); nothing was sent to the database.
+    #[error("{0}")]
+    NoActiveTenant(NoActiveTenant),
+    /// The tenant is already registered, or its schema already exists.
+    #[error("tenant `{0}` already exists")]
+    TenantExists(TenantId),
+    /// The tenant is not in the registry.
+    #[error("tenant `{0}` does not exist")]
+    TenantNotFound(TenantId),
+    /// The tenant is registered, but its schema is gone.
+    #[error("the schema of tenant `{0}` does not exist")]
+    SchemaMissing(TenantId),
+    /// Opening a connection failed.
+    #[error("could not connect to the database")]
+    Connection(#[from] diesel::ConnectionError),
+    /// A query failed.
+    #[error("database query failed")]
+    Query(#[source] diesel::result::Error),
+    /// The shared migrations failed; the failing migration's changes were rolled back.
+    #[error("shared migrations failed")]
+    SharedMigration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A tenant's migrations failed; that tenant's changes were rolled back.
+    #[error("migration failed for tenant `{tenant}`")]
+    TenantMigration {
+        /// The tenant whose migrations failed.
+        tenant: TenantId,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Checking a connection out of the pool failed.
+    #[cfg(feature = "r2d2")]
+    #[error("could not get a connection from the pool")]
+    Pool(#[from] r2d2::Error),
+}
+
+/// A `Result` whose error defaults to this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<diesel::result::Error> for Error {
+    fn from(e: diesel::result::Error) -> Self {
+        match e {
+            diesel::result::Error::QueryBuilderError(inner) if inner.is::<NoActiveTenant>() => {
+                match inner.downcast::<NoActiveTenant>() {
+                    Ok(no_tenant) => Error::NoActiveTenant(*no_tenant),
+                    Err(inner) => Error::Query(diesel::result::Error::QueryBuilderError(inner)),
+                }
+            }
+            e => Error::Query(e),
+        }
+    }
+}
+
+/// The error a tenant table returns when it is rendered outside any [`switch`](crate::switch).
+///
+/// Diesel reports it as [`diesel::result::Error::QueryBuilderError`] before anything is sent;
+/// `Error::from` turns it into [`Error::NoActiveTenant`].
+///
+/// ```
+/// use diesel_workspace::NoActiveTenant;
+///
+/// let e = NoActiveTenant::table("notes");
+/// assert_eq!(
+///     e.to_string(),
+///     "no tenant is active: tenant table `notes` used outside `diesel_workspace::switch`"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoActiveTenant {
+    table: Option<&'static str>,
+}
+
+impl NoActiveTenant {
+    /// The error for the tenant table `table`.
+    pub fn table(table: &'static str) -> Self {
+        Self { table: Some(table) }
+    }
+
+    /// The error for an operation that is not tied to one table (a tenant transaction).
+    pub fn operation() -> Self {
+        Self { table: None }
+    }
+
+    /// The tenant table that was used, if one was.
+    pub fn table_name(&self) -> Option<&'static str> {
+        self.table
+    }
+}
+
+impl fmt::Display for NoActiveTenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.table {
+            Some(t) => write!(
+                f,
+                "no tenant is active: tenant table `{t}` used outside `diesel_workspace::switch`"
+            ),
+            None => f.write_str(
+                "no tenant is active: tenant transaction opened outside `diesel_workspace::switch`",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NoActiveTenant {}
+
+impl From<NoActiveTenant> for diesel::result::Error {
+    fn from(e: NoActiveTenant) -> Self {
+        diesel::result::Error::QueryBuilderError(Box::new(e))
+    }
+}

@@ -1,0 +1,80 @@
+#![doc = include_str!("../../README.md")]
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+
+mod connection;
+mod context;
+mod error;
+mod migrate;
+mod registry;
+mod table;
+mod tenant;
+
+pub mod prelude;
+
+pub use crate::connection::TenantConnectionExt;
+pub use crate::context::{
+    bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
+};
+pub use crate::error::{Error, NoActiveTenant, Result};
+pub use crate::migrate::{Migrator, MigratorBuilder, REGISTRY_MIGRATIONS};
+pub use crate::registry::{
+    sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
+    WorkspaceStatus,
+};
+pub use crate::table::{TenantModel, TenantTable};
+pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
+pub use workspace_diesel_derive::TenantModel;
+
+/// Declares a tenant table: the syntax of diesel's [`table!`](diesel::table), with rows in each
+/// tenant's schema.
+///
+/// The generated module is used exactly like a `table!` module (`notes::table`, `notes::title`,
+/// `notes::dsl::*`, joins, `#[diesel(table_name = notes)]` derives). What differs is the `FROM`
+/// clause: it renders `"<active tenant>"."notes"`, read from [`switch`] each time the query is
+/// built, and a query built outside any switch fails with [`NoActiveTenant`] before anything is
+/// sent. A schema in the declaration (`acme.notes`) is a compile error.
+///
+/// Because its SQL depends on the active tenant, a tenant table's query id is not static, so
+/// Diesel's prepared-statement cache keys such queries by SQL text: one prepared statement per
+/// tenant and query shape (see [`pool`] for the bound on their number).
+///
+/// Relations work as with `table!`: `diesel::joinable!` and
+/// `diesel::allow_tables_to_appear_in_same_query!` accept tenant tables and shared tables
+/// together.
+///
+/// ```
+/// use diesel::prelude::*;
+/// use diesel_workspace::{switch, tenant_table, NoActiveTenant, TenantId};
+///
+/// tenant_table! {
+///     notes (id) {
+///         id -> Int4,
+///         title -> Text,
+///     }
+/// }
+///
+/// let query = notes::table.filter(notes::id.eq(1)).select(notes::title);
+/// let acme = TenantId::new("acme")?;
+/// let sql = switch(&acme, || diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string());
+/// assert!(sql.starts_with(r#"SELECT "notes"."title" FROM "acme"."notes" WHERE"#), "{sql}");
+///
+/// // Outside a switch, building the SQL fails.
+/// use diesel::query_builder::QueryBuilder;
+/// let mut qb = diesel::pg::PgQueryBuilder::new();
+/// let err = diesel::query_builder::QueryFragment::<diesel::pg::Pg>::to_sql(
+///     &query,
+///     &mut qb,
+///     &diesel::pg::Pg,
+/// )
+/// .unwrap_err();
+/// assert!(err.to_string().starts_with("no tenant is active"), "{err}");
+/// # Ok::<(), diesel_workspace::Error>(())
+/// ```
+pub use workspace_diesel_derive::tenant_table;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::table::walk_tenant_table;
+    pub use diesel;
+}

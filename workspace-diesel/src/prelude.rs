@@ -1,0 +1,5 @@
+//! The traits whose methods you call: `use diesel_workspace::prelude::*;`.
+
+pub use crate::connection::TenantConnectionExt;
+pub use crate::registry::WorkspaceConfigInterface;
+pub use crate::table::{TenantModel, TenantTable};

@@ -1,0 +1,206 @@
+//! The tenant registry: a table in the shared schema with one row per tenant.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::error::Result;
+use crate::tenant::TenantId;
+
+/// Diesel's SQL types of the registry.
+pub mod sql_types {
+    /// The PostgreSQL enum `public.workspace_status`.
+    ///
+    /// Kept in the shared schema with an explicit schema: Diesel caches type OIDs per connection by
+    /// name, so one enum per tenant schema would break.
+    #[derive(diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+    #[diesel(postgres_type(name = "workspace_status", schema = "public"))]
+    pub struct WorkspaceStatus;
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use super::sql_types::WorkspaceStatus;
+
+    /// The registry of tenants (`public.workspaces`), created by the registry migration.
+    public.workspaces (id) {
+        /// Surrogate key.
+        id -> Int8,
+        /// The tenant's schema name ([`TenantId`](crate::TenantId)); unique.
+        schema_name -> Text,
+        /// A name for people.
+        display_name -> Text,
+        /// The tenant's life-cycle state.
+        status -> WorkspaceStatus,
+        /// When the row was inserted.
+        created_at -> Timestamptz,
+        /// When the row last changed, kept by a trigger.
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// The central record of applied tenant migrations (`public.workspace_migrations`), written in
+    /// the same transaction as each tenant's own `__diesel_schema_migrations` row.
+    public.workspace_migrations (schema_name, version) {
+        /// The tenant.
+        schema_name -> Text,
+        /// The migration version, as in Diesel's ledger.
+        version -> Varchar,
+        /// When it was applied.
+        run_on -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(workspaces, workspace_migrations);
+
+/// A tenant's life-cycle state (`public.workspace_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, diesel_derive_enum::DbEnum)]
+#[ExistingTypePath = "crate::registry::sql_types::WorkspaceStatus"]
+pub enum WorkspaceStatus {
+    /// Being created.
+    Provisioning,
+    /// In use.
+    Active,
+    /// Kept, but not to be served.
+    Suspended,
+    /// Kept for the record only.
+    Archived,
+}
+
+/// The Rust form of a registry table's row: anything that names a tenant.
+///
+/// The library needs only the identifier; an application with its own registry table implements
+/// this for its own model and points the [`Registry`] at that table.
+///
+/// ```
+/// use diesel_workspace::{TenantId, WorkspaceConfigInterface};
+///
+/// struct Customer {
+///     slug: String,
+/// }
+///
+/// impl WorkspaceConfigInterface for Customer {
+///     fn schema_name(&self) -> &str {
+///         &self.slug
+///     }
+/// }
+///
+/// let c = Customer { slug: "acme".into() };
+/// assert_eq!(c.tenant_id()?, TenantId::new("acme")?);
+/// # Ok::<(), diesel_workspace::Error>(())
+/// ```
+pub trait WorkspaceConfigInterface {
+    /// The value of the identifier column: the tenant's schema name.
+    fn schema_name(&self) -> &str;
+
+    /// The identifier, validated.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTenantName`](crate::Error::InvalidTenantName) when the stored name breaks
+    /// the rules (a row written by hand).
+    fn tenant_id(&self) -> Result<TenantId> {
+        TenantId::new(self.schema_name())
+    }
+}
+
+/// A row of the built-in registry table, `public.workspaces`.
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use diesel_workspace::{workspaces, Workspace, WorkspaceStatus};
+///
+/// # fn run(conn: &mut PgConnection) -> QueryResult<()> {
+/// let active: Vec<Workspace> = workspaces::table
+///     .filter(workspaces::status.eq(WorkspaceStatus::Active))
+///     .order(workspaces::schema_name)
+///     .select(Workspace::as_select())
+///     .load(conn)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = workspaces, check_for_backend(diesel::pg::Pg))]
+pub struct Workspace {
+    /// Surrogate key.
+    pub id: i64,
+    /// The tenant's schema name.
+    pub schema_name: String,
+    /// A name for people.
+    pub display_name: String,
+    /// The tenant's life-cycle state.
+    pub status: WorkspaceStatus,
+    /// When the row was inserted.
+    pub created_at: DateTime<Utc>,
+    /// When the row last changed (kept by a trigger).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl WorkspaceConfigInterface for Workspace {
+    fn schema_name(&self) -> &str {
+        &self.schema_name
+    }
+}
+
+/// Where the registry lives: a table in the shared schema, and its identifier column.
+///
+/// The default is the built-in `public.workspaces (schema_name)`. An application with its own
+/// table names it here; that table needs a unique text identifier column, and every other column
+/// needs a default (the library inserts the identifier only, then lets the application fill in
+/// the rest in the same transaction).
+///
+/// ```
+/// use diesel_workspace::Registry;
+///
+/// let registry = Registry::new("app", "customers").identifier_column("slug");
+/// assert_eq!(registry.qualified_table(), "\"app\".\"customers\"");
+/// assert_eq!(Registry::default().qualified_table(), "\"public\".\"workspaces\"");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    schema: String,
+    table: String,
+    identifier_column: String,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new("public", "workspaces")
+    }
+}
+
+impl Registry {
+    /// A registry table `schema.table`, with identifier column `schema_name`.
+    pub fn new(schema: impl Into<String>, table: impl Into<String>) -> Self {
+        Self {
+            schema: schema.into(),
+            table: table.into(),
+            identifier_column: "schema_name".into(),
+        }
+    }
+
+    /// Names the identifier column. Defaults to `schema_name`.
+    pub fn identifier_column(mut self, column: impl Into<String>) -> Self {
+        self.identifier_column = column.into();
+        self
+    }
+
+    /// The schema the registry table lives in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The table, schema-qualified and quoted.
+    pub fn qualified_table(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.table))
+    }
+
+    /// The identifier column, quoted.
+    pub fn quoted_identifier_column(&self) -> String {
+        quote_ident(&self.identifier_column)
+    }
+}
+
+/// Quotes an SQL identifier, doubling embedded quotes.
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}

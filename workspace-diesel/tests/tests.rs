@@ -1,0 +1,5 @@
+//! Integration tests against a real PostgreSQL (`DATABASE_URL`); each test uses a database of its own.
+
+mod support;
+
+mod routing;
