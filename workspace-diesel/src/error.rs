@@ -49,6 +49,9 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A migration source could not be read (a migrations directory that is missing or malformed).
+    #[error("could not read the migrations")]
+    MigrationSource(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]

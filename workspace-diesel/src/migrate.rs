@@ -1,6 +1,6 @@
 //! Embedded migrations: the shared set once, the tenant set once per tenant schema.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use diesel::connection::SimpleConnection;
 use diesel::migration::{Migration, MigrationSource};
@@ -44,8 +44,10 @@ pub(crate) const SHARED_LOCK_KEY: i32 = 0x5744_0002;
 /// ```
 #[derive(Clone)]
 pub struct Migrator {
-    shared: Option<Arc<EmbeddedMigrations>>,
-    tenant: Arc<EmbeddedMigrations>,
+    shared: Option<Arc<dyn MigrationSource<Pg> + Send + Sync>>,
+    tenant: Arc<dyn MigrationSource<Pg> + Send + Sync>,
+    /// The tenant set's versions, read once from `tenant` (shared by clones).
+    tenant_versions: Arc<OnceLock<Vec<String>>>,
     registry: Registry,
 }
 
@@ -67,7 +69,13 @@ pub struct MigratorBuilder {
 impl MigratorBuilder {
     /// The application's shared migrations, run once in the registry's schema after the registry's
     /// own. Defaults to none.
-    pub fn shared(mut self, shared: EmbeddedMigrations) -> Self {
+    ///
+    /// Any Diesel migration source works: [`EmbeddedMigrations`] from `embed_migrations!`, or
+    /// `diesel_migrations::FileBasedMigrations` read from a directory at run time.
+    pub fn shared<S>(mut self, shared: S) -> Self
+    where
+        S: MigrationSource<Pg> + Send + Sync + 'static,
+    {
         self.inner.shared = Some(Arc::new(shared));
         self
     }
@@ -85,12 +93,27 @@ impl MigratorBuilder {
 }
 
 impl Migrator {
-    /// Starts a migrator for the tenant migration set `tenant`.
-    pub fn builder(tenant: EmbeddedMigrations) -> MigratorBuilder {
+    /// Starts a migrator for the tenant migration set `tenant`: any Diesel migration source
+    /// ([`EmbeddedMigrations`], or `diesel_migrations::FileBasedMigrations` read at run time).
+    ///
+    /// ```no_run
+    /// use diesel_migrations::FileBasedMigrations;
+    /// use diesel_workspace::Migrator;
+    ///
+    /// let tenant = FileBasedMigrations::from_path("migrations_tenant").expect("a directory");
+    /// let shared = FileBasedMigrations::from_path("migrations_shared").expect("a directory");
+    /// let migrator = Migrator::builder(tenant).shared(shared).build();
+    /// # let _ = migrator;
+    /// ```
+    pub fn builder<S>(tenant: S) -> MigratorBuilder
+    where
+        S: MigrationSource<Pg> + Send + Sync + 'static,
+    {
         MigratorBuilder {
             inner: Migrator {
                 shared: None,
                 tenant: Arc::new(tenant),
+                tenant_versions: Arc::new(OnceLock::new()),
                 registry: Registry::default(),
             },
         }
@@ -102,8 +125,21 @@ impl Migrator {
     }
 
     /// The tenant migration set.
-    pub fn tenant_migrations(&self) -> &EmbeddedMigrations {
-        &self.tenant
+    pub fn tenant_migrations(&self) -> &(dyn MigrationSource<Pg> + Send + Sync) {
+        &*self.tenant
+    }
+
+    /// The versions of the tenant migration set, sorted (as Diesel writes them to its ledger:
+    /// `2024-01-01-000000_notes` is `20240101000000`). Read from the source once, then cached.
+    ///
+    /// # Errors
+    /// [`Error::MigrationSource`] when the source cannot be read (a directory that vanished).
+    pub fn tenant_versions(&self) -> Result<&[String]> {
+        if let Some(v) = self.tenant_versions.get() {
+            return Ok(v);
+        }
+        let versions = source_versions(&*self.tenant)?;
+        Ok(self.tenant_versions.get_or_init(|| versions))
     }
 
     /// Runs the registry's migrations, then the application's shared migrations, in the shared
@@ -210,17 +246,29 @@ pub(crate) fn lock_tenant(conn: &mut PgConnection, tenant: &TenantId) -> Result<
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A migration source lent to Diesel's harness, which takes its source by value.
-struct Lent<'a, S>(&'a S);
+/// The sorted versions of a migration source.
+pub(crate) fn source_versions<S: MigrationSource<Pg> + ?Sized>(source: &S) -> Result<Vec<String>> {
+    let mut versions: Vec<String> = source
+        .migrations()
+        .map_err(Error::MigrationSource)?
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect();
+    versions.sort();
+    Ok(versions)
+}
 
-impl<S: MigrationSource<Pg>> MigrationSource<Pg> for Lent<'_, S> {
+/// A migration source lent to Diesel's harness, which takes its source by value.
+struct Lent<'a, S: ?Sized>(&'a S);
+
+impl<S: MigrationSource<Pg> + ?Sized> MigrationSource<Pg> for Lent<'_, S> {
     fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn Migration<Pg>>>> {
         self.0.migrations()
     }
 }
 
 /// Runs the pending migrations of `source` with Diesel's harness, returning their versions.
-pub(crate) fn run_pending<S: MigrationSource<Pg>>(
+pub(crate) fn run_pending<S: MigrationSource<Pg> + ?Sized>(
     conn: &mut PgConnection,
     source: &S,
 ) -> std::result::Result<Vec<String>, BoxError> {
