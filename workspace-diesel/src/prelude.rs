@@ -3,3 +3,4 @@
 pub use crate::connection::TenantConnectionExt;
 pub use crate::registry::WorkspaceConfigInterface;
 pub use crate::table::{TenantModel, TenantTable};
+pub use workspace_diesel_derive::TenantModel;

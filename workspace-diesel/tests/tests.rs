@@ -2,4 +2,6 @@
 
 mod support;
 
+mod ids;
 mod routing;
+mod tenancy;
