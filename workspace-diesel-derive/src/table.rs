@@ -210,7 +210,7 @@ pub(crate) fn expand(input: TableDecl) -> TokenStream {
 
     quote::quote! {
         #(#meta)*
-        #[allow(unused_imports, dead_code, unreachable_pub, unused_qualifications)]
+        #[allow(unused_imports, dead_code, unreachable_pub, unused_qualifications, missing_docs)]
         pub mod #table_name {
             use ::diesel_workspace::__private::diesel;
             pub use self::columns::*;

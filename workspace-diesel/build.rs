@@ -1,0 +1,8 @@
+//! Rebuilds the crate when an embedded migration changes (`embed_migrations!` reads them at
+//! compile time, and cargo does not track those files by itself).
+
+fn main() {
+    for dir in ["../migrations_shared", "../migrations_tenant", "tests"] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
+}
