@@ -11,6 +11,8 @@ mod table;
 mod tenant;
 
 pub mod prelude;
+#[cfg(feature = "r2d2")]
+pub mod pool;
 
 pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{

@@ -3,5 +3,6 @@
 mod support;
 
 mod ids;
+mod pool;
 mod routing;
 mod tenancy;

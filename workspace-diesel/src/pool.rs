@@ -1,0 +1,658 @@
+//! An r2d2 connection pool built for tenant routing (feature `r2d2`, on by default).
+//!
+//! ```no_run
+//! use diesel::prelude::*;
+//! use diesel_workspace::prelude::*;
+//! use diesel_workspace::{pool, switch, TenantId};
+//!
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = pool::new("postgres://localhost/app")?;
+//! // or: pool::builder().max_size(8).statement_cap(256).build("postgres://localhost/app")?;
+//!
+//! let acme = TenantId::new("acme")?;
+//! let mut conn = pool.get()?;
+//! let n: i64 = switch(&acme, || {
+//!     conn.tenant_transaction(|conn| {
+//!         diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+//!             "(SELECT count(*) FROM notes)",
+//!         ))
+//!         .get_result(conn)
+//!     })
+//! })?;
+//! # let _ = n;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A [`TenantPool`] is a plain [`r2d2::Pool`]; its connections deref to [`PgConnection`], so
+//! [tenant tables](crate::tenant_table), [`tenant_transaction`](crate::TenantConnectionExt) and
+//! every Diesel query work on them. What differs from `r2d2::Pool<ConnectionManager<PgConnection>>`
+//! is what happens to a connection between two users:
+//!
+//! - **Fail-closed session defaults, once per physical connection.** When the pool opens a
+//!   connection, its `search_path` is set to the shared schema alone (default `public`). Tenant
+//!   tables never live there, so an unqualified tenant table does not resolve outside a tenant
+//!   transaction (PostgreSQL answers `relation "notes" does not exist`) while extension functions
+//!   and types installed in the shared schema stay usable. `application_name` and the optional
+//!   timeouts are set in the same statement. A tenant's `search_path` is never set at session
+//!   level: tenant tables render their schema into the SQL, and
+//!   [`tenant_transaction`](crate::TenantConnectionExt::tenant_transaction) uses a
+//!   transaction-local `search_path`.
+//! - **A reset on every checkout instead of a ping.** r2d2 checks a connection when it is checked
+//!   out (`test_on_check_out`, always on here); Diesel's check is `SELECT 1`. This pool sends one
+//!   reset batch instead, in one round trip, so **a checkout costs no extra round trip** compared
+//!   with a stock Diesel pool. The batch restores every session default above and clears the
+//!   session state that could carry one user's context into the next checkout: `CLOSE ALL`,
+//!   `UNLISTEN *`, `pg_advisory_unlock_all()`, `SET SESSION AUTHORIZATION DEFAULT`,
+//!   `RESET ROLE`, `DISCARD TEMP` (a temporary table would shadow every schema on the path). It
+//!   keeps the prepared statements: `DISCARD ALL` and `DEALLOCATE ALL` are not used because
+//!   Diesel's statement cache would still believe its statements exist.
+//! - **Dirty or bloated connections are discarded at check-in.** As with Diesel's manager, a
+//!   connection is closed instead of returned when the thread is panicking or the connection
+//!   holds an open or broken transaction. It is also closed when it holds more than
+//!   [`statement_cap`](TenantPoolBuilder::statement_cap) prepared statements.
+//!
+//! # Bound on server memory
+//!
+//! Tenant tables render `"<tenant>"."<table>"`, so Diesel's statement cache (unbounded, with no
+//! eviction) keeps one prepared statement per tenant and query shape on every connection: about
+//! 8 KiB of backend memory each (measured on PostgreSQL 15: 600 statements = 4.8 MiB). The pool
+//! counts the statements each connection has prepared (a [`StatementCounter`] installed as the
+//! connection's [`Instrumentation`]) and closes a connection that goes back to the pool with more
+//! than the cap; r2d2 then opens a fresh one. A connection therefore starts every checkout with at
+//! most `statement_cap` statements, and the prepared-statement memory of the whole pool stays
+//! below about `max_size × (statement_cap + statements prepared during one checkout) × 8 KiB`:
+//! with the defaults (10 connections, cap 256) about 20 MiB. `max_lifetime` (r2d2's default,
+//! 30 minutes) bounds it in time as well.
+//!
+//! # Limits
+//!
+//! - A transaction opened with raw SQL (`batch_execute("BEGIN")`) and left open is invisible to
+//!   Diesel's transaction manager, so neither Diesel's pool nor this one detects it at check-in.
+//!   Open transactions with [`Connection::transaction`] or
+//!   [`tenant_transaction`](crate::TenantConnectionExt::tenant_transaction).
+//! - Replacing a pooled connection's instrumentation with
+//!   [`Connection::set_instrumentation`] removes the [`StatementCounter`]; such a connection is
+//!   closed at check-in. Pass your instrumentation to
+//!   [`TenantPoolBuilder::instrumentation`] instead.
+//! - Statements prepared with raw `PREPARE` are not counted.
+//! - Behind PgBouncer in transaction pooling mode, session settings and prepared statements do
+//!   not stay with a client; see the crate documentation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::connection::{
+    get_default_instrumentation, Instrumentation, InstrumentationEvent, SimpleConnection,
+};
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection};
+use diesel::PgConnection;
+
+use crate::error::Result;
+use crate::registry::quote_ident;
+
+/// A connection pool for tenant routing; build one with [`new`] or [`builder`].
+pub type TenantPool = r2d2::Pool<TenantConnectionManager>;
+
+/// A connection checked out of a [`TenantPool`]; it derefs to [`PgConnection`].
+pub type TenantPooledConnection = r2d2::PooledConnection<TenantConnectionManager>;
+
+/// The default [`statement_cap`](TenantPoolBuilder::statement_cap): 256 prepared statements per
+/// connection.
+pub const DEFAULT_STATEMENT_CAP: usize = 256;
+
+/// The default [`application_name`](TenantPoolBuilder::application_name).
+pub const DEFAULT_APPLICATION_NAME: &str = "workspace-diesel";
+
+/// The default
+/// [`idle_in_transaction_session_timeout`](TenantPoolBuilder::idle_in_transaction_session_timeout):
+/// 10 minutes.
+pub const DEFAULT_IDLE_IN_TRANSACTION_SESSION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The error type of the pool's connection manager (Diesel's r2d2 error).
+pub type ManagerError = diesel::r2d2::Error;
+
+type InstrumentationFactory = Arc<dyn Fn() -> Option<Box<dyn Instrumentation>> + Send + Sync>;
+
+/// Builds a pool with every default (see [`TenantPoolBuilder`]) and opens its connections.
+///
+/// ```no_run
+/// let pool = diesel_workspace::pool::new("postgres://localhost/app")?;
+/// let conn = pool.get()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Pool`](crate::Error::Pool) when the pool could not open its first connections within
+/// the connection timeout (30 seconds).
+pub fn new(database_url: impl Into<String>) -> Result<TenantPool> {
+    builder().build(database_url)
+}
+
+/// A [`TenantPoolBuilder`] with every default.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// let pool = diesel_workspace::pool::builder()
+///     .max_size(8)
+///     .statement_cap(256)
+///     .statement_timeout(Some(Duration::from_secs(30)))
+///     .build("postgres://localhost/app")?;
+/// # Ok::<(), diesel_workspace::Error>(())
+/// ```
+pub fn builder() -> TenantPoolBuilder {
+    TenantPoolBuilder::new()
+}
+
+/// Configures and builds a [`TenantPool`].
+///
+/// Session settings (applied once per physical connection, and restored on every checkout):
+///
+/// | setter | default |
+/// | --- | --- |
+/// | [`shared_schema`](Self::shared_schema) | `public` |
+/// | [`application_name`](Self::application_name) | `workspace-diesel` |
+/// | [`statement_timeout`](Self::statement_timeout) | `None`: the server's setting |
+/// | [`lock_timeout`](Self::lock_timeout) | `None`: the server's setting |
+/// | [`idle_in_transaction_session_timeout`](Self::idle_in_transaction_session_timeout) | 10 minutes |
+///
+/// Pool settings: [`statement_cap`](Self::statement_cap) (256),
+/// [`instrumentation`](Self::instrumentation) (Diesel's default instrumentation), and r2d2's
+/// [`max_size`](Self::max_size) (10), [`min_idle`](Self::min_idle) (`None`: `max_size`),
+/// [`max_lifetime`](Self::max_lifetime) (30 minutes), [`idle_timeout`](Self::idle_timeout)
+/// (10 minutes), [`connection_timeout`](Self::connection_timeout) (30 seconds); anything else
+/// r2d2 offers through [`r2d2`](Self::r2d2).
+pub struct TenantPoolBuilder {
+    shared_schema: String,
+    application_name: String,
+    statement_timeout: Option<Duration>,
+    lock_timeout: Option<Duration>,
+    idle_in_transaction_session_timeout: Option<Duration>,
+    statement_cap: usize,
+    instrumentation: InstrumentationFactory,
+    pool: r2d2::Builder<TenantConnectionManager>,
+}
+
+impl fmt::Debug for TenantPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantPoolBuilder")
+            .field("shared_schema", &self.shared_schema)
+            .field("application_name", &self.application_name)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field(
+                "idle_in_transaction_session_timeout",
+                &self.idle_in_transaction_session_timeout,
+            )
+            .field("statement_cap", &self.statement_cap)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TenantPoolBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TenantPoolBuilder {
+    /// A builder with every default.
+    pub fn new() -> Self {
+        Self {
+            shared_schema: "public".to_owned(),
+            application_name: DEFAULT_APPLICATION_NAME.to_owned(),
+            statement_timeout: None,
+            lock_timeout: None,
+            idle_in_transaction_session_timeout: Some(DEFAULT_IDLE_IN_TRANSACTION_SESSION_TIMEOUT),
+            statement_cap: DEFAULT_STATEMENT_CAP,
+            instrumentation: Arc::new(get_default_instrumentation),
+            pool: r2d2::Pool::builder(),
+        }
+    }
+
+    /// The schema that is alone on every connection's session `search_path`: the schema of the
+    /// shared tables and extensions, which holds no tenant table.
+    ///
+    /// Defaults to `public`. Use the schema of your [`Registry`](crate::Registry) if it is not
+    /// `public`.
+    pub fn shared_schema(mut self, schema: impl Into<String>) -> Self {
+        self.shared_schema = schema.into();
+        self
+    }
+
+    /// The `application_name` of every connection (shown in `pg_stat_activity` and the server's
+    /// logs).
+    ///
+    /// Defaults to `workspace-diesel`. As PostgreSQL does, characters other than printable ASCII
+    /// are replaced with `?`.
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = name.into();
+        self
+    }
+
+    /// The session's `statement_timeout`: statements running longer are cancelled.
+    ///
+    /// Defaults to `None`: the server's (or role's, or database's) setting is kept. Durations are
+    /// rounded up to whole milliseconds; `Some(Duration::ZERO)` disables the timeout.
+    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// The session's `lock_timeout`: waiting longer for a lock fails the statement.
+    ///
+    /// Defaults to `None`: the server's setting is kept. Rounded up to whole milliseconds.
+    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The session's `idle_in_transaction_session_timeout`: the server closes a connection that
+    /// sits idle inside a transaction for longer, releasing its locks.
+    ///
+    /// Defaults to 10 minutes. `None` keeps the server's setting. Rounded up to whole
+    /// milliseconds.
+    pub fn idle_in_transaction_session_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_in_transaction_session_timeout = timeout;
+        self
+    }
+
+    /// The most prepared statements a connection may hold when it goes back to the pool; a
+    /// connection holding more is closed at check-in, and r2d2 opens a fresh one.
+    ///
+    /// Defaults to 256 ([`DEFAULT_STATEMENT_CAP`]), about 2 MiB of server memory per
+    /// connection. Diesel prepares one statement per query shape and tenant, so size it at a
+    /// few times the number of query shapes a request uses.
+    pub fn statement_cap(mut self, cap: usize) -> Self {
+        self.statement_cap = cap;
+        self
+    }
+
+    /// Makes each new connection's [`Instrumentation`] the one `make` returns; the pool's
+    /// [`StatementCounter`] forwards every event to it.
+    ///
+    /// Defaults to Diesel's default instrumentation
+    /// ([`diesel::connection::set_default_instrumentation`]), the one a connection opened
+    /// without the pool would get.
+    ///
+    /// ```
+    /// use diesel::connection::{Instrumentation, InstrumentationEvent};
+    ///
+    /// let builder = diesel_workspace::pool::builder().instrumentation(|| {
+    ///     Some(Box::new(|event: InstrumentationEvent<'_>| {
+    ///         if let InstrumentationEvent::StartQuery { query, .. } = event {
+    ///             println!("{query}");
+    ///         }
+    ///     }) as Box<dyn Instrumentation>)
+    /// });
+    /// # let _ = builder;
+    /// ```
+    pub fn instrumentation(
+        mut self,
+        make: impl Fn() -> Option<Box<dyn Instrumentation>> + Send + Sync + 'static,
+    ) -> Self {
+        self.instrumentation = Arc::new(make);
+        self
+    }
+
+    /// The most connections the pool opens.
+    ///
+    /// Defaults to 10.
+    ///
+    /// # Panics
+    /// When `max_size` is 0 (r2d2's check).
+    pub fn max_size(mut self, max_size: u32) -> Self {
+        self.pool = self.pool.max_size(max_size);
+        self
+    }
+
+    /// The number of idle connections the pool keeps open.
+    ///
+    /// Defaults to `None`: `max_size`.
+    pub fn min_idle(mut self, min_idle: Option<u32>) -> Self {
+        self.pool = self.pool.min_idle(min_idle);
+        self
+    }
+
+    /// How long a connection lives before it is closed at check-in (whatever its statement
+    /// count).
+    ///
+    /// Defaults to 30 minutes. `None` keeps connections forever.
+    pub fn max_lifetime(mut self, max_lifetime: Option<Duration>) -> Self {
+        self.pool = self.pool.max_lifetime(max_lifetime);
+        self
+    }
+
+    /// How long a connection may sit idle in the pool before it is closed.
+    ///
+    /// Defaults to 10 minutes.
+    pub fn idle_timeout(mut self, idle_timeout: Option<Duration>) -> Self {
+        self.pool = self.pool.idle_timeout(idle_timeout);
+        self
+    }
+
+    /// How long [`Pool::get`](r2d2::Pool::get) (and [`build`](Self::build)) wait for a
+    /// connection.
+    ///
+    /// Defaults to 30 seconds.
+    ///
+    /// # Panics
+    /// When `timeout` is zero (r2d2's check).
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.pool = self.pool.connection_timeout(timeout);
+        self
+    }
+
+    /// Applies any other r2d2 setting (error and event handlers, thread pool) to the underlying
+    /// [`r2d2::Builder`].
+    ///
+    /// `test_on_check_out` and the connection customizer are set by [`build`](Self::build) after
+    /// `configure` runs: the per-checkout reset and the session defaults cannot be switched off.
+    ///
+    /// ```
+    /// let builder = diesel_workspace::pool::builder()
+    ///     .r2d2(|b| b.error_handler(Box::new(r2d2::LoggingErrorHandler)));
+    /// # let _ = builder;
+    /// ```
+    pub fn r2d2(
+        mut self,
+        configure: impl FnOnce(
+            r2d2::Builder<TenantConnectionManager>,
+        ) -> r2d2::Builder<TenantConnectionManager>,
+    ) -> Self {
+        self.pool = configure(self.pool);
+        self
+    }
+
+    /// Builds the pool and waits until it has opened its initial connections (`min_idle`).
+    ///
+    /// # Errors
+    /// [`Error::Pool`](crate::Error::Pool) when the connections could not be opened within the
+    /// connection timeout.
+    pub fn build(self, database_url: impl Into<String>) -> Result<TenantPool> {
+        let (pool, manager) = self.into_parts(database_url.into());
+        Ok(pool.build(manager)?)
+    }
+
+    /// Builds the pool without waiting for any connection; they are opened in the background.
+    pub fn build_unchecked(self, database_url: impl Into<String>) -> TenantPool {
+        let (pool, manager) = self.into_parts(database_url.into());
+        pool.build_unchecked(manager)
+    }
+
+    fn into_parts(
+        self,
+        database_url: String,
+    ) -> (
+        r2d2::Builder<TenantConnectionManager>,
+        TenantConnectionManager,
+    ) {
+        let session = Arc::new(SessionDefaults::new(&self));
+        let manager = TenantConnectionManager {
+            inner: ConnectionManager::new(database_url),
+            session: Arc::clone(&session),
+            statement_cap: self.statement_cap,
+            instrumentation: self.instrumentation,
+        };
+        let pool = self
+            .pool
+            .test_on_check_out(true)
+            .connection_customizer(Box::new(SessionCustomizer { session }));
+        (pool, manager)
+    }
+}
+
+/// The SQL that sets the session defaults, and the SQL that restores them on checkout.
+#[derive(Debug)]
+struct SessionDefaults {
+    /// Sent once per physical connection.
+    acquire: String,
+    /// Sent on every checkout, in place of Diesel's ping.
+    reset: String,
+}
+
+impl SessionDefaults {
+    fn new(b: &TenantPoolBuilder) -> Self {
+        let timeout = |name: &str, value: Option<Duration>| match value {
+            Some(d) => format!("SET {name} TO {}", millis(d)),
+            None => format!("RESET {name}"),
+        };
+        let acquire = [
+            format!("SET search_path TO {}", quote_ident(&b.shared_schema)),
+            format!(
+                "SET application_name TO {}",
+                string_literal(&b.application_name)
+            ),
+            timeout("statement_timeout", b.statement_timeout),
+            timeout("lock_timeout", b.lock_timeout),
+            timeout(
+                "idle_in_transaction_session_timeout",
+                b.idle_in_transaction_session_timeout,
+            ),
+        ]
+        .join("; ");
+        let reset = format!(
+            "CLOSE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); \
+             SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; DISCARD TEMP; {acquire}"
+        );
+        Self { acquire, reset }
+    }
+}
+
+/// A duration as PostgreSQL milliseconds: rounded up, at most `i32::MAX`.
+fn millis(d: Duration) -> u128 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    ms.min(i32::MAX as u128)
+}
+
+/// A string literal that means the same whatever `standard_conforming_strings` is, with characters
+/// other than printable ASCII replaced by `?` (as PostgreSQL does for `application_name`).
+fn string_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// The r2d2 connection customizer of a [`TenantPool`]: sets the fail-closed session defaults once
+/// per physical connection, in one batch.
+///
+/// [`TenantPoolBuilder::build`] installs it; it is public so that its type can be named.
+pub struct SessionCustomizer {
+    session: Arc<SessionDefaults>,
+}
+
+impl fmt::Debug for SessionCustomizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionCustomizer")
+            .field("sql", &self.session.acquire)
+            .finish()
+    }
+}
+
+impl CustomizeConnection<PgConnection, ManagerError> for SessionCustomizer {
+    fn on_acquire(&self, conn: &mut PgConnection) -> std::result::Result<(), ManagerError> {
+        conn.batch_execute(&self.session.acquire)
+            .map_err(ManagerError::QueryError)
+    }
+}
+
+/// The r2d2 connection manager of a [`TenantPool`]: Diesel's
+/// [`ConnectionManager<PgConnection>`], with a session reset instead of the checkout ping and a
+/// statement cap at check-in.
+///
+/// - `connect` opens the connection as Diesel's manager does, installs a [`StatementCounter`] as
+///   its instrumentation and reads how many statements the connection already holds.
+/// - `is_valid` (every checkout) sends the reset batch described in the [module
+///   documentation](self) instead of `SELECT 1`: one round trip either way.
+/// - `has_broken` (every check-in) is Diesel's rule (the thread is panicking, or a transaction is
+///   open or broken), or the connection holds more than the statement cap, or its counter is gone.
+///
+/// Build it (and the pool) with [`TenantPoolBuilder`].
+pub struct TenantConnectionManager {
+    inner: ConnectionManager<PgConnection>,
+    session: Arc<SessionDefaults>,
+    statement_cap: usize,
+    instrumentation: InstrumentationFactory,
+}
+
+impl fmt::Debug for TenantConnectionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantConnectionManager")
+            .field("reset_sql", &self.session.reset)
+            .field("statement_cap", &self.statement_cap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantConnectionManager {
+    /// The most prepared statements a connection may hold when it is checked in.
+    pub fn statement_cap(&self) -> usize {
+        self.statement_cap
+    }
+}
+
+impl ManageConnection for TenantConnectionManager {
+    type Connection = PgConnection;
+    type Error = ManagerError;
+
+    fn connect(&self) -> std::result::Result<PgConnection, ManagerError> {
+        let mut conn = self.inner.connect()?;
+        conn.set_instrumentation(StatementCounter {
+            cached: 0,
+            inner: (self.instrumentation)(),
+        });
+        // Diesel prepares statements while connecting, before the counter exists: start from the
+        // server's count (which includes this query's own statement).
+        let held: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements)",
+        ))
+        .get_result(&mut conn)?;
+        if let Some(counter) = conn.instrumentation().downcast_mut::<StatementCounter>() {
+            counter.cached = usize::try_from(held).unwrap_or(usize::MAX);
+        }
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut PgConnection) -> std::result::Result<(), ManagerError> {
+        conn.batch_execute(&self.session.reset)
+            .map_err(ManagerError::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        if self.inner.has_broken(conn) {
+            return true;
+        }
+        match cached_statements(conn) {
+            Some(n) => n > self.statement_cap,
+            None => true,
+        }
+    }
+}
+
+/// The [`Instrumentation`] a [`TenantPool`] installs on each connection: it counts the prepared
+/// statements Diesel caches on the connection and forwards every event to the instrumentation
+/// configured with [`TenantPoolBuilder::instrumentation`].
+///
+/// Reach it on a checked-out connection with [`cached_statements`], or with
+/// `conn.instrumentation().downcast_mut::<StatementCounter>()`.
+pub struct StatementCounter {
+    cached: usize,
+    inner: Option<Box<dyn Instrumentation>>,
+}
+
+impl fmt::Debug for StatementCounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatementCounter")
+            .field("cached", &self.cached)
+            .field("forwards", &self.inner.is_some())
+            .finish()
+    }
+}
+
+impl StatementCounter {
+    /// The number of prepared statements the connection holds (those Diesel prepared while
+    /// connecting, plus every statement Diesel cached since).
+    pub fn cached_statements(&self) -> usize {
+        self.cached
+    }
+
+    /// The instrumentation events are forwarded to, if any.
+    pub fn inner_mut(&mut self) -> Option<&mut dyn Instrumentation> {
+        self.inner.as_deref_mut()
+    }
+}
+
+impl Instrumentation for StatementCounter {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::CacheQuery { .. } = event {
+            self.cached += 1;
+        }
+        if let Some(inner) = self.inner.as_deref_mut() {
+            inner.on_connection_event(event);
+        }
+    }
+}
+
+/// The number of prepared statements a pooled connection holds, as counted by its
+/// [`StatementCounter`]; `None` for a connection that did not come from a [`TenantPool`].
+///
+/// ```no_run
+/// let pool = diesel_workspace::pool::new("postgres://localhost/app")?;
+/// let mut conn = pool.get()?;
+/// let held = diesel_workspace::pool::cached_statements(&mut conn);
+/// assert!(held.is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn cached_statements(conn: &mut PgConnection) -> Option<usize> {
+    conn.instrumentation()
+        .downcast_ref::<StatementCounter>()
+        .map(StatementCounter::cached_statements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_and_clamp() {
+        assert_eq!(millis(Duration::ZERO), 0);
+        assert_eq!(millis(Duration::from_micros(1)), 1);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::from_secs(u64::MAX)), i32::MAX as u128);
+    }
+
+    #[test]
+    fn literals_are_escaped() {
+        assert_eq!(string_literal("it's a\\b"), r"E'it''s a\\b'");
+        assert_eq!(string_literal("naïve\n"), "E'na?ve?'");
+    }
+
+    #[test]
+    fn session_sql() {
+        let b = builder()
+            .shared_schema("app\"x")
+            .statement_timeout(Some(Duration::from_secs(5)));
+        let s = SessionDefaults::new(&b);
+        assert_eq!(
+            s.acquire,
+            "SET search_path TO \"app\"\"x\"; SET application_name TO E'workspace-diesel'; \
+             SET statement_timeout TO 5000; RESET lock_timeout; \
+             SET idle_in_transaction_session_timeout TO 600000"
+        );
+        assert!(s.reset.ends_with(&s.acquire));
+        assert!(!s.reset.contains("DISCARD ALL") && !s.reset.contains("DEALLOCATE"));
+    }
+}
