@@ -1,0 +1,143 @@
+//! The command line: every clap-derive type of the tool.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Schema-per-tenant migrations for Diesel and PostgreSQL: create, migrate, list, rename and drop
+/// tenants, write new migrations, and print the Rust schema of the shared and tenant tables.
+#[derive(Debug, Parser)]
+#[command(name = "workspace-diesel", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The database to connect to (postgres://user:password@host:port/database)
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub(crate) database_url: Option<String>,
+
+    /// The tenant migrations directory, run once per tenant schema
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "migrations_tenant"
+    )]
+    pub(crate) migrations_dir: PathBuf,
+
+    /// The shared migrations directory, run once in the shared schema [default: migrations_shared,
+    /// skipped when it does not exist]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) shared_migrations_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The commands (names and aliases of issue 3).
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Register a tenant and create its schema, with every tenant migration applied
+    #[command(name = "create_tenant_schema", visible_alias = "c:t:s")]
+    CreateTenantSchema {
+        /// The tenant's identifier, which is also its schema name ([a-z_][a-z0-9_]*, at most 63 bytes)
+        identifier: String,
+    },
+
+    /// Write a new, empty migration (up.sql and down.sql) into the tenant migrations directory
+    #[command(name = "makemigrations_tenant", visible_alias = "m:m:t")]
+    MakemigrationsTenant {
+        /// The migration's name ([a-z0-9_], e.g. add_invoices)
+        name: String,
+        /// Write into the shared migrations directory instead
+        #[arg(long)]
+        shared: bool,
+    },
+
+    /// Apply the pending tenant migrations to one tenant, or to every tenant with --all
+    #[command(name = "migrate_tenant", visible_alias = "m:t")]
+    MigrateTenant(TenantOrAll),
+
+    /// Apply the shared migrations, then the pending tenant migrations to every tenant
+    #[command(name = "migrate_all")]
+    MigrateAll(FleetArgs),
+
+    /// Revert the last applied tenant migration of one tenant, or of every tenant with --all
+    #[command(name = "revert_tenant")]
+    RevertTenant(TenantOrAll),
+
+    /// List the registered tenants with their migration state
+    #[command(name = "list_tenants")]
+    ListTenants,
+
+    /// Show the migration state: shared migrations and a summary of the tenants
+    #[command(name = "status")]
+    Status,
+
+    /// Drop a tenant: its schema with all its data, its registry row and its migration records
+    #[command(name = "drop_tenant")]
+    DropTenant {
+        /// The tenant to drop
+        identifier: String,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
+    /// Rename a tenant: its schema, its registry row and its migration records
+    #[command(name = "rename_tenant")]
+    RenameTenant {
+        /// The tenant's current identifier
+        from: String,
+        /// The new identifier
+        to: String,
+    },
+
+    /// Print Rust declarations of the shared tables (diesel::table!) and the tenant tables
+    /// (tenant_table!), read from the live database
+    #[command(name = "print-schema")]
+    PrintSchema(PrintSchemaArgs),
+}
+
+/// One tenant, or `--all` of them.
+#[derive(Debug, Args)]
+pub(crate) struct TenantOrAll {
+    /// The tenant
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub(crate) identifier: Option<String>,
+    /// Every registered tenant
+    #[arg(long)]
+    pub(crate) all: bool,
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
+}
+
+/// How a command that walks the fleet of tenants runs.
+#[derive(Debug, Args)]
+pub(crate) struct FleetArgs {
+    /// How many tenants to migrate at once (one connection each)
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) parallel: u16,
+    /// Go on with the other tenants when one fails (default: stop starting new ones)
+    #[arg(long)]
+    pub(crate) continue_on_error: bool,
+}
+
+/// Options of `print-schema`.
+#[derive(Debug, Args)]
+pub(crate) struct PrintSchemaArgs {
+    /// The tenant whose schema holds the tenant tables [default: the first registered tenant, or a
+    /// scratch schema built from the tenant migrations and rolled back]
+    #[arg(long, value_name = "IDENTIFIER")]
+    pub(crate) tenant: Option<String>,
+    /// Write to this file instead of stdout
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// Also print the registry's own tables (public.workspaces, public.workspace_migrations),
+    /// which the library already declares
+    #[arg(long)]
+    pub(crate) with_registry: bool,
+}

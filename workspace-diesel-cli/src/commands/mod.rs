@@ -1,0 +1,177 @@
+//! The commands, one module per group, and what they share: the connection and the migrator.
+
+mod generate;
+mod migrate;
+mod schema;
+mod tenant;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
+use diesel_migrations::FileBasedMigrations;
+use diesel_workspace::{Migrator, TenantId};
+
+use crate::cli::{Cli, Command};
+
+/// The default shared migrations directory, used only when it exists.
+const DEFAULT_SHARED_DIR: &str = "migrations_shared";
+
+/// Runs the command of `cli`.
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx {
+        database_url: cli.database_url,
+        migrations_dir: cli.migrations_dir,
+        shared_migrations_dir: cli.shared_migrations_dir,
+    };
+    match cli.command {
+        Command::CreateTenantSchema { identifier } => tenant::create(&ctx, &identifier),
+        Command::MakemigrationsTenant { name, shared } => {
+            generate::makemigrations(&ctx, &name, shared)
+        }
+        Command::MigrateTenant(args) => migrate::migrate_tenant(&ctx, &args),
+        Command::MigrateAll(fleet) => migrate::migrate_all(&ctx, &fleet),
+        Command::RevertTenant(args) => migrate::revert_tenant(&ctx, &args),
+        Command::ListTenants => tenant::list(&ctx),
+        Command::Status => migrate::status(&ctx),
+        Command::DropTenant { identifier, yes } => tenant::drop(&ctx, &identifier, yes),
+        Command::RenameTenant { from, to } => tenant::rename(&ctx, &from, &to),
+        Command::PrintSchema(args) => schema::print_schema(&ctx, &args),
+    }
+}
+
+/// The global options, shared by every command.
+pub(crate) struct Ctx {
+    database_url: Option<String>,
+    migrations_dir: PathBuf,
+    shared_migrations_dir: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// The database URL, from `--database-url` or `DATABASE_URL`.
+    pub(crate) fn database_url(&self) -> Result<&str> {
+        match self.database_url.as_deref() {
+            Some(url) if !url.is_empty() => Ok(url),
+            _ => bail!("no database given: pass --database-url or set DATABASE_URL"),
+        }
+    }
+
+    /// A new connection to the database.
+    pub(crate) fn connect(&self) -> Result<PgConnection> {
+        let url = self.database_url()?;
+        PgConnection::establish(url).context("could not connect to the database")
+    }
+
+    /// The tenant migrations directory; it must exist.
+    pub(crate) fn tenant_dir(&self) -> Result<&Path> {
+        let dir = self.migrations_dir.as_path();
+        if !dir.is_dir() {
+            bail!(
+                "the tenant migrations directory `{}` does not exist (see --migrations-dir)",
+                dir.display()
+            );
+        }
+        Ok(dir)
+    }
+
+    /// The shared migrations directory: the one given (which must exist), or the default one
+    /// when it exists.
+    pub(crate) fn shared_dir(&self) -> Result<Option<&Path>> {
+        match &self.shared_migrations_dir {
+            Some(dir) if dir.is_dir() => Ok(Some(dir)),
+            Some(dir) => bail!(
+                "the shared migrations directory `{}` does not exist (see --shared-migrations-dir)",
+                dir.display()
+            ),
+            None => {
+                let dir = Path::new(DEFAULT_SHARED_DIR);
+                Ok(dir.is_dir().then_some(dir))
+            }
+        }
+    }
+
+    /// The migrator for the two directories, read at run time.
+    pub(crate) fn migrator(&self) -> Result<Migrator> {
+        let tenant_dir = self.tenant_dir()?;
+        let tenant = FileBasedMigrations::from_path(tenant_dir).with_context(|| {
+            format!(
+                "could not read the tenant migrations in `{}`",
+                tenant_dir.display()
+            )
+        })?;
+        let mut builder = Migrator::builder(tenant);
+        if let Some(dir) = self.shared_dir()? {
+            let shared = FileBasedMigrations::from_path(dir).with_context(|| {
+                format!(
+                    "could not read the shared migrations in `{}`",
+                    dir.display()
+                )
+            })?;
+            builder = builder.shared(shared);
+        }
+        Ok(builder.build())
+    }
+}
+
+/// Validates a tenant identifier given on the command line.
+pub(crate) fn tenant_id(identifier: &str) -> Result<TenantId> {
+    Ok(TenantId::new(identifier)?)
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    flag: bool,
+}
+
+/// Whether the registry table exists (the shared migrations have run).
+pub(crate) fn registry_exists(conn: &mut PgConnection, migrator: &Migrator) -> Result<bool> {
+    let row: Flag = diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
+        .bind::<Text, _>(migrator.registry().qualified_table())
+        .get_result(conn)
+        .context("could not look for the registry table")?;
+    Ok(row.flag)
+}
+
+/// Whether `tenant` is in the registry (false when there is no registry yet).
+pub(crate) fn is_registered(
+    conn: &mut PgConnection,
+    migrator: &Migrator,
+    tenant: &TenantId,
+) -> Result<bool> {
+    if !registry_exists(conn, migrator)? {
+        return Ok(false);
+    }
+    let registry = migrator.registry();
+    let row: Flag = diesel::sql_query(format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1) AS flag",
+        registry.qualified_table(),
+        registry.quoted_identifier_column()
+    ))
+    .bind::<Text, _>(tenant.as_str())
+    .get_result(conn)
+    .with_context(|| format!("could not look up tenant `{tenant}` in the registry"))?;
+    Ok(row.flag)
+}
+
+/// Fails with "tenant `x` does not exist" unless `tenant` is registered.
+pub(crate) fn ensure_registered(
+    conn: &mut PgConnection,
+    migrator: &Migrator,
+    tenant: &TenantId,
+) -> Result<()> {
+    if !is_registered(conn, migrator, tenant)? {
+        bail!("tenant `{tenant}` does not exist");
+    }
+    Ok(())
+}
+
+/// Pluralises `word` for `n`.
+pub(crate) fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}

@@ -1,0 +1,111 @@
+//! Tenant commands: `create_tenant_schema`, `list_tenants`, `drop_tenant`, `rename_tenant`.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{plural, tenant_id, Ctx};
+
+/// `create_tenant_schema <identifier>`: applies pending shared migrations (the registry table
+/// comes with them), then registers the tenant and creates its schema with every tenant
+/// migration, in one transaction.
+pub(crate) fn create(ctx: &Ctx, identifier: &str) -> Result<()> {
+    let tenant = tenant_id(identifier)?;
+    let migrator = ctx.migrator()?;
+    let versions = migrator.tenant_versions()?.len();
+    let mut conn = ctx.connect()?;
+    if super::is_registered(&mut conn, &migrator, &tenant)? {
+        bail!("tenant `{tenant}` already exists");
+    }
+    migrator.run_shared(&mut conn)?;
+    migrator.create_tenant(&mut conn, &tenant)?;
+    println!(
+        "created tenant `{tenant}` (schema {}, {} applied)",
+        tenant.quoted(),
+        plural(versions, "migration")
+    );
+    Ok(())
+}
+
+/// `list_tenants`: one line per tenant with its migration state.
+pub(crate) fn list(ctx: &Ctx) -> Result<()> {
+    let migrator = ctx.migrator()?;
+    let mut conn = ctx.connect()?;
+    let statuses = super::migrate::statuses(&mut conn, &migrator)?;
+    if statuses.is_empty() {
+        println!("no tenants");
+        return Ok(());
+    }
+    let width = statuses
+        .iter()
+        .map(|s| s.tenant.as_str().len())
+        .max()
+        .unwrap_or(0)
+        .max("TENANT".len());
+    println!(
+        "{:<width$}  {:>7}  {:>7}  STATE",
+        "TENANT", "APPLIED", "PENDING"
+    );
+    for s in &statuses {
+        println!(
+            "{:<width$}  {:>7}  {:>7}  {}",
+            s.tenant.as_str(),
+            s.applied.len(),
+            s.pending.len(),
+            s.state()
+        );
+    }
+    Ok(())
+}
+
+/// `drop_tenant <identifier>`: asks first unless `--yes`.
+pub(crate) fn drop(ctx: &Ctx, identifier: &str, yes: bool) -> Result<()> {
+    let tenant = tenant_id(identifier)?;
+    let migrator = ctx.migrator()?;
+    let mut conn = ctx.connect()?;
+    super::ensure_registered(&mut conn, &migrator, &tenant)?;
+    if !yes
+        && !confirm(
+            &format!(
+        "Drop tenant `{tenant}`, its schema and all its data? Type the tenant's name to confirm: "
+    ),
+            tenant.as_str(),
+        )?
+    {
+        bail!("tenant `{tenant}` was not dropped: not confirmed (pass --yes to skip the question)");
+    }
+    super::migrate::drop_tenant(&mut conn, &migrator, &tenant)?;
+    println!("dropped tenant `{tenant}`");
+    Ok(())
+}
+
+/// `rename_tenant <from> <to>`.
+pub(crate) fn rename(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
+    let from = tenant_id(from)?;
+    let to = tenant_id(to)?;
+    let migrator = ctx.migrator()?;
+    let mut conn = ctx.connect()?;
+    super::ensure_registered(&mut conn, &migrator, &from)?;
+    if super::is_registered(&mut conn, &migrator, &to)? {
+        bail!("tenant `{to}` already exists");
+    }
+    super::migrate::rename_tenant(&mut conn, &migrator, &from, &to)?;
+    println!("renamed tenant `{from}` to `{to}`");
+    Ok(())
+}
+
+/// Asks on the terminal; the answer must be `expected`. Without a terminal, refuses.
+fn confirm(question: &str, expected: &str) -> Result<bool> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("refusing to drop tenant `{expected}` without confirmation: pass --yes (standard input is not a terminal)");
+    }
+    eprint!("{question}");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("could not read the answer")?;
+    Ok(answer.trim() == expected)
+}
