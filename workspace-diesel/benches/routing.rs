@@ -315,6 +315,28 @@ fn provision(conn: &mut PgConnection) -> Vec<TenantId> {
     ids
 }
 
+/// Before measuring anything: the routed query, alternating tenants on one connection with the
+/// statement cache on, reads each tenant's own row (trap 1 of DESIGN.md).
+fn check_routing(conn: &mut PgConnection, ids: &[TenantId]) {
+    use crate::routed::notes;
+    for _ in 0..2 {
+        for id in ids {
+            let title: String = switch(id, || {
+                notes::table
+                    .filter(notes::id.eq(1))
+                    .select(notes::title)
+                    .first(conn)
+            })
+            .expect("routed select");
+            assert_eq!(
+                title,
+                format!("note 0 of {id}"),
+                "routed query read the wrong tenant"
+            );
+        }
+    }
+}
+
 /// The note id looked up by query number `i`.
 fn note_id(i: usize) -> i32 {
     1 + (i % NOTES) as i32
@@ -335,7 +357,7 @@ fn cases(ids: &[TenantId]) -> Vec<Case> {
 
     // 1 + 2: SELECT title FROM notes WHERE id = $1, one tenant.
     out.push(Case {
-        name: "select title by id, one tenant",
+        name: "1. select by id, one tenant",
         raw: Box::new(|conn, i| {
             use crate::raw::r0::notes;
             let t: String = notes::table
@@ -363,8 +385,8 @@ fn cases(ids: &[TenantId]) -> Vec<Case> {
 
     // 3: the tenant alternates every query.
     for (n, name) in [
-        (2, "select title by id, tenant alternates among 2"),
-        (16, "select title by id, tenant alternates among 16"),
+        (2, "2. select by id, alternating 2 tenants"),
+        (16, "3. select by id, alternating 16 tenants"),
     ] {
         let ids = ids[..n].to_vec();
         out.push(Case {
@@ -400,11 +422,11 @@ fn cases(ids: &[TenantId]) -> Vec<Case> {
     for (n, name) in [
         (
             1,
-            "sql_query: tenant_transaction vs schema-qualified, one tenant",
+            "4a. sql_query, one tenant: tenant_transaction vs qualified SQL",
         ),
         (
             16,
-            "sql_query: tenant_transaction vs schema-qualified, alternates among 16",
+            "4b. sql_query, alternating 16: tenant_transaction vs qualified SQL",
         ),
     ] {
         let ids = ids[..n].to_vec();
@@ -432,9 +454,41 @@ fn cases(ids: &[TenantId]) -> Vec<Case> {
         });
     }
 
+    // 4, split: the same transaction shape on both sides (raw = a plain `conn.transaction`
+    // around the schema-qualified query), so the ratio is the search_path part alone.
+    {
+        let ids = ids.to_vec();
+        let raw_sql = raw_sql.clone();
+        out.push(Case {
+            name:
+                "4c. sql_query, alternating 16: tenant_transaction vs BEGIN/COMMIT + qualified SQL",
+            raw: Box::new(move |conn, i| {
+                let row: Title = conn
+                    .transaction(|conn| {
+                        diesel::sql_query(raw_sql[i % TENANTS].as_str())
+                            .bind::<Int4, _>(note_id(i))
+                            .get_result(conn)
+                    })
+                    .expect("raw sql_query in a transaction");
+                black_box(row.title);
+            }),
+            routed: Box::new(move |conn, i| {
+                let row: Title = switch(&ids[i % TENANTS], || {
+                    conn.tenant_transaction(|conn| {
+                        diesel::sql_query("SELECT title FROM notes WHERE id = $1")
+                            .bind::<Int4, _>(note_id(i))
+                            .get_result(conn)
+                    })
+                })
+                .expect("routed sql_query");
+                black_box(row.title);
+            }),
+        });
+    }
+
     // 5: writes and a join.
     out.push(Case {
-        name: "insert one note, one tenant",
+        name: "5a. insert one note, one tenant",
         raw: Box::new(|conn, _| {
             use crate::raw::r0::notes;
             let n = diesel::insert_into(notes::table)
@@ -458,7 +512,7 @@ fn cases(ids: &[TenantId]) -> Vec<Case> {
         }),
     });
     out.push(Case {
-        name: "update title by id, one tenant",
+        name: "5b. update by id, one tenant",
         raw: Box::new(|conn, i| {
             use crate::raw::r0::notes;
             let n = diesel::update(notes::table.filter(notes::id.eq(note_id(i))))
@@ -482,8 +536,8 @@ fn cases(ids: &[TenantId]) -> Vec<Case> {
         }),
     });
     for (n, name) in [
-        (1, "join notes + categories by id, one tenant"),
-        (16, "join notes + categories by id, alternates among 16"),
+        (1, "5c. join notes + categories, one tenant"),
+        (16, "5d. join notes + categories, alternating 16 tenants"),
     ] {
         let ids = ids[..n].to_vec();
         out.push(Case {
@@ -601,6 +655,8 @@ fn main() {
     // A fresh connection for the measurements, so provisioning leaves no statements behind.
     drop(conn);
     let mut conn = PgConnection::establish(&db.url).expect("connect to the benchmark database");
+
+    check_routing(&mut conn, &ids);
 
     let mut rows = Vec::new();
     for mut case in cases(&ids) {
