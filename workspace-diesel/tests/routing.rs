@@ -223,3 +223,62 @@ fn tenant_table_outside_switch_fails_before_sending() {
     .unwrap();
     assert!(matches!(Error::from(err), Error::NoActiveTenant(_)));
 }
+
+/// A query value does not capture a tenant: its schema is rendered when it runs, so a query built
+/// under one tenant and run under another reads the second, and run outside any switch fails.
+#[test]
+fn schema_is_rendered_when_the_query_runs() {
+    let db = test_db!("schema_is_rendered_when_the_query_runs");
+    let ids = db.provision(&["built", "ran"]);
+    let mut conn = db.conn();
+    for t in &ids {
+        switch(t, || {
+            diesel::insert_into(notes::table)
+                .values(notes::title.eq(t.as_str()))
+                .execute(&mut conn)
+        })
+        .unwrap();
+    }
+    let boxed = switch(&ids[0], || {
+        notes::table
+            .select(notes::title)
+            .into_boxed::<diesel::pg::Pg>()
+    });
+    let got: Vec<String> = switch(&ids[1], || boxed.load(&mut conn)).unwrap();
+    assert_eq!(got, ["ran"]);
+    let boxed = notes::table
+        .select(notes::title)
+        .into_boxed::<diesel::pg::Pg>();
+    let err = boxed.load::<String>(&mut conn).unwrap_err();
+    assert!(matches!(Error::from(err), Error::NoActiveTenant(_)));
+}
+
+/// Aliases (self-joins) of a tenant table render the tenant's schema too.
+#[test]
+fn aliases_of_tenant_tables_are_routed() {
+    let db = test_db!("aliases_of_tenant_tables_are_routed");
+    let ids = db.provision(&["one", "two"]);
+    let mut conn = db.conn();
+    for t in &ids {
+        switch(t, || {
+            diesel::insert_into(notes::table)
+                .values(&vec![
+                    notes::title.eq(format!("{t}-a")),
+                    notes::title.eq(format!("{t}-b")),
+                ])
+                .execute(&mut conn)
+        })
+        .unwrap();
+    }
+    let other = diesel::alias!(notes as other);
+    for t in &ids {
+        let pairs: Vec<(String, String)> = switch(t, || {
+            notes::table
+                .inner_join(other.on(other.field(notes::id).gt(notes::id)))
+                .select((notes::title, other.field(notes::title)))
+                .load(&mut conn)
+        })
+        .unwrap();
+        assert_eq!(pairs, [(format!("{t}-a"), format!("{t}-b"))]);
+    }
+}
