@@ -36,3 +36,12 @@ CREATE TABLE workspace_migrations (
     run_on TIMESTAMPTZ NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (schema_name, version)
 );
+
+-- The warm pool: spare tenant schemas (named `_spare_<hex>`) with every tenant migration applied,
+-- claimed by `create_tenant` (renamed, registered and their central record moved in one
+-- transaction). Spares are not tenants: not in the registry, not listed, not migrated by
+-- `migrate_all`; `fill_spares` brings stale spares up to date.
+CREATE TABLE workspace_spares (
+    schema_name TEXT PRIMARY KEY CHECK (schema_name ~ '^_spare_[a-z0-9_]{1,56}$'),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT pg_catalog.now()
+);

@@ -49,6 +49,14 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A fleet operation ([`Migrator::migrate_all`](crate::Migrator::migrate_all) and friends)
+    /// had failing tenants; the report holds every tenant's outcome, as refinery's
+    /// `Error { kind, report }`.
+    #[error("{}", .report.failure_summary())]
+    FleetMigration {
+        /// What happened to each tenant.
+        report: crate::lifecycle::MigrationReport,
+    },
     /// A migration source could not be read (a migrations directory that is missing or malformed).
     #[error("could not read the migrations")]
     MigrationSource(#[source] Box<dyn std::error::Error + Send + Sync>),

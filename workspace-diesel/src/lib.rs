@@ -5,6 +5,7 @@
 mod connection;
 mod context;
 mod error;
+mod lifecycle;
 mod migrate;
 mod registry;
 mod table;
@@ -19,7 +20,11 @@ pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
-pub use crate::migrate::{Migrator, MigratorBuilder, REGISTRY_MIGRATIONS};
+pub use crate::lifecycle::{
+    FailurePolicy, MigrateOptions, MigrationReport, Progress, ProgressFn, TenantOutcome,
+    TenantStatus,
+};
+pub use crate::migrate::{MigrationFailure, Migrator, MigratorBuilder, REGISTRY_MIGRATIONS};
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,

@@ -1,12 +1,17 @@
 //! Embedded migrations: the shared set once, the tenant set once per tenant schema.
 
+use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
-use diesel::migration::{Migration, MigrationSource};
+use diesel::connection::{
+    AnsiTransactionManager, BoxableConnection, SimpleConnection, TransactionManager,
+};
+use diesel::migration::{Migration, MigrationSource, CREATE_MIGRATIONS_TABLE};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
+use diesel::result::DatabaseErrorKind;
+use diesel::sql_types::{Array, BigInt, Text};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 use crate::error::{Error, Result};
@@ -46,8 +51,8 @@ pub(crate) const SHARED_LOCK_KEY: i32 = 0x5744_0002;
 pub struct Migrator {
     shared: Option<Arc<dyn MigrationSource<Pg> + Send + Sync>>,
     tenant: Arc<dyn MigrationSource<Pg> + Send + Sync>,
-    /// The tenant set's versions, read once from `tenant` (shared by clones).
-    tenant_versions: Arc<OnceLock<Vec<String>>>,
+    /// The tenant set, read once from `tenant` (shared by clones).
+    compiled: Arc<OnceLock<CompiledSet>>,
     registry: Registry,
 }
 
@@ -113,7 +118,7 @@ impl Migrator {
             inner: Migrator {
                 shared: None,
                 tenant: Arc::new(tenant),
-                tenant_versions: Arc::new(OnceLock::new()),
+                compiled: Arc::new(OnceLock::new()),
                 registry: Registry::default(),
             },
         }
@@ -135,11 +140,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::MigrationSource`] when the source cannot be read (a directory that vanished).
     pub fn tenant_versions(&self) -> Result<&[String]> {
-        if let Some(v) = self.tenant_versions.get() {
-            return Ok(v);
-        }
-        let versions = source_versions(&*self.tenant)?;
-        Ok(self.tenant_versions.get_or_init(|| versions))
+        Ok(&self.compiled()?.versions)
     }
 
     /// Runs the registry's migrations, then the application's shared migrations, in the shared
@@ -168,70 +169,679 @@ impl Migrator {
     /// Creates a tenant: its registry row, its schema and all tenant migrations, in one
     /// transaction. A failure leaves no row, no schema and no table behind.
     ///
+    /// When the warm pool holds a spare schema that is current (see
+    /// [`fill_spares`](Self::fill_spares)), the spare is claimed instead: renamed to the tenant,
+    /// registered and its central record moved, in one transaction of three round trips and no
+    /// table DDL. Otherwise everything is sent in one batch: `BEGIN`, the tenant's lock, the
+    /// registry row, `CREATE SCHEMA`, the migrations, the ledger and central record rows, `COMMIT`.
+    ///
     /// # Errors
-    /// - [`Error::InvalidTenantName`] when `tenant` is the registry's schema;
+    /// - [`Error::InvalidTenantName`] when `tenant` is the registry's schema or a spare's name;
     /// - [`Error::TenantExists`] when the row or the schema already exists;
-    /// - [`Error::TenantMigration`] when a tenant migration fails.
+    /// - [`Error::TenantMigration`] when a tenant migration fails (its source is a
+    ///   [`MigrationFailure`] with the version and SQLSTATE).
     pub fn create_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
+        self.check_tenant_name(tenant)?;
+        let set = self.compiled()?;
+        no_outer_transaction(conn)?;
+        let claimed = in_raw_transaction(conn, |conn| {
+            conn.batch_execute(&format!("BEGIN; {}", lock_sql(tenant)))?;
+            let spare = diesel::sql_query(CLAIM_SQL)
+                .bind::<Array<Text>, _>(&set.versions)
+                .bind::<BigInt, _>(set.versions.len() as i64)
+                .get_result::<SpareRow>(conn)
+                .optional()?;
+            if let Some(spare) = &spare {
+                let s = quote_literal(&spare.schema_name);
+                conn.batch_execute(&format!(
+                    "INSERT INTO {reg} ({col}) VALUES ({t}); \
+                     ALTER SCHEMA {qs} RENAME TO {qt}; \
+                     UPDATE public.workspace_migrations SET schema_name = {t} WHERE schema_name = {s}; \
+                     DELETE FROM public.workspace_spares WHERE schema_name = {s}; \
+                     COMMIT",
+                    reg = self.registry.qualified_table(),
+                    col = self.registry.quoted_identifier_column(),
+                    t = quote_literal(tenant.as_str()),
+                    qs = quote_ident(&spare.schema_name),
+                    qt = tenant.quoted(),
+                ))?;
+            }
+            Ok(spare.is_some())
+        })
+        .map_err(|e| classify_create_error(tenant, e))?;
+        if claimed {
+            return Ok(());
+        }
+        // No spare: the transaction and the lock are already open.
+        self.provision(conn, tenant, Provision::Tenant, true)
+    }
+
+    /// Rejects the registry's schema and the spares' prefix as tenant names.
+    pub(crate) fn check_tenant_name(&self, tenant: &TenantId) -> Result<()> {
         if tenant.as_str() == self.registry.schema() {
             return Err(Error::InvalidTenantName {
                 name: tenant.to_string(),
                 reason: "this schema is reserved for shared data",
             });
         }
-        conn.transaction::<_, Error, _>(|conn| {
-            lock_tenant(conn, tenant)?;
-            let inserted = diesel::sql_query(format!(
-                "INSERT INTO {} ({}) VALUES ($1) ON CONFLICT DO NOTHING",
-                self.registry.qualified_table(),
-                self.registry.quoted_identifier_column()
-            ))
-            .bind::<Text, _>(tenant.as_str())
-            .execute(conn)?;
-            if inserted == 0 {
-                return Err(Error::TenantExists(tenant.clone()));
-            }
-            match conn.batch_execute(&format!(
-                "CREATE SCHEMA {0}; SET LOCAL search_path TO {0}",
-                tenant.quoted()
-            )) {
-                Err(diesel::result::Error::DatabaseError(_, info))
-                    if info.message().contains("already exists") =>
-                {
-                    return Err(Error::TenantExists(tenant.clone()));
-                }
-                other => other?,
-            }
-            self.apply_pending(conn, tenant)?;
-            Ok(())
-        })
+        if tenant.as_str().starts_with(SPARE_PREFIX) {
+            return Err(Error::InvalidTenantName {
+                name: tenant.to_string(),
+                reason: "names starting with `_spare_` are reserved for spare schemas",
+            });
+        }
+        Ok(())
     }
 
-    /// Applies the pending tenant migrations to `tenant`'s schema; the caller holds a transaction
-    /// with the tenant's lock taken and its schema alone on the `search_path`. Records each
-    /// applied version centrally, in the same transaction.
-    pub(crate) fn apply_pending(
+    /// Creates `schema` with every tenant migration, in one transaction sent as one batch, and
+    /// records it as a tenant (registry row) or as a spare (`public.workspace_spares`).
+    /// `in_transaction`: the caller already sent `BEGIN` and took the lock.
+    pub(crate) fn provision(
         &self,
         conn: &mut PgConnection,
-        tenant: &TenantId,
-    ) -> Result<Vec<String>> {
-        let applied =
-            run_pending(conn, &*self.tenant).map_err(|source| Error::TenantMigration {
-                tenant: tenant.clone(),
-                source,
-            })?;
-        if !applied.is_empty() {
-            diesel::sql_query(
-                "INSERT INTO public.workspace_migrations (schema_name, version) \
-                 SELECT $1, v FROM pg_catalog.unnest($2::pg_catalog.text[]) AS v \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind::<Text, _>(tenant.as_str())
-            .bind::<diesel::sql_types::Array<Text>, _>(&applied)
-            .execute(conn)?;
+        schema: &TenantId,
+        as_: Provision,
+        in_transaction: bool,
+    ) -> Result<()> {
+        let set = self.compiled()?;
+        let mut sql = String::new();
+        if !in_transaction {
+            sql.push_str("BEGIN; ");
+            sql.push_str(&lock_sql(schema));
+            sql.push_str("; ");
         }
-        Ok(applied)
+        let lit = quote_literal(schema.as_str());
+        match as_ {
+            Provision::Tenant => sql.push_str(&format!(
+                "INSERT INTO {} ({}) VALUES ({lit}); ",
+                self.registry.qualified_table(),
+                self.registry.quoted_identifier_column()
+            )),
+            Provision::Spare => sql.push_str(&format!(
+                "INSERT INTO public.workspace_spares (schema_name) VALUES ({lit}); "
+            )),
+        }
+        sql.push_str(&format!(
+            "CREATE SCHEMA {q}; SET LOCAL search_path TO {q}; {CREATE_MIGRATIONS_TABLE}; ",
+            q = schema.quoted()
+        ));
+        // Provisioning is atomic for the transactional prefix of the set; migrations marked
+        // `run_in_transaction = false` run afterwards on their own path.
+        let in_tx: Vec<&Compiled> = set.migrations.iter().take_while(|m| m.in_tx).collect();
+        push_apply(&mut sql, schema, &in_tx);
+        sql.push_str("COMMIT");
+        let res = conn.batch_execute(&sql);
+        if let Err(e) = res {
+            rollback(conn);
+            return Err(classify_create_error(schema, e));
+        }
+        if in_tx.len() < set.migrations.len() {
+            self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
+        }
+        Ok(())
     }
+
+    /// Applies the pending tenant migrations to `schema` and returns their versions.
+    ///
+    /// `plan` is what the central record says is pending: with it (and only transactional
+    /// migrations in it), everything is one round trip, checked against the ledger after the
+    /// lock; when the ledger disagrees, or without a plan, the ledger is read (after the lock)
+    /// to decide. Lock timeouts (SQLSTATE 55P03) are retried `params.retries` times.
+    pub(crate) fn migrate_schema(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        plan: Option<&[String]>,
+        params: &MigrateParams,
+    ) -> Result<Vec<String>> {
+        no_outer_transaction(conn)?;
+        let mut attempt = 0;
+        loop {
+            match self.migrate_schema_once(conn, schema, plan, params) {
+                Err(Error::TenantMigration { tenant, source })
+                    if attempt < params.retries
+                        && source
+                            .downcast_ref::<MigrationFailure>()
+                            .is_some_and(|f| f.sqlstate() == Some(LOCK_NOT_AVAILABLE)) =>
+                {
+                    let _ = (tenant, source);
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn migrate_schema_once(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        plan: Option<&[String]>,
+        params: &MigrateParams,
+    ) -> Result<Vec<String>> {
+        let set = self.compiled()?;
+        if let Some(plan) = plan {
+            let planned: Option<Vec<&Compiled>> = plan
+                .iter()
+                .map(|v| set.migrations.iter().find(|m| &m.version == v && m.in_tx))
+                .collect();
+            if let Some(planned) = planned.filter(|p| !p.is_empty()) {
+                let mut sql = begin_tenant_sql(schema, params);
+                sql.push_str(&check_ledger_sql(schema, Some(plan)));
+                push_apply(&mut sql, schema, &planned);
+                sql.push_str("COMMIT");
+                match conn.batch_execute(&sql) {
+                    Ok(()) => return Ok(plan.to_vec()),
+                    Err(e) => {
+                        rollback(conn);
+                        if !is_marker(&e, LEDGER_CHANGED) {
+                            return Err(classify_migrate_error(schema, e));
+                        }
+                        // Another migrator got there first: decide from the ledger.
+                    }
+                }
+            }
+        }
+        let mut applied = Vec::new();
+        loop {
+            let mut sql = begin_tenant_sql(schema, params);
+            sql.push_str(&check_ledger_sql(schema, None));
+            if let Err(e) = conn.batch_execute(&sql) {
+                rollback(conn);
+                return Err(classify_migrate_error(schema, e));
+            }
+            let ledger = match read_ledger(conn, schema) {
+                Ok(l) => l,
+                Err(e) => {
+                    rollback(conn);
+                    return Err(e.into());
+                }
+            };
+            let pending: Vec<&Compiled> = set
+                .migrations
+                .iter()
+                .filter(|m| !ledger.contains(&m.version))
+                .collect();
+            let batch: Vec<&Compiled> = pending.iter().copied().take_while(|m| m.in_tx).collect();
+            let mut sql = String::new();
+            push_apply(&mut sql, schema, &batch);
+            sql.push_str("COMMIT");
+            if let Err(e) = conn.batch_execute(&sql) {
+                rollback(conn);
+                return Err(classify_migrate_error(schema, e));
+            }
+            applied.extend(batch.iter().map(|m| m.version.clone()));
+            match pending.get(batch.len()) {
+                None => return Ok(applied),
+                Some(m) => {
+                    if run_outside_transaction(conn, schema, m)? {
+                        applied.push(m.version.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The tenant migration set, read from its source once.
+    pub(crate) fn compiled(&self) -> Result<&CompiledSet> {
+        if let Some(set) = self.compiled.get() {
+            return Ok(set);
+        }
+        let set = CompiledSet::read(&*self.tenant)?;
+        Ok(self.compiled.get_or_init(|| set))
+    }
+}
+
+/// Whether [`Migrator::provision`] registers a tenant or a spare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Provision {
+    Tenant,
+    Spare,
+}
+
+/// Knobs of one tenant's migration.
+#[derive(Debug, Clone)]
+pub(crate) struct MigrateParams {
+    pub(crate) lock_timeout: Duration,
+    pub(crate) retries: u32,
+}
+
+impl Default for MigrateParams {
+    fn default() -> Self {
+        Self {
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+        }
+    }
+}
+
+/// Default of [`MigrateOptions::lock_timeout`](crate::MigrateOptions).
+pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of [`MigrateOptions::retries`](crate::MigrateOptions).
+pub(crate) const DEFAULT_RETRIES: u32 = 3;
+/// SQLSTATE `lock_not_available`.
+pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// Schema names of warm spares start with this.
+pub(crate) const SPARE_PREFIX: &str = "_spare_";
+
+const LEDGER_CHANGED: &str = "workspace-diesel: ledger changed";
+const SCHEMA_MISSING: &str = "workspace-diesel: schema missing";
+const MIGRATION_FAILED: &str = "workspace-diesel: migration ";
+
+/// Picks a current spare (its central record holds exactly the tenant set), skipping spares that
+/// other transactions are claiming.
+const CLAIM_SQL: &str = "SELECT s.schema_name FROM public.workspace_spares s \
+     WHERE (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
+            WHERE m.schema_name = s.schema_name AND m.version = ANY ($1)) = $2 \
+       AND (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
+            WHERE m.schema_name = s.schema_name) = $2 \
+     ORDER BY s.created_at, s.schema_name LIMIT 1 FOR UPDATE OF s SKIP LOCKED";
+
+#[derive(QueryableByName)]
+struct SpareRow {
+    #[diesel(sql_type = Text)]
+    schema_name: String,
+}
+
+#[derive(QueryableByName)]
+struct VersionRow {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+/// One tenant migration, read from the source: its SQL and whether it runs in a transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled {
+    pub(crate) version: String,
+    pub(crate) up: String,
+    pub(crate) down: Option<String>,
+    pub(crate) in_tx: bool,
+}
+
+/// The tenant migration set, in version order.
+#[derive(Debug)]
+pub(crate) struct CompiledSet {
+    pub(crate) migrations: Vec<Compiled>,
+    pub(crate) versions: Vec<String>,
+}
+
+impl CompiledSet {
+    fn read<S: MigrationSource<Pg> + ?Sized>(source: &S) -> Result<Self> {
+        let mut migrations = Vec::new();
+        for m in source.migrations().map_err(Error::MigrationSource)? {
+            let mut up = Capture::default();
+            m.run(&mut up).map_err(Error::MigrationSource)?;
+            let mut down = Capture::default();
+            let down = m.revert(&mut down).ok().map(|()| down.0);
+            migrations.push(Compiled {
+                version: m.name().version().to_string(),
+                up: up.0,
+                down,
+                in_tx: m.metadata().run_in_transaction(),
+            });
+        }
+        migrations.sort_by(|a, b| a.version.cmp(&b.version));
+        let versions = migrations.iter().map(|m| m.version.clone()).collect();
+        Ok(Self {
+            migrations,
+            versions,
+        })
+    }
+}
+
+/// A stand-in connection that records the SQL a migration sends, so the library can batch it.
+#[derive(Default)]
+struct Capture(String);
+
+impl SimpleConnection for Capture {
+    fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        self.0.push_str(query);
+        Ok(())
+    }
+}
+
+impl BoxableConnection<Pg> for Capture {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// Why one tenant migration failed: the source of [`Error::TenantMigration`].
+///
+/// ```
+/// use diesel_workspace::MigrationFailure;
+///
+/// let f = MigrationFailure::new(Some("20260101000002".into()), Some("42701".into()), "column \"x\" already exists");
+/// assert_eq!(f.to_string(), "migration 20260101000002 failed with sqlstate 42701: column \"x\" already exists");
+/// assert_eq!(f.sqlstate(), Some("42701"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationFailure {
+    version: Option<String>,
+    sqlstate: Option<String>,
+    message: String,
+}
+
+impl MigrationFailure {
+    /// A failure of migration `version` with PostgreSQL's SQLSTATE and message.
+    pub fn new(
+        version: Option<String>,
+        sqlstate: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            version,
+            sqlstate,
+            message: message.into(),
+        }
+    }
+
+    /// The version of the failing migration, when known.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// PostgreSQL's SQLSTATE (`42701` for a duplicate column), when known: it is known for
+    /// every error raised by a transactional migration's SQL, not for a lost connection.
+    pub fn sqlstate(&self) -> Option<&str> {
+        self.sqlstate.as_deref()
+    }
+
+    /// PostgreSQL's message (or the client's, for a lost connection).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for MigrationFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.version {
+            Some(v) => write!(f, "migration {v} failed")?,
+            None => f.write_str("migration failed")?,
+        }
+        if let Some(s) = &self.sqlstate {
+            write!(f, " with sqlstate {s}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for MigrationFailure {}
+
+/// `SELECT pg_advisory_xact_lock(key, hashtext('<schema>'))`, as one statement.
+pub(crate) fn lock_sql(schema: &TenantId) -> String {
+    format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY}, pg_catalog.hashtext({}))",
+        quote_literal(schema.as_str())
+    )
+}
+
+/// `BEGIN`, the lock (first), then the lock timeout for DDL and the tenant alone on the path.
+fn begin_tenant_sql(schema: &TenantId, params: &MigrateParams) -> String {
+    format!(
+        "BEGIN; {}; SET LOCAL lock_timeout = '{}ms'; SET LOCAL search_path TO {}; ",
+        lock_sql(schema),
+        params.lock_timeout.as_millis(),
+        schema.quoted()
+    )
+}
+
+/// Fails with [`SCHEMA_MISSING`] when the schema is gone (nothing is created anywhere), creates
+/// the ledger when missing, and with a plan, fails with [`LEDGER_CHANGED`] when the ledger already
+/// holds one of the planned versions.
+fn check_ledger_sql(schema: &TenantId, plan: Option<&[String]>) -> String {
+    let q = quote_literal(&schema.quoted());
+    let ledger = format!("{}.__diesel_schema_migrations", schema.quoted());
+    let changed = match plan {
+        Some(plan) => format!(
+            "ELSIF EXISTS (SELECT 1 FROM {ledger} WHERE version = ANY ({}::pg_catalog.text[])) THEN \
+             RAISE EXCEPTION '{LEDGER_CHANGED}'; ",
+            quote_literal(&array_literal(plan))
+        ),
+        None => String::new(),
+    };
+    format!(
+        "DO $wd_check$ BEGIN \
+         IF pg_catalog.to_regnamespace({q}) IS NULL THEN \
+         RAISE EXCEPTION '{SCHEMA_MISSING}' USING ERRCODE = 'invalid_schema_name'; \
+         ELSIF pg_catalog.to_regclass({ledger_lit}) IS NULL THEN \
+         CREATE TABLE {ledger} (version VARCHAR(50) PRIMARY KEY NOT NULL, \
+         run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); \
+         {changed}END IF; END $wd_check$; ",
+        ledger_lit = quote_literal(&ledger),
+    )
+}
+
+/// Appends each migration (wrapped so a failure names its version and SQLSTATE), then its
+/// ledger rows and central record rows.
+fn push_apply(sql: &mut String, schema: &TenantId, migrations: &[&Compiled]) {
+    if migrations.is_empty() {
+        return;
+    }
+    for m in migrations {
+        sql.push_str(&wrap(&m.version, &m.up));
+        sql.push_str("; ");
+    }
+    let lit = quote_literal(schema.as_str());
+    let versions: Vec<String> = migrations
+        .iter()
+        .map(|m| quote_literal(&m.version))
+        .collect();
+    sql.push_str(&format!(
+        "INSERT INTO {}.__diesel_schema_migrations (version) VALUES ({}); ",
+        schema.quoted(),
+        versions.join("), (")
+    ));
+    let central: Vec<String> = versions.iter().map(|v| format!("({lit}, {v})")).collect();
+    sql.push_str(&format!(
+        "INSERT INTO public.workspace_migrations (schema_name, version) VALUES {} \
+         ON CONFLICT DO NOTHING; ",
+        central.join(", ")
+    ));
+}
+
+/// Runs `body` through PL/pgSQL's `EXECUTE` in a `DO` block whose handler re-raises any error
+/// with the same SQLSTATE and a message naming the version and the SQLSTATE (Diesel does not
+/// expose the SQLSTATE of an error).
+pub(crate) fn wrap(version: &str, body: &str) -> String {
+    let mut n = 0;
+    let (inner, outer) = loop {
+        let inner = format!("$wd_sql{n}$");
+        let outer = format!("$wd_do{n}$");
+        if !body.contains(&inner) && !body.contains(&outer) {
+            break (inner, outer);
+        }
+        n += 1;
+    };
+    format!(
+        "DO {outer} DECLARE wd_state text; wd_message text; BEGIN EXECUTE {inner}{body}{inner}; \
+         EXCEPTION WHEN OTHERS THEN \
+         GET STACKED DIAGNOSTICS wd_state = RETURNED_SQLSTATE, wd_message = MESSAGE_TEXT; \
+         RAISE EXCEPTION USING ERRCODE = wd_state, \
+         MESSAGE = '{MIGRATION_FAILED}' || {v} || ' sqlstate ' || wd_state || ': ' || wd_message; \
+         END {outer}",
+        v = quote_literal(version)
+    )
+}
+
+/// Reads the tenant's ledger (its own `__diesel_schema_migrations`).
+pub(crate) fn read_ledger(conn: &mut PgConnection, schema: &TenantId) -> QueryResult<Vec<String>> {
+    Ok(diesel::sql_query(format!(
+        "SELECT version::pg_catalog.text AS version FROM {}.__diesel_schema_migrations ORDER BY 1",
+        schema.quoted()
+    ))
+    .load::<VersionRow>(conn)?
+    .into_iter()
+    .map(|r| r.version)
+    .collect())
+}
+
+/// The `run_in_transaction = false` path: a session-level advisory lock, the ledger checked
+/// after it, the migration's SQL sent on its own with the tenant alone on a session
+/// `search_path` (restored afterwards), then the ledger and central rows in a transaction.
+/// Returns whether the migration ran (false: another migrator ran it meanwhile).
+fn run_outside_transaction(
+    conn: &mut PgConnection,
+    schema: &TenantId,
+    m: &Compiled,
+) -> Result<bool> {
+    let lit = quote_literal(schema.as_str());
+    conn.batch_execute(&format!(
+        "SELECT pg_catalog.pg_advisory_lock({LOCK_KEY}, pg_catalog.hashtext({lit}))"
+    ))?;
+    let result = (|| -> Result<bool> {
+        if read_ledger(conn, schema)?.contains(&m.version) {
+            return Ok(false);
+        }
+        #[derive(QueryableByName)]
+        struct Path {
+            #[diesel(sql_type = Text)]
+            path: String,
+        }
+        let saved = diesel::sql_query("SELECT pg_catalog.current_setting('search_path') AS path")
+            .get_result::<Path>(conn)?
+            .path;
+        conn.batch_execute(&format!("SET search_path TO {}", schema.quoted()))?;
+        let ran = conn.batch_execute(&m.up);
+        let restored = diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, false)")
+            .bind::<Text, _>(&saved)
+            .execute(conn);
+        ran.map_err(|e| Error::TenantMigration {
+            tenant: schema.clone(),
+            source: Box::new(MigrationFailure::new(
+                Some(m.version.clone()),
+                None,
+                db_message(&e),
+            )),
+        })?;
+        restored?;
+        let mut sql = String::from("BEGIN; ");
+        let v = quote_literal(&m.version);
+        sql.push_str(&format!(
+            "INSERT INTO {}.__diesel_schema_migrations (version) VALUES ({v}); \
+             INSERT INTO public.workspace_migrations (schema_name, version) VALUES ({lit}, {v}) \
+             ON CONFLICT DO NOTHING; COMMIT",
+            schema.quoted()
+        ));
+        if let Err(e) = conn.batch_execute(&sql) {
+            rollback(conn);
+            return Err(e.into());
+        }
+        Ok(true)
+    })();
+    let unlocked = conn.batch_execute(&format!(
+        "SELECT pg_catalog.pg_advisory_unlock({LOCK_KEY}, pg_catalog.hashtext({lit}))"
+    ));
+    let ran = result?;
+    unlocked?;
+    Ok(ran)
+}
+
+/// Fails when `conn` is inside a Diesel transaction: the library's batches carry their own
+/// `BEGIN` and `COMMIT`.
+pub(crate) fn no_outer_transaction(conn: &mut PgConnection) -> Result<()> {
+    match AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth() {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(Error::Query(diesel::result::Error::AlreadyInTransaction)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs `f`, which sends its own `BEGIN` and `COMMIT`; rolls back when it fails.
+pub(crate) fn in_raw_transaction<T>(
+    conn: &mut PgConnection,
+    f: impl FnOnce(&mut PgConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    let res = f(conn);
+    if res.is_err() {
+        rollback(conn);
+    }
+    res
+}
+
+/// Ends a failed raw transaction (a no-op warning when none is open; ignored when the
+/// connection is gone).
+pub(crate) fn rollback(conn: &mut PgConnection) {
+    let _ = conn.batch_execute("ROLLBACK");
+}
+
+fn is_marker(e: &diesel::result::Error, marker: &str) -> bool {
+    matches!(e, diesel::result::Error::DatabaseError(_, info) if info.message() == marker)
+}
+
+/// The server's message of a database error, or the error's text.
+pub(crate) fn db_message(e: &diesel::result::Error) -> String {
+    match e {
+        diesel::result::Error::DatabaseError(_, info) => info.message().to_owned(),
+        e => e.to_string(),
+    }
+}
+
+/// Turns the error of a migration batch into the crate's error.
+pub(crate) fn classify_migrate_error(schema: &TenantId, e: diesel::result::Error) -> Error {
+    if is_marker(&e, SCHEMA_MISSING) {
+        return Error::SchemaMissing(schema.clone());
+    }
+    Error::TenantMigration {
+        tenant: schema.clone(),
+        source: Box::new(failure_of(&e)),
+    }
+}
+
+/// Turns the error of a provisioning batch into the crate's error.
+fn classify_create_error(schema: &TenantId, e: diesel::result::Error) -> Error {
+    if let diesel::result::Error::DatabaseError(kind, info) = &e {
+        let msg = info.message();
+        if !msg.starts_with(MIGRATION_FAILED)
+            && (matches!(kind, DatabaseErrorKind::UniqueViolation)
+                || msg.contains("already exists"))
+        {
+            return Error::TenantExists(schema.clone());
+        }
+        if msg.starts_with(MIGRATION_FAILED) {
+            return Error::TenantMigration {
+                tenant: schema.clone(),
+                source: Box::new(failure_of(&e)),
+            };
+        }
+    }
+    e.into()
+}
+
+/// Parses the message raised by [`wrap`]'s handler.
+pub(crate) fn failure_of(e: &diesel::result::Error) -> MigrationFailure {
+    let msg = db_message(e);
+    if let Some(rest) = msg.strip_prefix(MIGRATION_FAILED) {
+        if let Some((version, rest)) = rest.split_once(" sqlstate ") {
+            if let Some((state, message)) = rest.split_once(": ") {
+                return MigrationFailure::new(
+                    Some(version.to_owned()),
+                    Some(state.to_owned()),
+                    message,
+                );
+            }
+        }
+    }
+    MigrationFailure::new(None, None, msg)
+}
+
+/// Quotes an SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1).
+pub(crate) fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A PostgreSQL array literal of text values (`{"a","b"}`).
+fn array_literal(values: &[String]) -> String {
+    let items: Vec<String> = values
+        .iter()
+        .map(|v| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", items.join(","))
 }
 
 /// Takes the per-tenant advisory transaction lock (first statement of every per-tenant
@@ -245,18 +855,6 @@ pub(crate) fn lock_tenant(conn: &mut PgConnection, tenant: &TenantId) -> Result<
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The sorted versions of a migration source.
-pub(crate) fn source_versions<S: MigrationSource<Pg> + ?Sized>(source: &S) -> Result<Vec<String>> {
-    let mut versions: Vec<String> = source
-        .migrations()
-        .map_err(Error::MigrationSource)?
-        .iter()
-        .map(|m| m.name().version().to_string())
-        .collect();
-    versions.sort();
-    Ok(versions)
-}
 
 /// A migration source lent to Diesel's harness, which takes its source by value.
 struct Lent<'a, S: ?Sized>(&'a S);

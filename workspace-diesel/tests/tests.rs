@@ -2,7 +2,9 @@
 
 mod support;
 
+mod fleet;
 mod ids;
+mod lifecycle;
 mod pool;
 mod routing;
 mod tenancy;

@@ -1,0 +1,3 @@
+-- An additive migration: a column with a default, and an index on it.
+ALTER TABLE notes ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX notes_priority_idx ON notes (priority);

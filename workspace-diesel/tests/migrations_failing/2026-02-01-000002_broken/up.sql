@@ -1,0 +1,2 @@
+CREATE TABLE also_fine (id INT PRIMARY KEY);
+ALTER TABLE no_such_table ADD COLUMN x INT;
