@@ -118,9 +118,13 @@ pub(crate) struct TenantOrAll {
 /// How a command that walks the fleet of tenants runs.
 #[derive(Debug, Args)]
 pub(crate) struct FleetArgs {
-    /// How many tenants to migrate at once (one connection each)
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub(crate) parallel: u16,
+    /// How many tenants to work on at once, one connection each [default: the number of CPUs]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) parallel: Option<u16>,
+    /// How long a tenant's DDL may wait for a table lock before it gives up and is retried
+    /// [default: 5]
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) lock_timeout: Option<u64>,
     /// Go on with the other tenants when one fails (default: stop starting new ones)
     #[arg(long)]
     pub(crate) continue_on_error: bool,

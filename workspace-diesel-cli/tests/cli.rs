@@ -547,3 +547,333 @@ fn generated_schema_routes_queries() {
     let plan_names: Vec<String> = plans::table.select(plans::name).load(&mut conn).unwrap();
     assert_eq!(plan_names, ["pro"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// migrate_tenant, migrate_all, revert_tenant
+
+/// A second tenant migration adding `notes.x`.
+fn add_column_migration(w: &Workdir) {
+    w.add_migration(
+        false,
+        "2026-02-01-000000_add_x",
+        "ALTER TABLE notes ADD COLUMN x INT;",
+        "ALTER TABLE notes DROP COLUMN x;",
+    );
+}
+
+fn has_x(db: &TestDb, tenant: &str) -> bool {
+    db.check(&format!(
+        "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '{tenant}' \
+         AND table_name = 'notes' AND column_name = 'x')"
+    ))
+}
+
+use support::TestDb;
+
+#[test]
+fn migrate_tenant_applies_pending_migrations_to_one_tenant() {
+    let db = test_db!("migrate_tenant_applies_pending_migrations_to_one_tenant");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    w.run(&db, &["c:t:s", "globex"]).ok();
+    add_column_migration(&w);
+    assert_eq!(
+        w.run(&db, &["migrate_tenant", "acme"]).ok(),
+        "tenant `acme`: applied 20260201000000\n"
+    );
+    assert!(has_x(&db, "acme"));
+    assert!(!has_x(&db, "globex"));
+    assert_eq!(
+        w.run(&db, &["m:t", "acme"]).ok(),
+        "tenant `acme` is up to date\n"
+    );
+    assert_eq!(
+        w.run(&db, &["m:t", "globex"]).ok(),
+        "tenant `globex`: applied 20260201000000\n"
+    );
+    assert!(has_x(&db, "globex"));
+}
+
+#[test]
+fn migrate_tenant_rejects_bad_input() {
+    let db = test_db!("migrate_tenant_rejects_bad_input");
+    let w = Workdir::new();
+    w.run(&db, &["m:t", "nope"])
+        .fails_with("tenant `nope` does not exist");
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    w.run(&db, &["m:t", "Acme"])
+        .fails_with("invalid tenant name `Acme`");
+    w.run(&db, &["m:t", "nope"])
+        .fails_with("tenant `nope` does not exist");
+    assert_eq!(
+        w.run(&db, &["m:t", "acme", "--all"]).code,
+        2,
+        "a usage error"
+    );
+
+    // A failing migration: one error line naming the tenant, the version and PostgreSQL's
+    // message; nothing of it is kept.
+    w.add_migration(
+        false,
+        "2026-02-01-000000_broken",
+        "ALTER TABLE notes ADD COLUMN x INT; ALTER TABLE nope ADD COLUMN y INT;",
+        "",
+    );
+    let line = w
+        .run(&db, &["m:t", "acme"])
+        .fails_with("migration failed for tenant `acme`")
+        .to_owned();
+    assert!(line.contains("20260201000000"), "{line}");
+    assert!(line.contains("\"nope\" does not exist"), "{line}");
+    assert!(!has_x(&db, "acme"));
+    assert!(db.check("(SELECT count(*) FROM acme.__diesel_schema_migrations) = 1"));
+}
+
+#[test]
+fn migrate_all_migrates_the_fleet() {
+    let db = test_db!("migrate_all_migrates_the_fleet");
+    let w = Workdir::new();
+    for t in ["acme", "globex", "initech"] {
+        w.run(&db, &["c:t:s", t]).ok();
+    }
+    // Nothing pending: no tenant is touched, only the summary is printed.
+    let out = w.run(&db, &["migrate_all"]).ok().to_owned();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("migrated 3 tenants in "), "{out}");
+    assert!(
+        out.ends_with(": 0 applied, 3 up to date, 0 failed, 0 skipped\n"),
+        "{out}"
+    );
+    add_column_migration(&w);
+    let out = w
+        .run(&db, &["migrate_all", "--parallel", "2"])
+        .ok()
+        .to_owned();
+    let progress: Vec<&str> = out.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(progress.len(), 3, "{out}");
+    for t in ["acme", "globex", "initech"] {
+        assert!(
+            progress
+                .iter()
+                .any(|l| l.contains(&format!("] {t}: applied 20260201000000 (0 failed"))),
+            "{out}"
+        );
+        assert!(has_x(&db, t));
+    }
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with("migrated 3 tenants in "), "{out}");
+    assert!(
+        last.ends_with(": 3 applied, 0 up to date, 0 failed, 0 skipped"),
+        "{out}"
+    );
+
+    // `migrate_tenant --all` is the same command.
+    let out = w.run(&db, &["m:t", "--all"]).ok().to_owned();
+    assert!(
+        out.ends_with(": 0 applied, 3 up to date, 0 failed, 0 skipped\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn migrate_all_reports_failures_and_exits_non_zero() {
+    let db = test_db!("migrate_all_reports_failures_and_exits_non_zero");
+    let w = Workdir::new();
+    for t in ["acme", "globex", "initech"] {
+        w.run(&db, &["c:t:s", t]).ok();
+    }
+    add_column_migration(&w);
+    // `acme` already has the column: its migration fails (duplicate column, 42701).
+    db.conn()
+        .batch_execute("ALTER TABLE acme.notes ADD COLUMN x INT")
+        .unwrap();
+
+    // Stop (the default): with one worker, the tenants after `acme` are skipped.
+    let run = w.run(&db, &["migrate_all", "--parallel", "1"]);
+    run.fails_with("migration failed for 1 of 3 tenants: `acme`");
+    assert!(
+        run.stdout
+            .contains("[1/3] acme: FAILED: migration 20260201000000 failed with sqlstate 42701"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout
+            .contains("0 applied, 0 up to date, 1 failed, 2 skipped"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout
+            .contains("  failed: acme: migration 20260201000000"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout.contains("skipped after the first failure"),
+        "{run:#?}"
+    );
+    assert!(!has_x(&db, "globex"));
+
+    // --continue-on-error: the others are migrated, the exit code still says something failed.
+    let run = w.run(
+        &db,
+        &["m:t", "--all", "--continue-on-error", "--parallel", "2"],
+    );
+    run.fails_with("migration failed for 1 of 3 tenants: `acme`");
+    assert!(
+        run.stdout
+            .contains("2 applied, 0 up to date, 1 failed, 0 skipped"),
+        "{run:#?}"
+    );
+    assert!(has_x(&db, "globex") && has_x(&db, "initech"));
+    // The failed tenant kept nothing of its run.
+    assert!(db.check("(SELECT count(*) FROM acme.__diesel_schema_migrations) = 1"));
+}
+
+#[test]
+fn revert_tenant_reverts_the_last_migration() {
+    let db = test_db!("revert_tenant_reverts_the_last_migration");
+    let w = Workdir::new();
+    add_column_migration(&w);
+    for t in ["acme", "globex"] {
+        w.run(&db, &["c:t:s", t]).ok();
+    }
+    assert_eq!(
+        w.run(&db, &["revert_tenant", "acme"]).ok(),
+        "tenant `acme`: reverted 20260201000000\n"
+    );
+    assert!(!has_x(&db, "acme"));
+    assert!(has_x(&db, "globex"));
+    w.run(&db, &["revert_tenant", "nope"])
+        .fails_with("tenant `nope` does not exist");
+    w.run(&db, &["revert_tenant", "No"])
+        .fails_with("invalid tenant name `No`");
+
+    let out = w.run(&db, &["revert_tenant", "--all"]).ok().to_owned();
+    assert!(out.contains("acme: reverted 20260101000001"), "{out}");
+    assert!(out.contains("globex: reverted 20260201000000"), "{out}");
+    assert!(
+        out.ends_with(": 2 reverted, 0 up to date, 0 failed, 0 skipped\n"),
+        "{out}"
+    );
+    assert!(db.check("pg_catalog.to_regclass('acme.notes') IS NULL"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// list_tenants, status
+
+#[test]
+fn list_tenants_shows_each_tenants_state() {
+    let db = test_db!("list_tenants_shows_each_tenants_state");
+    let w = Workdir::new();
+    assert_eq!(w.run(&db, &["list_tenants"]).ok(), "no tenants\n");
+    w.run(&db, &["c:t:s", "globex"]).ok();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    assert_eq!(
+        w.run(&db, &["list_tenants"]).ok(),
+        "TENANT  APPLIED  PENDING  STATE\n\
+         acme          1        0  up to date\n\
+         globex        1        0  up to date\n"
+    );
+    add_column_migration(&w);
+    w.run(&db, &["m:t", "acme"]).ok();
+    assert_eq!(
+        w.run(&db, &["list_tenants"]).ok(),
+        "TENANT  APPLIED  PENDING  STATE\n\
+         acme          2        0  up to date\n\
+         globex        1        1  1 pending (20260201000000)\n"
+    );
+}
+
+#[test]
+fn status_summarises_shared_and_tenant_migrations() {
+    let db = test_db!("status_summarises_shared_and_tenant_migrations");
+    let w = Workdir::new();
+    assert_eq!(
+        w.run(&db, &["status"]).ok(),
+        "shared migrations: 0 applied, 2 pending (00000000000000, 20260101000001)\n\
+         tenant migrations: 1 migration, latest 20260101000001\n\
+         tenants: 0 (0 up to date, 0 with pending migrations, 0 drifted)\n"
+    );
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    w.run(&db, &["c:t:s", "globex"]).ok();
+    add_column_migration(&w);
+    // A ledger that disagrees with the central record is drift.
+    db.conn()
+        .batch_execute("DELETE FROM acme.__diesel_schema_migrations")
+        .unwrap();
+    let out = w.run(&db, &["status"]).ok().to_owned();
+    assert!(
+        out.starts_with("shared migrations: 2 applied, 0 pending\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tenant migrations: 2 migrations, latest 20260201000000\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tenants: 2 (0 up to date, 2 with pending migrations, 1 drifted)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  acme: 1 pending (20260201000000); drift: "),
+        "{out}"
+    );
+    assert!(
+        out.contains("  globex: 1 pending (20260201000000)\n"),
+        "{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// drop_tenant, rename_tenant
+
+#[test]
+fn drop_tenant_needs_confirmation() {
+    let db = test_db!("drop_tenant_needs_confirmation");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    w.run(&db, &["c:t:s", "globex"]).ok();
+    w.run(&db, &["drop_tenant", "acme"])
+        .fails_with("refusing to drop tenant `acme` without confirmation: pass --yes");
+    assert!(db.schema_exists("acme"));
+    assert_eq!(
+        w.run(&db, &["drop_tenant", "acme", "--yes"]).ok(),
+        "dropped tenant `acme`\n"
+    );
+    assert!(!db.schema_exists("acme"));
+    assert!(db.check("NOT EXISTS (SELECT 1 FROM public.workspaces WHERE schema_name = 'acme')"));
+    assert!(db.check(
+        "NOT EXISTS (SELECT 1 FROM public.workspace_migrations WHERE schema_name = 'acme')"
+    ));
+    assert!(db.schema_exists("globex"));
+    w.run(&db, &["drop_tenant", "acme", "-y"])
+        .fails_with("tenant `acme` does not exist");
+    w.run(&db, &["drop_tenant", "public", "-y"])
+        .fails_with("invalid tenant name `public`");
+}
+
+#[test]
+fn rename_tenant_moves_schema_and_records() {
+    let db = test_db!("rename_tenant_moves_schema_and_records");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    w.run(&db, &["c:t:s", "globex"]).ok();
+    assert_eq!(
+        w.run(&db, &["rename_tenant", "acme", "acme_corp"]).ok(),
+        "renamed tenant `acme` to `acme_corp`\n"
+    );
+    assert!(!db.schema_exists("acme"));
+    assert!(db.check("pg_catalog.to_regclass('acme_corp.notes') IS NOT NULL"));
+    let list = w.run(&db, &["list_tenants"]).ok().to_owned();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("acme_corp ") && l.ends_with(" 1        0  up to date")),
+        "{list}"
+    );
+    w.run(&db, &["rename_tenant", "acme", "x"])
+        .fails_with("tenant `acme` does not exist");
+    w.run(&db, &["rename_tenant", "acme_corp", "globex"])
+        .fails_with("tenant `globex` already exists");
+    w.run(&db, &["rename_tenant", "acme_corp", "Bad"])
+        .fails_with("invalid tenant name `Bad`");
+    assert!(db.schema_exists("acme_corp") && db.schema_exists("globex"));
+}

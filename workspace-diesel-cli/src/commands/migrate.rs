@@ -1,59 +1,345 @@
-//! Migration commands: `migrate_tenant`, `migrate_all`, `revert_tenant`, `status`.
+//! Migration commands: `migrate_tenant`, `migrate_all`, `revert_tenant`, `status`, and the fleet
+//! progress display.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal as _;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel_workspace::{Migrator, TenantId};
+use diesel::sql_types::Text;
+use diesel_migrations::FileBasedMigrations;
+use diesel_workspace::{
+    Error, FailurePolicy, MigrateOptions, MigrationReport, Migrator, Progress, TenantOutcome,
+    TenantStatus, REGISTRY_MIGRATIONS,
+};
+use indicatif::{ProgressBar, ProgressStyle};
 
-use super::Ctx;
+use super::{ensure_registered, plural, registry_exists, tenant_id, Ctx};
 use crate::cli::{FleetArgs, TenantOrAll};
 
-/// A tenant's migration state.
-pub(crate) struct Status {
-    pub(crate) tenant: TenantId,
-    pub(crate) applied: Vec<String>,
-    pub(crate) pending: Vec<String>,
-    pub(crate) drift: Option<String>,
+/// `migrate_tenant <identifier>` or `migrate_tenant --all`.
+pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
+    let Some(identifier) = args.identifier.as_deref().filter(|_| !args.all) else {
+        return migrate_all(ctx, &args.fleet);
+    };
+    let tenant = tenant_id(identifier)?;
+    let migrator = ctx.migrator()?;
+    let mut conn = ctx.connect()?;
+    ensure_registered(&mut conn, &migrator, &tenant)?;
+    let shared = migrator.run_shared(&mut conn)?;
+    report_shared(&shared);
+    match migrator.migrate_tenant(&mut conn, &tenant)? {
+        TenantOutcome::Applied(versions) => {
+            println!("tenant `{tenant}`: applied {}", versions_list(&versions))
+        }
+        _ => println!("tenant `{tenant}` is up to date"),
+    }
+    Ok(())
 }
 
-impl Status {
-    pub(crate) fn state(&self) -> String {
-        match (&self.drift, self.pending.len()) {
-            (Some(drift), _) => format!("drift: {drift}"),
-            (None, 0) => "up to date".to_owned(),
-            (None, n) => format!("{n} pending"),
+/// `migrate_all` (and `migrate_tenant --all`): the shared migrations, then every tenant.
+pub(crate) fn migrate_all(ctx: &Ctx, fleet: &FleetArgs) -> Result<()> {
+    let migrator = ctx.migrator()?;
+    let url = ctx.database_url()?;
+    let mut conn = ctx.connect()?;
+    let shared = migrator.run_shared(&mut conn)?;
+    drop(conn);
+    report_shared(&shared);
+    let display = Display::new("applied");
+    let result = migrator.migrate_all(url, &options(fleet, &display));
+    display.finish();
+    fleet_result(result, "migrated", "applied")
+}
+
+/// `revert_tenant <identifier>` or `revert_tenant --all`.
+pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
+    let migrator = ctx.migrator()?;
+    if args.all {
+        let url = ctx.database_url()?;
+        let mut conn = ctx.connect()?;
+        if !registry_exists(&mut conn, &migrator)? {
+            println!("no tenants");
+            return Ok(());
         }
+        drop(conn);
+        let display = Display::new("reverted");
+        let result = migrator.revert_last_all(url, &options(&args.fleet, &display));
+        display.finish();
+        return fleet_result(result, "reverted", "reverted");
+    }
+    let Some(identifier) = args.identifier.as_deref() else {
+        bail!("name a tenant, or pass --all");
+    };
+    let tenant = tenant_id(identifier)?;
+    let mut conn = ctx.connect()?;
+    ensure_registered(&mut conn, &migrator, &tenant)?;
+    match migrator.revert_last(&mut conn, &tenant)? {
+        Some(version) => println!("tenant `{tenant}`: reverted {version}"),
+        None => println!("tenant `{tenant}` has no applied migration to revert"),
+    }
+    Ok(())
+}
+
+/// `status`: the shared migrations, then a summary of the tenants and the ones that need care.
+pub(crate) fn status(ctx: &Ctx) -> Result<()> {
+    let migrator = ctx.migrator()?;
+    let mut conn = ctx.connect()?;
+    let shared_versions = shared_versions(ctx)?;
+    let applied_shared = applied_shared(&mut conn)?;
+    let pending_shared: Vec<&String> = shared_versions
+        .iter()
+        .filter(|v| !applied_shared.contains(*v))
+        .collect();
+    println!(
+        "shared migrations: {} applied, {} pending{}",
+        applied_shared.len(),
+        pending_shared.len(),
+        if pending_shared.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                pending_shared
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    let versions = migrator.tenant_versions()?;
+    println!(
+        "tenant migrations: {}{}",
+        plural(versions.len(), "migration"),
+        versions
+            .last()
+            .map(|v| format!(", latest {v}"))
+            .unwrap_or_default()
+    );
+    let statuses = statuses(&mut conn, &migrator)?;
+    let up_to_date = statuses
+        .iter()
+        .filter(|s| s.pending.is_empty() && s.drift.is_none())
+        .count();
+    let with_pending = statuses.iter().filter(|s| !s.pending.is_empty()).count();
+    let drifted = statuses.iter().filter(|s| s.drift.is_some()).count();
+    println!(
+        "tenants: {} ({up_to_date} up to date, {with_pending} with pending migrations, {drifted} drifted)",
+        statuses.len()
+    );
+    for s in statuses
+        .iter()
+        .filter(|s| !s.pending.is_empty() || s.drift.is_some())
+    {
+        println!("  {}: {}", s.tenant, state(s));
+    }
+    Ok(())
+}
+
+/// Every tenant's state, drift included; empty when the registry does not exist yet.
+pub(crate) fn statuses(conn: &mut PgConnection, migrator: &Migrator) -> Result<Vec<TenantStatus>> {
+    if !registry_exists(conn, migrator)? {
+        return Ok(Vec::new());
+    }
+    Ok(migrator.status_with_drift(conn)?)
+}
+
+/// One tenant's state in a few words.
+pub(crate) fn state(s: &TenantStatus) -> String {
+    let mut parts = Vec::new();
+    if !s.pending.is_empty() {
+        parts.push(format!(
+            "{} pending ({})",
+            s.pending.len(),
+            s.pending.join(", ")
+        ));
+    }
+    if let Some(drift) = &s.drift {
+        parts.push(format!("drift: {drift}"));
+    }
+    if parts.is_empty() {
+        "up to date".to_owned()
+    } else {
+        parts.join("; ")
     }
 }
 
-pub(crate) fn statuses(_conn: &mut PgConnection, _migrator: &Migrator) -> Result<Vec<Status>> {
-    bail!("not yet available")
+/// The versions of the registry migrations and of the shared migrations directory.
+fn shared_versions(ctx: &Ctx) -> Result<BTreeSet<String>> {
+    let mut versions: BTreeSet<String> = versions_of(&REGISTRY_MIGRATIONS)?;
+    if let Some(dir) = ctx.shared_dir()? {
+        let source = FileBasedMigrations::from_path(dir)?;
+        versions.extend(versions_of(&source)?);
+    }
+    Ok(versions)
 }
 
-pub(crate) fn drop_tenant(_conn: &mut PgConnection, _m: &Migrator, _t: &TenantId) -> Result<()> {
-    bail!("not yet available")
+fn versions_of(source: &dyn MigrationSource<Pg>) -> Result<BTreeSet<String>> {
+    Ok(source
+        .migrations()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect())
 }
 
-pub(crate) fn rename_tenant(
-    _conn: &mut PgConnection,
-    _m: &Migrator,
-    _from: &TenantId,
-    _to: &TenantId,
+/// The versions in the shared schema's ledger (none before the first run).
+fn applied_shared(conn: &mut PgConnection) -> Result<BTreeSet<String>> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    #[derive(QueryableByName)]
+    struct Flag {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        flag: bool,
+    }
+    let exists: Flag = diesel::sql_query(
+        "SELECT pg_catalog.to_regclass('public.__diesel_schema_migrations') IS NOT NULL AS flag",
+    )
+    .get_result(conn)?;
+    if !exists.flag {
+        return Ok(BTreeSet::new());
+    }
+    Ok(diesel::sql_query(
+        "SELECT version::pg_catalog.text AS version FROM public.__diesel_schema_migrations",
+    )
+    .load::<Version>(conn)?
+    .into_iter()
+    .map(|v| v.version)
+    .collect())
+}
+
+fn report_shared(applied: &[String]) {
+    if !applied.is_empty() {
+        println!("shared: applied {}", versions_list(applied));
+    }
+}
+
+fn versions_list(versions: &[String]) -> String {
+    versions.join(", ")
+}
+
+/// The library's fleet options from the command line, reporting to `display`.
+fn options(fleet: &FleetArgs, display: &Display) -> MigrateOptions {
+    let mut opts = MigrateOptions::default()
+        .on_failure(if fleet.continue_on_error {
+            FailurePolicy::Continue
+        } else {
+            FailurePolicy::Stop
+        })
+        .progress(display.callback());
+    if let Some(n) = fleet.parallel {
+        opts = opts.parallel(usize::from(n));
+    }
+    if let Some(secs) = fleet.lock_timeout {
+        opts = opts.lock_timeout(Duration::from_secs(secs));
+    }
+    opts
+}
+
+/// Prints the report's summary; an error naming the failed tenants when any failed.
+fn fleet_result(
+    result: diesel_workspace::Result<MigrationReport>,
+    did: &str,
+    applied_word: &str,
 ) -> Result<()> {
-    bail!("not yet available")
+    let report = match result {
+        Ok(report) => report,
+        Err(Error::FleetMigration { report }) => {
+            summary(&report, did, applied_word);
+            bail!("{}", report.failure_summary());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    summary(&report, did, applied_word);
+    Ok(())
 }
 
-pub(crate) fn migrate_tenant(_ctx: &Ctx, _args: &TenantOrAll) -> Result<()> {
-    bail!("not yet available")
+fn summary(report: &MigrationReport, did: &str, applied_word: &str) {
+    let applied = report.applied().count();
+    let up_to_date = report.up_to_date().count();
+    let failed: Vec<_> = report.failed().collect();
+    let skipped = report.skipped().count();
+    println!(
+        "{did} {} in {:.2} s: {applied} {applied_word}, {up_to_date} up to date, {} failed, {skipped} skipped",
+        plural(report.tenants.len(), "tenant"),
+        report.elapsed.as_secs_f64(),
+        failed.len(),
+    );
+    for (tenant, _, message) in failed {
+        println!("  failed: {tenant}: {message}");
+    }
+    let skipped: Vec<String> = report.skipped().map(|t| t.to_string()).collect();
+    if !skipped.is_empty() {
+        println!(
+            "  skipped after the first failure (pass --continue-on-error to go on): {}",
+            skipped.join(", ")
+        );
+    }
 }
 
-pub(crate) fn migrate_all(_ctx: &Ctx, _args: &FleetArgs) -> Result<()> {
-    bail!("not yet available")
+/// Fleet progress: a bar on a terminal (stderr), plain lines on stdout otherwise.
+struct Display {
+    bar: Option<ProgressBar>,
+    verb: &'static str,
 }
 
-pub(crate) fn revert_tenant(_ctx: &Ctx, _args: &TenantOrAll) -> Result<()> {
-    bail!("not yet available")
-}
+impl Display {
+    fn new(verb: &'static str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("[{bar:30}] {pos}/{len} tenants, {msg}, eta {eta}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_message("0 failed");
+            bar
+        });
+        Self { bar, verb }
+    }
 
-pub(crate) fn status(_ctx: &Ctx) -> Result<()> {
-    bail!("not yet available")
+    fn callback(&self) -> impl Fn(&Progress) + Send + Sync + 'static {
+        let bar = self.bar.clone();
+        let verb = self.verb;
+        move |p: &Progress| {
+            let what = match &p.outcome {
+                TenantOutcome::Applied(v) => format!("{verb} {}", v.join(", ")),
+                TenantOutcome::UpToDate => "up to date".to_owned(),
+                TenantOutcome::Failed { message, .. } => format!("FAILED: {message}"),
+                TenantOutcome::Skipped => "skipped".to_owned(),
+            };
+            let secs = p.elapsed.as_secs_f64();
+            let rate = if secs > 0.0 {
+                p.done as f64 / secs
+            } else {
+                0.0
+            };
+            match &bar {
+                Some(bar) => {
+                    bar.set_length(p.total as u64);
+                    bar.set_position(p.done as u64);
+                    bar.set_message(format!("{} failed, {rate:.1} tenants/s", p.failed));
+                    if matches!(p.outcome, TenantOutcome::Failed { .. }) {
+                        bar.println(format!("{}: {what}", p.tenant));
+                    }
+                }
+                None => println!(
+                    "[{}/{}] {}: {what} ({} failed, {rate:.1} tenants/s)",
+                    p.done, p.total, p.tenant, p.failed
+                ),
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

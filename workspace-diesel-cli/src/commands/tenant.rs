@@ -52,7 +52,7 @@ pub(crate) fn list(ctx: &Ctx) -> Result<()> {
             s.tenant.as_str(),
             s.applied.len(),
             s.pending.len(),
-            s.state()
+            super::migrate::state(s)
         );
     }
     Ok(())
@@ -74,7 +74,7 @@ pub(crate) fn drop(ctx: &Ctx, identifier: &str, yes: bool) -> Result<()> {
     {
         bail!("tenant `{tenant}` was not dropped: not confirmed (pass --yes to skip the question)");
     }
-    super::migrate::drop_tenant(&mut conn, &migrator, &tenant)?;
+    migrator.drop_tenant(&mut conn, &tenant)?;
     println!("dropped tenant `{tenant}`");
     Ok(())
 }
@@ -86,10 +86,7 @@ pub(crate) fn rename(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
     let migrator = ctx.migrator()?;
     let mut conn = ctx.connect()?;
     super::ensure_registered(&mut conn, &migrator, &from)?;
-    if super::is_registered(&mut conn, &migrator, &to)? {
-        bail!("tenant `{to}` already exists");
-    }
-    super::migrate::rename_tenant(&mut conn, &migrator, &from, &to)?;
+    migrator.rename_tenant(&mut conn, &from, &to)?;
     println!("renamed tenant `{from}` to `{to}`");
     Ok(())
 }
