@@ -43,14 +43,15 @@ pub(crate) enum Command {
     /// Register a tenant and create its schema, with every tenant migration applied
     #[command(name = "create_tenant_schema", visible_alias = "c:t:s")]
     CreateTenantSchema {
-        /// The tenant's identifier, which is also its schema name ([a-z_][a-z0-9_]*, at most 63 bytes)
+        /// The tenant's identifier, which is also its schema name: lower-case ASCII letters, digits
+        /// and _, not starting with a digit, at most 63 bytes
         identifier: String,
     },
 
     /// Write a new, empty migration (up.sql and down.sql) into the tenant migrations directory
     #[command(name = "makemigrations_tenant", visible_alias = "m:m:t")]
     MakemigrationsTenant {
-        /// The migration's name ([a-z0-9_], e.g. add_invoices)
+        /// The migration's name: lower-case ASCII letters, digits and _ (e.g. add_invoices)
         name: String,
         /// Write into the shared migrations directory instead
         #[arg(long)]

@@ -877,3 +877,35 @@ fn rename_tenant_moves_schema_and_records() {
         .fails_with("invalid tenant name `Bad`");
     assert!(db.schema_exists("acme_corp") && db.schema_exists("globex"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// every command
+
+#[test]
+fn every_database_command_reports_an_unreachable_database_in_one_line() {
+    let db = test_db!("every_database_command_reports_an_unreachable_database_in_one_line");
+    let w = Workdir::new();
+    for args in [
+        &["c:t:s", "acme"][..],
+        &["m:t", "acme"],
+        &["m:t", "--all"],
+        &["migrate_all"],
+        &["revert_tenant", "acme"],
+        &["revert_tenant", "--all"],
+        &["list_tenants"],
+        &["status"],
+        &["drop_tenant", "acme", "--yes"],
+        &["rename_tenant", "acme", "globex"],
+        &["print-schema"],
+    ] {
+        let run = Run::from(
+            w.cmd(&db)
+                .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere")
+                .args(args)
+                .output()
+                .unwrap(),
+        );
+        let line = run.fails_with("could not connect to the database");
+        assert!(line.contains("127.0.0.1"), "{args:?}: {line}");
+    }
+}
