@@ -1,0 +1,260 @@
+//! The pool benchmark: what a checkout of a `TenantPool` costs against a stock Diesel r2d2 pool,
+//! and how much server memory a cached tenant statement holds.
+//!
+//! ```text
+//! export DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
+//! cargo bench -p workspace-diesel --bench pool              # full run
+//! BENCH_QUICK=1 cargo bench -p workspace-diesel --bench pool  # a few seconds
+//! ```
+//!
+//! The benchmark creates its own database `dw_bench_pool` (dropped `WITH (FORCE)` at the end) and
+//! provisions 16 tenants (one note each) plus `STATEMENT_TENANTS` empty ones. Each checkout case
+//! is one checkout followed by one tenant query (`notes` by id, tenants in turn) on a pool of one
+//! connection, single-threaded:
+//!
+//! - `stock ping`: `Pool<ConnectionManager<PgConnection>>` with `test_on_check_out(true)`
+//!   (Diesel's `SELECT 1` on every checkout), the usual Diesel setup;
+//! - `tenant reset`: `diesel_workspace::pool` (the reset batch on every checkout);
+//! - `stock, no check`: the stock pool with `test_on_check_out(false)`, no round trip at checkout
+//!   (the floor).
+//!
+//! The cases run in alternating blocks (the order rotates every round) and the median block is
+//! reported, because the machine is shared and noisy. The memory case touches `STATEMENT_TENANTS`
+//! tenants on one pooled connection and reads the backend's plan-cache memory from
+//! `pg_backend_memory_contexts` (PostgreSQL 14+) before and after.
+//!
+//! Settings (environment): `BENCH_QUICK=1` for few iterations; `BENCH_ROUNDS` and `BENCH_ITERS`
+//! to override. Run without `--bench` (as `cargo test --benches` does), it only smoke-tests.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::sql_types::BigInt;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+use diesel_workspace::{pool, switch, Migrator, TenantId};
+
+const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+const DB_NAME: &str = "dw_bench_pool";
+const TENANTS: usize = 16;
+const STATEMENT_TENANTS: usize = 256;
+
+diesel_workspace::tenant_table! {
+    notes (id) {
+        id -> Int4,
+        title -> Text,
+    }
+}
+
+struct Settings {
+    rounds: usize,
+    iters: usize,
+    mode: &'static str,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let bench = std::env::args().any(|a| a == "--bench");
+        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let (rounds, iters, mode) = match (bench, quick) {
+            (false, _) => (1, 20, "smoke test (no --bench)"),
+            (true, true) => (3, 500, "quick (BENCH_QUICK=1)"),
+            (true, false) => (11, 4000, "full"),
+        };
+        let env = |name: &str| std::env::var(name).ok()?.parse::<usize>().ok();
+        Settings {
+            rounds: env("BENCH_ROUNDS").unwrap_or(rounds).max(1),
+            iters: env("BENCH_ITERS").unwrap_or(iters).max(1),
+            mode,
+        }
+    }
+}
+
+struct BenchDb {
+    admin: String,
+    url: String,
+}
+
+impl BenchDb {
+    fn create() -> Self {
+        let admin = dotenvy::var("DATABASE_URL")
+            .expect("DATABASE_URL must be set in order to run the benchmark");
+        let mut conn = PgConnection::establish(&admin).expect("connect to the admin database");
+        conn.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{DB_NAME}\" WITH (FORCE)"
+        ))
+        .expect("drop a leftover benchmark database");
+        conn.batch_execute(&format!("CREATE DATABASE \"{DB_NAME}\""))
+            .expect("create the benchmark database");
+        let url = replace_db(&admin, DB_NAME);
+        Self { admin, url }
+    }
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&self.admin) {
+            let _ = conn.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{DB_NAME}\" WITH (FORCE)"
+            ));
+        }
+    }
+}
+
+/// Swaps the database name of a `postgres://` URL.
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].rfind('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+fn provision(conn: &mut PgConnection, n: usize, prefix: &str) -> Vec<TenantId> {
+    let migrator = Migrator::builder(TENANT_MIGRATIONS).build();
+    migrator.run_shared(conn).expect("shared migrations");
+    (0..n)
+        .map(|k| {
+            let id = TenantId::new(format!("{prefix}{k}")).expect("valid tenant id");
+            migrator.create_tenant(conn, &id).expect("create tenant");
+            id
+        })
+        .collect()
+}
+
+fn read(conn: &mut PgConnection, t: &TenantId) -> String {
+    switch(t, || {
+        notes::table
+            .filter(notes::id.eq(1))
+            .select(notes::title)
+            .first::<String>(conn)
+    })
+    .expect("tenant query")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Plan-cache memory of the connection's backend, in bytes.
+fn plan_cache_bytes(conn: &mut PgConnection) -> i64 {
+    diesel::select(diesel::dsl::sql::<BigInt>(
+        "(SELECT coalesce(sum(total_bytes), 0)::int8 FROM pg_catalog.pg_backend_memory_contexts \
+          WHERE name IN ('CachedPlanSource', 'CachedPlanQuery', 'CachedPlan'))",
+    ))
+    .get_result(conn)
+    .expect("read pg_backend_memory_contexts")
+}
+
+fn prepared(conn: &mut PgConnection) -> i64 {
+    diesel::select(diesel::dsl::sql::<BigInt>(
+        "(SELECT count(*) FROM pg_catalog.pg_prepared_statements)",
+    ))
+    .get_result(conn)
+    .expect("count prepared statements")
+}
+
+fn main() {
+    let s = Settings::from_env();
+    let db = BenchDb::create();
+    let mut admin = PgConnection::establish(&db.url).expect("connect to the benchmark database");
+    let ids = provision(&mut admin, TENANTS, "t");
+    for t in &ids {
+        switch(t, || {
+            diesel::insert_into(notes::table)
+                .values(notes::title.eq(t.as_str()))
+                .execute(&mut admin)
+        })
+        .expect("seed");
+    }
+
+    let stock_ping = Pool::builder()
+        .max_size(1)
+        .test_on_check_out(true)
+        .build(ConnectionManager::<PgConnection>::new(db.url.clone()))
+        .expect("stock pool");
+    let stock_free = Pool::builder()
+        .max_size(1)
+        .test_on_check_out(false)
+        .build(ConnectionManager::<PgConnection>::new(db.url.clone()))
+        .expect("stock pool");
+    let tenant = pool::builder()
+        .max_size(1)
+        .statement_cap(usize::MAX)
+        .build(db.url.clone())
+        .expect("tenant pool");
+
+    // Warm every statement cache.
+    for t in &ids {
+        black_box(read(&mut stock_ping.get().unwrap(), t));
+        black_box(read(&mut stock_free.get().unwrap(), t));
+        black_box(read(&mut tenant.get().unwrap(), t));
+    }
+
+    type Case<'a> = (&'a str, Box<dyn Fn(&TenantId) -> String + 'a>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "stock ping",
+            Box::new(|t| read(&mut stock_ping.get().unwrap(), t)),
+        ),
+        (
+            "tenant reset",
+            Box::new(|t| read(&mut tenant.get().unwrap(), t)),
+        ),
+        (
+            "stock, no check",
+            Box::new(|t| read(&mut stock_free.get().unwrap(), t)),
+        ),
+    ];
+    let mut blocks = vec![Vec::new(); cases.len()];
+    for round in 0..s.rounds {
+        for k in 0..cases.len() {
+            let c = (k + round) % cases.len();
+            let start = Instant::now();
+            for i in 0..s.iters {
+                black_box((cases[c].1)(&ids[i % TENANTS]));
+            }
+            blocks[c].push(start.elapsed().as_secs_f64() * 1e6 / s.iters as f64);
+        }
+    }
+    println!(
+        "pool benchmark, {} ({} rounds x {} checkouts; one tenant query per checkout)",
+        s.mode, s.rounds, s.iters
+    );
+    let base = median(blocks[0].clone());
+    for (c, (name, _)) in cases.iter().enumerate() {
+        let m = median(blocks[c].clone());
+        println!(
+            "  {name:<16} {m:8.1} us per checkout + query   ratio to stock ping {:.2}",
+            m / base
+        );
+    }
+
+    // Server memory per cached tenant statement.
+    let more = provision(&mut admin, STATEMENT_TENANTS, "m");
+    let mut conn = tenant.get().unwrap();
+    let (bytes0, stmts0) = (plan_cache_bytes(&mut conn), prepared(&mut conn));
+    for t in &more {
+        let n: i64 = switch(t, || notes::table.count().get_result(&mut conn)).expect("count");
+        black_box(n);
+    }
+    let (bytes1, stmts1) = (plan_cache_bytes(&mut conn), prepared(&mut conn));
+    let added = (stmts1 - stmts0).max(1);
+    println!(
+        "  plan cache: {added} statements (one per tenant) added {:.1} KiB to the backend, \
+         {:.1} KiB each",
+        (bytes1 - bytes0) as f64 / 1024.0,
+        (bytes1 - bytes0) as f64 / 1024.0 / added as f64
+    );
+}
