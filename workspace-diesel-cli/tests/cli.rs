@@ -909,3 +909,24 @@ fn every_database_command_reports_an_unreachable_database_in_one_line() {
         assert!(line.contains("127.0.0.1"), "{args:?}: {line}");
     }
 }
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let db = test_db!("a_closed_stdout_ends_the_command_quietly");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    for args in [&["list_tenants"][..], &["print-schema"], &["status"]] {
+        let mut child = w
+            .cmd(&db)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the command writes (as `| head -0` would).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+}

@@ -55,8 +55,8 @@ pub(crate) fn makemigrations(ctx: &Ctx, name: &str, shared: bool) -> Result<()> 
     );
     let path = dir.join(format!("{version}_{name}"));
     write_migration(&path, if shared { SHARED_UP } else { TENANT_UP })?;
-    println!("Creating {}", path.join("up.sql").display());
-    println!("Creating {}", path.join("down.sql").display());
+    out!("Creating {}", path.join("up.sql").display());
+    out!("Creating {}", path.join("down.sql").display());
     Ok(())
 }
 

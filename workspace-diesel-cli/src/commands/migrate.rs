@@ -30,12 +30,12 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
     let shared = migrator.run_shared(&mut conn)?;
-    report_shared(&shared);
+    report_shared(&shared)?;
     match migrator.migrate_tenant(&mut conn, &tenant)? {
         TenantOutcome::Applied(versions) => {
-            println!("tenant `{tenant}`: applied {}", versions_list(&versions))
+            out!("tenant `{tenant}`: applied {}", versions_list(&versions))
         }
-        _ => println!("tenant `{tenant}` is up to date"),
+        _ => out!("tenant `{tenant}` is up to date"),
     }
     Ok(())
 }
@@ -47,7 +47,7 @@ pub(crate) fn migrate_all(ctx: &Ctx, fleet: &FleetArgs) -> Result<()> {
     let mut conn = ctx.connect()?;
     let shared = migrator.run_shared(&mut conn)?;
     drop(conn);
-    report_shared(&shared);
+    report_shared(&shared)?;
     let display = Display::new("applied");
     let result = migrator.migrate_all(url, &options(fleet, &display));
     display.finish();
@@ -61,7 +61,7 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
         let url = ctx.database_url()?;
         let mut conn = ctx.connect()?;
         if !registry_exists(&mut conn, &migrator)? {
-            println!("no tenants");
+            out!("no tenants");
             return Ok(());
         }
         drop(conn);
@@ -77,8 +77,8 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
     match migrator.revert_last(&mut conn, &tenant)? {
-        Some(version) => println!("tenant `{tenant}`: reverted {version}"),
-        None => println!("tenant `{tenant}` has no applied migration to revert"),
+        Some(version) => out!("tenant `{tenant}`: reverted {version}"),
+        None => out!("tenant `{tenant}` has no applied migration to revert"),
     }
     Ok(())
 }
@@ -93,7 +93,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
         .iter()
         .filter(|v| !applied_shared.contains(*v))
         .collect();
-    println!(
+    out!(
         "shared migrations: {} applied, {} pending{}",
         applied_shared.len(),
         pending_shared.len(),
@@ -111,7 +111,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
         }
     );
     let versions = migrator.tenant_versions()?;
-    println!(
+    out!(
         "tenant migrations: {}{}",
         plural(versions.len(), "migration"),
         versions
@@ -126,7 +126,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
         .count();
     let with_pending = statuses.iter().filter(|s| !s.pending.is_empty()).count();
     let drifted = statuses.iter().filter(|s| s.drift.is_some()).count();
-    println!(
+    out!(
         "tenants: {} ({up_to_date} up to date, {with_pending} with pending migrations, {drifted} drifted)",
         statuses.len()
     );
@@ -134,7 +134,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
         .iter()
         .filter(|s| !s.pending.is_empty() || s.drift.is_some())
     {
-        println!("  {}: {}", s.tenant, state(s));
+        out!("  {}: {}", s.tenant, state(s));
     }
     Ok(())
 }
@@ -214,10 +214,11 @@ fn applied_shared(conn: &mut PgConnection) -> Result<BTreeSet<String>> {
     .collect())
 }
 
-fn report_shared(applied: &[String]) {
+fn report_shared(applied: &[String]) -> Result<()> {
     if !applied.is_empty() {
-        println!("shared: applied {}", versions_list(applied));
+        out!("shared: applied {}", versions_list(applied));
     }
+    Ok(())
 }
 
 fn versions_list(versions: &[String]) -> String {
@@ -251,36 +252,36 @@ fn fleet_result(
     let report = match result {
         Ok(report) => report,
         Err(Error::FleetMigration { report }) => {
-            summary(&report, did, applied_word);
+            summary(&report, did, applied_word)?;
             bail!("{}", report.failure_summary());
         }
         Err(e) => return Err(e.into()),
     };
-    summary(&report, did, applied_word);
-    Ok(())
+    summary(&report, did, applied_word)
 }
 
-fn summary(report: &MigrationReport, did: &str, applied_word: &str) {
+fn summary(report: &MigrationReport, did: &str, applied_word: &str) -> Result<()> {
     let applied = report.applied().count();
     let up_to_date = report.up_to_date().count();
     let failed: Vec<_> = report.failed().collect();
     let skipped = report.skipped().count();
-    println!(
+    out!(
         "{did} {} in {:.2} s: {applied} {applied_word}, {up_to_date} up to date, {} failed, {skipped} skipped",
         plural(report.tenants.len(), "tenant"),
         report.elapsed.as_secs_f64(),
         failed.len(),
     );
     for (tenant, _, message) in failed {
-        println!("  failed: {tenant}: {message}");
+        out!("  failed: {tenant}: {message}");
     }
     let skipped: Vec<String> = report.skipped().map(|t| t.to_string()).collect();
     if !skipped.is_empty() {
-        println!(
+        out!(
             "  skipped after the first failure (pass --continue-on-error to go on): {}",
             skipped.join(", ")
         );
     }
+    Ok(())
 }
 
 /// Fleet progress: a bar on a terminal (stderr), plain lines on stdout otherwise.
@@ -329,10 +330,18 @@ impl Display {
                         bar.println(format!("{}: {what}", p.tenant));
                     }
                 }
-                None => println!(
-                    "[{}/{}] {}: {what} ({} failed, {rate:.1} tenants/s)",
-                    p.done, p.total, p.tenant, p.failed
-                ),
+                None => {
+                    // A closed stdout must not stop the run: the summary reports it afterwards.
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stdout().lock(),
+                        "[{}/{}] {}: {what} ({} failed, {rate:.1} tenants/s)",
+                        p.done,
+                        p.total,
+                        p.tenant,
+                        p.failed
+                    );
+                }
             }
         }
     }

@@ -1,5 +1,13 @@
 //! The commands, one module per group, and what they share: the connection and the migrator.
 
+/// `println!` that returns an error instead of panicking when stdout is closed (`| head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod generate;
 mod migrate;
 mod schema;

@@ -54,7 +54,10 @@ pub(crate) fn print_schema(ctx: &Ctx, args: &PrintSchemaArgs) -> Result<()> {
     match &args.output {
         Some(path) => fs::write(path, text)
             .with_context(|| format!("could not write `{}`", path.display()))?,
-        None => print!("{text}"),
+        None => {
+            use std::io::Write as _;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+        }
     }
     Ok(())
 }

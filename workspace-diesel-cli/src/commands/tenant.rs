@@ -19,7 +19,7 @@ pub(crate) fn create(ctx: &Ctx, identifier: &str) -> Result<()> {
     }
     migrator.run_shared(&mut conn)?;
     migrator.create_tenant(&mut conn, &tenant)?;
-    println!(
+    out!(
         "created tenant `{tenant}` (schema {}, {} applied)",
         tenant.quoted(),
         plural(versions, "migration")
@@ -33,7 +33,7 @@ pub(crate) fn list(ctx: &Ctx) -> Result<()> {
     let mut conn = ctx.connect()?;
     let statuses = super::migrate::statuses(&mut conn, &migrator)?;
     if statuses.is_empty() {
-        println!("no tenants");
+        out!("no tenants");
         return Ok(());
     }
     let width = statuses
@@ -42,12 +42,14 @@ pub(crate) fn list(ctx: &Ctx) -> Result<()> {
         .max()
         .unwrap_or(0)
         .max("TENANT".len());
-    println!(
+    out!(
         "{:<width$}  {:>7}  {:>7}  STATE",
-        "TENANT", "APPLIED", "PENDING"
+        "TENANT",
+        "APPLIED",
+        "PENDING"
     );
     for s in &statuses {
-        println!(
+        out!(
             "{:<width$}  {:>7}  {:>7}  {}",
             s.tenant.as_str(),
             s.applied.len(),
@@ -75,7 +77,7 @@ pub(crate) fn drop(ctx: &Ctx, identifier: &str, yes: bool) -> Result<()> {
         bail!("tenant `{tenant}` was not dropped: not confirmed (pass --yes to skip the question)");
     }
     migrator.drop_tenant(&mut conn, &tenant)?;
-    println!("dropped tenant `{tenant}`");
+    out!("dropped tenant `{tenant}`");
     Ok(())
 }
 
@@ -87,7 +89,7 @@ pub(crate) fn rename(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
     let mut conn = ctx.connect()?;
     super::ensure_registered(&mut conn, &migrator, &from)?;
     migrator.rename_tenant(&mut conn, &from, &to)?;
-    println!("renamed tenant `{from}` to `{to}`");
+    out!("renamed tenant `{from}` to `{to}`");
     Ok(())
 }
 
