@@ -930,3 +930,57 @@ fn a_closed_stdout_ends_the_command_quietly() {
         assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
     }
 }
+
+/// On a terminal, fleet progress is a bar on stderr (failures printed above it), not one line per
+/// tenant. Runs the binary under `script` (util-linux) for a pseudo-terminal; skipped without it.
+#[test]
+fn fleet_progress_is_a_bar_on_a_terminal() {
+    let db = test_db!("fleet_progress_is_a_bar_on_a_terminal");
+    let w = Workdir::new();
+    for t in ["acme", "globex"] {
+        w.run(&db, &["c:t:s", t]).ok();
+    }
+    add_column_migration(&w);
+    db.conn()
+        .batch_execute("ALTER TABLE acme.notes ADD COLUMN x INT")
+        .unwrap();
+    let bin = env!("CARGO_BIN_EXE_workspace-diesel");
+    let run = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("'{bin}' migrate_all --continue-on-error --parallel 1"),
+            "/dev/null",
+        ])
+        .current_dir(w.path())
+        .env("DATABASE_URL", db.url())
+        .env("TERM", "xterm")
+        .env_remove("RUST_LOG")
+        .output();
+    let out = match run {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("`script` is not available: skipped");
+            return;
+        }
+        Err(e) => panic!("run script: {e}"),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("acme: FAILED: migration 20260201000000"),
+        "{text}"
+    );
+    assert!(text.contains("/2 tenants, "), "no progress bar: {text}");
+    assert!(
+        !text.contains("[1/2]"),
+        "plain progress lines on a terminal: {text}"
+    );
+    assert!(
+        text.contains("1 applied, 0 up to date, 1 failed, 0 skipped"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: migration failed for 1 of 2 tenants: `acme`"),
+        "{text}"
+    );
+}

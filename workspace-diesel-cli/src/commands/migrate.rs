@@ -299,7 +299,6 @@ impl Display {
                     .expect("a valid template")
                     .progress_chars("=> "),
             );
-            bar.set_message("0 failed");
             bar
         });
         Self { bar, verb }
