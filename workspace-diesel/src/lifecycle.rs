@@ -427,8 +427,34 @@ impl Migrator {
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let started = Instant::now();
-        let expected = self.tenant_versions()?.to_vec();
         let mut conn = PgConnection::establish(database_url)?;
+        self.migrate_all_from(&mut conn, database_url, opts, started)
+    }
+
+    /// [`migrate_all`](Self::migrate_all), deciding what is pending on `conn` (e.g. a pooled
+    /// connection) instead of a new one: when nothing is pending, this is one query and no
+    /// connection is opened. Worker connections are still opened from `database_url` for the
+    /// tenants that need work.
+    ///
+    /// # Errors
+    /// As [`migrate_all`](Self::migrate_all).
+    pub fn migrate_all_with(
+        &self,
+        conn: &mut PgConnection,
+        database_url: &str,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
+        self.migrate_all_from(conn, database_url, opts, Instant::now())
+    }
+
+    fn migrate_all_from(
+        &self,
+        conn: &mut PgConnection,
+        database_url: &str,
+        opts: &MigrateOptions,
+        started: Instant,
+    ) -> Result<MigrationReport> {
+        let expected = self.tenant_versions()?.to_vec();
         #[derive(QueryableByName)]
         struct PendingRow {
             #[diesel(sql_type = Text)]
@@ -447,8 +473,7 @@ impl Migrator {
             reg = self.registry().qualified_table(),
         ))
         .bind::<Array<Text>, _>(&expected)
-        .load::<PendingRow>(&mut conn)?;
-        drop(conn);
+        .load::<PendingRow>(conn)?;
         let mut tenants = Vec::with_capacity(rows.len());
         let mut jobs = Vec::new();
         for (i, row) in rows.into_iter().enumerate() {
@@ -991,7 +1016,7 @@ impl Migrator {
         let mut created = 0;
         while spares.len() + created < target {
             let name = TenantId::new(spare_name())?;
-            self.provision(conn, &name, Provision::Spare, false)?;
+            self.provision(conn, &name, Provision::Spare)?;
             created += 1;
         }
         Ok(created)

@@ -11,7 +11,7 @@ use diesel::migration::{Migration, MigrationSource, CREATE_MIGRATIONS_TABLE};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
-use diesel::sql_types::{Array, BigInt, Text};
+use diesel::sql_types::Text;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 use crate::error::{Error, Result};
@@ -184,36 +184,39 @@ impl Migrator {
         self.check_tenant_name(tenant)?;
         let set = self.compiled()?;
         no_outer_transaction(conn)?;
-        let claimed = in_raw_transaction(conn, |conn| {
-            conn.batch_execute(&format!("BEGIN; {}", lock_sql(tenant)))?;
-            let spare = diesel::sql_query(CLAIM_SQL)
-                .bind::<Array<Text>, _>(&set.versions)
-                .bind::<BigInt, _>(set.versions.len() as i64)
-                .get_result::<SpareRow>(conn)
-                .optional()?;
-            if let Some(spare) = &spare {
-                let s = quote_literal(&spare.schema_name);
-                conn.batch_execute(&format!(
-                    "INSERT INTO {reg} ({col}) VALUES ({t}); \
-                     ALTER SCHEMA {qs} RENAME TO {qt}; \
-                     UPDATE public.workspace_migrations SET schema_name = {t} WHERE schema_name = {s}; \
-                     DELETE FROM public.workspace_spares WHERE schema_name = {s}; \
-                     COMMIT",
-                    reg = self.registry.qualified_table(),
-                    col = self.registry.quoted_identifier_column(),
-                    t = quote_literal(tenant.as_str()),
-                    qs = quote_ident(&spare.schema_name),
-                    qt = tenant.quoted(),
-                ))?;
-            }
-            Ok(spare.is_some())
-        })
-        .map_err(|e| classify_create_error(tenant, e))?;
-        if claimed {
-            return Ok(());
+        let t = quote_literal(tenant.as_str());
+        let (body, complete) = self.provision_body(tenant, Provision::Tenant)?;
+        let inner = dollar_tag("wd_p", &body);
+        let outer = dollar_tag("wd_claim", &body);
+        // One round trip either way: claim a current spare, or provision from scratch.
+        let sql = format!(
+            "BEGIN; {lock}; DO {outer} DECLARE spare text; BEGIN \
+             SELECT sp.schema_name INTO spare FROM public.workspace_spares sp \
+             WHERE (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
+                    WHERE m.schema_name = sp.schema_name AND m.version = ANY ({versions}::pg_catalog.text[])) = {n} \
+               AND (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
+                    WHERE m.schema_name = sp.schema_name) = {n} \
+             ORDER BY sp.created_at, sp.schema_name LIMIT 1 FOR UPDATE OF sp SKIP LOCKED; \
+             IF spare IS NULL THEN EXECUTE {inner}{body}{inner}; ELSE \
+             INSERT INTO {reg} ({col}) VALUES ({t}); \
+             EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
+             UPDATE public.workspace_migrations SET schema_name = {t} WHERE schema_name = spare; \
+             DELETE FROM public.workspace_spares WHERE schema_name = spare; \
+             END IF; END {outer}; COMMIT",
+            lock = lock_sql(tenant),
+            versions = quote_literal(&array_literal(&set.versions)),
+            n = set.versions.len(),
+            reg = self.registry.qualified_table(),
+            col = self.registry.quoted_identifier_column(),
+        );
+        if let Err(e) = conn.batch_execute(&sql) {
+            rollback(conn);
+            return Err(classify_create_error(tenant, e));
         }
-        // No spare: the transaction and the lock are already open.
-        self.provision(conn, tenant, Provision::Tenant, true)
+        if !complete {
+            self.migrate_schema(conn, tenant, None, &MigrateParams::default())?;
+        }
+        Ok(())
     }
 
     /// Rejects the registry's schema and the spares' prefix as tenant names.
@@ -235,50 +238,48 @@ impl Migrator {
 
     /// Creates `schema` with every tenant migration, in one transaction sent as one batch, and
     /// records it as a tenant (registry row) or as a spare (`public.workspace_spares`).
-    /// `in_transaction`: the caller already sent `BEGIN` and took the lock.
     pub(crate) fn provision(
         &self,
         conn: &mut PgConnection,
         schema: &TenantId,
         as_: Provision,
-        in_transaction: bool,
     ) -> Result<()> {
-        let set = self.compiled()?;
-        let mut sql = String::new();
-        if !in_transaction {
-            sql.push_str("BEGIN; ");
-            sql.push_str(&lock_sql(schema));
-            sql.push_str("; ");
+        let (body, complete) = self.provision_body(schema, as_)?;
+        let sql = format!("BEGIN; {}; {body}COMMIT", lock_sql(schema));
+        if let Err(e) = conn.batch_execute(&sql) {
+            rollback(conn);
+            return Err(classify_create_error(schema, e));
         }
+        if !complete {
+            self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
+        }
+        Ok(())
+    }
+
+    /// The statements that provision `schema` inside an open transaction holding its lock: the
+    /// registry (or spares) row, `CREATE SCHEMA`, the ledger, the migrations, the ledger and
+    /// central record rows. Atomic for the transactional prefix of the set; `false` when
+    /// migrations marked `run_in_transaction = false` remain, to run afterwards on their own path.
+    fn provision_body(&self, schema: &TenantId, as_: Provision) -> Result<(String, bool)> {
+        let set = self.compiled()?;
         let lit = quote_literal(schema.as_str());
-        match as_ {
-            Provision::Tenant => sql.push_str(&format!(
+        let mut sql = match as_ {
+            Provision::Tenant => format!(
                 "INSERT INTO {} ({}) VALUES ({lit}); ",
                 self.registry.qualified_table(),
                 self.registry.quoted_identifier_column()
-            )),
-            Provision::Spare => sql.push_str(&format!(
-                "INSERT INTO public.workspace_spares (schema_name) VALUES ({lit}); "
-            )),
-        }
+            ),
+            Provision::Spare => {
+                format!("INSERT INTO public.workspace_spares (schema_name) VALUES ({lit}); ")
+            }
+        };
         sql.push_str(&format!(
             "CREATE SCHEMA {q}; SET LOCAL search_path TO {q}; {CREATE_MIGRATIONS_TABLE}; ",
             q = schema.quoted()
         ));
-        // Provisioning is atomic for the transactional prefix of the set; migrations marked
-        // `run_in_transaction = false` run afterwards on their own path.
         let in_tx: Vec<&Compiled> = set.migrations.iter().take_while(|m| m.in_tx).collect();
         push_apply(&mut sql, schema, &in_tx);
-        sql.push_str("COMMIT");
-        let res = conn.batch_execute(&sql);
-        if let Err(e) = res {
-            rollback(conn);
-            return Err(classify_create_error(schema, e));
-        }
-        if in_tx.len() < set.migrations.len() {
-            self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
-        }
-        Ok(())
+        Ok((sql, in_tx.len() == set.migrations.len()))
     }
 
     /// Applies the pending tenant migrations to `schema` and returns their versions.
@@ -428,21 +429,6 @@ pub(crate) const SPARE_PREFIX: &str = "_spare_";
 const LEDGER_CHANGED: &str = "workspace-diesel: ledger changed";
 const SCHEMA_MISSING: &str = "workspace-diesel: schema missing";
 const MIGRATION_FAILED: &str = "workspace-diesel: migration ";
-
-/// Picks a current spare (its central record holds exactly the tenant set), skipping spares that
-/// other transactions are claiming.
-const CLAIM_SQL: &str = "SELECT s.schema_name FROM public.workspace_spares s \
-     WHERE (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
-            WHERE m.schema_name = s.schema_name AND m.version = ANY ($1)) = $2 \
-       AND (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
-            WHERE m.schema_name = s.schema_name) = $2 \
-     ORDER BY s.created_at, s.schema_name LIMIT 1 FOR UPDATE OF s SKIP LOCKED";
-
-#[derive(QueryableByName)]
-struct SpareRow {
-    #[diesel(sql_type = Text)]
-    schema_name: String,
-}
 
 #[derive(QueryableByName)]
 struct VersionRow {
@@ -643,6 +629,14 @@ fn push_apply(sql: &mut String, schema: &TenantId, migrations: &[&Compiled]) {
          ON CONFLICT DO NOTHING; ",
         central.join(", ")
     ));
+}
+
+/// A dollar-quote tag `$<prefix><n>$` that does not occur in `body`.
+fn dollar_tag(prefix: &str, body: &str) -> String {
+    (0..)
+        .map(|n| format!("${prefix}{n}$"))
+        .find(|tag| !body.contains(tag.as_str()))
+        .expect("some tag is free")
 }
 
 /// Runs `body` through PL/pgSQL's `EXECUTE` in a `DO` block whose handler re-raises any error
