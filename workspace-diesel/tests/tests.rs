@@ -2,9 +2,11 @@
 
 mod support;
 
+mod compiletest;
 mod fleet;
 mod ids;
 mod lifecycle;
 mod pool;
+mod registry;
 mod routing;
 mod tenancy;
