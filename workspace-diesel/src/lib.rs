@@ -11,9 +11,9 @@ mod registry;
 mod table;
 mod tenant;
 
-pub mod prelude;
 #[cfg(feature = "r2d2")]
 pub mod pool;
+pub mod prelude;
 
 pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{
