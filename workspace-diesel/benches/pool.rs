@@ -15,6 +15,7 @@
 //! - `stock ping`: `Pool<ConnectionManager<PgConnection>>` with `test_on_check_out(true)`
 //!   (Diesel's `SELECT 1` on every checkout), the usual Diesel setup;
 //! - `tenant reset`: `diesel_workspace::pool` (the reset batch on every checkout);
+//! - `tenant, no cleanup`: the same with `session_cleanup(false)` (session defaults only);
 //! - `stock, no check`: the stock pool with `test_on_check_out(false)`, no round trip at checkout
 //!   (the floor).
 //!
@@ -39,6 +40,7 @@ use diesel_workspace::{pool, switch, Migrator, TenantId};
 const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
 const DB_NAME: &str = "dw_bench_pool";
 const TENANTS: usize = 16;
+/// Tenants touched by the memory case (16 in the smoke test).
 const STATEMENT_TENANTS: usize = 256;
 
 diesel_workspace::tenant_table! {
@@ -51,6 +53,7 @@ diesel_workspace::tenant_table! {
 struct Settings {
     rounds: usize,
     iters: usize,
+    statement_tenants: usize,
     mode: &'static str,
 }
 
@@ -66,6 +69,7 @@ impl Settings {
         let env = |name: &str| std::env::var(name).ok()?.parse::<usize>().ok();
         Settings {
             rounds: env("BENCH_ROUNDS").unwrap_or(rounds).max(1),
+            statement_tenants: if bench { STATEMENT_TENANTS } else { TENANTS },
             iters: env("BENCH_ITERS").unwrap_or(iters).max(1),
             mode,
         }
@@ -194,12 +198,19 @@ fn main() {
         .statement_cap(usize::MAX)
         .build(db.url.clone())
         .expect("tenant pool");
+    let tenant_lean = pool::builder()
+        .max_size(1)
+        .statement_cap(usize::MAX)
+        .session_cleanup(false)
+        .build(db.url.clone())
+        .expect("tenant pool without cleanup");
 
     // Warm every statement cache.
     for t in &ids {
         black_box(read(&mut stock_ping.get().unwrap(), t));
         black_box(read(&mut stock_free.get().unwrap(), t));
         black_box(read(&mut tenant.get().unwrap(), t));
+        black_box(read(&mut tenant_lean.get().unwrap(), t));
     }
 
     type Case<'a> = (&'a str, Box<dyn Fn(&TenantId) -> String + 'a>);
@@ -211,6 +222,10 @@ fn main() {
         (
             "tenant reset",
             Box::new(|t| read(&mut tenant.get().unwrap(), t)),
+        ),
+        (
+            "tenant, no cleanup",
+            Box::new(|t| read(&mut tenant_lean.get().unwrap(), t)),
         ),
         (
             "stock, no check",
@@ -236,13 +251,13 @@ fn main() {
     for (c, (name, _)) in cases.iter().enumerate() {
         let m = median(blocks[c].clone());
         println!(
-            "  {name:<16} {m:8.1} us per checkout + query   ratio to stock ping {:.2}",
+            "  {name:<20} {m:8.1} us per checkout + query   ratio to stock ping {:.2}",
             m / base
         );
     }
 
     // Server memory per cached tenant statement.
-    let more = provision(&mut admin, STATEMENT_TENANTS, "m");
+    let more = provision(&mut admin, s.statement_tenants, "m");
     let mut conn = tenant.get().unwrap();
     let (bytes0, stmts0) = (plan_cache_bytes(&mut conn), prepared(&mut conn));
     for t in &more {
