@@ -29,6 +29,9 @@ const ADDITIVE: EmbeddedMigrations = embed_migrations!("tests/migrations_additiv
 /// The example schema's SQL, for the floor.
 const CREATE_SQL: &str =
     include_str!("../tests/migrations_additive/2026-01-01-000001_create_notes/up.sql");
+/// The additive migration's `down.sql`, to run the floor again.
+const ADDITIVE_DOWN: &str =
+    include_str!("../tests/migrations_additive/2026-03-01-000001_add_priority/down.sql");
 /// The additive migration's SQL, for the floor.
 const ADDITIVE_SQL: &str =
     include_str!("../tests/migrations_additive/2026-03-01-000001_add_priority/up.sql");
@@ -53,6 +56,7 @@ struct Sizes {
     small_fleet: usize,
     idle_runs: usize,
     warm: usize,
+    rounds: usize,
 }
 
 struct Row {
@@ -73,6 +77,7 @@ fn main() {
             small_fleet: 100,
             idle_runs: 15,
             warm: 60,
+            rounds: 3,
         }
     } else {
         Sizes {
@@ -81,6 +86,7 @@ fn main() {
             small_fleet: 20,
             idle_runs: 5,
             warm: 10,
+            rounds: 2,
         }
     };
     let admin =
@@ -170,6 +176,7 @@ fn run(url: &str, sizes: &Sizes) -> Vec<Row> {
         sizes.small_fleet,
         sizes.small_fleet,
         sizes.idle_runs,
+        sizes.rounds,
     ));
     drop_all(&mut conn, "fs");
     for t in &small {
@@ -221,6 +228,7 @@ fn run(url: &str, sizes: &Sizes) -> Vec<Row> {
         sizes.bulk,
         sizes.bulk,
         sizes.idle_runs,
+        sizes.rounds,
     ));
     drop_all(&mut conn, "fb");
 
@@ -271,18 +279,50 @@ fn migrate_rows(
     pending: usize,
     fleet: usize,
     idle_runs: usize,
+    rounds: usize,
 ) -> Vec<Row> {
-    let start = Instant::now();
-    for i in 0..pending {
-        conn.batch_execute(&format!(
-            "BEGIN; SET LOCAL search_path TO {floor_prefix}{i:04}; {ADDITIVE_SQL}; COMMIT"
-        ))
-        .expect("floor migration");
+    // Rounds of apply (both sides, alternating which goes first) then revert (down.sql on both
+    // sides, not timed); the medians of the rounds are reported, as the machine is shared.
+    let floor_apply = |conn: &mut PgConnection| {
+        let start = Instant::now();
+        for i in 0..pending {
+            conn.batch_execute(&format!(
+                "BEGIN; SET LOCAL search_path TO {floor_prefix}{i:04}; {ADDITIVE_SQL}; COMMIT"
+            ))
+            .expect("floor migration");
+        }
+        start.elapsed()
+    };
+    let ours_apply = || {
+        let start = Instant::now();
+        let report = after.migrate_all(url, opts).expect("migrate_all");
+        assert_eq!(report.applied().count(), pending);
+        start.elapsed()
+    };
+    let mut floors = Vec::new();
+    let mut ourses = Vec::new();
+    for round in 0..rounds {
+        if round > 0 {
+            for i in 0..pending {
+                conn.batch_execute(&format!(
+                    "BEGIN; SET LOCAL search_path TO {floor_prefix}{i:04}; {ADDITIVE_DOWN}; COMMIT"
+                ))
+                .expect("floor revert");
+            }
+            after
+                .revert_last_all(url, opts)
+                .expect("revert the additive migration");
+        }
+        if round % 2 == 0 {
+            floors.push(floor_apply(conn));
+            ourses.push(ours_apply());
+        } else {
+            ourses.push(ours_apply());
+            floors.push(floor_apply(conn));
+        }
     }
-    let floor = start.elapsed();
-    let report = after.migrate_all(url, opts).expect("migrate_all");
-    assert_eq!(report.applied().count(), pending);
-    let ours = report.elapsed;
+    let floor = median(&mut floors);
+    let ours = median(&mut ourses);
     let mut idle = Vec::new();
     let mut idle_open = Vec::new();
     for _ in 0..idle_runs {
@@ -301,7 +341,9 @@ fn migrate_rows(
     }
     vec![
         Row {
-            case: format!("migrate-all, additive migration, {pending} tenants (per tenant)"),
+            case: format!(
+                "migrate-all, additive migration, {pending} tenants (per tenant, median of {rounds} rounds)"
+            ),
             ours: ms(ours) / pending as f64,
             floor: Some(ms(floor) / pending as f64),
             unit: "ms",

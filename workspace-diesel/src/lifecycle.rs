@@ -432,9 +432,9 @@ impl Migrator {
     }
 
     /// [`migrate_all`](Self::migrate_all), deciding what is pending on `conn` (e.g. a pooled
-    /// connection) instead of a new one: when nothing is pending, this is one query and no
-    /// connection is opened. Worker connections are still opened from `database_url` for the
-    /// tenants that need work.
+    /// connection, not inside a transaction) instead of a new one: when nothing is pending, this
+    /// is one query and no connection is opened. `conn` is also the first worker's connection;
+    /// the other workers open theirs from `database_url`.
     ///
     /// # Errors
     /// As [`migrate_all`](Self::migrate_all).
@@ -484,6 +484,7 @@ impl Migrator {
         }
         let params = opts.params();
         self.run_fleet(
+            Some(conn),
             database_url,
             opts,
             started,
@@ -520,6 +521,7 @@ impl Migrator {
         sorted.dedup();
         let jobs = (0..sorted.len()).map(|i| (i, ())).collect();
         self.run_fleet(
+            None,
             database_url,
             opts,
             started,
@@ -550,20 +552,29 @@ impl Migrator {
         let started = Instant::now();
         let mut conn = PgConnection::establish(database_url)?;
         let tenants = self.list_tenants(&mut conn)?;
-        drop(conn);
         let jobs = (0..tenants.len()).map(|i| (i, ())).collect();
-        self.run_fleet(database_url, opts, started, tenants, jobs, |conn, t, ()| {
-            Ok(match self.revert_last(conn, t)? {
-                Some(v) => TenantOutcome::Applied(vec![v]),
-                None => TenantOutcome::UpToDate,
-            })
-        })
+        self.run_fleet(
+            Some(&mut conn),
+            database_url,
+            opts,
+            started,
+            tenants,
+            jobs,
+            |conn, t, ()| {
+                Ok(match self.revert_last(conn, t)? {
+                    Some(v) => TenantOutcome::Applied(vec![v]),
+                    None => TenantOutcome::UpToDate,
+                })
+            },
+        )
     }
 
     /// Runs `op` for each job on up to `opts.parallel` scoped worker threads with a connection
-    /// each; tenants without a job are up to date.
+    /// each (the first worker reuses `first`, when given); tenants without a job are up to date.
+    #[allow(clippy::too_many_arguments)]
     fn run_fleet<J, F>(
         &self,
+        first: Option<&mut PgConnection>,
         database_url: &str,
         opts: &MigrateOptions,
         started: Instant,
@@ -584,15 +595,21 @@ impl Migrator {
         let stop = AtomicBool::new(false);
         let counters = Mutex::new((0usize, 0usize));
         let workers = opts.parallel.max(1).min(jobs.len());
+        let mut first = first;
         std::thread::scope(|scope| {
             for _ in 0..workers {
-                scope.spawn(|| {
-                    let mut conn: Option<PgConnection> = None;
+                let mut conn = match first.take() {
+                    Some(c) => WorkerConn::Borrowed(c),
+                    None => WorkerConn::None,
+                };
+                let (stop, next, jobs, tenants, outcomes, counters, op) =
+                    (&stop, &next, &jobs, &tenants, &outcomes, &counters, &op);
+                scope.spawn(move || {
                     while !stop.load(Ordering::SeqCst) {
                         let k = next.fetch_add(1, Ordering::SeqCst);
                         let Some((i, job)) = jobs.get(k) else { break };
                         let tenant = &tenants[*i];
-                        let outcome = match connection(&mut conn, database_url) {
+                        let outcome = match conn.get(database_url) {
                             Ok(c) => match op(c, tenant, job) {
                                 Ok(o) => o,
                                 Err(e) => TenantOutcome::from_error(&e),
@@ -602,9 +619,9 @@ impl Migrator {
                         let failed = matches!(outcome, TenantOutcome::Failed { .. });
                         if failed {
                             // A killed backend or a lost connection: reconnect for the next.
-                            if let Some(c) = conn.as_mut() {
+                            if let Ok(c) = conn.get(database_url) {
                                 if c.batch_execute("SELECT 1").is_err() {
-                                    conn = None;
+                                    conn = WorkerConn::None;
                                 }
                             }
                             if opts.on_failure == FailurePolicy::Stop {
@@ -1070,12 +1087,25 @@ impl Migrator {
     }
 }
 
-/// Opens the worker's connection when it has none.
-fn connection<'c>(conn: &'c mut Option<PgConnection>, url: &str) -> Result<&'c mut PgConnection> {
-    if conn.is_none() {
-        *conn = Some(PgConnection::establish(url)?);
+/// A fleet worker's connection: the caller's (first worker), its own, or none yet.
+enum WorkerConn<'a> {
+    Borrowed(&'a mut PgConnection),
+    Owned(PgConnection),
+    None,
+}
+
+impl WorkerConn<'_> {
+    /// The connection, opened from `url` when there is none.
+    fn get(&mut self, url: &str) -> Result<&mut PgConnection> {
+        if let WorkerConn::None = self {
+            *self = WorkerConn::Owned(PgConnection::establish(url)?);
+        }
+        match self {
+            WorkerConn::Borrowed(c) => Ok(c),
+            WorkerConn::Owned(c) => Ok(c),
+            WorkerConn::None => unreachable!("just opened"),
+        }
     }
-    Ok(conn.as_mut().expect("just set"))
 }
 
 /// A fresh spare name: `_spare_` and a hex time stamp with a process-wide counter.

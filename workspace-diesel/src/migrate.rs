@@ -278,16 +278,18 @@ impl Migrator {
             q = schema.quoted()
         ));
         let in_tx: Vec<&Compiled> = set.migrations.iter().take_while(|m| m.in_tx).collect();
-        push_apply(&mut sql, schema, &in_tx);
+        push_apply(&mut sql, schema, &in_tx, true);
         Ok((sql, in_tx.len() == set.migrations.len()))
     }
 
     /// Applies the pending tenant migrations to `schema` and returns their versions.
     ///
     /// `plan` is what the central record says is pending: with it (and only transactional
-    /// migrations in it), everything is one round trip, checked against the ledger after the
-    /// lock; when the ledger disagrees, or without a plan, the ledger is read (after the lock)
-    /// to decide. Lock timeouts (SQLSTATE 55P03) are retried `params.retries` times.
+    /// migrations in it), everything is one round trip whose ledger rows come first (a version
+    /// already recorded fails on the ledger's primary key, after the lock). When that fails, or
+    /// without a plan, the checked path runs: the ledger is read after the lock and decides, and
+    /// each migration is wrapped so a failure reports its version and SQLSTATE. Lock timeouts
+    /// (SQLSTATE 55P03) are retried `params.retries` times.
     pub(crate) fn migrate_schema(
         &self,
         conn: &mut PgConnection,
@@ -328,26 +330,24 @@ impl Migrator {
                 .map(|v| set.migrations.iter().find(|m| &m.version == v && m.in_tx))
                 .collect();
             if let Some(planned) = planned.filter(|p| !p.is_empty()) {
+                // The fast path: the same statements as the plain DDL, plus the lock and the two
+                // record rows, unwrapped. Any failure (a version already in the ledger, a missing
+                // schema or ledger, a failing migration) rolls back and falls through to the
+                // checked path, which reads the ledger after the lock and reports the failing
+                // version and SQLSTATE.
                 let mut sql = begin_tenant_sql(schema, params);
-                sql.push_str(&check_ledger_sql(schema, Some(plan)));
-                push_apply(&mut sql, schema, &planned);
+                push_apply(&mut sql, schema, &planned, false);
                 sql.push_str("COMMIT");
                 match conn.batch_execute(&sql) {
                     Ok(()) => return Ok(plan.to_vec()),
-                    Err(e) => {
-                        rollback(conn);
-                        if !is_marker(&e, LEDGER_CHANGED) {
-                            return Err(classify_migrate_error(schema, e));
-                        }
-                        // Another migrator got there first: decide from the ledger.
-                    }
+                    Err(_) => rollback(conn),
                 }
             }
         }
         let mut applied = Vec::new();
         loop {
             let mut sql = begin_tenant_sql(schema, params);
-            sql.push_str(&check_ledger_sql(schema, None));
+            sql.push_str(&check_ledger_sql(schema));
             if let Err(e) = conn.batch_execute(&sql) {
                 rollback(conn);
                 return Err(classify_migrate_error(schema, e));
@@ -366,7 +366,7 @@ impl Migrator {
                 .collect();
             let batch: Vec<&Compiled> = pending.iter().copied().take_while(|m| m.in_tx).collect();
             let mut sql = String::new();
-            push_apply(&mut sql, schema, &batch);
+            push_apply(&mut sql, schema, &batch, true);
             sql.push_str("COMMIT");
             if let Err(e) = conn.batch_execute(&sql) {
                 rollback(conn);
@@ -426,7 +426,6 @@ pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// Schema names of warm spares start with this.
 pub(crate) const SPARE_PREFIX: &str = "_spare_";
 
-const LEDGER_CHANGED: &str = "workspace-diesel: ledger changed";
 const SCHEMA_MISSING: &str = "workspace-diesel: schema missing";
 const MIGRATION_FAILED: &str = "workspace-diesel: migration ";
 
@@ -577,20 +576,11 @@ fn begin_tenant_sql(schema: &TenantId, params: &MigrateParams) -> String {
     )
 }
 
-/// Fails with [`SCHEMA_MISSING`] when the schema is gone (nothing is created anywhere), creates
-/// the ledger when missing, and with a plan, fails with [`LEDGER_CHANGED`] when the ledger already
-/// holds one of the planned versions.
-fn check_ledger_sql(schema: &TenantId, plan: Option<&[String]>) -> String {
+/// Fails with [`SCHEMA_MISSING`] when the schema is gone (nothing is created anywhere) and
+/// creates the ledger when it is missing.
+fn check_ledger_sql(schema: &TenantId) -> String {
     let q = quote_literal(&schema.quoted());
     let ledger = format!("{}.__diesel_schema_migrations", schema.quoted());
-    let changed = match plan {
-        Some(plan) => format!(
-            "ELSIF EXISTS (SELECT 1 FROM {ledger} WHERE version = ANY ({}::pg_catalog.text[])) THEN \
-             RAISE EXCEPTION '{LEDGER_CHANGED}'; ",
-            quote_literal(&array_literal(plan))
-        ),
-        None => String::new(),
-    };
     format!(
         "DO $wd_check$ BEGIN \
          IF pg_catalog.to_regnamespace({q}) IS NULL THEN \
@@ -598,21 +588,19 @@ fn check_ledger_sql(schema: &TenantId, plan: Option<&[String]>) -> String {
          ELSIF pg_catalog.to_regclass({ledger_lit}) IS NULL THEN \
          CREATE TABLE {ledger} (version VARCHAR(50) PRIMARY KEY NOT NULL, \
          run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); \
-         {changed}END IF; END $wd_check$; ",
+         END IF; END $wd_check$; ",
         ledger_lit = quote_literal(&ledger),
     )
 }
 
-/// Appends each migration (wrapped so a failure names its version and SQLSTATE), then its
-/// ledger rows and central record rows.
-fn push_apply(sql: &mut String, schema: &TenantId, migrations: &[&Compiled]) {
+/// Appends the ledger rows and central record rows of `migrations`, then each migration's SQL
+/// (wrapped, when asked, so a failure names its version and SQLSTATE).
+fn push_apply(sql: &mut String, schema: &TenantId, migrations: &[&Compiled], wrapped: bool) {
     if migrations.is_empty() {
         return;
     }
-    for m in migrations {
-        sql.push_str(&wrap(&m.version, &m.up));
-        sql.push_str("; ");
-    }
+    // The ledger rows go first: a version another migrator already recorded fails the batch
+    // (primary key) before any DDL runs.
     let lit = quote_literal(schema.as_str());
     let versions: Vec<String> = migrations
         .iter()
@@ -629,6 +617,14 @@ fn push_apply(sql: &mut String, schema: &TenantId, migrations: &[&Compiled]) {
          ON CONFLICT DO NOTHING; ",
         central.join(", ")
     ));
+    for m in migrations {
+        if wrapped {
+            sql.push_str(&wrap(&m.version, &m.up));
+        } else {
+            sql.push_str(&m.up);
+        }
+        sql.push_str(";\n");
+    }
 }
 
 /// A dollar-quote tag `$<prefix><n>$` that does not occur in `body`.
