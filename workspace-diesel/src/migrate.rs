@@ -169,11 +169,12 @@ impl Migrator {
     /// Creates a tenant: its registry row, its schema and all tenant migrations, in one
     /// transaction. A failure leaves no row, no schema and no table behind.
     ///
-    /// When the warm pool holds a spare schema that is current (see
-    /// [`fill_spares`](Self::fill_spares)), the spare is claimed instead: renamed to the tenant,
-    /// registered and its central record moved, in one transaction of three round trips and no
-    /// table DDL. Otherwise everything is sent in one batch: `BEGIN`, the tenant's lock, the
-    /// registry row, `CREATE SCHEMA`, the migrations, the ledger and central record rows, `COMMIT`.
+    /// One round trip: `BEGIN`, the tenant's lock, then either the claim of a warm spare or the
+    /// full provisioning, `COMMIT`. When the warm pool holds a spare schema that is current (see
+    /// [`fill_spares`](Self::fill_spares)), it is claimed: renamed to the tenant, registered and
+    /// its central record moved, with no table DDL. Otherwise: the registry row, `CREATE SCHEMA`,
+    /// Diesel's ledger, the migrations, the ledger and central record rows. When that fails, it
+    /// is retried once with each migration wrapped so the error names its version and SQLSTATE.
     ///
     /// # Errors
     /// - [`Error::InvalidTenantName`] when `tenant` is the registry's schema or a spare's name;
@@ -185,33 +186,44 @@ impl Migrator {
         let set = self.compiled()?;
         no_outer_transaction(conn)?;
         let t = quote_literal(tenant.as_str());
-        let (body, complete) = self.provision_body(tenant, Provision::Tenant)?;
-        let inner = dollar_tag("wd_p", &body);
-        let outer = dollar_tag("wd_claim", &body);
-        // One round trip either way: claim a current spare, or provision from scratch.
-        let sql = format!(
-            "BEGIN; {lock}; DO {outer} DECLARE spare text; BEGIN \
-             SELECT sp.schema_name INTO spare FROM public.workspace_spares sp \
-             WHERE (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
-                    WHERE m.schema_name = sp.schema_name AND m.version = ANY ({versions}::pg_catalog.text[])) = {n} \
-               AND (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
-                    WHERE m.schema_name = sp.schema_name) = {n} \
-             ORDER BY sp.created_at, sp.schema_name LIMIT 1 FOR UPDATE OF sp SKIP LOCKED; \
-             IF spare IS NULL THEN EXECUTE {inner}{body}{inner}; ELSE \
-             INSERT INTO {reg} ({col}) VALUES ({t}); \
-             EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
-             UPDATE public.workspace_migrations SET schema_name = {t} WHERE schema_name = spare; \
-             DELETE FROM public.workspace_spares WHERE schema_name = spare; \
-             END IF; END {outer}; COMMIT",
-            lock = lock_sql(tenant),
-            versions = quote_literal(&array_literal(&set.versions)),
-            n = set.versions.len(),
-            reg = self.registry.qualified_table(),
-            col = self.registry.quoted_identifier_column(),
-        );
-        if let Err(e) = conn.batch_execute(&sql) {
-            rollback(conn);
-            return Err(classify_create_error(tenant, e));
+        // One round trip either way: claim a current spare, or provision from scratch. The first
+        // attempt sends the migrations as they are; when it fails, a second attempt wraps each
+        // migration so the error names its version and SQLSTATE.
+        let mut complete = true;
+        for wrapped in [false, true] {
+            let (body, all) = self.provision_body(tenant, Provision::Tenant, wrapped)?;
+            complete = all;
+            let inner = dollar_tag("wd_p", &body);
+            let outer = dollar_tag("wd_claim", &body);
+            let sql = format!(
+                "BEGIN; {lock}; DO {outer} DECLARE spare text; BEGIN \
+                 SELECT sp.schema_name INTO spare FROM public.workspace_spares sp \
+                 WHERE (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
+                        WHERE m.schema_name = sp.schema_name AND m.version = ANY ({versions}::pg_catalog.text[])) = {n} \
+                   AND (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
+                        WHERE m.schema_name = sp.schema_name) = {n} \
+                 ORDER BY sp.created_at, sp.schema_name LIMIT 1 FOR UPDATE OF sp SKIP LOCKED; \
+                 IF spare IS NULL THEN EXECUTE {inner}{body}{inner}; ELSE \
+                 INSERT INTO {reg} ({col}) VALUES ({t}); \
+                 EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
+                 UPDATE public.workspace_migrations SET schema_name = {t} WHERE schema_name = spare; \
+                 DELETE FROM public.workspace_spares WHERE schema_name = spare; \
+                 END IF; END {outer}; COMMIT",
+                lock = lock_sql(tenant),
+                versions = quote_literal(&array_literal(&set.versions)),
+                n = set.versions.len(),
+                reg = self.registry.qualified_table(),
+                col = self.registry.quoted_identifier_column(),
+            );
+            match conn.batch_execute(&sql) {
+                Ok(()) => break,
+                Err(e) => {
+                    rollback(conn);
+                    if wrapped {
+                        return Err(classify_create_error(tenant, e));
+                    }
+                }
+            }
         }
         if !complete {
             self.migrate_schema(conn, tenant, None, &MigrateParams::default())?;
@@ -244,11 +256,20 @@ impl Migrator {
         schema: &TenantId,
         as_: Provision,
     ) -> Result<()> {
-        let (body, complete) = self.provision_body(schema, as_)?;
-        let sql = format!("BEGIN; {}; {body}COMMIT", lock_sql(schema));
-        if let Err(e) = conn.batch_execute(&sql) {
-            rollback(conn);
-            return Err(classify_create_error(schema, e));
+        let mut complete = true;
+        for wrapped in [false, true] {
+            let (body, all) = self.provision_body(schema, as_, wrapped)?;
+            complete = all;
+            let sql = format!("BEGIN; {}; {body}COMMIT", lock_sql(schema));
+            match conn.batch_execute(&sql) {
+                Ok(()) => break,
+                Err(e) => {
+                    rollback(conn);
+                    if wrapped {
+                        return Err(classify_create_error(schema, e));
+                    }
+                }
+            }
         }
         if !complete {
             self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
@@ -260,7 +281,12 @@ impl Migrator {
     /// registry (or spares) row, `CREATE SCHEMA`, the ledger, the migrations, the ledger and
     /// central record rows. Atomic for the transactional prefix of the set; `false` when
     /// migrations marked `run_in_transaction = false` remain, to run afterwards on their own path.
-    fn provision_body(&self, schema: &TenantId, as_: Provision) -> Result<(String, bool)> {
+    fn provision_body(
+        &self,
+        schema: &TenantId,
+        as_: Provision,
+        wrapped: bool,
+    ) -> Result<(String, bool)> {
         let set = self.compiled()?;
         let lit = quote_literal(schema.as_str());
         let mut sql = match as_ {
@@ -278,7 +304,7 @@ impl Migrator {
             q = schema.quoted()
         ));
         let in_tx: Vec<&Compiled> = set.migrations.iter().take_while(|m| m.in_tx).collect();
-        push_apply(&mut sql, schema, &in_tx, true);
+        push_apply(&mut sql, schema, &in_tx, wrapped);
         Ok((sql, in_tx.len() == set.migrations.len()))
     }
 
