@@ -18,8 +18,9 @@ use diesel::sql_types::{Array, Bool, Text};
 use crate::error::{Error, Result};
 use crate::migrate::{
     classify_migrate_error, failure_of, in_raw_transaction, lock_sql, lock_tenant,
-    no_outer_transaction, quote_literal, read_ledger, rollback, wrap, MigrateParams,
-    MigrationFailure, Migrator, Provision, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRIES, SPARE_PREFIX,
+    no_outer_transaction, quote_literal, read_ledger, revert_outside_transaction, rollback, wrap,
+    MigrateParams, MigrationFailure, Migrator, Provision, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRIES,
+    SPARE_PREFIX,
 };
 use crate::registry::quote_ident;
 use crate::tenant::TenantId;
@@ -468,7 +469,7 @@ impl Migrator {
              WITH ORDINALITY AS e (v, n) WHERE NOT EXISTS (SELECT 1 FROM \
              public.workspace_migrations m WHERE m.schema_name = r.{col} AND m.version = e.v) \
              ORDER BY e.n) AS pending \
-             FROM {reg} r ORDER BY 1",
+             FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
             col = self.registry().quoted_identifier_column(),
             reg = self.registry().qualified_table(),
         ))
@@ -695,10 +696,10 @@ impl Migrator {
         let rows = diesel::sql_query(format!(
             "SELECT r.{col}::pg_catalog.text AS name, \
              ARRAY(SELECT m.version::pg_catalog.text FROM public.workspace_migrations m \
-             WHERE m.schema_name = r.{col} ORDER BY 1) AS versions, \
+             WHERE m.schema_name = r.{col} ORDER BY m.version::pg_catalog.text COLLATE \"C\") AS versions, \
              pg_catalog.to_regclass(pg_catalog.quote_ident(r.{col}) || \
              '.__diesel_schema_migrations') IS NOT NULL AS has_ledger \
-             FROM {reg} r ORDER BY 1",
+             FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
             col = self.registry().quoted_identifier_column(),
             reg = self.registry().qualified_table(),
         ))
@@ -784,7 +785,7 @@ impl Migrator {
     pub fn drift(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<Option<String>> {
         let central: Vec<String> = diesel::sql_query(
             "SELECT version::pg_catalog.text AS name FROM public.workspace_migrations \
-             WHERE schema_name = $1 ORDER BY 1",
+             WHERE schema_name = $1 ORDER BY version::pg_catalog.text COLLATE \"C\"",
         )
         .bind::<Text, _>(tenant.as_str())
         .load::<NameRow>(conn)?
@@ -859,6 +860,11 @@ impl Migrator {
             rollback(conn);
             return Err(fail(last, "the migration has no down.sql"));
         };
+        if !m.in_tx {
+            // `run_in_transaction = false`: its own path, outside this transaction.
+            rollback(conn);
+            return Ok(revert_outside_transaction(conn, tenant, last, down)?.then(|| last.clone()));
+        }
         let v = quote_literal(last);
         let sql = format!(
             "{}; DELETE FROM {q}.__diesel_schema_migrations WHERE version = {v}; \
@@ -975,7 +981,7 @@ impl Migrator {
     /// written by hand with an invalid name.
     pub fn list_tenants(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
         diesel::sql_query(format!(
-            "SELECT {col}::pg_catalog.text AS name FROM {reg} ORDER BY 1",
+            "SELECT {col}::pg_catalog.text AS name FROM {reg} ORDER BY {col}::pg_catalog.text COLLATE \"C\"",
             col = self.registry().quoted_identifier_column(),
             reg = self.registry().qualified_table(),
         ))

@@ -688,7 +688,8 @@ pub(crate) fn wrap(version: &str, body: &str) -> String {
 /// Reads the tenant's ledger (its own `__diesel_schema_migrations`).
 pub(crate) fn read_ledger(conn: &mut PgConnection, schema: &TenantId) -> QueryResult<Vec<String>> {
     Ok(diesel::sql_query(format!(
-        "SELECT version::pg_catalog.text AS version FROM {}.__diesel_schema_migrations ORDER BY 1",
+        "SELECT version::pg_catalog.text AS version FROM {}.__diesel_schema_migrations \
+         ORDER BY version::pg_catalog.text COLLATE \"C\"",
         schema.quoted()
     ))
     .load::<VersionRow>(conn)?
@@ -706,12 +707,61 @@ fn run_outside_transaction(
     schema: &TenantId,
     m: &Compiled,
 ) -> Result<bool> {
+    let v = quote_literal(&m.version);
+    let lit = quote_literal(schema.as_str());
+    outside_transaction(
+        conn,
+        schema,
+        &m.version,
+        &m.up,
+        |ledger| !ledger.contains(&m.version),
+        &format!(
+            "INSERT INTO {}.__diesel_schema_migrations (version) VALUES ({v}); \
+             INSERT INTO public.workspace_migrations (schema_name, version) VALUES ({lit}, {v}) \
+             ON CONFLICT DO NOTHING",
+            schema.quoted()
+        ),
+    )
+}
+
+/// [`run_outside_transaction`] for a revert: runs `down` when `version` is still the last
+/// applied migration, then deletes its ledger and central rows.
+pub(crate) fn revert_outside_transaction(
+    conn: &mut PgConnection,
+    schema: &TenantId,
+    version: &str,
+    down: &str,
+) -> Result<bool> {
+    let v = quote_literal(version);
+    outside_transaction(
+        conn,
+        schema,
+        version,
+        down,
+        |ledger| ledger.last().map(String::as_str) == Some(version),
+        &format!(
+            "DELETE FROM {}.__diesel_schema_migrations WHERE version = {v}; \
+             DELETE FROM public.workspace_migrations WHERE schema_name = {} AND version = {v}",
+            schema.quoted(),
+            quote_literal(schema.as_str())
+        ),
+    )
+}
+
+fn outside_transaction(
+    conn: &mut PgConnection,
+    schema: &TenantId,
+    version: &str,
+    sql: &str,
+    still_needed: impl FnOnce(&[String]) -> bool,
+    record: &str,
+) -> Result<bool> {
     let lit = quote_literal(schema.as_str());
     conn.batch_execute(&format!(
         "SELECT pg_catalog.pg_advisory_lock({LOCK_KEY}, pg_catalog.hashtext({lit}))"
     ))?;
     let result = (|| -> Result<bool> {
-        if read_ledger(conn, schema)?.contains(&m.version) {
+        if !still_needed(&read_ledger(conn, schema)?) {
             return Ok(false);
         }
         #[derive(QueryableByName)]
@@ -723,28 +773,20 @@ fn run_outside_transaction(
             .get_result::<Path>(conn)?
             .path;
         conn.batch_execute(&format!("SET search_path TO {}", schema.quoted()))?;
-        let ran = conn.batch_execute(&m.up);
+        let ran = conn.batch_execute(sql);
         let restored = diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, false)")
             .bind::<Text, _>(&saved)
             .execute(conn);
         ran.map_err(|e| Error::TenantMigration {
             tenant: schema.clone(),
             source: Box::new(MigrationFailure::new(
-                Some(m.version.clone()),
+                Some(version.to_owned()),
                 None,
                 db_message(&e),
             )),
         })?;
         restored?;
-        let mut sql = String::from("BEGIN; ");
-        let v = quote_literal(&m.version);
-        sql.push_str(&format!(
-            "INSERT INTO {}.__diesel_schema_migrations (version) VALUES ({v}); \
-             INSERT INTO public.workspace_migrations (schema_name, version) VALUES ({lit}, {v}) \
-             ON CONFLICT DO NOTHING; COMMIT",
-            schema.quoted()
-        ));
-        if let Err(e) = conn.batch_execute(&sql) {
+        if let Err(e) = conn.batch_execute(&format!("BEGIN; {record}; COMMIT")) {
             rollback(conn);
             return Err(e.into());
         }

@@ -411,3 +411,43 @@ fn startup_from_several_processes_at_once() {
     assert!(progress.load(Ordering::SeqCst) >= 12);
     assert_eq!(central_rows(&mut conn).len(), 12 * 5);
 }
+
+#[test]
+fn lock_timeouts_are_reported_and_retried() {
+    let db = crate::test_db!("lock_timeouts");
+    let mut conn = db.conn();
+    let before = migrator_for(&mut conn, Prefix(ADDITIVE, 1));
+    let busy = TenantId::new("busy").unwrap();
+    before.create_tenant(&mut conn, &busy).unwrap();
+    let after = migrator_for(&mut conn, ADDITIVE);
+
+    // Application traffic holds a lock on `notes` for the whole run: the DDL gives up after
+    // `lock_timeout`, is retried `retries` times, then reported with SQLSTATE 55P03.
+    let mut holder = db.conn();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE busy.notes IN ACCESS SHARE MODE")
+        .unwrap();
+    let opts = MigrateOptions::default()
+        .lock_timeout(std::time::Duration::from_millis(50))
+        .retries(1);
+    let Err(Error::FleetMigration { report }) = after.migrate_all(db.url(), &opts) else {
+        panic!("the locked tenant must fail");
+    };
+    let (_, sqlstate, message) = report.failed().next().unwrap();
+    assert_eq!(sqlstate, Some("55P03"), "{message}");
+    assert_eq!(ledger_rows(&mut conn, std::slice::from_ref(&busy)).len(), 1);
+
+    // The lock is released while the migrator retries: it gets through.
+    let patient = MigrateOptions::default()
+        .lock_timeout(std::time::Duration::from_millis(100))
+        .retries(100);
+    let report = std::thread::scope(|s| {
+        let run = s.spawn(|| after.migrate_all(db.url(), &patient));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        holder.batch_execute("COMMIT").unwrap();
+        run.join().unwrap()
+    })
+    .expect("the retried migration succeeds");
+    assert_eq!(report.applied().count(), 1);
+    assert_eq!(ledger_rows(&mut conn, std::slice::from_ref(&busy)).len(), 2);
+}

@@ -427,6 +427,26 @@ fn non_transactional_migrations_run_on_their_own_path() {
         .get_result::<Path>(&mut conn)
         .unwrap();
     assert_eq!(path.p, "\"$user\", public");
+    // Reverting it takes the same path (`DROP INDEX CONCURRENTLY` cannot run in a transaction).
+    let version = migrator.tenant_versions().unwrap()[1].clone();
+    assert_eq!(
+        migrator.revert_last(&mut conn, &acme).unwrap(),
+        Some(version.clone())
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM pg_indexes WHERE schemaname = 'acme' \
+             AND indexname = 'notes_title_idx'"
+        ),
+        0
+    );
+    assert_eq!(
+        migrator.status(&mut conn).unwrap()[0].pending,
+        vec![version]
+    );
+    assert_eq!(migrator.drift(&mut conn, &acme).unwrap(), None);
+    migrator.migrate_tenant(&mut conn, &acme).unwrap();
     // A new tenant gets it too (after its atomic transactional part).
     let globex = id("globex");
     migrator.create_tenant(&mut conn, &globex).unwrap();
