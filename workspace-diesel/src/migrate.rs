@@ -15,7 +15,7 @@ use diesel::sql_types::Text;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 use crate::error::{Error, Result};
-use crate::registry::{quote_ident, Registry};
+use crate::registry::Registry;
 use crate::tenant::TenantId;
 
 /// The registry's own migrations (`migrations_shared/` of this repository), run before the
@@ -25,6 +25,8 @@ pub const REGISTRY_MIGRATIONS: EmbeddedMigrations =
 
 /// First key of the advisory locks the library takes (`pg_advisory_xact_lock(key, hashtext(schema))`).
 pub(crate) const LOCK_KEY: i32 = 0x5744_0001;
+/// The shared schema: the library's tables and the shared migrations live here.
+pub(crate) const SHARED_SCHEMA: &str = "public";
 /// Key of the lock that serialises shared migrations.
 pub(crate) const SHARED_LOCK_KEY: i32 = 0x5744_0002;
 
@@ -144,7 +146,12 @@ impl Migrator {
     }
 
     /// Runs the registry's migrations, then the application's shared migrations, in the shared
-    /// schema, in one transaction under an advisory lock (several processes may start at once).
+    /// schema `public` (alone on the `search_path`), in one transaction under an advisory lock
+    /// (several processes may start at once).
+    ///
+    /// The library's own tables (the central record, the warm pool and the built-in registry)
+    /// always live in `public`, even when [`MigratorBuilder::registry`] points at an application
+    /// table in another schema.
     ///
     /// Returns the versions applied.
     ///
@@ -154,8 +161,7 @@ impl Migrator {
         conn.transaction::<_, Error, _>(|conn| {
             conn.batch_execute(&format!(
                 "SELECT pg_catalog.pg_advisory_xact_lock({SHARED_LOCK_KEY}, 0); \
-                 SET LOCAL search_path TO {}",
-                quote_ident(self.registry.schema())
+                 SET LOCAL search_path TO {SHARED_SCHEMA}"
             ))?;
             let mut applied =
                 run_pending(conn, &REGISTRY_MIGRATIONS).map_err(Error::SharedMigration)?;

@@ -3,6 +3,7 @@
 mod support;
 
 mod compiletest;
+mod custom_registry;
 mod fleet;
 mod ids;
 mod lifecycle;

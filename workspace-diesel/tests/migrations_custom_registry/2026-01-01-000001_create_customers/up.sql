@@ -1,0 +1,6 @@
+CREATE SCHEMA app;
+CREATE TABLE app.customers (
+    id SERIAL PRIMARY KEY,
+    slug TEXT NOT NULL UNIQUE,
+    plan TEXT NOT NULL DEFAULT 'free'
+);
