@@ -97,6 +97,28 @@ pub(crate) enum Command {
         to: String,
     },
 
+    /// Top the warm pool up to N spare schemas with every tenant migration applied, which
+    /// create_tenant_schema claims instead of provisioning from scratch
+    #[command(name = "fill_spares")]
+    FillSpares {
+        /// How many spare schemas the pool should hold (0 to 1000); spares made before new tenant
+        /// migrations were added are brought up to date first
+        #[arg(value_name = "N", allow_negative_numbers = true)]
+        target: String,
+    },
+
+    /// List the spare schemas of the warm pool, oldest (claimed first) first
+    #[command(name = "list_spares")]
+    ListSpares,
+
+    /// Drop every spare schema of the warm pool (tenants are not touched)
+    #[command(name = "drain_spares")]
+    DrainSpares {
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
     /// Print Rust declarations of the shared tables (diesel::table!) and the tenant tables
     /// (tenant_table!), read from the live database
     #[command(name = "print-schema")]

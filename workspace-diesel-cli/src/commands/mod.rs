@@ -11,8 +11,10 @@ macro_rules! out {
 mod generate;
 mod migrate;
 mod schema;
+mod spares;
 mod tenant;
 
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -45,6 +47,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Status => migrate::status(&ctx),
         Command::DropTenant { identifier, yes } => tenant::drop(&ctx, &identifier, yes),
         Command::RenameTenant { from, to } => tenant::rename(&ctx, &from, &to),
+        Command::FillSpares { target } => spares::fill(&ctx, &target),
+        Command::ListSpares => spares::list(&ctx),
+        Command::DrainSpares { yes } => spares::drain(&ctx, yes),
         Command::PrintSchema(args) => schema::print_schema(&ctx, &args),
     }
 }
@@ -173,6 +178,23 @@ pub(crate) fn ensure_registered(
         bail!("tenant `{tenant}` does not exist");
     }
     Ok(())
+}
+
+/// Asks `question` on the terminal; the answer must be `expected`. Without a terminal, refuses
+/// to `action`.
+pub(crate) fn confirm(question: &str, expected: &str, action: &str) -> Result<bool> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("refusing to {action} without confirmation: pass --yes (standard input is not a terminal)");
+    }
+    eprint!("{question}");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("could not read the answer")?;
+    Ok(answer.trim() == expected)
 }
 
 /// Pluralises `word` for `n`.

@@ -1,10 +1,8 @@
 //! Tenant commands: `create_tenant_schema`, `list_tenants`, `drop_tenant`, `rename_tenant`.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use anyhow::{bail, Result};
 
-use anyhow::{bail, Context as _, Result};
-
-use super::{plural, tenant_id, Ctx};
+use super::{confirm, plural, tenant_id, Ctx};
 
 /// `create_tenant_schema <identifier>`: applies pending shared migrations (the registry table
 /// comes with them), then registers the tenant and creates its schema with every tenant
@@ -72,6 +70,7 @@ pub(crate) fn drop(ctx: &Ctx, identifier: &str, yes: bool) -> Result<()> {
         "Drop tenant `{tenant}`, its schema and all its data? Type the tenant's name to confirm: "
     ),
             tenant.as_str(),
+            &format!("drop tenant `{tenant}`"),
         )?
     {
         bail!("tenant `{tenant}` was not dropped: not confirmed (pass --yes to skip the question)");
@@ -91,20 +90,4 @@ pub(crate) fn rename(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
     migrator.rename_tenant(&mut conn, &from, &to)?;
     out!("renamed tenant `{from}` to `{to}`");
     Ok(())
-}
-
-/// Asks on the terminal; the answer must be `expected`. Without a terminal, refuses.
-fn confirm(question: &str, expected: &str) -> Result<bool> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        bail!("refusing to drop tenant `{expected}` without confirmation: pass --yes (standard input is not a terminal)");
-    }
-    eprint!("{question}");
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    stdin
-        .lock()
-        .read_line(&mut answer)
-        .context("could not read the answer")?;
-    Ok(answer.trim() == expected)
 }
