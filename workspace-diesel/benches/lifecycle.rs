@@ -24,6 +24,10 @@ use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::{MigrateOptions, Migrator, TenantId};
 
+mod support;
+
+use support::{median, ScratchDb};
+
 /// The example schema plus the additive migration.
 const ADDITIVE: EmbeddedMigrations = embed_migrations!("tests/migrations_additive");
 /// The example schema's SQL, for the floor.
@@ -89,20 +93,9 @@ fn main() {
             rounds: 2,
         }
     };
-    let admin =
-        dotenvy::var("DATABASE_URL").expect("DATABASE_URL must be set to run the benchmark");
-    let mut admin_conn = PgConnection::establish(&admin).expect("connect to the admin database");
-    admin_conn
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)"))
-        .expect("drop a leftover benchmark database");
-    admin_conn
-        .batch_execute(&format!("CREATE DATABASE {DB_NAME}"))
-        .expect("create the benchmark database");
-    let url = replace_db(&admin, DB_NAME);
-    let rows = run(&url, &sizes);
-    admin_conn
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)"))
-        .expect("drop the benchmark database");
+    let db = ScratchDb::create(DB_NAME);
+    let rows = run(db.url(), &sizes);
+    drop(db);
 
     println!();
     println!("| case | workspace-diesel | floor (plain SQL, one connection) | ratio | target |");
@@ -403,28 +396,6 @@ fn ids(prefix: &str, n: usize) -> Vec<TenantId> {
         .collect()
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Swaps the database name of a `postgres://` URL.
-fn replace_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[scheme_end..].rfind('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
 }

@@ -30,12 +30,15 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
 use diesel::sql_types::BigInt;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::{pool, switch, Migrator, TenantId};
+
+mod support;
+
+use support::{median, ScratchDb, Settings};
 
 const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
 const DB_NAME: &str = "dw_bench_pool";
@@ -47,80 +50,6 @@ diesel_workspace::tenant_table! {
     notes (id) {
         id -> Int4,
         title -> Text,
-    }
-}
-
-struct Settings {
-    rounds: usize,
-    iters: usize,
-    statement_tenants: usize,
-    mode: &'static str,
-}
-
-impl Settings {
-    fn from_env() -> Self {
-        let bench = std::env::args().any(|a| a == "--bench");
-        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let (rounds, iters, mode) = match (bench, quick) {
-            (false, _) => (1, 20, "smoke test (no --bench)"),
-            (true, true) => (3, 500, "quick (BENCH_QUICK=1)"),
-            (true, false) => (11, 4000, "full"),
-        };
-        let env = |name: &str| std::env::var(name).ok()?.parse::<usize>().ok();
-        Settings {
-            rounds: env("BENCH_ROUNDS").unwrap_or(rounds).max(1),
-            statement_tenants: if bench { STATEMENT_TENANTS } else { TENANTS },
-            iters: env("BENCH_ITERS").unwrap_or(iters).max(1),
-            mode,
-        }
-    }
-}
-
-struct BenchDb {
-    admin: String,
-    url: String,
-}
-
-impl BenchDb {
-    fn create() -> Self {
-        let admin = dotenvy::var("DATABASE_URL")
-            .expect("DATABASE_URL must be set in order to run the benchmark");
-        let mut conn = PgConnection::establish(&admin).expect("connect to the admin database");
-        conn.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{DB_NAME}\" WITH (FORCE)"
-        ))
-        .expect("drop a leftover benchmark database");
-        conn.batch_execute(&format!("CREATE DATABASE \"{DB_NAME}\""))
-            .expect("create the benchmark database");
-        let url = replace_db(&admin, DB_NAME);
-        Self { admin, url }
-    }
-}
-
-impl Drop for BenchDb {
-    fn drop(&mut self) {
-        if let Ok(mut conn) = PgConnection::establish(&self.admin) {
-            let _ = conn.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{DB_NAME}\" WITH (FORCE)"
-            ));
-        }
-    }
-}
-
-/// Swaps the database name of a `postgres://` URL.
-fn replace_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[scheme_end..].rfind('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
     }
 }
 
@@ -146,11 +75,6 @@ fn read(conn: &mut PgConnection, t: &TenantId) -> String {
     .expect("tenant query")
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Plan-cache memory of the connection's backend, in bytes.
 fn plan_cache_bytes(conn: &mut PgConnection) -> i64 {
     diesel::select(diesel::dsl::sql::<BigInt>(
@@ -170,9 +94,14 @@ fn prepared(conn: &mut PgConnection) -> i64 {
 }
 
 fn main() {
-    let s = Settings::from_env();
-    let db = BenchDb::create();
-    let mut admin = PgConnection::establish(&db.url).expect("connect to the benchmark database");
+    let s = Settings::from_env((1, 20), (3, 500), (11, 4000));
+    let statement_tenants = if s.mode == support::Mode::Smoke {
+        TENANTS
+    } else {
+        STATEMENT_TENANTS
+    };
+    let db = ScratchDb::create(DB_NAME);
+    let mut admin = PgConnection::establish(db.url()).expect("connect to the benchmark database");
     let ids = provision(&mut admin, TENANTS, "t");
     for t in &ids {
         switch(t, || {
@@ -186,23 +115,23 @@ fn main() {
     let stock_ping = Pool::builder()
         .max_size(1)
         .test_on_check_out(true)
-        .build(ConnectionManager::<PgConnection>::new(db.url.clone()))
+        .build(ConnectionManager::<PgConnection>::new(db.url().to_owned()))
         .expect("stock pool");
     let stock_free = Pool::builder()
         .max_size(1)
         .test_on_check_out(false)
-        .build(ConnectionManager::<PgConnection>::new(db.url.clone()))
+        .build(ConnectionManager::<PgConnection>::new(db.url().to_owned()))
         .expect("stock pool");
     let tenant = pool::builder()
         .max_size(1)
         .statement_cap(usize::MAX)
-        .build(db.url.clone())
+        .build(db.url().to_owned())
         .expect("tenant pool");
     let tenant_lean = pool::builder()
         .max_size(1)
         .statement_cap(usize::MAX)
         .session_cleanup(false)
-        .build(db.url.clone())
+        .build(db.url().to_owned())
         .expect("tenant pool without cleanup");
 
     // Warm every statement cache.
@@ -247,9 +176,9 @@ fn main() {
         "pool benchmark, {} ({} rounds x {} checkouts; one tenant query per checkout)",
         s.mode, s.rounds, s.iters
     );
-    let base = median(blocks[0].clone());
+    let base = median(&mut blocks[0].clone());
     for (c, (name, _)) in cases.iter().enumerate() {
-        let m = median(blocks[c].clone());
+        let m = median(&mut blocks[c].clone());
         println!(
             "  {name:<20} {m:8.1} us per checkout + query   ratio to stock ping {:.2}",
             m / base
@@ -257,7 +186,7 @@ fn main() {
     }
 
     // Server memory per cached tenant statement.
-    let more = provision(&mut admin, s.statement_tenants, "m");
+    let more = provision(&mut admin, statement_tenants, "m");
     let mut conn = tenant.get().unwrap();
     let (bytes0, stmts0) = (plan_cache_bytes(&mut conn), prepared(&mut conn));
     for t in &more {

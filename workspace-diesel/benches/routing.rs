@@ -30,6 +30,10 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::prelude::*;
 use diesel_workspace::{switch, Migrator, TenantId};
 
+mod support;
+
+use support::{ScratchDb, Settings};
+
 /// The example tenant schema.
 const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
 
@@ -182,103 +186,6 @@ macro_rules! with_raw {
 struct Title {
     #[diesel(sql_type = Text)]
     title: String,
-}
-
-/// Iteration settings.
-#[derive(Clone, Copy)]
-struct Settings {
-    /// Measured rounds per case (each round runs one raw block and one routed block).
-    rounds: usize,
-    /// Queries per block.
-    iters: usize,
-    /// Label printed with the results.
-    mode: &'static str,
-}
-
-impl Settings {
-    fn from_env() -> Self {
-        let bench = std::env::args().any(|a| a == "--bench");
-        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let mut s = if !bench {
-            Settings {
-                rounds: 1,
-                iters: 20,
-                mode: "smoke test (no --bench)",
-            }
-        } else if quick {
-            Settings {
-                rounds: 5,
-                iters: 200,
-                mode: "quick (BENCH_QUICK=1)",
-            }
-        } else {
-            Settings {
-                rounds: 61,
-                iters: 1000,
-                mode: "full",
-            }
-        };
-        if let Some(r) = env_usize("BENCH_ROUNDS") {
-            s.rounds = r.max(1);
-        }
-        if let Some(n) = env_usize("BENCH_ITERS") {
-            s.iters = n.max(1);
-        }
-        s
-    }
-}
-
-fn env_usize(name: &str) -> Option<usize> {
-    std::env::var(name).ok()?.parse().ok()
-}
-
-/// The benchmark database; dropped (`WITH (FORCE)`) when the guard drops.
-struct BenchDb {
-    admin: String,
-    url: String,
-}
-
-impl BenchDb {
-    fn create() -> Self {
-        let admin = dotenvy::var("DATABASE_URL")
-            .expect("DATABASE_URL must be set in order to run the benchmark");
-        let mut conn = PgConnection::establish(&admin).expect("connect to the admin database");
-        conn.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{DB_NAME}\" WITH (FORCE)"
-        ))
-        .expect("drop a leftover benchmark database");
-        conn.batch_execute(&format!("CREATE DATABASE \"{DB_NAME}\""))
-            .expect("create the benchmark database");
-        let url = replace_db(&admin, DB_NAME);
-        Self { admin, url }
-    }
-}
-
-impl Drop for BenchDb {
-    fn drop(&mut self) {
-        if let Ok(mut conn) = PgConnection::establish(&self.admin) {
-            let _ = conn.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{DB_NAME}\" WITH (FORCE)"
-            ));
-        }
-    }
-}
-
-/// Swaps the database name of a `postgres://` URL.
-fn replace_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[scheme_end..].rfind('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
 }
 
 /// Runs the registry migrations, creates the tenants and seeds them.
@@ -580,6 +487,8 @@ fn block(conn: &mut PgConnection, step: &mut Step, start: usize, n: usize) -> f6
     t.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
+/// The median of `v`; of an even count, the mean of the two middle values (unlike
+/// `support::median`, which takes the upper one).
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let m = v.len() / 2;
@@ -647,9 +556,9 @@ fn micro(rounds: usize, n: usize, mut f: impl FnMut(usize)) -> f64 {
 }
 
 fn main() {
-    let s = Settings::from_env();
-    let db = BenchDb::create();
-    let mut conn = PgConnection::establish(&db.url).expect("connect to the benchmark database");
+    let s = Settings::from_env((1, 20), (5, 200), (61, 1000));
+    let db = ScratchDb::create(DB_NAME);
+    let mut conn = PgConnection::establish(db.url()).expect("connect to the benchmark database");
     eprintln!("provisioning {TENANTS} tenants in {DB_NAME} ...");
     let ids = provision(&mut conn);
     let version: String = diesel::select(diesel::dsl::sql::<Text>(
@@ -661,7 +570,7 @@ fn main() {
 
     // A fresh connection for the measurements, so provisioning leaves no statements behind.
     drop(conn);
-    let mut conn = PgConnection::establish(&db.url).expect("connect to the benchmark database");
+    let mut conn = PgConnection::establish(db.url()).expect("connect to the benchmark database");
 
     check_routing(&mut conn, &ids);
     // Commits wait for no WAL flush: the disk is shared with other work, and its stalls would

@@ -2,12 +2,14 @@
 
 #![allow(dead_code)]
 
+pub mod db;
 pub mod schema;
+
+pub use db::{admin_url, ScratchDb};
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::{Migrator, TenantId};
@@ -17,16 +19,10 @@ pub const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migratio
 /// Shared tables used by the tests (a `plans` table to join with).
 pub const SHARED_MIGRATIONS: EmbeddedMigrations = embed_migrations!("tests/migrations_shared");
 
-/// The admin connection URL, read once.
-pub fn admin_url() -> String {
-    dotenvy::var("DATABASE_URL").expect("DATABASE_URL must be set in order to run tests")
-}
-
 /// A database of its own for one test: `dw_test_<hash of the test's name>`. Dropped (with
 /// `FORCE`) when the guard drops, unless the test panicked, so a failure can be inspected.
 pub struct TestDb {
-    name: String,
-    url: String,
+    db: ScratchDb,
 }
 
 impl TestDb {
@@ -34,25 +30,18 @@ impl TestDb {
     pub fn new(test: &str) -> Self {
         let mut h = DefaultHasher::new();
         test.hash(&mut h);
-        let name = format!("dw_test_{:016x}", h.finish());
-        let admin = admin_url();
-        let mut conn = PgConnection::establish(&admin).expect("connect to the admin database");
-        conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .expect("drop a leftover test database");
-        conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .expect("create the test database");
-        let url = replace_db(&admin, &name);
-        Self { name, url }
+        let db = ScratchDb::create(&format!("dw_test_{:016x}", h.finish()));
+        Self { db }
     }
 
     /// The test database's URL.
     pub fn url(&self) -> &str {
-        &self.url
+        self.db.url()
     }
 
     /// A new connection to the test database.
     pub fn conn(&self) -> PgConnection {
-        PgConnection::establish(&self.url).expect("connect to the test database")
+        PgConnection::establish(self.db.url()).expect("connect to the test database")
     }
 
     /// The migrator for the example schemas.
@@ -77,38 +66,6 @@ impl TestDb {
                 id
             })
             .collect()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("keeping database {} of the failed test", self.name);
-            return;
-        }
-        if let Ok(mut conn) = PgConnection::establish(&admin_url()) {
-            let _ = conn.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
-
-/// Swaps the database name of a `postgres://` URL.
-pub fn replace_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[scheme_end..].rfind('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
     }
 }
 
