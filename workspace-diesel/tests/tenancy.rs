@@ -298,3 +298,82 @@ fn provisioning_rejects_duplicates_and_the_shared_schema() {
     .unwrap();
     assert_eq!(rows.n, 0);
 }
+
+/// Triggers resolve names through `search_path`: inside a tenant transaction they see the tenant's
+/// schema; outside one, an unqualified name fails closed. A trigger written against
+/// `TG_TABLE_SCHEMA` works either way, and keeps working after the tenant is renamed.
+#[test]
+fn triggers_follow_the_tenant() {
+    let db = test_db!("triggers_follow_the_tenant");
+    let ids = db.provision(&["acme", "globex"]);
+    let mut conn = db.conn();
+    for t in &ids {
+        conn.batch_execute(&format!(
+            "CREATE FUNCTION {t}.tag_unqualified() RETURNS trigger LANGUAGE plpgsql AS $$ \
+               BEGIN INSERT INTO tags (label) VALUES (NEW.title); RETURN NEW; END $$; \
+             CREATE TRIGGER tag_unqualified BEFORE INSERT ON {t}.notes FOR EACH ROW \
+               WHEN (NEW.title LIKE 'u:%') EXECUTE FUNCTION {t}.tag_unqualified(); \
+             CREATE FUNCTION {t}.tag_qualified() RETURNS trigger LANGUAGE plpgsql AS $$ \
+               BEGIN EXECUTE pg_catalog.format('INSERT INTO %I.tags (label) VALUES ($1)', TG_TABLE_SCHEMA) \
+               USING NEW.title; RETURN NEW; END $$; \
+             CREATE TRIGGER tag_qualified BEFORE INSERT ON {t}.notes FOR EACH ROW \
+               WHEN (NEW.title LIKE 'q:%') EXECUTE FUNCTION {t}.tag_qualified();"
+        ))
+        .unwrap();
+    }
+    let labels = |conn: &mut PgConnection, t: &TenantId| -> Vec<String> {
+        switch(t, || {
+            crate::support::schema::tags::table
+                .select(crate::support::schema::tags::label)
+                .order(crate::support::schema::tags::id)
+                .load(conn)
+        })
+        .unwrap()
+    };
+    // Inside a tenant transaction the unqualified trigger writes to the tenant's own tags.
+    for t in &ids {
+        switch(t, || {
+            conn.tenant_transaction(|c| {
+                diesel::insert_into(notes::table)
+                    .values(notes::title.eq(format!("u:{t}")))
+                    .execute(c)
+            })
+        })
+        .unwrap();
+    }
+    assert_eq!(labels(&mut conn, &ids[0]), ["u:acme"]);
+    assert_eq!(labels(&mut conn, &ids[1]), ["u:globex"]);
+    // Outside one, it fails closed and the insert is not kept.
+    let err = switch(&ids[0], || {
+        diesel::insert_into(notes::table)
+            .values(notes::title.eq("u:outside"))
+            .execute(&mut conn)
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("relation \"tags\" does not exist"),
+        "{err}"
+    );
+    // The TG_TABLE_SCHEMA form needs no transaction, and survives a rename.
+    switch(&ids[1], || {
+        diesel::insert_into(notes::table)
+            .values(notes::title.eq("q:plain"))
+            .execute(&mut conn)
+    })
+    .unwrap();
+    let renamed = TenantId::new("globex_two").unwrap();
+    db.migrator()
+        .rename_tenant(&mut conn, &ids[1], &renamed)
+        .unwrap();
+    switch(&renamed, || {
+        diesel::insert_into(notes::table)
+            .values(notes::title.eq("q:renamed"))
+            .execute(&mut conn)
+    })
+    .unwrap();
+    assert_eq!(
+        labels(&mut conn, &renamed),
+        ["u:globex", "q:plain", "q:renamed"]
+    );
+    assert_eq!(labels(&mut conn, &ids[0]), ["u:acme"]);
+}
