@@ -803,7 +803,17 @@ fn status_summarises_shared_and_tenant_migrations() {
     db.conn()
         .batch_execute("DELETE FROM acme.__diesel_schema_migrations")
         .unwrap();
-    let out = w.run(&db, &["status"]).ok().to_owned();
+    db.conn()
+        .batch_execute("CREATE TABLE public.notes (id int)")
+        .unwrap();
+    let run = w.run(&db, &["status"]);
+    let out = run.ok().to_owned();
+    // Hazards go to stderr: the tests connect as a superuser, and a shared table shadows `notes`.
+    assert_eq!(
+        run.stderr,
+        "warning: the application connects as `postgres`, a superuser: privileges do not contain its mistakes\n\
+         warning: shared table `notes` has the name of a tenant table: unqualified names in raw SQL, triggers and functions may reach it\n"
+    );
     assert!(
         out.starts_with("shared migrations: 2 applied, 0 pending\n"),
         "{out}"

@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+mod audit;
 mod connection;
 mod context;
 mod error;
@@ -15,6 +16,7 @@ mod tenant;
 pub mod pool;
 pub mod prelude;
 
+pub use crate::audit::Hazard;
 pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
@@ -38,9 +40,9 @@ pub use workspace_diesel_derive::TenantModel;
 ///
 /// The generated module is used exactly like a `table!` module (`notes::table`, `notes::title`,
 /// `notes::dsl::*`, joins, `#[diesel(table_name = notes)]` derives). What differs is the `FROM`
-/// clause: it renders `"<active tenant>"."notes"`, read from [`switch`] each time the query is
-/// built, and a query built outside any switch fails with [`NoActiveTenant`] before anything is
-/// sent. A schema in the declaration (`acme.notes`) is a compile error.
+/// clause: it renders `"<active tenant>"."notes"`, read from [`switch`] each time the query runs
+/// (a query value captures no tenant), and a query run outside any switch fails with
+/// [`NoActiveTenant`] before anything is sent. A schema in the declaration (`acme.notes`) is a compile error.
 ///
 /// Because its SQL depends on the active tenant, a tenant table's query id is not static, so
 /// Diesel's prepared-statement cache keys such queries by SQL text: one prepared statement per

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod audit;
 mod compiletest;
 mod custom_registry;
 mod fleet;

@@ -83,7 +83,8 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     Ok(())
 }
 
-/// `status`: the shared migrations, then a summary of the tenants and the ones that need care.
+/// `status`: the shared migrations, then a summary of the tenants and the ones that need care,
+/// then a `warning:` line on stderr for each hazard [`Migrator::audit`] finds.
 pub(crate) fn status(ctx: &Ctx) -> Result<()> {
     let migrator = ctx.migrator()?;
     let mut conn = ctx.connect()?;
@@ -135,6 +136,13 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
         .filter(|s| !s.pending.is_empty() || s.drift.is_some())
     {
         out!("  {}: {}", s.tenant, state(s));
+    }
+    // What weakens isolation in this database's set-up (superuser, CVE-2018-1058, shadowing
+    // shared tables, tenants without a schema), on stderr so the summary stays parseable.
+    if super::registry_exists(&mut conn, &migrator)? {
+        for hazard in migrator.audit(&mut conn)? {
+            eprintln!("warning: {hazard}");
+        }
     }
     Ok(())
 }
