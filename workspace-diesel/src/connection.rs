@@ -6,17 +6,19 @@ use diesel::PgConnection;
 
 use crate::context::current;
 use crate::error::NoActiveTenant;
+use crate::migrate::SHARED_SCHEMA;
 use crate::tenant::TenantId;
 
-/// The statement that opens a tenant transaction: `BEGIN`, then the tenant's schema put first on a
-/// transaction-local `search_path` (the rest of the session's path follows it, so extension
-/// functions and operators of the shared schema keep resolving), and a cast that fails with
-/// `schema "<tenant>" does not exist` when the schema is gone. One round trip.
+/// The statements that open a tenant transaction, sent as one batch (one round trip): `BEGIN`, a
+/// transaction-local `search_path` of the tenant's schema then the shared schema `public` (so
+/// extension functions, types and operators installed there keep resolving; never the session's
+/// own path, which may name another tenant), and a cast that fails with
+/// `schema "<tenant>" does not exist` when the schema is gone.
 pub(crate) fn begin_sql(tenant: &TenantId) -> String {
     let q = tenant.quoted();
     format!(
-        "BEGIN; SELECT pg_catalog.set_config('search_path', '{q}, ' || \
-         pg_catalog.current_setting('search_path'), true), '{q}'::pg_catalog.regnamespace"
+        "BEGIN; SET LOCAL search_path TO {q}, {SHARED_SCHEMA}; \
+         SELECT '{q}'::pg_catalog.regnamespace"
     )
 }
 
@@ -24,9 +26,10 @@ pub(crate) fn begin_sql(tenant: &TenantId) -> String {
 ///
 /// Tenant tables in Diesel's DSL need no transaction: they render their schema themselves. This is
 /// for everything that resolves names through `search_path` instead: [`diesel::sql_query`],
-/// triggers, functions, views. The `search_path` is set with `SET LOCAL` semantics (in the same
-/// round trip as `BEGIN`), so it ends with the transaction, whether it commits or rolls back, and
-/// never leaks into the next use of a pooled connection.
+/// triggers, functions, views. The `search_path` is `"<tenant>", public`, set with `SET LOCAL` in
+/// the same round trip as `BEGIN`, so it ends with the transaction, whether it commits or rolls
+/// back, and never leaks into the next use of a pooled connection. Whatever `search_path` the
+/// session had before plays no part.
 pub trait TenantConnectionExt {
     /// Runs `f` in a transaction under the active tenant's schema; commits when `f` returns `Ok`,
     /// rolls back when it returns `Err`.

@@ -383,6 +383,7 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
     ) -> Result<TenantOutcome> {
+        self.ensure_tenant(conn, tenant)?;
         let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default())?;
         Ok(if applied.is_empty() {
             TenantOutcome::UpToDate
@@ -478,7 +479,9 @@ impl Migrator {
         let mut tenants = Vec::with_capacity(rows.len());
         let mut jobs = Vec::new();
         for (i, row) in rows.into_iter().enumerate() {
-            tenants.push(TenantId::new(&row.name)?);
+            let tenant = TenantId::new(&row.name)?;
+            self.check_tenant_name(&tenant)?;
+            tenants.push(tenant);
             if !row.pending.is_empty() {
                 jobs.push((i, row.pending));
             }
@@ -819,6 +822,7 @@ impl Migrator {
         tenant: &TenantId,
     ) -> Result<Option<String>> {
         no_outer_transaction(conn)?;
+        self.ensure_tenant(conn, tenant)?;
         let set = self.compiled()?;
         let q = tenant.quoted();
         let begin = format!(
@@ -973,6 +977,29 @@ impl Migrator {
         })
     }
 
+    /// Refuses a name that cannot be a tenant (the registry's schema, a spare) and a tenant that is
+    /// not in the registry, so that single-tenant calls never run tenant DDL in another schema.
+    fn ensure_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
+        self.check_tenant_name(tenant)?;
+        #[derive(QueryableByName)]
+        struct Registered {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            registered: bool,
+        }
+        let row: Registered = diesel::sql_query(format!(
+            "SELECT EXISTS (SELECT 1 FROM {reg} WHERE {col}::pg_catalog.text = $1) AS registered",
+            col = self.registry().quoted_identifier_column(),
+            reg = self.registry().qualified_table(),
+        ))
+        .bind::<Text, _>(tenant.as_str())
+        .get_result(conn)?;
+        if row.registered {
+            Ok(())
+        } else {
+            Err(Error::TenantNotFound(tenant.clone()))
+        }
+    }
+
     /// Every registered tenant, sorted, from the registry (spares are not tenants and are not
     /// listed).
     ///
@@ -1017,6 +1044,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::TenantMigration`] when a spare's migrations fail; [`Error::Query`].
     pub fn fill_spares(&self, conn: &mut PgConnection, target: usize) -> Result<usize> {
+        no_outer_transaction(conn)?;
         let expected = self.tenant_versions()?.to_vec();
         let spares = self.spares(conn)?;
         #[derive(QueryableByName)]
@@ -1065,6 +1093,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when a statement fails.
     pub fn drain_spares(&self, conn: &mut PgConnection) -> Result<usize> {
+        no_outer_transaction(conn)?;
         let mut n = 0;
         for spare in self.spares(conn)? {
             let dropped = in_raw_transaction(conn, |conn| {

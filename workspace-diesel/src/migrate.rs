@@ -204,7 +204,8 @@ impl Migrator {
             let sql = format!(
                 "BEGIN; {lock}; DO {outer} DECLARE spare text; BEGIN \
                  SELECT sp.schema_name INTO spare FROM public.workspace_spares sp \
-                 WHERE (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
+                 WHERE pg_catalog.to_regnamespace(pg_catalog.quote_ident(sp.schema_name)) IS NOT NULL \
+                   AND (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
                         WHERE m.schema_name = sp.schema_name AND m.version = ANY ({versions}::pg_catalog.text[])) = {n} \
                    AND (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
                         WHERE m.schema_name = sp.schema_name) = {n} \
@@ -262,6 +263,7 @@ impl Migrator {
         schema: &TenantId,
         as_: Provision,
     ) -> Result<()> {
+        no_outer_transaction(conn)?;
         let mut complete = true;
         for wrapped in [false, true] {
             let (body, all) = self.provision_body(schema, as_, wrapped)?;
@@ -491,6 +493,16 @@ impl CompiledSet {
             m.run(&mut up).map_err(Error::MigrationSource)?;
             let mut down = Capture::default();
             let down = m.revert(&mut down).ok().map(|()| down.0);
+            if !has_statement(&up.0) {
+                return Err(Error::MigrationSource(
+                    format!(
+                        "migration {} has no SQL statement in its up.sql (only comments or \
+                         nothing): write the migration before running it",
+                        m.name()
+                    )
+                    .into(),
+                ));
+            }
             migrations.push(Compiled {
                 version: m.name().version().to_string(),
                 up: up.0,
@@ -504,6 +516,22 @@ impl CompiledSet {
             migrations,
             versions,
         })
+    }
+}
+
+/// Whether `sql` holds anything but comments, white space and semicolons. A migration without a
+/// statement would otherwise be recorded as applied and never run once it is written.
+fn has_statement(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ';');
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            return !rest.is_empty();
+        }
     }
 }
 

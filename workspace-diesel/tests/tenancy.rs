@@ -160,6 +160,23 @@ fn raw_sql_in_a_tenant_transaction() {
         .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 
+    // The session's own search_path plays no part: a table only acme has stays out of reach of
+    // globex's transaction even when the session path names acme.
+    conn.batch_execute("CREATE TABLE acme.secrets (v text); INSERT INTO acme.secrets VALUES ('acme only'); SET search_path TO acme")
+        .unwrap();
+    let err = switch(&ids[1], || {
+        conn.tenant_transaction(|c| {
+            diesel::sql_query("SELECT count(*) AS n FROM secrets").get_result::<Count>(c)
+        })
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("relation \"secrets\" does not exist"),
+        "{err}"
+    );
+    conn.batch_execute("RESET search_path").unwrap();
+
     // Raw SQL and the DSL agree inside the transaction (savepoints nest as usual).
     switch(&ids[1], || {
         conn.tenant_transaction(|c| {

@@ -6,6 +6,7 @@ mod audit;
 mod compiletest;
 mod custom_registry;
 mod fleet;
+mod guards;
 mod ids;
 mod lifecycle;
 mod pool;
