@@ -56,21 +56,21 @@
 //! # Cost per checkout
 //!
 //! No extra round trip: the reset replaces the ping. The server does more work than for
-//! `SELECT 1`, though. Measured on loopback (PostgreSQL 15, 2 cores shared with other builds, so
-//! the figures are noisy; `cargo bench -p workspace-diesel --bench pool`: one checkout plus one
-//! tenant query, single thread, median blocks, six runs), with a stock Diesel pool at 1.00
-//! (43–115 µs per checkout + query depending on the load):
+//! `SELECT 1`, though. Measured on loopback (PostgreSQL 15, 2 cores, otherwise idle;
+//! `cargo bench -p workspace-diesel --bench pool`: one checkout plus one tenant query, single
+//! thread, 11 rounds × 4,000 checkouts), with a stock Diesel pool at 1.00 (136 µs per checkout
+//! + query in that run):
 //!
 //! | checkout | per checkout + query |
 //! | --- | --- |
 //! | stock Diesel pool, `SELECT 1` ping | 1.00 |
-//! | `TenantPool`, full reset (default) | 1.41–1.73 |
-//! | `TenantPool`, [`session_cleanup(false)`](TenantPoolBuilder::session_cleanup) | 1.13–1.42 |
-//! | stock Diesel pool, no check at all | 0.52–0.84 |
+//! | `TenantPool`, full reset (default) | 1.19 |
+//! | `TenantPool`, [`session_cleanup(false)`](TenantPoolBuilder::session_cleanup) | 1.05 |
+//! | stock Diesel pool, no check at all | 0.43 |
 //!
-//! On a quiet run the full reset cost about 20 µs more than the ping per checkout, and
-//! restoring the session defaults alone about 6 µs more. A request that runs a few queries per
-//! checkout pays that once.
+//! The full reset cost about 26 µs more than the ping per checkout, restoring the session
+//! defaults alone about 7 µs (runs under load measured 1.41–1.73 and 1.13–1.42). A request that
+//! runs a few queries per checkout pays that once.
 //!
 //! # Bound on server memory
 //!
@@ -292,9 +292,9 @@ impl TenantPoolBuilder {
     /// with `WITH HOLD` (`CLOSE ALL`), listeners (`UNLISTEN *`) and session advisory locks
     /// (`pg_advisory_unlock_all()`).
     ///
-    /// Defaults to `true`. It stays in the same round trip, but the server's work per checkout
-    /// roughly doubles compared with Diesel's `SELECT 1` (about 20 µs more per checkout,
-    /// measured on loopback; see the [module documentation](self)). With `false`, only the
+    /// Defaults to `true`. It stays in the same round trip, but the server does more work per
+    /// checkout than for Diesel's `SELECT 1` (about 26 µs more per checkout, measured on
+    /// loopback; see the [module documentation](self)). With `false`, only the
     /// session defaults are restored, at little more than the cost of the ping; do that only
     /// when the application never creates temporary tables, never changes its role, and never
     /// holds cursors, listeners or session advisory locks across a checkout.
