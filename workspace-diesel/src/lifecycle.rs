@@ -17,10 +17,10 @@ use diesel::sql_types::{Array, Bool, Text};
 
 use crate::error::{Error, Result};
 use crate::migrate::{
-    classify_migrate_error, failure_of, in_raw_transaction, lock_sql, lock_tenant,
-    no_outer_transaction, quote_literal, read_ledger, revert_outside_transaction, rollback, wrap,
-    MigrateParams, MigrationFailure, Migrator, Provision, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRIES,
-    SPARE_PREFIX,
+    classify_migrate_error, failure_of, in_raw_transaction, lock_sql, no_outer_transaction,
+    quote_literal, raise_if_schema_missing, read_ledger, revert_outside_transaction, rollback,
+    wrap, MigrateParams, MigrationFailure, Migrator, Provision, DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_RETRIES, SPARES_LOCK_KEY, SPARE_PREFIX,
 };
 use crate::registry::quote_ident;
 use crate::tenant::TenantId;
@@ -765,18 +765,17 @@ impl Migrator {
                 ledgers.entry(row.name).or_default().push(row.version);
             }
         }
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|(mut status, has_ledger)| {
                 status.drift = if has_ledger {
                     let ledger = ledgers.remove(status.tenant.as_str()).unwrap_or_default();
                     compare(&ledger, &status.applied)
                 } else {
-                    Some(missing_ledger_drift(conn, &status.tenant))
+                    Some(missing_ledger_drift(conn, &status.tenant)?)
                 };
-                status
+                Ok(status)
             })
-            .collect())
+            .collect()
     }
 
     /// Checks one tenant's own ledger against the central record: `None` when they agree,
@@ -802,7 +801,7 @@ impl Migrator {
         .bind::<Text, _>(tenant.as_str())
         .load::<NameRow>(conn)?;
         if has_ledger.is_empty() {
-            return Ok(Some(missing_ledger_drift(conn, tenant)));
+            return missing_ledger_drift(conn, tenant).map(Some);
         }
         let ledger = read_ledger(conn, tenant)?;
         Ok(compare(&ledger, &central))
@@ -826,12 +825,9 @@ impl Migrator {
         let set = self.compiled()?;
         let q = tenant.quoted();
         let begin = format!(
-            "BEGIN; {}; SET LOCAL search_path TO {q}; \
-             DO $wd_check$ BEGIN IF pg_catalog.to_regnamespace({}) IS NULL THEN \
-             RAISE EXCEPTION 'workspace-diesel: schema missing' USING ERRCODE = 'invalid_schema_name'; \
-             END IF; END $wd_check$",
+            "BEGIN; {}; SET LOCAL search_path TO {q}; DO $wd_check$ BEGIN {} END $wd_check$",
             lock_sql(tenant),
-            quote_literal(&q)
+            raise_if_schema_missing(tenant)
         );
         let fail = |version: &str, message: &str| Error::TenantMigration {
             tenant: tenant.clone(),
@@ -892,7 +888,7 @@ impl Migrator {
     pub fn drop_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
         self.check_tenant_name(tenant)?;
         conn.transaction::<_, Error, _>(|conn| {
-            lock_tenant(conn, tenant)?;
+            conn.batch_execute(&lock_sql(tenant))?;
             let deleted = diesel::sql_query(format!(
                 "DELETE FROM {} WHERE {} = $1",
                 self.registry().qualified_table(),
@@ -1046,7 +1042,28 @@ impl Migrator {
     pub fn fill_spares(&self, conn: &mut PgConnection, target: usize) -> Result<usize> {
         no_outer_transaction(conn)?;
         let expected = self.tenant_versions()?.to_vec();
-        let spares = self.spares(conn)?;
+        // One filler at a time (a session lock: the work spans several transactions), so two
+        // concurrent calls do not both top up from the same count.
+        conn.batch_execute(&format!(
+            "SELECT pg_catalog.pg_advisory_lock({SPARES_LOCK_KEY}, 0)"
+        ))?;
+        let result = self.fill_spares_locked(conn, &expected, target);
+        let unlocked = conn.batch_execute(&format!(
+            "SELECT pg_catalog.pg_advisory_unlock({SPARES_LOCK_KEY}, 0)"
+        ));
+        let created = result?;
+        unlocked?;
+        Ok(created)
+    }
+
+    /// [`fill_spares`](Self::fill_spares) under the warm pool's lock.
+    fn fill_spares_locked(
+        &self,
+        conn: &mut PgConnection,
+        expected: &[String],
+        target: usize,
+    ) -> Result<usize> {
+        let mut spares = self.spares(conn)?.len();
         #[derive(QueryableByName)]
         struct Stale {
             #[diesel(sql_type = Text)]
@@ -1057,15 +1074,20 @@ impl Migrator {
              WHERE (SELECT pg_catalog.count(*) FROM public.workspace_migrations m \
              WHERE m.schema_name = s.schema_name AND m.version = ANY ($1)) < $2",
         )
-        .bind::<Array<Text>, _>(&expected)
+        .bind::<Array<Text>, _>(expected)
         .bind::<diesel::sql_types::BigInt, _>(expected.len() as i64)
         .load::<Stale>(conn)?;
         for s in stale {
             let spare = TenantId::new(&s.name)?;
-            self.migrate_schema(conn, &spare, None, &MigrateParams::default())?;
+            match self.migrate_schema(conn, &spare, None, &MigrateParams::default()) {
+                Ok(_) => {}
+                // Claimed (renamed to a tenant) or dropped since the query: not a spare any more.
+                Err(Error::SchemaMissing(_)) => spares = spares.saturating_sub(1),
+                Err(e) => return Err(e),
+            }
         }
         let mut created = 0;
-        while spares.len() + created < target {
+        while spares + created < target {
             let name = TenantId::new(spare_name())?;
             self.provision(conn, &name, Provision::Spare)?;
             created += 1;
@@ -1176,17 +1198,17 @@ fn compare(ledger: &[String], central: &[String]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-fn missing_ledger_drift(conn: &mut PgConnection, tenant: &TenantId) -> String {
-    let schema_exists = diesel::sql_query(
+/// The drift of a tenant without a ledger: its schema has none, or the schema is missing.
+fn missing_ledger_drift(conn: &mut PgConnection, tenant: &TenantId) -> Result<String> {
+    let schema_exists = !diesel::sql_query(
         "SELECT $1 AS name WHERE pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL",
     )
     .bind::<Text, _>(tenant.as_str())
-    .load::<NameRow>(conn)
-    .map(|r| !r.is_empty())
-    .unwrap_or(false);
-    if schema_exists {
+    .load::<NameRow>(conn)?
+    .is_empty();
+    Ok(if schema_exists {
         "the schema has no ledger (__diesel_schema_migrations)".into()
     } else {
         "the schema is missing".into()
-    }
+    })
 }

@@ -12,7 +12,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::Text;
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use diesel_migrations::{EmbeddedMigrations, MigrationError, MigrationHarness};
 
 use crate::error::{Error, Result};
 use crate::registry::Registry;
@@ -29,6 +29,8 @@ pub(crate) const LOCK_KEY: i32 = 0x5744_0001;
 pub(crate) const SHARED_SCHEMA: &str = "public";
 /// Key of the lock that serialises shared migrations.
 pub(crate) const SHARED_LOCK_KEY: i32 = 0x5744_0002;
+/// Key of the session lock that serialises [`Migrator::fill_spares`] (second key 0).
+pub(crate) const SPARES_LOCK_KEY: i32 = 0x5744_0003;
 
 /// Runs the shared and tenant migrations, and provisions tenants.
 ///
@@ -179,8 +181,9 @@ impl Migrator {
     /// full provisioning, `COMMIT`. When the warm pool holds a spare schema that is current (see
     /// [`fill_spares`](Self::fill_spares)), it is claimed: renamed to the tenant, registered and
     /// its central record moved, with no table DDL. Otherwise: the registry row, `CREATE SCHEMA`,
-    /// Diesel's ledger, the migrations, the ledger and central record rows. When that fails, it
-    /// is retried once with each migration wrapped so the error names its version and SQLSTATE.
+    /// Diesel's ledger, the migrations, the ledger and central record rows. When that fails in a
+    /// way a migration can fail (not a tenant that exists, not a lost connection), it is retried
+    /// once with each migration wrapped so the error names its version and SQLSTATE.
     ///
     /// # Errors
     /// - [`Error::InvalidTenantName`] when `tenant` is the registry's schema or a spare's name;
@@ -192,15 +195,10 @@ impl Migrator {
         let set = self.compiled()?;
         no_outer_transaction(conn)?;
         let t = quote_literal(tenant.as_str());
-        // One round trip either way: claim a current spare, or provision from scratch. The first
-        // attempt sends the migrations as they are; when it fails, a second attempt wraps each
-        // migration so the error names its version and SQLSTATE.
-        let mut complete = true;
-        for wrapped in [false, true] {
+        // One round trip either way: claim a current spare, or provision from scratch.
+        self.provision_with_retry(conn, tenant, |wrapped| {
             let (body, all) = self.provision_body(tenant, Provision::Tenant, wrapped)?;
-            complete = all;
-            let inner = dollar_tag("wd_p", &body);
-            let outer = dollar_tag("wd_claim", &body);
+            let [inner, outer] = dollar_tags(["wd_p", "wd_claim"], &body);
             let sql = format!(
                 "BEGIN; {lock}; DO {outer} DECLARE spare text; BEGIN \
                  SELECT sp.schema_name INTO spare FROM public.workspace_spares sp \
@@ -222,20 +220,8 @@ impl Migrator {
                 reg = self.registry.qualified_table(),
                 col = self.registry.quoted_identifier_column(),
             );
-            match conn.batch_execute(&sql) {
-                Ok(()) => break,
-                Err(e) => {
-                    rollback(conn);
-                    if wrapped {
-                        return Err(classify_create_error(tenant, e));
-                    }
-                }
-            }
-        }
-        if !complete {
-            self.migrate_schema(conn, tenant, None, &MigrateParams::default())?;
-        }
-        Ok(())
+            Ok((sql, all))
+        })
     }
 
     /// Rejects the registry's schema and the spares' prefix as tenant names.
@@ -264,16 +250,32 @@ impl Migrator {
         as_: Provision,
     ) -> Result<()> {
         no_outer_transaction(conn)?;
+        self.provision_with_retry(conn, schema, |wrapped| {
+            let (body, all) = self.provision_body(schema, as_, wrapped)?;
+            Ok((format!("BEGIN; {}; {body}COMMIT", lock_sql(schema)), all))
+        })
+    }
+
+    /// Sends the provisioning batch `batch(wrapped)` of `schema` unwrapped and, when that fails
+    /// in a way a migration can fail, once more with each migration wrapped so the error names
+    /// its version and SQLSTATE. A tenant that already exists or a lost connection is reported
+    /// at once. Runs the migrations left for their own path (`run_in_transaction = false`)
+    /// afterwards.
+    fn provision_with_retry(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        batch: impl Fn(bool) -> Result<(String, bool)>,
+    ) -> Result<()> {
         let mut complete = true;
         for wrapped in [false, true] {
-            let (body, all) = self.provision_body(schema, as_, wrapped)?;
+            let (sql, all) = batch(wrapped)?;
             complete = all;
-            let sql = format!("BEGIN; {}; {body}COMMIT", lock_sql(schema));
             match conn.batch_execute(&sql) {
                 Ok(()) => break,
                 Err(e) => {
                     rollback(conn);
-                    if wrapped {
+                    if wrapped || connection_lost(&e) || self.is_tenant_exists(schema, &e) {
                         return Err(classify_create_error(schema, e));
                     }
                 }
@@ -283,6 +285,27 @@ impl Migrator {
             self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
         }
         Ok(())
+    }
+
+    /// Whether a provisioning batch failed because `schema` is already taken: a unique violation
+    /// on the registry or the spares table, or `CREATE SCHEMA` of a schema that exists. Not a
+    /// migration's error, so the wrapped attempt would fail the same way.
+    fn is_tenant_exists(&self, schema: &TenantId, e: &diesel::result::Error) -> bool {
+        let diesel::result::Error::DatabaseError(kind, info) = e else {
+            return false;
+        };
+        if matches!(kind, DatabaseErrorKind::UniqueViolation) {
+            if let Some(table) = info.table_name() {
+                let registry = self.registry.qualified_table();
+                let own = format!(
+                    "{}.{}",
+                    crate::registry::quote_ident(self.registry.schema()),
+                    crate::registry::quote_ident(table)
+                );
+                return own == registry || table == "workspace_spares";
+            }
+        }
+        info.message() == format!("schema \"{}\" already exists", schema.as_str())
     }
 
     /// The statements that provision `schema` inside an open transaction holding its lock: the
@@ -333,19 +356,29 @@ impl Migrator {
     ) -> Result<Vec<String>> {
         no_outer_transaction(conn)?;
         let mut attempt = 0;
+        // Versions committed by earlier attempts (before a non-transactional migration hit the
+        // lock timeout): part of what this call applied.
+        let mut committed = Vec::new();
         loop {
             match self.migrate_schema_once(conn, schema, plan, params) {
-                Err(Error::TenantMigration { tenant, source })
+                Err(Error::TenantMigration { tenant, mut source })
                     if attempt < params.retries
                         && source
                             .downcast_ref::<MigrationFailure>()
                             .is_some_and(|f| f.sqlstate() == Some(LOCK_NOT_AVAILABLE)) =>
                 {
-                    let _ = (tenant, source);
+                    let _ = tenant;
+                    if let Some(f) = source.downcast_mut::<MigrationFailure>() {
+                        committed.append(&mut f.committed);
+                    }
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
                 }
-                other => return other,
+                Ok(applied) => {
+                    committed.extend(applied);
+                    return Ok(committed);
+                }
+                Err(e) => return Err(with_committed(schema, e, committed)),
             }
         }
     }
@@ -365,20 +398,52 @@ impl Migrator {
                 .collect();
             if let Some(planned) = planned.filter(|p| !p.is_empty()) {
                 // The fast path: the same statements as the plain DDL, plus the lock and the two
-                // record rows, unwrapped. Any failure (a version already in the ledger, a missing
+                // record rows, unwrapped. A failure (a version already in the ledger, a missing
                 // schema or ledger, a failing migration) rolls back and falls through to the
                 // checked path, which reads the ledger after the lock and reports the failing
-                // version and SQLSTATE.
+                // version and SQLSTATE. A lost connection is reported as it is, and a lock
+                // timeout goes to the caller's retries without waiting for it a second time.
                 let mut sql = begin_tenant_sql(schema, params);
                 push_apply(&mut sql, schema, &planned, false);
                 sql.push_str("COMMIT");
                 match conn.batch_execute(&sql) {
                     Ok(()) => return Ok(plan.to_vec()),
-                    Err(_) => rollback(conn),
+                    Err(e) => {
+                        rollback(conn);
+                        if connection_lost(&e) {
+                            return Err(classify_migrate_error(schema, e));
+                        }
+                        if db_message(&e) == LOCK_TIMEOUT_MESSAGE {
+                            return Err(Error::TenantMigration {
+                                tenant: schema.clone(),
+                                source: Box::new(MigrationFailure::new(
+                                    None,
+                                    Some(LOCK_NOT_AVAILABLE.to_owned()),
+                                    db_message(&e),
+                                )),
+                            });
+                        }
+                    }
                 }
             }
         }
         let mut applied = Vec::new();
+        match self.migrate_checked(conn, schema, set, params, &mut applied) {
+            Ok(()) => Ok(applied),
+            Err(e) => Err(with_committed(schema, e, applied)),
+        }
+    }
+
+    /// The checked path of [`migrate_schema`](Self::migrate_schema): pushes each version it
+    /// commits to `applied` (also when a later step fails).
+    fn migrate_checked(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        set: &CompiledSet,
+        params: &MigrateParams,
+        applied: &mut Vec<String>,
+    ) -> Result<()> {
         loop {
             let mut sql = begin_tenant_sql(schema, params);
             sql.push_str(&check_ledger_sql(schema));
@@ -408,7 +473,7 @@ impl Migrator {
             }
             applied.extend(batch.iter().map(|m| m.version.clone()));
             match pending.get(batch.len()) {
-                None => return Ok(applied),
+                None => return Ok(()),
                 Some(m) => {
                     if run_outside_transaction(conn, schema, m)? {
                         applied.push(m.version.clone());
@@ -460,7 +525,10 @@ pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// Schema names of warm spares start with this.
 pub(crate) const SPARE_PREFIX: &str = "_spare_";
 
-const SCHEMA_MISSING: &str = "workspace-diesel: schema missing";
+pub(crate) const SCHEMA_MISSING: &str = "workspace-diesel: schema missing";
+/// PostgreSQL's message for SQLSTATE 55P03 raised by `lock_timeout` (the server's default
+/// `lc_messages`; Diesel does not expose the SQLSTATE of an error).
+const LOCK_TIMEOUT_MESSAGE: &str = "canceling statement due to lock timeout";
 const MIGRATION_FAILED: &str = "workspace-diesel: migration ";
 
 #[derive(QueryableByName)]
@@ -492,7 +560,18 @@ impl CompiledSet {
             let mut up = Capture::default();
             m.run(&mut up).map_err(Error::MigrationSource)?;
             let mut down = Capture::default();
-            let down = m.revert(&mut down).ok().map(|()| down.0);
+            let down = match m.revert(&mut down) {
+                Ok(()) => Some(down.0),
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<MigrationError>(),
+                        Some(MigrationError::NoMigrationRevertFile)
+                    ) =>
+                {
+                    None
+                }
+                Err(e) => return Err(Error::MigrationSource(e)),
+            };
             if !has_statement(&up.0) {
                 return Err(Error::MigrationSource(
                     format!(
@@ -570,6 +649,7 @@ pub struct MigrationFailure {
     version: Option<String>,
     sqlstate: Option<String>,
     message: String,
+    committed: Vec<String>,
 }
 
 impl MigrationFailure {
@@ -583,7 +663,21 @@ impl MigrationFailure {
             version,
             sqlstate,
             message: message.into(),
+            committed: Vec::new(),
         }
+    }
+
+    /// The same failure, after `committed` were applied and committed by the same call (earlier
+    /// transactions of the tenant: they stay applied).
+    pub fn with_committed(mut self, committed: Vec<String>) -> Self {
+        self.committed = committed;
+        self
+    }
+
+    /// Versions the failing call applied and committed before the failure (they stay applied;
+    /// the tenant's ledger and the central record list them). Empty when nothing was kept.
+    pub fn committed(&self) -> &[String] {
+        &self.committed
     }
 
     /// The version of the failing migration, when known.
@@ -612,13 +706,23 @@ impl fmt::Display for MigrationFailure {
         if let Some(s) = &self.sqlstate {
             write!(f, " with sqlstate {s}")?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", self.message)?;
+        if !self.committed.is_empty() {
+            write!(
+                f,
+                " (committed before the failure: {})",
+                self.committed.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
 impl std::error::Error for MigrationFailure {}
 
-/// `SELECT pg_advisory_xact_lock(key, hashtext('<schema>'))`, as one statement.
+/// `SELECT pg_advisory_xact_lock(key, hashtext('<schema>'))`, as one statement: the per-tenant
+/// lock, first statement of every per-tenant transaction, so concurrent migrators queue instead
+/// of racing.
 pub(crate) fn lock_sql(schema: &TenantId) -> String {
     format!(
         "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY}, pg_catalog.hashtext({}))",
@@ -639,17 +743,25 @@ fn begin_tenant_sql(schema: &TenantId, params: &MigrateParams) -> String {
 /// Fails with [`SCHEMA_MISSING`] when the schema is gone (nothing is created anywhere) and
 /// creates the ledger when it is missing.
 fn check_ledger_sql(schema: &TenantId) -> String {
-    let q = quote_literal(&schema.quoted());
     let ledger = format!("{}.__diesel_schema_migrations", schema.quoted());
     format!(
-        "DO $wd_check$ BEGIN \
-         IF pg_catalog.to_regnamespace({q}) IS NULL THEN \
-         RAISE EXCEPTION '{SCHEMA_MISSING}' USING ERRCODE = 'invalid_schema_name'; \
-         ELSIF pg_catalog.to_regclass({ledger_lit}) IS NULL THEN \
+        "DO $wd_check$ BEGIN {} \
+         IF pg_catalog.to_regclass({ledger_lit}) IS NULL THEN \
          CREATE TABLE {ledger} (version VARCHAR(50) PRIMARY KEY NOT NULL, \
          run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); \
          END IF; END $wd_check$; ",
+        raise_if_schema_missing(schema),
         ledger_lit = quote_literal(&ledger),
+    )
+}
+
+/// PL/pgSQL that raises [`SCHEMA_MISSING`] (SQLSTATE 3F000) when `schema` does not exist; see
+/// [`classify_migrate_error`].
+pub(crate) fn raise_if_schema_missing(schema: &TenantId) -> String {
+    format!(
+        "IF pg_catalog.to_regnamespace({}) IS NULL THEN \
+         RAISE EXCEPTION '{SCHEMA_MISSING}' USING ERRCODE = 'invalid_schema_name'; END IF;",
+        quote_literal(&schema.quoted())
     )
 }
 
@@ -687,11 +799,12 @@ fn push_apply(sql: &mut String, schema: &TenantId, migrations: &[&Compiled], wra
     }
 }
 
-/// A dollar-quote tag `$<prefix><n>$` that does not occur in `body`.
-fn dollar_tag(prefix: &str, body: &str) -> String {
+/// Dollar-quote tags `$<prefix><n>$`, one per prefix with the same `n`, none of which occurs
+/// in `body` (distinct prefixes: one tag may quote a text that holds the others).
+fn dollar_tags<const N: usize>(prefixes: [&str; N], body: &str) -> [String; N] {
     (0..)
-        .map(|n| format!("${prefix}{n}$"))
-        .find(|tag| !body.contains(tag.as_str()))
+        .map(|n| prefixes.map(|p| format!("${p}{n}$")))
+        .find(|tags| tags.iter().all(|t| !body.contains(t.as_str())))
         .expect("some tag is free")
 }
 
@@ -699,15 +812,7 @@ fn dollar_tag(prefix: &str, body: &str) -> String {
 /// with the same SQLSTATE and a message naming the version and the SQLSTATE (Diesel does not
 /// expose the SQLSTATE of an error).
 pub(crate) fn wrap(version: &str, body: &str) -> String {
-    let mut n = 0;
-    let (inner, outer) = loop {
-        let inner = format!("$wd_sql{n}$");
-        let outer = format!("$wd_do{n}$");
-        if !body.contains(&inner) && !body.contains(&outer) {
-            break (inner, outer);
-        }
-        n += 1;
-    };
+    let [inner, outer] = dollar_tags(["wd_sql", "wd_do"], body);
     format!(
         "DO {outer} DECLARE wd_state text; wd_message text; BEGIN EXECUTE {inner}{body}{inner}; \
          EXCEPTION WHEN OTHERS THEN \
@@ -808,18 +913,29 @@ fn outside_transaction(
             .path;
         conn.batch_execute(&format!("SET search_path TO {}", schema.quoted()))?;
         let ran = conn.batch_execute(sql);
-        let restored = diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, false)")
-            .bind::<Text, _>(&saved)
-            .execute(conn);
-        ran.map_err(|e| Error::TenantMigration {
+        let failure = |message: String| Error::TenantMigration {
             tenant: schema.clone(),
             source: Box::new(MigrationFailure::new(
                 Some(version.to_owned()),
                 None,
-                db_message(&e),
+                message,
             )),
-        })?;
-        restored?;
+        };
+        if let Err(restore) = restore_search_path(conn, &saved) {
+            // The session may still have the tenant alone on its path: mark the connection
+            // broken so a pool discards it (`has_broken`) and Diesel refuses transactions on it.
+            AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+            let outcome = match &ran {
+                Ok(()) => "the migration ran but is not recorded".to_owned(),
+                Err(e) => format!("the migration failed: {}", db_message(e)),
+            };
+            return Err(failure(format!(
+                "could not restore the session search_path ({}): the connection must not be \
+                 reused; {outcome}",
+                db_message(&restore)
+            )));
+        }
+        ran.map_err(|e| failure(db_message(&e)))?;
         if let Err(e) = conn.batch_execute(&format!("BEGIN; {record}; COMMIT")) {
             rollback(conn);
             return Err(e.into());
@@ -832,6 +948,18 @@ fn outside_transaction(
     let ran = result?;
     unlocked?;
     Ok(ran)
+}
+
+/// Sets the session `search_path` back to `saved`, or to the server's default (`RESET`) when
+/// that fails.
+fn restore_search_path(conn: &mut PgConnection, saved: &str) -> QueryResult<()> {
+    let restored = diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, false)")
+        .bind::<Text, _>(saved)
+        .execute(conn);
+    match restored {
+        Ok(_) => Ok(()),
+        Err(_) => conn.batch_execute("RESET search_path"),
+    }
 }
 
 /// Fails when `conn` is inside a Diesel transaction: the library's batches carry their own
@@ -885,6 +1013,50 @@ pub(crate) fn classify_migrate_error(schema: &TenantId, e: diesel::result::Error
     }
 }
 
+/// Adds the versions `committed` before `e` to its [`MigrationFailure`] (an error without one
+/// becomes a [`Error::TenantMigration`] naming them), so a report tells what was kept.
+fn with_committed(schema: &TenantId, e: Error, mut committed: Vec<String>) -> Error {
+    if committed.is_empty() {
+        return e;
+    }
+    match e {
+        Error::TenantMigration { tenant, mut source } => {
+            if let Some(f) = source.downcast_mut::<MigrationFailure>() {
+                committed.append(&mut f.committed);
+                f.committed = committed;
+                return Error::TenantMigration { tenant, source };
+            }
+            let failure =
+                MigrationFailure::new(None, None, source.to_string()).with_committed(committed);
+            Error::TenantMigration {
+                tenant,
+                source: Box::new(failure),
+            }
+        }
+        e => {
+            let message = match &e {
+                Error::Query(q) => format!("{e}: {}", db_message(q)),
+                e => e.to_string(),
+            };
+            Error::TenantMigration {
+                tenant: schema.clone(),
+                source: Box::new(
+                    MigrationFailure::new(None, None, message).with_committed(committed),
+                ),
+            }
+        }
+    }
+}
+
+/// Whether `e` means the connection is gone (a retry on it cannot succeed).
+pub(crate) fn connection_lost(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | diesel::result::Error::BrokenTransactionManager
+    )
+}
+
 /// Turns the error of a provisioning batch into the crate's error.
 fn classify_create_error(schema: &TenantId, e: diesel::result::Error) -> Error {
     if let diesel::result::Error::DatabaseError(kind, info) = &e {
@@ -934,16 +1106,6 @@ fn array_literal(values: &[String]) -> String {
         .map(|v| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
         .collect();
     format!("{{{}}}", items.join(","))
-}
-
-/// Takes the per-tenant advisory transaction lock (first statement of every per-tenant
-/// transaction, so concurrent migrators queue instead of racing).
-pub(crate) fn lock_tenant(conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
-    diesel::sql_query("SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))")
-        .bind::<diesel::sql_types::Integer, _>(LOCK_KEY)
-        .bind::<Text, _>(tenant.as_str())
-        .execute(conn)?;
-    Ok(())
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
