@@ -11,7 +11,7 @@ use diesel_workspace::{Error, MigrateOptions, MigrationFailure, TenantId, Tenant
 use crate::fleet::{central_rows, ledger_rows, migrator_for, Prefix, ADDITIVE, FLEET};
 
 /// A tenant set whose second migration fails (`ALTER TABLE` of a table that does not exist).
-const FAILING: EmbeddedMigrations = embed_migrations!("tests/migrations_failing");
+pub const FAILING: EmbeddedMigrations = embed_migrations!("tests/migrations_failing");
 /// The example schema plus a `CREATE INDEX CONCURRENTLY` migration (`run_in_transaction = false`).
 const CONCURRENT: EmbeddedMigrations = embed_migrations!("tests/migrations_concurrent");
 
