@@ -1,6 +1,9 @@
 //! Guards of the life-cycle calls: a placeholder migration is refused, single-tenant calls never
 //! run tenant DDL in a schema that is not a registered tenant, calls that send their own
 //! transactions refuse to run inside the caller's, and a spare whose schema is gone is skipped.
+//! Also the review fixes of the migration code: fast-path failures, committed versions in
+//! failures, unreadable `down.sql`, what `create_tenant` retries, the warm pool's lock, and a
+//! session `search_path` that cannot be restored.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
