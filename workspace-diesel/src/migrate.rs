@@ -560,13 +560,17 @@ impl CompiledSet {
             let mut up = Capture::default();
             m.run(&mut up).map_err(Error::MigrationSource)?;
             let mut down = Capture::default();
+            // No `down.sql`, or an empty one: the migration cannot be reverted (reverting it
+            // fails then). Any other error (I/O, a malformed file) is the source's.
             let down = match m.revert(&mut down) {
                 Ok(()) => Some(down.0),
                 Err(e)
                     if matches!(
                         e.downcast_ref::<MigrationError>(),
                         Some(MigrationError::NoMigrationRevertFile)
-                    ) =>
+                    ) || e
+                        .to_string()
+                        .ends_with("Attempted to run an empty migration.") =>
                 {
                     None
                 }

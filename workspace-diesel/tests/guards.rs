@@ -34,6 +34,15 @@ fn count(conn: &mut PgConnection, sql: &str) -> i64 {
 /// A copy of `migrations_tenant/` plus a migration whose `up.sql` holds only a comment (what a
 /// freshly generated migration looks like).
 fn migrations_with_placeholder(name: &str) -> PathBuf {
+    migrations_with_extra(
+        name,
+        "-- Your SQL goes here\n/* nothing yet */ ;\n",
+        "-- This file should undo anything in `up.sql`\n",
+    )
+}
+
+/// A copy of `migrations_tenant/` plus one migration with the given `up.sql` and `down.sql`.
+fn migrations_with_extra(name: &str, up: &str, down: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dw_guards_{name}_{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations_tenant"));
@@ -48,17 +57,30 @@ fn migrations_with_placeholder(name: &str) -> PathBuf {
     }
     let placeholder = dir.join("2026-06-01-000000_todo");
     std::fs::create_dir_all(&placeholder).unwrap();
-    std::fs::write(
-        placeholder.join("up.sql"),
-        "-- Your SQL goes here\n/* nothing yet */ ;\n",
-    )
-    .unwrap();
-    std::fs::write(
-        placeholder.join("down.sql"),
-        "-- This file should undo anything in `up.sql`\n",
-    )
-    .unwrap();
+    std::fs::write(placeholder.join("up.sql"), up).unwrap();
+    std::fs::write(placeholder.join("down.sql"), down).unwrap();
     dir
+}
+
+#[test]
+fn an_empty_down_sql_makes_a_migration_irreversible_not_unreadable() {
+    let db = test_db!("an_empty_down_sql_makes_a_migration_irreversible_not_unreadable");
+    db.provision(&[]);
+    let dir = migrations_with_extra("empty_down", "ALTER TABLE notes ADD COLUMN x INT;", "");
+    let migrator = Migrator::builder(FileBasedMigrations::from_path(&dir).unwrap()).build();
+    let mut conn = db.conn();
+    let acme = TenantId::new("acme").unwrap();
+    migrator.create_tenant(&mut conn, &acme).unwrap();
+    assert!(migrator.revert_last(&mut conn, &acme).is_err());
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM information_schema.columns \
+             WHERE table_schema = 'acme' AND table_name = 'notes' AND column_name = 'x'"
+        ),
+        1
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
