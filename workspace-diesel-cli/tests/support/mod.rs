@@ -9,19 +9,17 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
-/// The admin connection URL, read once.
-pub fn admin_url() -> String {
-    dotenvy::var("DATABASE_URL").expect("DATABASE_URL must be set in order to run tests")
-}
+#[path = "../../../workspace-diesel/tests/support/db.rs"]
+mod db;
+
+pub use db::ScratchDb;
 
 /// A database of its own for one test: `dw_cli_<hash of the test's name>`. Dropped (with
 /// `FORCE`) when the guard drops, unless the test panicked, so a failure can be inspected.
 pub struct TestDb {
-    name: String,
-    url: String,
+    db: ScratchDb,
 }
 
 impl TestDb {
@@ -29,25 +27,19 @@ impl TestDb {
     pub fn new(test: &str) -> Self {
         let mut h = DefaultHasher::new();
         test.hash(&mut h);
-        let name = format!("dw_cli_{:016x}", h.finish());
-        let mut conn =
-            PgConnection::establish(&admin_url()).expect("connect to the admin database");
-        conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .expect("drop a leftover test database");
-        conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .expect("create the test database");
-        let url = replace_db(&admin_url(), &name);
-        Self { name, url }
+        Self {
+            db: ScratchDb::create(&format!("dw_cli_{:016x}", h.finish())),
+        }
     }
 
     /// The test database's URL.
     pub fn url(&self) -> &str {
-        &self.url
+        self.db.url()
     }
 
     /// A new connection to the test database.
     pub fn conn(&self) -> PgConnection {
-        PgConnection::establish(&self.url).expect("connect to the test database")
+        PgConnection::establish(self.db.url()).expect("connect to the test database")
     }
 
     /// Runs one SQL query returning one boolean.
@@ -73,38 +65,6 @@ impl TestDb {
     /// Whether `public.workspaces` exists.
     pub fn registry_exists(&self) -> bool {
         self.check("pg_catalog.to_regclass('public.workspaces') IS NOT NULL")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("keeping database {} of the failed test", self.name);
-            return;
-        }
-        if let Ok(mut conn) = PgConnection::establish(&admin_url()) {
-            let _ = conn.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
-
-/// Swaps the database name of a `postgres://` URL.
-pub fn replace_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[scheme_end..].rfind('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
     }
 }
 
