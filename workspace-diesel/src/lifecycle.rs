@@ -173,6 +173,15 @@ pub enum TenantOutcome {
 }
 
 impl TenantOutcome {
+    /// `Applied(versions)`, or `UpToDate` when nothing was applied.
+    pub(crate) fn from_applied(applied: Vec<String>) -> Self {
+        if applied.is_empty() {
+            TenantOutcome::UpToDate
+        } else {
+            TenantOutcome::Applied(applied)
+        }
+    }
+
     fn from_error(err: &Error) -> Self {
         match err {
             Error::TenantMigration { source, .. } => {
@@ -385,11 +394,7 @@ impl Migrator {
     ) -> Result<TenantOutcome> {
         self.ensure_tenant(conn, tenant)?;
         let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default())?;
-        Ok(if applied.is_empty() {
-            TenantOutcome::UpToDate
-        } else {
-            TenantOutcome::Applied(applied)
-        })
+        Ok(TenantOutcome::from_applied(applied))
     }
 
     /// Brings every registered tenant up to date, [`MigrateOptions::parallel`] tenants at a time,
@@ -496,11 +501,7 @@ impl Migrator {
             jobs,
             |conn, t, plan| {
                 let applied = self.migrate_schema(conn, t, Some(plan), &params)?;
-                Ok(if applied.is_empty() {
-                    TenantOutcome::UpToDate
-                } else {
-                    TenantOutcome::Applied(applied)
-                })
+                Ok(TenantOutcome::from_applied(applied))
             },
         )
     }
