@@ -40,7 +40,7 @@ const ADDITIVE_DOWN: &str =
 const ADDITIVE_SQL: &str =
     include_str!("../tests/migrations_additive/2026-03-01-000001_add_priority/up.sql");
 /// The benchmark's own database.
-const DB_NAME: &str = "dw_bench_lifecycle";
+const DB_NAME: &str = "bench_lifecycle";
 
 /// The first `n` migrations of a source.
 struct Prefix<S>(S, usize);

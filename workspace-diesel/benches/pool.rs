@@ -41,7 +41,7 @@ mod support;
 use support::{median, ScratchDb, Settings};
 
 const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
-const DB_NAME: &str = "dw_bench_pool";
+const DB_NAME: &str = "bench_pool";
 const TENANTS: usize = 16;
 /// Tenants touched by the memory case (16 in the smoke test).
 const STATEMENT_TENANTS: usize = 256;

@@ -38,7 +38,7 @@ use support::{ScratchDb, Settings};
 const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
 
 /// The benchmark's own database.
-const DB_NAME: &str = "dw_bench_routing";
+const DB_NAME: &str = "bench_routing";
 /// Tenants provisioned (`t0`..`t15`); the raw side has one stock module per schema.
 const TENANTS: usize = 16;
 /// Notes seeded per tenant; queries look up ids `1..=NOTES`.
@@ -559,7 +559,7 @@ fn main() {
     let s = Settings::from_env((1, 20), (5, 200), (61, 1000));
     let db = ScratchDb::create(DB_NAME);
     let mut conn = PgConnection::establish(db.url()).expect("connect to the benchmark database");
-    eprintln!("provisioning {TENANTS} tenants in {DB_NAME} ...");
+    eprintln!("provisioning {TENANTS} tenants in {} ...", db.name());
     let ids = provision(&mut conn);
     let version: String = diesel::select(diesel::dsl::sql::<Text>(
         "current_setting('server_version')",

@@ -16,7 +16,7 @@ mod db;
 
 pub use db::ScratchDb;
 
-/// A database of its own for one test: `dw_cli_<hash of the test's name>`. Dropped (with
+/// A database of its own for one test: `dwx_<run>_cli_<hash of the test's name>`. Dropped (with
 /// `FORCE`) when the guard drops, unless the test panicked, so a failure can be inspected.
 pub struct TestDb {
     db: ScratchDb,
@@ -28,7 +28,7 @@ impl TestDb {
         let mut h = DefaultHasher::new();
         test.hash(&mut h);
         Self {
-            db: ScratchDb::create(&format!("dw_cli_{:016x}", h.finish())),
+            db: ScratchDb::create(&format!("cli_{:016x}", h.finish())),
         }
     }
 

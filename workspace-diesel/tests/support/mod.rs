@@ -19,7 +19,7 @@ pub const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migratio
 /// Shared tables used by the tests (a `plans` table to join with).
 pub const SHARED_MIGRATIONS: EmbeddedMigrations = embed_migrations!("tests/migrations_shared");
 
-/// A database of its own for one test: `dw_test_<hash of the test's name>`. Dropped (with
+/// A database of its own for one test: `dwx_<run>_test_<hash of the test's name>`. Dropped (with
 /// `FORCE`) when the guard drops, unless the test panicked, so a failure can be inspected.
 pub struct TestDb {
     db: ScratchDb,
@@ -30,7 +30,7 @@ impl TestDb {
     pub fn new(test: &str) -> Self {
         let mut h = DefaultHasher::new();
         test.hash(&mut h);
-        let db = ScratchDb::create(&format!("dw_test_{:016x}", h.finish()));
+        let db = ScratchDb::create(&format!("test_{:016x}", h.finish()));
         Self { db }
     }
 
