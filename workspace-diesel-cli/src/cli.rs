@@ -37,7 +37,7 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-/// The commands (names and aliases of issue 3).
+/// The commands, each with its snake_case name and a short alias.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Register a tenant and create its schema, with every tenant migration applied

@@ -1,0 +1,8 @@
+//! Rebuilds the suites when an embedded migration changes (`embed_migrations!` reads them at
+//! compile time, and cargo does not track those files by itself).
+
+fn main() {
+    for dir in ["../migrations_tenant", "migrations"] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
+}

@@ -1,0 +1,55 @@
+//! `drop_tenant`, `rename_tenant`.
+
+use super::*;
+
+#[test]
+fn drop_tenant_needs_confirmation() {
+    let db = test_db!("drop_tenant_needs_confirmation");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    w.run(&db, &["c:t:s", "globex"]).ok();
+    w.run(&db, &["drop_tenant", "acme"])
+        .fails_with("refusing to drop tenant `acme` without confirmation: pass --yes");
+    assert!(db.schema_exists("acme"));
+    assert_eq!(
+        w.run(&db, &["drop_tenant", "acme", "--yes"]).ok(),
+        "dropped tenant `acme`\n"
+    );
+    assert!(!db.schema_exists("acme"));
+    assert!(db.check("NOT EXISTS (SELECT 1 FROM public.workspaces WHERE schema_name = 'acme')"));
+    assert!(db.check(
+        "NOT EXISTS (SELECT 1 FROM public.workspace_migrations WHERE schema_name = 'acme')"
+    ));
+    assert!(db.schema_exists("globex"));
+    w.run(&db, &["drop_tenant", "acme", "-y"])
+        .fails_with("tenant `acme` does not exist");
+    w.run(&db, &["drop_tenant", "public", "-y"])
+        .fails_with("invalid tenant name `public`");
+}
+
+#[test]
+fn rename_tenant_moves_schema_and_records() {
+    let db = test_db!("rename_tenant_moves_schema_and_records");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    w.run(&db, &["c:t:s", "globex"]).ok();
+    assert_eq!(
+        w.run(&db, &["rename_tenant", "acme", "acme_corp"]).ok(),
+        "renamed tenant `acme` to `acme_corp`\n"
+    );
+    assert!(!db.schema_exists("acme"));
+    assert!(db.check("pg_catalog.to_regclass('acme_corp.notes') IS NOT NULL"));
+    let list = w.run(&db, &["list_tenants"]).ok().to_owned();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("acme_corp ") && l.ends_with(" 1        0  up to date")),
+        "{list}"
+    );
+    w.run(&db, &["rename_tenant", "acme", "x"])
+        .fails_with("tenant `acme` does not exist");
+    w.run(&db, &["rename_tenant", "acme_corp", "globex"])
+        .fails_with("tenant `globex` already exists");
+    w.run(&db, &["rename_tenant", "acme_corp", "Bad"])
+        .fails_with("invalid tenant name `Bad`");
+    assert!(db.schema_exists("acme_corp") && db.schema_exists("globex"));
+}

@@ -1,0 +1,20 @@
+//! Integration tests against a real PostgreSQL (`DATABASE_URL`); each test uses a database of its own.
+
+/// The shared support, under the name the suites use.
+mod support {
+    pub use workspace_diesel_tests::*;
+}
+
+use workspace_diesel_tests::test_db;
+
+mod audit;
+mod compiletest;
+mod custom_registry;
+mod fleet;
+mod guards;
+mod ids;
+mod lifecycle;
+mod pool;
+mod registry;
+mod routing;
+mod tenancy;
