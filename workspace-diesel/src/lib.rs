@@ -84,6 +84,6 @@ pub use workspace_diesel_derive::tenant_table;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::table::walk_tenant_table;
+    pub use crate::table::{walk_tenant_table, width};
     pub use diesel;
 }
