@@ -100,48 +100,11 @@ pub fn walk_tenant_table<DB: Backend>(
 /// Diesel implements its traits for tuples only up to the width its `32-column-tables`,
 /// `64-column-tables` or `128-column-tables` feature selects, so whether a tuple of `N` units
 /// implements `QueryId` says whether Diesel was built for a table of `N` columns. The generated
-/// code calls `verdict` on a `&Probe` of that tuple: method resolution picks [`width::Fits`] when
-/// the impl exists and falls back to [`width::TooWide`] otherwise, and the `within_*` function
-/// then refuses [`width::Unsupported`] with a message that names the feature to enable.
+/// code bounds such a tuple on the `Within*` trait of the next feature up; when Diesel lacks the
+/// width, the compiler reports that trait's message, which names the feature to enable.
 #[doc(hidden)]
 pub mod width {
-    use std::marker::PhantomData;
-
     use diesel::query_builder::QueryId;
-
-    /// Stands for a tuple type `T` of one `()` per column.
-    pub struct Probe<T>(PhantomData<T>);
-
-    impl<T> Probe<T> {
-        /// The probe, by value.
-        pub const NEW: Self = Probe(PhantomData);
-    }
-
-    /// Diesel supports the table's width.
-    pub struct Supported;
-
-    /// Diesel, as built, does not support the table's width.
-    pub struct Unsupported;
-
-    /// Chosen when Diesel implements its traits for the probed tuple.
-    pub trait Fits {
-        /// The table fits.
-        fn verdict(&self) -> Supported {
-            Supported
-        }
-    }
-
-    impl<T: QueryId> Fits for Probe<T> {}
-
-    /// Chosen otherwise, one auto-reference later.
-    pub trait TooWide {
-        /// The table is too wide.
-        fn verdict(&self) -> Unsupported {
-            Unsupported
-        }
-    }
-
-    impl<T> TooWide for &Probe<T> {}
 
     /// Diesel supports tables of 17 to 32 columns.
     #[diagnostic::on_unimplemented(
@@ -173,14 +136,7 @@ pub mod width {
     )]
     pub trait Within128 {}
 
-    impl Within32 for Supported {}
-    impl Within64 for Supported {}
-    impl Within128 for Supported {}
-
-    /// Accepts a table of 17 to 32 columns when Diesel supports it.
-    pub fn within_32<V: Within32>(_: V) {}
-    /// Accepts a table of 33 to 64 columns when Diesel supports it.
-    pub fn within_64<V: Within64>(_: V) {}
-    /// Accepts a table of 65 to 128 columns when Diesel supports it.
-    pub fn within_128<V: Within128>(_: V) {}
+    impl<T: QueryId> Within32 for T {}
+    impl<T: QueryId> Within64 for T {}
+    impl<T: QueryId> Within128 for T {}
 }

@@ -35,7 +35,7 @@ pub(crate) fn expand(table: &Table) -> TokenStream {
     let width = width_check(table);
     let star = star(table);
     let doc_table = format!(
-        "The tenant table `{0}`: queries on it read and write `\"<active tenant>\".\"{0}\"`.",
+        " The tenant table `{0}`: queries on it read and write `\"<active tenant>\".\"{0}\"`.",
         table.sql_name
     );
 
@@ -43,6 +43,7 @@ pub(crate) fn expand(table: &Table) -> TokenStream {
         #(#attrs)*
         #[allow(unused_imports, dead_code, unreachable_pub, unused_qualifications, missing_docs)]
         pub mod #module {
+            #width
             use ::diesel_workspace::__private::diesel;
             #imports
             pub use self::columns::*;
@@ -94,7 +95,6 @@ pub(crate) fn expand(table: &Table) -> TokenStream {
             #star
             #(#column_items)*
             #(#grouping)*
-            #width
         }
     }
 }
@@ -375,25 +375,26 @@ fn star(table: &Table) -> TokenStream {
 }
 
 /// Diesel implements its traits for tuples up to the width its `*-column-tables` feature
-/// selects. Past 16 columns (Diesel's width without any of them), a probe checks the width
-/// Diesel was built with and names the feature to enable, at the first column past the limit.
+/// selects. Past 16 columns (Diesel's width without any of them), a bound on a tuple of one `()`
+/// per column checks the width Diesel was built with; it fails at the first column past the
+/// limit, with a message naming the feature to enable. It comes first in the module, so that
+/// message comes before the errors the too-wide tuples then cause.
 fn width_check(table: &Table) -> TokenStream {
-    let limits = [
-        (16, quote!(within_32)),
-        (32, quote!(within_64)),
-        (64, quote!(within_128)),
-    ];
+    let limits = [(16, "Within32"), (32, "Within64"), (64, "Within128")];
     let count = table.columns.len();
     let Some((limit, check)) = limits.iter().rev().find(|(limit, _)| count > *limit) else {
         return TokenStream::new();
     };
-    let width = ::core::iter::repeat_n(quote!(()), count);
     let span = table.columns[*limit].name.span();
-    let w = quote!(::diesel_workspace::__private::width);
-    quote_spanned! {span=>
-        const _: fn() = || {
-            use #w::{Fits as _, TooWide as _};
-            #w::#check((&#w::Probe::<(#(#width,)*)>::NEW).verdict());
+    let units = ::core::iter::repeat_n(quote_spanned!(span=> ()), count);
+    let check = syn::Ident::new(check, span);
+    let bound = quote_spanned! {span=>
+        (#(#units,)*): ::diesel_workspace::__private::width::#check
+    };
+    quote! {
+        const _: () = {
+            #[allow(dead_code)]
+            fn width() where #bound {}
         };
     }
 }

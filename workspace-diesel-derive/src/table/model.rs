@@ -179,6 +179,10 @@ fn primary_key(
     columns: &[Column],
     errors: &mut Errors,
 ) -> Option<Vec<Ident>> {
+    if columns.is_empty() {
+        // Already reported: a key needs columns to name.
+        return None;
+    }
     let is_column = |key: &Ident| columns.iter().any(|c| c.name == *key);
     match declared {
         Some(declared) => {
@@ -210,17 +214,15 @@ fn primary_key(
         None => match columns.iter().find(|c| c.name == DEFAULT_KEY) {
             Some(id) => Some(vec![id.name.clone()]),
             None => {
-                if let Some(first) = columns.first() {
-                    errors.push(syn::Error::new_spanned(
-                        table,
-                        format!(
-                            "table `{table}` names no primary key and has no `id` column\n\
-                             help: name the key after the table name, as in `{table} ({first}) {{ ... }}`, \
-                             or `{table} ({first}, ...)` for a composite key",
-                            first = first.name
-                        ),
-                    ));
-                }
+                errors.push(syn::Error::new_spanned(
+                    table,
+                    format!(
+                        "table `{table}` names no primary key and has no `id` column\n\
+                         help: name the key in parentheses after the table's name, as in `{table} ({first}) {{ ... }}`, \
+                         or `{table} ({first}, ...)` for a composite key",
+                        first = columns[0].name
+                    ),
+                ));
                 None
             }
         },
