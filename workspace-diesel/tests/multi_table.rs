@@ -183,6 +183,8 @@ fn every_table_of_one_invocation_is_routed() {
     .unwrap();
     assert_eq!(south_view, None);
     assert_eq!(<events::table as TenantTable>::SQL_NAME, "audit_events");
+    let star = diesel::debug_query::<diesel::pg::Pg, _>(&events::table.star()).to_string();
+    assert!(star.starts_with(r#""audit_events".*"#), "{star}");
 }
 
 #[test]
@@ -345,4 +347,48 @@ fn every_table_fails_closed_outside_a_switch() {
         .execute(&mut conn)
         .unwrap_err();
     assert_eq!(table_of(err).as_deref(), Some("settings"));
+}
+
+/// `ONLY`, `TABLESAMPLE` and `alias!` on a table of a multi-table invocation render the active
+/// tenant's schema too.
+#[test]
+fn wrappers_and_aliases_are_routed() {
+    use diesel::dsl::{OnlyDsl, TablesampleDsl};
+    let db = test_db!("wrappers_and_aliases_are_routed");
+    let (mut conn, ids) = tenants(&db, &["alpha", "beta"]);
+    for (t, name) in ids.iter().zip(["vega", "lyra"]) {
+        switch(t, || seed(&mut conn, name, 1)).unwrap();
+    }
+    let parent = diesel::alias!(projects as parent);
+    for (t, name) in ids.iter().zip(["vega", "lyra"]) {
+        switch(t, || -> QueryResult<()> {
+            let conn = &mut conn;
+            let only = projects::table.only().select(projects::name);
+            let sql = diesel::debug_query::<diesel::pg::Pg, _>(&only).to_string();
+            assert!(
+                sql.contains(&format!(r#"FROM  ONLY "{t}"."projects""#)),
+                "{sql}"
+            );
+            assert_eq!(only.load::<String>(conn)?, [name]);
+
+            let sampled = projects::table
+                .tablesample_system(100)
+                .select(projects::name);
+            let sql = diesel::debug_query::<diesel::pg::Pg, _>(&sampled).to_string();
+            assert!(
+                sql.contains(&format!(r#"FROM "{t}"."projects" TABLESAMPLE SYSTEM"#)),
+                "{sql}"
+            );
+            assert_eq!(sampled.load::<String>(conn)?, [name]);
+
+            let via_alias: Vec<(String, String)> = memberships::table
+                .inner_join(parent.on(parent.field(projects::id).eq(memberships::project_id)))
+                .select((memberships::kind, parent.field(projects::name)))
+                .load(conn)?;
+            assert_eq!(via_alias, [("owner".to_string(), name.to_string())]);
+
+            Ok(())
+        })
+        .unwrap();
+    }
 }
