@@ -52,7 +52,8 @@ pub(crate) fn expand(table: &Table) -> TokenStream {
             pub mod columns {
                 #(#structs)*
 
-                /// `"<table>".*`, for `count(...)`: it cannot be selected.
+                /// `"<table>".*` in SQL, as `table!` provides it; it cannot be selected (select
+                /// `all_columns` instead).
                 #[allow(non_camel_case_types)]
                 #[derive(Debug, Clone, Copy, Default)]
                 pub struct star;
@@ -74,7 +75,7 @@ pub(crate) fn expand(table: &Table) -> TokenStream {
             pub struct table;
 
             impl table {
-                /// `"<table>".*`, for `count(...)`.
+                /// `"<table>".*` in SQL.
                 pub fn star(&self) -> columns::star {
                     columns::star
                 }
@@ -334,7 +335,7 @@ pub(super) fn pg_wrappers() -> Vec<(TokenStream, TokenStream)> {
     ]
 }
 
-/// `notes::star`: renders `"notes".*`, is never selectable.
+/// `notes::star`: renders `"notes".*`, and is never selectable.
 fn star(table: &Table) -> TokenStream {
     let d = diesel();
     let qb = quote!(#d::query_builder);
