@@ -2,7 +2,12 @@
 //! compile time, and cargo does not track those files by itself).
 
 fn main() {
-    for dir in ["../migrations_shared", "../migrations_tenant", "tests"] {
+    for dir in [
+        "migrations",
+        "../migrations_shared",
+        "../migrations_tenant",
+        "tests",
+    ] {
         println!("cargo:rerun-if-changed={dir}");
     }
 }

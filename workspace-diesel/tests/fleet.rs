@@ -37,7 +37,10 @@ pub fn migrator_for<S>(conn: &mut PgConnection, source: S) -> Migrator
 where
     S: MigrationSource<Pg> + Send + Sync + 'static,
 {
-    let m = Migrator::builder(source).shared(SHARED_MIGRATIONS).build();
+    let m = Migrator::builder(source)
+        .shared(SHARED_MIGRATIONS)
+        .build()
+        .unwrap();
     m.run_shared(conn).expect("shared migrations");
     m
 }
@@ -148,7 +151,6 @@ fn concurrent_migrate_all_applies_each_migration_once() {
         .flat_map(|t| {
             after
                 .tenant_versions()
-                .unwrap()
                 .iter()
                 .map(move |v| (t.to_string(), v.clone()))
         })
@@ -171,7 +173,7 @@ fn killed_backends_leave_each_tenant_at_one_version_and_a_rerun_converges() {
     let mut conn = db.conn();
     let before = migrator_for(&mut conn, Prefix(FLEET, 1));
     let after = migrator_for(&mut conn, FLEET);
-    let versions = after.tenant_versions().unwrap().to_vec();
+    let versions = after.tenant_versions().to_vec();
     let mut all = Vec::new();
     // A cheap deterministic generator for the kill delays.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -278,7 +280,7 @@ fn conflicting_tenant_stop_continue_and_convergence() {
     ))
     .unwrap();
     let after = migrator_for(&mut conn, ADDITIVE);
-    let new_version = after.tenant_versions().unwrap()[1].clone();
+    let new_version = after.tenant_versions()[1].clone();
 
     // Stop, one worker: tenants before 17 are migrated, 17 failed, the rest skipped.
     let stop = MigrateOptions::default()
@@ -369,7 +371,10 @@ fn startup_from_several_processes_at_once() {
     for t in &tenants {
         before.create_tenant(&mut conn, t).unwrap();
     }
-    let after = Migrator::builder(FLEET).shared(SHARED_MIGRATIONS).build();
+    let after = Migrator::builder(FLEET)
+        .shared(SHARED_MIGRATIONS)
+        .build()
+        .unwrap();
     let url = db.url().to_owned();
     let progress = Arc::new(AtomicUsize::new(0));
     let reports: Vec<_> = std::thread::scope(|s| {

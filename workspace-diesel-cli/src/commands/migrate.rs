@@ -111,7 +111,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
             )
         }
     );
-    let versions = migrator.tenant_versions()?;
+    let versions = migrator.tenant_versions();
     out!(
         "tenant migrations: {}{}",
         plural(versions.len(), "migration"),

@@ -123,7 +123,7 @@ impl Ctx {
             })?;
             builder = builder.shared(shared);
         }
-        Ok(builder.build())
+        Ok(builder.build()?)
     }
 }
 

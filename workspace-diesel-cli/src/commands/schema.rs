@@ -29,7 +29,7 @@ const LEDGER: &str = "__diesel_schema_migrations";
 
 /// The library's registry migration, whose tables `diesel_workspace` declares itself.
 const REGISTRY_UP_SQL: &str =
-    include_str!("../../../migrations_shared/00000000000000_workspace_registry/up.sql");
+    include_str!("../../../workspace-diesel/migrations/00000000000000_workspace_registry/up.sql");
 
 /// The tables the registry migration creates (`CREATE TABLE <name>` at the start of a line).
 fn registry_tables() -> Vec<&'static str> {
@@ -139,6 +139,7 @@ impl Ctx {
         self.migrator().unwrap_or_else(|_| {
             diesel_workspace::Migrator::builder(diesel_migrations::EmbeddedMigrations::new(&[]))
                 .build()
+                .expect("an empty migration set reads")
         })
     }
 }

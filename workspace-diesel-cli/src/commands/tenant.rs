@@ -10,7 +10,7 @@ use super::{confirm, plural, tenant_id, Ctx};
 pub(crate) fn create(ctx: &Ctx, identifier: &str) -> Result<()> {
     let tenant = tenant_id(identifier)?;
     let migrator = ctx.migrator()?;
-    let versions = migrator.tenant_versions()?.len();
+    let versions = migrator.tenant_versions().len();
     let mut conn = ctx.connect()?;
     if super::is_registered(&mut conn, &migrator, &tenant)? {
         bail!("tenant `{tenant}` already exists");
