@@ -456,3 +456,70 @@ fn lock_timeouts_are_reported_and_retried() {
     assert_eq!(report.applied().count(), 1);
     assert_eq!(ledger_rows(&mut conn, std::slice::from_ref(&busy)).len(), 2);
 }
+
+#[test]
+fn a_tenant_whose_schema_was_dropped_fails_even_when_nothing_is_pending() {
+    let db = crate::test_db!("schema_dropped_nothing_pending");
+    let ids = db.provision(&["alpha", "beta", "gamma"]);
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    let report = migrator
+        .migrate_all(db.url(), &MigrateOptions::default())
+        .expect("a provisioned fleet is up to date");
+    assert_eq!(report.up_to_date().count(), 3);
+
+    // The schema goes; the registry row and the central record stay: nothing is pending.
+    conn.batch_execute("DROP SCHEMA beta CASCADE").unwrap();
+    assert!(migrator.status(&mut conn).unwrap()[1].pending.is_empty());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&seen);
+    let opts = MigrateOptions::default()
+        .on_failure(FailurePolicy::Continue)
+        .progress(move |p| {
+            assert_eq!(p.tenant.as_str(), "beta");
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+    let Err(Error::FleetMigration { report }) = migrator.migrate_all(db.url(), &opts) else {
+        panic!("a tenant without its schema must fail");
+    };
+    assert_eq!(
+        report.outcome(&ids[1]),
+        Some(&TenantOutcome::Failed {
+            sqlstate: Some("3F000".into()),
+            message: "the schema of tenant `beta` does not exist".into(),
+        })
+    );
+    assert_eq!(report.outcome(&ids[0]), Some(&TenantOutcome::UpToDate));
+    assert_eq!(report.outcome(&ids[2]), Some(&TenantOutcome::UpToDate));
+    assert_eq!(
+        report.failure_summary(),
+        "migration failed for 1 of 3 tenants: `beta`"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+    // The same on a caller's connection; nothing was created for the missing tenant.
+    let Err(Error::FleetMigration { report }) =
+        migrator.migrate_all_with(&mut conn, db.url(), &MigrateOptions::default())
+    else {
+        panic!("a tenant without its schema must fail");
+    };
+    assert_eq!(report.failed().count(), 1);
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let schemas = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = 'beta'",
+    )
+    .get_result::<Count>(&mut conn)
+    .unwrap();
+    assert_eq!(schemas.n, 0, "migrating never creates a schema");
+
+    // Control: once that tenant is dropped, the rest of the fleet is up to date.
+    migrator.drop_tenant(&mut conn, &ids[1]).unwrap();
+    let report = migrator
+        .migrate_all(db.url(), &MigrateOptions::default())
+        .expect("the remaining tenants are up to date");
+    assert_eq!(report.up_to_date().count(), 2);
+}

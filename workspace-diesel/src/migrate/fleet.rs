@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Text};
+use diesel::sql_types::{Array, Bool, Text};
 
 use crate::error::{Error, Result};
 use crate::migrate::engine::{MigrateParams, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRIES};
@@ -176,7 +176,9 @@ impl Migrator {
     /// one transaction each (as [`migrate_tenant`](Self::migrate_tenant)).
     ///
     /// Which tenants need work is decided from one query over the central record: when nothing
-    /// is pending, no tenant is touched, no worker connection is opened and no DDL runs. Each
+    /// is pending, no tenant is touched, no worker connection is opened and no DDL runs. A
+    /// registered tenant whose schema is gone fails with [`Error::SchemaMissing`] (SQLSTATE
+    /// `3F000` in the report), also when nothing is pending for it. Each
     /// tenant that needs work is then sent as one batch (lock, ledger check, DDL, ledger and
     /// central rows, `COMMIT`); when its ledger disagrees with the plan (another migrator was
     /// faster), the ledger decides.
@@ -201,8 +203,9 @@ impl Migrator {
     /// ```
     ///
     /// # Errors
-    /// [`Error::FleetMigration`] with the full report when a tenant failed; [`Error::Connection`]
-    /// or [`Error::Query`] when the central record cannot be read.
+    /// [`Error::FleetMigration`] with the full report when a tenant failed (a tenant whose schema
+    /// is missing included); [`Error::Connection`] or [`Error::Query`] when the central record
+    /// cannot be read.
     pub fn migrate_all(
         &self,
         database_url: &str,
@@ -242,13 +245,16 @@ impl Migrator {
             name: String,
             #[diesel(sql_type = Array<Text>)]
             pending: Vec<String>,
+            #[diesel(sql_type = Bool)]
+            has_schema: bool,
         }
         let rows = diesel::sql_query(format!(
             "SELECT r.{col}::pg_catalog.text AS name, \
              ARRAY(SELECT v FROM pg_catalog.unnest($1::pg_catalog.text[]) \
              WITH ORDINALITY AS e (v, n) WHERE NOT EXISTS (SELECT 1 FROM \
              {CENTRAL_RECORD} m WHERE m.schema_name = r.{col} AND m.version = e.v) \
-             ORDER BY e.n) AS pending \
+             ORDER BY e.n) AS pending, \
+             pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
              FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
             col = self.registry.quoted_identifier_column(),
             reg = self.registry.qualified_table(),
@@ -256,13 +262,18 @@ impl Migrator {
         .bind::<Array<Text>, _>(self.tenant_versions())
         .load::<PendingRow>(conn)?;
         let mut tenants = Vec::with_capacity(rows.len());
-        let mut jobs = Vec::new();
+        // A tenant's plan, or `None` for a registered tenant whose schema is gone: a failure of
+        // that tenant even when nothing is pending (the central record alone would say "up to
+        // date").
+        let mut jobs: Vec<(usize, Option<Vec<String>>)> = Vec::new();
         for (i, row) in rows.into_iter().enumerate() {
             let tenant = TenantId::new(&row.name)?;
             self.check_tenant_name(&tenant)?;
             tenants.push(tenant);
-            if !row.pending.is_empty() {
-                jobs.push((i, row.pending));
+            if !row.has_schema {
+                jobs.push((i, None));
+            } else if !row.pending.is_empty() {
+                jobs.push((i, Some(row.pending)));
             }
         }
         let params = opts.params();
@@ -273,9 +284,12 @@ impl Migrator {
             started,
             tenants,
             jobs,
-            |conn, t, plan| {
-                let applied = self.migrate_schema(conn, t, Some(plan), &params)?;
-                Ok(TenantOutcome::from_applied(applied))
+            |conn, t, plan| match plan {
+                Some(plan) => {
+                    let applied = self.migrate_schema(conn, t, Some(plan), &params)?;
+                    Ok(TenantOutcome::from_applied(applied))
+                }
+                None => Err(Error::SchemaMissing(t.clone())),
             },
         )
     }
