@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use diesel::prelude::*;
 use diesel_migrations::{EmbeddedMigrations, FileBasedMigrations};
-use diesel_workspace::{Migrator, TenantId};
+use diesel_workspace::{Migrator, MigratorBuilder, TenantId};
 
 use crate::cli::{Cli, Command};
 
@@ -112,7 +112,17 @@ impl Ctx {
                 tenant_dir.display()
             )
         })?;
-        let mut builder = Migrator::builder(tenant);
+        self.with_shared(Migrator::builder(tenant))
+    }
+
+    /// A migrator for the shared migrations alone (no tenant set): for print-schema's scratch
+    /// copy, whose tenant migrations run through Diesel's own harness.
+    pub(crate) fn shared_migrator(&self) -> Result<Migrator> {
+        self.with_shared(Migrator::builder(EmbeddedMigrations::new(&[])))
+    }
+
+    /// `builder` with the shared migrations directory, when there is one, built.
+    fn with_shared(&self, mut builder: MigratorBuilder) -> Result<Migrator> {
         if let Some(dir) = self.shared_dir()? {
             let shared = FileBasedMigrations::from_path(dir).with_context(|| {
                 format!(

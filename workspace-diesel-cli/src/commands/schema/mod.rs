@@ -108,7 +108,8 @@ fn read_and_render(
 /// scratch schema with every tenant migration, the scratch schema alone on the `search_path` (as
 /// when a tenant is provisioned).
 fn build_scratch(ctx: &Ctx, conn: &mut PgConnection) -> Result<()> {
-    let migrator = ctx.migrator()?;
+    let tenant_dir = ctx.tenant_dir()?;
+    let migrator = ctx.shared_migrator()?;
     migrator
         .run_shared(conn)
         .context("could not apply the shared migrations to a scratch copy")?;
@@ -116,7 +117,13 @@ fn build_scratch(ctx: &Ctx, conn: &mut PgConnection) -> Result<()> {
         "CREATE SCHEMA \"{SCRATCH_SCHEMA}\"; SET LOCAL search_path TO \"{SCRATCH_SCHEMA}\""
     ))
     .context("could not create a scratch schema")?;
-    let tenant = diesel_migrations::FileBasedMigrations::from_path(ctx.tenant_dir()?)?;
+    let tenant =
+        diesel_migrations::FileBasedMigrations::from_path(tenant_dir).with_context(|| {
+            format!(
+                "could not read the tenant migrations in `{}`",
+                tenant_dir.display()
+            )
+        })?;
     conn.run_pending_migrations(tenant)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("could not build a scratch schema from the tenant migrations")?;
