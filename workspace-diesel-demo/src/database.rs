@@ -1,5 +1,6 @@
 //! Where the demo's data lives: `DATABASE_URL`, else a database of its own on the local server,
-//! else a throwaway PostgreSQL started from the installed server binaries.
+//! else a throwaway PostgreSQL started from the installed server binaries (also chosen with
+//! `DEMO_DATABASE=throwaway`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,6 +39,12 @@ pub enum Database {
 impl Database {
     /// Picks the database (see the module docs).
     pub fn open() -> anyhow::Result<Self> {
+        if std::env::var("DEMO_DATABASE").as_deref() == Ok("throwaway") {
+            return match server_binaries() {
+                Some(bin) => Self::throwaway(bin),
+                None => bail!("{INSTALL_HINT}"),
+            };
+        }
         if let Ok(url) = std::env::var("DATABASE_URL") {
             if let Err(e) = PgConnection::establish(&url) {
                 bail!(

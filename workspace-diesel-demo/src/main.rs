@@ -6,7 +6,8 @@
 //!
 //! Settings (environment): `PORT` (default 3000; 0 picks a free one), `DEMO_CACHE_TTL_MS` (the
 //! registry cache's time-to-live, default 5000), `DEMO_LISTEN` (`0` turns the cross-process
-//! `LISTEN` invalidation off, leaving the TTL), `RUST_LOG` (default `info` for the demo).
+//! `LISTEN` invalidation off, leaving the TTL), `DEMO_DATABASE=throwaway` (always start a
+//! throwaway PostgreSQL), `RUST_LOG` (default `info` for the demo).
 
 mod app;
 mod database;
