@@ -159,7 +159,7 @@ fn main() {
     let cache = RegistryCache::new(10_000, Duration::from_secs(3600));
     for i in 0..1000 {
         cache.insert(
-            TenantId::new(&format!("t{i}")).unwrap(),
+            TenantId::new(format!("t{i}")).unwrap(),
             Some(WorkspaceStatus::Active),
             cache.generation(),
         );

@@ -16,7 +16,7 @@
 //! ```no_run
 //! use axum::{routing::get, Router};
 //! use diesel::prelude::*;
-//! use diesel_workspace_axum::{DbError, Header, Routing, Subdomain, Tenant, TenantDb};
+//! use diesel_workspace_axum::{DbError, Header, Resolver, Routing, Subdomain, Tenant, TenantDb};
 //!
 //! diesel_workspace::tenant_table! {
 //!     notes (id) {

@@ -87,7 +87,8 @@ async fn states_and_names_map_to_documented_responses() {
     assert_eq!((s, body.as_str()), (200, r#"["note of globex"]"#));
     assert_eq!(reached.swap(0, Ordering::SeqCst), 2);
 
-    let cases: &[(&[(&str, &str)], u16, &str)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: &[Case<'_>] = &[
         (&[("host", "nobody.localhost")], 404, "tenant_unknown"),
         (&[("x-tenant", "nobody")], 404, "tenant_unknown"),
         (&[("host", "Bad-Name.localhost")], 400, "tenant_malformed"),

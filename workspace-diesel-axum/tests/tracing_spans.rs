@@ -14,9 +14,12 @@ use tracing_subscriber::Layer;
 
 use crate::support::{self, get as http_get, serve};
 
-/// Every span's name and its fields, as `name=value`, in the order seen.
+/// A span as seen: its id, its name, and its fields as `name=value`.
+type Seen = (Id, String, Vec<String>);
+
+/// Every span, in the order seen.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(Id, String, Vec<String>)>>>);
+struct Capture(Arc<Mutex<Vec<Seen>>>);
 
 struct Fields<'a>(&'a mut Vec<String>);
 

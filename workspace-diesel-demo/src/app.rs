@@ -294,7 +294,7 @@ async fn signup(State(state): State<AppState>, Json(req): Json<Signup>) -> Respo
     let routing = state.routing.clone();
     let migrator = state.migrator.clone();
     let email = req.email.clone();
-    let created = tokio::task::spawn_blocking(move || -> Result<i64, Response> {
+    let created = tokio::task::spawn_blocking(move || -> Result<i64, Box<Response>> {
         let mut conn = routing.pool().get().map_err(|e| {
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -306,24 +306,24 @@ async fn signup(State(state): State<AppState>, Json(req): Json<Signup>) -> Respo
             users::table.filter(users::email.eq(&email)),
         ))
         .get_result(&mut conn)
-        .map_err(|e| DbError::from(e).into_response())?;
+        .map_err(|e| Box::new(DbError::from(e).into_response()))?;
         if taken {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::CONFLICT,
                 "email_taken",
                 "that email already has a workspace",
-            ));
+            )));
         }
         match routing.create_tenant(&migrator, &mut conn, &tenant) {
             Ok(()) => {}
             Err(diesel_workspace::Error::TenantExists(t)) => {
-                return Err(error(
+                return Err(Box::new(error(
                     StatusCode::CONFLICT,
                     "tenant_exists",
                     &format!("workspace `{t}` already exists"),
-                ))
+                )))
             }
-            Err(e) => return Err(DbError::from(e).into_response()),
+            Err(e) => return Err(Box::new(DbError::from(e).into_response())),
         }
         diesel::insert_into(users::table)
             .values((
@@ -336,12 +336,12 @@ async fn signup(State(state): State<AppState>, Json(req): Json<Signup>) -> Respo
             ))
             .returning(users::id)
             .get_result(&mut conn)
-            .map_err(|e| DbError::from(e).into_response())
+            .map_err(|e| Box::new(DbError::from(e).into_response()))
     })
     .await;
     match created {
         Ok(Ok(user_id)) => start_session(&state, StatusCode::CREATED, req.workspace, user_id),
-        Ok(Err(response)) => response,
+        Ok(Err(response)) => *response,
         Err(_) => DbError::Panicked.into_response(),
     }
 }

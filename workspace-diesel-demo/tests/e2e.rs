@@ -274,7 +274,8 @@ fn refused_requests_get_the_documented_status() {
         )
         .unwrap();
 
-        let cases: &[(Option<&str>, &[(&str, &str)], u16, &str)] = &[
+        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], u16, &'a str);
+        let cases: &[Case<'_>] = &[
             (Some("nobody"), &[], 404, "tenant_unknown"),
             (None, &[("x-tenant", "nobody")], 404, "tenant_unknown"),
             (Some("no-such"), &[], 400, "tenant_malformed"),
