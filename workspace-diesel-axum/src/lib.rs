@@ -40,7 +40,7 @@
 //! let routing = Routing::builder(pool)
 //!     .resolver(Subdomain::new(["localhost"]).or(Header::new("x-tenant")))
 //!     .build();
-//! let app = Router::new()
+//! let app: Router = Router::new()
 //!     .route("/notes", get(list))
 //!     .route("/whoami", get(whoami))
 //!     .layer(routing.layer())
