@@ -4,6 +4,7 @@
 mod support;
 
 mod async_pools;
+mod readme;
 mod resolvers;
 mod routing;
 mod tracing_spans;
