@@ -233,7 +233,7 @@ impl<P: DieselPool> Routing<P> {
     ) -> diesel_workspace::Result<()> {
         let created = migrator.create_tenant(conn, tenant);
         self.inner.cache.invalidate(tenant);
-        created.map(|_| ())
+        created
     }
 
     /// Drops `tenant` ([`Migrator::drop_tenant`]) and forgets it in this process's cache at

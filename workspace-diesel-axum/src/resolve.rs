@@ -411,13 +411,11 @@ where
 {
     /// Looks the user given by `user` up in `public.users (id, workspace_id)`.
     pub fn new(pool: P, user: F) -> Self {
-        let mut this = Self {
+        Self {
             pool,
             user,
-            sql: String::new(),
-        };
-        this.sql = user_sql("public", "users", "id", "workspace_id");
-        this
+            sql: user_sql("public", "users", "id", "workspace_id"),
+        }
     }
 
     /// The user table `schema.table`, its key column and its foreign key to
