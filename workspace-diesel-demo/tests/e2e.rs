@@ -29,7 +29,7 @@ impl Demo {
     fn start(db: Option<&ScratchDb>, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_workspace-diesel-demo"));
         cmd.env("PORT", "0")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "off")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         match db {
