@@ -6,8 +6,9 @@
 //! `cargo bench -p workspace-diesel-axum --bench web` (`BENCH_QUICK=1` for a short run; without
 //! `--bench` it only smoke-tests each case).
 
-#[path = "../../workspace-diesel/benches/support/mod.rs"]
-mod support;
+#[path = "../../workspace-diesel/tests/support/db.rs"]
+#[allow(dead_code)]
+mod db;
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -64,6 +65,39 @@ async fn hand_written(pool: TenantPool) -> Result<String, DbError> {
     .map_err(|_| DbError::Panicked)?
 }
 
+/// Rounds and requests per side per round: a smoke test without `--bench` (as `cargo test
+/// --benches` runs it), a short run with `BENCH_QUICK=1`, else the full run; `BENCH_ROUNDS` and
+/// `BENCH_ITERS` override them.
+struct Settings {
+    mode: &'static str,
+    rounds: usize,
+    iters: usize,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let bench = std::env::args().any(|a| a == "--bench");
+        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let (mode, rounds, iters) = match (bench, quick) {
+            (false, _) => ("smoke test (no --bench)", 2, 20),
+            (true, true) => ("quick (BENCH_QUICK=1)", 5, 400),
+            (true, false) => ("full", 15, 2_000),
+        };
+        let var = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+                .max(1)
+        };
+        Self {
+            mode,
+            rounds: var("BENCH_ROUNDS", rounds),
+            iters: var("BENCH_ITERS", iters),
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -74,8 +108,8 @@ fn us(d: Duration) -> f64 {
 }
 
 fn main() {
-    let settings = support::Settings::from_env((2, 20), (5, 400), (15, 2_000));
-    let db = support::ScratchDb::create("bench_web");
+    let settings = Settings::from_env();
+    let db = db::ScratchDb::create("bench_web");
     let migrator = Migrator::builder(TENANT).build();
     let mut conn = PgConnection::establish(db.url()).expect("connect");
     migrator.run_shared(&mut conn).expect("shared migrations");
