@@ -14,6 +14,7 @@ mod fleet;
 mod guards;
 mod ids;
 mod lifecycle;
+mod packaging;
 mod pool;
 mod quickstart;
 mod registry;
