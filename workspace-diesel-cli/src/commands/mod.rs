@@ -13,7 +13,6 @@ mod generate;
 mod migrate;
 mod redo;
 mod schema;
-mod schema_filter;
 mod setup;
 mod spares;
 mod status;
@@ -27,8 +26,7 @@ use anyhow::{bail, Context as _, Result};
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
-use diesel_migrations::FileBasedMigrations;
+use diesel_migrations::{EmbeddedMigrations, FileBasedMigrations};
 use diesel_workspace::{Error, Migrator, TenantId};
 
 use crate::cli::{Cli, Command, Format};
@@ -218,7 +216,7 @@ impl Ctx {
         }
     }
 
-    /// The migrator for the two directories, read at run time.
+    /// The migrator for the two directories, read (and checked) at run time.
     pub(crate) fn migrator(&self) -> Result<Migrator> {
         let tenant_dir = self.tenant_dir()?;
         let tenant = read_dir_migrations(&tenant_dir, "tenant")?;
@@ -232,7 +230,7 @@ impl Ctx {
         let dir = self.tenant_dir_path();
         if !dir.is_dir() {
             return Ok(ReadOnly {
-                migrator: self.build_migrator(NoMigrations)?,
+                migrator: self.build_migrator(EmbeddedMigrations::new(&[]))?,
                 tenant_dir: None,
                 placeholders: Vec::new(),
             });
@@ -249,6 +247,12 @@ impl Ctx {
         })
     }
 
+    /// A migrator for the shared migrations alone (no tenant set): for print-schema's scratch
+    /// copy, whose tenant migrations run through Diesel's own harness, and for `setup`.
+    pub(crate) fn shared_migrator(&self) -> Result<Migrator> {
+        self.build_migrator(EmbeddedMigrations::new(&[]))
+    }
+
     fn build_migrator<S>(&self, tenant: S) -> Result<Migrator>
     where
         S: MigrationSource<Pg> + Send + Sync + 'static,
@@ -257,7 +261,14 @@ impl Ctx {
         if let Some(dir) = self.shared_dir()? {
             builder = builder.shared(read_dir_migrations(&dir, "shared")?);
         }
-        Ok(builder.build())
+        Ok(builder.build()?)
+    }
+
+    /// A migrator for the registry alone, with no migrations: for the commands that never run a
+    /// migration (drop, rename, the warm pool's list and drain, print-schema's tenant check), so
+    /// a half-written migration does not stop them.
+    pub(crate) fn registry_migrator(&self) -> Result<Migrator> {
+        Ok(Migrator::builder(EmbeddedMigrations::new(&[])).build()?)
     }
 }
 
@@ -338,15 +349,6 @@ fn has_statement(sql: &str) -> bool {
     }
 }
 
-/// No migrations: the tenant set of a read-only command run without the migrations directory.
-struct NoMigrations;
-
-impl MigrationSource<Pg> for NoMigrations {
-    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn Migration<Pg>>>> {
-        Ok(Vec::new())
-    }
-}
-
 /// A directory's migrations without the placeholders (by directory name).
 struct WithoutPlaceholders {
     inner: FileBasedMigrations,
@@ -377,52 +379,26 @@ pub(crate) fn tenant_id(identifier: &str) -> Result<TenantId> {
     Ok(tenant)
 }
 
-#[derive(QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = Bool)]
-    flag: bool,
-}
-
-/// Whether the registry table exists (the shared migrations have run).
-pub(crate) fn registry_exists(conn: &mut PgConnection, migrator: &Migrator) -> Result<bool> {
-    let row: Flag = diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
-        .bind::<Text, _>(migrator.registry().qualified_table())
-        .get_result(conn)
-        .context("could not look for the registry table")?;
-    Ok(row.flag)
-}
-
-/// Whether `tenant` is in the registry (false when there is no registry yet).
-pub(crate) fn is_registered(
-    conn: &mut PgConnection,
-    migrator: &Migrator,
-    tenant: &TenantId,
-) -> Result<bool> {
-    if !registry_exists(conn, migrator)? {
-        return Ok(false);
-    }
-    let registry = migrator.registry();
-    let row: Flag = diesel::sql_query(format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1) AS flag",
-        registry.qualified_table(),
-        registry.quoted_identifier_column()
-    ))
-    .bind::<Text, _>(tenant.as_str())
-    .get_result(conn)
-    .with_context(|| format!("could not look up tenant `{tenant}` in the registry"))?;
-    Ok(row.flag)
-}
-
 /// Fails with "tenant `x` does not exist" unless `tenant` is registered.
 pub(crate) fn ensure_registered(
     conn: &mut PgConnection,
     migrator: &Migrator,
     tenant: &TenantId,
 ) -> Result<()> {
-    if !is_registered(conn, migrator, tenant)? {
+    let registered = migrator
+        .is_registered(conn, tenant)
+        .with_context(|| format!("could not look up tenant `{tenant}` in the registry"))?;
+    if !registered {
         bail!("tenant `{tenant}` does not exist");
     }
     Ok(())
+}
+
+/// Whether the registry table exists (the shared migrations have run).
+pub(crate) fn registry_exists(conn: &mut PgConnection, migrator: &Migrator) -> Result<bool> {
+    migrator
+        .is_registry_installed(conn)
+        .context("could not look for the registry table")
 }
 
 /// Asks `question` on the terminal; the answer must be `expected`. Without a terminal, refuses

@@ -45,7 +45,7 @@ pub(crate) fn setup(ctx: &Ctx) -> Result<()> {
             created_directories.push(dir.display().to_string());
         }
     }
-    let migrator = ctx.read_only_migrator()?.migrator;
+    let migrator = ctx.shared_migrator()?;
     let shared_applied = migrator.run_shared(&mut conn)?;
     if ctx.json() {
         return output::print(&output::Setup {

@@ -5,17 +5,11 @@
 //! come from the database; what is pending is then unknown, and said so), and a migration whose
 //! up.sql is still empty is reported, not fatal.
 
-use std::collections::BTreeSet;
-
 use anyhow::Result;
-use diesel::migration::MigrationSource;
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
-use diesel_migrations::FileBasedMigrations;
-use diesel_workspace::{Migrator, TenantStatus, REGISTRY_MIGRATIONS};
+use diesel_workspace::{Migrator, TenantStatus};
 
-use super::{plural, registry_exists, Ctx, Flag, ReadOnly};
+use super::{plural, registry_exists, Ctx, ReadOnly};
 use crate::output;
 
 /// `status`: the shared migrations, then a summary of the tenants and the ones that need care,
@@ -25,14 +19,9 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
     let migrator = &read.migrator;
     let known = read.tenant_dir.is_some();
     let mut conn = ctx.connect()?;
-    let shared_versions = shared_versions(ctx)?;
-    let applied_shared = applied_shared(&mut conn)?;
-    let pending_shared: Vec<String> = shared_versions
-        .iter()
-        .filter(|v| !applied_shared.contains(*v))
-        .cloned()
-        .collect();
-    let versions = migrator.tenant_versions()?.to_vec();
+    let shared = migrator.shared_status(&mut conn)?;
+    let (applied_shared, pending_shared) = (shared.applied, shared.pending);
+    let versions = migrator.tenant_versions().to_vec();
     let statuses = statuses(&mut conn, migrator)?;
     let drifted = statuses.iter().filter(|s| s.drift.is_some()).count();
     let up_to_date = statuses
@@ -59,7 +48,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
     if ctx.json() {
         let doc = output::Status {
             shared: output::Shared {
-                applied: applied_shared.into_iter().collect(),
+                applied: applied_shared,
                 pending: pending_shared,
             },
             tenant_migrations: output::TenantMigrations {
@@ -182,46 +171,4 @@ pub(crate) fn state(s: &TenantStatus, known: bool) -> String {
     } else {
         parts.join("; ")
     }
-}
-
-/// The versions of the registry migrations and of the shared migrations directory.
-fn shared_versions(ctx: &Ctx) -> Result<BTreeSet<String>> {
-    let mut versions: BTreeSet<String> = versions_of(&REGISTRY_MIGRATIONS)?;
-    if let Some(dir) = ctx.shared_dir()? {
-        let source = FileBasedMigrations::from_path(&dir)?;
-        versions.extend(versions_of(&source)?);
-    }
-    Ok(versions)
-}
-
-fn versions_of(source: &dyn MigrationSource<Pg>) -> Result<BTreeSet<String>> {
-    Ok(source
-        .migrations()
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .iter()
-        .map(|m| m.name().version().to_string())
-        .collect())
-}
-
-/// The versions in the shared schema's ledger (none before the first run).
-fn applied_shared(conn: &mut PgConnection) -> Result<BTreeSet<String>> {
-    #[derive(QueryableByName)]
-    struct Version {
-        #[diesel(sql_type = Text)]
-        version: String,
-    }
-    let exists: Flag = diesel::sql_query(
-        "SELECT pg_catalog.to_regclass('public.__diesel_schema_migrations') IS NOT NULL AS flag",
-    )
-    .get_result(conn)?;
-    if !exists.flag {
-        return Ok(BTreeSet::new());
-    }
-    Ok(diesel::sql_query(
-        "SELECT version::pg_catalog.text AS version FROM public.__diesel_schema_migrations",
-    )
-    .load::<Version>(conn)?
-    .into_iter()
-    .map(|v| v.version)
-    .collect())
 }
