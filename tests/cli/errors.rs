@@ -21,6 +21,11 @@ fn every_database_command_reports_an_unreachable_database_in_one_line() {
         &["list_spares"],
         &["drain_spares", "--yes"],
         &["print-schema"],
+        &["setup"],
+        &["pending"],
+        &["redo_tenant", "acme"],
+        &["--format", "json", "status"],
+        &["--format", "json", "migrate_all"],
     ] {
         let run = Run::from(
             w.cmd(&db)
@@ -45,6 +50,9 @@ fn a_closed_stdout_ends_the_command_quietly() {
         &["print-schema"],
         &["status"],
         &["list_spares"],
+        &["pending"],
+        &["--format", "json", "list_tenants"],
+        &["--format", "json", "status"],
     ] {
         let mut child = w
             .cmd(&db)

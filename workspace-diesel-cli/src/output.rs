@@ -7,9 +7,9 @@ use serde::Serialize;
 /// Writes `doc` as one line of JSON on stdout.
 pub(crate) fn print<T: Serialize>(doc: &T) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, doc)?;
-    writeln!(out)?;
+    // Serialised first, so that a closed stdout is a plain I/O error (ended quietly by `main`).
+    let text = serde_json::to_string(doc)?;
+    writeln!(std::io::stdout().lock(), "{text}")?;
     Ok(())
 }
 
