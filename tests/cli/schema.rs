@@ -277,16 +277,26 @@ fn print_schema_filters_tables_and_names_what_it_skips() {
         .batch_execute(
             "CREATE VIEW acme.recent_notes AS SELECT id, title FROM acme.notes; \
              CREATE MATERIALIZED VIEW public.plan_names AS SELECT 1 AS one; \
-             CREATE TABLE acme.audit_log (id SERIAL PRIMARY KEY)",
+             CREATE TABLE acme.audit_log (id SERIAL PRIMARY KEY); \
+             CREATE TABLE acme.events (id INT, at DATE, PRIMARY KEY (id, at)) PARTITION BY RANGE (at); \
+             CREATE TABLE acme.events_2026 PARTITION OF acme.events \
+               FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
         )
         .unwrap();
     let run = w.run(
         &db,
-        &["print-schema", "--only-tables", "^notes$", "^plans$"],
+        &[
+            "print-schema",
+            "--only-tables",
+            "^notes$",
+            "^plans$",
+            "^events$",
+        ],
     );
     let out = run.ok().to_owned();
     assert!(out.contains("    notes (id) {"), "{out}");
     assert!(out.contains("    public.plans (id) {"), "{out}");
+    assert!(out.contains("    events (id, at) {"), "{out}");
     for absent in [
         "tags (",
         "categories (",
@@ -304,6 +314,7 @@ fn print_schema_filters_tables_and_names_what_it_skips() {
         warnings,
         [
             "warning: skipping materialized view `public.plan_names`: print-schema does not print views",
+            "warning: skipping partition `acme.events_2026`: its partitioned table is printed instead",
             "warning: skipping table `acme.audit_log`: it matches no --only-tables pattern",
             "warning: skipping table `acme.categories`: it matches no --only-tables pattern",
             "warning: skipping table `acme.tags`: it matches no --only-tables pattern",

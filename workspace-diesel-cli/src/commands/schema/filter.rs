@@ -90,8 +90,9 @@ fn compile(patterns: &[String], option: &str) -> Result<Vec<Regex>> {
         .collect()
 }
 
-/// Warns, on stderr, about each view and materialized view of `schema`: `print-schema` does not
-/// print them (Diesel's `table!` would need a primary key they do not have).
+/// Warns, on stderr, about each view and materialized view of `schema` (`print-schema` does not
+/// print them: Diesel's `table!` needs a primary key they do not have) and each partition (its
+/// partitioned table is printed).
 pub(crate) fn warn_views(conn: &mut PgConnection, schema: &str) -> Result<()> {
     #[derive(QueryableByName)]
     struct View {
@@ -102,20 +103,25 @@ pub(crate) fn warn_views(conn: &mut PgConnection, schema: &str) -> Result<()> {
     }
     let views: Vec<View> = diesel::sql_query(
         "SELECT c.relname::pg_catalog.text AS name, \
-                CASE c.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END AS kind \
+                CASE WHEN c.relkind = 'm' THEN 'materialized view' \
+                     WHEN c.relkind = 'v' THEN 'view' \
+                     ELSE 'partition' END AS kind \
          FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND c.relkind IN ('v', 'm') \
+         WHERE n.nspname = $1 \
+           AND (c.relkind IN ('v', 'm') OR (c.relkind IN ('r', 'p') AND c.relispartition)) \
          ORDER BY c.relname::pg_catalog.text COLLATE \"C\"",
     )
     .bind::<Text, _>(schema)
     .load(conn)
     .with_context(|| format!("could not read the views of schema `{schema}`"))?;
     for v in views {
-        eprintln!(
-            "warning: skipping {} `{schema}.{}`: print-schema does not print views",
-            v.kind, v.name
-        );
+        let why = if v.kind == "partition" {
+            "its partitioned table is printed instead"
+        } else {
+            "print-schema does not print views"
+        };
+        eprintln!("warning: skipping {} `{schema}.{}`: {why}", v.kind, v.name);
     }
     Ok(())
 }
