@@ -39,7 +39,7 @@ use diesel_workspace::{pool, switch, Migrator, TenantId};
 use workspace_diesel_tests::bench::{median, Settings};
 use workspace_diesel_tests::ScratchDb;
 
-const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
 const DB_NAME: &str = "bench_pool";
 const TENANTS: usize = 16;
 /// Tenants touched by the memory case (16 in the smoke test).

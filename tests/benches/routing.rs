@@ -34,7 +34,7 @@ use workspace_diesel_tests::bench::Settings;
 use workspace_diesel_tests::ScratchDb;
 
 /// The example tenant schema.
-const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
 
 /// The benchmark's own database.
 const DB_NAME: &str = "bench_routing";

@@ -21,6 +21,11 @@ fn every_database_command_reports_an_unreachable_database_in_one_line() {
         &["list_spares"],
         &["drain_spares", "--yes"],
         &["print-schema"],
+        &["setup"],
+        &["pending"],
+        &["redo_tenant", "acme"],
+        &["--format", "json", "status"],
+        &["--format", "json", "migrate_all"],
     ] {
         let run = Run::from(
             w.cmd(&db)
@@ -45,6 +50,9 @@ fn a_closed_stdout_ends_the_command_quietly() {
         &["print-schema"],
         &["status"],
         &["list_spares"],
+        &["pending"],
+        &["--format", "json", "list_tenants"],
+        &["--format", "json", "status"],
     ] {
         let mut child = w
             .cmd(&db)
@@ -113,4 +121,69 @@ fn fleet_progress_is_a_bar_on_a_terminal() {
         text.contains("error: migration failed for 1 of 2 tenants: `acme`"),
         "{text}"
     );
+}
+
+#[test]
+fn a_zero_lock_timeout_is_rejected() {
+    let db = test_db!("a_zero_lock_timeout_is_rejected");
+    let w = Workdir::new();
+    for args in [
+        &["migrate_all", "--lock-timeout", "0"][..],
+        &["m:t", "--all", "--lock-timeout", "0"],
+        &["revert_tenant", "--all", "--lock-timeout", "0"],
+    ] {
+        let run = w.run(&db, args);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert!(run.stderr.contains("--lock-timeout <SECONDS>"), "{run:#?}");
+        assert!(run.stderr.contains("0 is not in 1..=3600"), "{run:#?}");
+    }
+    w.run(&db, &["migrate_all", "--lock-timeout", "1"]).ok();
+}
+
+#[test]
+fn spare_names_are_reserved_for_every_command() {
+    let db = test_db!("spare_names_are_reserved_for_every_command");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    w.run(&db, &["fill_spares", "1"]).ok();
+    let spare = w.run(&db, &["list_spares"]).ok().trim().to_owned();
+    assert!(spare.starts_with("_spare_"), "{spare}");
+    for name in ["_spare_x", spare.as_str()] {
+        for args in [
+            &["c:t:s", name][..],
+            &["m:t", name],
+            &["revert_tenant", name],
+            &["redo_tenant", name],
+            &["drop_tenant", name, "--yes"],
+            &["rename_tenant", name, "globex"],
+            &["rename_tenant", "acme", name],
+            &["print-schema", "--tenant", name],
+        ] {
+            w.run(&db, args).fails_with(&format!(
+                "error: invalid tenant name `{name}`: names starting with `_spare_` are reserved for spare schemas"
+            ));
+        }
+    }
+    // The spare is untouched.
+    assert!(db.schema_exists(&spare));
+    assert!(db.schema_exists("acme"));
+}
+
+#[test]
+fn a_newline_in_a_tenant_name_is_shown_escaped() {
+    let db = test_db!("a_newline_in_a_tenant_name_is_shown_escaped");
+    let w = Workdir::new();
+    for args in [
+        &["c:t:s", "acme\nglobex"][..],
+        &["m:t", "acme\nglobex"],
+        &["drop_tenant", "acme\nglobex", "-y"],
+        &["rename_tenant", "acme", "a\tb"],
+    ] {
+        let run = w.run(&db, args);
+        let line = run.fails_with("invalid tenant name `");
+        assert!(
+            line.contains("`acme\\nglobex`") || line.contains("`a\\tb`"),
+            "{args:?}: {line}"
+        );
+    }
 }

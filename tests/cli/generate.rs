@@ -108,3 +108,36 @@ fn makemigrations_tenant_never_reuses_a_version() {
     versions.dedup();
     assert_eq!(versions.len(), n, "{versions:?}");
 }
+
+#[test]
+fn the_tenant_template_agrees_with_the_readme() {
+    let db = test_db!("the_tenant_template_agrees_with_the_readme");
+    let w = Workdir::new();
+    let out = w.run(&db, &["m:m:t", "add_x"]).ok().to_owned();
+    let up = out
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("Creating ")
+        .unwrap();
+    let template = fs::read_to_string(w.path().join(up)).unwrap();
+    // The README's folder convention: the tenant schema is alone on the search_path.
+    let readme = fs::read_to_string(support::repo_root().join("README.md")).unwrap();
+    assert!(
+        readme.contains("with the tenant's schema alone on the `search_path`"),
+        "README"
+    );
+    assert!(
+        template.contains("with that schema alone on the search_path"),
+        "{template}"
+    );
+    assert!(!template.contains("first on the search_path"), "{template}");
+}
+
+#[test]
+fn a_newline_in_a_migration_name_is_shown_escaped() {
+    let db = test_db!("a_newline_in_a_migration_name_is_shown_escaped");
+    let w = Workdir::new();
+    w.run(&db, &["m:m:t", "add\nx"])
+        .fails_with("invalid migration name `add\\nx`: only lower-case ASCII letters");
+}

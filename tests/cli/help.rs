@@ -8,12 +8,15 @@ fn help_is_pinned() {
     let w = Workdir::new();
     insta::assert_snapshot!("help", w.run(&db, &["--help"]).ok());
     for command in [
+        "setup",
         "create_tenant_schema",
         "makemigrations_tenant",
         "migrate_tenant",
         "migrate_all",
         "revert_tenant",
+        "redo_tenant",
         "list_tenants",
+        "pending",
         "status",
         "drop_tenant",
         "rename_tenant",
@@ -28,21 +31,68 @@ fn help_is_pinned() {
     }
 }
 
+/// Every command: its snake_case name, its short alias and its kebab-case spelling.
+const SPELLINGS: &[(&str, &str, &str)] = &[
+    ("setup", "s:u", "setup"),
+    ("create_tenant_schema", "c:t:s", "create-tenant-schema"),
+    ("makemigrations_tenant", "m:m:t", "makemigrations-tenant"),
+    ("migrate_tenant", "m:t", "migrate-tenant"),
+    ("migrate_all", "m:a", "migrate-all"),
+    ("revert_tenant", "r:t", "revert-tenant"),
+    ("redo_tenant", "r:d:t", "redo-tenant"),
+    ("list_tenants", "l:t", "list-tenants"),
+    ("pending", "p:t", "pending"),
+    ("status", "s:t", "status"),
+    ("drop_tenant", "d:t", "drop-tenant"),
+    ("rename_tenant", "rn:t", "rename-tenant"),
+    ("set_tenant_status", "s:t:s", "set-tenant-status"),
+    ("fill_spares", "f:s", "fill-spares"),
+    ("list_spares", "l:s", "list-spares"),
+    ("drain_spares", "d:s", "drain-spares"),
+    ("print_schema", "p:s", "print-schema"),
+];
+
 #[test]
-fn aliases_resolve_to_their_commands() {
-    let db = test_db!("aliases_resolve_to_their_commands");
+fn every_spelling_resolves_to_its_command() {
+    let db = test_db!("every_spelling_resolves_to_its_command");
     let w = Workdir::new();
-    for (alias, command) in [
-        ("c:t:s", "create_tenant_schema"),
-        ("m:m:t", "makemigrations_tenant"),
-        ("m:t", "migrate_tenant"),
-    ] {
-        assert_eq!(
-            w.run(&db, &[alias, "--help"]).ok(),
-            w.run(&db, &[command, "--help"]).ok(),
-            "{alias}"
-        );
+    for (snake, alias, kebab) in SPELLINGS {
+        let expected = w.run(&db, &[kebab, "--help"]).ok().to_owned();
+        assert!(!expected.is_empty(), "{kebab}");
+        for spelling in [snake, alias] {
+            assert_eq!(
+                w.run(&db, &[spelling, "--help"]).ok(),
+                expected,
+                "{spelling}"
+            );
+        }
     }
+    // The top-level help lists each command once, with its short alias; the kebab-case
+    // spellings are hidden (one line says they exist).
+    let help = w.run(&db, &["--help"]).ok().to_owned();
+    for (snake, alias, kebab) in SPELLINGS {
+        let name = if *snake == "print_schema" {
+            kebab
+        } else {
+            snake
+        };
+        let lines: Vec<&str> = help
+            .lines()
+            .filter(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{name}: {help}");
+        assert!(
+            lines[0].ends_with(&format!("[alias: {alias}]")),
+            "{}",
+            lines[0]
+        );
+        if kebab != name {
+            assert!(!help.contains(&format!(" {kebab} ")), "{kebab}: {help}");
+        }
+    }
+    assert!(help.contains("Every command also answers to its kebab-case spelling"));
+    // An alias runs the command, not only its help.
+    assert_eq!(w.run(&db, &["list-tenants"]).ok(), "no tenants\n");
 }
 
 #[test]

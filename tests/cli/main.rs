@@ -41,12 +41,15 @@ fn has_x(db: &TestDb, tenant: &str) -> bool {
     ))
 }
 
+mod config;
 mod create;
 mod errors;
 mod generate;
 mod help;
+mod json;
 mod migrate;
 mod schema;
+mod setup;
 mod spares;
 mod status;
 mod tenants;

@@ -267,3 +267,108 @@ fn generated_schema_routes_queries() {
     let plan_names: Vec<String> = plans::table.select(plans::name).load(&mut conn).unwrap();
     assert_eq!(plan_names, ["pro"]);
 }
+
+#[test]
+fn print_schema_filters_tables_and_names_what_it_skips() {
+    let db = test_db!("print_schema_filters_tables_and_names_what_it_skips");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    db.conn()
+        .batch_execute(
+            "CREATE VIEW acme.recent_notes AS SELECT id, title FROM acme.notes; \
+             CREATE MATERIALIZED VIEW public.plan_names AS SELECT 1 AS one; \
+             CREATE TABLE acme.audit_log (id SERIAL PRIMARY KEY); \
+             CREATE TABLE acme.events (id INT, at DATE, PRIMARY KEY (id, at)) PARTITION BY RANGE (at); \
+             CREATE TABLE acme.events_2026 PARTITION OF acme.events \
+               FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+        )
+        .unwrap();
+    let run = w.run(
+        &db,
+        &[
+            "print-schema",
+            "--only-tables",
+            "^notes$",
+            "^plans$",
+            "^events$",
+        ],
+    );
+    let out = run.ok().to_owned();
+    assert!(out.contains("    notes (id) {"), "{out}");
+    assert!(out.contains("    public.plans (id) {"), "{out}");
+    assert!(out.contains("    events (id, at) {"), "{out}");
+    for absent in [
+        "tags (",
+        "categories (",
+        "audit_log (",
+        "recent_notes",
+        "plan_names",
+    ] {
+        assert!(!out.contains(absent), "{absent}: {out}");
+    }
+    // notes' foreign keys point at tables not printed: no joinable! for them.
+    assert!(!out.contains("joinable!(notes -> tags"), "{out}");
+    let mut warnings: Vec<&str> = run.stderr.lines().collect();
+    warnings.sort_unstable();
+    assert_eq!(
+        warnings,
+        [
+            "warning: skipping materialized view `public.plan_names`: print-schema does not print views",
+            "warning: skipping partition `acme.events_2026`: its partitioned table is printed instead",
+            "warning: skipping table `acme.audit_log`: it matches no --only-tables pattern",
+            "warning: skipping table `acme.categories`: it matches no --only-tables pattern",
+            "warning: skipping table `acme.tags`: it matches no --only-tables pattern",
+            "warning: skipping view `acme.recent_notes`: print-schema does not print views",
+        ]
+    );
+
+    let run = w.run(&db, &["print-schema", "--except-tables", "^audit_", "tags"]);
+    let out = run.ok().to_owned();
+    assert!(
+        out.contains("    categories (id) {") && out.contains("    notes (id) {"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("audit_log") && !out.contains("tags ("),
+        "{out}"
+    );
+    assert!(
+        run.stderr.contains(
+            "warning: skipping table `acme.audit_log`: it matches an --except-tables pattern\n"
+        ),
+        "{run:#?}"
+    );
+
+    // From the config file: the output file and the filter; flags still win.
+    fs::write(
+        w.path().join("workspace-diesel.toml"),
+        "[print_schema]\nfile = \"src/schema.rs\"\nexcept_tables = [\"^audit_log$\"]\n",
+    )
+    .unwrap();
+    fs::create_dir_all(w.path().join("src")).unwrap();
+    let run = w.run(&db, &["print-schema"]);
+    assert_eq!(run.ok(), "");
+    let written = fs::read_to_string(w.path().join("src/schema.rs")).unwrap();
+    assert!(
+        written.contains("    tags (id) {") && !written.contains("audit_log"),
+        "{written}"
+    );
+    let run = w.run(
+        &db,
+        &["print-schema", "--only-tables", "audit", "-o", "other.rs"],
+    );
+    run.ok();
+    let other = fs::read_to_string(w.path().join("other.rs")).unwrap();
+    assert!(
+        other.contains("    audit_log (id) {") && !other.contains("tags ("),
+        "{other}"
+    );
+
+    let run = w.run(&db, &["print-schema", "--only-tables", "("]);
+    run.fails_with("invalid regular expression `(` in --only-tables");
+    let run = w.run(
+        &db,
+        &["print-schema", "--only-tables", "a", "--except-tables", "b"],
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+}

@@ -68,6 +68,8 @@ fn hostile_ids_are_rejected_with_the_reason() {
         ("Acme", "only lower-case ASCII letters"),
         ("acmé", "only lower-case ASCII letters"),
         ("a\0b", "only lower-case ASCII letters"),
+        ("a\nb", "only lower-case ASCII letters"),
+        ("tab\there", "only lower-case ASCII letters"),
         ("pg_catalog", "reserved by PostgreSQL"),
         ("pg_toast", "reserved by PostgreSQL"),
         ("public", "reserved for shared data"),
@@ -85,11 +87,27 @@ fn hostile_ids_are_rejected_with_the_reason() {
             "{input:?}: {err:?}"
         );
         assert!(msg.contains(reason), "{input:?}: {msg}");
+        // Control characters are shown escaped, so the message stays on one line.
+        let shown: String = input
+            .chars()
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_debug().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
         assert!(
-            msg.starts_with(&format!("invalid tenant name `{input}`")),
+            msg.starts_with(&format!("invalid tenant name `{shown}`")),
             "{msg}"
         );
+        assert!(!msg.contains(['\n', '\0', '\t']), "{msg:?}");
     }
+    assert!(TenantId::new("a\nb")
+        .unwrap_err()
+        .to_string()
+        .starts_with("invalid tenant name `a\\nb`"));
     let long = "a".repeat(64);
     let msg = TenantId::new(&long).unwrap_err().to_string();
     assert!(msg.contains("at most 63 bytes"), "{msg}");

@@ -17,36 +17,49 @@ pub fn binary() -> &'static Path {
         if let Some(bin) = std::env::var_os("WORKSPACE_DIESEL_BIN") {
             return PathBuf::from(bin);
         }
-        // The test executable is `<target>/<profile>/deps/<name>-<hash>`.
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in <target>/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("the target directory");
-        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        build
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "workspace-diesel-cli",
-                "--bin",
-                "workspace-diesel",
-            ])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(repo_root());
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build for the CLI");
-        assert!(
-            status.success(),
-            "cargo build -p workspace-diesel-cli failed"
-        );
-        profile_dir.join(format!("workspace-diesel{}", std::env::consts::EXE_SUFFIX))
+        cargo_build(
+            &["-p", "workspace-diesel-cli", "--bin", "workspace-diesel"],
+            Path::new("workspace-diesel"),
+        )
     })
+}
+
+/// The library's `quickstart` example, built once per run like [`binary`].
+pub fn quickstart() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        cargo_build(
+            &["-p", "workspace-diesel", "--example", "quickstart"],
+            Path::new("examples/quickstart"),
+        )
+    })
+}
+
+/// Runs `cargo build --quiet <what>` with the test's profile and target directory; returns the
+/// executable at `<target>/<profile>/<file>`.
+fn cargo_build(what: &[&str], file: &Path) -> PathBuf {
+    // The test executable is `<target>/<profile>/deps/<name>-<hash>`.
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in <target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("the target directory");
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build
+        .args(["build", "--quiet"])
+        .args(what)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(repo_root());
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "cargo build {what:?} failed");
+    let mut path = profile_dir.join(file);
+    path.set_extension(std::env::consts::EXE_EXTENSION);
+    path
 }
 
 /// The repository root.

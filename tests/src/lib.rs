@@ -18,8 +18,9 @@ use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::{Migrator, TenantId};
 
-/// The example tenant schema (`migrations_tenant/`).
-pub const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+/// The example tenant schema (`migrations_tenant/`, through the `migrations/tenant` link so that
+/// the crate builds from its package too).
+pub const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
 /// Shared tables used by the tests (a `plans` table to join with).
 pub const SHARED_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/shared");
 

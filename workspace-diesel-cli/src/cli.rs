@@ -7,41 +7,62 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Schema-per-tenant migrations for Diesel and PostgreSQL: create, migrate, list, rename and drop
 /// tenants, write new migrations, and print the Rust schema of the shared and tenant tables.
 #[derive(Debug, Parser)]
-#[command(name = "workspace-diesel", version, propagate_version = true)]
+#[command(
+    name = "workspace-diesel",
+    version,
+    propagate_version = true,
+    after_help = "Every command also answers to its kebab-case spelling (create-tenant-schema)."
+)]
 pub(crate) struct Cli {
-    /// The database to connect to (postgres://user:password@host:port/database)
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        global = true,
-        hide_env_values = true,
-        value_name = "URL"
-    )]
+    /// The database to connect to (postgres://user:password@host:port/database) [env:
+    /// DATABASE_URL, or the variable the config file names]
+    #[arg(long, global = true, value_name = "URL")]
     pub(crate) database_url: Option<String>,
 
-    /// The tenant migrations directory, run once per tenant schema
-    #[arg(
-        long,
-        global = true,
-        value_name = "DIR",
-        default_value = "migrations_tenant"
-    )]
-    pub(crate) migrations_dir: PathBuf,
+    /// The tenant migrations directory, run once per tenant schema [default: the config file's,
+    /// else migrations_tenant]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) migrations_dir: Option<PathBuf>,
 
-    /// The shared migrations directory, run once in the shared schema [default: migrations_shared,
-    /// skipped when it does not exist]
+    /// The shared migrations directory, run once in the shared schema [default: the config
+    /// file's, else migrations_shared, skipped when it does not exist]
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) shared_migrations_dir: Option<PathBuf>,
+
+    /// The config file [default: workspace-diesel.toml in the current directory or the nearest
+    /// parent directory that has one]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// How results are printed on stdout; json (one document, fields documented in the README) for
+    /// list_tenants, status, pending, setup and the create, migrate, revert and redo reports
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub(crate) format: Format,
 
     #[command(subcommand)]
     pub(crate) command: Command,
 }
 
-/// The commands, each with its snake_case name and a short alias.
+/// The output format: lines for people, or one JSON document for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    Human,
+    Json,
+}
+
+/// The commands, each with its snake_case name, a short alias and a (hidden) kebab-case alias.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Create the database if it does not exist, then apply the shared migrations
+    #[command(name = "setup", visible_alias = "s:u")]
+    Setup,
+
     /// Register a tenant and create its schema, with every tenant migration applied
-    #[command(name = "create_tenant_schema", visible_alias = "c:t:s")]
+    #[command(
+        name = "create_tenant_schema",
+        visible_alias = "c:t:s",
+        alias = "create-tenant-schema"
+    )]
     CreateTenantSchema {
         /// The tenant's identifier, which is also its schema name: lower-case ASCII letters, digits
         /// and _, not starting with a digit, at most 63 bytes
@@ -49,7 +70,11 @@ pub(crate) enum Command {
     },
 
     /// Write a new, empty migration (up.sql and down.sql) into the tenant migrations directory
-    #[command(name = "makemigrations_tenant", visible_alias = "m:m:t")]
+    #[command(
+        name = "makemigrations_tenant",
+        visible_alias = "m:m:t",
+        alias = "makemigrations-tenant"
+    )]
     MakemigrationsTenant {
         /// The migration's name: lower-case ASCII letters, digits and _ (e.g. add_invoices)
         name: String,
@@ -59,27 +84,43 @@ pub(crate) enum Command {
     },
 
     /// Apply the pending tenant migrations to one tenant, or to every tenant with --all
-    #[command(name = "migrate_tenant", visible_alias = "m:t")]
+    #[command(
+        name = "migrate_tenant",
+        visible_alias = "m:t",
+        alias = "migrate-tenant"
+    )]
     MigrateTenant(TenantOrAll),
 
     /// Apply the shared migrations, then the pending tenant migrations to every tenant
-    #[command(name = "migrate_all")]
+    #[command(name = "migrate_all", visible_alias = "m:a", alias = "migrate-all")]
     MigrateAll(FleetArgs),
 
     /// Revert the last applied tenant migration of one tenant, or of every tenant with --all
-    #[command(name = "revert_tenant")]
+    #[command(name = "revert_tenant", visible_alias = "r:t", alias = "revert-tenant")]
     RevertTenant(TenantOrAll),
 
+    /// Revert the last applied tenant migration of one tenant and apply it again (with any other
+    /// pending migration)
+    #[command(name = "redo_tenant", visible_alias = "r:d:t", alias = "redo-tenant")]
+    RedoTenant {
+        /// The tenant
+        identifier: String,
+    },
+
     /// List the registered tenants with their migration state
-    #[command(name = "list_tenants")]
+    #[command(name = "list_tenants", visible_alias = "l:t", alias = "list-tenants")]
     ListTenants,
 
+    /// List the tenants that are behind: tenant migrations missing from the central record
+    #[command(name = "pending", visible_alias = "p:t")]
+    Pending,
+
     /// Show the migration state: shared migrations and a summary of the tenants
-    #[command(name = "status")]
+    #[command(name = "status", visible_alias = "s:t")]
     Status,
 
     /// Drop a tenant: its schema with all its data, its registry row and its migration records
-    #[command(name = "drop_tenant")]
+    #[command(name = "drop_tenant", visible_alias = "d:t", alias = "drop-tenant")]
     DropTenant {
         /// The tenant to drop
         identifier: String,
@@ -89,7 +130,11 @@ pub(crate) enum Command {
     },
 
     /// Rename a tenant: its schema, its registry row and its migration records
-    #[command(name = "rename_tenant")]
+    #[command(
+        name = "rename_tenant",
+        visible_alias = "rn:t",
+        alias = "rename-tenant"
+    )]
     RenameTenant {
         /// The tenant's current identifier
         from: String,
@@ -98,7 +143,11 @@ pub(crate) enum Command {
     },
 
     /// Set a tenant's state in the registry; web services serve only active tenants
-    #[command(name = "set_tenant_status")]
+    #[command(
+        name = "set_tenant_status",
+        visible_alias = "s:t:s",
+        alias = "set-tenant-status"
+    )]
     SetTenantStatus {
         /// The tenant
         identifier: String,
@@ -108,7 +157,7 @@ pub(crate) enum Command {
 
     /// Top the warm pool up to N spare schemas with every tenant migration applied, which
     /// create_tenant_schema claims instead of provisioning from scratch
-    #[command(name = "fill_spares")]
+    #[command(name = "fill_spares", visible_alias = "f:s", alias = "fill-spares")]
     FillSpares {
         /// How many spare schemas the pool should hold (0 to 1000); spares made before new tenant
         /// migrations were added are brought up to date first
@@ -117,11 +166,11 @@ pub(crate) enum Command {
     },
 
     /// List the spare schemas of the warm pool, oldest (claimed first) first
-    #[command(name = "list_spares")]
+    #[command(name = "list_spares", visible_alias = "l:s", alias = "list-spares")]
     ListSpares,
 
     /// Drop every spare schema of the warm pool (tenants are not touched)
-    #[command(name = "drain_spares")]
+    #[command(name = "drain_spares", visible_alias = "d:s", alias = "drain-spares")]
     DrainSpares {
         /// Do not ask for confirmation
         #[arg(long, short = 'y')]
@@ -130,7 +179,7 @@ pub(crate) enum Command {
 
     /// Print Rust declarations of the shared tables (diesel::table!) and the tenant tables
     /// (tenant_table!), read from the live database
-    #[command(name = "print-schema")]
+    #[command(name = "print-schema", visible_alias = "p:s", alias = "print_schema")]
     PrintSchema(PrintSchemaArgs),
 }
 
@@ -153,9 +202,9 @@ pub(crate) struct FleetArgs {
     /// How many tenants to work on at once, one connection each [default: the number of CPUs]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) parallel: Option<u16>,
-    /// How long a tenant's DDL may wait for a table lock before it gives up and is retried
-    /// [default: 5]
-    #[arg(long, value_name = "SECONDS")]
+    /// How long a tenant's DDL may wait for a table lock before it gives up and is retried, 1 to
+    /// 3600 (0, which PostgreSQL takes as "wait for ever", is rejected) [default: 5]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) lock_timeout: Option<u64>,
     /// Go on with the other tenants when one fails (default: stop starting new ones)
     #[arg(long)]
@@ -169,9 +218,17 @@ pub(crate) struct PrintSchemaArgs {
     /// scratch schema built from the tenant migrations and rolled back]
     #[arg(long, value_name = "IDENTIFIER")]
     pub(crate) tenant: Option<String>,
-    /// Write to this file instead of stdout
+    /// Write to this file instead of stdout [default: the config file's print_schema.file, else
+    /// stdout]
     #[arg(long, short = 'o', value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// Print only the tables whose name matches one of these regular expressions (matched
+    /// against the bare table name, anywhere in it unless anchored with ^ and $)
+    #[arg(long, value_name = "REGEX", num_args = 1.., conflicts_with = "except_tables")]
+    pub(crate) only_tables: Vec<String>,
+    /// Leave out the tables whose name matches one of these regular expressions
+    #[arg(long, value_name = "REGEX", num_args = 1..)]
+    pub(crate) except_tables: Vec<String>,
     /// Also print the registry's own tables (public.workspaces, public.workspace_migrations),
     /// which the library already declares
     #[arg(long)]

@@ -5,8 +5,9 @@
 //! ```
 //!
 //! With `DATABASE_URL` set, it uses that database. Without it, it creates a fresh database
-//! `workspace_diesel_quickstart` on the local PostgreSQL (127.0.0.1:5432, user `postgres`) and drops
-//! it at the end.
+//! `dwx_<pid>_<time>_quickstart` on the local PostgreSQL (127.0.0.1:5432, user `postgres`), a name
+//! unique to the run, and drops it at the end. When no server answers (at `DATABASE_URL`, or at the
+//! local server), it says so in one line with what to do.
 
 use std::process::ExitCode;
 
@@ -43,26 +44,41 @@ struct NewNote<'a> {
 }
 
 const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-const SCRATCH_DB: &str = "workspace_diesel_quickstart";
 
 fn main() -> ExitCode {
     let (url, scratch) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (url, false),
-        Err(_) => match create_scratch_database() {
-            Ok(url) => (url, true),
-            Err(e) => {
+        Ok(url) => {
+            if let Err(e) = PgConnection::establish(&url) {
                 eprintln!(
-                    "error: no PostgreSQL answers at {LOCAL_SERVER} ({e}).\n\
-                     Start one (e.g. `pg_ctlcluster 15 main start`), or set DATABASE_URL to a \
-                     database you can create schemas in."
+                    "error: no PostgreSQL answers at DATABASE_URL {} ({}). Start it, or point \
+                     DATABASE_URL at a database you can create schemas in (unset it to use a \
+                     scratch database on {LOCAL_SERVER}).",
+                    redacted(&url),
+                    one_line(&e.to_string())
                 );
                 return ExitCode::FAILURE;
             }
-        },
+            (url, None)
+        }
+        Err(_) => {
+            let name = scratch_name();
+            match create_scratch_database(&name) {
+                Ok(url) => (url, Some(name)),
+                Err(e) => {
+                    eprintln!(
+                        "error: no PostgreSQL answers at {LOCAL_SERVER} ({}). Start one (e.g. \
+                         `pg_ctlcluster 15 main start`), or set DATABASE_URL to a database you \
+                         can create schemas in.",
+                        one_line(&e.to_string())
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
     };
     let result = run(&url);
-    if scratch {
-        drop_scratch_database();
+    if let Some(name) = scratch {
+        drop_scratch_database(&name);
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,24 +148,56 @@ fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn create_scratch_database() -> Result<String, diesel::ConnectionError> {
-    let mut admin = PgConnection::establish(&format!("{LOCAL_SERVER}/postgres"))?;
-    let setup = admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)"
-        ))
-        .and_then(|()| admin.batch_execute(&format!("CREATE DATABASE {SCRATCH_DB}")));
-    if let Err(e) = setup {
-        return Err(diesel::ConnectionError::BadConnection(e.to_string()));
-    }
-    println!("using a fresh database {SCRATCH_DB} on {LOCAL_SERVER}");
-    Ok(format!("{LOCAL_SERVER}/{SCRATCH_DB}"))
+/// A database name unique to this run: `dwx_<pid>_<time>_quickstart`, the pattern of the test
+/// suite's scratch databases, whose clean-up also drops a copy left behind by a killed run.
+fn scratch_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "dwx_{}_{:x}_quickstart",
+        std::process::id(),
+        (nanos as u64) & 0xff_ffff_ffff
+    )
 }
 
-fn drop_scratch_database() {
-    if let Ok(mut admin) = PgConnection::establish(&format!("{LOCAL_SERVER}/postgres")) {
-        let _ = admin.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)"
-        ));
+fn create_scratch_database(name: &str) -> Result<String, diesel::ConnectionError> {
+    let mut admin = PgConnection::establish(&format!("{LOCAL_SERVER}/postgres"))?;
+    if let Err(e) = admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")) {
+        return Err(diesel::ConnectionError::BadConnection(e.to_string()));
     }
+    println!("using a fresh database {name} on {LOCAL_SERVER}");
+    Ok(format!("{LOCAL_SERVER}/{name}"))
+}
+
+fn drop_scratch_database(name: &str) {
+    if let Ok(mut admin) = PgConnection::establish(&format!("{LOCAL_SERVER}/postgres")) {
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// libpq's multi-line connection errors on one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

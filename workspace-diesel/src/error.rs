@@ -11,8 +11,9 @@ use crate::tenant::TenantId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A string was not a valid tenant name; nothing was sent to the database.
-    #[error("invalid tenant name `{name}`: {reason}")]
+    /// A string was not a valid tenant name; nothing was sent to the database. The message shows
+    /// control characters escaped (a newline as `\n`), so it stays on one line.
+    #[error("invalid tenant name `{}`: {reason}", escape_controls(name))]
     InvalidTenantName {
         /// The rejected input, as given.
         name: String,
@@ -143,4 +144,18 @@ impl From<NoActiveTenant> for diesel::result::Error {
     fn from(e: NoActiveTenant) -> Self {
         diesel::result::Error::QueryBuilderError(Box::new(e))
     }
+}
+
+/// `text` with every control character (newline, tab, NUL, escape, ...) written as Rust escapes
+/// it (`\n`, `\t`, `\0`, `\u{1b}`), and everything else as is.
+pub(crate) fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -16,7 +16,7 @@ const MAX_NAME_LEN: usize = 100;
 
 const TENANT_UP: &str = "\
 -- Your SQL goes here.
--- Runs once per tenant schema, with that schema first on the search_path: create tenant tables
+-- Runs once per tenant schema, with that schema alone on the search_path: create tenant tables
 -- unqualified, and qualify references to shared tables (public.users).
 ";
 
@@ -67,14 +67,18 @@ fn check_name(name: &str) -> Result<()> {
         bail!("invalid migration name ``: a migration name cannot be empty");
     }
     if name.len() > MAX_NAME_LEN {
-        bail!("invalid migration name `{name}`: a migration name is at most {MAX_NAME_LEN} bytes long");
+        bail!(
+            "invalid migration name `{}`: a migration name is at most {MAX_NAME_LEN} bytes long",
+            super::shown(name)
+        );
     }
     if !name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
         bail!(
-            "invalid migration name `{name}`: only lower-case ASCII letters, digits and `_` are allowed"
+            "invalid migration name `{}`: only lower-case ASCII letters, digits and `_` are allowed",
+            super::shown(name)
         );
     }
     Ok(())

@@ -1,30 +1,45 @@
-//! Migration commands: `migrate_tenant`, `migrate_all`, `revert_tenant`, `status`, and the fleet
-//! progress display.
+//! Migration commands: `migrate_tenant`, `migrate_all`, `revert_tenant`, and the fleet progress
+//! display.
 
 use std::io::IsTerminal as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use diesel::prelude::*;
 use diesel_workspace::{
-    Error, FailurePolicy, MigrateOptions, MigrationReport, Migrator, Progress, TenantOutcome,
-    TenantStatus,
+    Error, FailurePolicy, MigrateOptions, MigrationReport, Progress, TenantOutcome,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ensure_registered, plural, registry_exists, tenant_id, Ctx};
 use crate::cli::{FleetArgs, TenantOrAll};
+use crate::output;
 
 /// `migrate_tenant <identifier>` or `migrate_tenant --all`.
 pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     let Some(identifier) = args.identifier.as_deref().filter(|_| !args.all) else {
-        return migrate_all(ctx, &args.fleet);
+        return fleet_migrate(ctx, &args.fleet, "migrate_tenant");
     };
     let tenant = tenant_id(identifier)?;
     let migrator = ctx.migrator()?;
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
     let shared = migrator.run_shared(&mut conn)?;
+    if ctx.json() {
+        let started = Instant::now();
+        let result = match migrator.migrate_tenant(&mut conn, &tenant)? {
+            TenantOutcome::Applied(versions) => {
+                output::TenantResult::new(&tenant, "applied", versions)
+            }
+            _ => output::TenantResult::new(&tenant, "up_to_date", Vec::new()),
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        return output::print(&output::Report::new(
+            "migrate_tenant",
+            shared,
+            vec![result],
+            elapsed,
+        ));
+    }
     report_shared(&shared)?;
     match migrator.migrate_tenant(&mut conn, &tenant)? {
         TenantOutcome::Applied(versions) => {
@@ -37,16 +52,42 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
 
 /// `migrate_all` (and `migrate_tenant --all`): the shared migrations, then every tenant.
 pub(crate) fn migrate_all(ctx: &Ctx, fleet: &FleetArgs) -> Result<()> {
+    fleet_migrate(ctx, fleet, "migrate_all")
+}
+
+fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<()> {
     let migrator = ctx.migrator()?;
     let url = ctx.database_url()?;
     let mut conn = ctx.connect()?;
     let shared = migrator.run_shared(&mut conn)?;
     drop(conn);
-    report_shared(&shared)?;
-    let display = Display::new("applied");
-    let result = migrator.migrate_all(url, &options(fleet, &display));
+    if !ctx.json() {
+        report_shared(&shared)?;
+    }
+    let display = Display::new("applied", ctx.json());
+    let result = migrator.migrate_all(&url, &options(fleet, &display));
     display.finish();
+    if ctx.json() {
+        return fleet_json(command, shared, result, false);
+    }
     fleet_result(result, "migrated", "applied")
+}
+
+/// Prints the JSON report of a fleet run; an error naming the failed tenants when any failed.
+fn fleet_json(
+    command: &'static str,
+    shared: Vec<String>,
+    result: diesel_workspace::Result<MigrationReport>,
+    reverting: bool,
+) -> Result<()> {
+    match result {
+        Ok(report) => output::print(&output::Report::fleet(command, shared, &report, reverting)),
+        Err(Error::FleetMigration { report }) => {
+            output::print(&output::Report::fleet(command, shared, &report, reverting))?;
+            bail!("{}", report.failure_summary());
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `revert_tenant <identifier>` or `revert_tenant --all`.
@@ -56,13 +97,24 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
         let url = ctx.database_url()?;
         let mut conn = ctx.connect()?;
         if !registry_exists(&mut conn, &migrator)? {
+            if ctx.json() {
+                return output::print(&output::Report::new(
+                    "revert_tenant",
+                    Vec::new(),
+                    Vec::new(),
+                    0.0,
+                ));
+            }
             out!("no tenants");
             return Ok(());
         }
         drop(conn);
-        let display = Display::new("reverted");
-        let result = migrator.revert_last_all(url, &options(&args.fleet, &display));
+        let display = Display::new("reverted", ctx.json());
+        let result = migrator.revert_last_all(&url, &options(&args.fleet, &display));
         display.finish();
+        if ctx.json() {
+            return fleet_json("revert_tenant", Vec::new(), result, true);
+        }
         return fleet_result(result, "reverted", "reverted");
     }
     let Some(identifier) = args.identifier.as_deref() else {
@@ -71,91 +123,25 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     let tenant = tenant_id(identifier)?;
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
+    if ctx.json() {
+        let started = Instant::now();
+        let result = match migrator.revert_last(&mut conn, &tenant)? {
+            Some(version) => output::TenantResult::new(&tenant, "reverted", vec![version]),
+            None => output::TenantResult::new(&tenant, "nothing_to_revert", Vec::new()),
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        return output::print(&output::Report::new(
+            "revert_tenant",
+            Vec::new(),
+            vec![result],
+            elapsed,
+        ));
+    }
     match migrator.revert_last(&mut conn, &tenant)? {
         Some(version) => out!("tenant `{tenant}`: reverted {version}"),
         None => out!("tenant `{tenant}` has no applied migration to revert"),
     }
     Ok(())
-}
-
-/// `status`: the shared migrations, then a summary of the tenants and the ones that need care,
-/// then a `warning:` line on stderr for each hazard [`Migrator::audit`] finds.
-pub(crate) fn status(ctx: &Ctx) -> Result<()> {
-    let migrator = ctx.migrator()?;
-    let mut conn = ctx.connect()?;
-    let shared = migrator.shared_status(&mut conn)?;
-    out!(
-        "shared migrations: {} applied, {} pending{}",
-        shared.applied.len(),
-        shared.pending.len(),
-        if shared.pending.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", shared.pending.join(", "))
-        }
-    );
-    let versions = migrator.tenant_versions();
-    out!(
-        "tenant migrations: {}{}",
-        plural(versions.len(), "migration"),
-        versions
-            .last()
-            .map(|v| format!(", latest {v}"))
-            .unwrap_or_default()
-    );
-    let statuses = statuses(&mut conn, &migrator)?;
-    let up_to_date = statuses
-        .iter()
-        .filter(|s| s.pending.is_empty() && s.drift.is_none())
-        .count();
-    let with_pending = statuses.iter().filter(|s| !s.pending.is_empty()).count();
-    let drifted = statuses.iter().filter(|s| s.drift.is_some()).count();
-    out!(
-        "tenants: {} ({up_to_date} up to date, {with_pending} with pending migrations, {drifted} drifted)",
-        statuses.len()
-    );
-    for s in statuses
-        .iter()
-        .filter(|s| !s.pending.is_empty() || s.drift.is_some())
-    {
-        out!("  {}: {}", s.tenant, state(s));
-    }
-    // What weakens isolation in this database's set-up (superuser, CVE-2018-1058, shadowing
-    // shared tables, tenants without a schema), on stderr so the summary stays parseable.
-    if super::registry_exists(&mut conn, &migrator)? {
-        for hazard in migrator.audit(&mut conn)? {
-            eprintln!("warning: {hazard}");
-        }
-    }
-    Ok(())
-}
-
-/// Every tenant's state, drift included; empty when the registry does not exist yet.
-pub(crate) fn statuses(conn: &mut PgConnection, migrator: &Migrator) -> Result<Vec<TenantStatus>> {
-    if !registry_exists(conn, migrator)? {
-        return Ok(Vec::new());
-    }
-    Ok(migrator.status_with_drift(conn)?)
-}
-
-/// One tenant's state in a few words.
-pub(crate) fn state(s: &TenantStatus) -> String {
-    let mut parts = Vec::new();
-    if !s.pending.is_empty() {
-        parts.push(format!(
-            "{} pending ({})",
-            s.pending.len(),
-            s.pending.join(", ")
-        ));
-    }
-    if let Some(drift) = &s.drift {
-        parts.push(format!("drift: {drift}"));
-    }
-    if parts.is_empty() {
-        "up to date".to_owned()
-    } else {
-        parts.join("; ")
-    }
 }
 
 fn report_shared(applied: &[String]) -> Result<()> {
@@ -228,14 +214,16 @@ fn summary(report: &MigrationReport, did: &str, applied_word: &str) -> Result<()
     Ok(())
 }
 
-/// Fleet progress: a bar on a terminal (stderr), plain lines on stdout otherwise.
+/// Fleet progress: a bar on a terminal (stderr), plain lines on stdout otherwise (none with
+/// `--format json`, whose stdout is the report alone).
 struct Display {
     bar: Option<ProgressBar>,
     verb: &'static str,
+    quiet: bool,
 }
 
 impl Display {
-    fn new(verb: &'static str) -> Self {
+    fn new(verb: &'static str, quiet: bool) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -245,12 +233,13 @@ impl Display {
             );
             bar
         });
-        Self { bar, verb }
+        Self { bar, verb, quiet }
     }
 
     fn callback(&self) -> impl Fn(&Progress) + Send + Sync + 'static {
         let bar = self.bar.clone();
         let verb = self.verb;
+        let quiet = self.quiet;
         move |p: &Progress| {
             let what = match &p.outcome {
                 TenantOutcome::Applied(v) => format!("{verb} {}", v.join(", ")),
@@ -273,6 +262,7 @@ impl Display {
                         bar.println(format!("{}: {what}", p.tenant));
                     }
                 }
+                None if quiet => {}
                 None => {
                     // A closed stdout must not stop the run: the summary reports it afterwards.
                     use std::io::Write as _;

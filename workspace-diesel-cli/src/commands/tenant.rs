@@ -3,8 +3,11 @@
 
 use anyhow::{bail, Context as _, Result};
 
+use std::time::Instant;
+
 use super::{confirm, plural, tenant_id, Ctx};
 use crate::cli::TenantState;
+use crate::output;
 
 /// `create_tenant_schema <identifier>`: applies pending shared migrations (the registry table
 /// comes with them), then registers the tenant and creates its schema with every tenant
@@ -12,7 +15,7 @@ use crate::cli::TenantState;
 pub(crate) fn create(ctx: &Ctx, identifier: &str) -> Result<()> {
     let tenant = tenant_id(identifier)?;
     let migrator = ctx.migrator()?;
-    let versions = migrator.tenant_versions().len();
+    let versions = migrator.tenant_versions().to_vec();
     let mut conn = ctx.connect()?;
     let registered = migrator
         .is_registered(&mut conn, &tenant)
@@ -20,8 +23,20 @@ pub(crate) fn create(ctx: &Ctx, identifier: &str) -> Result<()> {
     if registered {
         bail!("tenant `{tenant}` already exists");
     }
-    migrator.run_shared(&mut conn)?;
+    let shared = migrator.run_shared(&mut conn)?;
+    let started = Instant::now();
     migrator.create_tenant(&mut conn, &tenant)?;
+    if ctx.json() {
+        let created = output::TenantResult::new(&tenant, "created", versions);
+        let report = output::Report::new(
+            "create_tenant_schema",
+            shared,
+            vec![created],
+            started.elapsed().as_secs_f64(),
+        );
+        return output::print(&report);
+    }
+    let versions = versions.len();
     out!(
         "created tenant `{tenant}` (schema {}, {} applied)",
         tenant.quoted(),
@@ -30,11 +45,22 @@ pub(crate) fn create(ctx: &Ctx, identifier: &str) -> Result<()> {
     Ok(())
 }
 
-/// `list_tenants`: one line per tenant with its migration state.
+/// `list_tenants`: one line per tenant with its migration state. Without the tenant migrations
+/// directory, the applied migrations and drift still come from the database, and the pending
+/// ones are unknown (a `warning:` on stderr says why).
 pub(crate) fn list(ctx: &Ctx) -> Result<()> {
-    let migrator = ctx.migrator()?;
+    let read = ctx.read_only_migrator()?;
     let mut conn = ctx.connect()?;
-    let statuses = super::migrate::statuses(&mut conn, &migrator)?;
+    let statuses = super::status::statuses(&mut conn, &read.migrator)?;
+    super::status::warn_unknown(ctx, &read);
+    let known = read.tenant_dir.is_some();
+    if ctx.json() {
+        let tenants = statuses
+            .iter()
+            .map(|s| output::Tenant::from_status(s, known))
+            .collect();
+        return output::print(&output::TenantList { tenants });
+    }
     if statuses.is_empty() {
         out!("no tenants");
         return Ok(());
@@ -52,12 +78,17 @@ pub(crate) fn list(ctx: &Ctx) -> Result<()> {
         "PENDING"
     );
     for s in &statuses {
+        let pending = if known {
+            s.pending.len().to_string()
+        } else {
+            "?".to_owned()
+        };
         out!(
             "{:<width$}  {:>7}  {:>7}  {}",
             s.tenant.as_str(),
             s.applied.len(),
-            s.pending.len(),
-            super::migrate::state(s)
+            pending,
+            super::status::state(s, known)
         );
     }
     Ok(())

@@ -7,10 +7,12 @@
 //! Everything runs in a transaction that is rolled back: a scratch schema built when no tenant is
 //! registered leaves nothing behind.
 //!
-//! [`catalog`] reads the database, [`render`](mod@render) writes the Rust file; this module picks the
-//! schemas and holds the transaction.
+//! [`catalog`] reads the database, [`filter`] picks the tables (`--only-tables`,
+//! `--except-tables`), [`render`](mod@render) writes the Rust file; this module picks the schemas
+//! and holds the transaction.
 
 mod catalog;
+mod filter;
 mod render;
 
 use std::fs;
@@ -21,7 +23,8 @@ use diesel::prelude::*;
 use diesel_migrations::MigrationHarness;
 use diesel_workspace::{Migrator, Registry, TenantId, LIBRARY_TABLES};
 
-use self::catalog::{read_foreign_keys, read_tables, schema_exists};
+use self::catalog::{read_foreign_keys, read_tables, schema_exists, Table};
+use self::filter::{warn_views, TableFilter};
 use self::render::{render, Schema};
 use super::{tenant_id, Ctx};
 use crate::cli::PrintSchemaArgs;
@@ -35,14 +38,23 @@ const LEDGER: &str = "__diesel_schema_migrations";
 /// Runs `print-schema`.
 pub(crate) fn print_schema(ctx: &Ctx, args: &PrintSchemaArgs) -> Result<()> {
     let tenant = args.tenant.as_deref().map(tenant_id).transpose()?;
+    let config = ctx.config();
+    let filter = TableFilter::new(
+        &args.only_tables,
+        &args.except_tables,
+        config.only_tables(),
+        config.except_tables(),
+    )?;
+    let with_registry = args.with_registry || config.with_registry();
+    let output = args.output.clone().or_else(|| config.print_schema_file());
     let mut conn = ctx.connect()?;
     AnsiTransactionManager::begin_transaction(&mut conn).context("could not open a transaction")?;
-    let result = read_and_render(ctx, &mut conn, tenant.as_ref(), args.with_registry);
+    let result = read_and_render(ctx, &mut conn, tenant.as_ref(), with_registry, &filter);
     // Always roll back: the scratch schema (if any) goes away with the transaction.
     let rolled_back = AnsiTransactionManager::rollback_transaction(&mut conn);
     let text = result?;
     rolled_back.context("could not roll back the transaction")?;
-    match &args.output {
+    match &output {
         Some(path) => fs::write(path, text)
             .with_context(|| format!("could not write `{}`", path.display()))?,
         None => {
@@ -58,6 +70,7 @@ fn read_and_render(
     conn: &mut PgConnection,
     tenant: Option<&TenantId>,
     with_registry: bool,
+    filter: &TableFilter,
 ) -> Result<String> {
     let registry = Registry::default();
     let shared_schema = registry.schema().to_owned();
@@ -83,8 +96,18 @@ fn read_and_render(
     if !with_registry {
         exclude.extend(LIBRARY_TABLES);
     }
-    let shared = read_tables(conn, &shared_schema, &exclude)?;
-    let tenant_tables = read_tables(conn, &tenant_schema, &[LEDGER])?;
+    let shared = filtered(
+        read_tables(conn, &shared_schema, &exclude)?,
+        &shared_schema,
+        filter,
+    );
+    let tenant_tables = filtered(
+        read_tables(conn, &tenant_schema, &[LEDGER])?,
+        &tenant_schema,
+        filter,
+    );
+    warn_views(conn, &shared_schema)?;
+    warn_views(conn, &tenant_schema)?;
     for t in &tenant_tables {
         if shared.iter().any(|s| s.name == t.name) {
             bail!(
@@ -104,6 +127,24 @@ fn read_and_render(
     }))
 }
 
+/// The tables `filter` keeps; a `warning:` naming each one it drops.
+fn filtered(tables: Vec<Table>, schema: &str, filter: &TableFilter) -> Vec<Table> {
+    tables
+        .into_iter()
+        .filter(|t| {
+            let keep = filter.keeps(&t.name);
+            if !keep {
+                eprintln!(
+                    "warning: skipping table `{schema}.{}`: {}",
+                    t.name,
+                    filter.reason()
+                );
+            }
+            keep
+        })
+        .collect()
+}
+
 /// Inside the caller's transaction (rolled back later): the pending shared migrations, then a
 /// scratch schema with every tenant migration, the scratch schema alone on the `search_path` (as
 /// when a tenant is provisioned).
@@ -118,7 +159,7 @@ fn build_scratch(ctx: &Ctx, conn: &mut PgConnection) -> Result<()> {
     ))
     .context("could not create a scratch schema")?;
     let tenant =
-        diesel_migrations::FileBasedMigrations::from_path(tenant_dir).with_context(|| {
+        diesel_migrations::FileBasedMigrations::from_path(&tenant_dir).with_context(|| {
             format!(
                 "could not read the tenant migrations in `{}`",
                 tenant_dir.display()

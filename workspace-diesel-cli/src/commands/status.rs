@@ -1,0 +1,174 @@
+//! Read-only views of the migration state: `status`, and the helpers `list_tenants` and
+//! `pending` share with it.
+//!
+//! They work without the tenant migrations directory (the applied migrations, drift and hazards
+//! come from the database; what is pending is then unknown, and said so), and a migration whose
+//! up.sql is still empty is reported, not fatal.
+
+use anyhow::Result;
+use diesel::prelude::*;
+use diesel_workspace::{Migrator, TenantStatus};
+
+use super::{plural, registry_exists, Ctx, ReadOnly};
+use crate::output;
+
+/// `status`: the shared migrations, then a summary of the tenants and the ones that need care,
+/// then a `warning:` line on stderr for each hazard [`Migrator::audit`] finds.
+pub(crate) fn status(ctx: &Ctx) -> Result<()> {
+    let read = ctx.read_only_migrator()?;
+    let migrator = &read.migrator;
+    let known = read.tenant_dir.is_some();
+    let mut conn = ctx.connect()?;
+    let shared = migrator.shared_status(&mut conn)?;
+    let (applied_shared, pending_shared) = (shared.applied, shared.pending);
+    let versions = migrator.tenant_versions().to_vec();
+    let statuses = statuses(&mut conn, migrator)?;
+    let drifted = statuses.iter().filter(|s| s.drift.is_some()).count();
+    let up_to_date = statuses
+        .iter()
+        .filter(|s| s.pending.is_empty() && s.drift.is_none())
+        .count();
+    let with_pending = statuses.iter().filter(|s| !s.pending.is_empty()).count();
+    let attention: Vec<&TenantStatus> = statuses
+        .iter()
+        .filter(|s| (known && !s.pending.is_empty()) || s.drift.is_some())
+        .collect();
+    // What weakens isolation in this database's set-up (superuser, CVE-2018-1058, shadowing
+    // shared tables, tenants without a schema), on stderr so the summary stays parseable.
+    let hazards: Vec<String> = if registry_exists(&mut conn, migrator)? {
+        migrator
+            .audit(&mut conn)?
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    warn_unknown(ctx, &read);
+    if ctx.json() {
+        let doc = output::Status {
+            shared: output::Shared {
+                applied: applied_shared,
+                pending: pending_shared,
+            },
+            tenant_migrations: output::TenantMigrations {
+                directory: read.tenant_dir.as_ref().map(|d| d.display().to_string()),
+                latest: versions.last().cloned(),
+                versions,
+                empty: read.placeholders.clone(),
+            },
+            tenants: output::TenantSummary {
+                total: statuses.len(),
+                up_to_date: known.then_some(up_to_date),
+                with_pending: known.then_some(with_pending),
+                drifted,
+                attention: attention
+                    .iter()
+                    .map(|s| output::Tenant::from_status(s, known))
+                    .collect(),
+            },
+            warnings: hazards.clone(),
+        };
+        output::print(&doc)?;
+        return warn_hazards(&hazards);
+    }
+    out!(
+        "shared migrations: {} applied, {} pending{}",
+        applied_shared.len(),
+        pending_shared.len(),
+        if pending_shared.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", pending_shared.join(", "))
+        }
+    );
+    match &read.tenant_dir {
+        Some(_) => out!(
+            "tenant migrations: {}{}",
+            plural(versions.len(), "migration"),
+            versions
+                .last()
+                .map(|v| format!(", latest {v}"))
+                .unwrap_or_default()
+        ),
+        None => out!(
+            "tenant migrations: unknown (no directory `{}`)",
+            ctx.tenant_dir_path().display()
+        ),
+    }
+    if !read.placeholders.is_empty() {
+        out!(
+            "  not written yet (empty up.sql, not counted): {}",
+            read.placeholders.join(", ")
+        );
+    }
+    if known {
+        out!(
+            "tenants: {} ({up_to_date} up to date, {with_pending} with pending migrations, {drifted} drifted)",
+            statuses.len()
+        );
+    } else {
+        out!(
+            "tenants: {} (pending migrations unknown, {drifted} drifted)",
+            statuses.len()
+        );
+    }
+    for s in attention {
+        out!("  {}: {}", s.tenant, state(s, known));
+    }
+    warn_hazards(&hazards)
+}
+
+/// The hazards, after the results (a closed stdout has ended the command before).
+fn warn_hazards(hazards: &[String]) -> Result<()> {
+    for hazard in hazards {
+        eprintln!("warning: {hazard}");
+    }
+    Ok(())
+}
+
+/// A `warning:` on stderr when the tenant migrations directory is missing (what is pending is
+/// then unknown) and for each migration left out because its up.sql is still empty.
+pub(crate) fn warn_unknown(ctx: &Ctx, read: &ReadOnly) {
+    if read.tenant_dir.is_none() {
+        eprintln!(
+            "warning: the tenant migrations directory `{}` does not exist: pending migrations are unknown (see --migrations-dir)",
+            ctx.tenant_dir_path().display()
+        );
+    }
+    for name in &read.placeholders {
+        eprintln!(
+            "warning: tenant migration `{name}` has no SQL statement in its up.sql yet: not counted until it is written"
+        );
+    }
+}
+
+/// Every tenant's state, drift included; empty when the registry does not exist yet.
+pub(crate) fn statuses(conn: &mut PgConnection, migrator: &Migrator) -> Result<Vec<TenantStatus>> {
+    if !registry_exists(conn, migrator)? {
+        return Ok(Vec::new());
+    }
+    Ok(migrator.status_with_drift(conn)?)
+}
+
+/// One tenant's state in a few words; `known` is false when pending migrations are unknown.
+pub(crate) fn state(s: &TenantStatus, known: bool) -> String {
+    let mut parts = Vec::new();
+    if !known {
+        parts.push("pending unknown".to_owned());
+    } else if !s.pending.is_empty() {
+        parts.push(format!(
+            "{} pending ({})",
+            s.pending.len(),
+            s.pending.join(", ")
+        ));
+    }
+    if let Some(drift) = &s.drift {
+        parts.push(format!("drift: {drift}"));
+    }
+    if parts.is_empty() {
+        "up to date".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}

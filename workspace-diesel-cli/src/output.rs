@@ -1,0 +1,248 @@
+//! The JSON documents of `--format json`: one per command run, on stdout. Their fields are part
+//! of the tool's interface (documented in the README); add fields, never rename or remove one.
+
+use diesel_workspace::{MigrationReport, TenantId, TenantOutcome, TenantStatus};
+use serde::Serialize;
+
+/// Writes `doc` as one line of JSON on stdout.
+pub(crate) fn print<T: Serialize>(doc: &T) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    // Serialised first, so that a closed stdout is a plain I/O error (ended quietly by `main`).
+    let text = serde_json::to_string(doc)?;
+    writeln!(std::io::stdout().lock(), "{text}")?;
+    Ok(())
+}
+
+/// One tenant's migration state (`list_tenants`, `status`, `pending`).
+#[derive(Debug, Serialize)]
+pub(crate) struct Tenant {
+    /// The tenant's identifier (its schema name).
+    pub(crate) tenant: String,
+    /// The versions in the central record, in order.
+    pub(crate) applied: Vec<String>,
+    /// The versions not applied yet; `null` when unknown (no tenant migrations directory).
+    pub(crate) pending: Option<Vec<String>>,
+    /// How the tenant's own ledger disagrees with the central record, if it does.
+    pub(crate) drift: Option<String>,
+    /// `up_to_date`, `pending`, `drifted` or `unknown` (pending unknown, no drift).
+    pub(crate) state: &'static str,
+}
+
+impl Tenant {
+    /// From the library's status; `known` is false when the pending list means nothing.
+    pub(crate) fn from_status(s: &TenantStatus, known: bool) -> Self {
+        let state = if s.drift.is_some() {
+            "drifted"
+        } else if !known {
+            "unknown"
+        } else if s.pending.is_empty() {
+            "up_to_date"
+        } else {
+            "pending"
+        };
+        Self {
+            tenant: s.tenant.to_string(),
+            applied: s.applied.clone(),
+            pending: known.then(|| s.pending.clone()),
+            drift: s.drift.clone(),
+            state,
+        }
+    }
+}
+
+/// `list_tenants` and `pending`.
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantList {
+    pub(crate) tenants: Vec<Tenant>,
+}
+
+/// `status`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Status {
+    pub(crate) shared: Shared,
+    pub(crate) tenant_migrations: TenantMigrations,
+    pub(crate) tenants: TenantSummary,
+    /// What `Migrator::audit` finds (also printed on stderr as `warning:` lines).
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The shared migrations of `status`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Shared {
+    pub(crate) applied: Vec<String>,
+    pub(crate) pending: Vec<String>,
+}
+
+/// The tenant migration set of `status`.
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantMigrations {
+    /// The tenant migrations directory; `null` when it does not exist.
+    pub(crate) directory: Option<String>,
+    /// The versions of the migrations that hold SQL, in order.
+    pub(crate) versions: Vec<String>,
+    pub(crate) latest: Option<String>,
+    /// Migrations (directory names) whose up.sql holds no statement yet: not counted anywhere
+    /// else until they are written.
+    pub(crate) empty: Vec<String>,
+}
+
+/// The tenant summary of `status`.
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantSummary {
+    pub(crate) total: usize,
+    /// `null` when pending migrations are unknown (no tenant migrations directory).
+    pub(crate) up_to_date: Option<usize>,
+    pub(crate) with_pending: Option<usize>,
+    pub(crate) drifted: usize,
+    /// The tenants with pending migrations or drift.
+    pub(crate) attention: Vec<Tenant>,
+}
+
+/// The report of `create_tenant_schema`, `setup`, `migrate_tenant`, `migrate_all`,
+/// `revert_tenant` and `redo_tenant`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    /// The command's snake_case name.
+    pub(crate) command: &'static str,
+    /// Whether everything succeeded (the exit code is 1 otherwise).
+    pub(crate) ok: bool,
+    /// The shared migrations applied by this run, in order.
+    pub(crate) shared_applied: Vec<String>,
+    /// One entry per tenant worked on.
+    pub(crate) tenants: Vec<TenantResult>,
+    /// Counts of `tenants` by outcome.
+    pub(crate) summary: Summary,
+    /// Wall time of the tenant phase, in seconds.
+    pub(crate) elapsed_seconds: f64,
+}
+
+/// What happened to one tenant.
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantResult {
+    pub(crate) tenant: String,
+    /// `created`, `applied`, `reverted`, `redone`, `up_to_date`, `nothing_to_revert`, `failed`
+    /// or `skipped`.
+    pub(crate) outcome: &'static str,
+    /// The versions applied (or reverted), in the order they ran.
+    pub(crate) versions: Vec<String>,
+    /// For `redone`: the version reverted before the migrations were applied again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reverted: Option<String>,
+    /// For `failed`: PostgreSQL's SQLSTATE when known, and the message (naming the version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sqlstate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) message: Option<String>,
+}
+
+impl TenantResult {
+    /// A tenant with `outcome` and `versions`.
+    pub(crate) fn new(tenant: &TenantId, outcome: &'static str, versions: Vec<String>) -> Self {
+        Self {
+            tenant: tenant.to_string(),
+            outcome,
+            versions,
+            reverted: None,
+            sqlstate: None,
+            message: None,
+        }
+    }
+}
+
+/// Counts by outcome.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Summary {
+    pub(crate) total: usize,
+    /// Tenants that changed: created, applied, reverted or redone.
+    pub(crate) changed: usize,
+    /// Tenants with nothing to do (`up_to_date`, `nothing_to_revert`).
+    pub(crate) unchanged: usize,
+    pub(crate) failed: usize,
+    pub(crate) skipped: usize,
+}
+
+impl Report {
+    /// A report of `tenants`.
+    pub(crate) fn new(
+        command: &'static str,
+        shared_applied: Vec<String>,
+        tenants: Vec<TenantResult>,
+        elapsed_seconds: f64,
+    ) -> Self {
+        let mut summary = Summary {
+            total: tenants.len(),
+            ..Summary::default()
+        };
+        for t in &tenants {
+            match t.outcome {
+                "failed" => summary.failed += 1,
+                "skipped" => summary.skipped += 1,
+                "up_to_date" | "nothing_to_revert" => summary.unchanged += 1,
+                _ => summary.changed += 1,
+            }
+        }
+        Self {
+            command,
+            ok: summary.failed == 0 && summary.skipped == 0,
+            shared_applied,
+            tenants,
+            summary,
+            elapsed_seconds,
+        }
+    }
+
+    /// A fleet report of the library; `reverting` names the outcomes of a revert.
+    pub(crate) fn fleet(
+        command: &'static str,
+        shared_applied: Vec<String>,
+        report: &MigrationReport,
+        reverting: bool,
+    ) -> Self {
+        let tenants = report
+            .tenants
+            .iter()
+            .map(|(tenant, outcome)| match outcome {
+                TenantOutcome::Applied(versions) => TenantResult::new(
+                    tenant,
+                    if reverting { "reverted" } else { "applied" },
+                    versions.clone(),
+                ),
+                TenantOutcome::UpToDate => TenantResult::new(
+                    tenant,
+                    if reverting {
+                        "nothing_to_revert"
+                    } else {
+                        "up_to_date"
+                    },
+                    Vec::new(),
+                ),
+                TenantOutcome::Skipped => TenantResult::new(tenant, "skipped", Vec::new()),
+                TenantOutcome::Failed { sqlstate, message } => TenantResult {
+                    sqlstate: sqlstate.clone(),
+                    message: Some(message.clone()),
+                    ..TenantResult::new(tenant, "failed", Vec::new())
+                },
+            })
+            .collect();
+        Self::new(
+            command,
+            shared_applied,
+            tenants,
+            report.elapsed.as_secs_f64(),
+        )
+    }
+}
+
+/// `setup`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Setup {
+    pub(crate) command: &'static str,
+    pub(crate) ok: bool,
+    /// The database's name.
+    pub(crate) database: String,
+    /// Whether `setup` created it.
+    pub(crate) created_database: bool,
+    /// Migration directories `setup` created (they did not exist).
+    pub(crate) created_directories: Vec<String>,
+    pub(crate) shared_applied: Vec<String>,
+}
