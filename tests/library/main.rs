@@ -19,3 +19,4 @@ mod pool;
 mod registry;
 mod routing;
 mod tenancy;
+mod tracing;

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -22,6 +23,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: piped or captured output stays plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .init();
     match commands::run(cli) {

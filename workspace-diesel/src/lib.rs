@@ -11,6 +11,7 @@ mod registry;
 mod sql;
 mod table;
 mod tenant;
+mod trace;
 
 #[cfg(feature = "r2d2")]
 pub mod pool;
