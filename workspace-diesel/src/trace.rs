@@ -41,7 +41,7 @@ macro_rules! fleet_tenant_span {
         ::tracing::info_span!(
             parent: $run,
             "fleet.tenant",
-            tenant = $tenant.as_str(),
+            tenant = %$tenant,
             applied = ::tracing::field::Empty,
             sqlstate = ::tracing::field::Empty,
             error = ::tracing::field::Empty

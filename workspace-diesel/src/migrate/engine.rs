@@ -87,7 +87,7 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
     ) -> Result<TenantOutcome> {
-        let _span = crate::trace::op_span!("tenant.migrate", tenant = tenant.as_str()).entered();
+        let _span = crate::trace::op_span!("tenant.migrate", tenant = %tenant).entered();
         self.ensure_tenant(conn, tenant)?;
         let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default());
         crate::trace::finish_with(applied, |a| Some(a.len())).map(TenantOutcome::from_applied)
@@ -119,7 +119,7 @@ impl Migrator {
         tenant: &TenantId,
         params: &MigrateParams,
     ) -> Result<Option<String>> {
-        let _span = crate::trace::op_span!("tenant.revert", tenant = tenant.as_str()).entered();
+        let _span = crate::trace::op_span!("tenant.revert", tenant = %tenant).entered();
         no_outer_transaction(conn)?;
         self.ensure_tenant(conn, tenant)?;
         let reverted = with_retries(tenant, params, || self.revert_once(conn, tenant, params));
@@ -141,7 +141,7 @@ impl Migrator {
         plan: Option<&[String]>,
         params: &MigrateParams,
     ) -> Result<Vec<String>> {
-        let _span = tracing::debug_span!("schema.apply", schema = schema.as_str()).entered();
+        let _span = tracing::debug_span!("schema.apply", schema = %schema).entered();
         no_outer_transaction(conn)?;
         with_retries(schema, params, || {
             self.apply_once(conn, schema, plan, params)

@@ -92,7 +92,7 @@ impl Migrator {
         while spares + created < target {
             let name = TenantId::new(spare_name())?;
             self.provision(conn, &name, Provision::Spare)?;
-            tracing::debug!(spare = name.as_str(), "spare created");
+            tracing::debug!(spare = %name, "spare created");
             created += 1;
         }
         Ok(created)

@@ -56,7 +56,7 @@ impl Migrator {
     /// - [`Error::TenantMigration`] when a tenant migration fails (its source is a
     ///   [`MigrationFailure`](crate::MigrationFailure) with the version and SQLSTATE).
     pub fn create_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
-        let _span = crate::trace::op_span!("tenant.create", tenant = tenant.as_str()).entered();
+        let _span = crate::trace::op_span!("tenant.create", tenant = %tenant).entered();
         self.check_tenant_name(tenant)?;
         no_outer_transaction(conn)?;
         let t = quote_literal(tenant.as_str());
@@ -97,7 +97,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::TenantNotFound`] when the tenant is not registered (nothing is dropped).
     pub fn drop_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
-        let _span = crate::trace::op_span!("tenant.drop", tenant = tenant.as_str()).entered();
+        let _span = crate::trace::op_span!("tenant.drop", tenant = %tenant).entered();
         self.check_tenant_name(tenant)?;
         let dropped = conn.transaction::<_, Error, _>(|conn| {
             conn.batch_execute(&tenant_lock(tenant.as_str()))?;
@@ -135,9 +135,7 @@ impl Migrator {
         from: &TenantId,
         to: &TenantId,
     ) -> Result<()> {
-        let _span =
-            crate::trace::op_span!("tenant.rename", tenant = from.as_str(), to = to.as_str())
-                .entered();
+        let _span = crate::trace::op_span!("tenant.rename", tenant = %from, to = %to).entered();
         self.check_tenant_name(from)?;
         self.check_tenant_name(to)?;
         let renamed = conn.transaction::<_, Error, _>(|conn| {
