@@ -53,3 +53,4 @@ mod setup;
 mod spares;
 mod status;
 mod tenants;
+mod tracing;

@@ -21,3 +21,4 @@ mod quickstart;
 mod registry;
 mod routing;
 mod tenancy;
+mod tracing;

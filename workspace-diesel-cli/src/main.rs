@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod output;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -24,6 +25,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: piped or captured output stays plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .init();
     match commands::run(cli) {

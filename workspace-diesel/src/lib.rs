@@ -12,6 +12,7 @@ mod sql;
 mod state;
 mod table;
 mod tenant;
+mod trace;
 
 #[cfg(feature = "r2d2")]
 pub mod pool;

@@ -87,9 +87,10 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
     ) -> Result<TenantOutcome> {
+        let _span = crate::trace::op_span!("tenant.migrate", tenant = %tenant).entered();
         self.ensure_tenant(conn, tenant)?;
-        let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default())?;
-        Ok(TenantOutcome::from_applied(applied))
+        let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default());
+        crate::trace::finish_with(applied, |a| Some(a.len())).map(TenantOutcome::from_applied)
     }
 
     /// Reverts `tenant`'s last applied migration with its `down.sql`, deleting its ledger row and
@@ -118,10 +119,11 @@ impl Migrator {
         tenant: &TenantId,
         params: &MigrateParams,
     ) -> Result<Option<String>> {
+        let _span = crate::trace::op_span!("tenant.revert", tenant = %tenant).entered();
         no_outer_transaction(conn)?;
         self.ensure_tenant(conn, tenant)?;
-        let mut reverted = with_retries(tenant, params, || self.revert_once(conn, tenant, params))?;
-        Ok(reverted.pop())
+        let reverted = with_retries(tenant, params, || self.revert_once(conn, tenant, params));
+        crate::trace::finish_with(reverted, |r| Some(r.len())).map(|mut r| r.pop())
     }
 
     /// Applies the pending tenant migrations to `schema` and returns their versions.
@@ -139,6 +141,7 @@ impl Migrator {
         plan: Option<&[String]>,
         params: &MigrateParams,
     ) -> Result<Vec<String>> {
+        let _span = tracing::debug_span!("schema.apply", schema = %schema).entered();
         no_outer_transaction(conn)?;
         with_retries(schema, params, || {
             self.apply_once(conn, schema, plan, params)
@@ -312,6 +315,7 @@ fn with_retries(
             {
                 committed.append(&mut source.take_committed());
                 retried += 1;
+                tracing::debug!(retry = retried, "lock timeout, retrying");
                 std::thread::sleep(Duration::from_millis(50 * u64::from(retried)));
             }
             Err(e) => return Err(with_committed(schema, e, committed)),

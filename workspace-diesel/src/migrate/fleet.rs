@@ -211,6 +211,7 @@ impl Migrator {
         database_url: &str,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
+        let _span = crate::trace::fleet_span!("fleet.migrate_all").entered();
         let started = Instant::now();
         let mut conn = PgConnection::establish(database_url)?;
         self.migrate_all_from(&mut conn, database_url, opts, started)
@@ -229,6 +230,7 @@ impl Migrator {
         database_url: &str,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
+        let _span = crate::trace::fleet_span!("fleet.migrate_all").entered();
         self.migrate_all_from(conn, database_url, opts, Instant::now())
     }
 
@@ -307,6 +309,7 @@ impl Migrator {
         tenants: &[TenantId],
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
+        let _span = crate::trace::fleet_span!("fleet.create_tenants").entered();
         let started = Instant::now();
         let versions = self.tenant_versions().to_vec();
         let mut sorted = tenants.to_vec();
@@ -343,6 +346,7 @@ impl Migrator {
         database_url: &str,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
+        let _span = crate::trace::fleet_span!("fleet.revert_last").entered();
         let started = Instant::now();
         let mut conn = PgConnection::establish(database_url)?;
         let tenants = self.list_tenants(&mut conn)?;
@@ -391,6 +395,11 @@ impl Migrator {
         let counters = Mutex::new((0usize, 0usize));
         let workers = opts.parallel.max(1).min(jobs.len());
         let mut first = first;
+        // Workers report to the caller's subscriber, under the run's span.
+        let (dispatch, run) = (
+            tracing::dispatcher::get_default(|d| d.clone()),
+            tracing::Span::current(),
+        );
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 let mut conn = match first.take() {
@@ -399,11 +408,14 @@ impl Migrator {
                 };
                 let (stop, next, jobs, tenants, outcomes, counters, op) =
                     (&stop, &next, &jobs, &tenants, &outcomes, &counters, &op);
+                let (dispatch, run) = (&dispatch, &run);
                 scope.spawn(move || {
+                    let _dispatch = tracing::dispatcher::set_default(dispatch);
                     while !stop.load(Ordering::SeqCst) {
                         let k = next.fetch_add(1, Ordering::SeqCst);
                         let Some((i, job)) = jobs.get(k) else { break };
                         let tenant = &tenants[*i];
+                        let _span = crate::trace::fleet_tenant_span!(run, tenant).entered();
                         let outcome = match conn.get(database_url) {
                             Ok(c) => match op(c, tenant, job) {
                                 Ok(o) => o,
@@ -411,6 +423,7 @@ impl Migrator {
                             },
                             Err(e) => outcome_of(&e),
                         };
+                        crate::trace::finish_tenant(&outcome);
                         let failed = matches!(outcome, TenantOutcome::Failed { .. });
                         if failed {
                             // A killed backend or a lost connection: reconnect for the next.
@@ -449,6 +462,7 @@ impl Migrator {
             tenants: tenants.into_iter().zip(outcomes).collect(),
             elapsed: started.elapsed(),
         };
+        crate::trace::finish_fleet(&report);
         if report.is_success() {
             Ok(report)
         } else {

@@ -184,7 +184,8 @@ impl Migrator {
     /// # Errors
     /// [`Error::SharedMigration`] when a migration fails; nothing of this run is kept.
     pub fn run_shared(&self, conn: &mut PgConnection) -> Result<Vec<String>> {
-        conn.transaction::<_, Error, _>(|conn| {
+        let _span = crate::trace::op_span!("shared.migrate").entered();
+        let applied = conn.transaction::<_, Error, _>(|conn| {
             conn.batch_execute(&format!(
                 "SELECT pg_catalog.pg_advisory_xact_lock({SHARED_LOCK_KEY}, 0); \
                  SET LOCAL search_path TO {SHARED_SCHEMA}"
@@ -197,7 +198,8 @@ impl Migrator {
                 applied.extend(shared.run_pending(conn).map_err(Error::SharedMigration)?);
             }
             Ok(applied)
-        })
+        });
+        crate::trace::finish_with(applied, |a| Some(a.len()))
     }
 
     /// Whether the registry has a row for `tenant` (the registry must exist).

@@ -51,6 +51,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::TenantMigration`] when a spare's migrations fail; [`Error::Query`].
     pub fn fill_spares(&self, conn: &mut PgConnection, target: usize) -> Result<usize> {
+        let _span = crate::trace::op_span!("spares.fill", target).entered();
         no_outer_transaction(conn)?;
         // One filler at a time (a session lock: the work spans several transactions), so two
         // concurrent calls do not both top up from the same count.
@@ -61,7 +62,7 @@ impl Migrator {
         let unlocked = conn.batch_execute(&format!(
             "SELECT pg_catalog.pg_advisory_unlock({SPARES_LOCK_KEY}, 0)"
         ));
-        let created = result?;
+        let created = crate::trace::finish_with(result, |n| Some(*n))?;
         unlocked?;
         Ok(created)
     }
@@ -91,6 +92,7 @@ impl Migrator {
         while spares + created < target {
             let name = TenantId::new(spare_name())?;
             self.provision(conn, &name, Provision::Spare)?;
+            tracing::debug!(spare = %name, "spare created");
             created += 1;
         }
         Ok(created)
@@ -117,6 +119,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when a statement fails.
     pub fn drain_spares(&self, conn: &mut PgConnection) -> Result<usize> {
+        let _span = tracing::info_span!("spares.drain").entered();
         no_outer_transaction(conn)?;
         let mut n = 0;
         for spare in self.spares(conn)? {
@@ -142,6 +145,7 @@ impl Migrator {
             })?;
             n += dropped;
         }
+        tracing::info!(dropped = n, "done");
         Ok(n)
     }
 }

@@ -56,12 +56,13 @@ impl Migrator {
     /// - [`Error::TenantMigration`] when a tenant migration fails (its source is a
     ///   [`MigrationFailure`](crate::MigrationFailure) with the version and SQLSTATE).
     pub fn create_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
+        let _span = crate::trace::op_span!("tenant.create", tenant = %tenant).entered();
         self.check_tenant_name(tenant)?;
         no_outer_transaction(conn)?;
         let t = quote_literal(tenant.as_str());
         let versions = &self.set.versions;
         // One round trip either way: claim a current spare, or provision from scratch.
-        self.provision_with_retry(conn, tenant, |wrapped| {
+        let created = self.provision_with_retry(conn, tenant, |wrapped| {
             let (body, all) = self.provision_body(tenant, Provision::Tenant, wrapped);
             let [inner, outer] = dollar_tags(["wd_p", "wd_claim"], &body);
             let sql = format!(
@@ -86,7 +87,8 @@ impl Migrator {
                 col = self.registry.quoted_identifier_column(),
             );
             (sql, all)
-        })
+        });
+        crate::trace::finish(created)
     }
 
     /// Drops a tenant: its registry row, its central record rows and `DROP SCHEMA … CASCADE`, in
@@ -95,8 +97,9 @@ impl Migrator {
     /// # Errors
     /// [`Error::TenantNotFound`] when the tenant is not registered (nothing is dropped).
     pub fn drop_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
+        let _span = crate::trace::op_span!("tenant.drop", tenant = %tenant).entered();
         self.check_tenant_name(tenant)?;
-        conn.transaction::<_, Error, _>(|conn| {
+        let dropped = conn.transaction::<_, Error, _>(|conn| {
             conn.batch_execute(&tenant_lock(tenant.as_str()))?;
             let deleted = diesel::sql_query(format!(
                 "DELETE FROM {} WHERE {} = $1",
@@ -115,7 +118,8 @@ impl Migrator {
                 tenant.quoted()
             ))?;
             Ok(())
-        })
+        });
+        crate::trace::finish(dropped)
     }
 
     /// Renames a tenant: `ALTER SCHEMA … RENAME`, its registry row and its central record rows,
@@ -131,9 +135,10 @@ impl Migrator {
         from: &TenantId,
         to: &TenantId,
     ) -> Result<()> {
+        let _span = crate::trace::op_span!("tenant.rename", tenant = %from, to = %to).entered();
         self.check_tenant_name(from)?;
         self.check_tenant_name(to)?;
-        conn.transaction::<_, Error, _>(|conn| {
+        let renamed = conn.transaction::<_, Error, _>(|conn| {
             let (a, b) = if from < to { (from, to) } else { (to, from) };
             conn.batch_execute(&format!(
                 "{}; {}",
@@ -183,7 +188,8 @@ impl Migrator {
                 lt = quote_literal(to.as_str()),
             ))?;
             Ok(())
-        })
+        });
+        crate::trace::finish(renamed)
     }
 
     /// Every registered tenant, sorted, from the registry (spares are not tenants and are not
