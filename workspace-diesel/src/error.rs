@@ -60,6 +60,15 @@ pub enum Error {
     /// A migration source could not be read (a migrations directory that is missing or malformed).
     #[error("could not read the migrations")]
     MigrationSource(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database engine lacks something tenant provisioning or migrations rely on (see
+    /// [`Dialect`](crate::Dialect)); nothing was changed.
+    #[error("{engine} is not supported: it lacks {missing}")]
+    UnsupportedEngine {
+        /// The engine, as [`Dialect::name`](crate::Dialect::name) reports it.
+        engine: &'static str,
+        /// The capabilities it lacks.
+        missing: &'static str,
+    },
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]

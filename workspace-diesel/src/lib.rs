@@ -5,10 +5,13 @@
 mod audit;
 mod connection;
 mod context;
+mod dialect;
 mod error;
 mod lifecycle;
+mod lint;
 mod migrate;
 mod registry;
+mod statements;
 mod table;
 mod tenant;
 
@@ -21,16 +24,19 @@ pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
+pub use crate::dialect::{CitusInfo, CitusNode, Dialect, Engine};
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::lifecycle::{
     FailurePolicy, MigrateOptions, MigrationReport, Progress, ProgressFn, TenantOutcome,
     TenantStatus,
 };
+pub use crate::lint::{CitusLint, CitusRule, LintError, LintFinding};
 pub use crate::migrate::{MigrationFailure, Migrator, MigratorBuilder, REGISTRY_MIGRATIONS};
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,
 };
+pub use crate::statements::{split_statements, SplitError, Statement};
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub use workspace_diesel_derive::TenantModel;
@@ -84,6 +90,7 @@ pub use workspace_diesel_derive::tenant_table;
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::statements::{split_statements, SplitError, Statement};
     pub use crate::table::walk_tenant_table;
     pub use diesel;
 }
