@@ -69,6 +69,15 @@ pub enum Error {
         /// The capabilities it lacks.
         missing: &'static str,
     },
+    /// An operation that only exists on Citus (moving a tenant, rebalancing) was called on
+    /// another engine.
+    #[error("{operation} needs Citus with schema-based sharding; this database runs {engine}")]
+    RequiresCitus {
+        /// What was asked for.
+        operation: &'static str,
+        /// The engine found instead.
+        engine: &'static str,
+    },
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]

@@ -10,6 +10,7 @@ mod error;
 mod lifecycle;
 mod lint;
 mod migrate;
+mod placement;
 mod registry;
 mod statements;
 mod table;
@@ -32,6 +33,9 @@ pub use crate::lifecycle::{
 };
 pub use crate::lint::{CitusLint, CitusRule, LintError, LintFinding};
 pub use crate::migrate::{MigrationFailure, Migrator, MigratorBuilder, REGISTRY_MIGRATIONS};
+pub use crate::placement::{
+    rebalance_status, start_rebalance, wait_rebalance, RebalanceStatus, TenantPlacement,
+};
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,
