@@ -18,4 +18,5 @@ mod lifecycle;
 mod pool;
 mod registry;
 mod routing;
+mod statements;
 mod tenancy;
