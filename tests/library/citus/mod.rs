@@ -4,3 +4,4 @@
 //! `WORKSPACE_DIESEL_REQUIRE_CITUS=1`, which makes them fail.
 
 mod detection;
+mod lint;
