@@ -20,6 +20,8 @@ fn help_is_pinned() {
         "fill_spares",
         "list_spares",
         "drain_spares",
+        "move_tenant",
+        "rebalance",
         "print-schema",
     ] {
         let run = w.run(&db, &[command, "--help"]);

@@ -24,6 +24,13 @@ pub const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migratio
 /// Shared tables used by the tests (a `plans` table to join with).
 pub const SHARED_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/shared");
 
+/// The migrator for the example schemas (tenant set and the tests' shared tables).
+pub fn example_migrator() -> Migrator {
+    Migrator::builder(TENANT_MIGRATIONS)
+        .shared(SHARED_MIGRATIONS)
+        .build()
+}
+
 /// A database of its own for one test: `dwx_<run>_test_<hash of the test's name>`. Dropped (with
 /// `FORCE`) when the guard drops, unless the test panicked, so a failure can be inspected.
 pub struct TestDb {

@@ -119,6 +119,27 @@ pub(crate) enum Command {
         yes: bool,
     },
 
+    /// Move a tenant to another node of a Citus cluster (citus_schema_move)
+    #[command(name = "move_tenant")]
+    MoveTenant {
+        /// The tenant to move
+        identifier: String,
+        /// The node to move it to, as the cluster knows it (see status)
+        #[arg(value_name = "HOST:PORT")]
+        to: String,
+    },
+
+    /// Start Citus's rebalancer, which spreads the tenants over the nodes, and watch it
+    #[command(name = "rebalance")]
+    Rebalance {
+        /// Start it and return; `rebalance --status` shows how far it got
+        #[arg(long, conflicts_with = "status")]
+        no_wait: bool,
+        /// Show the latest rebalance's progress instead of starting one
+        #[arg(long)]
+        status: bool,
+    },
+
     /// Print Rust declarations of the shared tables (diesel::table!) and the tenant tables
     /// (tenant_table!), read from the live database
     #[command(name = "print-schema")]

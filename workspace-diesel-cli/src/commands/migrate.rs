@@ -137,6 +137,11 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
     {
         out!("  {}: {}", s.tenant, state(s));
     }
+    if let Some(dialect) = super::placement::citus(&mut conn)? {
+        if super::registry_exists(&mut conn, &migrator)? {
+            super::placement::status_lines(&mut conn, &migrator, &dialect)?;
+        }
+    }
     // What weakens isolation in this database's set-up (superuser, CVE-2018-1058, shadowing
     // shared tables, tenants without a schema), on stderr so the summary stays parseable.
     if super::registry_exists(&mut conn, &migrator)? {

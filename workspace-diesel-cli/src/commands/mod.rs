@@ -10,6 +10,7 @@ macro_rules! out {
 
 mod generate;
 mod migrate;
+mod placement;
 mod schema;
 mod spares;
 mod tenant;
@@ -50,6 +51,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::FillSpares { target } => spares::fill(&ctx, &target),
         Command::ListSpares => spares::list(&ctx),
         Command::DrainSpares { yes } => spares::drain(&ctx, yes),
+        Command::MoveTenant { identifier, to } => placement::move_tenant(&ctx, &identifier, &to),
+        Command::Rebalance { no_wait, status } => placement::rebalance(&ctx, no_wait, status),
         Command::PrintSchema(args) => schema::print_schema(&ctx, &args),
     }
 }
