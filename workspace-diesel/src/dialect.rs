@@ -17,6 +17,12 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer, Nullable, Text};
 
 use crate::error::{Error, Result};
+use crate::registry::quote_ident;
+use crate::tenant::TenantId;
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
 
 /// The engine behind a connection, as [`Dialect::detect`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +291,160 @@ impl Dialect {
     }
 }
 
+/// The SQLSTATE the distribution check raises (class `WD`, "workspace-diesel").
+pub(crate) const NOT_DISTRIBUTED: &str = "WD001";
+
+impl Dialect {
+    /// What a tenant transaction sends after `BEGIN` and its lock, before `CREATE SCHEMA`: on
+    /// Citus, schema-based sharding for this transaction, so the schema becomes a distributed
+    /// schema whatever the server's setting. Empty on PostgreSQL.
+    pub(crate) fn provisioning_settings(&self) -> &'static str {
+        if self.distributes_schemas() {
+            "SET LOCAL citus.enable_schema_based_sharding = on; "
+        } else {
+            ""
+        }
+    }
+
+    /// Whether a migration is sent statement by statement (Citus forwards the query string of
+    /// some DDL to its workers, which refuse several commands in one string) rather than as one
+    /// batch, and without a PL/pgSQL wrapper (tables created inside `DO ... EXECUTE` stay local
+    /// on the coordinator).
+    pub(crate) fn splits_statements(&self) -> bool {
+        self.distributes_schemas()
+    }
+
+    /// On Citus, a statement that fails the transaction with SQLSTATE [`NOT_DISTRIBUTED`] when a
+    /// table of `schema` is not a tenant table of a distributed schema, naming the tables; sent
+    /// before `COMMIT`, so a tenant is never left half distributed. `None` on PostgreSQL.
+    pub(crate) fn distribution_check(&self, schema: &TenantId) -> Option<String> {
+        if !self.distributes_schemas() {
+            return None;
+        }
+        let lit = quote_literal(&schema.quoted());
+        Some(format!(
+            "DO $wd_dist$ DECLARE local text; BEGIN \
+             SELECT pg_catalog.string_agg(c.relname::pg_catalog.text, ', ' ORDER BY c.relname) INTO local \
+             FROM pg_catalog.pg_class c \
+             WHERE c.relnamespace = {lit}::pg_catalog.regnamespace AND c.relkind IN ('r', 'p') \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = c.oid); \
+             IF local IS NOT NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_schema d \
+                 WHERE d.schemaid = {lit}::pg_catalog.regnamespace) THEN \
+               RAISE EXCEPTION USING ERRCODE = '{NOT_DISTRIBUTED}', \
+                 MESSAGE = pg_catalog.format('schema %s is not a distributed schema with every table \
+                 distributed; local tables: %s', {lit}, COALESCE(local, '(none)')); \
+             END IF; END $wd_dist$"
+        ))
+    }
+
+    /// On Citus, makes the shared tables `tables` (names in the shared schema) reference tables
+    /// when they exist and are not yet in Citus's metadata; `None` on PostgreSQL or when
+    /// `tables` is empty.
+    pub(crate) fn reference_tables_sql(
+        &self,
+        shared_schema: &str,
+        tables: &[String],
+    ) -> Option<String> {
+        if !self.distributes_schemas() || tables.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t| {
+                quote_literal(&format!(
+                    "{}.{}",
+                    quote_ident(shared_schema),
+                    quote_ident(t)
+                ))
+            })
+            .collect();
+        Some(format!(
+            "SELECT pg_catalog.create_reference_table(t.oid) FROM \
+             (SELECT pg_catalog.to_regclass(n) AS oid FROM pg_catalog.unnest(ARRAY[{}]::pg_catalog.text[]) AS n) t \
+             WHERE t.oid IS NOT NULL AND NOT EXISTS \
+               (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = t.oid)",
+            names.join(", ")
+        ))
+    }
+
+    /// `message` with the shard tables and shard indexes it names (`notes_102019`,
+    /// `notes_pkey_102019`) given their logical names (`notes`, `notes_pkey`). Reads the shard ids
+    /// of `schema` (and the range of ids allocated since the last shard that still exists, for
+    /// tables created by a rolled-back transaction); unchanged on PostgreSQL, or when the ids
+    /// cannot be read. For the error path only: call it outside any failed transaction.
+    pub(crate) fn logical_message(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        message: &str,
+    ) -> String {
+        if !self.distributes_schemas() {
+            return message.to_owned();
+        }
+        #[derive(QueryableByName)]
+        struct Shards {
+            #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::BigInt>)]
+            own: Vec<i64>,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            max_kept: i64,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            last: i64,
+        }
+        let shards = diesel::sql_query(
+            "SELECT COALESCE((SELECT pg_catalog.array_agg(s.shardid) FROM pg_catalog.pg_dist_shard s \
+               JOIN pg_catalog.pg_class c ON c.oid = s.logicalrelid \
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1), \
+               '{}'::pg_catalog.int8[]) AS own, \
+             COALESCE((SELECT pg_catalog.max(shardid) FROM pg_catalog.pg_dist_shard), 0) AS max_kept, \
+             (SELECT last_value FROM pg_catalog.pg_dist_shardid_seq) AS last",
+        )
+        .bind::<Text, _>(schema.as_str())
+        .get_result::<Shards>(conn);
+        match shards {
+            Ok(s) => strip_shard_ids(message, |id| {
+                s.own.contains(&id) || (id > s.max_kept && id <= s.last)
+            }),
+            Err(_) => message.to_owned(),
+        }
+    }
+}
+
+/// Removes `_<id>` from the end of every identifier in `message` whose numeric suffix `id` is a
+/// shard id (`is_shard`).
+pub(crate) fn strip_shard_ids(message: &str, is_shard: impl Fn(i64) -> bool) -> String {
+    let bytes = message.as_bytes();
+    let mut out = String::with_capacity(message.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        // `_` followed by digits that end the identifier, after an identifier character.
+        if bytes[i] == b'_'
+            && i > 0
+            && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_')
+        {
+            let digits = bytes[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let end = i + 1 + digits;
+            let ends_word = bytes
+                .get(end)
+                .is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_'));
+            if digits > 0 && ends_word {
+                if let Ok(id) = message[i + 1..end].parse::<i64>() {
+                    if is_shard(id) {
+                        i = end;
+                        continue;
+                    }
+                }
+            }
+        }
+        let ch = message[i..].chars().next().unwrap_or('\u{fffd}');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
 impl fmt::Display for Dialect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.engine {
@@ -339,6 +499,27 @@ mod tests {
             assert_eq!(d.version(), version);
             assert_eq!(d.ensure_supported().is_ok(), engine == Engine::PostgreSql);
         }
+    }
+
+    #[test]
+    fn shard_ids_are_stripped_from_messages() {
+        let is_shard = |id| id == 102019 || id == 102020;
+        assert_eq!(
+            strip_shard_ids(
+                r#"duplicate key value violates unique constraint "notes_pkey_102019""#,
+                is_shard
+            ),
+            r#"duplicate key value violates unique constraint "notes_pkey""#
+        );
+        assert_eq!(
+            strip_shard_ids("relation \"acme.notes_102020\" does not exist", is_shard),
+            "relation \"acme.notes\" does not exist"
+        );
+        // Not shard ids, or not at the end of an identifier: kept.
+        assert_eq!(
+            strip_shard_ids("table notes_2024 and x_102019y and _102019 é", is_shard),
+            "table notes_2024 and x_102019y and _102019 é"
+        );
     }
 
     #[test]
