@@ -306,6 +306,25 @@ impl CitusLint {
     }
 }
 
+/// The tables of `shared_schema` that the migrations reference in foreign keys
+/// (`REFERENCES public.plans`), sorted; migrations that cannot be split are skipped (the lint and
+/// the server report them).
+pub(crate) fn shared_references<'a>(
+    migrations: impl IntoIterator<Item = &'a str>,
+    shared_schema: &str,
+) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for sql in migrations {
+        let Ok(toks) = tokens(sql) else { continue };
+        for (schema, table) in references(&toks) {
+            if schema.as_deref() == Some(shared_schema) {
+                out.insert(table);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// `CREATE [OR REPLACE] [CONSTRAINT] TRIGGER`.
 fn is_trigger(t: &[Tok]) -> bool {
     let mut i = 0;
@@ -523,6 +542,14 @@ mod tests {
         let sql = "CREATE TABLE a (id INT PRIMARY KEY, note TEXT DEFAULT 'REFERENCES x.y'); \
                    -- CREATE TRIGGER t ...\n/* ALTER TABLE a ADD COLUMN s SERIAL */ SELECT 1";
         assert_eq!(rules(&lint, sql), []);
+    }
+
+    #[test]
+    fn shared_tables_referenced() {
+        let sql = "CREATE TABLE a (id INT PRIMARY KEY, p INT REFERENCES public.plans (id), \
+                   q INT REFERENCES other.x (id), r INT REFERENCES a (id)); \
+                   ALTER TABLE a ADD FOREIGN KEY (p) REFERENCES \"public\".\"users\" (id)";
+        assert_eq!(shared_references([sql, "SELECT 'a"], "public"), ["plans", "users"]);
     }
 
     #[test]
