@@ -291,8 +291,8 @@ impl Dialect {
     }
 }
 
-/// The SQLSTATE the distribution check raises (class `WD`, "workspace-diesel").
-pub(crate) const NOT_DISTRIBUTED: &str = "WD001";
+/// The start of the message the distribution check raises; the local tables follow.
+pub(crate) const NOT_DISTRIBUTED_MESSAGE: &str = "workspace-diesel: not distributed; local tables: ";
 
 impl Dialect {
     /// What a tenant transaction sends after `BEGIN` and its lock, before `CREATE SCHEMA`: on
@@ -314,8 +314,9 @@ impl Dialect {
         self.distributes_schemas()
     }
 
-    /// On Citus, a statement that fails the transaction with SQLSTATE [`NOT_DISTRIBUTED`] when a
-    /// table of `schema` is not a tenant table of a distributed schema, naming the tables; sent
+    /// On Citus, a statement that fails the transaction with [`NOT_DISTRIBUTED_MESSAGE`] and the
+    /// local tables when `schema` is not a distributed schema or one of its tables is not a tenant
+    /// table of it; sent
     /// before `COMMIT`, so a tenant is never left half distributed. `None` on PostgreSQL.
     pub(crate) fn distribution_check(&self, schema: &TenantId) -> Option<String> {
         if !self.distributes_schemas() {
@@ -330,9 +331,7 @@ impl Dialect {
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = c.oid); \
              IF local IS NOT NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_schema d \
                  WHERE d.schemaid = {lit}::pg_catalog.regnamespace) THEN \
-               RAISE EXCEPTION USING ERRCODE = '{NOT_DISTRIBUTED}', \
-                 MESSAGE = pg_catalog.format('schema %s is not a distributed schema with every table \
-                 distributed; local tables: %s', {lit}, COALESCE(local, '(none)')); \
+               RAISE EXCEPTION '%', '{NOT_DISTRIBUTED_MESSAGE}' || COALESCE(local, ''); \
              END IF; END $wd_dist$"
         ))
     }
@@ -407,6 +406,44 @@ impl Dialect {
             Err(_) => message.to_owned(),
         }
     }
+}
+
+/// On Citus, the registered tenants (of `registry`, identifier column `column`, both quoted)
+/// whose schema is not a distributed schema or holds local tables: one query.
+pub(crate) fn undistributed_tenants(
+    conn: &mut PgConnection,
+    registry: &str,
+    column: &str,
+) -> Result<Vec<crate::audit::Hazard>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        tenant: String,
+        #[diesel(sql_type = diesel::sql_types::Array<Text>)]
+        local: Vec<String>,
+        #[diesel(sql_type = Bool)]
+        distributed: bool,
+    }
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "SELECT reg.{column}::pg_catalog.text AS tenant, \
+         COALESCE((SELECT pg_catalog.array_agg(c.relname::pg_catalog.text ORDER BY c.relname) \
+           FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p') \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = c.oid)), \
+           '{{}}'::pg_catalog.text[]) AS local, \
+         EXISTS (SELECT 1 FROM pg_catalog.pg_dist_schema d WHERE d.schemaid = n.oid) AS distributed \
+         FROM {registry} reg \
+         JOIN pg_catalog.pg_namespace n ON n.nspname::pg_catalog.text = reg.{column}::pg_catalog.text \
+         ORDER BY 1"
+    ))
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| !r.distributed || !r.local.is_empty())
+        .map(|r| crate::audit::Hazard::NotDistributed {
+            tenant: r.tenant,
+            local_tables: if r.distributed { r.local } else { Vec::new() },
+        })
+        .collect())
 }
 
 /// Removes `_<id>` from the end of every identifier in `message` whose numeric suffix `id` is a

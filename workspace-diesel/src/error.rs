@@ -69,6 +69,17 @@ pub enum Error {
         /// The capabilities it lacks.
         missing: &'static str,
     },
+    /// On Citus, a tenant's schema would not be a distributed schema with every table
+    /// distributed (a table created inside a PL/pgSQL block stays local on the coordinator);
+    /// its transaction was rolled back.
+    #[error("tenant `{tenant}` would not be fully distributed on Citus (local tables: {})", .local_tables.join(", "))]
+    NotDistributed {
+        /// The tenant (or warm spare).
+        tenant: TenantId,
+        /// Its tables that are not in Citus's metadata (none: the schema itself is not a
+        /// distributed schema).
+        local_tables: Vec<String>,
+    },
     /// An operation that only exists on Citus (moving a tenant, rebalancing) was called on
     /// another engine.
     #[error("{operation} needs Citus with schema-based sharding; this database runs {engine}")]
