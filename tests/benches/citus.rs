@@ -97,8 +97,10 @@ fn main() {
     };
     eprintln!("Citus benchmark ({}), database {}", s.mode, db.name());
     let mut conn = db.conn();
-    let before = Migrator::builder(Prefix(ADDITIVE, 1)).build();
-    let after = Migrator::builder(ADDITIVE).build();
+    let before = Migrator::builder(Prefix(ADDITIVE, 1))
+        .build()
+        .expect("migrations");
+    let after = Migrator::builder(ADDITIVE).build().expect("migrations");
     before.run_shared(&mut conn).expect("shared migrations");
 
     // 1. Routed query vs the schema hard-coded.

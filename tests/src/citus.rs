@@ -147,15 +147,80 @@ fn drop_leftovers(url: &str) {
         if pid.is_empty() || pid == me || std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        let _ = conn.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{datname}\" WITH (FORCE)"
-        ));
+        drop_everywhere(&mut conn, url, &datname);
+    }
+}
+
+/// Drops database `db` on the node of `admin` (a connection to its `postgres` database, at
+/// `admin_url`), after removing what an interrupted shard move leaves behind and what would
+/// block the drop: subscriptions in `db` and replication slots of `db`.
+fn drop_everywhere(admin: &mut PgConnection, admin_url: &str, db: &str) {
+    let db_url = {
+        let (base, _) = admin_url.rsplit_once('/').unwrap_or((admin_url, ""));
+        format!("{base}/{db}")
+    };
+    if let Ok(mut conn) = PgConnection::establish(&db_url) {
+        for sub in names(&mut conn, "SELECT subname::text AS name FROM pg_catalog.pg_subscription") {
+            let _ = conn.batch_execute(&format!(
+                "ALTER SUBSCRIPTION \"{sub}\" DISABLE; \
+                 ALTER SUBSCRIPTION \"{sub}\" SET (slot_name = NONE)"
+            ));
+            let _ = conn.batch_execute(&format!("DROP SUBSCRIPTION \"{sub}\""));
+        }
+    }
+    let _ = admin.batch_execute(&format!(
+        "SELECT pg_catalog.pg_terminate_backend(active_pid) FROM pg_catalog.pg_replication_slots \
+         WHERE database = '{db}' AND active_pid IS NOT NULL"
+    ));
+    let _ = admin.batch_execute(&format!(
+        "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots \
+         WHERE database = '{db}' AND NOT active"
+    ));
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
+}
+
+/// How many Citus test databases may exist at once in this process (`CITUS_TEST_DATABASES`,
+/// default 3): every Citus database runs a maintenance background worker on every node, and
+/// moves need logical replication workers, all out of `max_worker_processes` (8 by default).
+fn permits() -> &'static (std::sync::Mutex<usize>, std::sync::Condvar) {
+    static PERMITS: OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let n = std::env::var("CITUS_TEST_DATABASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3usize)
+            .max(1);
+        (std::sync::Mutex::new(n), std::sync::Condvar::new())
+    })
+}
+
+/// One of the [`permits`], given back on drop.
+struct Permit;
+
+impl Permit {
+    fn take() -> Self {
+        let (lock, cvar) = permits();
+        let mut free = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = cvar.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Permit
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let (lock, cvar) = permits();
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        cvar.notify_one();
     }
 }
 
 /// A database of its own on every node of the cluster, with the Citus extension and the workers
 /// registered; dropped on every node when the guard drops, unless the test panicked.
 pub struct CitusDb {
+    _permit: Permit,
     name: String,
     url: String,
     coordinator: Node,
@@ -186,6 +251,7 @@ impl CitusDb {
                 return None;
             }
         };
+        let permit = Permit::take();
         let mut h = DefaultHasher::new();
         test.hash(&mut h);
         let name = scratch_name(&format!("citus_{:016x}", h.finish()));
@@ -231,6 +297,7 @@ impl CitusDb {
         conn.batch_execute(&sql)
             .unwrap_or_else(|e| panic!("register the workers in {name}: {e}"));
         Some(Self {
+            _permit: permit,
             name,
             url,
             coordinator,
@@ -295,11 +362,9 @@ impl Drop for CitusDb {
         let mut all = vec![self.coordinator.clone()];
         all.extend(self.workers.iter().cloned());
         for node in all {
-            if let Ok(mut conn) = PgConnection::establish(&node.url("postgres")) {
-                let _ = conn.batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                    self.name
-                ));
+            let admin = node.url("postgres");
+            if let Ok(mut conn) = PgConnection::establish(&admin) {
+                drop_everywhere(&mut conn, &admin, &self.name);
             }
         }
     }

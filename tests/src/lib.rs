@@ -29,6 +29,7 @@ pub fn example_migrator() -> Migrator {
     Migrator::builder(TENANT_MIGRATIONS)
         .shared(SHARED_MIGRATIONS)
         .build()
+        .expect("the example migrations")
 }
 
 /// A database of its own for one test: `dwx_<run>_test_<hash of the test's name>`. Dropped (with
@@ -86,6 +87,7 @@ impl TestDb {
         Migrator::builder(TENANT_MIGRATIONS)
             .shared(SHARED_MIGRATIONS)
             .build()
+            .expect("the example migrations")
     }
 
     /// Runs the shared migrations and creates `tenants`; returns their ids.

@@ -17,12 +17,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer, Nullable, Text};
 
 use crate::error::{Error, Result};
-use crate::registry::quote_ident;
+use crate::sql::{quote_ident, quote_literal};
 use crate::tenant::TenantId;
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
 
 /// The engine behind a connection, as [`Dialect::detect`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]

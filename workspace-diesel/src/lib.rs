@@ -1,4 +1,4 @@
-#![doc = include_str!("../../README.md")]
+#![doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
@@ -7,11 +7,11 @@ mod connection;
 mod context;
 mod dialect;
 mod error;
-mod lifecycle;
 mod lint;
 mod migrate;
 mod placement;
 mod registry;
+mod sql;
 mod statements;
 mod table;
 mod tenant;
@@ -27,12 +27,11 @@ pub use crate::context::{
 };
 pub use crate::dialect::{CitusInfo, CitusNode, Dialect, Engine};
 pub use crate::error::{Error, NoActiveTenant, Result};
-pub use crate::lifecycle::{
-    FailurePolicy, MigrateOptions, MigrationReport, Progress, ProgressFn, TenantOutcome,
-    TenantStatus,
-};
 pub use crate::lint::{CitusLint, CitusRule, LintError, LintFinding};
-pub use crate::migrate::{MigrationFailure, Migrator, MigratorBuilder, REGISTRY_MIGRATIONS};
+pub use crate::migrate::{
+    FailurePolicy, MigrateOptions, MigrationFailure, MigrationReport, Migrator, MigratorBuilder,
+    Progress, ProgressFn, SharedStatus, TenantOutcome, TenantStatus, REGISTRY_MIGRATIONS,
+};
 pub use crate::placement::{
     rebalance_status, start_rebalance, wait_rebalance, RebalanceStatus, TenantPlacement,
 };
@@ -40,6 +39,7 @@ pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,
 };
+pub use crate::sql::LIBRARY_TABLES;
 pub use crate::statements::{split_statements, SplitError, Statement};
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};

@@ -8,7 +8,8 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
-use crate::migrate::{quote_literal, Migrator};
+use crate::migrate::Migrator;
+use crate::sql::quote_literal;
 use crate::tenant::TenantId;
 
 /// Where one tenant lives and how much room it takes, from [`Migrator::placement`].

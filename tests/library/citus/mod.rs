@@ -5,3 +5,5 @@
 
 mod detection;
 mod lint;
+mod migrations;
+mod tenants;
