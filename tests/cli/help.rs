@@ -20,6 +20,7 @@ fn help_is_pinned() {
         "fill_spares",
         "list_spares",
         "drain_spares",
+        "lint_migrations",
         "move_tenant",
         "rebalance",
         "print-schema",

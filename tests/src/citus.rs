@@ -107,6 +107,16 @@ fn workers() -> Result<&'static [Node], String> {
             all.extend(nodes.iter().cloned());
             for node in &all {
                 drop_leftovers(&node.url("postgres"));
+                // Roles of moves interrupted in earlier runs (roles belong to the whole node).
+                if let Ok(mut conn) = PgConnection::establish(&node.url("postgres")) {
+                    for role in names(
+                        &mut conn,
+                        "SELECT rolname::text AS name FROM pg_catalog.pg_roles \
+                         WHERE rolname LIKE 'citus\\_shard\\_%'",
+                    ) {
+                        let _ = conn.batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\""));
+                    }
+                }
             }
             Ok(nodes)
         })
@@ -160,7 +170,10 @@ fn drop_everywhere(admin: &mut PgConnection, admin_url: &str, db: &str) {
         format!("{base}/{db}")
     };
     if let Ok(mut conn) = PgConnection::establish(&db_url) {
-        for sub in names(&mut conn, "SELECT subname::text AS name FROM pg_catalog.pg_subscription") {
+        for sub in names(
+            &mut conn,
+            "SELECT subname::text AS name FROM pg_catalog.pg_subscription",
+        ) {
             let _ = conn.batch_execute(&format!(
                 "ALTER SUBSCRIPTION \"{sub}\" DISABLE; \
                  ALTER SUBSCRIPTION \"{sub}\" SET (slot_name = NONE)"
@@ -176,7 +189,14 @@ fn drop_everywhere(admin: &mut PgConnection, admin_url: &str, db: &str) {
         "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots \
          WHERE database = '{db}' AND NOT active"
     ));
-    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
+    // A node's maintenance daemon may be connecting meanwhile: try a few times.
+    for attempt in 0..5 {
+        match admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")) {
+            Ok(()) => return,
+            Err(e) if attempt == 4 => eprintln!("could not drop {db} at {admin_url}: {e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
 }
 
 /// How many Citus test databases may exist at once in this process (`CITUS_TEST_DATABASES`,
@@ -437,17 +457,51 @@ pub fn nodes_of(conn: &mut PgConnection, schema: &str) -> Vec<String> {
     )
 }
 
-/// The shard tables (`notes_102008`, ...) of `schema` on a worker's copy of the database.
+/// The shard tables (`acme.notes_102008`, ...) of `schema`'s tables, from the coordinator's
+/// metadata, with the logical table each belongs to, sorted.
+pub fn shards_of(conn: &mut PgConnection, schema: &str) -> Vec<(String, String)> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        shard: String,
+        #[diesel(sql_type = Text)]
+        logical: String,
+    }
+    diesel::sql_query(format!(
+        "SELECT s.shard_name::text AS shard, c.relname::text AS logical \
+         FROM pg_catalog.citus_shards s JOIN pg_catalog.pg_class c ON c.oid = s.table_name \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = '{schema}' ORDER BY 2"
+    ))
+    .load::<Row>(conn)
+    .unwrap_or_else(|e| panic!("shards of {schema}: {e}"))
+    .into_iter()
+    .map(|r| (r.shard, r.logical))
+    .collect()
+}
+
+/// The tables of `schema` on a worker's copy of the database, shards included (Citus hides
+/// shards from catalog queries unless `citus.override_table_visibility` is off).
 pub fn shard_tables_on(conn: &mut PgConnection, schema: &str) -> Vec<String> {
+    conn.batch_execute("SET citus.override_table_visibility = off")
+        .expect("show shards");
     names(
         conn,
         &format!(
             "SELECT c.relname::text AS name FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = '{schema}' AND c.relkind = 'r' \
-               AND c.relname ~ '_[0-9]+$' ORDER BY 1"
+             WHERE n.nspname = '{schema}' AND c.relkind = 'r' ORDER BY 1"
         ),
     )
+}
+
+/// Serialises shard moves across the tests of this process: Citus names the role and the
+/// subscription of a move after counters that every database starts alike, so two moves in
+/// two databases at once collide (`role "citus_shard_move_subscription_role_10_1" already
+/// exists`).
+pub fn move_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl CitusDb {
@@ -478,18 +532,19 @@ impl CitusDb {
         let nodes = nodes_of(&mut conn, schema);
         assert_eq!(nodes.len(), 1, "{schema} lives on one node: {nodes:?}");
         let worker = self.worker(&nodes[0]);
-        let shards = shard_tables_on(&mut self.conn_on(worker), schema);
-        let logical: Vec<String> = shards
-            .iter()
-            .map(|s| s.rsplit_once('_').map_or(s.clone(), |(t, _)| t.to_owned()))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        assert_eq!(
-            logical, tables,
-            "{schema}'s shards are on {}:{}",
-            worker.host, worker.port
-        );
+        let shards = shards_of(&mut conn, schema);
+        let logical: Vec<String> = shards.iter().map(|(_, l)| l.clone()).collect();
+        assert_eq!(logical, tables, "one shard per table of {schema}");
+        let on_worker = shard_tables_on(&mut self.conn_on(worker), schema);
+        for (shard, _) in &shards {
+            let bare = shard.rsplit_once('.').map_or(shard.as_str(), |(_, t)| t);
+            assert!(
+                on_worker.iter().any(|t| t == bare),
+                "{shard} is on {}:{}: {on_worker:?}",
+                worker.host,
+                worker.port
+            );
+        }
         worker
     }
 }

@@ -90,6 +90,7 @@ fn apply(conn: &mut PgConnection, schema: &str, sql: &str) -> Result<(), String>
 #[test]
 fn citus_agrees_with_each_rule() {
     let db = citus_db!("citus_agrees_with_each_rule");
+    let _moves = workspace_diesel_tests::citus::move_lock();
     let mut conn = db.conn();
     conn.batch_execute(
         "CREATE TABLE public.lint_plans (id INT PRIMARY KEY); \

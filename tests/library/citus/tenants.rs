@@ -175,6 +175,7 @@ fn rename_and_drop_reach_the_workers() {
 #[test]
 fn a_moved_tenant_reads_the_same_rows() {
     let db = citus_db!("a_moved_tenant_reads_the_same_rows");
+    let _moves = workspace_diesel_tests::citus::move_lock();
     let migrator = db.migrator();
     let mut conn = db.conn();
     migrator.run_shared(&mut conn).unwrap();
@@ -251,6 +252,7 @@ fn a_moved_tenant_reads_the_same_rows() {
 #[test]
 fn a_rebalance_spreads_tenants_and_reports_progress() {
     let db = citus_db!("a_rebalance_spreads_tenants_and_reports_progress");
+    let _moves = workspace_diesel_tests::citus::move_lock();
     let migrator = db.migrator();
     let mut conn = db.conn();
     migrator.run_shared(&mut conn).unwrap();
