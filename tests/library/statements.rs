@@ -63,10 +63,7 @@ fn comment() -> impl Strategy<Value = String> {
         text().prop_map(|t| format!(
             "/* {} /* nested {} */ */",
             t.replace("/*", "").replace("*/", "").replace('*', ""),
-            t.replace("/*", "")
-                .replace("*/", "")
-                .replace('*', "")
-                .replace('/', "")
+            t.replace(['*', '/'], "")
         )),
     ]
 }

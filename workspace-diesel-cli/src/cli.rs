@@ -119,6 +119,12 @@ pub(crate) enum Command {
         yes: bool,
     },
 
+    /// Check the tenant migrations for what a Citus distributed schema cannot hold (triggers,
+    /// ADD COLUMN ... serial, foreign keys to other schemas or to shared tables that are not
+    /// reference tables, tables without a primary key); run before applying on Citus
+    #[command(name = "lint_migrations")]
+    LintMigrations,
+
     /// Move a tenant to another node of a Citus cluster (citus_schema_move)
     #[command(name = "move_tenant")]
     MoveTenant {

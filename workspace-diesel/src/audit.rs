@@ -170,7 +170,9 @@ impl Migrator {
                 .map(|r| Hazard::MissingSchema { tenant: r.name }),
         );
         if self.dialect(conn)?.distributes_schemas() {
-            hazards.extend(crate::dialect::undistributed_tenants(conn, &registry, &column)?);
+            hazards.extend(crate::dialect::undistributed_tenants(
+                conn, &registry, &column,
+            )?);
         }
         Ok(hazards)
     }

@@ -288,7 +288,8 @@ impl Dialect {
 }
 
 /// The start of the message the distribution check raises; the local tables follow.
-pub(crate) const NOT_DISTRIBUTED_MESSAGE: &str = "workspace-diesel: not distributed; local tables: ";
+pub(crate) const NOT_DISTRIBUTED_MESSAGE: &str =
+    "workspace-diesel: not distributed; local tables: ";
 
 impl Dialect {
     /// What a tenant transaction sends after `BEGIN` and its lock, before `CREATE SCHEMA`: on

@@ -266,16 +266,17 @@ impl CitusLint {
                     match schema {
                         None => {}
                         Some(s) if s == self.shared_schema => {
-                            if !self.reference_tables.contains(&table) {
-                                found(
-                                    CitusRule::ForeignKeyToNonReferenceTable,
-                                    format!(
-                                        "foreign key to shared table {s}.{table}, which is not a \
-                                         reference table: make it one in a shared migration \
-                                         (SELECT create_reference_table('{s}.{table}'))"
-                                    ),
-                                );
+                            if self.reference_tables.contains(&table) {
+                                continue;
                             }
+                            found(
+                                CitusRule::ForeignKeyToNonReferenceTable,
+                                format!(
+                                    "foreign key to shared table {s}.{table}, which is not a \
+                                     reference table: make it one in a shared migration \
+                                     (SELECT create_reference_table('{s}.{table}'))"
+                                ),
+                            );
                         }
                         Some(s) => found(
                             CitusRule::ForeignKeyToOtherSchema,
@@ -549,7 +550,10 @@ mod tests {
         let sql = "CREATE TABLE a (id INT PRIMARY KEY, p INT REFERENCES public.plans (id), \
                    q INT REFERENCES other.x (id), r INT REFERENCES a (id)); \
                    ALTER TABLE a ADD FOREIGN KEY (p) REFERENCES \"public\".\"users\" (id)";
-        assert_eq!(shared_references([sql, "SELECT 'a"], "public"), ["plans", "users"]);
+        assert_eq!(
+            shared_references([sql, "SELECT 'a"], "public"),
+            ["plans", "users"]
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
     let shared = migrator.run_shared(&mut conn)?;
+    super::lint::before_applying(&mut conn, &migrator)?;
     report_shared(&shared)?;
     match migrator.migrate_tenant(&mut conn, &tenant)? {
         TenantOutcome::Applied(versions) => {
@@ -41,6 +42,7 @@ pub(crate) fn migrate_all(ctx: &Ctx, fleet: &FleetArgs) -> Result<()> {
     let url = ctx.database_url()?;
     let mut conn = ctx.connect()?;
     let shared = migrator.run_shared(&mut conn)?;
+    super::lint::before_applying(&mut conn, &migrator)?;
     drop(conn);
     report_shared(&shared)?;
     let display = Display::new("applied");

@@ -9,6 +9,7 @@ macro_rules! out {
 }
 
 mod generate;
+mod lint;
 mod migrate;
 mod placement;
 mod schema;
@@ -50,6 +51,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::FillSpares { target } => spares::fill(&ctx, &target),
         Command::ListSpares => spares::list(&ctx),
         Command::DrainSpares { yes } => spares::drain(&ctx, yes),
+        Command::LintMigrations => lint::lint(&ctx),
         Command::MoveTenant { identifier, to } => placement::move_tenant(&ctx, &identifier, &to),
         Command::Rebalance { no_wait, status } => placement::rebalance(&ctx, no_wait, status),
         Command::PrintSchema(args) => schema::print_schema(&ctx, &args),

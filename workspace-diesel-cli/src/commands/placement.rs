@@ -21,7 +21,7 @@ pub(crate) fn move_tenant(ctx: &Ctx, identifier: &str, to: &str) -> Result<()> {
         .ok()
         .filter(|&p| p > 0)
         .with_context(|| format!("invalid node `{to}`: the port must be 1 to 65535"))?;
-    let migrator = ctx.migrator()?;
+    let migrator = ctx.registry_migrator()?;
     let mut conn = ctx.connect()?;
     super::ensure_registered(&mut conn, &migrator, &tenant)?;
     migrator

@@ -20,6 +20,7 @@ pub(crate) fn create(ctx: &Ctx, identifier: &str) -> Result<()> {
         bail!("tenant `{tenant}` already exists");
     }
     migrator.run_shared(&mut conn)?;
+    super::lint::before_applying(&mut conn, &migrator)?;
     migrator.create_tenant(&mut conn, &tenant)?;
     out!(
         "created tenant `{tenant}` (schema {}, {} applied)",

@@ -14,13 +14,13 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use crate::connection::{no_outer_transaction, rollback};
+use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::migrate::failure::{
     classify_migrate_error, connection_lost, db_message, is_lock_timeout, raise_if_schema_missing,
     tenant_failure, with_committed, wrap, LOCK_NOT_AVAILABLE,
 };
 use crate::migrate::report::{MigrationFailure, TenantOutcome};
-use crate::dialect::Dialect;
 use crate::migrate::set::{Compiled, CompiledSet};
 use crate::migrate::split;
 use crate::migrate::Migrator;
@@ -211,8 +211,15 @@ impl Migrator {
                         lit = quote_literal(schema.as_str()),
                     );
                     let still_pending = |ledger: &[String]| !ledger.contains(&m.version);
-                    if outside_transaction(conn, schema, &m.version, &m.up, still_pending, &record, true)?
-                    {
+                    if outside_transaction(
+                        conn,
+                        schema,
+                        &m.version,
+                        &m.up,
+                        still_pending,
+                        &record,
+                        true,
+                    )? {
                         applied.push(m.version.clone());
                     }
                 }
@@ -309,8 +316,15 @@ impl Migrator {
                         lit = quote_literal(schema.as_str()),
                     );
                     let still_pending = |ledger: &[String]| !ledger.contains(&m.version);
-                    if outside_transaction(conn, schema, &m.version, &m.up, still_pending, &record, false)?
-                    {
+                    if outside_transaction(
+                        conn,
+                        schema,
+                        &m.version,
+                        &m.up,
+                        still_pending,
+                        &record,
+                        false,
+                    )? {
                         applied.push(m.version.clone());
                     }
                 }
@@ -373,7 +387,14 @@ impl Migrator {
                 .distribution_check(schema)
                 .map(|c| format!("{c}; "))
                 .unwrap_or_default();
-            split::run(conn, dialect, schema, &open, &steps, &format!("{forget}; {check}COMMIT"))?;
+            split::run(
+                conn,
+                dialect,
+                schema,
+                &open,
+                &steps,
+                &format!("{forget}; {check}COMMIT"),
+            )?;
             return Ok(vec![last.clone()]);
         }
         if let Err(e) = conn.batch_execute(&format!("{}; {forget}; COMMIT", wrap(last, down))) {
@@ -462,7 +483,11 @@ fn begin_locked(
     params: &MigrateParams,
     create_ledger: bool,
 ) -> Result<Vec<String>> {
-    begin_with(conn, schema, &open_sql(schema, params, create_ledger, false))
+    begin_with(
+        conn,
+        schema,
+        &open_sql(schema, params, create_ledger, false),
+    )
 }
 
 /// `BEGIN`, the lock (first), then the lock timeout for DDL and the tenant alone on the path.

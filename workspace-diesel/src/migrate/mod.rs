@@ -194,7 +194,10 @@ impl Migrator {
         // On Citus, the shared tables that tenant tables reference become reference tables.
         let references = dialect.reference_tables_sql(
             SHARED_SCHEMA,
-            &shared_references(self.set.migrations.iter().map(|m| m.up.as_str()), SHARED_SCHEMA),
+            &shared_references(
+                self.set.migrations.iter().map(|m| m.up.as_str()),
+                SHARED_SCHEMA,
+            ),
         );
         conn.transaction::<_, Error, _>(|conn| {
             conn.batch_execute(&format!(
@@ -284,7 +287,12 @@ impl Migrator {
         CitusLint::new()
             .shared_schema(SHARED_SCHEMA)
             .reference_tables(reference)
-            .check(self.set.migrations.iter().map(|m| (m.version.as_str(), m.up.as_str())))
+            .check(
+                self.set
+                    .migrations
+                    .iter()
+                    .map(|m| (m.version.as_str(), m.up.as_str())),
+            )
             .map_err(|e| Error::MigrationSource(Box::new(e)))
     }
 

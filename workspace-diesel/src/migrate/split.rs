@@ -41,7 +41,11 @@ pub(crate) fn steps<'a>(schema: &TenantId, migrations: &[&'a Compiled]) -> Resul
         let statements = split_statements(&m.up).map_err(|e| {
             tenant_failure(
                 schema,
-                MigrationFailure::new(Some(m.version.clone()), Some("42601".to_owned()), e.to_string()),
+                MigrationFailure::new(
+                    Some(m.version.clone()),
+                    Some("42601".to_owned()),
+                    e.to_string(),
+                ),
             )
         })?;
         out.extend(statements.into_iter().map(|s| Step {
@@ -53,11 +57,19 @@ pub(crate) fn steps<'a>(schema: &TenantId, migrations: &[&'a Compiled]) -> Resul
 }
 
 /// The statements of one SQL text (a `down.sql`), attributed to `version`.
-pub(crate) fn steps_of<'a>(schema: &TenantId, version: &'a str, sql: &'a str) -> Result<Vec<Step<'a>>> {
+pub(crate) fn steps_of<'a>(
+    schema: &TenantId,
+    version: &'a str,
+    sql: &'a str,
+) -> Result<Vec<Step<'a>>> {
     let statements = split_statements(sql).map_err(|e| {
         tenant_failure(
             schema,
-            MigrationFailure::new(Some(version.to_owned()), Some("42601".to_owned()), e.to_string()),
+            MigrationFailure::new(
+                Some(version.to_owned()),
+                Some("42601".to_owned()),
+                e.to_string(),
+            ),
         )
     })?;
     Ok(statements
@@ -87,9 +99,9 @@ pub(crate) fn run(
             if connection_lost(&e) {
                 return Err(e.into());
             }
-            let sqlstate = sqlstate_of(&e).map(str::to_owned).or_else(|| {
-                diagnose(conn, open, &steps[..i], step)
-            });
+            let sqlstate = sqlstate_of(&e)
+                .map(str::to_owned)
+                .or_else(|| diagnose(conn, open, &steps[..i], step));
             let message = dialect.logical_message(conn, schema, &db_message(&e));
             return Err(tenant_failure(
                 schema,

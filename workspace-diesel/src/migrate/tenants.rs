@@ -8,12 +8,12 @@ use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{Bool, Text};
 
 use crate::connection::{no_outer_transaction, rollback};
-use crate::error::{Error, Result};
 use crate::dialect::Dialect;
+use crate::error::{Error, Result};
 use crate::migrate::engine::{push_apply, push_records, MigrateParams};
-use crate::migrate::split;
 use crate::migrate::failure::{classify_create_error, connection_lost, dollar_tags};
 use crate::migrate::set::Compiled;
+use crate::migrate::split;
 use crate::migrate::Migrator;
 use crate::sql::{
     array_literal, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD, LIBRARY_TABLES,
@@ -71,11 +71,7 @@ impl Migrator {
             let sql = format!(
                 "BEGIN; {lock}; {claim}; COMMIT",
                 lock = tenant_lock(tenant.as_str()),
-                claim = self.claim_sql(
-                    tenant,
-                    &outer,
-                    &format!("EXECUTE {inner}{body}{inner};")
-                ),
+                claim = self.claim_sql(tenant, &outer, &format!("EXECUTE {inner}{body}{inner};")),
             );
             (sql, all)
         })
