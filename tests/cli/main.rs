@@ -41,6 +41,7 @@ fn has_x(db: &TestDb, tenant: &str) -> bool {
     ))
 }
 
+mod citus;
 mod create;
 mod errors;
 mod generate;
