@@ -170,9 +170,14 @@ impl Migrator {
                 .map(|r| Hazard::MissingSchema { tenant: r.name }),
         );
         if self.dialect(conn)?.distributes_schemas() {
-            hazards.extend(crate::dialect::undistributed_tenants(
-                conn, &registry, &column,
-            )?);
+            hazards.extend(
+                crate::dialect::undistributed_tenants(conn, &registry, &column)?
+                    .into_iter()
+                    .map(|(tenant, local_tables)| Hazard::NotDistributed {
+                        tenant,
+                        local_tables,
+                    }),
+            );
         }
         Ok(hazards)
     }

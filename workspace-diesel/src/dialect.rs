@@ -406,12 +406,13 @@ impl Dialect {
 }
 
 /// On Citus, the registered tenants (of `registry`, identifier column `column`, both quoted)
-/// whose schema is not a distributed schema or holds local tables: one query.
+/// whose schema is not a distributed schema (with no tables listed) or holds local tables (listed):
+/// one query.
 pub(crate) fn undistributed_tenants(
     conn: &mut PgConnection,
     registry: &str,
     column: &str,
-) -> Result<Vec<crate::audit::Hazard>> {
+) -> Result<Vec<(String, Vec<String>)>> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = Text)]
@@ -436,10 +437,7 @@ pub(crate) fn undistributed_tenants(
     Ok(rows
         .into_iter()
         .filter(|r| !r.distributed || !r.local.is_empty())
-        .map(|r| crate::audit::Hazard::NotDistributed {
-            tenant: r.tenant,
-            local_tables: if r.distributed { r.local } else { Vec::new() },
-        })
+        .map(|r| (r.tenant, if r.distributed { r.local } else { Vec::new() }))
         .collect())
 }
 
