@@ -325,3 +325,33 @@ fn shared_tables_that_tenants_reference_become_reference_tables() {
         .unwrap_err();
     assert!(e.to_string().contains("foreign key"), "{e}");
 }
+
+#[test]
+fn audit_reports_tenants_that_are_not_distributed() {
+    let db = citus_db!("audit_reports_tenants_that_are_not_distributed");
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    migrator.run_shared(&mut conn).unwrap();
+    migrator.create_tenant(&mut conn, &id("acme")).unwrap();
+    // A tenant made before the move to Citus: registered, its tables local to the coordinator.
+    conn.batch_execute(
+        "SET citus.enable_schema_based_sharding = off; CREATE SCHEMA legacy; \
+         CREATE TABLE legacy.notes (id INT PRIMARY KEY); \
+         INSERT INTO public.workspaces (schema_name) VALUES ('legacy')",
+    )
+    .unwrap();
+    let hazards: Vec<_> = migrator
+        .audit(&mut conn)
+        .unwrap()
+        .into_iter()
+        .filter(|h| matches!(h, diesel_workspace::Hazard::NotDistributed { .. }))
+        .collect();
+    assert_eq!(
+        hazards,
+        [diesel_workspace::Hazard::NotDistributed {
+            tenant: "legacy".into(),
+            local_tables: Vec::new(),
+        }]
+    );
+    assert!(hazards[0].to_string().contains("citus_schema_distribute('legacy')"));
+}
