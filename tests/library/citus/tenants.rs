@@ -353,5 +353,7 @@ fn audit_reports_tenants_that_are_not_distributed() {
             local_tables: Vec::new(),
         }]
     );
-    assert!(hazards[0].to_string().contains("citus_schema_distribute('legacy')"));
+    assert!(hazards[0]
+        .to_string()
+        .contains("citus_schema_distribute('legacy')"));
 }
