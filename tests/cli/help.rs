@@ -24,6 +24,9 @@ fn help_is_pinned() {
         "fill_spares",
         "list_spares",
         "drain_spares",
+        "lint_migrations",
+        "move_tenant",
+        "rebalance",
         "print-schema",
     ] {
         let run = w.run(&db, &[command, "--help"]);
@@ -49,6 +52,9 @@ const SPELLINGS: &[(&str, &str, &str)] = &[
     ("fill_spares", "f:s", "fill-spares"),
     ("list_spares", "l:s", "list-spares"),
     ("drain_spares", "d:s", "drain-spares"),
+    ("lint_migrations", "l:m", "lint-migrations"),
+    ("move_tenant", "mv:t", "move-tenant"),
+    ("rebalance", "r:b", "rebalance"),
     ("print_schema", "p:s", "print-schema"),
 ];
 

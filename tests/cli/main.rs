@@ -41,6 +41,7 @@ fn has_x(db: &TestDb, tenant: &str) -> bool {
     ))
 }
 
+mod citus;
 mod config;
 mod create;
 mod errors;

@@ -92,7 +92,7 @@ pub fn central_rows(conn: &mut PgConnection) -> Vec<(String, String)> {
 }
 
 /// Tables of `schema` named `step_%`, sorted.
-fn step_tables(conn: &mut PgConnection, schema: &TenantId) -> Vec<String> {
+pub fn step_tables(conn: &mut PgConnection, schema: &TenantId) -> Vec<String> {
     diesel::sql_query(
         "SELECT table_name::text AS name FROM information_schema.tables \
          WHERE table_schema = $1 AND table_name LIKE 'step\\_%' ORDER BY 1",

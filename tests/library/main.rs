@@ -8,6 +8,7 @@ mod support {
 use workspace_diesel_tests::test_db;
 
 mod audit;
+mod citus;
 mod compiletest;
 mod custom_registry;
 mod fleet;
@@ -20,5 +21,6 @@ mod pool;
 mod quickstart;
 mod registry;
 mod routing;
+mod statements;
 mod tenancy;
 mod tracing;

@@ -124,6 +124,16 @@ impl Workdir {
     pub fn run(&self, db: &TestDb, args: &[&str]) -> Run {
         Run::from(self.cmd(db).args(args).output().expect("run the binary"))
     }
+
+    /// Runs the binary with `args` against the database at `url` (e.g. a Citus coordinator).
+    pub fn run_url(&self, url: &str, args: &[&str]) -> Run {
+        let mut cmd = Command::new(binary());
+        cmd.current_dir(self.path())
+            .env("DATABASE_URL", url)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        Run::from(cmd.args(args).output().expect("run the binary"))
+    }
 }
 
 /// A finished run: exit code, stdout, stderr.

@@ -5,6 +5,7 @@
 #![allow(missing_docs)]
 
 pub mod bench;
+pub mod citus;
 pub mod cli;
 pub mod db;
 pub mod schema;
@@ -23,6 +24,14 @@ use diesel_workspace::{Migrator, TenantId};
 pub const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
 /// Shared tables used by the tests (a `plans` table to join with).
 pub const SHARED_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/shared");
+
+/// The migrator for the example schemas (tenant set and the tests' shared tables).
+pub fn example_migrator() -> Migrator {
+    Migrator::builder(TENANT_MIGRATIONS)
+        .shared(SHARED_MIGRATIONS)
+        .build()
+        .expect("the example migrations")
+}
 
 /// A database of its own for one test: `dwx_<run>_test_<hash of the test's name>`. Dropped (with
 /// `FORCE`) when the guard drops, unless the test panicked, so a failure can be inspected.

@@ -177,6 +177,37 @@ pub(crate) enum Command {
         yes: bool,
     },
 
+    /// Check the tenant migrations for what a Citus distributed schema cannot hold (triggers,
+    /// ADD COLUMN ... serial, foreign keys to other schemas or to shared tables that are not
+    /// reference tables, tables without a primary key); run before applying on Citus
+    #[command(
+        name = "lint_migrations",
+        visible_alias = "l:m",
+        alias = "lint-migrations"
+    )]
+    LintMigrations,
+
+    /// Move a tenant to another node of a Citus cluster (citus_schema_move)
+    #[command(name = "move_tenant", visible_alias = "mv:t", alias = "move-tenant")]
+    MoveTenant {
+        /// The tenant to move
+        identifier: String,
+        /// The node to move it to, as the cluster knows it (see status)
+        #[arg(value_name = "HOST:PORT")]
+        to: String,
+    },
+
+    /// Start Citus's rebalancer, which spreads the tenants over the nodes, and watch it
+    #[command(name = "rebalance", visible_alias = "r:b")]
+    Rebalance {
+        /// Start it and return; `rebalance --status` shows how far it got
+        #[arg(long, conflicts_with = "status")]
+        no_wait: bool,
+        /// Show the latest rebalance's progress instead of starting one
+        #[arg(long)]
+        status: bool,
+    },
+
     /// Print Rust declarations of the shared tables (diesel::table!) and the tenant tables
     /// (tenant_table!), read from the live database
     #[command(name = "print-schema", visible_alias = "p:s", alias = "print_schema")]

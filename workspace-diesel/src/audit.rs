@@ -40,6 +40,14 @@ pub enum Hazard {
         /// The tenant's identifier, as stored in the registry.
         tenant: String,
     },
+    /// On Citus, a registered tenant's schema is not a distributed schema, or some of its tables
+    /// are plain local tables of the coordinator (created by hand, or inside a PL/pgSQL block).
+    NotDistributed {
+        /// The tenant's identifier, as stored in the registry.
+        tenant: String,
+        /// The local tables (empty: the schema itself is not distributed).
+        local_tables: Vec<String>,
+    },
 }
 
 impl fmt::Display for Hazard {
@@ -62,6 +70,17 @@ impl fmt::Display for Hazard {
             Hazard::MissingSchema { tenant } => {
                 write!(f, "the schema of registered tenant `{tenant}` does not exist")
             }
+            Hazard::NotDistributed { tenant, local_tables } if local_tables.is_empty() => write!(
+                f,
+                "the schema of tenant `{tenant}` is not a Citus distributed schema: run \
+                 `SELECT citus_schema_distribute('{tenant}')`"
+            ),
+            Hazard::NotDistributed { tenant, local_tables } => write!(
+                f,
+                "tenant `{tenant}` has tables that are local to the Citus coordinator ({}): run \
+                 `SELECT citus_schema_distribute('{tenant}')`",
+                local_tables.join(", ")
+            ),
         }
     }
 }
@@ -85,8 +104,10 @@ struct NameRow {
 impl Migrator {
     /// Checks the database for what would weaken tenant isolation: a superuser connection, a
     /// shared schema where every role may create objects (CVE-2018-1058), shared tables named
-    /// like tenant tables, and registered tenants without a schema. Three catalog queries,
-    /// whatever the number of tenants; run it at start-up and log what it returns.
+    /// like tenant tables, and registered tenants without a schema; on Citus, tenants that are not
+    /// fully distributed. Three catalog queries (four on Citus) whatever the number of tenants,
+    /// after the engine's detection on the migrator's first use; run it at start-up and log what
+    /// it returns.
     ///
     /// ```no_run
     /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
@@ -148,6 +169,16 @@ impl Migrator {
                 .into_iter()
                 .map(|r| Hazard::MissingSchema { tenant: r.name }),
         );
+        if self.dialect(conn)?.distributes_schemas() {
+            hazards.extend(
+                crate::dialect::undistributed_tenants(conn, &registry, &column)?
+                    .into_iter()
+                    .map(|(tenant, local_tables)| Hazard::NotDistributed {
+                        tenant,
+                        local_tables,
+                    }),
+            );
+        }
         Ok(hazards)
     }
 }

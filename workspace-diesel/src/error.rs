@@ -65,6 +65,35 @@ pub enum Error {
     /// which reads every migration set once.
     #[error("could not read the migrations")]
     MigrationSource(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database engine lacks something tenant provisioning or migrations rely on (see
+    /// [`Dialect`](crate::Dialect)); nothing was changed.
+    #[error("{engine} is not supported: it lacks {missing}")]
+    UnsupportedEngine {
+        /// The engine, as [`Dialect::name`](crate::Dialect::name) reports it.
+        engine: &'static str,
+        /// The capabilities it lacks.
+        missing: &'static str,
+    },
+    /// On Citus, a tenant's schema would not be a distributed schema with every table
+    /// distributed (a table created inside a PL/pgSQL block stays local on the coordinator);
+    /// its transaction was rolled back.
+    #[error("tenant `{tenant}` would not be fully distributed on Citus (local tables: {})", .local_tables.join(", "))]
+    NotDistributed {
+        /// The tenant (or warm spare).
+        tenant: TenantId,
+        /// Its tables that are not in Citus's metadata (none: the schema itself is not a
+        /// distributed schema).
+        local_tables: Vec<String>,
+    },
+    /// An operation that only exists on Citus (moving a tenant, rebalancing) was called on
+    /// another engine.
+    #[error("{operation} needs Citus with schema-based sharding; this database runs {engine}")]
+    RequiresCitus {
+        /// What was asked for.
+        operation: &'static str,
+        /// The engine found instead.
+        engine: &'static str,
+    },
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]

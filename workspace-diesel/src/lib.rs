@@ -5,11 +5,15 @@
 mod audit;
 mod connection;
 mod context;
+mod dialect;
 mod error;
+mod lint;
 mod migrate;
+mod placement;
 mod registry;
 mod sql;
 mod state;
+mod statements;
 mod table;
 mod tenant;
 mod trace;
@@ -23,10 +27,15 @@ pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
+pub use crate::dialect::{CitusInfo, CitusNode, Dialect, Engine};
 pub use crate::error::{Error, NoActiveTenant, Result};
+pub use crate::lint::{CitusLint, CitusRule, LintError, LintFinding};
 pub use crate::migrate::{
     FailurePolicy, MigrateOptions, MigrationFailure, MigrationReport, Migrator, MigratorBuilder,
     Progress, ProgressFn, SharedStatus, TenantOutcome, TenantStatus, REGISTRY_MIGRATIONS,
+};
+pub use crate::placement::{
+    rebalance_status, start_rebalance, wait_rebalance, RebalanceStatus, TenantPlacement,
 };
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
@@ -34,6 +43,7 @@ pub use crate::registry::{
 };
 pub use crate::sql::LIBRARY_TABLES;
 pub use crate::state::{set_tenant_status, tenant_status};
+pub use crate::statements::{split_statements, SplitError, Statement};
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub use workspace_diesel_derive::TenantModel;

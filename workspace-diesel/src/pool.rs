@@ -410,14 +410,18 @@ impl TenantPoolBuilder {
         self
     }
 
-    /// Builds the pool and waits until it has opened its initial connections (`min_idle`).
+    /// Builds the pool, waits until it has opened its initial connections (`min_idle`), and
+    /// detects the engine on one of them ([`Dialect`](crate::Dialect): one query).
     ///
     /// # Errors
     /// [`Error::Pool`](crate::Error::Pool) when the connections could not be opened within the
-    /// connection timeout.
+    /// connection timeout; [`Error::UnsupportedEngine`](crate::Error::UnsupportedEngine) on an
+    /// engine the crate cannot run on (CockroachDB, YugabyteDB).
     pub fn build(self, database_url: impl Into<String>) -> Result<TenantPool> {
         let (pool, manager) = self.into_parts(database_url.into());
-        Ok(pool.build(manager)?)
+        let pool = pool.build(manager)?;
+        crate::dialect::Dialect::detect_supported(&mut *pool.get()?)?;
+        Ok(pool)
     }
 
     /// Builds the pool without waiting for any connection; they are opened in the background.

@@ -24,6 +24,7 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
     let shared = migrator.run_shared(&mut conn)?;
+    super::lint::before_applying(&mut conn, &migrator)?;
     if ctx.json() {
         let started = Instant::now();
         let result = match migrator.migrate_tenant(&mut conn, &tenant)? {
@@ -60,6 +61,7 @@ fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<
     let url = ctx.database_url()?;
     let mut conn = ctx.connect()?;
     let shared = migrator.run_shared(&mut conn)?;
+    super::lint::before_applying(&mut conn, &migrator)?;
     drop(conn);
     if !ctx.json() {
         report_shared(&shared)?;

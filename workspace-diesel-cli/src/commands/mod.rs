@@ -10,7 +10,9 @@ macro_rules! out {
 }
 
 mod generate;
+mod lint;
 mod migrate;
+mod placement;
 mod redo;
 mod schema;
 mod setup;
@@ -79,6 +81,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::FillSpares { target } => spares::fill(&ctx, &target),
         Command::ListSpares => spares::list(&ctx),
         Command::DrainSpares { yes } => spares::drain(&ctx, yes),
+        Command::LintMigrations => lint::lint(&ctx),
+        Command::MoveTenant { identifier, to } => placement::move_tenant(&ctx, &identifier, &to),
+        Command::Rebalance { no_wait, status } => placement::rebalance(&ctx, no_wait, status),
         Command::PrintSchema(args) => schema::print_schema(&ctx, &args),
     }
 }
@@ -115,6 +120,9 @@ fn command_name(command: &Command) -> &'static str {
         Command::DropTenant { .. } => "drop_tenant",
         Command::RenameTenant { .. } => "rename_tenant",
         Command::SetTenantStatus { .. } => "set_tenant_status",
+        Command::LintMigrations => "lint_migrations",
+        Command::MoveTenant { .. } => "move_tenant",
+        Command::Rebalance { .. } => "rebalance",
         Command::FillSpares { .. } => "fill_spares",
         Command::ListSpares => "list_spares",
         Command::DrainSpares { .. } => "drain_spares",

@@ -28,6 +28,7 @@ pub(crate) fn fill(ctx: &Ctx, target: &str) -> Result<()> {
     let migrator = ctx.migrator()?;
     let mut conn = ctx.connect()?;
     migrator.run_shared(&mut conn)?;
+    super::lint::before_applying(&mut conn, &migrator)?;
     let created = migrator
         .fill_spares(&mut conn, target)
         .context("could not fill the warm pool")?;

@@ -116,6 +116,11 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
     for s in attention {
         out!("  {}: {}", s.tenant, state(s, known));
     }
+    if let Some(dialect) = super::placement::citus(&mut conn)? {
+        if registry_exists(&mut conn, migrator)? {
+            super::placement::status_lines(&mut conn, migrator, &dialect)?;
+        }
+    }
     warn_hazards(&hazards)
 }
 

@@ -1,5 +1,5 @@
-//! Tenant commands: `create_tenant_schema`, `list_tenants`, `drop_tenant`, `rename_tenant`,
-//! `set_tenant_status`.
+//! Tenant commands: `create_tenant_schema`, `list_tenants` (with each tenant's node and size on
+//! Citus), `drop_tenant`, `rename_tenant`, `set_tenant_status`.
 
 use anyhow::{bail, Context as _, Result};
 
@@ -24,6 +24,7 @@ pub(crate) fn create(ctx: &Ctx, identifier: &str) -> Result<()> {
         bail!("tenant `{tenant}` already exists");
     }
     let shared = migrator.run_shared(&mut conn)?;
+    super::lint::before_applying(&mut conn, &migrator)?;
     let started = Instant::now();
     migrator.create_tenant(&mut conn, &tenant)?;
     if ctx.json() {
@@ -71,6 +72,45 @@ pub(crate) fn list(ctx: &Ctx) -> Result<()> {
         .max()
         .unwrap_or(0)
         .max("TENANT".len());
+    // On Citus, where each tenant lives and its size.
+    if super::placement::citus(&mut conn)?.is_some() {
+        let placements = super::placement::placements(&mut conn, &read.migrator)?;
+        let place = |t: &str| {
+            placements.get(t).map_or(("-".to_owned(), 0), |p| {
+                (
+                    p.node.clone().unwrap_or_else(|| "-".to_owned()),
+                    p.size_bytes,
+                )
+            })
+        };
+        let node_width = placements
+            .values()
+            .filter_map(|p| p.node.as_ref().map(String::len))
+            .max()
+            .unwrap_or(0)
+            .max("NODE".len());
+        out!(
+            "{:<width$}  {:>7}  {:>7}  {:<node_width$}  {:>9}  STATE",
+            "TENANT",
+            "APPLIED",
+            "PENDING",
+            "NODE",
+            "SIZE"
+        );
+        for s in &statuses {
+            let (node, bytes) = place(s.tenant.as_str());
+            out!(
+                "{:<width$}  {:>7}  {:>7}  {:<node_width$}  {:>9}  {}",
+                s.tenant.as_str(),
+                s.applied.len(),
+                s.pending.len(),
+                node,
+                super::placement::size(bytes),
+                super::status::state(s, known)
+            );
+        }
+        return Ok(());
+    }
     out!(
         "{:<width$}  {:>7}  {:>7}  STATE",
         "TENANT",

@@ -14,6 +14,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use crate::connection::{no_outer_transaction, rollback};
+use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::migrate::failure::{
     classify_migrate_error, connection_lost, db_message, is_lock_timeout, raise_if_schema_missing,
@@ -21,6 +22,7 @@ use crate::migrate::failure::{
 };
 use crate::migrate::report::{MigrationFailure, TenantOutcome};
 use crate::migrate::set::{Compiled, CompiledSet};
+use crate::migrate::split;
 use crate::migrate::Migrator;
 use crate::sql::{quote_literal, tenant_lock, tenant_session_lock, CENTRAL_RECORD, LEDGER};
 use crate::tenant::TenantId;
@@ -122,7 +124,10 @@ impl Migrator {
         let _span = crate::trace::op_span!("tenant.revert", tenant = %tenant).entered();
         no_outer_transaction(conn)?;
         self.ensure_tenant(conn, tenant)?;
-        let reverted = with_retries(tenant, params, || self.revert_once(conn, tenant, params));
+        let dialect = self.dialect(conn)?;
+        let reverted = with_retries(tenant, params, || {
+            self.revert_once(conn, dialect, tenant, params)
+        });
         crate::trace::finish_with(reverted, |r| Some(r.len())).map(|mut r| r.pop())
     }
 
@@ -143,9 +148,86 @@ impl Migrator {
     ) -> Result<Vec<String>> {
         let _span = tracing::debug_span!("schema.apply", schema = %schema).entered();
         no_outer_transaction(conn)?;
+        let dialect = self.dialect(conn)?;
+        if dialect.splits_statements() {
+            return with_retries(schema, params, || {
+                let mut applied = Vec::new();
+                match self.apply_split(conn, dialect, schema, params, &mut applied) {
+                    Ok(()) => Ok(applied),
+                    Err(e) => Err(with_committed(schema, e, applied)),
+                }
+            });
+        }
         with_retries(schema, params, || {
             self.apply_once(conn, schema, plan, params)
         })
+    }
+
+    /// [`migrate_schema`](Self::migrate_schema) statement by statement (see
+    /// [`split`](crate::migrate::split)): the ledger read after the lock decides, the pending
+    /// transactional migrations go one statement per command, then their ledger and central
+    /// record rows, the dialect's distribution check and `COMMIT`. Pushes each version it
+    /// commits to `applied`.
+    fn apply_split(
+        &self,
+        conn: &mut PgConnection,
+        dialect: &Dialect,
+        schema: &TenantId,
+        params: &MigrateParams,
+        applied: &mut Vec<String>,
+    ) -> Result<()> {
+        loop {
+            let open = open_sql(schema, params, true, true);
+            let ledger = begin_with(conn, schema, &open)?;
+            let pending: Vec<&Compiled> = self
+                .set
+                .migrations
+                .iter()
+                .filter(|m| !ledger.contains(&m.version))
+                .collect();
+            let batch: Vec<&Compiled> = pending.iter().copied().take_while(|m| m.in_tx).collect();
+            let steps = match split::steps(schema, &batch) {
+                Ok(steps) => steps,
+                Err(e) => {
+                    rollback(conn);
+                    return Err(e);
+                }
+            };
+            let mut close = String::new();
+            push_records(&mut close, schema, &batch);
+            if let Some(check) = dialect.distribution_check(schema) {
+                close.push_str(&check);
+                close.push_str("; ");
+            }
+            close.push_str("COMMIT");
+            split::run(conn, dialect, schema, &open, &steps, &close)?;
+            applied.extend(batch.iter().map(|m| m.version.clone()));
+            match pending.get(batch.len()) {
+                None => return Ok(()),
+                Some(m) => {
+                    let record = format!(
+                        "INSERT INTO {}.{LEDGER} (version) VALUES ({v}); \
+                         INSERT INTO {CENTRAL_RECORD} (schema_name, version) VALUES ({lit}, {v}) \
+                         ON CONFLICT DO NOTHING",
+                        schema.quoted(),
+                        v = quote_literal(&m.version),
+                        lit = quote_literal(schema.as_str()),
+                    );
+                    let still_pending = |ledger: &[String]| !ledger.contains(&m.version);
+                    if outside_transaction(
+                        conn,
+                        schema,
+                        &m.version,
+                        &m.up,
+                        still_pending,
+                        &record,
+                        true,
+                    )? {
+                        applied.push(m.version.clone());
+                    }
+                }
+            }
+        }
     }
 
     fn apply_once(
@@ -237,8 +319,15 @@ impl Migrator {
                         lit = quote_literal(schema.as_str()),
                     );
                     let still_pending = |ledger: &[String]| !ledger.contains(&m.version);
-                    if outside_transaction(conn, schema, &m.version, &m.up, still_pending, &record)?
-                    {
+                    if outside_transaction(
+                        conn,
+                        schema,
+                        &m.version,
+                        &m.up,
+                        still_pending,
+                        &record,
+                        false,
+                    )? {
                         applied.push(m.version.clone());
                     }
                 }
@@ -250,10 +339,13 @@ impl Migrator {
     fn revert_once(
         &self,
         conn: &mut PgConnection,
+        dialect: &Dialect,
         schema: &TenantId,
         params: &MigrateParams,
     ) -> Result<Vec<String>> {
-        let ledger = begin_locked(conn, schema, params, false)?;
+        let split = dialect.splits_statements();
+        let open = open_sql(schema, params, false, split);
+        let ledger = begin_with(conn, schema, &open)?;
         let fail = |version: &str, message: &str| {
             tenant_failure(
                 schema,
@@ -283,8 +375,30 @@ impl Migrator {
             // `run_in_transaction = false`: its own path, outside this transaction.
             rollback(conn);
             let still_last = |ledger: &[String]| ledger.last() == Some(last);
-            let ran = outside_transaction(conn, schema, last, down, still_last, &forget)?;
+            let ran = outside_transaction(conn, schema, last, down, still_last, &forget, split)?;
             return Ok(if ran { vec![last.clone()] } else { Vec::new() });
+        }
+        if split {
+            let steps = match split::steps_of(schema, last, down) {
+                Ok(steps) => steps,
+                Err(e) => {
+                    rollback(conn);
+                    return Err(e);
+                }
+            };
+            let check = dialect
+                .distribution_check(schema)
+                .map(|c| format!("{c}; "))
+                .unwrap_or_default();
+            split::run(
+                conn,
+                dialect,
+                schema,
+                &open,
+                &steps,
+                &format!("{forget}; {check}COMMIT"),
+            )?;
+            return Ok(vec![last.clone()]);
         }
         if let Err(e) = conn.batch_execute(&format!("{}; {forget}; COMMIT", wrap(last, down))) {
             rollback(conn);
@@ -323,33 +437,40 @@ fn with_retries(
     }
 }
 
-/// Opens `schema`'s transaction and reads its ledger after the lock: `BEGIN`, the lock (first),
-/// the lock timeout for DDL, the tenant alone on the path, a check that fails with
-/// [`Error::SchemaMissing`] when the schema is gone and, when `create_ledger`, the ledger created
-/// when it is missing. The transaction stays open on success and is rolled back on failure.
-fn begin_locked(
-    conn: &mut PgConnection,
-    schema: &TenantId,
-    params: &MigrateParams,
-    create_ledger: bool,
-) -> Result<Vec<String>> {
+/// The SQL that opens `schema`'s transaction: `BEGIN`, the lock (first), the lock timeout for
+/// DDL, the tenant alone on the path, a check that fails with [`Error::SchemaMissing`] when the
+/// schema is gone and, when `create_ledger`, the ledger created when it is missing (inside the
+/// check's `DO` block, or as a top-level `CREATE TABLE IF NOT EXISTS` when `split`: a table
+/// created inside `DO` would stay local on Citus).
+fn open_sql(schema: &TenantId, params: &MigrateParams, create_ledger: bool, split: bool) -> String {
     let ledger = format!("{}.{LEDGER}", schema.quoted());
-    let create = if create_ledger {
-        format!(
-            "IF pg_catalog.to_regclass({}) IS NULL THEN \
-             CREATE TABLE {ledger} (version VARCHAR(50) PRIMARY KEY NOT NULL, \
-             run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); END IF; ",
-            quote_literal(&ledger)
-        )
-    } else {
-        String::new()
+    let columns = "(version VARCHAR(50) PRIMARY KEY NOT NULL, \
+                   run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)";
+    let (inside, after) = match (create_ledger, split) {
+        (false, _) => (String::new(), String::new()),
+        (true, false) => (
+            format!(
+                "IF pg_catalog.to_regclass({}) IS NULL THEN CREATE TABLE {ledger} {columns}; END IF; ",
+                quote_literal(&ledger)
+            ),
+            String::new(),
+        ),
+        (true, true) => (
+            String::new(),
+            format!("; CREATE TABLE IF NOT EXISTS {ledger} {columns}"),
+        ),
     };
-    let sql = format!(
-        "{}DO $wd_check$ BEGIN {} {create}END $wd_check$",
+    format!(
+        "{}DO $wd_check$ BEGIN {} {inside}END $wd_check${after}",
         begin_tenant_sql(schema, params),
         raise_if_schema_missing(schema),
-    );
-    if let Err(e) = conn.batch_execute(&sql) {
+    )
+}
+
+/// Sends `open` (from [`open_sql`]) and reads the ledger after the lock. The transaction stays
+/// open on success and is rolled back on failure.
+fn begin_with(conn: &mut PgConnection, schema: &TenantId, open: &str) -> Result<Vec<String>> {
+    if let Err(e) = conn.batch_execute(open) {
         rollback(conn);
         return Err(classify_migrate_error(schema, e));
     }
@@ -357,6 +478,20 @@ fn begin_locked(
         rollback(conn);
         e.into()
     })
+}
+
+/// Opens `schema`'s transaction and reads its ledger after the lock (see [`open_sql`]).
+fn begin_locked(
+    conn: &mut PgConnection,
+    schema: &TenantId,
+    params: &MigrateParams,
+    create_ledger: bool,
+) -> Result<Vec<String>> {
+    begin_with(
+        conn,
+        schema,
+        &open_sql(schema, params, create_ledger, false),
+    )
 }
 
 /// `BEGIN`, the lock (first), then the lock timeout for DDL and the tenant alone on the path.
@@ -377,6 +512,19 @@ pub(crate) fn push_apply(
     migrations: &[&Compiled],
     wrapped: bool,
 ) {
+    push_records(sql, schema, migrations);
+    for m in migrations {
+        if wrapped {
+            sql.push_str(&wrap(&m.version, &m.up));
+        } else {
+            sql.push_str(&m.up);
+        }
+        sql.push_str(";\n");
+    }
+}
+
+/// Appends the ledger rows and central record rows of `migrations` (nothing when empty).
+pub(crate) fn push_records(sql: &mut String, schema: &TenantId, migrations: &[&Compiled]) {
     if migrations.is_empty() {
         return;
     }
@@ -398,14 +546,6 @@ pub(crate) fn push_apply(
          ON CONFLICT DO NOTHING; ",
         central.join(", ")
     ));
-    for m in migrations {
-        if wrapped {
-            sql.push_str(&wrap(&m.version, &m.up));
-        } else {
-            sql.push_str(&m.up);
-        }
-        sql.push_str(";\n");
-    }
 }
 
 /// Reads the tenant's ledger (its own `__diesel_schema_migrations`).
@@ -438,6 +578,7 @@ fn outside_transaction(
     sql: &str,
     still_needed: impl FnOnce(&[String]) -> bool,
     record: &str,
+    split: bool,
 ) -> Result<bool> {
     conn.batch_execute(&tenant_session_lock(schema.as_str(), true))?;
     let result = (|| -> Result<bool> {
@@ -453,7 +594,17 @@ fn outside_transaction(
             .get_result::<Path>(conn)?
             .path;
         conn.batch_execute(&format!("SET search_path TO {}", schema.quoted()))?;
-        let ran = conn.batch_execute(sql);
+        // Statement by statement when the dialect asks for it (see `split`).
+        let ran = if split {
+            match crate::statements::split_statements(sql) {
+                Ok(statements) => statements
+                    .iter()
+                    .try_for_each(|s| conn.batch_execute(s.sql())),
+                Err(e) => Err(diesel::result::Error::QueryBuilderError(Box::new(e))),
+            }
+        } else {
+            conn.batch_execute(sql)
+        };
         let failure = |message: String| {
             tenant_failure(
                 schema,

@@ -11,10 +11,11 @@ mod fleet;
 pub(crate) mod report;
 mod set;
 mod spares;
+mod split;
 mod status;
 mod tenants;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
@@ -22,7 +23,9 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
+use crate::dialect::Dialect;
 use crate::error::{Error, Result};
+use crate::lint::{shared_references, CitusLint, LintFinding};
 use crate::registry::Registry;
 use crate::sql::{SHARED_LOCK_KEY, SHARED_SCHEMA, SPARE_PREFIX};
 use crate::tenant::TenantId;
@@ -65,6 +68,8 @@ pub struct Migrator {
     /// The application's shared migrations, read once.
     shared: Option<Arc<SharedSet>>,
     registry: Registry,
+    /// The database's engine, detected on first use.
+    dialect: Arc<OnceLock<Dialect>>,
 }
 
 impl std::fmt::Debug for Migrator {
@@ -125,6 +130,7 @@ impl MigratorBuilder {
             registry_set: Arc::new(registry_set),
             shared,
             registry: self.registry,
+            dialect: Arc::new(OnceLock::new()),
         })
     }
 }
@@ -185,6 +191,15 @@ impl Migrator {
     /// [`Error::SharedMigration`] when a migration fails; nothing of this run is kept.
     pub fn run_shared(&self, conn: &mut PgConnection) -> Result<Vec<String>> {
         let _span = crate::trace::op_span!("shared.migrate").entered();
+        let dialect = self.dialect(conn)?;
+        // On Citus, the shared tables that tenant tables reference become reference tables.
+        let references = dialect.reference_tables_sql(
+            SHARED_SCHEMA,
+            &shared_references(
+                self.set.migrations.iter().map(|m| m.up.as_str()),
+                SHARED_SCHEMA,
+            ),
+        );
         let applied = conn.transaction::<_, Error, _>(|conn| {
             conn.batch_execute(&format!(
                 "SELECT pg_catalog.pg_advisory_xact_lock({SHARED_LOCK_KEY}, 0); \
@@ -197,9 +212,90 @@ impl Migrator {
             if let Some(shared) = &self.shared {
                 applied.extend(shared.run_pending(conn).map_err(Error::SharedMigration)?);
             }
+            if let Some(sql) = &references {
+                conn.batch_execute(sql)
+                    .map_err(|e| Error::SharedMigration(Box::new(e)))?;
+            }
             Ok(applied)
         });
         crate::trace::finish_with(applied, |a| Some(a.len()))
+    }
+
+    /// The engine of the database behind `conn`, detected on the migrator's first use (one
+    /// query) and then remembered: use one migrator per database.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedEngine`] on CockroachDB and YugabyteDB; [`Error::Query`] when the
+    /// catalog cannot be read.
+    pub fn dialect(&self, conn: &mut PgConnection) -> Result<&Dialect> {
+        if let Some(d) = self.dialect.get() {
+            return Ok(d);
+        }
+        let detected = Dialect::detect_supported(conn)?;
+        Ok(self.dialect.get_or_init(|| detected))
+    }
+
+    /// Checks the tenant migration set with the [`CitusLint`]: what a Citus distributed schema
+    /// cannot hold (triggers, `ADD COLUMN ... serial`, foreign keys to other schemas or to shared
+    /// tables that are not reference tables, tables without a primary key). The reference tables
+    /// are read from Citus's metadata, together with the shared tables that
+    /// [`run_shared`](Self::run_shared) makes reference tables on Citus; on PostgreSQL only the
+    /// latter count. Empty when Citus can apply every migration.
+    ///
+    /// ```no_run
+    /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
+    /// for finding in migrator.lint_citus(conn)? {
+    ///     eprintln!("{finding}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the metadata cannot be read; [`Error::MigrationSource`] when a
+    /// migration cannot be split into statements.
+    pub fn lint_citus(&self, conn: &mut PgConnection) -> Result<Vec<LintFinding>> {
+        #[derive(QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = Text)]
+            name: String,
+        }
+        let ups = || self.set.migrations.iter().map(|m| m.up.as_str());
+        // The shared tables run_shared turns into reference tables (on Citus), when they exist.
+        let mut reference: Vec<String> = diesel::sql_query(
+            "SELECT t AS name FROM pg_catalog.unnest($1::pg_catalog.text[]) AS t \
+             WHERE pg_catalog.to_regclass(pg_catalog.quote_ident($2) || '.' || pg_catalog.quote_ident(t)) IS NOT NULL",
+        )
+        .bind::<diesel::sql_types::Array<Text>, _>(shared_references(ups(), SHARED_SCHEMA))
+        .bind::<Text, _>(SHARED_SCHEMA)
+        .load::<Name>(conn)?
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+        if self.dialect(conn)?.distributes_schemas() {
+            reference.extend(
+                diesel::sql_query(
+                    "SELECT c.relname::pg_catalog.text AS name FROM pg_catalog.pg_dist_partition p \
+                     JOIN pg_catalog.pg_class c ON c.oid = p.logicalrelid \
+                     WHERE c.relnamespace = pg_catalog.to_regnamespace($1) \
+                       AND p.partmethod = 'n' AND p.repmodel = 't'",
+                )
+                .bind::<Text, _>(SHARED_SCHEMA)
+                .load::<Name>(conn)?
+                .into_iter()
+                .map(|r| r.name),
+            );
+        }
+        CitusLint::new()
+            .shared_schema(SHARED_SCHEMA)
+            .reference_tables(reference)
+            .check(
+                self.set
+                    .migrations
+                    .iter()
+                    .map(|m| (m.version.as_str(), m.up.as_str())),
+            )
+            .map_err(|e| Error::MigrationSource(Box::new(e)))
     }
 
     /// Whether the registry has a row for `tenant` (the registry must exist).

@@ -8,10 +8,12 @@ use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{Bool, Text};
 
 use crate::connection::{no_outer_transaction, rollback};
+use crate::dialect::Dialect;
 use crate::error::{Error, Result};
-use crate::migrate::engine::{push_apply, MigrateParams};
+use crate::migrate::engine::{push_apply, push_records, MigrateParams};
 use crate::migrate::failure::{classify_create_error, connection_lost, dollar_tags};
 use crate::migrate::set::Compiled;
+use crate::migrate::split;
 use crate::migrate::Migrator;
 use crate::sql::{
     array_literal, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD, LIBRARY_TABLES,
@@ -59,36 +61,138 @@ impl Migrator {
         let _span = crate::trace::op_span!("tenant.create", tenant = %tenant).entered();
         self.check_tenant_name(tenant)?;
         no_outer_transaction(conn)?;
-        let t = quote_literal(tenant.as_str());
-        let versions = &self.set.versions;
+        let dialect = self.dialect(conn)?;
+        if dialect.splits_statements() {
+            return self.provision_split(conn, dialect, tenant, Provision::Tenant, true);
+        }
         // One round trip either way: claim a current spare, or provision from scratch.
         let created = self.provision_with_retry(conn, tenant, |wrapped| {
             let (body, all) = self.provision_body(tenant, Provision::Tenant, wrapped);
             let [inner, outer] = dollar_tags(["wd_p", "wd_claim"], &body);
             let sql = format!(
-                "BEGIN; {lock}; DO {outer} DECLARE spare text; BEGIN \
-                 SELECT sp.schema_name INTO spare FROM {SPARES_TABLE} sp \
-                 WHERE pg_catalog.to_regnamespace(pg_catalog.quote_ident(sp.schema_name)) IS NOT NULL \
-                   AND (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
-                        WHERE m.schema_name = sp.schema_name AND m.version = ANY ({versions}::pg_catalog.text[])) = {n} \
-                   AND (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
-                        WHERE m.schema_name = sp.schema_name) = {n} \
-                 ORDER BY sp.created_at, sp.schema_name LIMIT 1 FOR UPDATE OF sp SKIP LOCKED; \
-                 IF spare IS NULL THEN EXECUTE {inner}{body}{inner}; ELSE \
-                 INSERT INTO {reg} ({col}) VALUES ({t}); \
-                 EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
-                 UPDATE {CENTRAL_RECORD} SET schema_name = {t} WHERE schema_name = spare; \
-                 DELETE FROM {SPARES_TABLE} WHERE schema_name = spare; \
-                 END IF; END {outer}; COMMIT",
+                "BEGIN; {lock}; {claim}; COMMIT",
                 lock = tenant_lock(tenant.as_str()),
-                versions = quote_literal(&array_literal(versions)),
-                n = versions.len(),
-                reg = self.registry.qualified_table(),
-                col = self.registry.quoted_identifier_column(),
+                claim = self.claim_sql(tenant, &outer, &format!("EXECUTE {inner}{body}{inner};")),
             );
             (sql, all)
         });
         crate::trace::finish(created)
+    }
+
+    /// A `DO` block that claims the oldest current warm spare for `tenant` (its registry row, the
+    /// rename, its central record and spares rows) or, when there is none, runs `otherwise`.
+    fn claim_sql(&self, tenant: &TenantId, tag: &str, otherwise: &str) -> String {
+        let t = quote_literal(tenant.as_str());
+        let versions = &self.set.versions;
+        format!(
+            "DO {tag} DECLARE spare text; BEGIN \
+             SELECT sp.schema_name INTO spare FROM {SPARES_TABLE} sp \
+             WHERE pg_catalog.to_regnamespace(pg_catalog.quote_ident(sp.schema_name)) IS NOT NULL \
+               AND (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
+                    WHERE m.schema_name = sp.schema_name AND m.version = ANY ({versions}::pg_catalog.text[])) = {n} \
+               AND (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
+                    WHERE m.schema_name = sp.schema_name) = {n} \
+             ORDER BY sp.created_at, sp.schema_name LIMIT 1 FOR UPDATE OF sp SKIP LOCKED; \
+             IF spare IS NULL THEN {otherwise} ELSE \
+             INSERT INTO {reg} ({col}) VALUES ({t}); \
+             EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
+             UPDATE {CENTRAL_RECORD} SET schema_name = {t} WHERE schema_name = spare; \
+             DELETE FROM {SPARES_TABLE} WHERE schema_name = spare; \
+             END IF; END {tag}",
+            versions = quote_literal(&array_literal(versions)),
+            n = versions.len(),
+            reg = self.registry.qualified_table(),
+            col = self.registry.quoted_identifier_column(),
+        )
+    }
+
+    /// Provisioning statement by statement (see [`split`](crate::migrate::split)), for
+    /// `create_tenant` (`claim`: a current warm spare first) and the warm pool: `BEGIN`, the
+    /// lock, the dialect's settings (on Citus, schema-based sharding for this transaction), the
+    /// claim when asked; when nothing was claimed, the registry (or spares) row, `CREATE SCHEMA`,
+    /// the ledger and each statement of the transactional migrations as top-level commands; then
+    /// the ledger and central record rows, the distribution check and `COMMIT`. Migrations
+    /// marked `run_in_transaction = false` run afterwards on their own path.
+    fn provision_split(
+        &self,
+        conn: &mut PgConnection,
+        dialect: &Dialect,
+        schema: &TenantId,
+        as_: Provision,
+        claim: bool,
+    ) -> Result<()> {
+        let check = dialect
+            .distribution_check(schema)
+            .map(|c| format!("{c}; "))
+            .unwrap_or_default();
+        let mut open = format!(
+            "BEGIN; {}; {}",
+            tenant_lock(schema.as_str()),
+            dialect.provisioning_settings()
+        );
+        if claim {
+            open.push_str(&self.claim_sql(schema, "$wd_claim$", "NULL;"));
+            if let Err(e) = conn.batch_execute(&open) {
+                rollback(conn);
+                return Err(classify_create_error(schema, e));
+            }
+            // The claim registered the tenant: the renamed spare is the tenant.
+            match self.registered(conn, schema) {
+                Ok(true) => {
+                    if let Err(e) = conn.batch_execute(&format!("{check}COMMIT")) {
+                        rollback(conn);
+                        return Err(split::close_error(conn, dialect, schema, e));
+                    }
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    rollback(conn);
+                    return Err(e);
+                }
+            }
+            open.push_str("; ");
+        }
+        let lit = quote_literal(schema.as_str());
+        let row = match as_ {
+            Provision::Tenant => format!(
+                "INSERT INTO {} ({}) VALUES ({lit})",
+                self.registry.qualified_table(),
+                self.registry.quoted_identifier_column()
+            ),
+            Provision::Spare => format!("INSERT INTO {SPARES_TABLE} (schema_name) VALUES ({lit})"),
+        };
+        let create = format!(
+            "{row}; CREATE SCHEMA {q}; SET LOCAL search_path TO {q}; {CREATE_MIGRATIONS_TABLE}",
+            q = schema.quoted()
+        );
+        let sent = if claim {
+            conn.batch_execute(&create)
+        } else {
+            conn.batch_execute(&format!("{open}{create}"))
+        };
+        open.push_str(&create);
+        if let Err(e) = sent {
+            rollback(conn);
+            return Err(classify_create_error(schema, e));
+        }
+        let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
+        let steps = match split::steps(schema, &in_tx) {
+            Ok(steps) => steps,
+            Err(e) => {
+                rollback(conn);
+                return Err(e);
+            }
+        };
+        let mut close = String::new();
+        push_records(&mut close, schema, &in_tx);
+        close.push_str(&check);
+        close.push_str("COMMIT");
+        split::run(conn, dialect, schema, &open, &steps, &close)?;
+        if in_tx.len() < self.set.migrations.len() {
+            self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
+        }
+        Ok(())
     }
 
     /// Drops a tenant: its registry row, its central record rows and `DROP SCHEMA … CASCADE`, in
@@ -309,6 +413,10 @@ impl Migrator {
         as_: Provision,
     ) -> Result<()> {
         no_outer_transaction(conn)?;
+        let dialect = self.dialect(conn)?;
+        if dialect.splits_statements() {
+            return self.provision_split(conn, dialect, schema, as_, false);
+        }
         self.provision_with_retry(conn, schema, |wrapped| {
             let (body, all) = self.provision_body(schema, as_, wrapped);
             let sql = format!("BEGIN; {}; {body}COMMIT", tenant_lock(schema.as_str()));
