@@ -23,7 +23,7 @@ use diesel_workspace::{MigrateOptions, Migrator};
 use diesel_workspace_axum::Routing;
 
 /// The example tenant schema of the repository.
-const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
 /// The demo's shared tables (the users).
 const SHARED: EmbeddedMigrations = embed_migrations!("migrations");
 
