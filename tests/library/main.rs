@@ -15,6 +15,7 @@ mod guards;
 mod ids;
 mod lifecycle;
 mod pool;
+mod pooler;
 mod registry;
 mod routing;
 mod tenancy;

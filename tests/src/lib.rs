@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cli;
 pub mod db;
+pub mod pgbouncer;
 pub mod schema;
 
 pub use db::{admin_url, ScratchDb};

@@ -39,6 +39,13 @@ pub enum Hazard {
         /// The tenant's identifier, as stored in the registry.
         tenant: String,
     },
+    /// The connection goes through a transaction pooler (its backend changed between two of the
+    /// audit's queries) that the migrator was not told about: set
+    /// [`Pooler::Transaction`](crate::Pooler::Transaction).
+    UndeclaredPooler {
+        /// What showed it.
+        evidence: crate::PoolerEvidence,
+    },
 }
 
 impl fmt::Display for Hazard {
@@ -61,6 +68,11 @@ impl fmt::Display for Hazard {
             Hazard::MissingSchema { tenant } => {
                 write!(f, "the schema of registered tenant `{tenant}` does not exist")
             }
+            Hazard::UndeclaredPooler { evidence } => write!(
+                f,
+                "connected through a transaction pooler that is not declared ({evidence}): \
+                 set `pooler(Pooler::Transaction)` (CLI: `--pooler transaction`)"
+            ),
         }
     }
 }
@@ -73,6 +85,8 @@ struct RoleRow {
     superuser: bool,
     #[diesel(sql_type = Bool)]
     open_to_all: bool,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
 }
 
 #[derive(QueryableByName)]
@@ -84,7 +98,8 @@ struct NameRow {
 impl Migrator {
     /// Checks the database for what would weaken tenant isolation: a superuser connection, a
     /// shared schema where every role may create objects (CVE-2018-1058), shared tables named
-    /// like tenant tables, and registered tenants without a schema. Three catalog queries,
+    /// like tenant tables, registered tenants without a schema, and an undeclared transaction
+    /// pooler (when the connection's backend changes between the audit's queries). Four queries,
     /// whatever the number of tenants; run it at start-up and log what it returns.
     ///
     /// ```no_run
@@ -102,7 +117,8 @@ impl Migrator {
         let mut hazards = Vec::new();
         let role: RoleRow = diesel::sql_query(
             "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser, \
-             pg_catalog.has_schema_privilege('public', $1, 'CREATE') AS open_to_all \
+             pg_catalog.has_schema_privilege('public', $1, 'CREATE') AS open_to_all, \
+             pg_catalog.pg_backend_pid() AS pid \
              FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER",
         )
         .bind::<Text, _>(SHARED_SCHEMA)
@@ -147,6 +163,12 @@ impl Migrator {
                 .into_iter()
                 .map(|r| Hazard::MissingSchema { tenant: r.name }),
         );
+        let now = crate::pooler::Backend::query(conn)?.pid;
+        if now != role.pid {
+            hazards.push(Hazard::UndeclaredPooler {
+                evidence: crate::PoolerEvidence::BackendChanged { was: role.pid, now },
+            });
+        }
         Ok(hazards)
     }
 }

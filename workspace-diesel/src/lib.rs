@@ -8,6 +8,7 @@ mod context;
 mod error;
 mod lifecycle;
 mod migrate;
+mod pooler;
 mod registry;
 mod table;
 mod tenant;
@@ -27,6 +28,7 @@ pub use crate::lifecycle::{
     TenantStatus,
 };
 pub use crate::migrate::{MigrationFailure, Migrator, MigratorBuilder, REGISTRY_MIGRATIONS};
+pub use crate::pooler::{ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, POOLER_ENV};
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,
