@@ -33,6 +33,18 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) shared_migrations_dir: Option<PathBuf>,
 
+    /// What sits between the tool and PostgreSQL: `direct`, or `transaction` behind PgBouncer in
+    /// transaction pooling mode (statement cache off, transaction-scoped locks only)
+    #[arg(
+        long,
+        env = "WORKSPACE_DIESEL_POOLER",
+        global = true,
+        hide_env_values = true,
+        value_name = "MODE",
+        default_value = "direct"
+    )]
+    pub(crate) pooler: diesel_workspace::Pooler,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }

@@ -28,7 +28,9 @@ pub use crate::lifecycle::{
     TenantStatus,
 };
 pub use crate::migrate::{MigrationFailure, Migrator, MigratorBuilder, REGISTRY_MIGRATIONS};
-pub use crate::pooler::{ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, POOLER_ENV};
+pub use crate::pooler::{
+    connect, ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, POOLER_ENV,
+};
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,

@@ -112,7 +112,7 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection};
 use diesel::PgConnection;
 
 use crate::error::{Error, Result};
-use crate::pooler::{pid_check_failure, pid_check_sql, LiveBackend, Pooler, PoolerDetected};
+use crate::pooler::{pid_check_expr, pid_check_failure, LiveBackend, Pooler, PoolerDetected};
 use crate::registry::quote_ident;
 
 /// A connection pool for tenant routing; build one with [`new`] or [`builder`].
@@ -510,7 +510,8 @@ impl TenantPoolBuilder {
 struct SessionDefaults {
     /// Sent once per physical connection.
     acquire: String,
-    /// Sent on every checkout, in place of Diesel's ping (after the backend check).
+    /// Sent on every checkout, in place of Diesel's ping. Not in pooler mode, it starts with
+    /// `SELECT ` and the backend check is folded into that first statement (see `checked_reset`).
     reset: String,
     /// In pooler mode: the `SET LOCAL` statements every tenant transaction starts with.
     local: Option<Arc<str>>,
@@ -558,17 +559,24 @@ impl SessionDefaults {
         let acquire = acquire.join("; ");
         let reset = if b.session_cleanup {
             format!(
-                "CLOSE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); \
+                "SELECT pg_catalog.pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; \
                  SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; DISCARD TEMP; {acquire}"
             )
         } else {
-            acquire.clone()
+            format!("SELECT 0; {acquire}")
         };
         Self {
             acquire,
             reset,
             local: None,
         }
+    }
+
+    /// The reset batch of a connection served by backend `pid`, its first statement also checking
+    /// that the backend is still that one (the same round trip, and before anything else runs).
+    fn checked_reset(&self, pid: i32) -> String {
+        let rest = self.reset.strip_prefix("SELECT ").unwrap_or(&self.reset);
+        format!("SELECT {}, {rest}", pid_check_expr(pid))
     }
 }
 
@@ -739,11 +747,7 @@ impl ManageConnection for TenantConnectionManager {
         let backend = crate::pooler::Backend::new(row.pid, row.started);
         let live = LiveBackend::register(backend).map_err(|d| self.latch(d))?;
         counter.cached = usize::try_from(row.held).unwrap_or(usize::MAX);
-        counter.reset = Arc::from(format!(
-            "{}; {}",
-            pid_check_sql(row.pid),
-            self.session.reset
-        ));
+        counter.reset = Arc::from(self.session.checked_reset(row.pid));
         counter.backend = Some(live);
         conn.set_instrumentation(counter);
         Ok(conn)
@@ -893,7 +897,20 @@ mod tests {
         );
         assert!(s.reset.ends_with(&s.acquire));
         assert!(!s.reset.contains("DISCARD ALL") && !s.reset.contains("DEALLOCATE"));
+        let checked = s.checked_reset(42);
+        assert!(checked.starts_with("SELECT CASE WHEN pg_catalog.pg_backend_pid() = 42 THEN 0"));
+        assert!(checked.contains(" END, pg_catalog.pg_advisory_unlock_all(); CLOSE ALL;"));
         let s = SessionDefaults::new(&builder().session_cleanup(false));
-        assert_eq!(s.reset, s.acquire);
+        assert_eq!(s.reset, format!("SELECT 0; {}", s.acquire));
+        assert!(s
+            .checked_reset(7)
+            .ends_with(&format!(" END, 0; {}", s.acquire)));
+        let s = SessionDefaults::new(&builder().pooler(Pooler::Transaction));
+        assert_eq!(s.acquire, "SET application_name TO E'workspace-diesel'");
+        assert_eq!(s.reset, "SELECT 1");
+        assert_eq!(
+            s.local.as_deref(),
+            Some("SET LOCAL idle_in_transaction_session_timeout TO 600000")
+        );
     }
 }

@@ -241,17 +241,17 @@ impl Drop for LiveBackend {
 /// The marker in the error of [`pid_check_sql`], followed by the backend's pid.
 const PID_MARKER: &str = "workspace-diesel: backend pid now ";
 
-/// A statement that fails when the connection is no longer served by backend `pid` (and does
-/// nothing otherwise): the first statement of a batch, so that nothing after it runs on another
+/// An expression that fails when the connection is no longer served by backend `pid` (and is 0
+/// otherwise): put it in the first statement of a batch, so that nothing after it runs on another
 /// client's backend.
-pub(crate) fn pid_check_sql(pid: i32) -> String {
+pub(crate) fn pid_check_expr(pid: i32) -> String {
     format!(
-        "SELECT CASE WHEN pg_catalog.pg_backend_pid() = {pid} THEN 0 \
+        "CASE WHEN pg_catalog.pg_backend_pid() = {pid} THEN 0 \
          ELSE pg_catalog.concat('{PID_MARKER}', pg_catalog.pg_backend_pid())::pg_catalog.int4 END"
     )
 }
 
-/// The evidence in the error of a batch that started with [`pid_check_sql`]`(was)`, if that check
+/// The evidence in the error of a batch that started with [`pid_check_expr`]`(was)`, if that check
 /// failed.
 pub(crate) fn pid_check_failure(was: i32, e: &diesel::result::Error) -> Option<PoolerDetected> {
     let message = e.to_string();
@@ -264,6 +264,72 @@ pub(crate) fn pid_check_failure(was: i32, e: &diesel::result::Error) -> Option<P
     Some(PoolerDetected {
         evidence: PoolerEvidence::BackendChanged { was, now },
     })
+}
+
+/// The instrumentation of a connection opened by [`connect`]: it keeps the connection's backend
+/// registered while the connection lives and forwards every event to Diesel's default
+/// instrumentation.
+struct Registered {
+    _backend: LiveBackend,
+    inner: Option<Box<dyn diesel::connection::Instrumentation>>,
+}
+
+impl diesel::connection::Instrumentation for Registered {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        if let Some(inner) = self.inner.as_deref_mut() {
+            inner.on_connection_event(event);
+        }
+    }
+}
+
+/// Registers an opened connection's backend for as long as the connection lives.
+///
+/// # Errors
+/// [`PoolerDetected`] (as a query builder error) when another open connection of this process has
+/// that backend.
+pub(crate) fn register(conn: &mut PgConnection) -> QueryResult<()> {
+    let backend = LiveBackend::register(Backend::query(conn)?)?;
+    conn.set_instrumentation(Registered {
+        _backend: backend,
+        inner: diesel::connection::get_default_instrumentation(),
+    });
+    Ok(())
+}
+
+/// Opens a connection for `pooler`, as the library's own connections are opened.
+///
+/// - [`Pooler::Transaction`]: Diesel's statement cache is turned off on it.
+/// - [`Pooler::Direct`]: its backend is registered for as long as it lives, and a second
+///   connection opened beside it (and closed again) must have another backend; a transaction
+///   pooler is refused.
+///
+/// ```no_run
+/// let mut conn = diesel_workspace::connect("postgres://localhost/app", diesel_workspace::Pooler::Direct)?;
+/// # Ok::<(), diesel_workspace::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Connection`](crate::Error::Connection) when a connection cannot be opened;
+/// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared) when `pooler` is
+/// [`Pooler::Direct`] and the two connections share a backend.
+pub fn connect(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
+    let conn = open(database_url, pooler)?;
+    if !pooler.is_transaction() {
+        // Both are open: on a direct connection they cannot share a backend.
+        drop(open(database_url, pooler)?);
+    }
+    Ok(conn)
+}
+
+/// Opens one connection for `pooler` (statement cache off, or backend registered).
+pub(crate) fn open(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
+    let mut conn = PgConnection::establish(database_url)?;
+    if pooler.is_transaction() {
+        conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+    } else {
+        register(&mut conn)?;
+    }
+    Ok(conn)
 }
 
 #[cfg(test)]
@@ -303,6 +369,6 @@ mod tests {
             Some(PoolerEvidence::BackendChanged { was: 7, now: 4242 })
         );
         assert!(pid_check_failure(7, &diesel::result::Error::NotFound).is_none());
-        assert!(pid_check_sql(12).contains("= 12 THEN"));
+        assert!(pid_check_expr(12).contains("= 12 THEN"));
     }
 }

@@ -34,6 +34,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         database_url: cli.database_url,
         migrations_dir: cli.migrations_dir,
         shared_migrations_dir: cli.shared_migrations_dir,
+        pooler: cli.pooler,
     };
     match cli.command {
         Command::CreateTenantSchema { identifier } => tenant::create(&ctx, &identifier),
@@ -59,6 +60,7 @@ pub(crate) struct Ctx {
     database_url: Option<String>,
     migrations_dir: PathBuf,
     shared_migrations_dir: Option<PathBuf>,
+    pooler: diesel_workspace::Pooler,
 }
 
 impl Ctx {
@@ -70,10 +72,16 @@ impl Ctx {
         }
     }
 
-    /// A new connection to the database.
+    /// A new connection to the database, opened for `--pooler` (a transaction pooler not
+    /// declared is refused).
     pub(crate) fn connect(&self) -> Result<PgConnection> {
         let url = self.database_url()?;
-        PgConnection::establish(url).context("could not connect to the database")
+        diesel_workspace::connect(url, self.pooler).map_err(|e| match e {
+            diesel_workspace::Error::Connection(e) => {
+                anyhow::Error::new(e).context("could not connect to the database")
+            }
+            e => anyhow::Error::new(e),
+        })
     }
 
     /// The tenant migrations directory; it must exist.
