@@ -14,6 +14,7 @@ mod fleet;
 mod guards;
 mod ids;
 mod lifecycle;
+mod multi_table;
 mod pool;
 mod pooler;
 mod registry;
