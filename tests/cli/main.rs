@@ -46,6 +46,7 @@ mod errors;
 mod generate;
 mod help;
 mod migrate;
+mod pooler;
 mod schema;
 mod spares;
 mod status;

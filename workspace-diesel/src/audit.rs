@@ -163,7 +163,10 @@ impl Migrator {
                 .into_iter()
                 .map(|r| Hazard::MissingSchema { tenant: r.name }),
         );
-        let now = crate::pooler::Backend::query(conn)?.pid;
+        let now: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+            "pg_catalog.pg_backend_pid()",
+        ))
+        .get_result(conn)?;
         if now != role.pid {
             hazards.push(Hazard::UndeclaredPooler {
                 evidence: crate::PoolerEvidence::BackendChanged { was: role.pid, now },

@@ -166,11 +166,11 @@ pub(crate) struct Backend {
     started: i64,
 }
 
-/// The select list that identifies the backend: `pid` and `started` (microseconds since the epoch),
-/// for `QueryableByName`.
+/// The select list that identifies the backend: `pid` and `started` (microseconds since the epoch;
+/// 0 when the current role may not see it), for `QueryableByName`.
 pub(crate) const BACKEND_COLUMNS: &str = "pg_catalog.pg_backend_pid() AS pid, \
-     (SELECT (pg_catalog.date_part('epoch', a.backend_start) * 1000000)::pg_catalog.int8 \
-      FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid()) AS started";
+     COALESCE((SELECT (pg_catalog.date_part('epoch', a.backend_start) * 1000000)::pg_catalog.int8 \
+      FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid()), 0) AS started";
 
 #[derive(QueryableByName)]
 struct BackendRow {
