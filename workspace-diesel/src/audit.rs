@@ -6,7 +6,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use crate::error::Result;
-use crate::migrate::{quote_literal, Migrator, SHARED_SCHEMA};
+use crate::migrate::Migrator;
+use crate::sql::{quote_literal, SHARED_SCHEMA};
 
 /// Something in the database's set-up that weakens tenant isolation, found by
 /// [`Migrator::audit`].
@@ -114,6 +115,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when the catalog or the registry cannot be read.
     pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
+        self.ready(conn);
         let mut hazards = Vec::new();
         let role: RoleRow = diesel::sql_query(
             "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser, \
@@ -167,7 +169,7 @@ impl Migrator {
             "pg_catalog.pg_backend_pid()",
         ))
         .get_result(conn)?;
-        if now != role.pid {
+        if now != role.pid && !self.pooler().is_transaction() {
             hazards.push(Hazard::UndeclaredPooler {
                 evidence: crate::PoolerEvidence::BackendChanged { was: role.pid, now },
             });

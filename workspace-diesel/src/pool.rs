@@ -113,7 +113,7 @@ use diesel::PgConnection;
 
 use crate::error::{Error, Result};
 use crate::pooler::{pid_check_expr, pid_check_failure, LiveBackend, Pooler, PoolerDetected};
-use crate::registry::quote_ident;
+use crate::sql::{escape_literal, quote_ident};
 
 /// A connection pool for tenant routing; build one with [`new`] or [`builder`].
 pub type TenantPool = r2d2::Pool<TenantConnectionManager>;
@@ -526,7 +526,7 @@ impl SessionDefaults {
         };
         let application_name = format!(
             "SET application_name TO {}",
-            string_literal(&b.application_name)
+            escape_literal(&b.application_name)
         );
         let timeouts = |set: &str| {
             [
@@ -584,23 +584,6 @@ impl SessionDefaults {
 fn millis(d: Duration) -> u128 {
     let ms = d.as_nanos().div_ceil(1_000_000);
     ms.min(i32::MAX as u128)
-}
-
-/// A string literal that means the same whatever `standard_conforming_strings` is, with characters
-/// other than printable ASCII replaced by `?` (as PostgreSQL does for `application_name`).
-fn string_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 3);
-    out.push_str("E'");
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            ' '..='~' => out.push(c),
-            _ => out.push('?'),
-        }
-    }
-    out.push('\'');
-    out
 }
 
 /// The r2d2 connection customizer of a [`TenantPool`]: sets the fail-closed session defaults once
@@ -875,12 +858,6 @@ mod tests {
         assert_eq!(millis(Duration::from_micros(1)), 1);
         assert_eq!(millis(Duration::from_millis(1500)), 1500);
         assert_eq!(millis(Duration::from_secs(u64::MAX)), i32::MAX as u128);
-    }
-
-    #[test]
-    fn literals_are_escaped() {
-        assert_eq!(string_literal("it's a\\b"), r"E'it''s a\\b'");
-        assert_eq!(string_literal("naïve\n"), "E'na?ve?'");
     }
 
     #[test]
