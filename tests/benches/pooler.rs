@@ -77,7 +77,9 @@ fn main() {
     let s = Settings::from_env((2, 20), (5, 500), (11, 3_000));
     let db = ScratchDb::create("bench_pooler");
     let mut admin = PgConnection::establish(db.url()).expect("connect");
-    let migrator = diesel_workspace::Migrator::builder(TENANT_MIGRATIONS).build();
+    let migrator = diesel_workspace::Migrator::builder(TENANT_MIGRATIONS)
+        .build()
+        .expect("migrator");
     migrator.run_shared(&mut admin).expect("shared migrations");
     let ids: Vec<TenantId> = (0..TENANTS)
         .map(|k| {
