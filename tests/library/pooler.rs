@@ -689,3 +689,107 @@ fn life_cycle_through_pgbouncer_under_traffic() {
     .unwrap();
     assert_eq!(left, 0, "advisory locks left behind");
 }
+
+/// Not in pooler mode, the migrator's own connections through PgBouncer are refused (two fleet
+/// workers served by the same backend), as is `connect`; at most the first worker's tenant is
+/// created (by a connection that then had the server to itself).
+#[test]
+fn undeclared_pooler_is_refused_by_the_migrator() {
+    let db = test_db!("undeclared_migrator");
+    db.provision(&[]);
+    let bouncer = PgBouncer::start(Config::transaction(1));
+    let url = bouncer.url(db.url());
+    let e = diesel_workspace::connect(&url, Pooler::Direct)
+        .err()
+        .expect("connect refuses");
+    assert_refusal(&e);
+    let m = db.migrator();
+    let ids = [
+        TenantId::new("alpha").unwrap(),
+        TenantId::new("beta").unwrap(),
+    ];
+    let opts = diesel_workspace::MigrateOptions::default().parallel(2);
+    let e = m.create_tenants(&url, &ids, &opts).expect_err("refused");
+    let chain = anyhow_chain(&e);
+    let named = match &e {
+        Error::FleetMigration { report, .. } => report
+            .failed()
+            .any(|(_, _, message)| message.contains("pooler(Pooler::Transaction)")),
+        other => anyhow_chain(other).contains("pooler(Pooler::Transaction)"),
+    };
+    assert!(named, "{chain}: {e:?}");
+    assert!(
+        !db.schema_exists("alpha") || !db.schema_exists("beta"),
+        "{chain}"
+    );
+}
+
+/// In pooler mode, a tenant migration that must run outside a transaction is refused when the
+/// migrator is built.
+#[test]
+fn pooler_mode_refuses_migrations_outside_a_transaction() {
+    let (dir, _) = migrations_with_pending();
+    let extra = dir.path().join("2030-01-02-000000_concurrent_index");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(
+        extra.join("up.sql"),
+        "CREATE INDEX CONCURRENTLY notes_title_idx ON notes (title);",
+    )
+    .unwrap();
+    std::fs::write(extra.join("down.sql"), "DROP INDEX notes_title_idx;").unwrap();
+    std::fs::write(extra.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
+    let set = || diesel_migrations::FileBasedMigrations::from_path(dir.path()).unwrap();
+    let e = diesel_workspace::Migrator::builder(set())
+        .pooler(Pooler::Transaction)
+        .build()
+        .expect_err("refused");
+    let chain = anyhow_chain(&e);
+    assert!(
+        chain.contains("20300102000000") && chain.contains("run_in_transaction = false"),
+        "{chain}"
+    );
+    // The same set is fine for direct connections.
+    diesel_workspace::Migrator::builder(set()).build().unwrap();
+}
+
+/// `audit` reports an undeclared pooler when the connection's backend changes between its
+/// queries (another client keeps one of the two server connections busy), and says nothing of it
+/// for a migrator in pooler mode.
+#[test]
+fn audit_reports_an_undeclared_pooler() {
+    let db = test_db!("audit_undeclared");
+    db.provision(&["alpha"]);
+    let bouncer = PgBouncer::start(Config::transaction(2));
+    let url = bouncer.url(db.url());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (direct, pooled) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut busy = PgConnection::establish(&url).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                busy.batch_execute("BEGIN; SELECT pg_catalog.pg_sleep(0.003); COMMIT")
+                    .unwrap();
+            }
+        });
+        let mut conn = diesel_workspace::connect(&url, Pooler::Transaction).unwrap();
+        let count = |m: &diesel_workspace::Migrator, conn: &mut PgConnection| {
+            (0..300)
+                .filter(|_| {
+                    m.audit(conn).unwrap().iter().any(|h| {
+                        matches!(h, diesel_workspace::Hazard::UndeclaredPooler { .. })
+                            && h.to_string().contains("pooler(Pooler::Transaction)")
+                    })
+                })
+                .count()
+        };
+        let direct = count(&db.migrator(), &mut conn);
+        let declared = diesel_workspace::Migrator::builder(crate::support::TENANT_MIGRATIONS)
+            .pooler(Pooler::Transaction)
+            .build()
+            .unwrap();
+        let pooled = count(&declared, &mut conn);
+        stop.store(true, Ordering::Relaxed);
+        (direct, pooled)
+    });
+    assert!(direct >= 1, "no audit of 300 saw the pooler");
+    assert_eq!(pooled, 0);
+}
