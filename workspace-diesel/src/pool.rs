@@ -98,7 +98,10 @@
 //!   [`TenantPoolBuilder::instrumentation`] instead.
 //! - Statements prepared with raw `PREPARE` are not counted.
 //! - Behind PgBouncer in transaction pooling mode, session settings and prepared statements do
-//!   not stay with a client; see the crate documentation.
+//!   not stay with a client: declare it with
+//!   [`pooler(Pooler::Transaction)`](TenantPoolBuilder::pooler) (a pool that does not is refused
+//!   with [`Error::PoolerNotDeclared`]), and run raw SQL only
+//!   inside [`tenant_transaction`](crate::TenantConnectionExt::tenant_transaction) there.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -147,7 +150,7 @@ type InstrumentationFactory = Arc<dyn Fn() -> Option<Box<dyn Instrumentation>> +
 /// ```
 ///
 /// # Errors
-/// [`Error::Pool`](crate::Error::Pool) when the pool could not open its first connections within
+/// [`Error::Pool`] when the pool could not open its first connections within
 /// the connection timeout (30 seconds).
 pub fn new(database_url: impl Into<String>) -> Result<TenantPool> {
     builder().build(database_url)
@@ -350,7 +353,7 @@ impl TenantPoolBuilder {
     ///
     /// Defaults to [`Pooler::Direct`]: session defaults, Diesel's statement cache and the
     /// per-checkout reset, with a check that refuses a transaction pooler with
-    /// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared) (at
+    /// [`Error::PoolerNotDeclared`] (at
     /// [`build`](Self::build), at every new connection and in every checkout's reset, in the
     /// same round trip).
     ///
@@ -461,9 +464,9 @@ impl TenantPoolBuilder {
     /// side by side and checks that they are served by two backends.
     ///
     /// # Errors
-    /// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared) when the pool is not in
+    /// [`Error::PoolerNotDeclared`] when the pool is not in
     /// pooler mode and the check shows a transaction pooler;
-    /// [`Error::Pool`](crate::Error::Pool) when the connections could not be opened within the
+    /// [`Error::Pool`] when the connections could not be opened within the
     /// connection timeout.
     pub fn build(self, database_url: impl Into<String>) -> Result<TenantPool> {
         let (pool, manager) = self.into_parts(database_url.into());
