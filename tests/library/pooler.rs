@@ -439,7 +439,8 @@ fn killed_client_leaves_no_lock() {
     let held = || -> i64 {
         diesel::sql_query(
             "SELECT count(*)::int4 AS pid FROM pg_catalog.pg_locks \
-             WHERE locktype = 'advisory' AND classid = 4242",
+             WHERE locktype = 'advisory' AND classid = 4242 AND database = \
+             (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())",
         )
         .get_result::<Pid>(&mut db.conn())
         .map(|p| i64::from(p.pid))
@@ -682,7 +683,9 @@ fn life_cycle_through_pgbouncer_under_traffic() {
     assert_eq!(tally.wrong.load(Ordering::Relaxed), 0, "wrong-tenant rows");
     // No session advisory lock is left on any server connection.
     let left: i64 = diesel::sql_query(
-        "SELECT count(*)::int4 AS pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory'",
+        "SELECT count(*)::int4 AS pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' \
+         AND database = (SELECT oid FROM pg_catalog.pg_database \
+                         WHERE datname = pg_catalog.current_database())",
     )
     .get_result::<Pid>(&mut db.conn())
     .map(|p| i64::from(p.pid))

@@ -23,9 +23,9 @@ pub const POOLER_ENV: &str = "WORKSPACE_DIESEL_POOLER";
 /// What sits between the application and PostgreSQL.
 ///
 /// Set it with [`pool::TenantPoolBuilder::pooler`](crate::pool::TenantPoolBuilder::pooler),
-/// and the CLI's `--pooler` flag (or
-/// the `WORKSPACE_DIESEL_POOLER` environment variable). It parses from `direct` and
-/// `transaction`.
+/// [`MigratorBuilder::pooler`](crate::MigratorBuilder::pooler), [`connect`] and the CLI's
+/// `--pooler` flag (or the `WORKSPACE_DIESEL_POOLER` environment variable). It parses from
+/// `direct` and `transaction`.
 ///
 /// ```
 /// use diesel_workspace::Pooler;
