@@ -10,6 +10,7 @@ mod migrate;
 mod pooler;
 mod registry;
 mod sql;
+mod state;
 mod table;
 mod tenant;
 
@@ -35,6 +36,7 @@ pub use crate::registry::{
     WorkspaceStatus,
 };
 pub use crate::sql::LIBRARY_TABLES;
+pub use crate::state::{set_tenant_status, tenant_status};
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub use workspace_diesel_derive::TenantModel;
