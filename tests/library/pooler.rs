@@ -697,9 +697,9 @@ fn life_cycle_through_pgbouncer_under_traffic() {
     assert_eq!(left, 0, "advisory locks left behind");
 }
 
-/// Not in pooler mode, the migrator's own connections through PgBouncer are refused (two fleet
-/// workers served by the same backend), as is `connect`; at most the first worker's tenant is
-/// created (by a connection that then had the server to itself).
+/// Not in pooler mode, the migrator's own connections through PgBouncer are refused (a fleet
+/// connection served by the backend of another open connection of the process), as is
+/// `connect`; no tenant is created.
 #[test]
 fn undeclared_pooler_is_refused_by_the_migrator() {
     let db = test_db!("undeclared_migrator");
@@ -715,6 +715,13 @@ fn undeclared_pooler_is_refused_by_the_migrator() {
         TenantId::new("alpha").unwrap(),
         TenantId::new("beta").unwrap(),
     ];
+    // Another open connection of the process (a default pool's, alone on PgBouncer's server
+    // connection so far): the fleet's first connection gets the same backend.
+    let pool = pool::builder()
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(2))
+        .build_unchecked(url.clone());
+    let _held = pool.get().expect("alone on the server connection");
     let opts = diesel_workspace::MigrateOptions::default().parallel(2);
     let e = m.create_tenants(&url, &ids, &opts).expect_err("refused");
     let chain = anyhow_chain(&e);
