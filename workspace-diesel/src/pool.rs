@@ -466,9 +466,9 @@ impl TenantPoolBuilder {
     ///
     /// # Errors
     /// [`Error::PoolerNotDeclared`] when the pool is not in pooler mode and the check shows a
-    /// transaction pooler; [`Error::Pool`](crate::Error::Pool) when the connections could not be
-    /// opened within the connection timeout; [`Error::UnsupportedEngine`](crate::Error::UnsupportedEngine)
-    /// on an engine the crate cannot run on (CockroachDB, YugabyteDB).
+    /// transaction pooler; [`Error::Pool`] when the connections could not be opened within the
+    /// connection timeout; [`Error::UnsupportedEngine`] on an engine the crate cannot run on
+    /// (CockroachDB, YugabyteDB).
     pub fn build(self, database_url: impl Into<String>) -> Result<TenantPool> {
         let (pool, manager) = self.into_parts(database_url.into());
         if !manager.pooler.is_transaction() {
