@@ -49,6 +49,7 @@ mod generate;
 mod help;
 mod json;
 mod migrate;
+mod pooler;
 mod schema;
 mod setup;
 mod spares;

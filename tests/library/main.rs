@@ -18,6 +18,7 @@ mod lifecycle;
 mod multi_table;
 mod packaging;
 mod pool;
+mod pooler;
 mod quickstart;
 mod registry;
 mod routing;

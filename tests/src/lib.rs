@@ -8,6 +8,7 @@ pub mod bench;
 pub mod citus;
 pub mod cli;
 pub mod db;
+pub mod pgbouncer;
 pub mod schema;
 
 pub use db::{admin_url, ScratchDb};

@@ -38,6 +38,17 @@ pub(crate) struct Cli {
     /// list_tenants, status, pending, setup and the create, migrate, revert and redo reports
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
     pub(crate) format: Format,
+    /// What sits between the tool and PostgreSQL: `direct`, or `transaction` behind PgBouncer in
+    /// transaction pooling mode (statement cache off, transaction-scoped locks only)
+    #[arg(
+        long,
+        env = "WORKSPACE_DIESEL_POOLER",
+        global = true,
+        hide_env_values = true,
+        value_name = "MODE",
+        default_value = "direct"
+    )]
+    pub(crate) pooler: diesel_workspace::Pooler,
 
     #[command(subcommand)]
     pub(crate) command: Command,

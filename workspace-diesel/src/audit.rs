@@ -48,6 +48,13 @@ pub enum Hazard {
         /// The local tables (empty: the schema itself is not distributed).
         local_tables: Vec<String>,
     },
+    /// The connection goes through a transaction pooler (its backend changed between two of the
+    /// audit's queries) that the migrator was not told about: set
+    /// [`Pooler::Transaction`](crate::Pooler::Transaction).
+    UndeclaredPooler {
+        /// What showed it.
+        evidence: crate::PoolerEvidence,
+    },
 }
 
 impl fmt::Display for Hazard {
@@ -81,6 +88,11 @@ impl fmt::Display for Hazard {
                  `SELECT citus_schema_distribute('{tenant}')`",
                 local_tables.join(", ")
             ),
+            Hazard::UndeclaredPooler { evidence } => write!(
+                f,
+                "connected through a transaction pooler that is not declared ({evidence}): \
+                 set `pooler(Pooler::Transaction)` (CLI: `--pooler transaction`)"
+            ),
         }
     }
 }
@@ -93,6 +105,8 @@ struct RoleRow {
     superuser: bool,
     #[diesel(sql_type = Bool)]
     open_to_all: bool,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
 }
 
 #[derive(QueryableByName)]
@@ -104,10 +118,11 @@ struct NameRow {
 impl Migrator {
     /// Checks the database for what would weaken tenant isolation: a superuser connection, a
     /// shared schema where every role may create objects (CVE-2018-1058), shared tables named
-    /// like tenant tables, and registered tenants without a schema; on Citus, tenants that are not
-    /// fully distributed. Three catalog queries (four on Citus) whatever the number of tenants,
-    /// after the engine's detection on the migrator's first use; run it at start-up and log what
-    /// it returns.
+    /// like tenant tables, registered tenants without a schema, an undeclared transaction pooler
+    /// (when the connection's backend changes between the audit's queries), and on Citus, tenants
+    /// that are not fully distributed. Four queries (five on Citus) whatever the number of
+    /// tenants, after the engine's detection on the migrator's first use; run it at start-up and
+    /// log what it returns.
     ///
     /// ```no_run
     /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
@@ -121,10 +136,12 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when the catalog or the registry cannot be read.
     pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
+        self.ready(conn);
         let mut hazards = Vec::new();
         let role: RoleRow = diesel::sql_query(
             "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser, \
-             pg_catalog.has_schema_privilege('public', $1, 'CREATE') AS open_to_all \
+             pg_catalog.has_schema_privilege('public', $1, 'CREATE') AS open_to_all, \
+             pg_catalog.pg_backend_pid() AS pid \
              FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER",
         )
         .bind::<Text, _>(SHARED_SCHEMA)
@@ -178,6 +195,15 @@ impl Migrator {
                         local_tables,
                     }),
             );
+        }
+        let now: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+            "pg_catalog.pg_backend_pid()",
+        ))
+        .get_result(conn)?;
+        if now != role.pid && !self.pooler().is_transaction() {
+            hazards.push(Hazard::UndeclaredPooler {
+                evidence: crate::PoolerEvidence::BackendChanged { was: role.pid, now },
+            });
         }
         Ok(hazards)
     }

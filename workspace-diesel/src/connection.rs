@@ -14,11 +14,13 @@ use crate::tenant::TenantId;
 /// transaction-local `search_path` of the tenant's schema then the shared schema `public` (so
 /// extension functions, types and operators installed there keep resolving; never the session's
 /// own path, which may name another tenant), and a cast that fails with
-/// `schema "<tenant>" does not exist` when the schema is gone.
-pub(crate) fn begin_sql(tenant: &TenantId) -> String {
+/// `schema "<tenant>" does not exist` when the schema is gone. `local` (a pooler-mode pool's
+/// timeouts as `SET LOCAL` statements) goes into the same batch.
+pub(crate) fn begin_sql(tenant: &TenantId, local: Option<&str>) -> String {
     let q = tenant.quoted();
+    let local = local.map(|l| format!("{l}; ")).unwrap_or_default();
     format!(
-        "BEGIN; SET LOCAL search_path TO {q}, {SHARED_SCHEMA}; \
+        "BEGIN; SET LOCAL search_path TO {q}, {SHARED_SCHEMA}; {local}\
          SELECT '{q}'::pg_catalog.regnamespace"
     )
 }
@@ -59,6 +61,12 @@ pub(crate) fn rollback(conn: &mut PgConnection) {
 /// the same round trip as `BEGIN`, so it ends with the transaction, whether it commits or rolls
 /// back, and never leaks into the next use of a pooled connection. Whatever `search_path` the
 /// session had before plays no part.
+///
+/// Behind a transaction pooler (PgBouncer `pool_mode = transaction`, see
+/// [`Pooler`](crate::Pooler)), this is the only safe way to run raw SQL that names tenant tables
+/// without a schema: the session `search_path` then belongs to whichever server connection
+/// answers. On a connection of a pool in pooler mode, the pool's timeouts are set here too, with
+/// `SET LOCAL`, in the same round trip.
 pub trait TenantConnectionExt {
     /// Runs `f` in a transaction under the active tenant's schema; commits when `f` returns `Ok`,
     /// rolls back when it returns `Err`.
@@ -128,7 +136,12 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, E>,
     E: From<DieselError>,
 {
-    if let Err(e) = AnsiTransactionManager::begin_transaction_sql(conn, &begin_sql(tenant)) {
+    #[cfg(feature = "r2d2")]
+    let local = crate::pool::transaction_settings(conn);
+    #[cfg(not(feature = "r2d2"))]
+    let local: Option<std::sync::Arc<str>> = None;
+    let begin = begin_sql(tenant, local.as_deref());
+    if let Err(e) = AnsiTransactionManager::begin_transaction_sql(conn, &begin) {
         // `BEGIN` may have succeeded before the check failed: end that transaction, which
         // Diesel's transaction manager does not know about.
         if AnsiTransactionManager::transaction_manager_status_mut(conn)

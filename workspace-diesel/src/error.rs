@@ -94,6 +94,11 @@ pub enum Error {
         /// The engine found instead.
         engine: &'static str,
     },
+    /// A transaction pooler (PgBouncer in `pool_mode = transaction`) was found behind a pool or
+    /// migrator that was not declared to go through one; nothing was run for a tenant. The
+    /// message names the setting ([`Pooler::Transaction`](crate::Pooler::Transaction)).
+    #[error("{0}")]
+    PoolerNotDeclared(crate::pooler::PoolerDetected),
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]
@@ -109,6 +114,14 @@ impl From<diesel::result::Error> for Error {
             diesel::result::Error::QueryBuilderError(inner) if inner.is::<NoActiveTenant>() => {
                 match inner.downcast::<NoActiveTenant>() {
                     Ok(no_tenant) => Error::NoActiveTenant(*no_tenant),
+                    Err(inner) => Error::Query(diesel::result::Error::QueryBuilderError(inner)),
+                }
+            }
+            diesel::result::Error::QueryBuilderError(inner)
+                if inner.is::<crate::pooler::PoolerDetected>() =>
+            {
+                match inner.downcast::<crate::pooler::PoolerDetected>() {
+                    Ok(detected) => Error::PoolerNotDeclared(*detected),
                     Err(inner) => Error::Query(diesel::result::Error::QueryBuilderError(inner)),
                 }
             }

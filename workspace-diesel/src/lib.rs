@@ -10,6 +10,7 @@ mod error;
 mod lint;
 mod migrate;
 mod placement;
+mod pooler;
 mod registry;
 mod sql;
 mod state;
@@ -36,6 +37,9 @@ pub use crate::migrate::{
 };
 pub use crate::placement::{
     rebalance_status, start_rebalance, wait_rebalance, RebalanceStatus, TenantPlacement,
+};
+pub use crate::pooler::{
+    connect, ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, POOLER_ENV,
 };
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,

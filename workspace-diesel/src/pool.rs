@@ -98,20 +98,24 @@
 //!   [`TenantPoolBuilder::instrumentation`] instead.
 //! - Statements prepared with raw `PREPARE` are not counted.
 //! - Behind PgBouncer in transaction pooling mode, session settings and prepared statements do
-//!   not stay with a client; see the crate documentation.
+//!   not stay with a client: declare it with
+//!   [`pooler(Pooler::Transaction)`](TenantPoolBuilder::pooler) (a pool that does not is refused
+//!   with [`Error::PoolerNotDeclared`]), and run raw SQL only
+//!   inside [`tenant_transaction`](crate::TenantConnectionExt::tenant_transaction) there.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::connection::{
-    get_default_instrumentation, Instrumentation, InstrumentationEvent, SimpleConnection,
+    get_default_instrumentation, CacheSize, Instrumentation, InstrumentationEvent, SimpleConnection,
 };
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection};
 use diesel::PgConnection;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::pooler::{pid_check_expr, pid_check_failure, LiveBackend, Pooler, PoolerDetected};
 use crate::sql::{escape_literal, quote_ident};
 
 /// A connection pool for tenant routing; build one with [`new`] or [`builder`].
@@ -146,7 +150,7 @@ type InstrumentationFactory = Arc<dyn Fn() -> Option<Box<dyn Instrumentation>> +
 /// ```
 ///
 /// # Errors
-/// [`Error::Pool`](crate::Error::Pool) when the pool could not open its first connections within
+/// [`Error::Pool`] when the pool could not open its first connections within
 /// the connection timeout (30 seconds).
 pub fn new(database_url: impl Into<String>) -> Result<TenantPool> {
     builder().build(database_url)
@@ -196,6 +200,7 @@ pub struct TenantPoolBuilder {
     session_cleanup: bool,
     statement_cap: usize,
     instrumentation: InstrumentationFactory,
+    pooler: Pooler,
     pool: r2d2::Builder<TenantConnectionManager>,
 }
 
@@ -212,6 +217,7 @@ impl fmt::Debug for TenantPoolBuilder {
             )
             .field("session_cleanup", &self.session_cleanup)
             .field("statement_cap", &self.statement_cap)
+            .field("pooler", &self.pooler)
             .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
@@ -235,6 +241,7 @@ impl TenantPoolBuilder {
             session_cleanup: true,
             statement_cap: DEFAULT_STATEMENT_CAP,
             instrumentation: Arc::new(get_default_instrumentation),
+            pooler: Pooler::Direct,
             pool: r2d2::Pool::builder(),
         }
     }
@@ -341,6 +348,47 @@ impl TenantPoolBuilder {
         self
     }
 
+    /// What sits between the pool and PostgreSQL; set [`Pooler::Transaction`] behind PgBouncer
+    /// (or any pooler) in transaction pooling mode.
+    ///
+    /// Defaults to [`Pooler::Direct`]: session defaults, Diesel's statement cache and the
+    /// per-checkout reset, with a check that refuses a transaction pooler with
+    /// [`Error::PoolerNotDeclared`] (at
+    /// [`build`](Self::build), at every new connection and in every checkout's reset, in the
+    /// same round trip).
+    ///
+    /// With [`Pooler::Transaction`]:
+    ///
+    /// - Diesel's statement cache is off on every connection
+    ///   ([`CacheSize::Disabled`]): each query is sent as an unnamed statement, parsed and planned
+    ///   on every execution (see the crate documentation for the cost), so no client runs
+    ///   another client's prepared statement. [`statement_cap`](Self::statement_cap) has nothing
+    ///   to bound.
+    /// - No session setting is relied on. The timeouts are set with `SET LOCAL` at the start of
+    ///   every [`tenant_transaction`](crate::TenantConnectionExt::tenant_transaction), in the
+    ///   same round trip as its `BEGIN`; a statement outside a tenant transaction runs with the
+    ///   server's (role's, database's) settings, so set them there too
+    ///   (`ALTER ROLE app SET statement_timeout = '30s'`). `application_name` is set once per
+    ///   connection: PgBouncer tracks it per client. The session `search_path` is left alone:
+    ///   **raw SQL that names tenant tables is safe only inside `tenant_transaction`**; outside
+    ///   it, an unqualified name resolves through whatever `search_path` the server connection
+    ///   has.
+    /// - The checkout check is Diesel's `SELECT 1` ping: a session reset would run on whichever
+    ///   server connection answers.
+    ///
+    /// ```no_run
+    /// use diesel_workspace::{pool, Pooler};
+    ///
+    /// let pool = pool::builder()
+    ///     .pooler(Pooler::Transaction)
+    ///     .build("postgres://app@127.0.0.1:6432/app")?;
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = pooler;
+        self
+    }
+
     /// The most connections the pool opens.
     ///
     /// Defaults to 10.
@@ -413,18 +461,27 @@ impl TenantPoolBuilder {
     /// Builds the pool, waits until it has opened its initial connections (`min_idle`), and
     /// detects the engine on one of them ([`Dialect`](crate::Dialect): one query).
     ///
+    /// Not in pooler mode ([`Pooler::Direct`], the default), it first opens two connections
+    /// side by side and checks that they are served by two backends.
+    ///
     /// # Errors
-    /// [`Error::Pool`](crate::Error::Pool) when the connections could not be opened within the
-    /// connection timeout; [`Error::UnsupportedEngine`](crate::Error::UnsupportedEngine) on an
-    /// engine the crate cannot run on (CockroachDB, YugabyteDB).
+    /// [`Error::PoolerNotDeclared`] when the pool is not in pooler mode and the check shows a
+    /// transaction pooler; [`Error::Pool`] when the connections could not be opened within the
+    /// connection timeout; [`Error::UnsupportedEngine`] on an engine the crate cannot run on
+    /// (CockroachDB, YugabyteDB).
     pub fn build(self, database_url: impl Into<String>) -> Result<TenantPool> {
         let (pool, manager) = self.into_parts(database_url.into());
+        if !manager.pooler.is_transaction() {
+            manager.probe()?;
+        }
         let pool = pool.build(manager)?;
         crate::dialect::Dialect::detect_supported(&mut *pool.get()?)?;
         Ok(pool)
     }
 
     /// Builds the pool without waiting for any connection; they are opened in the background.
+    /// (The two-connection check of [`build`](Self::build) is skipped; the checks at every new
+    /// connection and every checkout remain.)
     pub fn build_unchecked(self, database_url: impl Into<String>) -> TenantPool {
         let (pool, manager) = self.into_parts(database_url.into());
         pool.build_unchecked(manager)
@@ -443,6 +500,8 @@ impl TenantPoolBuilder {
             session: Arc::clone(&session),
             statement_cap: self.statement_cap,
             instrumentation: self.instrumentation,
+            pooler: self.pooler,
+            detected: Arc::new(Mutex::new(None)),
         };
         let pool = self
             .pool
@@ -457,39 +516,73 @@ impl TenantPoolBuilder {
 struct SessionDefaults {
     /// Sent once per physical connection.
     acquire: String,
-    /// Sent on every checkout, in place of Diesel's ping.
+    /// Sent on every checkout, in place of Diesel's ping. Not in pooler mode, it starts with
+    /// `SELECT ` and the backend check is folded into that first statement (see `checked_reset`).
     reset: String,
+    /// In pooler mode: the `SET LOCAL` statements every tenant transaction starts with.
+    local: Option<Arc<str>>,
 }
 
 impl SessionDefaults {
     fn new(b: &TenantPoolBuilder) -> Self {
-        let timeout = |name: &str, value: Option<Duration>| match value {
-            Some(d) => format!("SET {name} TO {}", millis(d)),
-            None => format!("RESET {name}"),
+        let timeout = |set: &str, name: &str, value: Option<Duration>| match value {
+            Some(d) => Some(format!("{set} {name} TO {}", millis(d))),
+            None if set == "SET" => Some(format!("RESET {name}")),
+            None => None,
         };
-        let acquire = [
+        let application_name = format!(
+            "SET application_name TO {}",
+            escape_literal(&b.application_name)
+        );
+        let timeouts = |set: &str| {
+            [
+                timeout(set, "statement_timeout", b.statement_timeout),
+                timeout(set, "lock_timeout", b.lock_timeout),
+                timeout(
+                    set,
+                    "idle_in_transaction_session_timeout",
+                    b.idle_in_transaction_session_timeout,
+                ),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+        };
+        if b.pooler.is_transaction() {
+            // PgBouncer tracks `application_name` per client; nothing else may be session state.
+            let local = timeouts("SET LOCAL").join("; ");
+            return Self {
+                acquire: application_name,
+                reset: "SELECT 1".to_owned(),
+                local: Some(Arc::from(local)),
+            };
+        }
+        let mut acquire = vec![
             format!("SET search_path TO {}", quote_ident(&b.shared_schema)),
-            format!(
-                "SET application_name TO {}",
-                escape_literal(&b.application_name)
-            ),
-            timeout("statement_timeout", b.statement_timeout),
-            timeout("lock_timeout", b.lock_timeout),
-            timeout(
-                "idle_in_transaction_session_timeout",
-                b.idle_in_transaction_session_timeout,
-            ),
-        ]
-        .join("; ");
+            application_name,
+        ];
+        acquire.extend(timeouts("SET"));
+        let acquire = acquire.join("; ");
         let reset = if b.session_cleanup {
             format!(
-                "CLOSE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); \
+                "SELECT pg_catalog.pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; \
                  SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; DISCARD TEMP; {acquire}"
             )
         } else {
-            acquire.clone()
+            format!("SELECT 0; {acquire}")
         };
-        Self { acquire, reset }
+        Self {
+            acquire,
+            reset,
+            local: None,
+        }
+    }
+
+    /// The reset batch of a connection served by backend `pid`, its first statement also checking
+    /// that the backend is still that one (the same round trip, and before anything else runs).
+    fn checked_reset(&self, pid: i32) -> String {
+        let rest = self.reset.strip_prefix("SELECT ").unwrap_or(&self.reset);
+        format!("SELECT {}, {rest}", pid_check_expr(pid))
     }
 }
 
@@ -526,12 +619,19 @@ impl CustomizeConnection<PgConnection, ManagerError> for SessionCustomizer {
 /// [`ConnectionManager<PgConnection>`], with a session reset instead of the checkout ping and a
 /// statement cap at check-in.
 ///
-/// - `connect` opens the connection as Diesel's manager does, installs a [`StatementCounter`] as
-///   its instrumentation and reads how many statements the connection already holds.
+/// - `connect` opens the connection as Diesel's manager does and installs a [`StatementCounter`]
+///   as its instrumentation. Not in pooler mode, it reads in one query how many statements the
+///   connection already holds and which backend serves it, and refuses a backend that another
+///   open connection of the process already has. In pooler mode, it turns Diesel's statement
+///   cache off.
 /// - `is_valid` (every checkout) sends the reset batch described in the [module
-///   documentation](self) instead of `SELECT 1`: one round trip either way.
+///   documentation](self) instead of `SELECT 1`, led by a check that the backend is the one the
+///   connection was opened on: one round trip either way. In pooler mode it is `SELECT 1`.
 /// - `has_broken` (every check-in) is Diesel's rule (the thread is panicking, or a transaction is
 ///   open or broken), or the connection holds more than the statement cap, or its counter is gone.
+///
+/// Once it has seen a transaction pooler it was not told about, every later `connect` and
+/// `is_valid` fails with the same [`PoolerDetected`] error.
 ///
 /// Build it (and the pool) with [`TenantPoolBuilder`].
 pub struct TenantConnectionManager {
@@ -539,6 +639,8 @@ pub struct TenantConnectionManager {
     session: Arc<SessionDefaults>,
     statement_cap: usize,
     instrumentation: InstrumentationFactory,
+    pooler: Pooler,
+    detected: Arc<Mutex<Option<PoolerDetected>>>,
 }
 
 impl fmt::Debug for TenantConnectionManager {
@@ -546,14 +648,59 @@ impl fmt::Debug for TenantConnectionManager {
         f.debug_struct("TenantConnectionManager")
             .field("reset_sql", &self.session.reset)
             .field("statement_cap", &self.statement_cap)
+            .field("pooler", &self.pooler)
             .finish_non_exhaustive()
     }
+}
+
+#[derive(QueryableByName)]
+struct ConnectRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    held: i64,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    started: i64,
+}
+
+fn refused(detected: PoolerDetected) -> ManagerError {
+    ManagerError::QueryError(detected.into())
 }
 
 impl TenantConnectionManager {
     /// The most prepared statements a connection may hold when it is checked in.
     pub fn statement_cap(&self) -> usize {
         self.statement_cap
+    }
+
+    /// The pooler this manager was built for.
+    pub fn pooler(&self) -> Pooler {
+        self.pooler
+    }
+
+    /// The transaction pooler this manager found, if any (it then refuses every connection).
+    pub fn detected(&self) -> Option<PoolerDetected> {
+        *self.detected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn latch(&self, detected: PoolerDetected) -> ManagerError {
+        let mut slot = self.detected.lock().unwrap_or_else(|p| p.into_inner());
+        refused(*slot.get_or_insert(detected))
+    }
+
+    /// Opens two connections side by side: on a direct connection they have two backends.
+    fn probe(&self) -> Result<()> {
+        let first = self.connect().map_err(probe_error)?;
+        let second = self.connect().map_err(probe_error)?;
+        drop((first, second));
+        Ok(())
+    }
+}
+
+fn probe_error(e: ManagerError) -> Error {
+    match e {
+        ManagerError::QueryError(q) => Error::from(q),
+        ManagerError::ConnectionError(c) => Error::Connection(c),
     }
 }
 
@@ -562,26 +709,61 @@ impl ManageConnection for TenantConnectionManager {
     type Error = ManagerError;
 
     fn connect(&self) -> std::result::Result<PgConnection, ManagerError> {
+        if let Some(detected) = self.detected() {
+            return Err(refused(detected));
+        }
         let mut conn = self.inner.connect()?;
-        conn.set_instrumentation(StatementCounter {
+        let mut counter = StatementCounter {
             cached: 0,
             inner: (self.instrumentation)(),
-        });
-        // Diesel prepares statements while connecting, before the counter exists: start from the
-        // server's count (which includes this query's own statement).
-        let held: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-            "(SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements)",
+            backend: None,
+            reset: Arc::from(self.session.reset.as_str()),
+            local: self.session.local.clone(),
+        };
+        if self.pooler.is_transaction() {
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            conn.set_instrumentation(counter);
+            return Ok(conn);
+        }
+        // Diesel may prepare statements while connecting, before the counter exists: start from
+        // the server's count (which includes this query's own statement). The same query names
+        // the backend.
+        let row: ConnectRow = diesel::sql_query(format!(
+            "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS held, {}",
+            crate::pooler::BACKEND_COLUMNS
         ))
         .get_result(&mut conn)?;
-        if let Some(counter) = conn.instrumentation().downcast_mut::<StatementCounter>() {
-            counter.cached = usize::try_from(held).unwrap_or(usize::MAX);
-        }
+        let backend = crate::pooler::Backend::new(row.pid, row.started);
+        let live = LiveBackend::register(backend).map_err(|d| self.latch(d))?;
+        counter.cached = usize::try_from(row.held).unwrap_or(usize::MAX);
+        counter.reset = Arc::from(self.session.checked_reset(row.pid));
+        counter.backend = Some(live);
+        conn.set_instrumentation(counter);
         Ok(conn)
     }
 
     fn is_valid(&self, conn: &mut PgConnection) -> std::result::Result<(), ManagerError> {
-        conn.batch_execute(&self.session.reset)
-            .map_err(ManagerError::QueryError)
+        if let Some(detected) = self.detected() {
+            return Err(refused(detected));
+        }
+        let (reset, pid) = match conn.instrumentation().downcast_ref::<StatementCounter>() {
+            Some(counter) => (
+                Arc::clone(&counter.reset),
+                counter.backend.as_ref().map(|b| b.backend().pid),
+            ),
+            // The counter is gone (replaced instrumentation): the connection cannot be checked.
+            None => {
+                return Err(ManagerError::QueryError(
+                    diesel::result::Error::BrokenTransactionManager,
+                ))
+            }
+        };
+        conn.batch_execute(&reset).map_err(|e| {
+            match pid.and_then(|was| pid_check_failure(was, &e)) {
+                Some(detected) => self.latch(detected),
+                None => ManagerError::QueryError(e),
+            }
+        })
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
@@ -629,13 +811,17 @@ fn discarded(reason: &'static str) {
 
 /// The [`Instrumentation`] a [`TenantPool`] installs on each connection: it counts the prepared
 /// statements Diesel caches on the connection and forwards every event to the instrumentation
-/// configured with [`TenantPoolBuilder::instrumentation`].
+/// configured with [`TenantPoolBuilder::instrumentation`]. It also carries what the pool knows
+/// about the connection (its backend, its checkout reset, its pooler-mode transaction settings).
 ///
 /// Reach it on a checked-out connection with [`cached_statements`], or with
 /// `conn.instrumentation().downcast_mut::<StatementCounter>()`.
 pub struct StatementCounter {
     cached: usize,
     inner: Option<Box<dyn Instrumentation>>,
+    backend: Option<LiveBackend>,
+    reset: Arc<str>,
+    local: Option<Arc<str>>,
 }
 
 impl fmt::Debug for StatementCounter {
@@ -643,6 +829,10 @@ impl fmt::Debug for StatementCounter {
         f.debug_struct("StatementCounter")
             .field("cached", &self.cached)
             .field("forwards", &self.inner.is_some())
+            .field(
+                "backend_pid",
+                &self.backend.as_ref().map(|b| b.backend().pid),
+            )
             .finish()
     }
 }
@@ -669,6 +859,15 @@ impl Instrumentation for StatementCounter {
             inner.on_connection_event(event);
         }
     }
+}
+
+/// In pooler mode, the `SET LOCAL` statements a tenant transaction on this pooled connection
+/// starts with (the pool's timeouts); `None` otherwise.
+pub(crate) fn transaction_settings(conn: &mut PgConnection) -> Option<Arc<str>> {
+    conn.instrumentation()
+        .downcast_ref::<StatementCounter>()
+        .and_then(|c| c.local.clone())
+        .filter(|l| !l.is_empty())
 }
 
 /// The number of prepared statements a pooled connection holds, as counted by its
@@ -713,7 +912,20 @@ mod tests {
         );
         assert!(s.reset.ends_with(&s.acquire));
         assert!(!s.reset.contains("DISCARD ALL") && !s.reset.contains("DEALLOCATE"));
+        let checked = s.checked_reset(42);
+        assert!(checked.starts_with("SELECT CASE WHEN pg_catalog.pg_backend_pid() = 42 THEN 0"));
+        assert!(checked.contains(" END, pg_catalog.pg_advisory_unlock_all(); CLOSE ALL;"));
         let s = SessionDefaults::new(&builder().session_cleanup(false));
-        assert_eq!(s.reset, s.acquire);
+        assert_eq!(s.reset, format!("SELECT 0; {}", s.acquire));
+        assert!(s
+            .checked_reset(7)
+            .ends_with(&format!(" END, 0; {}", s.acquire)));
+        let s = SessionDefaults::new(&builder().pooler(Pooler::Transaction));
+        assert_eq!(s.acquire, "SET application_name TO E'workspace-diesel'");
+        assert_eq!(s.reset, "SELECT 1");
+        assert_eq!(
+            s.local.as_deref(),
+            Some("SET LOCAL idle_in_transaction_session_timeout TO 600000")
+        );
     }
 }

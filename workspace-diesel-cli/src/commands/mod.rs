@@ -59,6 +59,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         shared_migrations_dir: cli.shared_migrations_dir,
         format: cli.format,
         config,
+        pooler: cli.pooler,
     };
     match cli.command {
         Command::Setup => setup::setup(&ctx),
@@ -137,6 +138,7 @@ pub(crate) struct Ctx {
     shared_migrations_dir: Option<PathBuf>,
     format: Format,
     config: Config,
+    pooler: diesel_workspace::Pooler,
 }
 
 impl Ctx {
@@ -169,10 +171,16 @@ impl Ctx {
         }
     }
 
-    /// A new connection to the database.
+    /// A new connection to the database, opened for `--pooler` (a transaction pooler not
+    /// declared is refused).
     pub(crate) fn connect(&self) -> Result<PgConnection> {
         let url = self.database_url()?;
-        PgConnection::establish(&url).context("could not connect to the database")
+        diesel_workspace::connect(&url, self.pooler).map_err(|e| match e {
+            diesel_workspace::Error::Connection(e) => {
+                anyhow::Error::new(e).context("could not connect to the database")
+            }
+            e => anyhow::Error::new(e),
+        })
     }
 
     /// The tenant migrations directory: `--migrations-dir`, else the config file's, else
@@ -273,14 +281,16 @@ impl Ctx {
         if let Some(dir) = self.shared_dir()? {
             builder = builder.shared(read_dir_migrations(&dir, "shared")?);
         }
-        Ok(builder.build()?)
+        Ok(builder.pooler(self.pooler).build()?)
     }
 
     /// A migrator for the registry alone, with no migrations: for the commands that never run a
     /// migration (drop, rename, the warm pool's list and drain, print-schema's tenant check), so
     /// a half-written migration does not stop them.
     pub(crate) fn registry_migrator(&self) -> Result<Migrator> {
-        Ok(Migrator::builder(EmbeddedMigrations::new(&[])).build()?)
+        Ok(Migrator::builder(EmbeddedMigrations::new(&[]))
+            .pooler(self.pooler)
+            .build()?)
     }
 }
 

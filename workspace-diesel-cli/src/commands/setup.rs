@@ -18,9 +18,10 @@ pub(crate) fn setup(ctx: &Ctx) -> Result<()> {
     let url = ctx.database_url()?;
     let (database, maintenance_url) = split_database(&url)?;
     let mut created_database = false;
-    let mut conn = match PgConnection::establish(&url) {
+    // Through `--pooler`: a transaction pooler not declared is refused.
+    let mut conn = match diesel_workspace::connect(&url, ctx.pooler) {
         Ok(conn) => conn,
-        Err(e) if e.to_string().contains("does not exist") => {
+        Err(diesel_workspace::Error::Connection(e)) if e.to_string().contains("does not exist") => {
             let mut admin = PgConnection::establish(&maintenance_url).with_context(|| {
                 format!(
                     "database `{database}` does not exist, and the server's `postgres` database to create it from cannot be reached"
@@ -30,9 +31,12 @@ pub(crate) fn setup(ctx: &Ctx) -> Result<()> {
                 .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&database)))
                 .with_context(|| format!("could not create database `{database}`"))?;
             created_database = true;
-            PgConnection::establish(&url).context("could not connect to the database")?
+            ctx.connect()?
         }
-        Err(e) => return Err(anyhow::Error::new(e).context("could not connect to the database")),
+        Err(diesel_workspace::Error::Connection(e)) => {
+            return Err(anyhow::Error::new(e).context("could not connect to the database"))
+        }
+        Err(e) => return Err(anyhow::Error::new(e)),
     };
     let mut created_directories = Vec::new();
     let tenant_dir = ctx.tenant_dir_path();

@@ -90,6 +90,7 @@ impl Migrator {
         tenant: &TenantId,
     ) -> Result<TenantOutcome> {
         let _span = crate::trace::op_span!("tenant.migrate", tenant = %tenant).entered();
+        self.ready(conn);
         self.ensure_tenant(conn, tenant)?;
         let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default());
         crate::trace::finish_with(applied, |a| Some(a.len())).map(TenantOutcome::from_applied)
@@ -111,6 +112,7 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
     ) -> Result<Option<String>> {
+        self.ready(conn);
         self.revert_tenant(conn, tenant, &MigrateParams::default())
     }
 

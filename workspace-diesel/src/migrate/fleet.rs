@@ -166,7 +166,7 @@ impl Migrator {
     /// # Errors
     /// As [`run_shared`](Self::run_shared) and [`migrate_all`](Self::migrate_all).
     pub fn startup(&self, database_url: &str, opts: &MigrateOptions) -> Result<MigrationReport> {
-        let mut conn = PgConnection::establish(database_url)?;
+        let mut conn = self.open(database_url)?;
         self.run_shared(&mut conn)?;
         drop(conn);
         self.migrate_all(database_url, opts)
@@ -213,7 +213,7 @@ impl Migrator {
     ) -> Result<MigrationReport> {
         let _span = crate::trace::fleet_span!("fleet.migrate_all").entered();
         let started = Instant::now();
-        let mut conn = PgConnection::establish(database_url)?;
+        let mut conn = self.open(database_url)?;
         self.migrate_all_from(&mut conn, database_url, opts, started)
     }
 
@@ -231,6 +231,7 @@ impl Migrator {
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let _span = crate::trace::fleet_span!("fleet.migrate_all").entered();
+        self.ready(conn);
         self.migrate_all_from(conn, database_url, opts, Instant::now())
     }
 
@@ -348,7 +349,7 @@ impl Migrator {
     ) -> Result<MigrationReport> {
         let _span = crate::trace::fleet_span!("fleet.revert_last").entered();
         let started = Instant::now();
-        let mut conn = PgConnection::establish(database_url)?;
+        let mut conn = self.open(database_url)?;
         let tenants = self.list_tenants(&mut conn)?;
         let jobs = (0..tenants.len()).map(|i| (i, ())).collect();
         let params = opts.params();
@@ -416,7 +417,7 @@ impl Migrator {
                         let Some((i, job)) = jobs.get(k) else { break };
                         let tenant = &tenants[*i];
                         let _span = crate::trace::fleet_tenant_span!(run, tenant).entered();
-                        let outcome = match conn.get(database_url) {
+                        let outcome = match conn.get(database_url, self) {
                             Ok(c) => match op(c, tenant, job) {
                                 Ok(o) => o,
                                 Err(e) => outcome_of(&e),
@@ -427,7 +428,7 @@ impl Migrator {
                         let failed = matches!(outcome, TenantOutcome::Failed { .. });
                         if failed {
                             // A killed backend or a lost connection: reconnect for the next.
-                            if let Ok(c) = conn.get(database_url) {
+                            if let Ok(c) = conn.get(database_url, self) {
                                 if c.batch_execute("SELECT 1").is_err() {
                                     conn = WorkerConn::None;
                                 }
@@ -480,9 +481,9 @@ enum WorkerConn<'a> {
 
 impl WorkerConn<'_> {
     /// The connection, opened from `url` when there is none.
-    fn get(&mut self, url: &str) -> Result<&mut PgConnection> {
+    fn get(&mut self, url: &str, migrator: &Migrator) -> Result<&mut PgConnection> {
         if let WorkerConn::None = self {
-            *self = WorkerConn::Owned(PgConnection::establish(url)?);
+            *self = WorkerConn::Owned(migrator.open(url)?);
         }
         match self {
             WorkerConn::Borrowed(c) => Ok(c),

@@ -26,6 +26,7 @@ use diesel::sql_types::{Bool, Text};
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::lint::{shared_references, CitusLint, LintFinding};
+use crate::pooler::Pooler;
 use crate::registry::Registry;
 use crate::sql::{SHARED_LOCK_KEY, SHARED_SCHEMA, SPARE_PREFIX};
 use crate::tenant::TenantId;
@@ -70,6 +71,7 @@ pub struct Migrator {
     registry: Registry,
     /// The database's engine, detected on first use.
     dialect: Arc<OnceLock<Dialect>>,
+    pooler: Pooler,
 }
 
 impl std::fmt::Debug for Migrator {
@@ -77,6 +79,7 @@ impl std::fmt::Debug for Migrator {
         f.debug_struct("Migrator")
             .field("shared", &self.shared.is_some())
             .field("registry", &self.registry)
+            .field("pooler", &self.pooler)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +90,7 @@ pub struct MigratorBuilder {
     tenant: Arc<dyn MigrationSource<Pg> + Send + Sync>,
     shared: Option<Arc<dyn MigrationSource<Pg> + Send + Sync>>,
     registry: Registry,
+    pooler: Pooler,
 }
 
 impl MigratorBuilder {
@@ -110,15 +114,58 @@ impl MigratorBuilder {
         self
     }
 
+    /// What sits between the migrator and PostgreSQL. Defaults to [`Pooler::Direct`].
+    ///
+    /// With [`Pooler::Transaction`] (PgBouncer in transaction pooling mode), Diesel's statement
+    /// cache is turned off on every connection the migrator opens and on every connection passed
+    /// to it; every lock it takes is transaction-scoped ([`fill_spares`](Migrator::fill_spares)
+    /// then takes no lock across its transactions: two concurrent callers may each create one of
+    /// the last missing spares); and a migration marked `run_in_transaction = false`, which needs
+    /// a session of its own, is refused by [`build`](Self::build).
+    ///
+    /// Not in pooler mode, the connections the migrator opens (the fleet's workers) are checked
+    /// as the pool's are: two of them served by the same backend are refused with
+    /// [`Error::PoolerNotDeclared`]. Open the connections you pass with
+    /// [`connect`](crate::connect), which checks too.
+    ///
+    /// ```no_run
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{Migrator, Pooler};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// let migrator = Migrator::builder(TENANT).pooler(Pooler::Transaction).build()?;
+    /// let mut conn = diesel_workspace::connect("postgres://app@127.0.0.1:6432/app", Pooler::Transaction)?;
+    /// migrator.run_shared(&mut conn)?;
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = pooler;
+        self
+    }
+
     /// Reads and checks every migration set once (the tenant set, the registry's and the shared
     /// set) and returns the migrator.
     ///
     /// # Errors
     /// [`Error::MigrationSource`] when a set cannot be read: a directory that vanished, an
     /// unreadable `up.sql` or `down.sql`, or a tenant migration whose `up.sql` holds no
-    /// statement (a placeholder that would otherwise be recorded as applied).
+    /// statement (a placeholder that would otherwise be recorded as applied), or, in pooler mode,
+    /// a tenant migration marked `run_in_transaction = false`.
     pub fn build(self) -> Result<Migrator> {
         let set = CompiledSet::read(&*self.tenant)?;
+        if self.pooler.is_transaction() {
+            if let Some(m) = set.migrations.iter().find(|m| !m.in_tx) {
+                return Err(Error::MigrationSource(
+                    format!(
+                        "tenant migration `{}` is marked run_in_transaction = false, which needs a \
+                         session of its own: run it over a direct connection (Pooler::Direct), not \
+                         through a transaction pooler",
+                        m.version
+                    )
+                    .into(),
+                ));
+            }
+        }
         let registry_set = SharedSet::read(&REGISTRY_MIGRATIONS)?;
         let shared = match &self.shared {
             Some(source) => Some(Arc::new(SharedSet::read(&**source)?)),
@@ -131,6 +178,7 @@ impl MigratorBuilder {
             shared,
             registry: self.registry,
             dialect: Arc::new(OnceLock::new()),
+            pooler: self.pooler,
         })
     }
 }
@@ -158,12 +206,30 @@ impl Migrator {
             tenant: Arc::new(tenant),
             shared: None,
             registry: Registry::default(),
+            pooler: Pooler::Direct,
         }
     }
 
     /// Where the registry lives.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// What sits between the migrator and PostgreSQL ([`MigratorBuilder::pooler`]).
+    pub fn pooler(&self) -> Pooler {
+        self.pooler
+    }
+
+    /// Readies a connection passed to the migrator: in pooler mode, Diesel's statement cache off.
+    pub(crate) fn ready(&self, conn: &mut PgConnection) {
+        if self.pooler.is_transaction() {
+            conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        }
+    }
+
+    /// Opens a connection for the migrator's own work (see [`crate::pooler::open`]).
+    pub(crate) fn open(&self, database_url: &str) -> Result<PgConnection> {
+        crate::pooler::open(database_url, self.pooler)
     }
 
     /// The tenant migration set's source, as given to [`Migrator::builder`].
@@ -191,6 +257,7 @@ impl Migrator {
     /// [`Error::SharedMigration`] when a migration fails; nothing of this run is kept.
     pub fn run_shared(&self, conn: &mut PgConnection) -> Result<Vec<String>> {
         let _span = crate::trace::op_span!("shared.migrate").entered();
+        self.ready(conn);
         let dialect = self.dialect(conn)?;
         // On Citus, the shared tables that tenant tables reference become reference tables.
         let references = dialect.reference_tables_sql(

@@ -52,7 +52,14 @@ impl Migrator {
     /// [`Error::TenantMigration`] when a spare's migrations fail; [`Error::Query`].
     pub fn fill_spares(&self, conn: &mut PgConnection, target: usize) -> Result<usize> {
         let _span = crate::trace::op_span!("spares.fill", target).entered();
+        self.ready(conn);
         no_outer_transaction(conn)?;
+        if self.pooler().is_transaction() {
+            // Behind a transaction pooler a session lock would stay on whichever server
+            // connection took it. Without it, the count is read again before every spare: two
+            // concurrent callers may each create one of the last missing spares.
+            return self.fill_spares_locked(conn, target);
+        }
         // One filler at a time (a session lock: the work spans several transactions), so two
         // concurrent calls do not both top up from the same count.
         conn.batch_execute(&format!(
@@ -67,7 +74,8 @@ impl Migrator {
         Ok(created)
     }
 
-    /// [`fill_spares`](Self::fill_spares) under the warm pool's lock.
+    /// [`fill_spares`](Self::fill_spares) under the warm pool's lock (in pooler mode: with no
+    /// lock, counting the spares again after each one it creates).
     fn fill_spares_locked(&self, conn: &mut PgConnection, target: usize) -> Result<usize> {
         let expected = self.tenant_versions();
         let mut spares = self.spares(conn)?.len();
@@ -94,6 +102,9 @@ impl Migrator {
             self.provision(conn, &name, Provision::Spare)?;
             tracing::debug!(spare = %name, "spare created");
             created += 1;
+            if self.pooler().is_transaction() {
+                spares = self.spares(conn)?.len().saturating_sub(created);
+            }
         }
         Ok(created)
     }
@@ -104,6 +115,7 @@ impl Migrator {
     /// [`Error::Query`] when the query fails (also when the library's tables are not installed:
     /// see [`is_installed`](Self::is_installed)).
     pub fn spares(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
+        self.ready(conn);
         diesel::sql_query(format!(
             "SELECT schema_name AS name FROM {SPARES_TABLE} ORDER BY created_at, 1"
         ))
@@ -120,6 +132,7 @@ impl Migrator {
     /// [`Error::Query`] when a statement fails.
     pub fn drain_spares(&self, conn: &mut PgConnection) -> Result<usize> {
         let _span = tracing::info_span!("spares.drain").entered();
+        self.ready(conn);
         no_outer_transaction(conn)?;
         let mut n = 0;
         for spare in self.spares(conn)? {

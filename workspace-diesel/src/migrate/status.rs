@@ -65,6 +65,7 @@ impl Migrator {
     /// [`Error::InvalidTenantName`](crate::Error::InvalidTenantName) for a registry row written
     /// by hand with an invalid name.
     pub fn status(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
+        self.ready(conn);
         Ok(self
             .status_rows(conn)?
             .into_iter()
@@ -111,6 +112,7 @@ impl Migrator {
     /// # Errors
     /// As [`status`](Self::status).
     pub fn status_with_drift(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
+        self.ready(conn);
         let rows = self.status_rows(conn)?;
         let with_ledger: Vec<&TenantId> = rows
             .iter()
@@ -162,6 +164,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when a query fails.
     pub fn drift(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<Option<String>> {
+        self.ready(conn);
         let central: Vec<String> = diesel::sql_query(format!(
             "SELECT version::pg_catalog.text AS name FROM {CENTRAL_RECORD} \
              WHERE schema_name = $1 ORDER BY version::pg_catalog.text COLLATE \"C\""
@@ -208,6 +211,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when a query fails.
     pub fn shared_status(&self, conn: &mut PgConnection) -> Result<SharedStatus> {
+        self.ready(conn);
         let ledger = format!("{SHARED_SCHEMA}.{LEDGER}");
         let exists =
             !diesel::sql_query("SELECT $1 AS name WHERE pg_catalog.to_regclass($1) IS NOT NULL")

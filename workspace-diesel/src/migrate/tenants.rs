@@ -59,6 +59,7 @@ impl Migrator {
     ///   [`MigrationFailure`](crate::MigrationFailure) with the version and SQLSTATE).
     pub fn create_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
         let _span = crate::trace::op_span!("tenant.create", tenant = %tenant).entered();
+        self.ready(conn);
         self.check_tenant_name(tenant)?;
         no_outer_transaction(conn)?;
         let dialect = self.dialect(conn)?;
@@ -202,6 +203,7 @@ impl Migrator {
     /// [`Error::TenantNotFound`] when the tenant is not registered (nothing is dropped).
     pub fn drop_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
         let _span = crate::trace::op_span!("tenant.drop", tenant = %tenant).entered();
+        self.ready(conn);
         self.check_tenant_name(tenant)?;
         let dropped = conn.transaction::<_, Error, _>(|conn| {
             conn.batch_execute(&tenant_lock(tenant.as_str()))?;
@@ -240,6 +242,7 @@ impl Migrator {
         to: &TenantId,
     ) -> Result<()> {
         let _span = crate::trace::op_span!("tenant.rename", tenant = %from, to = %to).entered();
+        self.ready(conn);
         self.check_tenant_name(from)?;
         self.check_tenant_name(to)?;
         let renamed = conn.transaction::<_, Error, _>(|conn| {
@@ -303,6 +306,7 @@ impl Migrator {
     /// [`Error::Query`] when the query fails; [`Error::InvalidTenantName`] for a registry row
     /// written by hand with an invalid name.
     pub fn list_tenants(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
+        self.ready(conn);
         diesel::sql_query(format!(
             "SELECT {col}::pg_catalog.text AS name FROM {reg} ORDER BY {col}::pg_catalog.text COLLATE \"C\"",
             col = self.registry.quoted_identifier_column(),
@@ -336,6 +340,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when the query fails.
     pub fn is_registry_installed(&self, conn: &mut PgConnection) -> Result<bool> {
+        self.ready(conn);
         let row: Flag = diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
             .bind::<Text, _>(self.registry.qualified_table())
             .get_result(conn)?;
@@ -363,6 +368,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when the query fails.
     pub fn is_installed(&self, conn: &mut PgConnection) -> Result<bool> {
+        self.ready(conn);
         let tables: Vec<String> = LIBRARY_TABLES
             .iter()
             .map(|t| format!("{SHARED_SCHEMA}.{}", quote_ident(t)))
@@ -398,6 +404,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when a query fails.
     pub fn is_registered(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<bool> {
+        self.ready(conn);
         if !self.is_registry_installed(conn)? {
             return Ok(false);
         }

@@ -1,0 +1,87 @@
+//! `--pooler` / `WORKSPACE_DIESEL_POOLER`: every command through a real PgBouncer in transaction
+//! pooling mode, and the refusal without the flag.
+
+use super::*;
+
+use workspace_diesel_tests::pgbouncer::{Config, PgBouncer};
+
+fn through(w: &Workdir, db: &TestDb, bouncer: &PgBouncer, args: &[&str]) -> Run {
+    Run::from(
+        w.cmd(db)
+            .env("DATABASE_URL", bouncer.url(db.url()))
+            .env_remove("WORKSPACE_DIESEL_POOLER")
+            .args(args)
+            .output()
+            .expect("run the binary"),
+    )
+}
+
+#[test]
+fn commands_work_through_pgbouncer_with_the_pooler_flag() {
+    let db = test_db!("commands_work_through_pgbouncer_with_the_pooler_flag");
+    let w = Workdir::new();
+    let bouncer = PgBouncer::start(Config::transaction(2));
+    let p = ["--pooler", "transaction"];
+    let run = |args: &[&str]| {
+        let mut all = p.to_vec();
+        all.extend_from_slice(args);
+        through(&w, &db, &bouncer, &all)
+    };
+    run(&["create_tenant_schema", "acme"]).ok();
+    run(&["c:t:s", "globex"]).ok();
+    run(&["fill_spares", "2"]).ok();
+    assert_eq!(run(&["list_spares"]).ok().lines().count(), 2);
+    add_column_migration(&w);
+    let out = run(&["migrate_all", "--parallel", "2"]);
+    assert!(out.ok().contains("2 tenants"), "{out:#?}");
+    assert!(has_x(&db, "acme") && has_x(&db, "globex"));
+    run(&["revert_tenant", "acme"]).ok();
+    assert!(!has_x(&db, "acme"));
+    run(&["migrate_tenant", "acme"]).ok();
+    assert!(has_x(&db, "acme"));
+    run(&["rename_tenant", "globex", "initech"]).ok();
+    run(&["drop_tenant", "acme", "--yes"]).ok();
+    let listed = run(&["list_tenants"]);
+    assert!(
+        listed.ok().contains("initech") && !listed.ok().contains("acme"),
+        "{listed:#?}"
+    );
+    let status = run(&["status"]);
+    assert!(
+        status.ok().contains("tenants: 1 (1 up to date"),
+        "{status:#?}"
+    );
+    run(&["drain_spares", "--yes"]).ok();
+    // The environment variable does what the flag does.
+    let out = Run::from(
+        w.cmd(&db)
+            .env("DATABASE_URL", bouncer.url(db.url()))
+            .env("WORKSPACE_DIESEL_POOLER", "transaction")
+            .args(["c:t:s", "hooli"])
+            .output()
+            .unwrap(),
+    );
+    out.ok();
+    assert!(db.schema_exists("hooli") && db.schema_exists("initech"));
+}
+
+#[test]
+fn commands_through_pgbouncer_without_the_flag_are_refused() {
+    let db = test_db!("commands_through_pgbouncer_without_the_flag_are_refused");
+    let w = Workdir::new();
+    let bouncer = PgBouncer::start(Config::transaction(1));
+    for args in [
+        &["create_tenant_schema", "acme"][..],
+        &["migrate_all"],
+        &["list_tenants"],
+        &["fill_spares", "1"],
+    ] {
+        through(&w, &db, &bouncer, args)
+            .fails_with("transaction pooler")
+            .contains("--pooler transaction")
+            .then_some(())
+            .expect("the error names the flag");
+    }
+    assert!(!db.schema_exists("acme"));
+    assert!(!db.registry_exists());
+}

@@ -1,0 +1,809 @@
+//! Behind a real PgBouncer in transaction pooling mode (a child process on a free loopback port,
+//! `default_pool_size` 1 and 2): pooler mode returns no wrong-tenant row and no error under
+//! interleaved switches; a pool not in pooler mode is refused with the documented error before
+//! any tenant query; the negative control (session `SET search_path`) leaks through the same
+//! PgBouncer; a client killed in a tenant transaction leaves no lock behind.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Integer, Text};
+use diesel_workspace::pool::{self, TenantPool};
+use diesel_workspace::prelude::*;
+use diesel_workspace::{switch, Error, Pooler, PoolerEvidence, TenantId};
+use workspace_diesel_tests::pgbouncer::{Config, PgBouncer};
+
+use crate::support::schema::{categories, notes, plans};
+use crate::support::TestDb;
+use crate::test_db;
+
+const CLIENTS: usize = 4;
+const SWITCHES: usize = 1_000;
+const TENANTS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
+
+#[derive(QueryableByName)]
+struct Title {
+    #[diesel(sql_type = Text)]
+    title: String,
+}
+
+#[derive(QueryableByName)]
+struct Pid {
+    #[diesel(sql_type = Integer)]
+    pid: i32,
+}
+
+/// Four tenants, each with one category and one note named after the tenant, and a shared plan.
+fn fixture(db: &TestDb) -> Vec<TenantId> {
+    let ids = db.provision(&TENANTS);
+    let mut conn = db.conn();
+    conn.batch_execute("INSERT INTO public.plans (id, name) VALUES (1, 'basic')")
+        .unwrap();
+    for t in &ids {
+        switch(t, || {
+            let cat: i32 = diesel::insert_into(categories::table)
+                .values(categories::name.eq(t.as_str()))
+                .returning(categories::id)
+                .get_result(&mut conn)?;
+            diesel::insert_into(notes::table)
+                .values((notes::title.eq(t.as_str()), notes::category_id.eq(cat)))
+                .execute(&mut conn)
+        })
+        .unwrap();
+    }
+    ids
+}
+
+#[derive(Default)]
+struct Tally {
+    ops: AtomicUsize,
+    wrong: AtomicUsize,
+    errors: AtomicUsize,
+}
+
+impl Tally {
+    fn rows<'a>(&self, tenant: &TenantId, titles: impl IntoIterator<Item = &'a str>) {
+        let wrong = titles.into_iter().filter(|t| *t != tenant.as_str()).count();
+        self.wrong.fetch_add(wrong, Ordering::Relaxed);
+    }
+}
+
+/// One operation of the mix for client `client`, switch `i`, on tenant `t`: DSL select,
+/// insert RETURNING, update RETURNING, delete RETURNING, a join with a tenant and a shared table,
+/// raw SQL in a tenant transaction. `mine` holds the ids this client inserted, per tenant.
+fn operation(
+    conn: &mut PgConnection,
+    t: &TenantId,
+    i: usize,
+    client: usize,
+    mine: &mut HashMap<String, Vec<i32>>,
+    tally: &Tally,
+) -> QueryResult<()> {
+    switch(t, || match i % 6 {
+        0 => {
+            let titles: Vec<String> = notes::table
+                .select(notes::title)
+                .filter(notes::body.eq(""))
+                .load(conn)?;
+            tally.rows(t, titles.iter().map(String::as_str));
+            if titles.is_empty() {
+                tally.wrong.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+        1 => {
+            let (id, title): (i32, String) = diesel::insert_into(notes::table)
+                .values((
+                    notes::title.eq(t.as_str()),
+                    notes::body.eq(format!("client {client}")),
+                ))
+                .returning((notes::id, notes::title))
+                .get_result(conn)?;
+            tally.rows(t, [title.as_str()]);
+            mine.entry(t.to_string()).or_default().push(id);
+            Ok(())
+        }
+        2 => {
+            let titles: Vec<String> =
+                diesel::update(notes::table.filter(notes::title.eq(t.as_str())))
+                    .filter(notes::body.eq(format!("client {client}")))
+                    .set(notes::body.eq(format!("client {client}")))
+                    .returning(notes::title)
+                    .get_results(conn)?;
+            tally.rows(t, titles.iter().map(String::as_str));
+            Ok(())
+        }
+        3 => {
+            let Some(id) = mine.get_mut(t.as_str()).and_then(Vec::pop) else {
+                return Ok(());
+            };
+            let titles: Vec<String> = diesel::delete(notes::table.filter(notes::id.eq(id)))
+                .returning(notes::title)
+                .get_results(conn)?;
+            tally.rows(t, titles.iter().map(String::as_str));
+            if titles.len() != 1 {
+                // The row this client inserted in this tenant was not found there.
+                tally.wrong.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+        4 => {
+            let rows: Vec<(String, String, String)> = notes::table
+                .inner_join(categories::table)
+                .inner_join(plans::table.on(plans::id.eq(1)))
+                .select((notes::title, categories::name, plans::name))
+                .load(conn)?;
+            tally.rows(
+                t,
+                rows.iter().flat_map(|(n, c, _)| [n.as_str(), c.as_str()]),
+            );
+            let shared_wrong = rows.iter().filter(|(_, _, p)| p != "basic").count();
+            tally.wrong.fetch_add(shared_wrong, Ordering::Relaxed);
+            if rows.is_empty() {
+                tally.wrong.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+        _ => conn.tenant_transaction(|conn| {
+            let titles: Vec<Title> =
+                diesel::sql_query("SELECT title FROM notes WHERE body = ''").load(conn)?;
+            tally.rows(t, titles.iter().map(|r| r.title.as_str()));
+            if titles.is_empty() {
+                tally.wrong.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }),
+    })
+}
+
+/// `CLIENTS` threads × `SWITCHES` interleaved switches over the four tenants, each thread on its
+/// own checkout every two switches.
+fn run_mix(pool: &TenantPool, ids: &[TenantId]) -> Arc<Tally> {
+    let tally = Arc::new(Tally::default());
+    let start = Arc::new(Barrier::new(CLIENTS));
+    std::thread::scope(|s| {
+        for client in 0..CLIENTS {
+            let (tally, start) = (Arc::clone(&tally), Arc::clone(&start));
+            s.spawn(move || {
+                let mut mine = HashMap::new();
+                start.wait();
+                let mut conn = None;
+                for i in 0..SWITCHES {
+                    if i % 2 == 0 {
+                        drop(conn.take());
+                        match pool.get() {
+                            Ok(c) => conn = Some(c),
+                            Err(e) => panic!("checkout: {e}"),
+                        }
+                    }
+                    let t = &ids[(client + i) % ids.len()];
+                    let conn = conn.as_mut().expect("checked out");
+                    tally.ops.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = operation(conn, t, i, client, &mut mine, &tally) {
+                        if tally.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("client {client}, switch {i}, tenant {t}: {e}");
+                        }
+                    }
+                }
+            });
+        }
+    });
+    tally
+}
+
+/// Every row of every tenant, read directly: titles and categories are the tenant's own name.
+fn assert_tables_clean(db: &TestDb, ids: &[TenantId]) {
+    let mut conn = db.conn();
+    for t in ids {
+        let wrong: i64 = diesel::sql_query(format!(
+            "SELECT count(*)::int4 AS pid FROM {q}.notes WHERE title <> '{t}'",
+            q = t.quoted()
+        ))
+        .get_result::<Pid>(&mut conn)
+        .map(|p| i64::from(p.pid))
+        .unwrap();
+        assert_eq!(wrong, 0, "rows of another tenant written into {t}");
+    }
+}
+
+fn pooler_mode_mix(pool_size: u32) {
+    let db = TestDb::new(&format!("{}::pooler_mode_mix_{pool_size}", module_path!()));
+    let ids = fixture(&db);
+    let bouncer = PgBouncer::start(Config::transaction(pool_size));
+    let pool = pool::builder()
+        .pooler(Pooler::Transaction)
+        .max_size(CLIENTS as u32)
+        .statement_timeout(Some(Duration::from_secs(30)))
+        .connection_timeout(Duration::from_secs(20))
+        .build(bouncer.url(db.url()))
+        .expect("pooler-mode pool through PgBouncer");
+    let tally = run_mix(&pool, &ids);
+    assert_eq!(tally.ops.load(Ordering::Relaxed), CLIENTS * SWITCHES);
+    assert_eq!(tally.errors.load(Ordering::Relaxed), 0, "errors");
+    assert_eq!(tally.wrong.load(Ordering::Relaxed), 0, "wrong-tenant rows");
+    drop(pool);
+    assert_tables_clean(&db, &ids);
+}
+
+#[test]
+fn pooler_mode_no_wrong_rows_one_server_connection() {
+    pooler_mode_mix(1);
+}
+
+#[test]
+fn pooler_mode_no_wrong_rows_two_server_connections() {
+    pooler_mode_mix(2);
+}
+
+fn assert_refusal(e: &Error) {
+    let text = format!("{e}");
+    assert!(
+        matches!(e, Error::PoolerNotDeclared(_)),
+        "not the pooler refusal: {e:?}"
+    );
+    assert!(
+        text.contains("transaction pooler") && text.contains("pooler(Pooler::Transaction)"),
+        "{text}"
+    );
+}
+
+/// The same topology, not in pooler mode: `build` refuses before any tenant query (so no row,
+/// wrong or right, is ever returned).
+#[test]
+fn undeclared_pooler_is_refused_at_build() {
+    let db = test_db!("undeclared_at_build");
+    let _ids = fixture(&db);
+    for size in [1, 2] {
+        let bouncer = PgBouncer::start(Config::transaction(size));
+        let started = Instant::now();
+        let e = pool::builder()
+            .max_size(CLIENTS as u32)
+            .connection_timeout(Duration::from_secs(5))
+            .build(bouncer.url(db.url()))
+            .expect_err("a default pool through PgBouncer must be refused");
+        assert_refusal(&e);
+        assert!(
+            matches!(&e, Error::PoolerNotDeclared(d) if matches!(d.evidence, PoolerEvidence::SharedBackend { .. })),
+            "{e:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused at once"
+        );
+    }
+}
+
+/// A new physical connection whose backend another open connection of the process already has is
+/// refused (two pools built without the build check, one connection each), and from then on the
+/// pool refuses every checkout.
+#[test]
+fn undeclared_pooler_is_refused_at_new_connection() {
+    let db = test_db!("undeclared_at_connect");
+    let ids = fixture(&db);
+    let bouncer = PgBouncer::start(Config::transaction(1));
+    let url = bouncer.url(db.url());
+    let make = || {
+        pool::builder()
+            .max_size(1)
+            .connection_timeout(Duration::from_secs(2))
+            .build_unchecked(url.clone())
+    };
+    let first = make();
+    let mut held = first
+        .get()
+        .expect("the first connection has a backend of its own");
+    let second = make();
+    let err = Error::from(second.get().err().expect("shared backend"));
+    let chain = anyhow_chain(&err);
+    assert!(chain.contains("served by the same backend"), "{chain}");
+    assert!(chain.contains("pooler(Pooler::Transaction)"), "{chain}");
+    // The first pool's connection still reads its tenant correctly (it has the server alone).
+    let titles: Vec<String> = switch(&ids[0], || {
+        notes::table.select(notes::title).load(&mut held)
+    })
+    .unwrap();
+    assert!(titles.iter().all(|t| t == "alpha"));
+}
+
+/// A checkout whose backend changed since the connection was opened is refused by the reset's own
+/// round trip, before the reset touches that backend.
+#[test]
+fn undeclared_pooler_is_refused_at_checkout() {
+    let db = test_db!("undeclared_at_checkout");
+    let _ids = fixture(&db);
+    let bouncer = PgBouncer::start(Config::transaction(2));
+    let url = bouncer.url(db.url());
+    let pool = pool::builder()
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(2))
+        .build_unchecked(url.clone());
+    let pid = {
+        let mut c = pool.get().expect("first checkout");
+        diesel::sql_query("SELECT pg_catalog.pg_backend_pid() AS pid")
+            .get_result::<Pid>(&mut c)
+            .unwrap()
+            .pid
+    };
+    // Another client keeps that backend busy in a transaction: the next checkout gets the other.
+    let mut other = PgConnection::establish(&url).unwrap();
+    other.batch_execute("BEGIN").unwrap();
+    let other_pid = diesel::sql_query("SELECT pg_catalog.pg_backend_pid() AS pid")
+        .get_result::<Pid>(&mut other)
+        .unwrap()
+        .pid;
+    assert_eq!(
+        other_pid, pid,
+        "PgBouncer hands the idle server out last-in first-out"
+    );
+    let err = Error::from(pool.get().err().expect("backend changed"));
+    let chain = anyhow_chain(&err);
+    assert!(
+        chain.contains(&format!("backend changed from pid {pid}")),
+        "{chain}"
+    );
+    assert!(chain.contains("pooler(Pooler::Transaction)"), "{chain}");
+    other.batch_execute("ROLLBACK").unwrap();
+    // Once seen, the pool refuses every checkout, whatever backend answers.
+    let again = Error::from(pool.get().err().expect("refused for good"));
+    assert!(anyhow_chain(&again).contains("pooler(Pooler::Transaction)"));
+}
+
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Negative control, in the same harness: the django-tenants way (session `SET search_path`,
+/// then unqualified SQL) through the same PgBouncer returns another tenant's rows.
+#[test]
+fn negative_control_session_search_path_leaks() {
+    let db = test_db!("negative_control");
+    let ids = fixture(&db);
+    let bouncer = PgBouncer::start(Config::transaction(2));
+    let url = bouncer.url(db.url());
+    let leaks = AtomicUsize::new(0);
+    let reads = AtomicUsize::new(0);
+    let start = Barrier::new(CLIENTS);
+    std::thread::scope(|s| {
+        for client in 0..CLIENTS {
+            let (url, ids, leaks, reads, start) = (&url, &ids, &leaks, &reads, &start);
+            s.spawn(move || {
+                let mut conn = PgConnection::establish(url).unwrap();
+                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+                start.wait();
+                for i in 0..SWITCHES {
+                    if leaks.load(Ordering::Relaxed) > 0 {
+                        break;
+                    }
+                    let t = &ids[(client + i) % ids.len()];
+                    conn.batch_execute(&format!("SET search_path TO {}", t.quoted()))
+                        .unwrap();
+                    // A server connection still on the default path answers "relation does
+                    // not exist": the setting did not follow this client either.
+                    let Ok(rows) =
+                        diesel::sql_query("SELECT title FROM notes").load::<Title>(&mut conn)
+                    else {
+                        continue;
+                    };
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    if rows.iter().any(|r| r.title != t.as_str()) {
+                        leaks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert!(
+        leaks.load(Ordering::Relaxed) >= 1,
+        "the harness saw no leak in {} reads",
+        reads.load(Ordering::Relaxed)
+    );
+}
+
+/// A client killed (SIGKILL) in the middle of a tenant transaction (idle in it), holding a row lock and a
+/// transaction advisory lock through PgBouncer, leaves neither behind.
+#[test]
+fn killed_client_leaves_no_lock() {
+    let db = test_db!("killed_client");
+    let ids = fixture(&db);
+    let bouncer = PgBouncer::start(Config::transaction(1));
+    let url = bouncer.url(db.url());
+    let t = ids[0].quoted();
+    // The client sends its tenant transaction and then waits, idle in the transaction, for more
+    // input that never comes.
+    let mut child = Command::new("psql")
+        .arg(&url)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    let mut stdin = child.stdin.take().expect("psql's stdin");
+    writeln!(
+        stdin,
+        "BEGIN; SET LOCAL search_path TO {t}, public; \
+         SELECT pg_catalog.pg_advisory_xact_lock(4242, 1); SELECT id FROM notes FOR UPDATE;"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let mut direct = db.conn();
+    let held = || -> i64 {
+        diesel::sql_query(
+            "SELECT count(*)::int4 AS pid FROM pg_catalog.pg_locks \
+             WHERE locktype = 'advisory' AND classid = 4242 AND database = \
+             (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())",
+        )
+        .get_result::<Pid>(&mut db.conn())
+        .map(|p| i64::from(p.pid))
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held() == 0 {
+        assert!(Instant::now() < deadline, "the client never took its lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    // Through the same PgBouncer (one server connection), a pooler-mode pool takes both locks
+    // within its lock timeout.
+    let pool = pool::builder()
+        .pooler(Pooler::Transaction)
+        .max_size(1)
+        .lock_timeout(Some(Duration::from_secs(5)))
+        .build(url)
+        .unwrap();
+    let mut conn = pool.get().unwrap();
+    let locked: Vec<Pid> = switch(&ids[0], || {
+        conn.tenant_transaction(|conn| {
+            conn.batch_execute("SELECT pg_catalog.pg_advisory_xact_lock(4242, 1)")?;
+            diesel::sql_query("SELECT id AS pid FROM notes FOR UPDATE").load(conn)
+        })
+    })
+    .expect("the locks are free");
+    assert!(!locked.is_empty());
+    assert_eq!(held(), 0, "no advisory lock left");
+    let waiting: Vec<Pid> = diesel::sql_query(
+        "SELECT pid FROM pg_catalog.pg_stat_activity \
+         WHERE datname = pg_catalog.current_database() AND state LIKE 'idle in transaction%'",
+    )
+    .load(&mut direct)
+    .unwrap();
+    assert!(waiting.is_empty(), "a session is still in a transaction");
+}
+
+/// A tenant migration set: the example schema plus one pending migration adding `notes.x`.
+fn migrations_with_pending() -> (tempfile::TempDir, diesel_migrations::FileBasedMigrations) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations_tenant");
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let entry = entry.unwrap();
+        let to = dir.path().join(entry.file_name());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(entry.path()).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
+    let extra = dir.path().join("2030-01-01-000000_add_x");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("up.sql"), "ALTER TABLE notes ADD COLUMN x INT;").unwrap();
+    std::fs::write(extra.join("down.sql"), "ALTER TABLE notes DROP COLUMN x;").unwrap();
+    let set = diesel_migrations::FileBasedMigrations::from_path(dir.path()).unwrap();
+    (dir, set)
+}
+
+/// Runs `f` on its own thread and fails the test when it has not returned within `limit`.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+}
+
+/// The whole life cycle through PgBouncer (2 server connections) in pooler mode, while two
+/// clients keep reading tenants: shared migrations, create one and many tenants, migrate all with
+/// pending work, revert, rename, drop, status, and the warm pool filled by two callers at once.
+/// Every call finishes within its bound, and the readers see no wrong row and no error.
+#[test]
+fn life_cycle_through_pgbouncer_under_traffic() {
+    let db = test_db!("life_cycle_through_pgbouncer");
+    let bouncer = PgBouncer::start(Config::transaction(2));
+    let url = bouncer.url(db.url());
+    let migrator = || {
+        diesel_workspace::Migrator::builder(crate::support::TENANT_MIGRATIONS)
+            .shared(crate::support::SHARED_MIGRATIONS)
+            .pooler(Pooler::Transaction)
+            .build()
+            .unwrap()
+    };
+    let opts = diesel_workspace::MigrateOptions::default()
+        .parallel(2)
+        .lock_timeout(Duration::from_secs(5));
+    let m = migrator();
+    let mut conn = diesel_workspace::connect(&url, Pooler::Transaction).unwrap();
+    m.run_shared(&mut conn).unwrap();
+    assert!(m.run_shared(&mut conn).unwrap().is_empty(), "idempotent");
+    let id = |s: &str| TenantId::new(s).unwrap();
+    m.create_tenant(&mut conn, &id("alpha")).unwrap();
+    let report = m
+        .create_tenants(&url, &[id("beta"), id("gamma"), id("delta")], &opts)
+        .unwrap();
+    assert_eq!(report.applied().count(), 3);
+    for t in ["alpha", "beta", "gamma", "delta"] {
+        switch(&id(t), || {
+            diesel::insert_into(notes::table)
+                .values(notes::title.eq(t))
+                .execute(&mut conn)
+        })
+        .unwrap();
+    }
+
+    // Two readers through a pooler-mode pool, on the tenants the life cycle leaves in place.
+    let pool = pool::builder()
+        .pooler(Pooler::Transaction)
+        .max_size(2)
+        .lock_timeout(Some(Duration::from_secs(10)))
+        .build(url.clone())
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let readers: Vec<_> = (0..2)
+        .map(|k| {
+            let (pool, stop, tally) = (pool.clone(), Arc::clone(&stop), Arc::clone(&tally));
+            std::thread::spawn(move || {
+                let ids = [
+                    TenantId::new("beta").unwrap(),
+                    TenantId::new("gamma").unwrap(),
+                ];
+                let mut i = k;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = &ids[i % 2];
+                    i += 1;
+                    tally.ops.fetch_add(1, Ordering::Relaxed);
+                    let read = pool.get().map_err(|e| e.to_string()).and_then(|mut c| {
+                        switch(t, || {
+                            c.tenant_transaction(|c| {
+                                let raw: Vec<Title> =
+                                    diesel::sql_query("SELECT title FROM notes").load(c)?;
+                                let dsl: Vec<String> = notes::table.select(notes::title).load(c)?;
+                                Ok::<_, diesel::result::Error>((raw, dsl))
+                            })
+                        })
+                        .map_err(|e| e.to_string())
+                    });
+                    match read {
+                        Ok((raw, dsl)) => {
+                            tally.rows(t, raw.iter().map(|r| r.title.as_str()));
+                            tally.rows(t, dsl.iter().map(String::as_str));
+                        }
+                        Err(e) => {
+                            if tally.errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("reader {k}: {e}");
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Pending work: a second tenant migration, applied to every tenant, then reverted on one.
+    let (_dir, set) = migrations_with_pending();
+    let m2 = diesel_workspace::Migrator::builder(set)
+        .shared(crate::support::SHARED_MIGRATIONS)
+        .pooler(Pooler::Transaction)
+        .build()
+        .unwrap();
+    let (url2, opts2) = (url.clone(), opts.clone());
+    let report = within(Duration::from_secs(60), "migrate_all", move || {
+        m2.migrate_all(&url2, &opts2).map(|r| r.applied().count())
+    })
+    .unwrap();
+    assert_eq!(report, 4);
+    let m2 = diesel_workspace::Migrator::builder(migrations_with_pending().1)
+        .shared(crate::support::SHARED_MIGRATIONS)
+        .pooler(Pooler::Transaction)
+        .build()
+        .unwrap();
+    assert!(m2.revert_last(&mut conn, &id("alpha")).unwrap().is_some());
+    let status = m2.status(&mut conn).unwrap();
+    let pending: Vec<_> = status
+        .iter()
+        .filter(|s| !s.pending.is_empty())
+        .map(|s| s.tenant.to_string())
+        .collect();
+    assert_eq!(pending, ["alpha"]);
+    m2.rename_tenant(&mut conn, &id("alpha"), &id("omega"))
+        .unwrap();
+    m2.drop_tenant(&mut conn, &id("delta")).unwrap();
+    let listed: Vec<String> = m2
+        .list_tenants(&mut conn)
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(listed, ["beta", "gamma", "omega"]);
+
+    // The warm pool, filled by two callers at once: neither hangs.
+    let fillers: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let m = diesel_workspace::Migrator::builder(migrations_with_pending().1)
+                    .pooler(Pooler::Transaction)
+                    .build()
+                    .unwrap();
+                let mut c = diesel_workspace::connect(&url, Pooler::Transaction).unwrap();
+                let started = Instant::now();
+                let created = m.fill_spares(&mut c, 3);
+                (created.map_err(|e| e.to_string()), started.elapsed())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for f in fillers {
+        while !f.is_finished() {
+            assert!(Instant::now() < deadline, "fill_spares hung");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (created, took) = f.join().unwrap();
+        created.unwrap_or_else(|e| panic!("fill_spares failed after {took:?}: {e}"));
+    }
+    let spares = m2.spares(&mut conn).unwrap().len();
+    assert!((3..=4).contains(&spares), "{spares} spares");
+    m2.create_tenant(&mut conn, &id("zeta")).unwrap();
+    assert_eq!(
+        m2.spares(&mut conn).unwrap().len(),
+        spares - 1,
+        "claimed a spare"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(tally.ops.load(Ordering::Relaxed) > 0);
+    assert_eq!(tally.errors.load(Ordering::Relaxed), 0, "reader errors");
+    assert_eq!(tally.wrong.load(Ordering::Relaxed), 0, "wrong-tenant rows");
+    // No session advisory lock is left on any server connection.
+    let left: i64 = diesel::sql_query(
+        "SELECT count(*)::int4 AS pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' \
+         AND database = (SELECT oid FROM pg_catalog.pg_database \
+                         WHERE datname = pg_catalog.current_database())",
+    )
+    .get_result::<Pid>(&mut db.conn())
+    .map(|p| i64::from(p.pid))
+    .unwrap();
+    assert_eq!(left, 0, "advisory locks left behind");
+}
+
+/// Not in pooler mode, the migrator's own connections through PgBouncer are refused (a fleet
+/// connection served by the backend of another open connection of the process), as is
+/// `connect`; no tenant is created.
+#[test]
+fn undeclared_pooler_is_refused_by_the_migrator() {
+    let db = test_db!("undeclared_migrator");
+    db.provision(&[]);
+    let bouncer = PgBouncer::start(Config::transaction(1));
+    let url = bouncer.url(db.url());
+    let e = diesel_workspace::connect(&url, Pooler::Direct)
+        .err()
+        .expect("connect refuses");
+    assert_refusal(&e);
+    let m = db.migrator();
+    let ids = [
+        TenantId::new("alpha").unwrap(),
+        TenantId::new("beta").unwrap(),
+    ];
+    // Another open connection of the process (a default pool's, alone on PgBouncer's server
+    // connection so far): the fleet's first connection gets the same backend.
+    let pool = pool::builder()
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(2))
+        .build_unchecked(url.clone());
+    let _held = pool.get().expect("alone on the server connection");
+    let opts = diesel_workspace::MigrateOptions::default().parallel(2);
+    let e = m.create_tenants(&url, &ids, &opts).expect_err("refused");
+    let chain = anyhow_chain(&e);
+    let named = match &e {
+        Error::FleetMigration { report, .. } => report
+            .failed()
+            .any(|(_, _, message)| message.contains("pooler(Pooler::Transaction)")),
+        other => anyhow_chain(other).contains("pooler(Pooler::Transaction)"),
+    };
+    assert!(named, "{chain}: {e:?}");
+    assert!(
+        !db.schema_exists("alpha") || !db.schema_exists("beta"),
+        "{chain}"
+    );
+}
+
+/// In pooler mode, a tenant migration that must run outside a transaction is refused when the
+/// migrator is built.
+#[test]
+fn pooler_mode_refuses_migrations_outside_a_transaction() {
+    let (dir, _) = migrations_with_pending();
+    let extra = dir.path().join("2030-01-02-000000_concurrent_index");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(
+        extra.join("up.sql"),
+        "CREATE INDEX CONCURRENTLY notes_title_idx ON notes (title);",
+    )
+    .unwrap();
+    std::fs::write(extra.join("down.sql"), "DROP INDEX notes_title_idx;").unwrap();
+    std::fs::write(extra.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
+    let set = || diesel_migrations::FileBasedMigrations::from_path(dir.path()).unwrap();
+    let e = diesel_workspace::Migrator::builder(set())
+        .pooler(Pooler::Transaction)
+        .build()
+        .expect_err("refused");
+    let chain = anyhow_chain(&e);
+    assert!(
+        chain.contains("20300102000000") && chain.contains("run_in_transaction = false"),
+        "{chain}"
+    );
+    // The same set is fine for direct connections.
+    diesel_workspace::Migrator::builder(set()).build().unwrap();
+}
+
+/// `audit` reports an undeclared pooler when the connection's backend changes between its
+/// queries (another client keeps one of the two server connections busy), and says nothing of it
+/// for a migrator in pooler mode.
+#[test]
+fn audit_reports_an_undeclared_pooler() {
+    let db = test_db!("audit_undeclared");
+    db.provision(&["alpha"]);
+    let bouncer = PgBouncer::start(Config::transaction(2));
+    let url = bouncer.url(db.url());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (direct, pooled) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut busy = PgConnection::establish(&url).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                busy.batch_execute("BEGIN; SELECT pg_catalog.pg_sleep(0.003); COMMIT")
+                    .unwrap();
+            }
+        });
+        let mut conn = diesel_workspace::connect(&url, Pooler::Transaction).unwrap();
+        let count = |m: &diesel_workspace::Migrator, conn: &mut PgConnection| {
+            (0..300)
+                .filter(|_| {
+                    m.audit(conn).unwrap().iter().any(|h| {
+                        matches!(h, diesel_workspace::Hazard::UndeclaredPooler { .. })
+                            && h.to_string().contains("pooler(Pooler::Transaction)")
+                    })
+                })
+                .count()
+        };
+        let direct = count(&db.migrator(), &mut conn);
+        let declared = diesel_workspace::Migrator::builder(crate::support::TENANT_MIGRATIONS)
+            .pooler(Pooler::Transaction)
+            .build()
+            .unwrap();
+        let pooled = count(&declared, &mut conn);
+        stop.store(true, Ordering::Relaxed);
+        (direct, pooled)
+    });
+    assert!(direct >= 1, "no audit of 300 saw the pooler");
+    assert_eq!(pooled, 0);
+}

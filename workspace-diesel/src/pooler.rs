@@ -1,0 +1,374 @@
+//! Connection poolers between the application and PostgreSQL: the setting that declares one, and
+//! the check that refuses an undeclared transaction pooler.
+//!
+//! Behind a transaction pooler (PgBouncer with `pool_mode = transaction`), one client connection
+//! is served by whichever server connection is free at each transaction, and one server
+//! connection serves many clients in turn. Session state (settings, Diesel's named prepared
+//! statements, session advisory locks) then stays with the server connection, not with the
+//! client, and another client meets it. Two pieces of evidence are definitive, because neither can
+//! happen on a direct connection: two client connections that are both open report the same
+//! `pg_backend_pid()`, or one client connection reports a different backend pid than before.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer};
+
+/// The environment variable the CLI reads for its `--pooler` flag.
+pub const POOLER_ENV: &str = "WORKSPACE_DIESEL_POOLER";
+
+/// What sits between the application and PostgreSQL.
+///
+/// Set it with [`pool::TenantPoolBuilder::pooler`](crate::pool::TenantPoolBuilder::pooler),
+/// [`MigratorBuilder::pooler`](crate::MigratorBuilder::pooler), [`connect`] and the CLI's
+/// `--pooler` flag (or the `WORKSPACE_DIESEL_POOLER` environment variable). It parses from
+/// `direct` and `transaction`.
+///
+/// ```
+/// use diesel_workspace::Pooler;
+///
+/// assert_eq!("transaction".parse::<Pooler>(), Ok(Pooler::Transaction));
+/// assert_eq!(Pooler::default(), Pooler::Direct);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Pooler {
+    /// Direct connections to PostgreSQL, or a pooler in session mode (the default). Session
+    /// state is used (fail-closed session defaults, Diesel's statement cache, a reset on every
+    /// checkout), and a transaction pooler found behind the connection is refused with
+    /// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared).
+    #[default]
+    Direct,
+    /// A transaction pooler such as PgBouncer with `pool_mode = transaction`: Diesel's statement
+    /// cache is off on every connection the library opens or hands out (unnamed statements,
+    /// parsed on every execution), nothing relies on session state, and every advisory lock is
+    /// transaction-scoped. Raw SQL that resolves names through the `search_path` is safe only
+    /// inside [`tenant_transaction`](crate::TenantConnectionExt::tenant_transaction).
+    Transaction,
+}
+
+impl Pooler {
+    /// Whether connections go through a transaction pooler.
+    pub fn is_transaction(self) -> bool {
+        self == Pooler::Transaction
+    }
+}
+
+impl fmt::Display for Pooler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Pooler::Direct => "direct",
+            Pooler::Transaction => "transaction",
+        })
+    }
+}
+
+/// The error of parsing a [`Pooler`] from a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsePoolerError(String);
+
+impl fmt::Display for ParsePoolerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown pooler `{}`: expected `direct` or `transaction`",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ParsePoolerError {}
+
+impl FromStr for Pooler {
+    type Err = ParsePoolerError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "direct" | "none" | "session" => Ok(Pooler::Direct),
+            "transaction" | "pgbouncer" => Ok(Pooler::Transaction),
+            _ => Err(ParsePoolerError(s.to_owned())),
+        }
+    }
+}
+
+/// Why a connection is known to go through a transaction pooler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PoolerEvidence {
+    /// Two client connections that were both open reported the same backend.
+    SharedBackend {
+        /// The backend pid both reported.
+        pid: i32,
+    },
+    /// One client connection reported another backend than when it was opened.
+    BackendChanged {
+        /// The backend pid when the connection was opened.
+        was: i32,
+        /// The backend pid now.
+        now: i32,
+    },
+}
+
+impl fmt::Display for PoolerEvidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolerEvidence::SharedBackend { pid } => write!(
+                f,
+                "two open connections are served by the same backend (pid {pid})"
+            ),
+            PoolerEvidence::BackendChanged { was, now } => write!(
+                f,
+                "a connection's backend changed from pid {was} to pid {now}"
+            ),
+        }
+    }
+}
+
+/// A transaction pooler was found behind a connection that was not declared to go through one.
+///
+/// Its message names the setting; [`Error::from`](crate::Error) turns it into
+/// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolerDetected {
+    /// What showed it.
+    pub evidence: PoolerEvidence,
+}
+
+impl fmt::Display for PoolerDetected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "connected through a transaction pooler (PgBouncer `pool_mode = transaction`?) without \
+             declaring it: {}; set `pooler(Pooler::Transaction)` on the pool builder and the \
+             migrator (CLI: `--pooler transaction` or {POOLER_ENV}=transaction), or connect \
+             directly",
+            self.evidence
+        )
+    }
+}
+
+impl std::error::Error for PoolerDetected {}
+
+impl From<PoolerDetected> for diesel::result::Error {
+    fn from(e: PoolerDetected) -> Self {
+        diesel::result::Error::QueryBuilderError(Box::new(e))
+    }
+}
+
+/// A backend: its pid and its start time (so that a pid the system recycled for a new backend,
+/// or the same pid on another server, is another backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Backend {
+    pub(crate) pid: i32,
+    started: i64,
+}
+
+/// The select list that identifies the backend: `pid` and `started` (microseconds since the epoch;
+/// 0 when the current role may not see it), for `QueryableByName`.
+pub(crate) const BACKEND_COLUMNS: &str = "pg_catalog.pg_backend_pid() AS pid, \
+     COALESCE((SELECT (pg_catalog.date_part('epoch', a.backend_start) * 1000000)::pg_catalog.int8 \
+      FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid()), 0) AS started";
+
+#[derive(QueryableByName)]
+struct BackendRow {
+    #[diesel(sql_type = Integer)]
+    pid: i32,
+    #[diesel(sql_type = BigInt)]
+    started: i64,
+}
+
+impl Backend {
+    pub(crate) fn new(pid: i32, started: i64) -> Self {
+        Self { pid, started }
+    }
+
+    /// Asks the connection which backend serves it (one round trip).
+    pub(crate) fn query(conn: &mut PgConnection) -> QueryResult<Self> {
+        let row: BackendRow =
+            diesel::sql_query(format!("SELECT {BACKEND_COLUMNS}")).get_result(conn)?;
+        Ok(Self::new(row.pid, row.started))
+    }
+}
+
+fn live() -> &'static Mutex<HashMap<Backend, usize>> {
+    static LIVE: OnceLock<Mutex<HashMap<Backend, usize>>> = OnceLock::new();
+    LIVE.get_or_init(Default::default)
+}
+
+/// The registration of an open connection's backend in this process; dropping it (with the
+/// connection) removes it. Two live registrations of one backend prove a transaction pooler.
+#[derive(Debug)]
+pub(crate) struct LiveBackend {
+    backend: Backend,
+}
+
+impl LiveBackend {
+    /// Registers `backend` as served to a newly opened connection; fails when another open
+    /// connection of this process already has it.
+    pub(crate) fn register(backend: Backend) -> Result<Self, PoolerDetected> {
+        let mut live = live().lock().unwrap_or_else(|p| p.into_inner());
+        let count = live.entry(backend).or_insert(0);
+        if *count > 0 {
+            return Err(PoolerDetected {
+                evidence: PoolerEvidence::SharedBackend { pid: backend.pid },
+            });
+        }
+        *count += 1;
+        Ok(Self { backend })
+    }
+
+    /// The registered backend.
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl Drop for LiveBackend {
+    fn drop(&mut self) {
+        let mut live = live().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = live.get_mut(&self.backend) {
+            *count -= 1;
+            if *count == 0 {
+                live.remove(&self.backend);
+            }
+        }
+    }
+}
+
+/// The marker in the error of [`pid_check_sql`], followed by the backend's pid.
+const PID_MARKER: &str = "workspace-diesel: backend pid now ";
+
+/// An expression that fails when the connection is no longer served by backend `pid` (and is 0
+/// otherwise): put it in the first statement of a batch, so that nothing after it runs on another
+/// client's backend.
+pub(crate) fn pid_check_expr(pid: i32) -> String {
+    format!(
+        "CASE WHEN pg_catalog.pg_backend_pid() = {pid} THEN 0 \
+         ELSE pg_catalog.concat('{PID_MARKER}', pg_catalog.pg_backend_pid())::pg_catalog.int4 END"
+    )
+}
+
+/// The evidence in the error of a batch that started with [`pid_check_expr`]`(was)`, if that check
+/// failed.
+pub(crate) fn pid_check_failure(was: i32, e: &diesel::result::Error) -> Option<PoolerDetected> {
+    let message = e.to_string();
+    let at = message.find(PID_MARKER)? + PID_MARKER.len();
+    let digits: String = message[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let now = digits.parse().ok()?;
+    Some(PoolerDetected {
+        evidence: PoolerEvidence::BackendChanged { was, now },
+    })
+}
+
+/// The instrumentation of a connection opened by [`connect`]: it keeps the connection's backend
+/// registered while the connection lives and forwards every event to Diesel's default
+/// instrumentation.
+struct Registered {
+    _backend: LiveBackend,
+    inner: Option<Box<dyn diesel::connection::Instrumentation>>,
+}
+
+impl diesel::connection::Instrumentation for Registered {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        if let Some(inner) = self.inner.as_deref_mut() {
+            inner.on_connection_event(event);
+        }
+    }
+}
+
+/// Registers an opened connection's backend for as long as the connection lives.
+///
+/// # Errors
+/// [`PoolerDetected`] (as a query builder error) when another open connection of this process has
+/// that backend.
+pub(crate) fn register(conn: &mut PgConnection) -> QueryResult<()> {
+    let backend = LiveBackend::register(Backend::query(conn)?)?;
+    conn.set_instrumentation(Registered {
+        _backend: backend,
+        inner: diesel::connection::get_default_instrumentation(),
+    });
+    Ok(())
+}
+
+/// Opens a connection for `pooler`, as the library's own connections are opened.
+///
+/// - [`Pooler::Transaction`]: Diesel's statement cache is turned off on it.
+/// - [`Pooler::Direct`]: its backend is registered for as long as it lives, and a second
+///   connection opened beside it (and closed again) must have another backend; a transaction
+///   pooler is refused.
+///
+/// ```no_run
+/// let mut conn = diesel_workspace::connect("postgres://localhost/app", diesel_workspace::Pooler::Direct)?;
+/// # Ok::<(), diesel_workspace::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Connection`](crate::Error::Connection) when a connection cannot be opened;
+/// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared) when `pooler` is
+/// [`Pooler::Direct`] and the two connections share a backend.
+pub fn connect(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
+    let conn = open(database_url, pooler)?;
+    if !pooler.is_transaction() {
+        // Both are open: on a direct connection they cannot share a backend.
+        drop(open(database_url, pooler)?);
+    }
+    Ok(conn)
+}
+
+/// Opens one connection for `pooler` (statement cache off, or backend registered).
+pub(crate) fn open(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
+    let mut conn = PgConnection::establish(database_url)?;
+    if pooler.is_transaction() {
+        conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+    } else {
+        register(&mut conn)?;
+    }
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses() {
+        assert_eq!("direct".parse(), Ok(Pooler::Direct));
+        assert_eq!(" Transaction ".parse(), Ok(Pooler::Transaction));
+        assert_eq!("pgbouncer".parse(), Ok(Pooler::Transaction));
+        assert!("statement".parse::<Pooler>().is_err());
+        assert_eq!(Pooler::Transaction.to_string(), "transaction");
+    }
+
+    #[test]
+    fn shared_backends_are_refused_until_released() {
+        let b = Backend::new(-7, 1);
+        let first = LiveBackend::register(b).expect("first");
+        let second = LiveBackend::register(b).unwrap_err();
+        assert_eq!(second.evidence, PoolerEvidence::SharedBackend { pid: -7 });
+        assert!(second.to_string().contains("pooler(Pooler::Transaction)"));
+        drop(first);
+        let again = LiveBackend::register(b).expect("released");
+        assert_eq!(again.backend(), b);
+        // A recycled pid (or the same pid on another server) is another backend.
+        let _other = LiveBackend::register(Backend::new(-7, 2)).expect("other server");
+    }
+
+    #[test]
+    fn pid_check_failures_parse() {
+        let e = diesel::result::Error::QueryBuilderError(
+            format!("invalid input syntax for type integer: \"{PID_MARKER}4242\"").into(),
+        );
+        assert_eq!(
+            pid_check_failure(7, &e).map(|d| d.evidence),
+            Some(PoolerEvidence::BackendChanged { was: 7, now: 4242 })
+        );
+        assert!(pid_check_failure(7, &diesel::result::Error::NotFound).is_none());
+        assert!(pid_check_expr(12).contains("= 12 THEN"));
+    }
+}
