@@ -68,3 +68,68 @@ fn audit_reports_each_hazard() {
     ))
     .unwrap();
 }
+
+/// Create rights of any role other than the owner, on the shared schema and on tenant schemas,
+/// and overloads of `pg_catalog` names outside the system schemas, are reported; extension
+/// members and superusers are not.
+#[test]
+fn audit_reports_create_rights_and_catalog_overloads() {
+    let db = test_db!("audit_reports_create_rights_and_catalog_overloads");
+    db.provision(&["acme", "globex"]);
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    // Roles are cluster-wide: named after this run, so concurrent runs never share one.
+    let role = format!("dw_audit_{}", crate::support::db::run_token());
+    conn.batch_execute(&format!(
+        "CREATE ROLE {role} NOLOGIN; GRANT CREATE ON SCHEMA public TO {role}; \
+         GRANT CREATE ON SCHEMA globex TO {role}; GRANT CREATE ON SCHEMA acme TO PUBLIC; \
+         CREATE FUNCTION public.hashtext(pg_catalog.varchar) RETURNS int LANGUAGE sql AS 'SELECT 1'; \
+         CREATE FUNCTION acme.eq_vt(a varchar, b text) RETURNS bool LANGUAGE sql AS 'SELECT true'; \
+         CREATE OPERATOR acme.= (LEFTARG = varchar, RIGHTARG = text, FUNCTION = acme.eq_vt); \
+         CREATE FUNCTION public.not_a_catalog_name() RETURNS int LANGUAGE sql AS 'SELECT 1'"
+    ))
+    .unwrap();
+    let hazards: Vec<Hazard> = migrator
+        .audit(&mut conn)
+        .unwrap()
+        .into_iter()
+        .filter(Hazard::enables_hijack)
+        .collect();
+    conn.batch_execute(&format!(
+        "REVOKE ALL ON SCHEMA public FROM {role}; REVOKE ALL ON SCHEMA globex FROM {role}; DROP ROLE {role}"
+    ))
+    .unwrap();
+    assert_eq!(
+        hazards,
+        [
+            Hazard::SchemaCreateGranted {
+                schema: "acme".into(),
+                role: "PUBLIC".into()
+            },
+            Hazard::SchemaCreateGranted {
+                schema: "globex".into(),
+                role: role.clone()
+            },
+            Hazard::SchemaCreateGranted {
+                schema: "public".into(),
+                role: role.clone()
+            },
+            Hazard::CatalogNameOverloaded {
+                schema: "acme".into(),
+                kind: "operator",
+                signature: "acme.=(character varying,text)".into()
+            },
+            Hazard::CatalogNameOverloaded {
+                schema: "public".into(),
+                kind: "function",
+                signature: "public.hashtext(character varying)".into()
+            },
+        ]
+    );
+    let shown = hazards[2].to_string();
+    assert!(
+        shown.contains(&format!("REVOKE CREATE ON SCHEMA public FROM {role}")),
+        "{shown}"
+    );
+    assert!(hazards[3].to_string().contains("CVE-2018-1058"));
+}

@@ -18,3 +18,4 @@ mod pool;
 mod registry;
 mod routing;
 mod tenancy;
+mod trojans;

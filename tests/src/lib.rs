@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod db;
 pub mod schema;
+pub mod trojan;
 
 pub use db::{admin_url, ScratchDb};
 

@@ -39,6 +39,52 @@ pub enum Hazard {
         /// The tenant's identifier, as stored in the registry.
         tenant: String,
     },
+    /// A role other than the schema's owner (or a member of the owner role) may create objects
+    /// in the shared schema or in a tenant schema: a function or operator it plants there can
+    /// hijack SQL that resolves names through a `search_path` naming that schema (CVE-2018-1058).
+    /// `role` is `PUBLIC` for a grant to every role on a tenant schema (the shared schema's is
+    /// [`SharedSchemaOpenToAll`](Hazard::SharedSchemaOpenToAll)). Superusers are left out: they
+    /// may do anything anyway.
+    SchemaCreateGranted {
+        /// The schema.
+        schema: String,
+        /// The role that may create objects in it.
+        role: String,
+    },
+    /// A function or operator outside the system schemas, not part of an extension, has the
+    /// name of a `pg_catalog` one. An overload for argument types that `pg_catalog` lacks (such
+    /// as `=(character varying, text)`) is an exact match, so it wins over the built-in one
+    /// whenever its schema is on the `search_path`, even after `pg_catalog`.
+    CatalogNameOverloaded {
+        /// The schema holding it.
+        schema: String,
+        /// `function` or `operator`.
+        kind: &'static str,
+        /// Its qualified signature, such as `public.=(character varying,text)`.
+        signature: String,
+    },
+}
+
+impl Hazard {
+    /// Whether this hazard lets another role change what SQL resolving names through a
+    /// `search_path` does: create rights on the shared or a tenant schema held by a role other
+    /// than its owner, or a planted overload of a `pg_catalog` name.
+    ///
+    /// ```
+    /// use diesel_workspace::Hazard;
+    ///
+    /// let h = Hazard::SharedSchemaOpenToAll { schema: "public".into() };
+    /// assert!(h.enables_hijack());
+    /// assert!(!Hazard::Superuser { role: "postgres".into() }.enables_hijack());
+    /// ```
+    pub fn enables_hijack(&self) -> bool {
+        matches!(
+            self,
+            Hazard::SharedSchemaOpenToAll { .. }
+                | Hazard::SchemaCreateGranted { .. }
+                | Hazard::CatalogNameOverloaded { .. }
+        )
+    }
 }
 
 impl fmt::Display for Hazard {
@@ -61,6 +107,20 @@ impl fmt::Display for Hazard {
             Hazard::MissingSchema { tenant } => {
                 write!(f, "the schema of registered tenant `{tenant}` does not exist")
             }
+            Hazard::SchemaCreateGranted { schema, role } => write!(
+                f,
+                "role `{role}` may create objects in schema `{schema}`, which it does not own \
+                 (CVE-2018-1058): run `REVOKE CREATE ON SCHEMA {schema} FROM {role}`"
+            ),
+            Hazard::CatalogNameOverloaded {
+                schema,
+                kind,
+                signature,
+            } => write!(
+                f,
+                "{kind} `{signature}` overloads a pg_catalog name: SQL resolving names through a \
+                 search_path that includes `{schema}` may call it instead (CVE-2018-1058)"
+            ),
         }
     }
 }
@@ -71,8 +131,115 @@ struct RoleRow {
     role: String,
     #[diesel(sql_type = Bool)]
     superuser: bool,
-    #[diesel(sql_type = Bool)]
-    open_to_all: bool,
+}
+
+#[derive(QueryableByName)]
+struct GrantRow {
+    #[diesel(sql_type = Text)]
+    schema: String,
+    #[diesel(sql_type = Text)]
+    role: String,
+}
+
+#[derive(QueryableByName)]
+struct OverloadRow {
+    #[diesel(sql_type = Text)]
+    schema: String,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    signature: String,
+}
+
+/// The schemas on the library's search paths: the shared schema, and every schema holding a
+/// Diesel ledger (the tenants and the spares), whether or not a registry names them.
+const SEARCHED_SCHEMAS: &str = "SELECT n.oid, n.nspname, n.nspowner FROM pg_catalog.pg_namespace n \
+     WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name \
+        OR EXISTS (SELECT FROM pg_catalog.pg_class c \
+                   WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid \
+                     AND c.relname OPERATOR(pg_catalog.=) '__diesel_schema_migrations'::pg_catalog.name)";
+
+/// Create rights on the searched schemas held by a role other than the owner or its members,
+/// superusers left out: `PUBLIC` once when every role holds them, else each role.
+const CREATE_GRANTS: &str = "WITH s AS ({SEARCHED}) \
+     SELECT s.nspname::pg_catalog.text AS schema, 'PUBLIC'::pg_catalog.text AS role FROM s \
+     WHERE pg_catalog.has_schema_privilege('public', s.oid, 'CREATE') \
+     UNION ALL \
+     SELECT s.nspname::pg_catalog.text, r.rolname::pg_catalog.text FROM s \
+     JOIN pg_catalog.pg_roles r ON NOT r.rolsuper \
+       AND r.oid OPERATOR(pg_catalog.<>) s.nspowner \
+       AND NOT pg_catalog.pg_has_role(r.oid, s.nspowner, 'MEMBER') \
+       AND pg_catalog.has_schema_privilege(r.oid, s.oid, 'CREATE') \
+     WHERE NOT pg_catalog.has_schema_privilege('public', s.oid, 'CREATE') \
+     ORDER BY 1, 2";
+
+/// Functions and operators outside the system schemas, not members of an extension, named like
+/// a `pg_catalog` one.
+const OVERLOADS: &str = "SELECT n.nspname::pg_catalog.text AS schema, 'function'::pg_catalog.text AS kind, \
+       pg_catalog.format('%I.%s(%s)', n.nspname, p.proname, \
+                         pg_catalog.pg_get_function_identity_arguments(p.oid)) AS signature \
+     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+     WHERE NOT pg_catalog.starts_with(n.nspname::pg_catalog.text, 'pg_') \
+       AND n.nspname OPERATOR(pg_catalog.<>) 'information_schema'::pg_catalog.name \
+       AND EXISTS (SELECT FROM pg_catalog.pg_proc c \
+                   WHERE c.pronamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace \
+                     AND c.proname OPERATOR(pg_catalog.=) p.proname) \
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
+                       WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
+                         AND d.objid OPERATOR(pg_catalog.=) p.oid \
+                         AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog.\"char\") \
+     UNION ALL \
+     SELECT n.nspname::pg_catalog.text, 'operator'::pg_catalog.text, \
+       pg_catalog.format('%I.%s(%s,%s)', n.nspname, o.oprname, \
+                         CASE WHEN o.oprleft OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'NONE' \
+                              ELSE pg_catalog.format_type(o.oprleft, NULL) END, \
+                         pg_catalog.format_type(o.oprright, NULL)) \
+     FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace \
+     WHERE NOT pg_catalog.starts_with(n.nspname::pg_catalog.text, 'pg_') \
+       AND n.nspname OPERATOR(pg_catalog.<>) 'information_schema'::pg_catalog.name \
+       AND EXISTS (SELECT FROM pg_catalog.pg_operator c \
+                   WHERE c.oprnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace \
+                     AND c.oprname OPERATOR(pg_catalog.=) o.oprname) \
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
+                       WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass \
+                         AND d.objid OPERATOR(pg_catalog.=) o.oid \
+                         AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog.\"char\") \
+     ORDER BY 1, 3";
+
+/// The hazards that let another role hijack SQL resolving names through a `search_path`
+/// ([`Hazard::enables_hijack`]), registry-free: create rights on the shared schema and on every
+/// schema holding a Diesel ledger, and overloads of `pg_catalog` names. Two catalog queries.
+pub(crate) fn hijack_hazards(conn: &mut PgConnection, shared: &str) -> Result<Vec<Hazard>> {
+    let grants: Vec<GrantRow> =
+        diesel::sql_query(CREATE_GRANTS.replace("{SEARCHED}", SEARCHED_SCHEMAS))
+            .bind::<Text, _>(shared)
+            .load(conn)?;
+    let overloads: Vec<OverloadRow> = diesel::sql_query(OVERLOADS).load(conn)?;
+    let mut hazards = Vec::with_capacity(grants.len() + overloads.len());
+    for g in grants {
+        hazards.push(if g.schema == shared && g.role == "PUBLIC" {
+            Hazard::SharedSchemaOpenToAll { schema: g.schema }
+        } else {
+            Hazard::SchemaCreateGranted {
+                schema: g.schema,
+                role: g.role,
+            }
+        });
+    }
+    hazards.extend(
+        overloads
+            .into_iter()
+            .map(|o| Hazard::CatalogNameOverloaded {
+                schema: o.schema,
+                kind: if o.kind == "operator" {
+                    "operator"
+                } else {
+                    "function"
+                },
+                signature: o.signature,
+            }),
+    );
+    Ok(hazards)
 }
 
 #[derive(QueryableByName)]
@@ -83,8 +250,10 @@ struct NameRow {
 
 impl Migrator {
     /// Checks the database for what would weaken tenant isolation: a superuser connection, a
-    /// shared schema where every role may create objects (CVE-2018-1058), shared tables named
-    /// like tenant tables, and registered tenants without a schema. Three catalog queries,
+    /// shared schema where every role may create objects, create rights of other roles than the
+    /// owner on the shared schema or a tenant schema, functions and operators overloading
+    /// `pg_catalog` names (these three let a role hijack SQL, CVE-2018-1058), shared tables named
+    /// like tenant tables, and registered tenants without a schema. Five catalog queries,
     /// whatever the number of tenants; run it at start-up and log what it returns.
     ///
     /// ```no_run
@@ -101,20 +270,14 @@ impl Migrator {
     pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
         let mut hazards = Vec::new();
         let role: RoleRow = diesel::sql_query(
-            "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser, \
-             pg_catalog.has_schema_privilege('public', $1, 'CREATE') AS open_to_all \
-             FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER",
+            "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser \
+             FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER",
         )
-        .bind::<Text, _>(SHARED_SCHEMA)
         .get_result(conn)?;
         if role.superuser {
             hazards.push(Hazard::Superuser { role: role.role });
         }
-        if role.open_to_all {
-            hazards.push(Hazard::SharedSchemaOpenToAll {
-                schema: SHARED_SCHEMA.to_owned(),
-            });
-        }
+        hazards.extend(hijack_hazards(conn, SHARED_SCHEMA)?);
         let registry = self.registry().qualified_table();
         let column = self.registry().quoted_identifier_column();
         let shadowing: Vec<NameRow> = diesel::sql_query(format!(
