@@ -133,3 +133,42 @@ fn audit_reports_create_rights_and_catalog_overloads() {
     );
     assert!(hazards[3].to_string().contains("CVE-2018-1058"));
 }
+
+/// A pool built to refuse hijack hazards starts on a clean database and refuses, naming the
+/// hazard, once a role other than the owner may create objects in the shared schema.
+#[test]
+fn pool_refuses_to_start_on_hijack_hazards() {
+    let db = test_db!("pool_refuses_to_start_on_hijack_hazards");
+    db.provision(&["acme"]);
+    let build = || {
+        diesel_workspace::pool::builder()
+            .max_size(1)
+            .refuse_hijack_hazards(true)
+            .build(db.url())
+    };
+    build().expect("a clean database");
+    db.conn()
+        .batch_execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        .unwrap();
+    match build() {
+        Err(diesel_workspace::Error::HijackHazards(hazards)) => {
+            assert_eq!(
+                hazards,
+                [Hazard::SharedSchemaOpenToAll {
+                    schema: "public".into()
+                }]
+            );
+        }
+        other => panic!("expected HijackHazards, got {other:?}"),
+    }
+    let err = build().unwrap_err().to_string();
+    assert!(
+        err.starts_with("refusing to run: every role may create"),
+        "{err}"
+    );
+    // Without the setting, the same database is served.
+    diesel_workspace::pool::builder()
+        .max_size(1)
+        .build(db.url())
+        .expect("the default does not check");
+}

@@ -9,6 +9,7 @@ mod error;
 mod lifecycle;
 mod migrate;
 mod registry;
+mod roles;
 mod table;
 mod tenant;
 
@@ -31,6 +32,7 @@ pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,
 };
+pub use crate::roles::TenantRoles;
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub use workspace_diesel_derive::TenantModel;
