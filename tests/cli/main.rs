@@ -50,3 +50,4 @@ mod schema;
 mod spares;
 mod status;
 mod tenants;
+mod trojans;
