@@ -10,7 +10,11 @@ fn run_commands(db: &TestDb, plant: impl FnOnce(&mut PgConnection)) -> Vec<Strin
     let w = Workdir::new();
     add_column_migration(&w);
     let mut out = Vec::new();
-    out.push(w.run(db, &["create_tenant_schema", "victim"]).ok().to_owned());
+    out.push(
+        w.run(db, &["create_tenant_schema", "victim"])
+            .ok()
+            .to_owned(),
+    );
     plant(&mut db.conn());
     let script: &[&[&str]] = &[
         &["status"],
@@ -66,9 +70,9 @@ fn planted_objects_never_run_from_any_command() {
     let status = w.run(&db, &["status"]);
     status.ok();
     assert!(
-        status
-            .stderr
-            .contains("warning: operator `public.=(character varying,text)` overloads a pg_catalog name"),
+        status.stderr.contains(
+            "warning: operator `public.=(character varying,text)` overloads a pg_catalog name"
+        ),
         "{}",
         status.stderr
     );

@@ -9,6 +9,7 @@ use workspace_diesel_tests::test_db;
 
 mod audit;
 mod compiletest;
+mod concurrency;
 mod custom_registry;
 mod fleet;
 mod guards;
