@@ -15,6 +15,7 @@ mod fleet;
 mod guards;
 mod ids;
 mod lifecycle;
+mod multi_table;
 mod pool;
 mod registry;
 mod routing;

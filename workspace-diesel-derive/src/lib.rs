@@ -8,7 +8,8 @@ mod table;
 
 use proc_macro::TokenStream;
 
-/// Declares a tenant table: `table!`'s syntax, rendered in the active tenant's schema.
+/// Declares tenant tables: `table!`'s syntax (one or more tables), rendered in the active
+/// tenant's schema.
 ///
 /// See `diesel_workspace::tenant_table!` for the documentation.
 #[proc_macro]
@@ -17,10 +18,7 @@ pub fn tenant_table(input: TokenStream) -> TokenStream {
 }
 
 fn tenant_table_inner(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
-    match syn::parse2(input) {
-        Ok(decl) => table::expand(decl),
-        Err(e) => e.to_compile_error(),
-    }
+    table::tenant_table(input)
 }
 
 /// Ties a model to its tenant table; fails to compile when the table is not a tenant table.

@@ -37,8 +37,14 @@ pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub use workspace_diesel_derive::TenantModel;
 
-/// Declares a tenant table: the syntax of diesel's [`table!`](diesel::table), with rows in each
-/// tenant's schema.
+/// Declares tenant tables: the declarations diesel's [`table!`](diesel::table) takes, with rows in
+/// each tenant's schema.
+///
+/// One invocation may declare several tables, each with its doc comments and attributes,
+/// `#[sql_name = "..."]`, and a primary key of one column or several (`id` when none is named);
+/// `use` items before the first table serve every table that brings none of its own. Diesel's
+/// `*-column-tables` features set the widest table, as for `table!`: a table too wide for the
+/// features enabled fails to compile with an error naming the feature to enable.
 ///
 /// The generated module is used exactly like a `table!` module (`notes::table`, `notes::title`,
 /// `notes::dsl::*`, joins, `#[diesel(table_name = notes)]` derives). What differs is the `FROM`
@@ -82,10 +88,52 @@ pub use workspace_diesel_derive::TenantModel;
 /// assert!(err.to_string().starts_with("no tenant is active"), "{err}");
 /// # Ok::<(), diesel_workspace::Error>(())
 /// ```
+///
+/// Several tables, a composite key and SQL names that differ from the Rust names:
+///
+/// ```
+/// use diesel::prelude::*;
+/// use diesel_workspace::{switch, tenant_table, TenantId};
+///
+/// tenant_table! {
+///     use diesel::sql_types::*;
+///
+///     /// Projects of a tenant.
+///     projects (id) {
+///         id -> Int4,
+///         name -> Text,
+///     }
+///
+///     #[sql_name = "project_members"]
+///     members (user_id, project_id) {
+///         user_id -> Int4,
+///         project_id -> Int4,
+///         #[sql_name = "role"]
+///         kind -> Text,
+///     }
+/// }
+///
+/// diesel::joinable!(members -> projects (project_id));
+/// diesel::allow_tables_to_appear_in_same_query!(projects, members);
+///
+/// let query = members::table
+///     .inner_join(projects::table)
+///     .filter(members::user_id.eq(7))
+///     .select((projects::name, members::kind));
+/// let acme = TenantId::new("acme")?;
+/// let sql = switch(&acme, || diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string());
+/// assert!(
+///     sql.starts_with(
+///         r#"SELECT "projects"."name", "project_members"."role" FROM ("acme"."project_members" INNER JOIN "acme"."projects""#
+///     ),
+///     "{sql}"
+/// );
+/// # Ok::<(), diesel_workspace::Error>(())
+/// ```
 pub use workspace_diesel_derive::tenant_table;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::table::walk_tenant_table;
+    pub use crate::table::{walk_tenant_table, width};
     pub use diesel;
 }

@@ -94,3 +94,49 @@ pub fn walk_tenant_table<DB: Backend>(
         None => Err(NoActiveTenant::table(table).into()),
     })
 }
+
+/// The width check `tenant_table!` emits for a table of more than 16 columns.
+///
+/// Diesel implements its traits for tuples only up to the width its `32-column-tables`,
+/// `64-column-tables` or `128-column-tables` feature selects, so whether a tuple of `N` units
+/// implements `QueryId` says whether Diesel was built for a table of `N` columns. The generated
+/// code bounds such a tuple on the `Within*` trait of the next feature up; when Diesel lacks the
+/// width, the compiler reports that trait's message, which names the feature to enable.
+#[doc(hidden)]
+pub mod width {
+    use diesel::query_builder::QueryId;
+
+    /// Diesel supports tables of 17 to 32 columns.
+    #[diagnostic::on_unimplemented(
+        message = "this table has more than 16 columns: enable diesel's `32-column-tables` feature",
+        label = "the first column past the 16th",
+        note = "Diesel is built without its default `32-column-tables` feature; \
+                enable it on diesel in Cargo.toml: \
+                `diesel = {{ version = \"2.3\", features = [\"32-column-tables\"] }}`"
+    )]
+    pub trait Within32 {}
+
+    /// Diesel supports tables of 33 to 64 columns.
+    #[diagnostic::on_unimplemented(
+        message = "this table has more than 32 columns: enable diesel's `64-column-tables` feature",
+        label = "the first column past the 32nd",
+        note = "enable it on diesel in Cargo.toml: \
+                `diesel = {{ version = \"2.3\", features = [\"64-column-tables\"] }}` \
+                (it makes Diesel slower to compile)"
+    )]
+    pub trait Within64 {}
+
+    /// Diesel supports tables of 65 to 128 columns.
+    #[diagnostic::on_unimplemented(
+        message = "this table has more than 64 columns: enable diesel's `128-column-tables` feature",
+        label = "the first column past the 64th",
+        note = "enable it on diesel in Cargo.toml: \
+                `diesel = {{ version = \"2.3\", features = [\"128-column-tables\"] }}` \
+                (it makes Diesel much slower to compile)"
+    )]
+    pub trait Within128 {}
+
+    impl<T: QueryId> Within32 for T {}
+    impl<T: QueryId> Within64 for T {}
+    impl<T: QueryId> Within128 for T {}
+}

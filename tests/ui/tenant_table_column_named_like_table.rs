@@ -1,0 +1,10 @@
+use diesel_workspace::tenant_table;
+
+tenant_table! {
+    notes (id) {
+        id -> Int4,
+        notes -> Text,
+    }
+}
+
+fn main() {}
