@@ -2,7 +2,7 @@
 //! compile time, and cargo does not track those files by itself).
 
 fn main() {
-    for dir in ["../migrations_shared", "../migrations_tenant"] {
+    for dir in ["migrations", "../migrations_shared", "../migrations_tenant"] {
         println!("cargo:rerun-if-changed={dir}");
     }
 }

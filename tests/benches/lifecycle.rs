@@ -111,18 +111,18 @@ fn main() {
     }
     println!();
     println!(
-        "({} CPUs; MigrateOptions::default().parallel = {})",
+        "({} CPUs; {:?})",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        MigrateOptions::default().parallel
+        MigrateOptions::default()
     );
 }
 
 fn run(url: &str, sizes: &Sizes) -> Vec<Row> {
     let mut conn = PgConnection::establish(url).expect("connect to the benchmark database");
-    let before = Migrator::builder(Prefix(ADDITIVE, 1)).build();
-    let after = Migrator::builder(ADDITIVE).build();
+    let before = Migrator::builder(Prefix(ADDITIVE, 1)).build().unwrap();
+    let after = Migrator::builder(ADDITIVE).build().unwrap();
     before.run_shared(&mut conn).expect("registry migrations");
     let mut rows = Vec::new();
     let opts = MigrateOptions::default();

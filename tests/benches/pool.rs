@@ -53,7 +53,7 @@ diesel_workspace::tenant_table! {
 }
 
 fn provision(conn: &mut PgConnection, n: usize, prefix: &str) -> Vec<TenantId> {
-    let migrator = Migrator::builder(TENANT_MIGRATIONS).build();
+    let migrator = Migrator::builder(TENANT_MIGRATIONS).build().unwrap();
     migrator.run_shared(conn).expect("shared migrations");
     (0..n)
         .map(|k| {

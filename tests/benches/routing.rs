@@ -189,7 +189,7 @@ struct Title {
 
 /// Runs the registry migrations, creates the tenants and seeds them.
 fn provision(conn: &mut PgConnection) -> Vec<TenantId> {
-    let migrator = Migrator::builder(TENANT_MIGRATIONS).build();
+    let migrator = Migrator::builder(TENANT_MIGRATIONS).build().unwrap();
     migrator.run_shared(conn).expect("shared migrations");
     let ids: Vec<TenantId> = (0..TENANTS)
         .map(|k| TenantId::new(format!("t{k}")).expect("valid tenant id"))

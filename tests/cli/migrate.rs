@@ -188,3 +188,35 @@ fn revert_tenant_reverts_the_last_migration() {
     );
     assert!(db.check("pg_catalog.to_regclass('acme.notes') IS NULL"));
 }
+
+#[test]
+fn migrate_all_fails_for_a_tenant_whose_schema_was_dropped() {
+    let db = test_db!("migrate_all_fails_for_a_tenant_whose_schema_was_dropped");
+    let w = Workdir::new();
+    for t in ["acme", "globex"] {
+        w.run(&db, &["c:t:s", t]).ok();
+    }
+    // The schema goes, the registry row stays: nothing is pending, and still it is a failure.
+    db.conn().batch_execute("DROP SCHEMA acme CASCADE").unwrap();
+    let run = w.run(&db, &["migrate_all"]);
+    run.fails_with("migration failed for 1 of 2 tenants: `acme`");
+    assert!(
+        run.stdout
+            .contains("[1/1] acme: FAILED: the schema of tenant `acme` does not exist"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout
+            .contains("0 applied, 1 up to date, 1 failed, 0 skipped"),
+        "{run:#?}"
+    );
+    assert!(db.check("pg_catalog.to_regnamespace('acme') IS NULL"));
+
+    // Control: once the tenant is dropped, the fleet is up to date and the exit code is 0.
+    w.run(&db, &["drop_tenant", "acme", "--yes"]).ok();
+    let out = w.run(&db, &["migrate_all"]).ok().to_owned();
+    assert!(
+        out.ends_with(": 0 applied, 1 up to date, 0 failed, 0 skipped\n"),
+        "{out}"
+    );
+}

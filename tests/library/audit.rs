@@ -14,7 +14,8 @@ fn audit_reports_each_hazard() {
     let mut conn = db.conn();
 
     // The tests connect as a superuser; PostgreSQL 15 no longer lets every role create in public.
-    let role = "dw_audit_app";
+    // Roles are cluster-wide: name it for this run, so concurrent runs on one server never meet.
+    let role = format!("{}{}_audit", crate::support::db::PREFIX, crate::support::db::run_token());
     conn.batch_execute(&format!(
         "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} NOLOGIN; \
          GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"

@@ -41,7 +41,8 @@ fn a_custom_registry_table_drives_the_life_cycle() {
     let migrator = Migrator::builder(TENANT_MIGRATIONS)
         .shared(APP_SHARED)
         .registry(Registry::new("app", "customers").identifier_column("slug"))
-        .build();
+        .build()
+        .unwrap();
     let mut conn = db.conn();
     migrator.run_shared(&mut conn).unwrap();
     // The library's own tables stay in public; the application's shared migration made `app`.

@@ -37,7 +37,10 @@ pub fn migrator_for<S>(conn: &mut PgConnection, source: S) -> Migrator
 where
     S: MigrationSource<Pg> + Send + Sync + 'static,
 {
-    let m = Migrator::builder(source).shared(SHARED_MIGRATIONS).build();
+    let m = Migrator::builder(source)
+        .shared(SHARED_MIGRATIONS)
+        .build()
+        .unwrap();
     m.run_shared(conn).expect("shared migrations");
     m
 }
@@ -148,7 +151,6 @@ fn concurrent_migrate_all_applies_each_migration_once() {
         .flat_map(|t| {
             after
                 .tenant_versions()
-                .unwrap()
                 .iter()
                 .map(move |v| (t.to_string(), v.clone()))
         })
@@ -171,7 +173,7 @@ fn killed_backends_leave_each_tenant_at_one_version_and_a_rerun_converges() {
     let mut conn = db.conn();
     let before = migrator_for(&mut conn, Prefix(FLEET, 1));
     let after = migrator_for(&mut conn, FLEET);
-    let versions = after.tenant_versions().unwrap().to_vec();
+    let versions = after.tenant_versions().to_vec();
     let mut all = Vec::new();
     // A cheap deterministic generator for the kill delays.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -278,7 +280,7 @@ fn conflicting_tenant_stop_continue_and_convergence() {
     ))
     .unwrap();
     let after = migrator_for(&mut conn, ADDITIVE);
-    let new_version = after.tenant_versions().unwrap()[1].clone();
+    let new_version = after.tenant_versions()[1].clone();
 
     // Stop, one worker: tenants before 17 are migrated, 17 failed, the rest skipped.
     let stop = MigrateOptions::default()
@@ -369,7 +371,10 @@ fn startup_from_several_processes_at_once() {
     for t in &tenants {
         before.create_tenant(&mut conn, t).unwrap();
     }
-    let after = Migrator::builder(FLEET).shared(SHARED_MIGRATIONS).build();
+    let after = Migrator::builder(FLEET)
+        .shared(SHARED_MIGRATIONS)
+        .build()
+        .unwrap();
     let url = db.url().to_owned();
     let progress = Arc::new(AtomicUsize::new(0));
     let reports: Vec<_> = std::thread::scope(|s| {
@@ -450,4 +455,71 @@ fn lock_timeouts_are_reported_and_retried() {
     .expect("the retried migration succeeds");
     assert_eq!(report.applied().count(), 1);
     assert_eq!(ledger_rows(&mut conn, std::slice::from_ref(&busy)).len(), 2);
+}
+
+#[test]
+fn a_tenant_whose_schema_was_dropped_fails_even_when_nothing_is_pending() {
+    let db = crate::test_db!("schema_dropped_nothing_pending");
+    let ids = db.provision(&["alpha", "beta", "gamma"]);
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    let report = migrator
+        .migrate_all(db.url(), &MigrateOptions::default())
+        .expect("a provisioned fleet is up to date");
+    assert_eq!(report.up_to_date().count(), 3);
+
+    // The schema goes; the registry row and the central record stay: nothing is pending.
+    conn.batch_execute("DROP SCHEMA beta CASCADE").unwrap();
+    assert!(migrator.status(&mut conn).unwrap()[1].pending.is_empty());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&seen);
+    let opts = MigrateOptions::default()
+        .on_failure(FailurePolicy::Continue)
+        .progress(move |p| {
+            assert_eq!(p.tenant.as_str(), "beta");
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+    let Err(Error::FleetMigration { report }) = migrator.migrate_all(db.url(), &opts) else {
+        panic!("a tenant without its schema must fail");
+    };
+    assert_eq!(
+        report.outcome(&ids[1]),
+        Some(&TenantOutcome::Failed {
+            sqlstate: Some("3F000".into()),
+            message: "the schema of tenant `beta` does not exist".into(),
+        })
+    );
+    assert_eq!(report.outcome(&ids[0]), Some(&TenantOutcome::UpToDate));
+    assert_eq!(report.outcome(&ids[2]), Some(&TenantOutcome::UpToDate));
+    assert_eq!(
+        report.failure_summary(),
+        "migration failed for 1 of 3 tenants: `beta`"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+    // The same on a caller's connection; nothing was created for the missing tenant.
+    let Err(Error::FleetMigration { report }) =
+        migrator.migrate_all_with(&mut conn, db.url(), &MigrateOptions::default())
+    else {
+        panic!("a tenant without its schema must fail");
+    };
+    assert_eq!(report.failed().count(), 1);
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let schemas = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = 'beta'",
+    )
+    .get_result::<Count>(&mut conn)
+    .unwrap();
+    assert_eq!(schemas.n, 0, "migrating never creates a schema");
+
+    // Control: once that tenant is dropped, the rest of the fleet is up to date.
+    migrator.drop_tenant(&mut conn, &ids[1]).unwrap();
+    let report = migrator
+        .migrate_all(db.url(), &MigrateOptions::default())
+        .expect("the remaining tenants are up to date");
+    assert_eq!(report.up_to_date().count(), 2);
 }

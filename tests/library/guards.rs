@@ -67,7 +67,9 @@ fn an_empty_down_sql_makes_a_migration_irreversible_not_unreadable() {
     let db = test_db!("an_empty_down_sql_makes_a_migration_irreversible_not_unreadable");
     db.provision(&[]);
     let dir = migrations_with_extra("empty_down", "ALTER TABLE notes ADD COLUMN x INT;", "");
-    let migrator = Migrator::builder(FileBasedMigrations::from_path(&dir).unwrap()).build();
+    let migrator = Migrator::builder(FileBasedMigrations::from_path(&dir).unwrap())
+        .build()
+        .unwrap();
     let mut conn = db.conn();
     let acme = TenantId::new("acme").unwrap();
     migrator.create_tenant(&mut conn, &acme).unwrap();
@@ -88,11 +90,10 @@ fn a_placeholder_migration_is_refused_not_recorded() {
     let db = test_db!("a_placeholder_migration_is_refused_not_recorded");
     db.provision(&[]);
     let dir = migrations_with_placeholder("placeholder");
-    let migrator = Migrator::builder(FileBasedMigrations::from_path(&dir).unwrap()).build();
-    let mut conn = db.conn();
-    let err = migrator
-        .create_tenant(&mut conn, &TenantId::new("acme").unwrap())
+    let err = Migrator::builder(FileBasedMigrations::from_path(&dir).unwrap())
+        .build()
         .unwrap_err();
+    let mut conn = db.conn();
     let cause = std::error::Error::source(&err)
         .map(ToString::to_string)
         .unwrap_or_default();
@@ -238,7 +239,7 @@ fn count_sent(conn: &mut PgConnection, needle: &'static str) -> Arc<AtomicUsize>
 
 fn failure(err: &Error) -> &MigrationFailure {
     match err {
-        Error::TenantMigration { source, .. } => source.downcast_ref().expect("a MigrationFailure"),
+        Error::TenantMigration { source, .. } => source,
         e => panic!("expected a tenant migration error, got {e:?}"),
     }
 }
@@ -390,9 +391,8 @@ fn an_unreadable_down_sql_is_an_error_not_a_missing_one() {
     );
     // A directory where the file should be: it exists, but cannot be read.
     std::fs::create_dir_all(dir.join("2026-01-01-000001_a/down.sql")).unwrap();
-    let migrator = Migrator::builder(FileBasedMigrations::from_path(&dir).unwrap()).build();
     assert!(matches!(
-        migrator.tenant_versions(),
+        Migrator::builder(FileBasedMigrations::from_path(&dir).unwrap()).build(),
         Err(Error::MigrationSource(_))
     ));
 
@@ -400,8 +400,10 @@ fn an_unreadable_down_sql_is_an_error_not_a_missing_one() {
         "missing_down",
         &[("2026-01-01-000001_a", "CREATE TABLE a (x int)", None, true)],
     );
-    let migrator = Migrator::builder(FileBasedMigrations::from_path(&missing).unwrap()).build();
-    assert_eq!(migrator.tenant_versions().unwrap(), ["20260101000001"]);
+    let migrator = Migrator::builder(FileBasedMigrations::from_path(&missing).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(migrator.tenant_versions(), ["20260101000001"]);
 }
 
 #[test]
@@ -435,7 +437,9 @@ fn create_tenant_retries_only_what_a_migration_can_fail() {
     );
 
     // A failing migration still gets the wrapped attempt that names it.
-    let failing = Migrator::builder(crate::lifecycle::FAILING).build();
+    let failing = Migrator::builder(crate::lifecycle::FAILING)
+        .build()
+        .unwrap();
     let globex = TenantId::new("globex").unwrap();
     let err = failing.create_tenant(&mut conn, &globex).unwrap_err();
     assert!(failure(&err).version().is_some(), "{err:?}");

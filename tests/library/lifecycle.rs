@@ -48,7 +48,7 @@ fn provisioning_is_atomic() {
     };
     assert_eq!(tenant, &acme);
     assert_eq!(err.to_string(), "migration failed for tenant `acme`");
-    let failure = source.downcast_ref::<MigrationFailure>().unwrap();
+    let failure: &MigrationFailure = source;
     assert_eq!(failure.version(), Some("20260201000002"));
     assert_eq!(failure.sqlstate(), Some("42P01"), "undefined_table");
     assert!(failure.message().contains("no_such_table"), "{failure}");
@@ -183,7 +183,7 @@ fn status_revert_and_drift() {
     before.create_tenant(&mut conn, &a).unwrap();
     before.create_tenant(&mut conn, &b).unwrap();
     let migrator = migrator_for(&mut conn, FLEET);
-    let versions = migrator.tenant_versions().unwrap().to_vec();
+    let versions = migrator.tenant_versions().to_vec();
     assert_eq!(versions.len(), 5);
 
     let status = migrator.status(&mut conn).unwrap();
@@ -404,7 +404,7 @@ fn non_transactional_migrations_run_on_their_own_path() {
     let report = migrator
         .migrate_all(db.url(), &MigrateOptions::default())
         .unwrap();
-    let version = migrator.tenant_versions().unwrap()[1].clone();
+    let version = migrator.tenant_versions()[1].clone();
     assert_eq!(
         report.outcome(&acme),
         Some(&TenantOutcome::Applied(vec![version]))
@@ -428,7 +428,7 @@ fn non_transactional_migrations_run_on_their_own_path() {
         .unwrap();
     assert_eq!(path.p, "\"$user\", public");
     // Reverting it takes the same path (`DROP INDEX CONCURRENTLY` cannot run in a transaction).
-    let version = migrator.tenant_versions().unwrap()[1].clone();
+    let version = migrator.tenant_versions()[1].clone();
     assert_eq!(
         migrator.revert_last(&mut conn, &acme).unwrap(),
         Some(version.clone())
@@ -463,7 +463,7 @@ fn file_based_migrations_at_run_time() {
     let mut conn = db.conn();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/fleet");
     let migrator = migrator_for(&mut conn, FileBasedMigrations::from_path(dir).unwrap());
-    assert_eq!(migrator.tenant_versions().unwrap().len(), 5);
+    assert_eq!(migrator.tenant_versions().len(), 5);
     migrator.create_tenant(&mut conn, &id("acme")).unwrap();
     let status = migrator.status(&mut conn).unwrap();
     assert_eq!(status[0].applied.len(), 5);

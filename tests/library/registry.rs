@@ -54,7 +54,7 @@ fn registry_rows_load_update_and_keep_timestamps() {
         ))
         .load(&mut conn)
         .unwrap();
-    let versions = db.migrator().tenant_versions().unwrap().to_vec();
+    let versions = db.migrator().tenant_versions().to_vec();
     let expected: Vec<(String, String)> = ["acme", "globex"]
         .iter()
         .flat_map(|t| versions.iter().map(move |v| (t.to_string(), v.clone())))

@@ -79,6 +79,7 @@ impl TestDb {
         Migrator::builder(TENANT_MIGRATIONS)
             .shared(SHARED_MIGRATIONS)
             .build()
+            .expect("the example migrations")
     }
 
     /// Runs the shared migrations and creates `tenants`; returns their ids.

@@ -82,7 +82,7 @@ fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut conn = PgConnection::establish(url)?;
 
     // The registry and shared tables, then one schema per tenant with the tenant migrations.
-    let migrator = Migrator::builder(TENANT_MIGRATIONS).build();
+    let migrator = Migrator::builder(TENANT_MIGRATIONS).build()?;
     migrator.run_shared(&mut conn)?;
     let acme = TenantId::new("acme")?;
     let globex = TenantId::new("globex")?;

@@ -6,7 +6,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use crate::error::Result;
-use crate::migrate::{quote_literal, Migrator, SHARED_SCHEMA};
+use crate::migrate::Migrator;
+use crate::sql::{quote_literal, SHARED_SCHEMA};
 
 /// Something in the database's set-up that weakens tenant isolation, found by
 /// [`Migrator::audit`].

@@ -1,4 +1,5 @@
-//! Transactions that run raw SQL inside a tenant's schema.
+//! Transactions that run raw SQL: inside a tenant's schema (`tenant_transaction`), and the
+//! library's own batches that carry their own `BEGIN` and `COMMIT`.
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::result::Error as DieselError;
@@ -6,9 +7,8 @@ use diesel::PgConnection;
 
 use crate::context::current;
 use crate::error::NoActiveTenant;
-use crate::migrate::SHARED_SCHEMA;
-use crate::registry::quote_ident;
 use crate::roles::TenantRoles;
+use crate::sql::{quote_ident, SHARED_SCHEMA};
 use crate::tenant::TenantId;
 
 /// The statements that open a tenant transaction, sent as one batch (one round trip): `BEGIN`, a
@@ -26,6 +26,34 @@ pub(crate) fn begin_sql(tenant: &TenantId, role: Option<&str>) -> String {
         "BEGIN; SET LOCAL search_path TO {q}, {SHARED_SCHEMA}; {set_role}\
          SELECT '{q}'::pg_catalog.regnamespace"
     )
+}
+
+/// Fails when `conn` is inside a Diesel transaction: the library's batches carry their own
+/// `BEGIN` and `COMMIT`.
+pub(crate) fn no_outer_transaction(conn: &mut PgConnection) -> diesel::QueryResult<()> {
+    match AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth() {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(DieselError::AlreadyInTransaction),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `f`, which sends its own `BEGIN` and `COMMIT`; rolls back when it fails.
+pub(crate) fn in_raw_transaction<T>(
+    conn: &mut PgConnection,
+    f: impl FnOnce(&mut PgConnection) -> diesel::QueryResult<T>,
+) -> diesel::QueryResult<T> {
+    let res = f(conn);
+    if res.is_err() {
+        rollback(conn);
+    }
+    res
+}
+
+/// Ends a failed raw transaction (a no-op warning when none is open; ignored when the
+/// connection is gone).
+pub(crate) fn rollback(conn: &mut PgConnection) {
+    let _ = conn.batch_execute("ROLLBACK");
 }
 
 /// Transactions whose `search_path` starts with the active tenant's schema.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::migrate::report::{MigrationFailure, MigrationReport};
 use crate::tenant::TenantId;
 
 /// Everything that can go wrong in this crate.
@@ -45,9 +46,10 @@ pub enum Error {
     TenantMigration {
         /// The tenant whose migrations failed.
         tenant: TenantId,
-        /// Why.
+        /// Why: the failing version, its SQLSTATE and message, and the versions committed before
+        /// the failure (boxed to keep `Error` small).
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: Box<MigrationFailure>,
     },
     /// A fleet operation ([`Migrator::migrate_all`](crate::Migrator::migrate_all) and friends)
     /// had failing tenants; the report holds every tenant's outcome, as refinery's
@@ -55,9 +57,11 @@ pub enum Error {
     #[error("{}", .report.failure_summary())]
     FleetMigration {
         /// What happened to each tenant.
-        report: crate::lifecycle::MigrationReport,
+        report: MigrationReport,
     },
-    /// A migration source could not be read (a migrations directory that is missing or malformed).
+    /// A migration source could not be read (a migrations directory that is missing or malformed,
+    /// a placeholder migration): returned by [`MigratorBuilder::build`](crate::MigratorBuilder::build),
+    /// which reads every migration set once.
     #[error("could not read the migrations")]
     MigrationSource(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The database lets roles other than the schema owners change what SQL does (create rights

@@ -1,4 +1,4 @@
-#![doc = include_str!("../../README.md")]
+#![doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
@@ -6,10 +6,10 @@ mod audit;
 mod connection;
 mod context;
 mod error;
-mod lifecycle;
 mod migrate;
 mod registry;
 mod roles;
+mod sql;
 mod table;
 mod tenant;
 
@@ -23,16 +23,16 @@ pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
-pub use crate::lifecycle::{
-    FailurePolicy, MigrateOptions, MigrationReport, Progress, ProgressFn, TenantOutcome,
-    TenantStatus,
+pub use crate::migrate::{
+    FailurePolicy, MigrateOptions, MigrationFailure, MigrationReport, Migrator, MigratorBuilder,
+    Progress, ProgressFn, SharedStatus, TenantOutcome, TenantStatus, REGISTRY_MIGRATIONS,
 };
-pub use crate::migrate::{MigrationFailure, Migrator, MigratorBuilder, REGISTRY_MIGRATIONS};
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,
 };
 pub use crate::roles::TenantRoles;
+pub use crate::sql::LIBRARY_TABLES;
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub use workspace_diesel_derive::TenantModel;

@@ -112,7 +112,7 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection};
 use diesel::PgConnection;
 
 use crate::error::Result;
-use crate::registry::quote_ident;
+use crate::sql::{escape_literal, quote_ident};
 
 /// A connection pool for tenant routing; build one with [`new`] or [`builder`].
 pub type TenantPool = r2d2::Pool<TenantConnectionManager>;
@@ -493,7 +493,7 @@ impl SessionDefaults {
             format!("SET search_path TO {}", quote_ident(&b.shared_schema)),
             format!(
                 "SET application_name TO {}",
-                string_literal(&b.application_name)
+                escape_literal(&b.application_name)
             ),
             timeout("statement_timeout", b.statement_timeout),
             timeout("lock_timeout", b.lock_timeout),
@@ -519,23 +519,6 @@ impl SessionDefaults {
 fn millis(d: Duration) -> u128 {
     let ms = d.as_nanos().div_ceil(1_000_000);
     ms.min(i32::MAX as u128)
-}
-
-/// A string literal that means the same whatever `standard_conforming_strings` is, with characters
-/// other than printable ASCII replaced by `?` (as PostgreSQL does for `application_name`).
-fn string_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 3);
-    out.push_str("E'");
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            ' '..='~' => out.push(c),
-            _ => out.push('?'),
-        }
-    }
-    out.push('\'');
-    out
 }
 
 /// The r2d2 connection customizer of a [`TenantPool`]: sets the fail-closed session defaults once
@@ -704,12 +687,6 @@ mod tests {
         assert_eq!(millis(Duration::from_micros(1)), 1);
         assert_eq!(millis(Duration::from_millis(1500)), 1500);
         assert_eq!(millis(Duration::from_secs(u64::MAX)), i32::MAX as u128);
-    }
-
-    #[test]
-    fn literals_are_escaped() {
-        assert_eq!(string_literal("it's a\\b"), r"E'it''s a\\b'");
-        assert_eq!(string_literal("naïve\n"), "E'na?ve?'");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::error::Result;
+use crate::sql::quote_ident;
 use crate::tenant::TenantId;
 
 /// Diesel's SQL types of the registry.
@@ -198,9 +199,4 @@ impl Registry {
     pub fn quoted_identifier_column(&self) -> String {
         quote_ident(&self.identifier_column)
     }
-}
-
-/// Quotes an SQL identifier, doubling embedded quotes.
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }

@@ -1,19 +1,14 @@
 //! Migration commands: `migrate_tenant`, `migrate_all`, `revert_tenant`, `status`, and the fleet
 //! progress display.
 
-use std::collections::BTreeSet;
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use diesel::migration::MigrationSource;
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
-use diesel_migrations::FileBasedMigrations;
 use diesel_workspace::{
     Error, FailurePolicy, MigrateOptions, MigrationReport, Migrator, Progress, TenantOutcome,
-    TenantStatus, REGISTRY_MIGRATIONS,
+    TenantStatus,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -88,30 +83,18 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
 pub(crate) fn status(ctx: &Ctx) -> Result<()> {
     let migrator = ctx.migrator()?;
     let mut conn = ctx.connect()?;
-    let shared_versions = shared_versions(ctx)?;
-    let applied_shared = applied_shared(&mut conn)?;
-    let pending_shared: Vec<&String> = shared_versions
-        .iter()
-        .filter(|v| !applied_shared.contains(*v))
-        .collect();
+    let shared = migrator.shared_status(&mut conn)?;
     out!(
         "shared migrations: {} applied, {} pending{}",
-        applied_shared.len(),
-        pending_shared.len(),
-        if pending_shared.is_empty() {
+        shared.applied.len(),
+        shared.pending.len(),
+        if shared.pending.is_empty() {
             String::new()
         } else {
-            format!(
-                " ({})",
-                pending_shared
-                    .iter()
-                    .map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!(" ({})", shared.pending.join(", "))
         }
     );
-    let versions = migrator.tenant_versions()?;
+    let versions = migrator.tenant_versions();
     out!(
         "tenant migrations: {}{}",
         plural(versions.len(), "migration"),
@@ -173,53 +156,6 @@ pub(crate) fn state(s: &TenantStatus) -> String {
     } else {
         parts.join("; ")
     }
-}
-
-/// The versions of the registry migrations and of the shared migrations directory.
-fn shared_versions(ctx: &Ctx) -> Result<BTreeSet<String>> {
-    let mut versions: BTreeSet<String> = versions_of(&REGISTRY_MIGRATIONS)?;
-    if let Some(dir) = ctx.shared_dir()? {
-        let source = FileBasedMigrations::from_path(dir)?;
-        versions.extend(versions_of(&source)?);
-    }
-    Ok(versions)
-}
-
-fn versions_of(source: &dyn MigrationSource<Pg>) -> Result<BTreeSet<String>> {
-    Ok(source
-        .migrations()
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .iter()
-        .map(|m| m.name().version().to_string())
-        .collect())
-}
-
-/// The versions in the shared schema's ledger (none before the first run).
-fn applied_shared(conn: &mut PgConnection) -> Result<BTreeSet<String>> {
-    #[derive(QueryableByName)]
-    struct Version {
-        #[diesel(sql_type = Text)]
-        version: String,
-    }
-    #[derive(QueryableByName)]
-    struct Flag {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        flag: bool,
-    }
-    let exists: Flag = diesel::sql_query(
-        "SELECT pg_catalog.to_regclass('public.__diesel_schema_migrations') IS NOT NULL AS flag",
-    )
-    .get_result(conn)?;
-    if !exists.flag {
-        return Ok(BTreeSet::new());
-    }
-    Ok(diesel::sql_query(
-        "SELECT version::pg_catalog.text AS version FROM public.__diesel_schema_migrations",
-    )
-    .load::<Version>(conn)?
-    .into_iter()
-    .map(|v| v.version)
-    .collect())
 }
 
 fn report_shared(applied: &[String]) -> Result<()> {

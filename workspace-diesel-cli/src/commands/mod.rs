@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
-use diesel_migrations::FileBasedMigrations;
-use diesel_workspace::{Migrator, TenantId};
+use diesel_migrations::{EmbeddedMigrations, FileBasedMigrations};
+use diesel_workspace::{Migrator, MigratorBuilder, TenantId};
 
 use crate::cli::{Cli, Command};
 
@@ -112,7 +111,7 @@ impl Ctx {
         }
     }
 
-    /// The migrator for the two directories, read at run time.
+    /// The migrator for the two directories, read (and checked) at run time.
     pub(crate) fn migrator(&self) -> Result<Migrator> {
         let tenant_dir = self.tenant_dir()?;
         let tenant = FileBasedMigrations::from_path(tenant_dir).with_context(|| {
@@ -121,7 +120,17 @@ impl Ctx {
                 tenant_dir.display()
             )
         })?;
-        let mut builder = Migrator::builder(tenant);
+        self.with_shared(Migrator::builder(tenant))
+    }
+
+    /// A migrator for the shared migrations alone (no tenant set): for print-schema's scratch
+    /// copy, whose tenant migrations run through Diesel's own harness.
+    pub(crate) fn shared_migrator(&self) -> Result<Migrator> {
+        self.with_shared(Migrator::builder(EmbeddedMigrations::new(&[])))
+    }
+
+    /// `builder` with the shared migrations directory, when there is one, built.
+    fn with_shared(&self, mut builder: MigratorBuilder) -> Result<Migrator> {
         if let Some(dir) = self.shared_dir()? {
             let shared = FileBasedMigrations::from_path(dir).with_context(|| {
                 format!(
@@ -131,7 +140,14 @@ impl Ctx {
             })?;
             builder = builder.shared(shared);
         }
-        Ok(builder.build())
+        Ok(builder.build()?)
+    }
+
+    /// A migrator for the registry alone, with no migrations: for the commands that never run a
+    /// migration (drop, rename, the warm pool's list and drain, print-schema's tenant check), so
+    /// a half-written migration does not stop them.
+    pub(crate) fn registry_migrator(&self) -> Result<Migrator> {
+        Ok(Migrator::builder(EmbeddedMigrations::new(&[])).build()?)
     }
 }
 
@@ -140,52 +156,26 @@ pub(crate) fn tenant_id(identifier: &str) -> Result<TenantId> {
     Ok(TenantId::new(identifier)?)
 }
 
-#[derive(QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = Bool)]
-    flag: bool,
-}
-
-/// Whether the registry table exists (the shared migrations have run).
-pub(crate) fn registry_exists(conn: &mut PgConnection, migrator: &Migrator) -> Result<bool> {
-    let row: Flag = diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
-        .bind::<Text, _>(migrator.registry().qualified_table())
-        .get_result(conn)
-        .context("could not look for the registry table")?;
-    Ok(row.flag)
-}
-
-/// Whether `tenant` is in the registry (false when there is no registry yet).
-pub(crate) fn is_registered(
-    conn: &mut PgConnection,
-    migrator: &Migrator,
-    tenant: &TenantId,
-) -> Result<bool> {
-    if !registry_exists(conn, migrator)? {
-        return Ok(false);
-    }
-    let registry = migrator.registry();
-    let row: Flag = diesel::sql_query(format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1) AS flag",
-        registry.qualified_table(),
-        registry.quoted_identifier_column()
-    ))
-    .bind::<Text, _>(tenant.as_str())
-    .get_result(conn)
-    .with_context(|| format!("could not look up tenant `{tenant}` in the registry"))?;
-    Ok(row.flag)
-}
-
 /// Fails with "tenant `x` does not exist" unless `tenant` is registered.
 pub(crate) fn ensure_registered(
     conn: &mut PgConnection,
     migrator: &Migrator,
     tenant: &TenantId,
 ) -> Result<()> {
-    if !is_registered(conn, migrator, tenant)? {
+    let registered = migrator
+        .is_registered(conn, tenant)
+        .with_context(|| format!("could not look up tenant `{tenant}` in the registry"))?;
+    if !registered {
         bail!("tenant `{tenant}` does not exist");
     }
     Ok(())
+}
+
+/// Whether the registry table exists (the shared migrations have run).
+pub(crate) fn registry_exists(conn: &mut PgConnection, migrator: &Migrator) -> Result<bool> {
+    migrator
+        .is_registry_installed(conn)
+        .context("could not look for the registry table")
 }
 
 /// Asks `question` on the terminal; the answer must be `expected`. Without a terminal, refuses

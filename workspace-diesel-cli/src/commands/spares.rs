@@ -5,11 +5,10 @@
 //! provisioning a tenant from scratch.
 
 use anyhow::{bail, Context as _, Result};
-use diesel::prelude::*;
 use diesel::PgConnection;
 use diesel_workspace::{Migrator, TenantId};
 
-use super::{confirm, plural, Ctx, Flag};
+use super::{confirm, plural, Ctx};
 
 /// The most spare schemas `fill_spares` keeps: each one is a full tenant schema.
 pub(crate) const MAX_SPARES: usize = 1000;
@@ -42,7 +41,7 @@ pub(crate) fn fill(ctx: &Ctx, target: &str) -> Result<()> {
 
 /// `list_spares`: one spare schema per line, oldest (claimed first) first.
 pub(crate) fn list(ctx: &Ctx) -> Result<()> {
-    let migrator = ctx.migrator()?;
+    let migrator = ctx.registry_migrator()?;
     let mut conn = ctx.connect()?;
     let spares = spares(&mut conn, &migrator)?;
     if spares.is_empty() {
@@ -57,7 +56,7 @@ pub(crate) fn list(ctx: &Ctx) -> Result<()> {
 
 /// `drain_spares [--yes]`: drops every spare schema; asks first unless `--yes`.
 pub(crate) fn drain(ctx: &Ctx, yes: bool) -> Result<()> {
-    let migrator = ctx.migrator()?;
+    let migrator = ctx.registry_migrator()?;
     let mut conn = ctx.connect()?;
     let n = spares(&mut conn, &migrator)?.len();
     if n == 0 {
@@ -86,12 +85,10 @@ pub(crate) fn drain(ctx: &Ctx, yes: bool) -> Result<()> {
 /// The spares, oldest first; none when the pool's table does not exist yet (the shared
 /// migrations have not run).
 fn spares(conn: &mut PgConnection, migrator: &Migrator) -> Result<Vec<TenantId>> {
-    let row: Flag = diesel::sql_query(
-        "SELECT pg_catalog.to_regclass('public.workspace_spares') IS NOT NULL AS flag",
-    )
-    .get_result(conn)
-    .context("could not look for the warm pool's table")?;
-    if !row.flag {
+    let installed = migrator
+        .is_installed(conn)
+        .context("could not look for the warm pool's table")?;
+    if !installed {
         return Ok(Vec::new());
     }
     migrator

@@ -1,6 +1,6 @@
 //! Tenant commands: `create_tenant_schema`, `list_tenants`, `drop_tenant`, `rename_tenant`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 
 use super::{confirm, plural, tenant_id, Ctx};
 
@@ -10,9 +10,12 @@ use super::{confirm, plural, tenant_id, Ctx};
 pub(crate) fn create(ctx: &Ctx, identifier: &str) -> Result<()> {
     let tenant = tenant_id(identifier)?;
     let migrator = ctx.migrator()?;
-    let versions = migrator.tenant_versions()?.len();
+    let versions = migrator.tenant_versions().len();
     let mut conn = ctx.connect()?;
-    if super::is_registered(&mut conn, &migrator, &tenant)? {
+    let registered = migrator
+        .is_registered(&mut conn, &tenant)
+        .with_context(|| format!("could not look up tenant `{tenant}` in the registry"))?;
+    if registered {
         bail!("tenant `{tenant}` already exists");
     }
     migrator.run_shared(&mut conn)?;
@@ -61,7 +64,7 @@ pub(crate) fn list(ctx: &Ctx) -> Result<()> {
 /// `drop_tenant <identifier>`: asks first unless `--yes`.
 pub(crate) fn drop(ctx: &Ctx, identifier: &str, yes: bool) -> Result<()> {
     let tenant = tenant_id(identifier)?;
-    let migrator = ctx.migrator()?;
+    let migrator = ctx.registry_migrator()?;
     let mut conn = ctx.connect()?;
     super::ensure_registered(&mut conn, &migrator, &tenant)?;
     if !yes
@@ -84,7 +87,7 @@ pub(crate) fn drop(ctx: &Ctx, identifier: &str, yes: bool) -> Result<()> {
 pub(crate) fn rename(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
     let from = tenant_id(from)?;
     let to = tenant_id(to)?;
-    let migrator = ctx.migrator()?;
+    let migrator = ctx.registry_migrator()?;
     let mut conn = ctx.connect()?;
     super::ensure_registered(&mut conn, &migrator, &from)?;
     migrator.rename_tenant(&mut conn, &from, &to)?;

@@ -1,0 +1,4 @@
+CREATE TABLE plans (
+    id SERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);

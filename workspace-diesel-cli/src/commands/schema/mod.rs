@@ -1,0 +1,150 @@
+//! `print-schema`: Rust declarations of the shared and tenant tables, read from the database.
+//!
+//! Shared tables become stock `diesel::table!` blocks qualified with the shared schema
+//! (`public.plans`), so they resolve whatever the `search_path`; tenant tables, read from one
+//! tenant's schema, become `diesel_workspace::tenant_table!` blocks; foreign keys become
+//! `diesel::joinable!`, and every table goes into one `allow_tables_to_appear_in_same_query!`.
+//! Everything runs in a transaction that is rolled back: a scratch schema built when no tenant is
+//! registered leaves nothing behind.
+//!
+//! [`catalog`] reads the database, [`render`](mod@render) writes the Rust file; this module picks the
+//! schemas and holds the transaction.
+
+mod catalog;
+mod render;
+
+use std::fs;
+
+use anyhow::{bail, Context as _, Result};
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use diesel_migrations::MigrationHarness;
+use diesel_workspace::{Migrator, Registry, TenantId, LIBRARY_TABLES};
+
+use self::catalog::{read_foreign_keys, read_tables, schema_exists};
+use self::render::{render, Schema};
+use super::{tenant_id, Ctx};
+use crate::cli::PrintSchemaArgs;
+
+/// The scratch schema built from the tenant migrations when no tenant is registered.
+const SCRATCH_SCHEMA: &str = "__workspace_diesel_print_schema";
+
+/// Diesel's migration ledger, never printed.
+const LEDGER: &str = "__diesel_schema_migrations";
+
+/// Runs `print-schema`.
+pub(crate) fn print_schema(ctx: &Ctx, args: &PrintSchemaArgs) -> Result<()> {
+    let tenant = args.tenant.as_deref().map(tenant_id).transpose()?;
+    let mut conn = ctx.connect()?;
+    AnsiTransactionManager::begin_transaction(&mut conn).context("could not open a transaction")?;
+    let result = read_and_render(ctx, &mut conn, tenant.as_ref(), args.with_registry);
+    // Always roll back: the scratch schema (if any) goes away with the transaction.
+    let rolled_back = AnsiTransactionManager::rollback_transaction(&mut conn);
+    let text = result?;
+    rolled_back.context("could not roll back the transaction")?;
+    match &args.output {
+        Some(path) => fs::write(path, text)
+            .with_context(|| format!("could not write `{}`", path.display()))?,
+        None => {
+            use std::io::Write as _;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+fn read_and_render(
+    ctx: &Ctx,
+    conn: &mut PgConnection,
+    tenant: Option<&TenantId>,
+    with_registry: bool,
+) -> Result<String> {
+    let registry = Registry::default();
+    let shared_schema = registry.schema().to_owned();
+    let registry_only = ctx.registry_migrator()?;
+    let tenant_schema = match tenant {
+        Some(tenant) => {
+            super::ensure_registered(conn, &registry_only, tenant)?;
+            if !schema_exists(conn, tenant.as_str())? {
+                bail!("the schema of tenant `{tenant}` does not exist");
+            }
+            tenant.as_str().to_owned()
+        }
+        None => match first_tenant(conn, &registry_only)? {
+            Some(first) => first,
+            None => {
+                build_scratch(ctx, conn)?;
+                SCRATCH_SCHEMA.to_owned()
+            }
+        },
+    };
+
+    let mut exclude: Vec<&str> = vec![LEDGER];
+    if !with_registry {
+        exclude.extend(LIBRARY_TABLES);
+    }
+    let shared = read_tables(conn, &shared_schema, &exclude)?;
+    let tenant_tables = read_tables(conn, &tenant_schema, &[LEDGER])?;
+    for t in &tenant_tables {
+        if shared.iter().any(|s| s.name == t.name) {
+            bail!(
+                "table `{}` exists both in the shared schema `{shared_schema}` and in the tenant \
+                 schema `{tenant_schema}`; one module cannot declare both",
+                t.name
+            );
+        }
+    }
+    let foreign_keys = read_foreign_keys(conn, &[&shared_schema, &tenant_schema])?;
+    Ok(render(&Schema {
+        shared_schema: &shared_schema,
+        tenant_schema: &tenant_schema,
+        shared,
+        tenant: tenant_tables,
+        foreign_keys,
+    }))
+}
+
+/// Inside the caller's transaction (rolled back later): the pending shared migrations, then a
+/// scratch schema with every tenant migration, the scratch schema alone on the `search_path` (as
+/// when a tenant is provisioned).
+fn build_scratch(ctx: &Ctx, conn: &mut PgConnection) -> Result<()> {
+    let tenant_dir = ctx.tenant_dir()?;
+    let migrator = ctx.shared_migrator()?;
+    migrator
+        .run_shared(conn)
+        .context("could not apply the shared migrations to a scratch copy")?;
+    conn.batch_execute(&format!(
+        "CREATE SCHEMA \"{SCRATCH_SCHEMA}\"; SET LOCAL search_path TO \"{SCRATCH_SCHEMA}\""
+    ))
+    .context("could not create a scratch schema")?;
+    let tenant =
+        diesel_migrations::FileBasedMigrations::from_path(tenant_dir).with_context(|| {
+            format!(
+                "could not read the tenant migrations in `{}`",
+                tenant_dir.display()
+            )
+        })?;
+    conn.run_pending_migrations(tenant)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("could not build a scratch schema from the tenant migrations")?;
+    Ok(())
+}
+
+/// The first registered tenant (by identifier) whose schema exists.
+fn first_tenant(conn: &mut PgConnection, migrator: &Migrator) -> Result<Option<String>> {
+    let installed = migrator
+        .is_registry_installed(conn)
+        .context("could not look for the registry table")?;
+    if !installed {
+        return Ok(None);
+    }
+    let tenants = migrator
+        .list_tenants(conn)
+        .context("could not read the registry")?;
+    for tenant in tenants {
+        if schema_exists(conn, tenant.as_str())? {
+            return Ok(Some(tenant.as_str().to_owned()));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,496 @@
+//! One tenant, both directions: applying the pending migrations and reverting the last one, on
+//! the fast path (one unwrapped batch planned from the central record) or the checked path (the
+//! ledger read after the lock decides; each migration wrapped so a failure names itself), the
+//! non-transactional path (`run_in_transaction = false`), and the retry loop on lock timeouts.
+//!
+//! Apply and revert open a tenant's transaction the same way ([`begin_locked`]): `BEGIN`, the
+//! tenant's advisory lock first, the caller's `lock_timeout`, the tenant alone on the
+//! `search_path`, the schema check, then the ledger read after the lock.
+
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+use crate::connection::{no_outer_transaction, rollback};
+use crate::error::{Error, Result};
+use crate::migrate::failure::{
+    classify_migrate_error, connection_lost, db_message, is_lock_timeout, raise_if_schema_missing,
+    tenant_failure, with_committed, wrap, LOCK_NOT_AVAILABLE,
+};
+use crate::migrate::report::{MigrationFailure, TenantOutcome};
+use crate::migrate::set::{Compiled, CompiledSet};
+use crate::migrate::Migrator;
+use crate::sql::{quote_literal, tenant_lock, tenant_session_lock, CENTRAL_RECORD, LEDGER};
+use crate::tenant::TenantId;
+
+/// Default of [`MigrateOptions::lock_timeout`](crate::MigrateOptions::lock_timeout).
+pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of [`MigrateOptions::retries`](crate::MigrateOptions::retries).
+pub(crate) const DEFAULT_RETRIES: u32 = 3;
+
+/// Knobs of one tenant's migration, from the caller's
+/// [`MigrateOptions`](crate::MigrateOptions) (or their defaults).
+#[derive(Debug, Clone)]
+pub(crate) struct MigrateParams {
+    pub(crate) lock_timeout: Duration,
+    pub(crate) retries: u32,
+}
+
+impl Default for MigrateParams {
+    fn default() -> Self {
+        Self {
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+        }
+    }
+}
+
+impl Migrator {
+    /// Brings one tenant up to date: in one transaction, the tenant's advisory lock (first
+    /// statement), its ledger read after the lock, the pending migrations' DDL, their ledger rows
+    /// and their central record rows. DDL runs under [`MigrateOptions::lock_timeout`]'s default
+    /// (5 s) and is retried on lock timeouts.
+    ///
+    /// Migrations marked `run_in_transaction = false` (Diesel's `metadata.toml`) run outside that
+    /// transaction, under a session-level advisory lock, with their ledger row written after they
+    /// succeed; make them idempotent (`CREATE INDEX CONCURRENTLY IF NOT EXISTS`).
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{Migrator, TenantId, TenantOutcome};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// match migrator.migrate_tenant(conn, &TenantId::new("acme")?)? {
+    ///     TenantOutcome::Applied(versions) => println!("applied {versions:?}"),
+    ///     _ => println!("up to date"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`MigrateOptions::lock_timeout`]: crate::MigrateOptions::lock_timeout
+    ///
+    /// # Errors
+    /// - [`Error::TenantNotFound`] when the tenant is not registered;
+    /// - [`Error::SchemaMissing`] when the schema is gone (nothing is created, in `public` or
+    ///   elsewhere: migrating never creates a schema);
+    /// - [`Error::TenantMigration`] when a migration fails; its source is a
+    ///   [`MigrationFailure`] with the version and SQLSTATE. Nothing of the tenant's
+    ///   transaction is kept.
+    pub fn migrate_tenant(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+    ) -> Result<TenantOutcome> {
+        self.ensure_tenant(conn, tenant)?;
+        let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default())?;
+        Ok(TenantOutcome::from_applied(applied))
+    }
+
+    /// Reverts `tenant`'s last applied migration with its `down.sql`, deleting its ledger row and
+    /// its central record row in the same transaction (the tenant's lock first, the ledger read
+    /// after it, DDL under the default lock timeout, retried on lock timeouts, as
+    /// [`migrate_tenant`](Self::migrate_tenant)). Returns the reverted version, or `None` when
+    /// nothing is applied.
+    ///
+    /// # Errors
+    /// - [`Error::TenantNotFound`] when the tenant is not registered;
+    /// - [`Error::SchemaMissing`] when the schema is gone;
+    /// - [`Error::TenantMigration`] when the migration has no `down.sql`, is not part of the
+    ///   tenant set, or its `down.sql` fails (rolled back).
+    pub fn revert_last(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+    ) -> Result<Option<String>> {
+        self.revert_tenant(conn, tenant, &MigrateParams::default())
+    }
+
+    /// [`revert_last`](Self::revert_last) with the caller's options.
+    pub(crate) fn revert_tenant(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        params: &MigrateParams,
+    ) -> Result<Option<String>> {
+        no_outer_transaction(conn)?;
+        self.ensure_tenant(conn, tenant)?;
+        let mut reverted = with_retries(tenant, params, || self.revert_once(conn, tenant, params))?;
+        Ok(reverted.pop())
+    }
+
+    /// Applies the pending tenant migrations to `schema` and returns their versions.
+    ///
+    /// `plan` is what the central record says is pending: with it (and only transactional
+    /// migrations in it), everything is one round trip whose ledger rows come first (a version
+    /// already recorded fails on the ledger's primary key, after the lock). When that fails, or
+    /// without a plan, the checked path runs: the ledger is read after the lock and decides, and
+    /// each migration is wrapped so a failure reports its version and SQLSTATE. Lock timeouts
+    /// (SQLSTATE 55P03) are retried `params.retries` times.
+    pub(crate) fn migrate_schema(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        plan: Option<&[String]>,
+        params: &MigrateParams,
+    ) -> Result<Vec<String>> {
+        no_outer_transaction(conn)?;
+        with_retries(schema, params, || {
+            self.apply_once(conn, schema, plan, params)
+        })
+    }
+
+    fn apply_once(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        plan: Option<&[String]>,
+        params: &MigrateParams,
+    ) -> Result<Vec<String>> {
+        let set = &*self.set;
+        if let Some(plan) = plan {
+            let planned: Option<Vec<&Compiled>> = plan
+                .iter()
+                .map(|v| set.migrations.iter().find(|m| &m.version == v && m.in_tx))
+                .collect();
+            if let Some(planned) = planned.filter(|p| !p.is_empty()) {
+                // The fast path: the same statements as the plain DDL, plus the lock and the two
+                // record rows, unwrapped. A failure (a version already in the ledger, a missing
+                // schema or ledger, a failing migration) rolls back and falls through to the
+                // checked path, which reads the ledger after the lock and reports the failing
+                // version and SQLSTATE. A lost connection is reported as it is, and a lock
+                // timeout goes to the caller's retries without waiting for it a second time.
+                let mut sql = begin_tenant_sql(schema, params);
+                push_apply(&mut sql, schema, &planned, false);
+                sql.push_str("COMMIT");
+                match conn.batch_execute(&sql) {
+                    Ok(()) => return Ok(plan.to_vec()),
+                    Err(e) => {
+                        rollback(conn);
+                        if connection_lost(&e) {
+                            return Err(classify_migrate_error(schema, e));
+                        }
+                        if is_lock_timeout(&e) {
+                            return Err(tenant_failure(
+                                schema,
+                                MigrationFailure::new(
+                                    None,
+                                    Some(LOCK_NOT_AVAILABLE.to_owned()),
+                                    db_message(&e),
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let mut applied = Vec::new();
+        match self.apply_checked(conn, schema, set, params, &mut applied) {
+            Ok(()) => Ok(applied),
+            Err(e) => Err(with_committed(schema, e, applied)),
+        }
+    }
+
+    /// The checked path of [`migrate_schema`](Self::migrate_schema): pushes each version it
+    /// commits to `applied` (also when a later step fails).
+    fn apply_checked(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        set: &CompiledSet,
+        params: &MigrateParams,
+        applied: &mut Vec<String>,
+    ) -> Result<()> {
+        loop {
+            let ledger = begin_locked(conn, schema, params, true)?;
+            let pending: Vec<&Compiled> = set
+                .migrations
+                .iter()
+                .filter(|m| !ledger.contains(&m.version))
+                .collect();
+            let batch: Vec<&Compiled> = pending.iter().copied().take_while(|m| m.in_tx).collect();
+            let mut sql = String::new();
+            push_apply(&mut sql, schema, &batch, true);
+            sql.push_str("COMMIT");
+            if let Err(e) = conn.batch_execute(&sql) {
+                rollback(conn);
+                return Err(classify_migrate_error(schema, e));
+            }
+            applied.extend(batch.iter().map(|m| m.version.clone()));
+            match pending.get(batch.len()) {
+                None => return Ok(()),
+                Some(m) => {
+                    let record = format!(
+                        "INSERT INTO {}.{LEDGER} (version) VALUES ({v}); \
+                         INSERT INTO {CENTRAL_RECORD} (schema_name, version) VALUES ({lit}, {v}) \
+                         ON CONFLICT DO NOTHING",
+                        schema.quoted(),
+                        v = quote_literal(&m.version),
+                        lit = quote_literal(schema.as_str()),
+                    );
+                    let still_pending = |ledger: &[String]| !ledger.contains(&m.version);
+                    if outside_transaction(conn, schema, &m.version, &m.up, still_pending, &record)?
+                    {
+                        applied.push(m.version.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt at reverting the last applied migration of `schema`.
+    fn revert_once(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        params: &MigrateParams,
+    ) -> Result<Vec<String>> {
+        let ledger = begin_locked(conn, schema, params, false)?;
+        let fail = |version: &str, message: &str| {
+            tenant_failure(
+                schema,
+                MigrationFailure::new(Some(version.to_owned()), None, message),
+            )
+        };
+        let Some(last) = ledger.last() else {
+            rollback(conn);
+            return Ok(Vec::new());
+        };
+        let Some(m) = self.set.migrations.iter().find(|m| &m.version == last) else {
+            rollback(conn);
+            return Err(fail(last, "the migration is not part of the tenant set"));
+        };
+        let Some(down) = &m.down else {
+            rollback(conn);
+            return Err(fail(last, "the migration has no down.sql"));
+        };
+        let v = quote_literal(last);
+        let forget = format!(
+            "DELETE FROM {}.{LEDGER} WHERE version = {v}; \
+             DELETE FROM {CENTRAL_RECORD} WHERE schema_name = {} AND version = {v}",
+            schema.quoted(),
+            quote_literal(schema.as_str())
+        );
+        if !m.in_tx {
+            // `run_in_transaction = false`: its own path, outside this transaction.
+            rollback(conn);
+            let still_last = |ledger: &[String]| ledger.last() == Some(last);
+            let ran = outside_transaction(conn, schema, last, down, still_last, &forget)?;
+            return Ok(if ran { vec![last.clone()] } else { Vec::new() });
+        }
+        if let Err(e) = conn.batch_execute(&format!("{}; {forget}; COMMIT", wrap(last, down))) {
+            rollback(conn);
+            return Err(classify_migrate_error(schema, e));
+        }
+        Ok(vec![last.clone()])
+    }
+}
+
+/// Runs `attempt` and retries it `params.retries` times, with a short back-off, while it fails
+/// on a lock timeout; versions committed by failed attempts (before a non-transactional
+/// migration hit the timeout) are part of what the call applied.
+fn with_retries(
+    schema: &TenantId,
+    params: &MigrateParams,
+    mut attempt: impl FnMut() -> Result<Vec<String>>,
+) -> Result<Vec<String>> {
+    let mut retried = 0;
+    let mut committed = Vec::new();
+    loop {
+        match attempt() {
+            Ok(applied) => {
+                committed.extend(applied);
+                return Ok(committed);
+            }
+            Err(Error::TenantMigration { mut source, .. })
+                if retried < params.retries && source.sqlstate() == Some(LOCK_NOT_AVAILABLE) =>
+            {
+                committed.append(&mut source.take_committed());
+                retried += 1;
+                std::thread::sleep(Duration::from_millis(50 * u64::from(retried)));
+            }
+            Err(e) => return Err(with_committed(schema, e, committed)),
+        }
+    }
+}
+
+/// Opens `schema`'s transaction and reads its ledger after the lock: `BEGIN`, the lock (first),
+/// the lock timeout for DDL, the tenant alone on the path, a check that fails with
+/// [`Error::SchemaMissing`] when the schema is gone and, when `create_ledger`, the ledger created
+/// when it is missing. The transaction stays open on success and is rolled back on failure.
+fn begin_locked(
+    conn: &mut PgConnection,
+    schema: &TenantId,
+    params: &MigrateParams,
+    create_ledger: bool,
+) -> Result<Vec<String>> {
+    let ledger = format!("{}.{LEDGER}", schema.quoted());
+    let create = if create_ledger {
+        format!(
+            "IF pg_catalog.to_regclass({}) IS NULL THEN \
+             CREATE TABLE {ledger} (version VARCHAR(50) PRIMARY KEY NOT NULL, \
+             run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); END IF; ",
+            quote_literal(&ledger)
+        )
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "{}DO $wd_check$ BEGIN {} {create}END $wd_check$",
+        begin_tenant_sql(schema, params),
+        raise_if_schema_missing(schema),
+    );
+    if let Err(e) = conn.batch_execute(&sql) {
+        rollback(conn);
+        return Err(classify_migrate_error(schema, e));
+    }
+    read_ledger(conn, schema).map_err(|e| {
+        rollback(conn);
+        e.into()
+    })
+}
+
+/// `BEGIN`, the lock (first), then the lock timeout for DDL and the tenant alone on the path.
+fn begin_tenant_sql(schema: &TenantId, params: &MigrateParams) -> String {
+    format!(
+        "BEGIN; {}; SET LOCAL lock_timeout = '{}ms'; SET LOCAL search_path TO {}; ",
+        tenant_lock(schema.as_str()),
+        params.lock_timeout.as_millis(),
+        schema.quoted()
+    )
+}
+
+/// Appends the ledger rows and central record rows of `migrations`, then each migration's SQL
+/// (wrapped, when asked, so a failure names its version and SQLSTATE).
+pub(crate) fn push_apply(
+    sql: &mut String,
+    schema: &TenantId,
+    migrations: &[&Compiled],
+    wrapped: bool,
+) {
+    if migrations.is_empty() {
+        return;
+    }
+    // The ledger rows go first: a version another migrator already recorded fails the batch
+    // (primary key) before any DDL runs.
+    let lit = quote_literal(schema.as_str());
+    let versions: Vec<String> = migrations
+        .iter()
+        .map(|m| quote_literal(&m.version))
+        .collect();
+    sql.push_str(&format!(
+        "INSERT INTO {}.{LEDGER} (version) VALUES ({}); ",
+        schema.quoted(),
+        versions.join("), (")
+    ));
+    let central: Vec<String> = versions.iter().map(|v| format!("({lit}, {v})")).collect();
+    sql.push_str(&format!(
+        "INSERT INTO {CENTRAL_RECORD} (schema_name, version) VALUES {} \
+         ON CONFLICT DO NOTHING; ",
+        central.join(", ")
+    ));
+    for m in migrations {
+        if wrapped {
+            sql.push_str(&wrap(&m.version, &m.up));
+        } else {
+            sql.push_str(&m.up);
+        }
+        sql.push_str(";\n");
+    }
+}
+
+/// Reads the tenant's ledger (its own `__diesel_schema_migrations`).
+pub(crate) fn read_ledger(conn: &mut PgConnection, schema: &TenantId) -> QueryResult<Vec<String>> {
+    #[derive(QueryableByName)]
+    struct VersionRow {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    Ok(diesel::sql_query(format!(
+        "SELECT version::pg_catalog.text AS version FROM {}.{LEDGER} \
+         ORDER BY version::pg_catalog.text COLLATE \"C\"",
+        schema.quoted()
+    ))
+    .load::<VersionRow>(conn)?
+    .into_iter()
+    .map(|r| r.version)
+    .collect())
+}
+
+/// The `run_in_transaction = false` path, for applying and reverting alike: a session-level
+/// advisory lock, the ledger checked after it (`still_needed`), the migration's `sql` sent on its
+/// own with the tenant alone on a session `search_path` (restored afterwards), then the ledger
+/// and central rows (`record`) in a transaction. Returns whether the migration ran (false:
+/// another migrator did it meanwhile).
+fn outside_transaction(
+    conn: &mut PgConnection,
+    schema: &TenantId,
+    version: &str,
+    sql: &str,
+    still_needed: impl FnOnce(&[String]) -> bool,
+    record: &str,
+) -> Result<bool> {
+    conn.batch_execute(&tenant_session_lock(schema.as_str(), true))?;
+    let result = (|| -> Result<bool> {
+        if !still_needed(&read_ledger(conn, schema)?) {
+            return Ok(false);
+        }
+        #[derive(QueryableByName)]
+        struct Path {
+            #[diesel(sql_type = Text)]
+            path: String,
+        }
+        let saved = diesel::sql_query("SELECT pg_catalog.current_setting('search_path') AS path")
+            .get_result::<Path>(conn)?
+            .path;
+        conn.batch_execute(&format!("SET search_path TO {}", schema.quoted()))?;
+        let ran = conn.batch_execute(sql);
+        let failure = |message: String| {
+            tenant_failure(
+                schema,
+                MigrationFailure::new(Some(version.to_owned()), None, message),
+            )
+        };
+        if let Err(restore) = restore_search_path(conn, &saved) {
+            // The session may still have the tenant alone on its path: mark the connection
+            // broken so a pool discards it (`has_broken`) and Diesel refuses transactions on it.
+            AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+            let outcome = match &ran {
+                Ok(()) => "the migration ran but is not recorded".to_owned(),
+                Err(e) => format!("the migration failed: {}", db_message(e)),
+            };
+            return Err(failure(format!(
+                "could not restore the session search_path ({}): the connection must not be \
+                 reused; {outcome}",
+                db_message(&restore)
+            )));
+        }
+        ran.map_err(|e| failure(db_message(&e)))?;
+        if let Err(e) = conn.batch_execute(&format!("BEGIN; {record}; COMMIT")) {
+            rollback(conn);
+            return Err(e.into());
+        }
+        Ok(true)
+    })();
+    let unlocked = conn.batch_execute(&tenant_session_lock(schema.as_str(), false));
+    let ran = result?;
+    unlocked?;
+    Ok(ran)
+}
+
+/// Sets the session `search_path` back to `saved`, or to the server's default (`RESET`) when
+/// that fails.
+fn restore_search_path(conn: &mut PgConnection, saved: &str) -> QueryResult<()> {
+    let restored = diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, false)")
+        .bind::<Text, _>(saved)
+        .execute(conn);
+    match restored {
+        Ok(_) => Ok(()),
+        Err(_) => conn.batch_execute("RESET search_path"),
+    }
+}

@@ -1,0 +1,508 @@
+//! Fleet runs: every tenant (or many new ones) on parallel workers, and their options.
+//!
+//! Fleet operations (`migrate_all`, `create_tenants`, `revert_last_all`, `startup`) open their own
+//! connections from a database URL: at most [`MigrateOptions::parallel`] worker threads (scoped
+//! threads sharing one work queue), one connection each.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Bool, Text};
+
+use crate::error::{Error, Result};
+use crate::migrate::engine::{MigrateParams, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRIES};
+use crate::migrate::failure::outcome_of;
+use crate::migrate::report::{MigrationReport, TenantOutcome};
+use crate::migrate::Migrator;
+use crate::sql::{own, CENTRAL_RECORD};
+use crate::tenant::TenantId;
+
+/// What a fleet operation does after a tenant fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Start no further tenant; tenants already in flight on other workers finish. The tenants
+    /// never started are reported as [`TenantOutcome::Skipped`]. The default.
+    #[default]
+    Stop,
+    /// Go on with every other tenant.
+    Continue,
+}
+
+/// A progress callback, called after each tenant a fleet operation worked on.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Options of the fleet operations ([`Migrator::migrate_all`] and friends), set with the
+/// builder-style setters below; each documents its default.
+///
+/// ```
+/// use std::time::Duration;
+/// use diesel_workspace::{FailurePolicy, MigrateOptions};
+///
+/// let opts = MigrateOptions::default()
+///     .parallel(4)
+///     .on_failure(FailurePolicy::Continue)
+///     .lock_timeout(Duration::from_secs(2))
+///     .retries(5)
+///     .progress(|p| eprintln!("{}/{} ({} failed)", p.done, p.total, p.failed));
+/// # let _ = opts;
+/// ```
+#[derive(Clone)]
+pub struct MigrateOptions {
+    parallel: usize,
+    on_failure: FailurePolicy,
+    lock_timeout: Duration,
+    retries: u32,
+    progress: Option<ProgressFn>,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self {
+            parallel: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            on_failure: FailurePolicy::Stop,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for MigrateOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MigrateOptions")
+            .field("parallel", &self.parallel)
+            .field("on_failure", &self.on_failure)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("retries", &self.retries)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl MigrateOptions {
+    /// Worker threads, each with its own connection (0 is taken as 1). Defaults to the number of
+    /// CPUs (at least 1).
+    pub fn parallel(mut self, workers: usize) -> Self {
+        self.parallel = workers.max(1);
+        self
+    }
+
+    /// What to do after a tenant fails. Defaults to [`FailurePolicy::Stop`].
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
+    /// `SET LOCAL lock_timeout` for each tenant's DDL (applying and reverting), so a migration
+    /// waiting behind application traffic gives up instead of queueing every query behind it.
+    /// Defaults to 5 s.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// How often a tenant whose DDL hit the lock timeout (SQLSTATE 55P03) is retried, with a
+    /// short back-off. Defaults to 3.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Called after each tenant that needed work (not for tenants already up to date). Defaults
+    /// to none.
+    pub fn progress(mut self, f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    pub(crate) fn params(&self) -> MigrateParams {
+        MigrateParams {
+            lock_timeout: self.lock_timeout,
+            retries: self.retries,
+            spare: false,
+        }
+    }
+}
+
+/// Where a fleet operation is, passed to [`MigrateOptions::progress`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Tenants finished so far (of those that needed work).
+    pub done: usize,
+    /// Tenants that need work in this run.
+    pub total: usize,
+    /// Tenants failed so far.
+    pub failed: usize,
+    /// Time since the operation started.
+    pub elapsed: Duration,
+    /// The tenant just finished.
+    pub tenant: TenantId,
+    /// What happened to it.
+    pub outcome: TenantOutcome,
+}
+
+impl Migrator {
+    /// Runs the shared migrations, then migrates every tenant: what an application calls at
+    /// start-up. Safe when several processes start at once (shared migrations run under one
+    /// advisory lock, each tenant under its own).
+    ///
+    /// ```no_run
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{MigrateOptions, Migrator};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// let report = migrator.startup("postgres://localhost/app", &MigrateOptions::default())?;
+    /// println!("{} tenants migrated", report.applied().count());
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`run_shared`](Self::run_shared) and [`migrate_all`](Self::migrate_all).
+    pub fn startup(&self, database_url: &str, opts: &MigrateOptions) -> Result<MigrationReport> {
+        let mut conn = PgConnection::establish(database_url)?;
+        self.run_shared(&mut conn)?;
+        drop(conn);
+        self.migrate_all(database_url, opts)
+    }
+
+    /// Brings every registered tenant up to date, [`MigrateOptions::parallel`] tenants at a time,
+    /// one transaction each (as [`migrate_tenant`](Self::migrate_tenant)).
+    ///
+    /// Which tenants need work is decided from one query over the central record: when nothing
+    /// is pending, no tenant is touched, no worker connection is opened and no DDL runs. A
+    /// registered tenant whose schema is gone fails with [`Error::SchemaMissing`] (SQLSTATE
+    /// `3F000` in the report), also when nothing is pending for it. Each
+    /// tenant that needs work is then sent as one batch (lock, ledger check, DDL, ledger and
+    /// central rows, `COMMIT`); when its ledger disagrees with the plan (another migrator was
+    /// faster), the ledger decides.
+    ///
+    /// ```no_run
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{Error, FailurePolicy, MigrateOptions, Migrator};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// let opts = MigrateOptions::default().on_failure(FailurePolicy::Continue);
+    /// match migrator.migrate_all("postgres://localhost/app", &opts) {
+    ///     Ok(report) => println!("{} tenants migrated", report.applied().count()),
+    ///     Err(Error::FleetMigration { report, .. }) => {
+    ///         for (tenant, sqlstate, message) in report.failed() {
+    ///             eprintln!("{tenant}: {message} ({sqlstate:?})");
+    ///         }
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::FleetMigration`] with the full report when a tenant failed (a tenant whose schema
+    /// is missing included); [`Error::Connection`] or [`Error::Query`] when the central record
+    /// cannot be read.
+    pub fn migrate_all(
+        &self,
+        database_url: &str,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
+        let started = Instant::now();
+        let mut conn = PgConnection::establish(database_url)?;
+        self.migrate_all_from(&mut conn, database_url, opts, started)
+    }
+
+    /// [`migrate_all`](Self::migrate_all), deciding what is pending on `conn` (e.g. a pooled
+    /// connection, not inside a transaction) instead of a new one: when nothing is pending, this
+    /// is one query and no connection is opened. `conn` is also the first worker's connection;
+    /// the other workers open theirs from `database_url`.
+    ///
+    /// # Errors
+    /// As [`migrate_all`](Self::migrate_all).
+    pub fn migrate_all_with(
+        &self,
+        conn: &mut PgConnection,
+        database_url: &str,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
+        self.migrate_all_from(conn, database_url, opts, Instant::now())
+    }
+
+    fn migrate_all_from(
+        &self,
+        conn: &mut PgConnection,
+        database_url: &str,
+        opts: &MigrateOptions,
+        started: Instant,
+    ) -> Result<MigrationReport> {
+        #[derive(QueryableByName)]
+        struct PendingRow {
+            #[diesel(sql_type = Text)]
+            name: String,
+            #[diesel(sql_type = Array<Text>)]
+            pending: Vec<String>,
+            #[diesel(sql_type = Bool)]
+            has_schema: bool,
+        }
+        self.refuse_hazards(conn)?;
+        let rows = own(conn, |conn| diesel::sql_query(format!(
+            "SELECT r.{col}::pg_catalog.text AS name, \
+             ARRAY(SELECT v FROM pg_catalog.unnest($1::pg_catalog.text[]) \
+             WITH ORDINALITY AS e (v, n) WHERE NOT EXISTS (SELECT 1 FROM \
+             {CENTRAL_RECORD} m WHERE m.schema_name = r.{col} AND m.version = e.v) \
+             ORDER BY e.n) AS pending, \
+             pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
+             FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
+            col = self.registry.quoted_identifier_column(),
+            reg = self.registry.qualified_table(),
+        ))
+        .bind::<Array<Text>, _>(self.tenant_versions())
+        .load::<PendingRow>(conn))?;
+        let mut tenants = Vec::with_capacity(rows.len());
+        // A tenant's plan, or `None` for a registered tenant whose schema is gone: a failure of
+        // that tenant even when nothing is pending (the central record alone would say "up to
+        // date").
+        let mut jobs: Vec<(usize, Option<Vec<String>>)> = Vec::new();
+        for (i, row) in rows.into_iter().enumerate() {
+            let tenant = TenantId::new(&row.name)?;
+            self.check_tenant_name(&tenant)?;
+            tenants.push(tenant);
+            if !row.has_schema {
+                jobs.push((i, None));
+            } else if !row.pending.is_empty() {
+                jobs.push((i, Some(row.pending)));
+            }
+        }
+        let params = opts.params();
+        self.run_fleet(
+            Some(conn),
+            database_url,
+            opts,
+            started,
+            tenants,
+            jobs,
+            |conn, t, plan| match plan {
+                Some(plan) => {
+                    let applied = self.migrate_schema(conn, t, Some(plan), &params);
+                    let applied = self.or_gone(conn, t, applied)?;
+                    Ok(TenantOutcome::from_applied(applied))
+                }
+                None => Err(Error::SchemaMissing(t.clone())),
+            },
+        )
+    }
+
+    /// Creates many tenants, [`MigrateOptions::parallel`] at a time, each atomically as
+    /// [`create_tenant`](Self::create_tenant) (claiming warm spares first). The report's outcome
+    /// is `Applied(versions)` for each created tenant.
+    ///
+    /// # Errors
+    /// [`Error::FleetMigration`] with the full report when a tenant could not be created (one
+    /// that already exists fails with SQLSTATE `42P06`).
+    pub fn create_tenants(
+        &self,
+        database_url: &str,
+        tenants: &[TenantId],
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
+        let started = Instant::now();
+        let versions = self.tenant_versions().to_vec();
+        let mut sorted = tenants.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let jobs = (0..sorted.len()).map(|i| (i, ())).collect();
+        self.run_fleet(
+            None,
+            database_url,
+            opts,
+            started,
+            sorted,
+            jobs,
+            |conn, t, ()| match self.create_tenant(conn, t) {
+                Ok(()) => Ok(TenantOutcome::Applied(versions.clone())),
+                Err(Error::TenantExists(t)) => Ok(TenantOutcome::Failed {
+                    sqlstate: Some("42P06".into()),
+                    message: Error::TenantExists(t).to_string(),
+                }),
+                Err(e) => Err(e),
+            },
+        )
+    }
+
+    /// Reverts the last applied tenant migration of every tenant (see
+    /// [`revert_last`](Self::revert_last)), under the options' lock timeout and retries. The
+    /// outcome is `Applied(vec![reverted version])`, or `UpToDate` for a tenant with nothing
+    /// applied.
+    ///
+    /// # Errors
+    /// [`Error::FleetMigration`] with the full report when a tenant failed.
+    pub fn revert_last_all(
+        &self,
+        database_url: &str,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
+        self.revert_all(database_url, None, opts)
+    }
+
+    /// Reverts `version` of every tenant whose last applied migration it is (see
+    /// [`revert_version`](Self::revert_version)), under the options' lock timeout and retries.
+    /// The outcome is `Applied(vec![version])`, or `UpToDate` for a tenant where `version` is not
+    /// applied: a rerun after an interruption reverts nothing twice.
+    ///
+    /// # Errors
+    /// [`Error::FleetMigration`] with the full report when a tenant failed, including a tenant
+    /// whose last applied migration is a later one.
+    pub fn revert_version_all(
+        &self,
+        database_url: &str,
+        version: &str,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
+        self.revert_all(database_url, Some(version), opts)
+    }
+
+    fn revert_all(
+        &self,
+        database_url: &str,
+        expected: Option<&str>,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
+        let started = Instant::now();
+        let mut conn = PgConnection::establish(database_url)?;
+        let tenants = self.list_tenants(&mut conn)?;
+        let jobs = (0..tenants.len()).map(|i| (i, ())).collect();
+        let params = opts.params();
+        self.run_fleet(
+            Some(&mut conn),
+            database_url,
+            opts,
+            started,
+            tenants,
+            jobs,
+            |conn, t, ()| {
+                Ok(match self.revert_tenant(conn, t, expected, &params)? {
+                    Some(v) => TenantOutcome::Applied(vec![v]),
+                    None => TenantOutcome::UpToDate,
+                })
+            },
+        )
+    }
+
+    /// Runs `op` for each job on up to `opts.parallel` scoped worker threads with a connection
+    /// each (the first worker reuses `first`, when given); tenants without a job are up to date.
+    #[allow(clippy::too_many_arguments)]
+    fn run_fleet<J, F>(
+        &self,
+        first: Option<&mut PgConnection>,
+        database_url: &str,
+        opts: &MigrateOptions,
+        started: Instant,
+        tenants: Vec<TenantId>,
+        jobs: Vec<(usize, J)>,
+        op: F,
+    ) -> Result<MigrationReport>
+    where
+        J: Sync,
+        F: Fn(&mut PgConnection, &TenantId, &J) -> Result<TenantOutcome> + Sync,
+    {
+        let mut outcomes: Vec<TenantOutcome> = vec![TenantOutcome::UpToDate; tenants.len()];
+        for (i, _) in &jobs {
+            outcomes[*i] = TenantOutcome::Skipped;
+        }
+        let outcomes = Mutex::new(outcomes);
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let counters = Mutex::new((0usize, 0usize));
+        let workers = opts.parallel.max(1).min(jobs.len());
+        let mut first = first;
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let mut conn = match first.take() {
+                    Some(c) => WorkerConn::Borrowed(c),
+                    None => WorkerConn::None,
+                };
+                let (stop, next, jobs, tenants, outcomes, counters, op) =
+                    (&stop, &next, &jobs, &tenants, &outcomes, &counters, &op);
+                scope.spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let k = next.fetch_add(1, Ordering::SeqCst);
+                        let Some((i, job)) = jobs.get(k) else { break };
+                        let tenant = &tenants[*i];
+                        let outcome = match conn.get(database_url) {
+                            Ok(c) => match op(c, tenant, job) {
+                                Ok(o) => o,
+                                Err(e) => outcome_of(&e),
+                            },
+                            Err(e) => outcome_of(&e),
+                        };
+                        let failed = matches!(outcome, TenantOutcome::Failed { .. });
+                        if failed {
+                            // A killed backend or a lost connection: reconnect for the next.
+                            if let Ok(c) = conn.get(database_url) {
+                                if c.batch_execute("SELECT 1").is_err() {
+                                    conn = WorkerConn::None;
+                                }
+                            }
+                            if opts.on_failure == FailurePolicy::Stop {
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        let (done, nfailed) = {
+                            let mut c = counters.lock().unwrap_or_else(|e| e.into_inner());
+                            c.0 += 1;
+                            c.1 += usize::from(failed);
+                            *c
+                        };
+                        if let Some(progress) = &opts.progress {
+                            progress(&Progress {
+                                done,
+                                total: jobs.len(),
+                                failed: nfailed,
+                                elapsed: started.elapsed(),
+                                tenant: tenant.clone(),
+                                outcome: outcome.clone(),
+                            });
+                        }
+                        outcomes.lock().unwrap_or_else(|e| e.into_inner())[*i] = outcome;
+                    }
+                });
+            }
+        });
+        let outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
+        let report = MigrationReport {
+            tenants: tenants.into_iter().zip(outcomes).collect(),
+            elapsed: started.elapsed(),
+        };
+        if report.is_success() {
+            Ok(report)
+        } else {
+            Err(Error::FleetMigration { report })
+        }
+    }
+}
+
+/// A fleet worker's connection: the caller's (first worker), its own, or none yet.
+enum WorkerConn<'a> {
+    Borrowed(&'a mut PgConnection),
+    Owned(PgConnection),
+    None,
+}
+
+impl WorkerConn<'_> {
+    /// The connection, opened from `url` when there is none.
+    fn get(&mut self, url: &str) -> Result<&mut PgConnection> {
+        if let WorkerConn::None = self {
+            *self = WorkerConn::Owned(PgConnection::establish(url)?);
+        }
+        match self {
+            WorkerConn::Borrowed(c) => Ok(c),
+            WorkerConn::Owned(c) => Ok(c),
+            WorkerConn::None => unreachable!("just opened"),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The migration engine: the [`Migrator`] and its builder, and the shared migrations.
+//!
+//! Each file answers one question: `set` (the migration sets, read once), `engine` (one tenant,
+//! both directions), `failure` (classifying what failed), `tenants` (create, drop, rename,
+//! list), `spares` (the warm pool), `fleet` (every tenant, in parallel), `report` (what the
+//! engine reports, plain data) and `status` (status and drift).
+
+mod engine;
+mod failure;
+mod fleet;
+pub(crate) mod report;
+mod set;
+mod spares;
+mod status;
+mod tenants;
+
+use std::sync::Arc;
+
+use diesel::connection::SimpleConnection;
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
+
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+use crate::sql::{SHARED_LOCK_KEY, SHARED_SCHEMA, SPARE_PREFIX};
+use crate::tenant::TenantId;
+
+pub use self::fleet::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
+pub use self::report::{MigrationFailure, MigrationReport, TenantOutcome, TenantStatus};
+pub use self::set::REGISTRY_MIGRATIONS;
+pub use self::status::SharedStatus;
+
+use self::set::{CompiledSet, SharedSet};
+
+/// Runs the shared and tenant migrations, and provisions tenants.
+///
+/// Built with [`Migrator::builder`] from the application's two migration sets, which
+/// [`MigratorBuilder::build`] reads and checks once: no later call reads a migration source.
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+/// use diesel_workspace::{Migrator, TenantId};
+///
+/// const SHARED: EmbeddedMigrations = embed_migrations!("../migrations_shared");
+/// const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+///
+/// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+/// let migrator = Migrator::builder(TENANT).shared(SHARED).build()?;
+/// migrator.run_shared(conn)?;
+/// migrator.create_tenant(conn, &TenantId::new("acme")?)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Migrator {
+    /// The tenant set's source, as given.
+    tenant: Arc<dyn MigrationSource<Pg> + Send + Sync>,
+    /// The tenant set, read from `tenant` once.
+    set: Arc<CompiledSet>,
+    /// The registry's own migrations, read once.
+    registry_set: Arc<SharedSet>,
+    /// The application's shared migrations, read once.
+    shared: Option<Arc<SharedSet>>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Migrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Migrator")
+            .field("shared", &self.shared.is_some())
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Migrator`].
+#[must_use]
+pub struct MigratorBuilder {
+    tenant: Arc<dyn MigrationSource<Pg> + Send + Sync>,
+    shared: Option<Arc<dyn MigrationSource<Pg> + Send + Sync>>,
+    registry: Registry,
+}
+
+impl MigratorBuilder {
+    /// The application's shared migrations, run once in the registry's schema after the registry's
+    /// own. Defaults to none.
+    ///
+    /// Any Diesel migration source works: [`EmbeddedMigrations`](diesel_migrations::EmbeddedMigrations)
+    /// from `embed_migrations!`, or `diesel_migrations::FileBasedMigrations` read from a
+    /// directory at run time.
+    pub fn shared<S>(mut self, shared: S) -> Self
+    where
+        S: MigrationSource<Pg> + Send + Sync + 'static,
+    {
+        self.shared = Some(Arc::new(shared));
+        self
+    }
+
+    /// Where the registry lives. Defaults to [`Registry::default`] (`public.workspaces`).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Reads and checks every migration set once (the tenant set, the registry's and the shared
+    /// set) and returns the migrator.
+    ///
+    /// # Errors
+    /// [`Error::MigrationSource`] when a set cannot be read: a directory that vanished, an
+    /// unreadable `up.sql` or `down.sql`, or a tenant migration whose `up.sql` holds no
+    /// statement (a placeholder that would otherwise be recorded as applied).
+    pub fn build(self) -> Result<Migrator> {
+        let set = CompiledSet::read(&*self.tenant)?;
+        let registry_set = SharedSet::read(&REGISTRY_MIGRATIONS)?;
+        let shared = match &self.shared {
+            Some(source) => Some(Arc::new(SharedSet::read(&**source)?)),
+            None => None,
+        };
+        Ok(Migrator {
+            tenant: self.tenant,
+            set: Arc::new(set),
+            registry_set: Arc::new(registry_set),
+            shared,
+            registry: self.registry,
+        })
+    }
+}
+
+impl Migrator {
+    /// Starts a migrator for the tenant migration set `tenant`: any Diesel migration source
+    /// ([`EmbeddedMigrations`](diesel_migrations::EmbeddedMigrations), or
+    /// `diesel_migrations::FileBasedMigrations` read at run time).
+    ///
+    /// ```no_run
+    /// use diesel_migrations::FileBasedMigrations;
+    /// use diesel_workspace::Migrator;
+    ///
+    /// let tenant = FileBasedMigrations::from_path("migrations_tenant").expect("a directory");
+    /// let shared = FileBasedMigrations::from_path("migrations_shared").expect("a directory");
+    /// let migrator = Migrator::builder(tenant).shared(shared).build()?;
+    /// # let _ = migrator;
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    pub fn builder<S>(tenant: S) -> MigratorBuilder
+    where
+        S: MigrationSource<Pg> + Send + Sync + 'static,
+    {
+        MigratorBuilder {
+            tenant: Arc::new(tenant),
+            shared: None,
+            registry: Registry::default(),
+        }
+    }
+
+    /// Where the registry lives.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The tenant migration set's source, as given to [`Migrator::builder`].
+    pub fn tenant_migrations(&self) -> &(dyn MigrationSource<Pg> + Send + Sync) {
+        &*self.tenant
+    }
+
+    /// The versions of the tenant migration set, sorted (as Diesel writes them to its ledger:
+    /// `2024-01-01-000000_notes` is `20240101000000`), as read by [`MigratorBuilder::build`].
+    pub fn tenant_versions(&self) -> &[String] {
+        &self.set.versions
+    }
+
+    /// Runs the registry's migrations, then the application's shared migrations, in the shared
+    /// schema `public` (alone on the `search_path`), in one transaction under an advisory lock
+    /// (several processes may start at once).
+    ///
+    /// The library's own tables (the central record, the warm pool and the built-in registry)
+    /// always live in `public`, even when [`MigratorBuilder::registry`] points at an application
+    /// table in another schema.
+    ///
+    /// Returns the versions applied.
+    ///
+    /// # Errors
+    /// [`Error::SharedMigration`] when a migration fails; nothing of this run is kept.
+    pub fn run_shared(&self, conn: &mut PgConnection) -> Result<Vec<String>> {
+        conn.transaction::<_, Error, _>(|conn| {
+            conn.batch_execute(&format!(
+                "SELECT pg_catalog.pg_advisory_xact_lock({SHARED_LOCK_KEY}, 0); \
+                 SET LOCAL search_path TO {SHARED_SCHEMA}"
+            ))?;
+            let mut applied = self
+                .registry_set
+                .run_pending(conn)
+                .map_err(Error::SharedMigration)?;
+            if let Some(shared) = &self.shared {
+                applied.extend(shared.run_pending(conn).map_err(Error::SharedMigration)?);
+            }
+            Ok(applied)
+        })
+    }
+
+    /// Whether the registry has a row for `tenant` (the registry must exist).
+    pub(crate) fn registered(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<bool> {
+        #[derive(QueryableByName)]
+        struct Flag {
+            #[diesel(sql_type = Bool)]
+            flag: bool,
+        }
+        let row: Flag = diesel::sql_query(format!(
+            "SELECT EXISTS (SELECT 1 FROM {reg} WHERE {col}::pg_catalog.text = $1) AS flag",
+            col = self.registry.quoted_identifier_column(),
+            reg = self.registry.qualified_table(),
+        ))
+        .bind::<Text, _>(tenant.as_str())
+        .get_result(conn)?;
+        Ok(row.flag)
+    }
+
+    /// Refuses a name that cannot be a tenant (the registry's schema, a spare) and a tenant that is
+    /// not in the registry, so that single-tenant calls never run tenant DDL in another schema.
+    pub(crate) fn ensure_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
+        self.check_tenant_name(tenant)?;
+        if self.registered(conn, tenant)? {
+            Ok(())
+        } else {
+            Err(Error::TenantNotFound(tenant.clone()))
+        }
+    }
+
+    /// Rejects the registry's schema and the spares' prefix as tenant names.
+    pub(crate) fn check_tenant_name(&self, tenant: &TenantId) -> Result<()> {
+        if tenant.as_str() == self.registry.schema() {
+            return Err(Error::InvalidTenantName {
+                name: tenant.to_string(),
+                reason: "this schema is reserved for shared data",
+            });
+        }
+        if tenant.as_str().starts_with(SPARE_PREFIX) {
+            return Err(Error::InvalidTenantName {
+                name: tenant.to_string(),
+                reason: "names starting with `_spare_` are reserved for spare schemas",
+            });
+        }
+        Ok(())
+    }
+}

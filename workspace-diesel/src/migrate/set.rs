@@ -1,0 +1,214 @@
+//! The migration sets, read once when the [`Migrator`](crate::Migrator) is built: Diesel's
+//! migrations run against a stand-in connection that records their SQL, so the library reuses
+//! Diesel's migrations as they are instead of parsing `up.sql`, and no later call reads a source.
+
+use diesel::connection::{BoxableConnection, SimpleConnection};
+use diesel::migration::{Migration, MigrationMetadata, MigrationName, MigrationSource};
+use diesel::migration::{MigrationVersion, Result as MigrationResult};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel_migrations::{EmbeddedMigrations, MigrationError, MigrationHarness};
+
+use crate::error::{Error, Result};
+
+/// The registry's own migrations (`workspace-diesel/migrations/`), run before the application's
+/// shared migrations.
+pub const REGISTRY_MIGRATIONS: EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations");
+
+/// One tenant migration, read from the source: its SQL and whether it runs in a transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled {
+    pub(crate) version: String,
+    pub(crate) up: String,
+    pub(crate) down: Option<String>,
+    pub(crate) in_tx: bool,
+}
+
+/// The tenant migration set, in version order.
+#[derive(Debug)]
+pub(crate) struct CompiledSet {
+    pub(crate) migrations: Vec<Compiled>,
+    pub(crate) versions: Vec<String>,
+}
+
+impl CompiledSet {
+    /// Reads every migration of `source`: its `up.sql` (which must hold a statement), its
+    /// `down.sql` (none when missing or empty) and its `run_in_transaction`.
+    pub(crate) fn read<S: MigrationSource<Pg> + ?Sized>(source: &S) -> Result<Self> {
+        let mut migrations = Vec::new();
+        for m in source.migrations().map_err(Error::MigrationSource)? {
+            let mut up = Capture::default();
+            m.run(&mut up).map_err(Error::MigrationSource)?;
+            let mut down = Capture::default();
+            // No `down.sql`, or an empty one: the migration cannot be reverted (reverting it
+            // fails then). Any other error (I/O, a malformed file) is the source's.
+            let down = match m.revert(&mut down) {
+                Ok(()) => Some(down.0),
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<MigrationError>(),
+                        Some(MigrationError::NoMigrationRevertFile)
+                    ) || e
+                        .to_string()
+                        .ends_with("Attempted to run an empty migration.") =>
+                {
+                    None
+                }
+                Err(e) => return Err(Error::MigrationSource(e)),
+            };
+            if !has_statement(&up.0) {
+                return Err(Error::MigrationSource(
+                    format!(
+                        "migration {} has no SQL statement in its up.sql (only comments or \
+                         nothing): write the migration before running it",
+                        m.name()
+                    )
+                    .into(),
+                ));
+            }
+            migrations.push(Compiled {
+                version: m.name().version().to_string(),
+                up: up.0,
+                down,
+                in_tx: m.metadata().run_in_transaction(),
+            });
+        }
+        migrations.sort_by(|a, b| a.version.cmp(&b.version));
+        let versions = migrations.iter().map(|m| m.version.clone()).collect();
+        Ok(Self {
+            migrations,
+            versions,
+        })
+    }
+}
+
+/// A shared migration set, read once and handed to Diesel's harness as a source of its own.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedSet {
+    migrations: Vec<SharedMigration>,
+}
+
+#[derive(Debug, Clone)]
+struct SharedMigration {
+    name: String,
+    version: String,
+    up: String,
+    in_tx: bool,
+}
+
+impl SharedSet {
+    /// Reads every migration of `source` (their `up.sql` as Diesel would run it).
+    pub(crate) fn read<S: MigrationSource<Pg> + ?Sized>(source: &S) -> Result<Self> {
+        let mut migrations = Vec::new();
+        for m in source.migrations().map_err(Error::MigrationSource)? {
+            let mut up = Capture::default();
+            m.run(&mut up).map_err(Error::MigrationSource)?;
+            migrations.push(SharedMigration {
+                name: m.name().to_string(),
+                version: m.name().version().to_string(),
+                up: up.0,
+                in_tx: m.metadata().run_in_transaction(),
+            });
+        }
+        Ok(Self { migrations })
+    }
+
+    /// The versions of the set.
+    pub(crate) fn versions(&self) -> impl Iterator<Item = &str> {
+        self.migrations.iter().map(|m| m.version.as_str())
+    }
+
+    /// Runs the pending migrations of the set with Diesel's harness, returning their versions.
+    pub(crate) fn run_pending(
+        &self,
+        conn: &mut PgConnection,
+    ) -> std::result::Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+        let applied = conn.run_pending_migrations(self)?;
+        Ok(applied.into_iter().map(|v| v.to_string()).collect())
+    }
+}
+
+impl MigrationSource<Pg> for &SharedSet {
+    fn migrations(&self) -> MigrationResult<Vec<Box<dyn Migration<Pg>>>> {
+        Ok(self
+            .migrations
+            .iter()
+            .map(|m| Box::new(m.clone()) as Box<dyn Migration<Pg>>)
+            .collect())
+    }
+}
+
+impl Migration<Pg> for SharedMigration {
+    fn run(&self, conn: &mut dyn BoxableConnection<Pg>) -> MigrationResult<()> {
+        Ok(conn.batch_execute(&self.up)?)
+    }
+
+    fn revert(&self, _conn: &mut dyn BoxableConnection<Pg>) -> MigrationResult<()> {
+        // Shared migrations are never reverted by the library.
+        Err(Box::new(MigrationError::NoMigrationRevertFile))
+    }
+
+    fn metadata(&self) -> &dyn MigrationMetadata {
+        self
+    }
+
+    fn name(&self) -> &dyn MigrationName {
+        self
+    }
+}
+
+impl MigrationMetadata for SharedMigration {
+    fn run_in_transaction(&self) -> bool {
+        self.in_tx
+    }
+}
+
+impl MigrationName for SharedMigration {
+    fn version(&self) -> MigrationVersion<'_> {
+        MigrationVersion::from(self.version.as_str())
+    }
+}
+
+impl std::fmt::Display for SharedMigration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Whether `sql` holds anything but comments, white space and semicolons. A migration without a
+/// statement would otherwise be recorded as applied and never run once it is written.
+fn has_statement(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ';');
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            return !rest.is_empty();
+        }
+    }
+}
+
+/// A stand-in connection that records the SQL a migration sends, so the library can batch it.
+#[derive(Default)]
+struct Capture(String);
+
+impl SimpleConnection for Capture {
+    fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        self.0.push_str(query);
+        Ok(())
+    }
+}
+
+impl BoxableConnection<Pg> for Capture {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}

@@ -1,0 +1,158 @@
+//! The warm pool: spare schemas with every tenant migration applied, which
+//! [`Migrator::create_tenant`] claims (a rename) instead of provisioning from scratch.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Text};
+
+use crate::connection::{in_raw_transaction, no_outer_transaction};
+use crate::error::{Error, Result};
+use crate::migrate::engine::MigrateParams;
+use crate::migrate::tenants::Provision;
+use crate::migrate::Migrator;
+use crate::sql::{
+    quote_ident, quote_literal, CENTRAL_RECORD, SPARES_LOCK_KEY, SPARES_TABLE, SPARE_PREFIX,
+};
+use crate::tenant::TenantId;
+
+#[derive(QueryableByName)]
+struct NameRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+impl Migrator {
+    /// Tops the warm pool up to `target` spare schemas and returns how many it created.
+    ///
+    /// A spare is a schema named `_spare_<hex>` with every tenant migration applied, listed in
+    /// `public.workspace_spares` and recorded in the central record under its own name. Spares
+    /// are not tenants: they are not listed and [`migrate_all`](Self::migrate_all) does not
+    /// migrate them. [`create_tenant`](Self::create_tenant) claims only a spare that is current;
+    /// this call first brings stale spares (made before new tenant migrations were added) up to
+    /// date, then creates the missing ones.
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{Migrator, TenantId};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// migrator.fill_spares(conn, 10)?; // e.g. from a periodic job
+    /// migrator.create_tenant(conn, &TenantId::new("acme")?)?; // a rename, no table DDL
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TenantMigration`] when a spare's migrations fail; [`Error::Query`].
+    pub fn fill_spares(&self, conn: &mut PgConnection, target: usize) -> Result<usize> {
+        no_outer_transaction(conn)?;
+        // One filler at a time (a session lock: the work spans several transactions), so two
+        // concurrent calls do not both top up from the same count.
+        conn.batch_execute(&format!(
+            "SELECT pg_catalog.pg_advisory_lock({SPARES_LOCK_KEY}, 0)"
+        ))?;
+        let result = self.fill_spares_locked(conn, target);
+        let unlocked = conn.batch_execute(&format!(
+            "SELECT pg_catalog.pg_advisory_unlock({SPARES_LOCK_KEY}, 0)"
+        ));
+        let created = result?;
+        unlocked?;
+        Ok(created)
+    }
+
+    /// [`fill_spares`](Self::fill_spares) under the warm pool's lock.
+    fn fill_spares_locked(&self, conn: &mut PgConnection, target: usize) -> Result<usize> {
+        let expected = self.tenant_versions();
+        let mut spares = self.spares(conn)?.len();
+        let stale = diesel::sql_query(format!(
+            "SELECT s.schema_name AS name FROM {SPARES_TABLE} s \
+             WHERE (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
+             WHERE m.schema_name = s.schema_name AND m.version = ANY ($1)) < $2"
+        ))
+        .bind::<Array<Text>, _>(expected)
+        .bind::<BigInt, _>(expected.len() as i64)
+        .load::<NameRow>(conn)?;
+        for s in stale {
+            let spare = TenantId::new(&s.name)?;
+            match self.migrate_schema(conn, &spare, None, &MigrateParams::default()) {
+                Ok(_) => {}
+                // Claimed (renamed to a tenant) or dropped since the query: not a spare any more.
+                Err(Error::SchemaMissing(_)) => spares = spares.saturating_sub(1),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut created = 0;
+        while spares + created < target {
+            let name = TenantId::new(spare_name())?;
+            self.provision(conn, &name, Provision::Spare)?;
+            created += 1;
+        }
+        Ok(created)
+    }
+
+    /// The spare schemas of the warm pool, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the query fails (also when the library's tables are not installed:
+    /// see [`is_installed`](Self::is_installed)).
+    pub fn spares(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
+        diesel::sql_query(format!(
+            "SELECT schema_name AS name FROM {SPARES_TABLE} ORDER BY created_at, 1"
+        ))
+        .load::<NameRow>(conn)?
+        .into_iter()
+        .map(|r| TenantId::new(r.name))
+        .collect()
+    }
+
+    /// Drops every spare schema of the warm pool (e.g. before changing the tenant set in a way
+    /// that cannot be migrated); returns how many were dropped.
+    ///
+    /// # Errors
+    /// [`Error::Query`] when a statement fails.
+    pub fn drain_spares(&self, conn: &mut PgConnection) -> Result<usize> {
+        no_outer_transaction(conn)?;
+        let mut n = 0;
+        for spare in self.spares(conn)? {
+            let dropped = in_raw_transaction(conn, |conn| {
+                conn.batch_execute("BEGIN")?;
+                let rows = diesel::sql_query(format!(
+                    "DELETE FROM {SPARES_TABLE} WHERE schema_name IN \
+                     (SELECT schema_name FROM {SPARES_TABLE} WHERE schema_name = $1 \
+                     FOR UPDATE SKIP LOCKED)"
+                ))
+                .bind::<Text, _>(spare.as_str())
+                .execute(conn)?;
+                if rows > 0 {
+                    conn.batch_execute(&format!(
+                        "DELETE FROM {CENTRAL_RECORD} WHERE schema_name = {}; \
+                         DROP SCHEMA IF EXISTS {} CASCADE",
+                        quote_literal(spare.as_str()),
+                        quote_ident(spare.as_str())
+                    ))?;
+                }
+                conn.batch_execute("COMMIT")?;
+                Ok(rows)
+            })?;
+            n += dropped;
+        }
+        Ok(n)
+    }
+}
+
+/// A fresh spare name: `_spare_` and a hex time stamp with a process-wide counter.
+fn spare_name() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{SPARE_PREFIX}{nanos:x}_{:x}_{n:x}", std::process::id())
+}

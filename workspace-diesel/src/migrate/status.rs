@@ -1,0 +1,280 @@
+//! Status and drift: what the central record says each tenant has applied, how each tenant's own
+//! ledger disagrees with it, and where the shared migrations stand.
+
+use std::collections::{BTreeSet, HashMap};
+
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Bool, Text};
+
+use crate::error::Result;
+use crate::migrate::engine::read_ledger;
+use crate::migrate::report::TenantStatus;
+use crate::migrate::Migrator;
+use crate::sql::{quote_literal, CENTRAL_RECORD, LEDGER, SHARED_SCHEMA};
+use crate::tenant::TenantId;
+
+/// Where the shared migrations stand (see [`Migrator::shared_status`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedStatus {
+    /// The versions in the shared schema's ledger (`public.__diesel_schema_migrations`), sorted;
+    /// empty before the first [`Migrator::run_shared`].
+    pub applied: Vec<String>,
+    /// The versions of the registry's migrations and the application's shared set that the
+    /// ledger does not list, sorted.
+    pub pending: Vec<String>,
+}
+
+#[derive(QueryableByName)]
+struct NameRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+#[derive(QueryableByName)]
+struct StatusRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Array<Text>)]
+    versions: Vec<String>,
+    #[diesel(sql_type = Bool)]
+    has_ledger: bool,
+}
+
+impl Migrator {
+    /// Every registered tenant's applied and pending versions, from one query over the registry
+    /// and the central record (no tenant schema is read; `drift` is `None`). Sorted by tenant.
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::Migrator;
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// for s in migrator.status(conn)? {
+    ///     println!("{}: {} applied, {} pending", s.tenant, s.applied.len(), s.pending.len());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`](crate::Error::Query) when the query fails;
+    /// [`Error::InvalidTenantName`](crate::Error::InvalidTenantName) for a registry row written
+    /// by hand with an invalid name.
+    pub fn status(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
+        Ok(self
+            .status_rows(conn)?
+            .into_iter()
+            .map(|(status, _)| status)
+            .collect())
+    }
+
+    fn status_rows(&self, conn: &mut PgConnection) -> Result<Vec<(TenantStatus, bool)>> {
+        let expected = self.tenant_versions();
+        let rows = diesel::sql_query(format!(
+            "SELECT r.{col}::pg_catalog.text AS name, \
+             ARRAY(SELECT m.version::pg_catalog.text FROM {CENTRAL_RECORD} m \
+             WHERE m.schema_name = r.{col} ORDER BY m.version::pg_catalog.text COLLATE \"C\") AS versions, \
+             pg_catalog.to_regclass(pg_catalog.quote_ident(r.{col}) || \
+             '.{LEDGER}') IS NOT NULL AS has_ledger \
+             FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
+            col = self.registry.quoted_identifier_column(),
+            reg = self.registry.qualified_table(),
+        ))
+        .load::<StatusRow>(conn)?;
+        rows.into_iter()
+            .map(|r| {
+                let pending = expected
+                    .iter()
+                    .filter(|v| !r.versions.contains(v))
+                    .cloned()
+                    .collect();
+                Ok((
+                    TenantStatus {
+                        tenant: TenantId::new(&r.name)?,
+                        applied: r.versions,
+                        pending,
+                        drift: None,
+                    },
+                    r.has_ledger,
+                ))
+            })
+            .collect()
+    }
+
+    /// [`status`](Self::status) with `drift` filled in for every tenant: all ledgers are read in
+    /// one more query (a `UNION ALL` over the tenants whose ledger exists).
+    ///
+    /// # Errors
+    /// As [`status`](Self::status).
+    pub fn status_with_drift(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
+        let rows = self.status_rows(conn)?;
+        let with_ledger: Vec<&TenantId> = rows
+            .iter()
+            .filter(|(_, has)| *has)
+            .map(|(s, _)| &s.tenant)
+            .collect();
+        let mut ledgers: HashMap<String, Vec<String>> = HashMap::new();
+        for chunk in with_ledger.chunks(500) {
+            let sql = chunk
+                .iter()
+                .map(|t| {
+                    format!(
+                        "SELECT {}::pg_catalog.text AS name, version::pg_catalog.text AS version \
+                         FROM {}.{LEDGER}",
+                        quote_literal(t.as_str()),
+                        t.quoted()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            #[derive(QueryableByName)]
+            struct LedgerRow {
+                #[diesel(sql_type = Text)]
+                name: String,
+                #[diesel(sql_type = Text)]
+                version: String,
+            }
+            for row in diesel::sql_query(sql).load::<LedgerRow>(conn)? {
+                ledgers.entry(row.name).or_default().push(row.version);
+            }
+        }
+        rows.into_iter()
+            .map(|(mut status, has_ledger)| {
+                status.drift = if has_ledger {
+                    let ledger = ledgers.remove(status.tenant.as_str()).unwrap_or_default();
+                    compare(&ledger, &status.applied)
+                } else {
+                    Some(missing_ledger_drift(conn, &status.tenant)?)
+                };
+                Ok(status)
+            })
+            .collect()
+    }
+
+    /// Checks one tenant's own ledger against the central record: `None` when they agree,
+    /// otherwise what differs (`ledger has 2026… missing from the central record`, `the schema is
+    /// missing`, …).
+    ///
+    /// # Errors
+    /// [`Error::Query`](crate::Error::Query) when a query fails.
+    pub fn drift(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<Option<String>> {
+        let central: Vec<String> = diesel::sql_query(format!(
+            "SELECT version::pg_catalog.text AS name FROM {CENTRAL_RECORD} \
+             WHERE schema_name = $1 ORDER BY version::pg_catalog.text COLLATE \"C\""
+        ))
+        .bind::<Text, _>(tenant.as_str())
+        .load::<NameRow>(conn)?
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+        let has_ledger = diesel::sql_query(format!(
+            "SELECT $1 AS name WHERE pg_catalog.to_regclass(pg_catalog.quote_ident($1) || \
+             '.{LEDGER}') IS NOT NULL"
+        ))
+        .bind::<Text, _>(tenant.as_str())
+        .load::<NameRow>(conn)?;
+        if has_ledger.is_empty() {
+            return missing_ledger_drift(conn, tenant).map(Some);
+        }
+        let ledger = read_ledger(conn, tenant)?;
+        Ok(compare(&ledger, &central))
+    }
+
+    /// Where the shared migrations stand: the versions in the shared schema's ledger, and the
+    /// versions of the registry's and the application's shared migrations it does not list.
+    /// Reads the ledger only (one catalog check and one query); nothing is run.
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::Migrator;
+    /// # const SHARED: EmbeddedMigrations = embed_migrations!("../migrations_shared");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).shared(SHARED).build()?;
+    /// let shared = migrator.shared_status(conn)?;
+    /// if !shared.pending.is_empty() {
+    ///     println!("shared migrations pending: {}", shared.pending.join(", "));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`](crate::Error::Query) when a query fails.
+    pub fn shared_status(&self, conn: &mut PgConnection) -> Result<SharedStatus> {
+        let ledger = format!("{SHARED_SCHEMA}.{LEDGER}");
+        let exists =
+            !diesel::sql_query("SELECT $1 AS name WHERE pg_catalog.to_regclass($1) IS NOT NULL")
+                .bind::<Text, _>(&ledger)
+                .load::<NameRow>(conn)?
+                .is_empty();
+        let applied: BTreeSet<String> = if exists {
+            diesel::sql_query(format!(
+                "SELECT version::pg_catalog.text AS name FROM {ledger}"
+            ))
+            .load::<NameRow>(conn)?
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let expected: BTreeSet<&str> = self
+            .registry_set
+            .versions()
+            .chain(self.shared.iter().flat_map(|s| s.versions()))
+            .collect();
+        let pending = expected
+            .into_iter()
+            .filter(|v| !applied.contains(*v))
+            .map(str::to_owned)
+            .collect();
+        Ok(SharedStatus {
+            applied: applied.into_iter().collect(),
+            pending,
+        })
+    }
+}
+
+/// Describes how the ledger differs from the central record, if it does.
+fn compare(ledger: &[String], central: &[String]) -> Option<String> {
+    let ledger: BTreeSet<&String> = ledger.iter().collect();
+    let central: BTreeSet<&String> = central.iter().collect();
+    let only_ledger: Vec<&str> = ledger.difference(&central).map(|s| s.as_str()).collect();
+    let only_central: Vec<&str> = central.difference(&ledger).map(|s| s.as_str()).collect();
+    let mut parts = Vec::new();
+    if !only_ledger.is_empty() {
+        parts.push(format!(
+            "the ledger has {} missing from the central record",
+            only_ledger.join(", ")
+        ));
+    }
+    if !only_central.is_empty() {
+        parts.push(format!(
+            "the central record has {} missing from the ledger",
+            only_central.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// The drift of a tenant without a ledger: its schema has none, or the schema is missing.
+fn missing_ledger_drift(conn: &mut PgConnection, tenant: &TenantId) -> Result<String> {
+    let schema_exists = !diesel::sql_query(
+        "SELECT $1 AS name WHERE pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL",
+    )
+    .bind::<Text, _>(tenant.as_str())
+    .load::<NameRow>(conn)?
+    .is_empty();
+    Ok(if schema_exists {
+        "the schema has no ledger (__diesel_schema_migrations)".into()
+    } else {
+        "the schema is missing".into()
+    })
+}

@@ -1,0 +1,388 @@
+//! The tenant life cycle: create (provisioning, or claiming a warm spare), drop, rename, list,
+//! and what the registry says about a name.
+
+use diesel::connection::SimpleConnection;
+use diesel::migration::CREATE_MIGRATIONS_TABLE;
+use diesel::prelude::*;
+use diesel::result::DatabaseErrorKind;
+use diesel::sql_types::{Bool, Text};
+
+use crate::connection::{no_outer_transaction, rollback};
+use crate::error::{Error, Result};
+use crate::migrate::engine::{push_apply, MigrateParams};
+use crate::migrate::failure::{classify_create_error, connection_lost, dollar_tags};
+use crate::migrate::set::Compiled;
+use crate::migrate::Migrator;
+use crate::sql::{
+    array_literal, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD, LIBRARY_TABLES,
+    SHARED_SCHEMA, SPARES_TABLE,
+};
+use crate::tenant::TenantId;
+
+/// Whether [`Migrator::provision`] registers a tenant or a spare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Provision {
+    Tenant,
+    Spare,
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    flag: bool,
+}
+
+#[derive(QueryableByName)]
+struct NameRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+impl Migrator {
+    /// Creates a tenant: its registry row, its schema and all tenant migrations, in one
+    /// transaction. A failure leaves no row, no schema and no table behind.
+    ///
+    /// One round trip: `BEGIN`, the tenant's lock, then either the claim of a warm spare or the
+    /// full provisioning, `COMMIT`. When the warm pool holds a spare schema that is current (see
+    /// [`fill_spares`](Self::fill_spares)), it is claimed: renamed to the tenant, registered and
+    /// its central record moved, with no table DDL. Otherwise: the registry row, `CREATE SCHEMA`,
+    /// Diesel's ledger, the migrations, the ledger and central record rows. When that fails in a
+    /// way a migration can fail (not a tenant that exists, not a lost connection), it is retried
+    /// once with each migration wrapped so the error names its version and SQLSTATE.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidTenantName`] when `tenant` is the registry's schema or a spare's name;
+    /// - [`Error::TenantExists`] when the row or the schema already exists;
+    /// - [`Error::TenantMigration`] when a tenant migration fails (its source is a
+    ///   [`MigrationFailure`](crate::MigrationFailure) with the version and SQLSTATE).
+    pub fn create_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
+        self.check_tenant_name(tenant)?;
+        no_outer_transaction(conn)?;
+        let t = quote_literal(tenant.as_str());
+        let versions = &self.set.versions;
+        // One round trip either way: claim a current spare, or provision from scratch.
+        self.provision_with_retry(conn, tenant, |wrapped| {
+            let (body, all) = self.provision_body(tenant, Provision::Tenant, wrapped);
+            let [inner, outer] = dollar_tags(["wd_p", "wd_claim"], &body);
+            let sql = format!(
+                "BEGIN; {lock}; DO {outer} DECLARE spare text; BEGIN \
+                 SELECT sp.schema_name INTO spare FROM {SPARES_TABLE} sp \
+                 WHERE pg_catalog.to_regnamespace(pg_catalog.quote_ident(sp.schema_name)) IS NOT NULL \
+                   AND (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
+                        WHERE m.schema_name = sp.schema_name AND m.version = ANY ({versions}::pg_catalog.text[])) = {n} \
+                   AND (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
+                        WHERE m.schema_name = sp.schema_name) = {n} \
+                 ORDER BY sp.created_at, sp.schema_name LIMIT 1 FOR UPDATE OF sp SKIP LOCKED; \
+                 IF spare IS NULL THEN EXECUTE {inner}{body}{inner}; ELSE \
+                 INSERT INTO {reg} ({col}) VALUES ({t}); \
+                 EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
+                 UPDATE {CENTRAL_RECORD} SET schema_name = {t} WHERE schema_name = spare; \
+                 DELETE FROM {SPARES_TABLE} WHERE schema_name = spare; \
+                 END IF; END {outer}; COMMIT",
+                lock = tenant_lock(tenant.as_str()),
+                versions = quote_literal(&array_literal(versions)),
+                n = versions.len(),
+                reg = self.registry.qualified_table(),
+                col = self.registry.quoted_identifier_column(),
+            );
+            (sql, all)
+        })
+    }
+
+    /// Drops a tenant: its registry row, its central record rows and `DROP SCHEMA … CASCADE`, in
+    /// one transaction under the tenant's lock. Its data is gone for good.
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`] when the tenant is not registered (nothing is dropped).
+    pub fn drop_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
+        self.check_tenant_name(tenant)?;
+        conn.transaction::<_, Error, _>(|conn| {
+            conn.batch_execute(&tenant_lock(tenant.as_str()))?;
+            let deleted = diesel::sql_query(format!(
+                "DELETE FROM {} WHERE {} = $1",
+                self.registry.qualified_table(),
+                self.registry.quoted_identifier_column()
+            ))
+            .bind::<Text, _>(tenant.as_str())
+            .execute(conn)?;
+            if deleted == 0 {
+                return Err(Error::TenantNotFound(tenant.clone()));
+            }
+            conn.batch_execute(&format!(
+                "DELETE FROM {CENTRAL_RECORD} WHERE schema_name = {}; \
+                 DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_literal(tenant.as_str()),
+                tenant.quoted()
+            ))?;
+            Ok(())
+        })
+    }
+
+    /// Renames a tenant: `ALTER SCHEMA … RENAME`, its registry row and its central record rows,
+    /// in one transaction under both tenants' locks. Its ledger moves with the schema.
+    ///
+    /// # Errors
+    /// - [`Error::TenantNotFound`] when `from` is not registered;
+    /// - [`Error::TenantExists`] when `to` is registered or its schema exists;
+    /// - [`Error::SchemaMissing`] when `from`'s schema is gone.
+    pub fn rename_tenant(
+        &self,
+        conn: &mut PgConnection,
+        from: &TenantId,
+        to: &TenantId,
+    ) -> Result<()> {
+        self.check_tenant_name(from)?;
+        self.check_tenant_name(to)?;
+        conn.transaction::<_, Error, _>(|conn| {
+            let (a, b) = if from < to { (from, to) } else { (to, from) };
+            conn.batch_execute(&format!(
+                "{}; {}",
+                tenant_lock(a.as_str()),
+                tenant_lock(b.as_str())
+            ))?;
+            #[derive(QueryableByName)]
+            struct Existing {
+                #[diesel(sql_type = Bool)]
+                from_row: bool,
+                #[diesel(sql_type = Bool)]
+                to_row: bool,
+                #[diesel(sql_type = Bool)]
+                from_schema: bool,
+                #[diesel(sql_type = Bool)]
+                to_schema: bool,
+            }
+            let e = diesel::sql_query(format!(
+                "SELECT EXISTS (SELECT 1 FROM {reg} WHERE {col} = $1) AS from_row, \
+                 EXISTS (SELECT 1 FROM {reg} WHERE {col} = $2) AS to_row, \
+                 pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL AS from_schema, \
+                 pg_catalog.to_regnamespace(pg_catalog.quote_ident($2)) IS NOT NULL AS to_schema",
+                reg = self.registry.qualified_table(),
+                col = self.registry.quoted_identifier_column()
+            ))
+            .bind::<Text, _>(from.as_str())
+            .bind::<Text, _>(to.as_str())
+            .get_result::<Existing>(conn)?;
+            if !e.from_row {
+                return Err(Error::TenantNotFound(from.clone()));
+            }
+            if e.to_row || e.to_schema {
+                return Err(Error::TenantExists(to.clone()));
+            }
+            if !e.from_schema {
+                return Err(Error::SchemaMissing(from.clone()));
+            }
+            conn.batch_execute(&format!(
+                "ALTER SCHEMA {qf} RENAME TO {qt}; \
+                 UPDATE {reg} SET {col} = {lt} WHERE {col} = {lf}; \
+                 UPDATE {CENTRAL_RECORD} SET schema_name = {lt} WHERE schema_name = {lf}",
+                qf = from.quoted(),
+                qt = to.quoted(),
+                reg = self.registry.qualified_table(),
+                col = self.registry.quoted_identifier_column(),
+                lf = quote_literal(from.as_str()),
+                lt = quote_literal(to.as_str()),
+            ))?;
+            Ok(())
+        })
+    }
+
+    /// Every registered tenant, sorted, from the registry (spares are not tenants and are not
+    /// listed).
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the query fails; [`Error::InvalidTenantName`] for a registry row
+    /// written by hand with an invalid name.
+    pub fn list_tenants(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
+        diesel::sql_query(format!(
+            "SELECT {col}::pg_catalog.text AS name FROM {reg} ORDER BY {col}::pg_catalog.text COLLATE \"C\"",
+            col = self.registry.quoted_identifier_column(),
+            reg = self.registry.qualified_table(),
+        ))
+        .load::<NameRow>(conn)?
+        .into_iter()
+        .map(|r| TenantId::new(r.name))
+        .collect()
+    }
+
+    /// Whether the registry table exists (for the built-in registry: whether
+    /// [`run_shared`](Self::run_shared) has run), so a tool can say "no tenants" on a fresh
+    /// database instead of failing.
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::Migrator;
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// if !migrator.is_registry_installed(conn)? {
+    ///     migrator.run_shared(conn)?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the query fails.
+    pub fn is_registry_installed(&self, conn: &mut PgConnection) -> Result<bool> {
+        let row: Flag = diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
+            .bind::<Text, _>(self.registry.qualified_table())
+            .get_result(conn)?;
+        Ok(row.flag)
+    }
+
+    /// Whether the library's own tables ([`LIBRARY_TABLES`](crate::LIBRARY_TABLES): the central
+    /// record, the warm pool and the built-in registry) exist in `public`, that is whether
+    /// [`run_shared`](Self::run_shared) has installed them.
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::Migrator;
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// let spares = if migrator.is_installed(conn)? { migrator.spares(conn)? } else { Vec::new() };
+    /// # let _ = spares;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the query fails.
+    pub fn is_installed(&self, conn: &mut PgConnection) -> Result<bool> {
+        let tables: Vec<String> = LIBRARY_TABLES
+            .iter()
+            .map(|t| format!("{SHARED_SCHEMA}.{}", quote_ident(t)))
+            .collect();
+        let row: Flag = diesel::sql_query(
+            "SELECT pg_catalog.bool_and(pg_catalog.to_regclass(t) IS NOT NULL) AS flag \
+             FROM pg_catalog.unnest($1::pg_catalog.text[]) AS t",
+        )
+        .bind::<diesel::sql_types::Array<Text>, _>(&tables)
+        .get_result(conn)?;
+        Ok(row.flag)
+    }
+
+    /// Whether `tenant` is in the registry; `false` when the registry table does not exist yet
+    /// (see [`is_registry_installed`](Self::is_registry_installed)).
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{Migrator, TenantId};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// let acme = TenantId::new("acme")?;
+    /// if !migrator.is_registered(conn, &acme)? {
+    ///     migrator.create_tenant(conn, &acme)?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`] when a query fails.
+    pub fn is_registered(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<bool> {
+        if !self.is_registry_installed(conn)? {
+            return Ok(false);
+        }
+        self.registered(conn, tenant)
+    }
+
+    /// Creates `schema` with every tenant migration, in one transaction sent as one batch, and
+    /// records it as a tenant (registry row) or as a spare (`public.workspace_spares`).
+    pub(crate) fn provision(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        as_: Provision,
+    ) -> Result<()> {
+        no_outer_transaction(conn)?;
+        self.provision_with_retry(conn, schema, |wrapped| {
+            let (body, all) = self.provision_body(schema, as_, wrapped);
+            let sql = format!("BEGIN; {}; {body}COMMIT", tenant_lock(schema.as_str()));
+            (sql, all)
+        })
+    }
+
+    /// Sends the provisioning batch `batch(wrapped)` of `schema` unwrapped and, when that fails
+    /// in a way a migration can fail, once more with each migration wrapped so the error names
+    /// its version and SQLSTATE. A tenant that already exists or a lost connection is reported
+    /// at once. Runs the migrations left for their own path (`run_in_transaction = false`)
+    /// afterwards.
+    fn provision_with_retry(
+        &self,
+        conn: &mut PgConnection,
+        schema: &TenantId,
+        batch: impl Fn(bool) -> (String, bool),
+    ) -> Result<()> {
+        let mut complete = true;
+        for wrapped in [false, true] {
+            let (sql, all) = batch(wrapped);
+            complete = all;
+            match conn.batch_execute(&sql) {
+                Ok(()) => break,
+                Err(e) => {
+                    rollback(conn);
+                    if wrapped || connection_lost(&e) || self.is_tenant_exists(schema, &e) {
+                        return Err(classify_create_error(schema, e));
+                    }
+                }
+            }
+        }
+        if !complete {
+            self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
+        }
+        Ok(())
+    }
+
+    /// Whether a provisioning batch failed because `schema` is already taken: a unique violation
+    /// on the registry or the spares table, or `CREATE SCHEMA` of a schema that exists. Not a
+    /// migration's error, so the wrapped attempt would fail the same way.
+    fn is_tenant_exists(&self, schema: &TenantId, e: &diesel::result::Error) -> bool {
+        let diesel::result::Error::DatabaseError(kind, info) = e else {
+            return false;
+        };
+        if matches!(kind, DatabaseErrorKind::UniqueViolation) {
+            if let Some(table) = info.table_name() {
+                let own = format!(
+                    "{}.{}",
+                    quote_ident(self.registry.schema()),
+                    quote_ident(table)
+                );
+                return own == self.registry.qualified_table() || table == LIBRARY_TABLES[2];
+            }
+        }
+        info.message() == format!("schema \"{}\" already exists", schema.as_str())
+    }
+
+    /// The statements that provision `schema` inside an open transaction holding its lock: the
+    /// registry (or spares) row, `CREATE SCHEMA`, the ledger, the migrations, the ledger and
+    /// central record rows. Atomic for the transactional prefix of the set; `false` when
+    /// migrations marked `run_in_transaction = false` remain, to run afterwards on their own path.
+    fn provision_body(&self, schema: &TenantId, as_: Provision, wrapped: bool) -> (String, bool) {
+        let lit = quote_literal(schema.as_str());
+        let mut sql = match as_ {
+            Provision::Tenant => format!(
+                "INSERT INTO {} ({}) VALUES ({lit}); ",
+                self.registry.qualified_table(),
+                self.registry.quoted_identifier_column()
+            ),
+            Provision::Spare => {
+                format!("INSERT INTO {SPARES_TABLE} (schema_name) VALUES ({lit}); ")
+            }
+        };
+        sql.push_str(&format!(
+            "CREATE SCHEMA {q}; SET LOCAL search_path TO {q}; {CREATE_MIGRATIONS_TABLE}; ",
+            q = schema.quoted()
+        ));
+        let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
+        push_apply(&mut sql, schema, &in_tx, wrapped);
+        (sql, in_tx.len() == self.set.migrations.len())
+    }
+}

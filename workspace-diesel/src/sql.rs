@@ -1,0 +1,128 @@
+//! The SQL vocabulary every module shares: quoting, the advisory-lock keys and the names of the
+//! library's own tables. Imports nothing from the crate.
+
+/// The shared schema: the library's tables and the shared migrations live here.
+pub(crate) const SHARED_SCHEMA: &str = "public";
+
+/// The central record of applied tenant migrations, schema-qualified.
+pub(crate) const CENTRAL_RECORD: &str = "public.workspace_migrations";
+
+/// The warm pool of spare schemas, schema-qualified.
+pub(crate) const SPARES_TABLE: &str = "public.workspace_spares";
+
+/// Schema names of warm spares start with this (no tenant name may).
+pub(crate) const SPARE_PREFIX: &str = "_spare_";
+
+/// Diesel's migration ledger, one per schema (unqualified: it resolves through `search_path`).
+pub(crate) const LEDGER: &str = "__diesel_schema_migrations";
+
+/// The tables the library's registry migration creates in the shared schema `public`: the
+/// built-in registry, the central record of tenant migrations and the warm pool.
+///
+/// Tools that print or compare the shared schema (the CLI's `print-schema`) leave them out:
+/// `diesel_workspace` declares them itself ([`workspaces`](crate::workspaces),
+/// [`workspace_migrations`](crate::workspace_migrations)).
+///
+/// ```
+/// assert_eq!(
+///     diesel_workspace::LIBRARY_TABLES,
+///     ["workspaces", "workspace_migrations", "workspace_spares"]
+/// );
+/// ```
+pub const LIBRARY_TABLES: &[&str] = &["workspaces", "workspace_migrations", "workspace_spares"];
+
+/// First key of the per-tenant advisory locks (`pg_advisory_xact_lock(key, hashtext(schema))`).
+pub(crate) const LOCK_KEY: i32 = 0x5744_0001;
+/// Key of the lock that serialises shared migrations.
+pub(crate) const SHARED_LOCK_KEY: i32 = 0x5744_0002;
+/// Key of the session lock that serialises `fill_spares` (second key 0).
+pub(crate) const SPARES_LOCK_KEY: i32 = 0x5744_0003;
+
+/// `SELECT pg_advisory_xact_lock(key, hashtext('<schema>'))`, as one statement: the per-tenant
+/// lock, first statement of every per-tenant transaction, so concurrent migrators queue instead
+/// of racing.
+pub(crate) fn tenant_lock(schema: &str) -> String {
+    format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY}, pg_catalog.hashtext({}))",
+        quote_literal(schema)
+    )
+}
+
+/// The session-level form of [`tenant_lock`] (`lock`: take it; otherwise release it), for work
+/// that spans several transactions.
+pub(crate) fn tenant_session_lock(schema: &str, lock: bool) -> String {
+    format!(
+        "SELECT pg_catalog.pg_advisory_{}({LOCK_KEY}, pg_catalog.hashtext({}))",
+        if lock { "lock" } else { "unlock" },
+        quote_literal(schema)
+    )
+}
+
+/// Quotes an SQL identifier, doubling embedded quotes.
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1).
+pub(crate) fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A string literal that means the same whatever `standard_conforming_strings` is, with characters
+/// other than printable ASCII replaced by `?` (as PostgreSQL does for `application_name`).
+pub(crate) fn escape_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A PostgreSQL array literal of text values (`{"a","b"}`).
+pub(crate) fn array_literal(values: &[String]) -> String {
+    let items: Vec<String> = values
+        .iter()
+        .map(|v| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(escape_literal("it's a\\b"), r"E'it''s a\\b'");
+        assert_eq!(escape_literal("naïve\n"), "E'na?ve?'");
+        assert_eq!(
+            array_literal(&["a".into(), "b\"c".into()]),
+            r#"{"a","b\"c"}"#
+        );
+    }
+
+    #[test]
+    fn library_tables_are_the_registry_migrations() {
+        let up = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/00000000000000_workspace_registry/up.sql"
+        ));
+        let created: Vec<&str> = up
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("CREATE TABLE "))
+            .filter_map(|rest| rest.split(|c: char| c.is_whitespace() || c == '(').next())
+            .collect();
+        assert_eq!(created, LIBRARY_TABLES);
+        assert!(CENTRAL_RECORD.ends_with(LIBRARY_TABLES[1]));
+        assert!(SPARES_TABLE.ends_with(LIBRARY_TABLES[2]));
+    }
+}
