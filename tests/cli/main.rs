@@ -46,6 +46,7 @@ mod errors;
 mod generate;
 mod help;
 mod migrate;
+mod revert;
 mod schema;
 mod spares;
 mod status;

@@ -49,7 +49,6 @@ fn run_commands(db: &TestDb, plant: impl FnOnce(&mut PgConnection)) -> Vec<Strin
 }
 
 #[test]
-#[ignore = "fails until the library's own SQL runs under a pg_catalog search_path"]
 fn planted_objects_never_run_from_any_command() {
     let clean = test_db!("cli_trojans_clean");
     let expected = run_commands(&clean, |_| {});

@@ -15,7 +15,11 @@ fn audit_reports_each_hazard() {
 
     // The tests connect as a superuser; PostgreSQL 15 no longer lets every role create in public.
     // Roles are cluster-wide: name it for this run, so concurrent runs on one server never meet.
-    let role = format!("{}{}_audit", crate::support::db::PREFIX, crate::support::db::run_token());
+    let role = format!(
+        "{}{}_audit",
+        crate::support::db::PREFIX,
+        crate::support::db::run_token()
+    );
     conn.batch_execute(&format!(
         "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} NOLOGIN; \
          GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
@@ -172,4 +176,55 @@ fn pool_refuses_to_start_on_hijack_hazards() {
         .max_size(1)
         .build(db.url())
         .expect("the default does not check");
+}
+
+/// A migrator built to refuse hijack hazards runs on a clean database and refuses every call
+/// that changes it once a planted overload exists, changing nothing; reads still work.
+#[test]
+fn migrator_refuses_to_run_on_hijack_hazards() {
+    let db = test_db!("migrator_refuses_to_run_on_hijack_hazards");
+    let m = diesel_workspace::Migrator::builder(crate::support::TENANT_MIGRATIONS)
+        .refuse_hijack_hazards(true)
+        .build()
+        .unwrap();
+    let mut conn = db.conn();
+    m.run_shared(&mut conn).unwrap();
+    let acme = diesel_workspace::TenantId::new("acme").unwrap();
+    m.create_tenant(&mut conn, &acme).unwrap();
+    conn.batch_execute(
+        "CREATE FUNCTION acme.eq_vt(a varchar, b text) RETURNS bool LANGUAGE sql AS 'SELECT true'; \
+         CREATE OPERATOR acme.= (LEFTARG = varchar, RIGHTARG = text, FUNCTION = acme.eq_vt)",
+    )
+    .unwrap();
+    let refused = |r: diesel_workspace::Result<()>| match r {
+        Err(diesel_workspace::Error::HijackHazards(h)) => {
+            assert_eq!(
+                h,
+                [Hazard::CatalogNameOverloaded {
+                    schema: "acme".into(),
+                    kind: "operator",
+                    signature: "acme.=(character varying,text)".into()
+                }]
+            );
+        }
+        other => panic!("expected HijackHazards, got {other:?}"),
+    };
+    let globex = diesel_workspace::TenantId::new("globex").unwrap();
+    let opts = diesel_workspace::MigrateOptions::default();
+    refused(m.run_shared(&mut conn).map(drop));
+    refused(m.create_tenant(&mut conn, &globex));
+    refused(m.migrate_tenant(&mut conn, &acme).map(drop));
+    refused(m.revert_last(&mut conn, &acme).map(drop));
+    refused(m.migrate_all(db.url(), &opts).map(drop));
+    refused(m.fill_spares(&mut conn, 1).map(drop));
+    refused(m.rename_tenant(&mut conn, &acme, &globex));
+    refused(m.drop_tenant(&mut conn, &acme));
+    assert_eq!(m.list_tenants(&mut conn).unwrap(), [acme.clone()]);
+    assert!(db.schema_exists("acme") && !db.schema_exists("globex"));
+    assert!(m.spares(&mut conn).unwrap().is_empty());
+    // The default migrator runs (and its audit names the overload).
+    let plain = diesel_workspace::Migrator::builder(crate::support::TENANT_MIGRATIONS)
+        .build()
+        .unwrap();
+    plain.drop_tenant(&mut conn, &acme).unwrap();
 }

@@ -58,7 +58,9 @@ fn migration_sets(dir: &Path) -> (Migrator, Migrator) {
         }
     }
     let build = |set: &str| {
-        Migrator::builder(FileBasedMigrations::from_path(dir.join(set)).unwrap()).build()
+        Migrator::builder(FileBasedMigrations::from_path(dir.join(set)).unwrap())
+            .build()
+            .unwrap()
     };
     (build("old"), build("new"))
 }
@@ -252,7 +254,6 @@ fn length() -> Duration {
 }
 
 #[test]
-#[ignore = "fails until spares serialise and concurrent drops map to TenantNotFound"]
 fn random_concurrent_lifecycle_keeps_every_invariant_fixed_seed() {
     let seed = std::env::var("WORKSPACE_CHAOS_SEED")
         .ok()
@@ -263,7 +264,6 @@ fn random_concurrent_lifecycle_keeps_every_invariant_fixed_seed() {
 }
 
 #[test]
-#[ignore = "fails until spares serialise and concurrent drops map to TenantNotFound"]
 fn random_concurrent_lifecycle_keeps_every_invariant_random_seed() {
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)

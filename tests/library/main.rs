@@ -18,6 +18,8 @@ mod lifecycle;
 mod multi_table;
 mod pool;
 mod registry;
+mod revert;
+mod roles;
 mod routing;
 mod tenancy;
 mod trojans;

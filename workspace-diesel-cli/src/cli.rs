@@ -68,7 +68,7 @@ pub(crate) enum Command {
 
     /// Revert the last applied tenant migration of one tenant, or of every tenant with --all
     #[command(name = "revert_tenant")]
-    RevertTenant(TenantOrAll),
+    RevertTenant(RevertArgs),
 
     /// List the registered tenants with their migration state
     #[command(name = "list_tenants")]
@@ -136,6 +136,16 @@ pub(crate) struct TenantOrAll {
     pub(crate) all: bool,
     #[command(flatten)]
     pub(crate) fleet: FleetArgs,
+}
+
+/// `revert_tenant`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct RevertArgs {
+    #[command(flatten)]
+    pub(crate) target: TenantOrAll,
+    /// Revert this version only, and only where it is the last applied migration; where it is not applied, do nothing (so a rerun after an interruption reverts nothing twice)
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) version: Option<String>,
 }
 
 /// How a command that walks the fleet of tenants runs.

@@ -7,7 +7,7 @@ use diesel::sql_types::{Bool, Text};
 
 use crate::error::Result;
 use crate::migrate::Migrator;
-use crate::sql::{quote_literal, SHARED_SCHEMA};
+use crate::sql::{own, quote_literal, SHARED_SCHEMA};
 
 /// Something in the database's set-up that weakens tenant isolation, found by
 /// [`Migrator::audit`].
@@ -269,19 +269,20 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when the catalog or the registry cannot be read.
     pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
-        let mut hazards = Vec::new();
-        let role: RoleRow = diesel::sql_query(
-            "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser \
+        own(conn, |conn| {
+            let mut hazards = Vec::new();
+            let role: RoleRow = diesel::sql_query(
+                "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser \
              FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER",
-        )
-        .get_result(conn)?;
-        if role.superuser {
-            hazards.push(Hazard::Superuser { role: role.role });
-        }
-        hazards.extend(hijack_hazards(conn, SHARED_SCHEMA)?);
-        let registry = self.registry().qualified_table();
-        let column = self.registry().quoted_identifier_column();
-        let shadowing: Vec<NameRow> = diesel::sql_query(format!(
+            )
+            .get_result(conn)?;
+            if role.superuser {
+                hazards.push(Hazard::Superuser { role: role.role });
+            }
+            hazards.extend(hijack_hazards(conn, SHARED_SCHEMA)?);
+            let registry = self.registry().qualified_table();
+            let column = self.registry().quoted_identifier_column();
+            let shadowing: Vec<NameRow> = diesel::sql_query(format!(
             "SELECT DISTINCT s.relname::pg_catalog.text AS name \
              FROM pg_catalog.pg_class s \
              JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace \
@@ -294,23 +295,24 @@ impl Migrator {
             shared = quote_literal(SHARED_SCHEMA),
         ))
         .load(conn)?;
-        hazards.extend(
-            shadowing
-                .into_iter()
-                .map(|r| Hazard::SharedTableNamedLikeTenantTable { table: r.name }),
-        );
-        let missing: Vec<NameRow> = diesel::sql_query(format!(
-            "SELECT reg.{column}::pg_catalog.text AS name FROM {registry} reg \
+            hazards.extend(
+                shadowing
+                    .into_iter()
+                    .map(|r| Hazard::SharedTableNamedLikeTenantTable { table: r.name }),
+            );
+            let missing: Vec<NameRow> = diesel::sql_query(format!(
+                "SELECT reg.{column}::pg_catalog.text AS name FROM {registry} reg \
              WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n \
                                WHERE n.nspname::pg_catalog.text = reg.{column}) \
              ORDER BY 1"
-        ))
-        .load(conn)?;
-        hazards.extend(
-            missing
-                .into_iter()
-                .map(|r| Hazard::MissingSchema { tenant: r.name }),
-        );
-        Ok(hazards)
+            ))
+            .load(conn)?;
+            hazards.extend(
+                missing
+                    .into_iter()
+                    .map(|r| Hazard::MissingSchema { tenant: r.name }),
+            );
+            Ok(hazards)
+        })
     }
 }

@@ -438,7 +438,9 @@ impl TenantPoolBuilder {
         let (pool, manager) = self.into_parts(database_url.into());
         let pool = pool.build(manager)?;
         if let Some(shared) = refuse {
-            let hazards = crate::audit::hijack_hazards(&mut *pool.get()?, &shared)?;
+            let hazards = crate::sql::own(&mut *pool.get()?, |conn| {
+                crate::audit::hijack_hazards(conn, &shared)
+            })?;
             if !hazards.is_empty() {
                 return Err(crate::Error::HijackHazards(hazards));
             }

@@ -2,7 +2,7 @@
 //! assumed with `SET LOCAL ROLE` inside a tenant transaction.
 
 use crate::error::{Error, Result};
-use crate::registry::quote_ident;
+use crate::sql::quote_ident;
 use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 
 /// How per-tenant roles are named and who may assume them.

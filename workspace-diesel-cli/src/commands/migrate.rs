@@ -13,7 +13,7 @@ use diesel_workspace::{
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ensure_registered, plural, registry_exists, tenant_id, Ctx};
-use crate::cli::{FleetArgs, TenantOrAll};
+use crate::cli::{FleetArgs, RevertArgs, TenantOrAll};
 
 /// `migrate_tenant <identifier>` or `migrate_tenant --all`.
 pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
@@ -49,10 +49,12 @@ pub(crate) fn migrate_all(ctx: &Ctx, fleet: &FleetArgs) -> Result<()> {
     fleet_result(result, "migrated", "applied")
 }
 
-/// `revert_tenant <identifier>` or `revert_tenant --all`.
-pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
+/// `revert_tenant <identifier>` or `revert_tenant --all`, optionally `--version V`.
+pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
     let migrator = ctx.migrator()?;
-    if args.all {
+    let target = &args.target;
+    let version = args.version.as_deref();
+    if target.all {
         let url = ctx.database_url()?;
         let mut conn = ctx.connect()?;
         if !registry_exists(&mut conn, &migrator)? {
@@ -61,19 +63,31 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
         }
         drop(conn);
         let display = Display::new("reverted");
-        let result = migrator.revert_last_all(url, &options(&args.fleet, &display));
+        let opts = options(&target.fleet, &display);
+        let result = match version {
+            Some(v) => migrator.revert_version_all(url, v, &opts),
+            None => migrator.revert_last_all(url, &opts),
+        };
         display.finish();
         return fleet_result(result, "reverted", "reverted");
     }
-    let Some(identifier) = args.identifier.as_deref() else {
+    let Some(identifier) = target.identifier.as_deref() else {
         bail!("name a tenant, or pass --all");
     };
     let tenant = tenant_id(identifier)?;
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
-    match migrator.revert_last(&mut conn, &tenant)? {
-        Some(version) => out!("tenant `{tenant}`: reverted {version}"),
-        None => out!("tenant `{tenant}` has no applied migration to revert"),
+    let display = Display::new("reverted");
+    let opts = options(&target.fleet, &display);
+    match version {
+        Some(v) => match migrator.revert_version(&mut conn, &tenant, v, &opts)? {
+            Some(version) => out!("tenant `{tenant}`: reverted {version}"),
+            None => out!("tenant `{tenant}`: {v} is not applied, nothing to revert"),
+        },
+        None => match migrator.revert_last_with(&mut conn, &tenant, &opts)? {
+            Some(version) => out!("tenant `{tenant}`: reverted {version}"),
+            None => out!("tenant `{tenant}` has no applied migration to revert"),
+        },
     }
     Ok(())
 }

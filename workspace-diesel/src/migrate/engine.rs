@@ -17,12 +17,15 @@ use crate::connection::{no_outer_transaction, rollback};
 use crate::error::{Error, Result};
 use crate::migrate::failure::{
     classify_migrate_error, connection_lost, db_message, is_lock_timeout, raise_if_schema_missing,
-    tenant_failure, with_committed, wrap, LOCK_NOT_AVAILABLE,
+    tenant_failure, with_committed, wrap, LOCK_NOT_AVAILABLE, SCHEMA_MISSING,
 };
 use crate::migrate::report::{MigrationFailure, TenantOutcome};
 use crate::migrate::set::{Compiled, CompiledSet};
 use crate::migrate::Migrator;
-use crate::sql::{quote_literal, tenant_lock, tenant_session_lock, CENTRAL_RECORD, LEDGER};
+use crate::sql::{
+    in_schema, own, own_batch, quote_literal, tenant_lock, tenant_session_lock, BEGIN,
+    CENTRAL_RECORD, LEDGER, SPARES_TABLE,
+};
 use crate::tenant::TenantId;
 
 /// Default of [`MigrateOptions::lock_timeout`](crate::MigrateOptions::lock_timeout).
@@ -36,6 +39,10 @@ pub(crate) const DEFAULT_RETRIES: u32 = 3;
 pub(crate) struct MigrateParams {
     pub(crate) lock_timeout: Duration,
     pub(crate) retries: u32,
+    /// The schema is a spare: each transaction also locks its `workspace_spares` row (skipping
+    /// it when a claim holds it), and fails with [`Error::SchemaMissing`] when it is not a spare
+    /// any more, so an upgrade and a claim never interleave.
+    pub(crate) spare: bool,
 }
 
 impl Default for MigrateParams {
@@ -43,6 +50,7 @@ impl Default for MigrateParams {
         Self {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             retries: DEFAULT_RETRIES,
+            spare: false,
         }
     }
 }
@@ -88,7 +96,9 @@ impl Migrator {
         tenant: &TenantId,
     ) -> Result<TenantOutcome> {
         self.ensure_tenant(conn, tenant)?;
-        let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default())?;
+        self.refuse_hazards(conn)?;
+        let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default());
+        let applied = self.or_gone(conn, tenant, applied)?;
         Ok(TenantOutcome::from_applied(applied))
     }
 
@@ -108,20 +118,74 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
     ) -> Result<Option<String>> {
-        self.revert_tenant(conn, tenant, &MigrateParams::default())
+        self.revert_tenant(conn, tenant, None, &MigrateParams::default())
     }
 
-    /// [`revert_last`](Self::revert_last) with the caller's options.
+    /// [`revert_last`](Self::revert_last) under `opts`' lock timeout and retries.
+    ///
+    /// # Errors
+    /// As [`revert_last`](Self::revert_last).
+    pub fn revert_last_with(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        opts: &crate::MigrateOptions,
+    ) -> Result<Option<String>> {
+        self.revert_tenant(conn, tenant, None, &opts.params())
+    }
+
+    /// Reverts `version` of `tenant` when it is the tenant's last applied migration, under
+    /// `opts`' lock timeout and retries (as [`revert_last`](Self::revert_last) otherwise).
+    /// Returns `Some(version)` when it reverted it and `None` when `version` is not applied: a
+    /// rerun after an interrupted call (a killed process whose transaction committed anyway) is
+    /// a no-op, never a second revert.
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{MigrateOptions, Migrator, TenantId};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// let acme = TenantId::new("acme")?;
+    /// let opts = MigrateOptions::default();
+    /// migrator.revert_version(conn, &acme, "20260101000001", &opts)?;
+    /// // Safe to run again: nothing happens once the version is gone.
+    /// assert_eq!(migrator.revert_version(conn, &acme, "20260101000001", &opts)?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`revert_last`](Self::revert_last), and [`Error::TenantMigration`] when `version` is
+    /// applied but is not the last applied migration (nothing is reverted).
+    pub fn revert_version(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        version: &str,
+        opts: &crate::MigrateOptions,
+    ) -> Result<Option<String>> {
+        self.revert_tenant(conn, tenant, Some(version), &opts.params())
+    }
+
+    /// [`revert_last`](Self::revert_last) (`expected` = `None`) or
+    /// [`revert_version`](Self::revert_version) with the caller's options.
     pub(crate) fn revert_tenant(
         &self,
         conn: &mut PgConnection,
         tenant: &TenantId,
+        expected: Option<&str>,
         params: &MigrateParams,
     ) -> Result<Option<String>> {
         no_outer_transaction(conn)?;
         self.ensure_tenant(conn, tenant)?;
-        let mut reverted = with_retries(tenant, params, || self.revert_once(conn, tenant, params))?;
-        Ok(reverted.pop())
+        self.refuse_hazards(conn)?;
+        let reverted = with_retries(tenant, params, || {
+            self.revert_once(conn, tenant, expected, params)
+        });
+        Ok(self.or_gone(conn, tenant, reverted)?.pop())
     }
 
     /// Applies the pending tenant migrations to `schema` and returns their versions.
@@ -248,6 +312,7 @@ impl Migrator {
         &self,
         conn: &mut PgConnection,
         schema: &TenantId,
+        expected: Option<&str>,
         params: &MigrateParams,
     ) -> Result<Vec<String>> {
         let ledger = begin_locked(conn, schema, params, false)?;
@@ -257,6 +322,21 @@ impl Migrator {
                 MigrationFailure::new(Some(version.to_owned()), None, message),
             )
         };
+        if let Some(expected) = expected {
+            // Decided after the lock, from the ledger: not applied is done already.
+            if !ledger.iter().any(|v| v == expected) {
+                rollback(conn);
+                return Ok(Vec::new());
+            }
+            if ledger.last().map(String::as_str) != Some(expected) {
+                rollback(conn);
+                let last = ledger.last().map(String::as_str).unwrap_or_default();
+                return Err(fail(
+                    expected,
+                    &format!("not the last applied migration (the last is {last})"),
+                ));
+            }
+        }
         let Some(last) = ledger.last() else {
             rollback(conn);
             return Ok(Vec::new());
@@ -283,7 +363,8 @@ impl Migrator {
             let ran = outside_transaction(conn, schema, last, down, still_last, &forget)?;
             return Ok(if ran { vec![last.clone()] } else { Vec::new() });
         }
-        if let Err(e) = conn.batch_execute(&format!("{}; {forget}; COMMIT", wrap(last, down))) {
+        let down = in_schema(&schema.quoted(), &wrap(last, down));
+        if let Err(e) = conn.batch_execute(&format!("{down}{forget}; COMMIT")) {
             rollback(conn);
             return Err(classify_migrate_error(schema, e));
         }
@@ -340,8 +421,18 @@ fn begin_locked(
     } else {
         String::new()
     };
+    let spare = if params.spare {
+        // A claim holds the row (or has deleted it): not ours to upgrade any more.
+        format!(
+            "PERFORM FROM {SPARES_TABLE} WHERE schema_name = {} FOR UPDATE SKIP LOCKED; \
+             IF NOT FOUND THEN RAISE EXCEPTION '{SCHEMA_MISSING}' USING ERRCODE = 'invalid_schema_name'; END IF; ",
+            quote_literal(schema.as_str())
+        )
+    } else {
+        String::new()
+    };
     let sql = format!(
-        "{}DO $wd_check$ BEGIN {} {create}END $wd_check$",
+        "{}DO $wd_check$ BEGIN {spare}{} {create}END $wd_check$",
         begin_tenant_sql(schema, params),
         raise_if_schema_missing(schema),
     );
@@ -355,13 +446,13 @@ fn begin_locked(
     })
 }
 
-/// `BEGIN`, the lock (first), then the lock timeout for DDL and the tenant alone on the path.
+/// [`BEGIN`] (the library's own path), the lock (first statement after it), then the lock
+/// timeout for DDL. The migrations' own SQL gets the tenant alone on the path ([`in_schema`]).
 fn begin_tenant_sql(schema: &TenantId, params: &MigrateParams) -> String {
     format!(
-        "BEGIN; {}; SET LOCAL lock_timeout = '{}ms'; SET LOCAL search_path TO {}; ",
+        "{BEGIN}; {}; SET LOCAL lock_timeout = '{}ms'; ",
         tenant_lock(schema.as_str()),
         params.lock_timeout.as_millis(),
-        schema.quoted()
     )
 }
 
@@ -395,12 +486,12 @@ pub(crate) fn push_apply(
         central.join(", ")
     ));
     for m in migrations {
-        if wrapped {
-            sql.push_str(&wrap(&m.version, &m.up));
+        let up = if wrapped {
+            wrap(&m.version, &m.up)
         } else {
-            sql.push_str(&m.up);
-        }
-        sql.push_str(";\n");
+            m.up.clone()
+        };
+        sql.push_str(&in_schema(&schema.quoted(), &up));
     }
 }
 
@@ -435,9 +526,9 @@ fn outside_transaction(
     still_needed: impl FnOnce(&[String]) -> bool,
     record: &str,
 ) -> Result<bool> {
-    conn.batch_execute(&tenant_session_lock(schema.as_str(), true))?;
+    own_batch(conn, &tenant_session_lock(schema.as_str(), true))?;
     let result = (|| -> Result<bool> {
-        if !still_needed(&read_ledger(conn, schema)?) {
+        if !still_needed(&own(conn, |conn| read_ledger(conn, schema))?) {
             return Ok(false);
         }
         #[derive(QueryableByName)]
@@ -471,13 +562,10 @@ fn outside_transaction(
             )));
         }
         ran.map_err(|e| failure(db_message(&e)))?;
-        if let Err(e) = conn.batch_execute(&format!("BEGIN; {record}; COMMIT")) {
-            rollback(conn);
-            return Err(e.into());
-        }
+        own_batch(conn, record)?;
         Ok(true)
     })();
-    let unlocked = conn.batch_execute(&tenant_session_lock(schema.as_str(), false));
+    let unlocked = own_batch(conn, &tenant_session_lock(schema.as_str(), false));
     let ran = result?;
     unlocked?;
     Ok(ran)

@@ -250,19 +250,21 @@ impl Migrator {
             has_schema: bool,
         }
         self.refuse_hazards(conn)?;
-        let rows = own(conn, |conn| diesel::sql_query(format!(
-            "SELECT r.{col}::pg_catalog.text AS name, \
+        let rows = own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT r.{col}::pg_catalog.text AS name, \
              ARRAY(SELECT v FROM pg_catalog.unnest($1::pg_catalog.text[]) \
              WITH ORDINALITY AS e (v, n) WHERE NOT EXISTS (SELECT 1 FROM \
              {CENTRAL_RECORD} m WHERE m.schema_name = r.{col} AND m.version = e.v) \
              ORDER BY e.n) AS pending, \
              pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
              FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
-            col = self.registry.quoted_identifier_column(),
-            reg = self.registry.qualified_table(),
-        ))
-        .bind::<Array<Text>, _>(self.tenant_versions())
-        .load::<PendingRow>(conn))?;
+                col = self.registry.quoted_identifier_column(),
+                reg = self.registry.qualified_table(),
+            ))
+            .bind::<Array<Text>, _>(self.tenant_versions())
+            .load::<PendingRow>(conn)
+        })?;
         let mut tenants = Vec::with_capacity(rows.len());
         // A tenant's plan, or `None` for a registered tenant whose schema is gone: a failure of
         // that tenant even when nothing is pending (the central record alone would say "up to

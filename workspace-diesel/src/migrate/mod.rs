@@ -24,7 +24,8 @@ use diesel::sql_types::{Bool, Text};
 
 use crate::error::{Error, Result};
 use crate::registry::Registry;
-use crate::sql::{SHARED_LOCK_KEY, SHARED_SCHEMA, SPARE_PREFIX};
+use crate::roles::TenantRoles;
+use crate::sql::{own, SHARED_LOCK_KEY, SHARED_SCHEMA, SPARE_PREFIX};
 use crate::tenant::TenantId;
 
 pub use self::fleet::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
@@ -65,6 +66,10 @@ pub struct Migrator {
     /// The application's shared migrations, read once.
     shared: Option<Arc<SharedSet>>,
     registry: Registry,
+    /// Per-tenant roles, when enabled.
+    pub(crate) tenant_roles: Option<TenantRoles>,
+    /// Whether to refuse to run on hijack hazards.
+    refuse_hijack_hazards: bool,
 }
 
 impl std::fmt::Debug for Migrator {
@@ -72,6 +77,8 @@ impl std::fmt::Debug for Migrator {
         f.debug_struct("Migrator")
             .field("shared", &self.shared.is_some())
             .field("registry", &self.registry)
+            .field("tenant_roles", &self.tenant_roles)
+            .field("refuse_hijack_hazards", &self.refuse_hijack_hazards)
             .finish_non_exhaustive()
     }
 }
@@ -82,9 +89,31 @@ pub struct MigratorBuilder {
     tenant: Arc<dyn MigrationSource<Pg> + Send + Sync>,
     shared: Option<Arc<dyn MigrationSource<Pg> + Send + Sync>>,
     registry: Registry,
+    tenant_roles: Option<TenantRoles>,
+    refuse_hijack_hazards: bool,
 }
 
 impl MigratorBuilder {
+    /// Gives each tenant a role of its own ([`TenantRoles`]): created with the tenant (also when
+    /// it claims a spare), renamed and dropped with it. Assume it with
+    /// [`TenantConnectionExt::tenant_transaction_as`](crate::TenantConnectionExt::tenant_transaction_as).
+    /// The migrator's role needs `CREATEROLE`. Defaults to none (opt-in).
+    pub fn tenant_roles(mut self, roles: TenantRoles) -> Self {
+        self.tenant_roles = Some(roles);
+        self
+    }
+
+    /// Makes every call that changes the database (shared migrations, create, drop, rename,
+    /// migrate, revert, spares) refuse to run, with [`Error::HijackHazards`], when
+    /// [`Migrator::audit`] finds a hazard that lets another role change what SQL does
+    /// ([`Hazard::enables_hijack`](crate::Hazard::enables_hijack)): a role other than the owner
+    /// with `CREATE` on the shared schema or a tenant schema, or a function or operator
+    /// overloading a `pg_catalog` name. Two catalog queries per call. Defaults to `false`.
+    pub fn refuse_hijack_hazards(mut self, refuse: bool) -> Self {
+        self.refuse_hijack_hazards = refuse;
+        self
+    }
+
     /// The application's shared migrations, run once in the registry's schema after the registry's
     /// own. Defaults to none.
     ///
@@ -125,6 +154,8 @@ impl MigratorBuilder {
             registry_set: Arc::new(registry_set),
             shared,
             registry: self.registry,
+            tenant_roles: self.tenant_roles,
+            refuse_hijack_hazards: self.refuse_hijack_hazards,
         })
     }
 }
@@ -152,6 +183,8 @@ impl Migrator {
             tenant: Arc::new(tenant),
             shared: None,
             registry: Registry::default(),
+            tenant_roles: None,
+            refuse_hijack_hazards: false,
         }
     }
 
@@ -184,7 +217,10 @@ impl Migrator {
     /// # Errors
     /// [`Error::SharedMigration`] when a migration fails; nothing of this run is kept.
     pub fn run_shared(&self, conn: &mut PgConnection) -> Result<Vec<String>> {
-        conn.transaction::<_, Error, _>(|conn| {
+        self.refuse_hazards(conn)?;
+        own(conn, |conn| {
+            // The lock under the library's own path; then Diesel's harness and the migrations'
+            // SQL with the shared schema alone on the path.
             conn.batch_execute(&format!(
                 "SELECT pg_catalog.pg_advisory_xact_lock({SHARED_LOCK_KEY}, 0); \
                  SET LOCAL search_path TO {SHARED_SCHEMA}"
@@ -217,11 +253,76 @@ impl Migrator {
         Ok(row.flag)
     }
 
+    /// With [`MigratorBuilder::refuse_hijack_hazards`], fails with [`Error::HijackHazards`] when
+    /// the database has hazards that let another role hijack SQL.
+    pub(crate) fn refuse_hazards(&self, conn: &mut PgConnection) -> Result<()> {
+        if !self.refuse_hijack_hazards {
+            return Ok(());
+        }
+        let hazards = own(conn, |conn| {
+            crate::audit::hijack_hazards(conn, SHARED_SCHEMA)
+        })?;
+        if hazards.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::HijackHazards(hazards))
+        }
+    }
+
+    /// Whether `tenant` is registered and its schema exists, read in a statement of its own (so
+    /// after a failure, with the catalog as it is now): what a failed operation on a tenant
+    /// that was dropped or renamed meanwhile reports instead of the server's error.
+    pub(crate) fn gone(&self, conn: &mut PgConnection, tenant: &TenantId) -> Option<Error> {
+        #[derive(QueryableByName)]
+        struct State {
+            #[diesel(sql_type = Bool)]
+            registered: bool,
+            #[diesel(sql_type = Bool)]
+            schema: bool,
+        }
+        let state = own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT EXISTS (SELECT 1 FROM {reg} WHERE {col}::pg_catalog.text = $1) AS registered, \
+                 pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL AS schema",
+                col = self.registry.quoted_identifier_column(),
+                reg = self.registry.qualified_table(),
+            ))
+            .bind::<Text, _>(tenant.as_str())
+            .get_result::<State>(conn)
+        })
+        .ok()?;
+        if !state.registered {
+            Some(Error::TenantNotFound(tenant.clone()))
+        } else if !state.schema {
+            Some(Error::SchemaMissing(tenant.clone()))
+        } else {
+            None
+        }
+    }
+
+    /// `result` of an operation on `tenant`, with a failure caused by the tenant being dropped
+    /// or renamed meanwhile reported as [`Error::TenantNotFound`] or [`Error::SchemaMissing`].
+    pub(crate) fn or_gone<T>(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        result: Result<T>,
+    ) -> Result<T> {
+        match result {
+            Err(e @ (Error::TenantNotFound(_) | Error::SchemaMissing(_))) => Err(e),
+            Err(e) => match self.gone(conn, tenant) {
+                Some(gone) => Err(gone),
+                None => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
     /// Refuses a name that cannot be a tenant (the registry's schema, a spare) and a tenant that is
     /// not in the registry, so that single-tenant calls never run tenant DDL in another schema.
     pub(crate) fn ensure_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
         self.check_tenant_name(tenant)?;
-        if self.registered(conn, tenant)? {
+        if own(conn, |conn| self.registered(conn, tenant))? {
             Ok(())
         } else {
             Err(Error::TenantNotFound(tenant.clone()))

@@ -14,8 +14,8 @@ use crate::migrate::failure::{classify_create_error, connection_lost, dollar_tag
 use crate::migrate::set::Compiled;
 use crate::migrate::Migrator;
 use crate::sql::{
-    array_literal, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD, LIBRARY_TABLES,
-    SHARED_SCHEMA, SPARES_TABLE,
+    array_literal, in_schema, own, quote_ident, quote_literal, tenant_lock, BEGIN, CENTRAL_RECORD,
+    LIBRARY_TABLES, LOCK_KEY, SHARED_SCHEMA, SPARES_TABLE,
 };
 use crate::tenant::TenantId;
 
@@ -60,26 +60,37 @@ impl Migrator {
         no_outer_transaction(conn)?;
         let t = quote_literal(tenant.as_str());
         let versions = &self.set.versions;
-        // One round trip either way: claim a current spare, or provision from scratch.
+        let role = match &self.tenant_roles {
+            Some(roles) => format!("{}; ", roles.create_sql(tenant)?),
+            None => String::new(),
+        };
+        self.refuse_hazards(conn)?;
+        // One round trip either way: claim a current spare (one that no `fill_spares` is
+        // upgrading: its row and its lock are both free), or provision from scratch.
         self.provision_with_retry(conn, tenant, |wrapped| {
             let (body, all) = self.provision_body(tenant, Provision::Tenant, wrapped);
             let [inner, outer] = dollar_tags(["wd_p", "wd_claim"], &body);
             let sql = format!(
-                "BEGIN; {lock}; DO {outer} DECLARE spare text; BEGIN \
-                 SELECT sp.schema_name INTO spare FROM {SPARES_TABLE} sp \
+                "{BEGIN}; {lock}; DO {outer} DECLARE spare text; candidate record; BEGIN \
+                 FOR candidate IN SELECT sp.schema_name FROM {SPARES_TABLE} sp \
                  WHERE pg_catalog.to_regnamespace(pg_catalog.quote_ident(sp.schema_name)) IS NOT NULL \
                    AND (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
                         WHERE m.schema_name = sp.schema_name AND m.version = ANY ({versions}::pg_catalog.text[])) = {n} \
                    AND (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
                         WHERE m.schema_name = sp.schema_name) = {n} \
-                 ORDER BY sp.created_at, sp.schema_name LIMIT 1 FOR UPDATE OF sp SKIP LOCKED; \
+                 ORDER BY sp.created_at, sp.schema_name FOR UPDATE OF sp SKIP LOCKED LOOP \
+                   IF pg_catalog.pg_try_advisory_xact_lock({LOCK_KEY}, pg_catalog.hashtext(candidate.schema_name)) THEN \
+                     spare := candidate.schema_name; EXIT; \
+                   END IF; \
+                 END LOOP; \
                  IF spare IS NULL THEN EXECUTE {inner}{body}{inner}; ELSE \
                  INSERT INTO {reg} ({col}) VALUES ({t}); \
                  EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
                  UPDATE {CENTRAL_RECORD} SET schema_name = {t} WHERE schema_name = spare; \
                  DELETE FROM {SPARES_TABLE} WHERE schema_name = spare; \
-                 END IF; END {outer}; COMMIT",
+                 END IF; END {outer}; {role}COMMIT",
                 lock = tenant_lock(tenant.as_str()),
+                role = role,
                 versions = quote_literal(&array_literal(versions)),
                 n = versions.len(),
                 reg = self.registry.qualified_table(),
@@ -96,7 +107,12 @@ impl Migrator {
     /// [`Error::TenantNotFound`] when the tenant is not registered (nothing is dropped).
     pub fn drop_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
         self.check_tenant_name(tenant)?;
-        conn.transaction::<_, Error, _>(|conn| {
+        let role = match &self.tenant_roles {
+            Some(roles) => format!("; {}", roles.drop_sql(tenant)?),
+            None => String::new(),
+        };
+        self.refuse_hazards(conn)?;
+        own(conn, |conn| {
             conn.batch_execute(&tenant_lock(tenant.as_str()))?;
             let deleted = diesel::sql_query(format!(
                 "DELETE FROM {} WHERE {} = $1",
@@ -110,7 +126,7 @@ impl Migrator {
             }
             conn.batch_execute(&format!(
                 "DELETE FROM {CENTRAL_RECORD} WHERE schema_name = {}; \
-                 DROP SCHEMA IF EXISTS {} CASCADE",
+                 DROP SCHEMA IF EXISTS {} CASCADE{role}",
                 quote_literal(tenant.as_str()),
                 tenant.quoted()
             ))?;
@@ -133,7 +149,12 @@ impl Migrator {
     ) -> Result<()> {
         self.check_tenant_name(from)?;
         self.check_tenant_name(to)?;
-        conn.transaction::<_, Error, _>(|conn| {
+        let role = match &self.tenant_roles {
+            Some(roles) => format!("; {}", roles.rename_sql(from, to)?),
+            None => String::new(),
+        };
+        self.refuse_hazards(conn)?;
+        own(conn, |conn| {
             let (a, b) = if from < to { (from, to) } else { (to, from) };
             conn.batch_execute(&format!(
                 "{}; {}",
@@ -174,7 +195,7 @@ impl Migrator {
             conn.batch_execute(&format!(
                 "ALTER SCHEMA {qf} RENAME TO {qt}; \
                  UPDATE {reg} SET {col} = {lt} WHERE {col} = {lf}; \
-                 UPDATE {CENTRAL_RECORD} SET schema_name = {lt} WHERE schema_name = {lf}",
+                 UPDATE {CENTRAL_RECORD} SET schema_name = {lt} WHERE schema_name = {lf}{role}",
                 qf = from.quoted(),
                 qt = to.quoted(),
                 reg = self.registry.qualified_table(),
@@ -193,6 +214,11 @@ impl Migrator {
     /// [`Error::Query`] when the query fails; [`Error::InvalidTenantName`] for a registry row
     /// written by hand with an invalid name.
     pub fn list_tenants(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
+        own(conn, |conn| self.list_tenants_own(conn))
+    }
+
+    /// [`list_tenants`](Self::list_tenants), under the library's own path already.
+    pub(crate) fn list_tenants_own(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
         diesel::sql_query(format!(
             "SELECT {col}::pg_catalog.text AS name FROM {reg} ORDER BY {col}::pg_catalog.text COLLATE \"C\"",
             col = self.registry.quoted_identifier_column(),
@@ -226,10 +252,13 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when the query fails.
     pub fn is_registry_installed(&self, conn: &mut PgConnection) -> Result<bool> {
-        let row: Flag = diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
-            .bind::<Text, _>(self.registry.qualified_table())
-            .get_result(conn)?;
-        Ok(row.flag)
+        own(conn, |conn| {
+            let row: Flag =
+                diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
+                    .bind::<Text, _>(self.registry.qualified_table())
+                    .get_result(conn)?;
+            Ok(row.flag)
+        })
     }
 
     /// Whether the library's own tables ([`LIBRARY_TABLES`](crate::LIBRARY_TABLES): the central
@@ -257,13 +286,15 @@ impl Migrator {
             .iter()
             .map(|t| format!("{SHARED_SCHEMA}.{}", quote_ident(t)))
             .collect();
-        let row: Flag = diesel::sql_query(
-            "SELECT pg_catalog.bool_and(pg_catalog.to_regclass(t) IS NOT NULL) AS flag \
-             FROM pg_catalog.unnest($1::pg_catalog.text[]) AS t",
-        )
-        .bind::<diesel::sql_types::Array<Text>, _>(&tables)
-        .get_result(conn)?;
-        Ok(row.flag)
+        own(conn, |conn| {
+            let row: Flag = diesel::sql_query(
+                "SELECT pg_catalog.bool_and(pg_catalog.to_regclass(t) IS NOT NULL) AS flag \
+                 FROM pg_catalog.unnest($1::pg_catalog.text[]) AS t",
+            )
+            .bind::<diesel::sql_types::Array<Text>, _>(&tables)
+            .get_result(conn)?;
+            Ok(row.flag)
+        })
     }
 
     /// Whether `tenant` is in the registry; `false` when the registry table does not exist yet
@@ -291,7 +322,7 @@ impl Migrator {
         if !self.is_registry_installed(conn)? {
             return Ok(false);
         }
-        self.registered(conn, tenant)
+        own(conn, |conn| self.registered(conn, tenant))
     }
 
     /// Creates `schema` with every tenant migration, in one transaction sent as one batch, and
@@ -305,7 +336,7 @@ impl Migrator {
         no_outer_transaction(conn)?;
         self.provision_with_retry(conn, schema, |wrapped| {
             let (body, all) = self.provision_body(schema, as_, wrapped);
-            let sql = format!("BEGIN; {}; {body}COMMIT", tenant_lock(schema.as_str()));
+            let sql = format!("{BEGIN}; {}; {body}COMMIT", tenant_lock(schema.as_str()));
             (sql, all)
         })
     }
@@ -377,10 +408,8 @@ impl Migrator {
                 format!("INSERT INTO {SPARES_TABLE} (schema_name) VALUES ({lit}); ")
             }
         };
-        sql.push_str(&format!(
-            "CREATE SCHEMA {q}; SET LOCAL search_path TO {q}; {CREATE_MIGRATIONS_TABLE}; ",
-            q = schema.quoted()
-        ));
+        sql.push_str(&format!("CREATE SCHEMA {}; ", schema.quoted()));
+        sql.push_str(&in_schema(&schema.quoted(), CREATE_MIGRATIONS_TABLE));
         let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
         push_apply(&mut sql, schema, &in_tx, wrapped);
         (sql, in_tx.len() == self.set.migrations.len())
