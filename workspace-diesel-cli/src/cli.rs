@@ -67,7 +67,7 @@ pub(crate) enum Command {
     MigrateAll(FleetArgs),
 
     /// Revert the last applied tenant migration of one tenant, or of every tenant with --all
-    #[command(name = "revert_tenant")]
+    #[command(name = "revert_tenant", disable_version_flag = true)]
     RevertTenant(RevertArgs),
 
     /// List the registered tenants with their migration state
