@@ -147,9 +147,9 @@ mod tests {
     #[test]
     fn role_names_fit_in_63_bytes() {
         let roles = TenantRoles::new("p_").unwrap();
-        let long = TenantId::new(&"a".repeat(61)).unwrap();
+        let long = TenantId::new("a".repeat(61)).unwrap();
         assert_eq!(roles.role_name(&long).unwrap().len(), 63);
-        let longer = TenantId::new(&"a".repeat(62)).unwrap();
+        let longer = TenantId::new("a".repeat(62)).unwrap();
         assert!(matches!(
             roles.role_name(&longer),
             Err(Error::InvalidTenantName { .. })
