@@ -13,6 +13,7 @@ use diesel_workspace::{
     switch, FailurePolicy, Hazard, MigrateOptions, MigrationReport, Migrator, TenantId,
 };
 
+use crate::support::schema::notes;
 use crate::support::{trojan, TestDb, SHARED_MIGRATIONS};
 use crate::test_db;
 
@@ -126,6 +127,62 @@ fn run_paths(db: &TestDb, plant: impl FnOnce(&mut PgConnection)) -> Vec<String> 
         "startup: {}",
         report(&m.startup(db.url(), &opts).unwrap())
     ));
+    out.push(format!(
+        "revert_version acme: {:?}",
+        m.revert_version(&mut conn, &id("acme"), "20260301000001", &opts)
+            .unwrap()
+    ));
+    out.push(format!(
+        "revert_version acme again: {:?}",
+        m.revert_version(&mut conn, &id("acme"), "20260301000001", &opts)
+            .unwrap()
+    ));
+    out.push(format!(
+        "revert_version victim, not the last: {}",
+        m.revert_version(&mut conn, &id("victim"), "20260101000001", &opts)
+            .is_err()
+    ));
+    out.push(format!(
+        "revert_version_all: {}",
+        report(
+            &m.revert_version_all(db.url(), "20260301000001", &opts)
+                .unwrap()
+        )
+    ));
+    out.push(format!(
+        "revert_last_with victim: {:?}",
+        m.revert_last_with(&mut conn, &id("victim"), &opts).unwrap()
+    ));
+    out.push(format!(
+        "migrate_all again: {}",
+        report(&m.migrate_all(db.url(), &opts).unwrap())
+    ));
+    out.push(format!(
+        "installed: {} {} {}",
+        m.is_registry_installed(&mut conn).unwrap(),
+        m.is_installed(&mut conn).unwrap(),
+        m.is_registered(&mut conn, &id("victim")).unwrap()
+    ));
+    out.push(format!(
+        "shared_status: {:?}",
+        m.shared_status(&mut conn).unwrap()
+    ));
+    // The pool's session set-up and checkout, and a tenant-table query through it.
+    let pool = diesel_workspace::pool::builder()
+        .max_size(1)
+        .build(db.url())
+        .unwrap();
+    let mut pooled = pool.get().unwrap();
+    let titles: Vec<String> = switch(&id("victim"), || {
+        notes::table
+            .select(notes::title)
+            .order(notes::id)
+            .load(&mut *pooled)
+    })
+    .unwrap();
+    out.push(format!("pooled victim notes: {titles:?}"));
+    drop(pooled);
+    drop(pool);
     m.rename_tenant(&mut conn, &id("initech"), &id("initrode"))
         .unwrap();
     m.drop_tenant(&mut conn, &id("hooli")).unwrap();
