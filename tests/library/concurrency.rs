@@ -274,3 +274,61 @@ fn random_concurrent_lifecycle_keeps_every_invariant_random_seed() {
     let db = test_db!("chaos_random");
     run_chaos(&db, seed, length());
 }
+
+/// The interleaving that used to drift: `fill_spares` (new set) upgrades a stale spare with a
+/// slow migration while `create_tenant` (old set, for which that spare is current) looks for a
+/// spare to claim. The claim skips the spare being upgraded; nothing drifts and no central row
+/// names a missing schema.
+#[test]
+fn a_spare_being_upgraded_is_not_claimed() {
+    let db = test_db!("a_spare_being_upgraded_is_not_claimed");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |set: &str, name: &str, up: &str, down: &str| {
+        let m = dir.path().join(set).join(name);
+        fs::create_dir_all(&m).unwrap();
+        fs::write(m.join("up.sql"), up).unwrap();
+        fs::write(m.join("down.sql"), down).unwrap();
+    };
+    for set in ["old", "new"] {
+        write(
+            set,
+            "2026-02-01-000001_base",
+            "CREATE TABLE base (id int);",
+            "DROP TABLE base;",
+        );
+    }
+    write(
+        "new",
+        "2026-02-01-000002_slow",
+        "SELECT pg_catalog.pg_sleep(1.5); CREATE TABLE slow (id int);",
+        "DROP TABLE slow;",
+    );
+    let build = |set: &str| {
+        Migrator::builder(FileBasedMigrations::from_path(dir.path().join(set)).unwrap())
+            .build()
+            .unwrap()
+    };
+    let (old, new) = (build("old"), build("new"));
+    let mut conn = db.conn();
+    old.run_shared(&mut conn).unwrap();
+    assert_eq!(old.fill_spares(&mut conn, 1).unwrap(), 1);
+    let spare = old.spares(&mut conn).unwrap().remove(0);
+
+    let url = db.url().to_owned();
+    let filler = std::thread::spawn(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        new.fill_spares(&mut conn, 1)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let acme = TenantId::new("acme").unwrap();
+    old.create_tenant(&mut conn, &acme).unwrap();
+    assert_eq!(
+        filler.join().unwrap().unwrap(),
+        0,
+        "the stale spare was upgraded"
+    );
+    // acme was provisioned from scratch; the spare stayed a spare, now current.
+    assert_eq!(old.spares(&mut conn).unwrap(), [spare.clone()]);
+    assert!(db.schema_exists("acme") && db.schema_exists(spare.as_str()));
+    check_invariants(&mut conn, 0);
+}
