@@ -110,6 +110,10 @@ fn revert_behind_a_readers_lock_gives_up_in_time() {
     let longest_read = readers.join().unwrap();
     holder.batch_execute("COMMIT").unwrap();
 
+    eprintln!(
+        "behind a reader: revert_version gave up after {single:?}, revert_last_all after \
+         {fleet:?} (bound {bound:?}); longest read {longest_read:?}"
+    );
     assert!(
         single <= bound,
         "revert_version took {single:?} (bound {bound:?})"
