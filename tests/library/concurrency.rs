@@ -328,7 +328,7 @@ fn a_spare_being_upgraded_is_not_claimed() {
         "the stale spare was upgraded"
     );
     // acme was provisioned from scratch; the spare stayed a spare, now current.
-    assert_eq!(old.spares(&mut conn).unwrap(), [spare.clone()]);
+    assert_eq!(old.spares(&mut conn).unwrap(), std::slice::from_ref(&spare));
     assert!(db.schema_exists("acme") && db.schema_exists(spare.as_str()));
     check_invariants(&mut conn, 0);
 }

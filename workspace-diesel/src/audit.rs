@@ -1,130 +1,12 @@
-//! A check of the database's set-up for what would weaken tenant isolation.
-
-use std::fmt;
+//! The catalog queries behind [`Migrator::audit`](crate::Migrator::audit) and the hijack
+//! checks of the migrator and the pool.
 
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use crate::error::Result;
-use crate::migrate::Migrator;
-use crate::sql::{own, quote_literal, SHARED_SCHEMA};
-
-/// Something in the database's set-up that weakens tenant isolation, found by
-/// [`Migrator::audit`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Hazard {
-    /// The connected role is a superuser: it bypasses every privilege and row-level policy, so a
-    /// bug in the application is not contained by the database.
-    Superuser {
-        /// The role.
-        role: String,
-    },
-    /// Every role may create objects in the shared schema (the default of databases created
-    /// before PostgreSQL 15). A role that can create a function or operator in a schema on the
-    /// `search_path` can hijack unqualified calls of other roles (CVE-2018-1058). Fix with
-    /// `REVOKE CREATE ON SCHEMA public FROM PUBLIC`.
-    SharedSchemaOpenToAll {
-        /// The shared schema.
-        schema: String,
-    },
-    /// A table (or view) in the shared schema has the name of a tenant table. Raw SQL, triggers
-    /// and functions that name the table without a schema reach the shared one whenever the
-    /// tenant's schema is not first on the `search_path`.
-    SharedTableNamedLikeTenantTable {
-        /// The table's name.
-        table: String,
-    },
-    /// A registered tenant has no schema (dropped by hand, or a failed restore).
-    MissingSchema {
-        /// The tenant's identifier, as stored in the registry.
-        tenant: String,
-    },
-    /// A role other than the schema's owner (or a member of the owner role) may create objects
-    /// in the shared schema or in a tenant schema: a function or operator it plants there can
-    /// hijack SQL that resolves names through a `search_path` naming that schema (CVE-2018-1058).
-    /// `role` is `PUBLIC` for a grant to every role on a tenant schema (the shared schema's is
-    /// [`SharedSchemaOpenToAll`](Hazard::SharedSchemaOpenToAll)). Superusers are left out: they
-    /// may do anything anyway.
-    SchemaCreateGranted {
-        /// The schema.
-        schema: String,
-        /// The role that may create objects in it.
-        role: String,
-    },
-    /// A function or operator outside the system schemas, not part of an extension, has the
-    /// name of a `pg_catalog` one. An overload for argument types that `pg_catalog` lacks (such
-    /// as `=(character varying, text)`) is an exact match, so it wins over the built-in one
-    /// whenever its schema is on the `search_path`, even after `pg_catalog`.
-    CatalogNameOverloaded {
-        /// The schema holding it.
-        schema: String,
-        /// `function` or `operator`.
-        kind: &'static str,
-        /// Its qualified signature, such as `public.=(character varying,text)`.
-        signature: String,
-    },
-}
-
-impl Hazard {
-    /// Whether this hazard lets another role change what SQL resolving names through a
-    /// `search_path` does: create rights on the shared or a tenant schema held by a role other
-    /// than its owner, or a planted overload of a `pg_catalog` name.
-    ///
-    /// ```
-    /// use diesel_workspace::Hazard;
-    ///
-    /// let h = Hazard::SharedSchemaOpenToAll { schema: "public".into() };
-    /// assert!(h.enables_hijack());
-    /// assert!(!Hazard::Superuser { role: "postgres".into() }.enables_hijack());
-    /// ```
-    pub fn enables_hijack(&self) -> bool {
-        matches!(
-            self,
-            Hazard::SharedSchemaOpenToAll { .. }
-                | Hazard::SchemaCreateGranted { .. }
-                | Hazard::CatalogNameOverloaded { .. }
-        )
-    }
-}
-
-impl fmt::Display for Hazard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Hazard::Superuser { role } => write!(
-                f,
-                "the application connects as `{role}`, a superuser: privileges do not contain its mistakes"
-            ),
-            Hazard::SharedSchemaOpenToAll { schema } => write!(
-                f,
-                "every role may create objects in schema `{schema}` (CVE-2018-1058): \
-                 run `REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC`"
-            ),
-            Hazard::SharedTableNamedLikeTenantTable { table } => write!(
-                f,
-                "shared table `{table}` has the name of a tenant table: unqualified names in raw SQL, \
-                 triggers and functions may reach it"
-            ),
-            Hazard::MissingSchema { tenant } => {
-                write!(f, "the schema of registered tenant `{tenant}` does not exist")
-            }
-            Hazard::SchemaCreateGranted { schema, role } => write!(
-                f,
-                "role `{role}` may create objects in schema `{schema}`, which it does not own \
-                 (CVE-2018-1058): run `REVOKE CREATE ON SCHEMA {schema} FROM {role}`"
-            ),
-            Hazard::CatalogNameOverloaded {
-                schema,
-                kind,
-                signature,
-            } => write!(
-                f,
-                "{kind} `{signature}` overloads a pg_catalog name: SQL resolving names through a \
-                 search_path that includes `{schema}` may call it instead (CVE-2018-1058)"
-            ),
-        }
-    }
-}
+use crate::hazard::Hazard;
+use crate::sql::{quote_literal, SHARED_SCHEMA};
 
 #[derive(QueryableByName)]
 struct RoleRow {
@@ -249,27 +131,12 @@ struct NameRow {
     name: String,
 }
 
-impl Migrator {
-    /// Checks the database for what would weaken tenant isolation: a superuser connection, a
-    /// shared schema where every role may create objects, create rights of other roles than the
-    /// owner on the shared schema or a tenant schema, functions and operators overloading
-    /// `pg_catalog` names (these three let a role hijack SQL, CVE-2018-1058), shared tables named
-    /// like tenant tables, and registered tenants without a schema. Five catalog queries,
-    /// whatever the number of tenants; run it at start-up and log what it returns.
-    ///
-    /// ```no_run
-    /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
-    /// for hazard in migrator.audit(conn)? {
-    ///     eprintln!("warning: {hazard}");
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Query`](crate::Error::Query) when the catalog or the registry cannot be read.
-    pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
-        own(conn, |conn| {
+/// Every hazard ([`Migrator::audit`](crate::Migrator::audit)), with the registry at
+/// `registry` (qualified) and its identifier column `column` (quoted). Five catalog queries;
+/// run under the library's own path.
+pub(crate) fn audit(conn: &mut PgConnection, registry: &str, column: &str) -> Result<Vec<Hazard>> {
+    {
+        {
             let mut hazards = Vec::new();
             let role: RoleRow = diesel::sql_query(
                 "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser \
@@ -280,8 +147,6 @@ impl Migrator {
                 hazards.push(Hazard::Superuser { role: role.role });
             }
             hazards.extend(hijack_hazards(conn, SHARED_SCHEMA)?);
-            let registry = self.registry().qualified_table();
-            let column = self.registry().quoted_identifier_column();
             let shadowing: Vec<NameRow> = diesel::sql_query(format!(
             "SELECT DISTINCT s.relname::pg_catalog.text AS name \
              FROM pg_catalog.pg_class s \
@@ -313,6 +178,6 @@ impl Migrator {
                     .map(|r| Hazard::MissingSchema { tenant: r.name }),
             );
             Ok(hazards)
-        })
+        }
     }
 }

@@ -69,14 +69,14 @@ pub enum Error {
     /// [`Hazard::enables_hijack`](crate::Hazard::enables_hijack)), and the migrator or the pool
     /// was built to refuse to run on that. Nothing else was sent.
     #[error("refusing to run: {}", hijack_summary(.0))]
-    HijackHazards(Vec<crate::audit::Hazard>),
+    HijackHazards(Vec<crate::hazard::Hazard>),
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]
     Pool(#[from] r2d2::Error),
 }
 
-fn hijack_summary(hazards: &[crate::audit::Hazard]) -> String {
+fn hijack_summary(hazards: &[crate::hazard::Hazard]) -> String {
     match hazards {
         [] => "no hazard".to_owned(),
         [one] => one.to_string(),

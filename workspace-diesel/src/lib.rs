@@ -6,6 +6,7 @@ mod audit;
 mod connection;
 mod context;
 mod error;
+mod hazard;
 mod migrate;
 mod registry;
 mod roles;
@@ -17,12 +18,12 @@ mod tenant;
 pub mod pool;
 pub mod prelude;
 
-pub use crate::audit::Hazard;
 pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
+pub use crate::hazard::Hazard;
 pub use crate::migrate::{
     FailurePolicy, MigrateOptions, MigrationFailure, MigrationReport, Migrator, MigratorBuilder,
     Progress, ProgressFn, SharedStatus, TenantOutcome, TenantStatus, REGISTRY_MIGRATIONS,

@@ -23,6 +23,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use crate::error::{Error, Result};
+use crate::hazard::Hazard;
 use crate::registry::Registry;
 use crate::roles::TenantRoles;
 use crate::sql::{own, SHARED_LOCK_KEY, SHARED_SCHEMA, SPARE_PREFIX};
@@ -251,6 +252,30 @@ impl Migrator {
         .bind::<Text, _>(tenant.as_str())
         .get_result(conn)?;
         Ok(row.flag)
+    }
+
+    /// Checks the database for what would weaken tenant isolation: a superuser connection, a
+    /// shared schema where every role may create objects, create rights of other roles than the
+    /// owner on the shared schema or a tenant schema, functions and operators overloading
+    /// `pg_catalog` names (these three let a role hijack SQL, CVE-2018-1058), shared tables named
+    /// like tenant tables, and registered tenants without a schema. Five catalog queries,
+    /// whatever the number of tenants; run it at start-up and log what it returns.
+    ///
+    /// ```no_run
+    /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
+    /// for hazard in migrator.audit(conn)? {
+    ///     eprintln!("warning: {hazard}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the catalog or the registry cannot be read.
+    pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
+        let registry = self.registry.qualified_table();
+        let column = self.registry.quoted_identifier_column();
+        own(conn, |conn| crate::audit::audit(conn, &registry, &column))
     }
 
     /// With [`MigratorBuilder::refuse_hijack_hazards`], fails with [`Error::HijackHazards`] when
