@@ -3,9 +3,11 @@
 //! ledger read after the lock decides; each migration wrapped so a failure names itself), the
 //! non-transactional path (`run_in_transaction = false`), and the retry loop on lock timeouts.
 //!
-//! Apply and revert open a tenant's transaction the same way ([`begin_locked`]): `BEGIN`, the
-//! tenant's advisory lock first, the caller's `lock_timeout`, the tenant alone on the
-//! `search_path`, the schema check, then the ledger read after the lock.
+//! Apply and revert open a tenant's transaction the same way ([`begin_locked`]): [`BEGIN`] (the
+//! library's own `search_path`, `pg_catalog, pg_temp`), the tenant's advisory lock first, the
+//! caller's `lock_timeout`, the schema check (for a spare, its row lock too), then the ledger
+//! read after the lock. The migrations' own SQL runs with the tenant alone on the path
+//! ([`in_schema`]); the ledger and central record rows under the library's path again.
 
 use std::time::Duration;
 
@@ -400,10 +402,10 @@ fn with_retries(
     }
 }
 
-/// Opens `schema`'s transaction and reads its ledger after the lock: `BEGIN`, the lock (first),
-/// the lock timeout for DDL, the tenant alone on the path, a check that fails with
-/// [`Error::SchemaMissing`] when the schema is gone and, when `create_ledger`, the ledger created
-/// when it is missing. The transaction stays open on success and is rolled back on failure.
+/// Opens `schema`'s transaction and reads its ledger after the lock: [`BEGIN`], the lock
+/// (first), the lock timeout for DDL, a check that fails with [`Error::SchemaMissing`] when the
+/// schema is gone (or, for a spare, when it is not a spare any more or a claim holds its row)
+/// and, when `create_ledger`, the ledger created when it is missing. The transaction stays open on success and is rolled back on failure.
 fn begin_locked(
     conn: &mut PgConnection,
     schema: &TenantId,
