@@ -17,6 +17,7 @@ fn help_is_pinned() {
         "status",
         "drop_tenant",
         "rename_tenant",
+        "set_tenant_status",
         "fill_spares",
         "list_spares",
         "drain_spares",

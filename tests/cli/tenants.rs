@@ -53,3 +53,31 @@ fn rename_tenant_moves_schema_and_records() {
         .fails_with("invalid tenant name `Bad`");
     assert!(db.schema_exists("acme_corp") && db.schema_exists("globex"));
 }
+
+#[test]
+fn set_tenant_status_changes_the_registry_state() {
+    let db = test_db!("set_tenant_status_changes_the_registry_state");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    assert_eq!(
+        w.run(&db, &["set_tenant_status", "acme", "suspended"]).ok(),
+        "tenant `acme`: active -> suspended\n"
+    );
+    assert!(db.check(
+        "(SELECT status::text FROM public.workspaces WHERE schema_name = 'acme') = 'suspended'"
+    ));
+    assert_eq!(
+        w.run(&db, &["set_tenant_status", "acme", "archived"]).ok(),
+        "tenant `acme`: suspended -> archived\n"
+    );
+    assert_eq!(
+        w.run(&db, &["set_tenant_status", "acme", "active"]).ok(),
+        "tenant `acme`: archived -> active\n"
+    );
+    w.run(&db, &["set_tenant_status", "nobody", "active"])
+        .fails_with("tenant `nobody` does not exist");
+    w.run(&db, &["set_tenant_status", "Bad", "active"])
+        .fails_with("invalid tenant name `Bad`");
+    let run = w.run(&db, &["set_tenant_status", "acme", "paused"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+}

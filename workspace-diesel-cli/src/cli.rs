@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Schema-per-tenant migrations for Diesel and PostgreSQL: create, migrate, list, rename and drop
 /// tenants, write new migrations, and print the Rust schema of the shared and tenant tables.
@@ -97,6 +97,15 @@ pub(crate) enum Command {
         to: String,
     },
 
+    /// Set a tenant's state in the registry; web services serve only active tenants
+    #[command(name = "set_tenant_status")]
+    SetTenantStatus {
+        /// The tenant
+        identifier: String,
+        /// The new state
+        status: TenantState,
+    },
+
     /// Top the warm pool up to N spare schemas with every tenant migration applied, which
     /// create_tenant_schema claims instead of provisioning from scratch
     #[command(name = "fill_spares")]
@@ -177,4 +186,17 @@ pub(crate) struct PrintSchemaArgs {
     /// which the library already declares
     #[arg(long)]
     pub(crate) with_registry: bool,
+}
+
+/// A tenant's life-cycle state, as `set_tenant_status` takes it.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum TenantState {
+    /// Being created: web requests get 503
+    Provisioning,
+    /// Served
+    Active,
+    /// Kept, not served: web requests get 403
+    Suspended,
+    /// Kept for the record: web requests get 410
+    Archived,
 }

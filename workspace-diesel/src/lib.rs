@@ -11,6 +11,7 @@ mod migrate;
 mod registry;
 mod roles;
 mod sql;
+mod state;
 mod table;
 mod tenant;
 
@@ -34,6 +35,7 @@ pub use crate::registry::{
 };
 pub use crate::roles::TenantRoles;
 pub use crate::sql::LIBRARY_TABLES;
+pub use crate::state::{set_tenant_status, tenant_status};
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub use workspace_diesel_derive::TenantModel;

@@ -610,13 +610,45 @@ impl ManageConnection for TenantConnectionManager {
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
         if self.inner.has_broken(conn) {
+            discarded(if std::thread::panicking() {
+                "the thread is panicking"
+            } else {
+                "a transaction is open or broken"
+            });
             return true;
         }
         match cached_statements(conn) {
-            Some(n) => n > self.statement_cap,
-            None => true,
+            Some(n) if n > self.statement_cap => {
+                // The span is entered only on this rare path: a check-in under the cap costs
+                // nothing here.
+                let _span = tracing::debug_span!(
+                    "pool.cap_recycle",
+                    tenant = crate::context::with_current(|t| t.map(|t| t.as_str().to_owned())),
+                    statements = n,
+                    cap = self.statement_cap,
+                )
+                .entered();
+                tracing::debug!("connection over the statement cap closed at check-in");
+                true
+            }
+            Some(_) => false,
+            None => {
+                discarded("its statement counter was replaced");
+                true
+            }
         }
     }
+}
+
+/// Records why a connection is closed at check-in, in a `pool.discard` span.
+fn discarded(reason: &'static str) {
+    let _span = tracing::debug_span!(
+        "pool.discard",
+        tenant = crate::context::with_current(|t| t.map(|t| t.as_str().to_owned())),
+        reason,
+    )
+    .entered();
+    tracing::debug!("connection closed at check-in");
 }
 
 /// The [`Instrumentation`] a [`TenantPool`] installs on each connection: it counts the prepared

@@ -47,6 +47,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Status => migrate::status(&ctx),
         Command::DropTenant { identifier, yes } => tenant::drop(&ctx, &identifier, yes),
         Command::RenameTenant { from, to } => tenant::rename(&ctx, &from, &to),
+        Command::SetTenantStatus { identifier, status } => {
+            tenant::set_status(&ctx, &identifier, status)
+        }
         Command::FillSpares { target } => spares::fill(&ctx, &target),
         Command::ListSpares => spares::list(&ctx),
         Command::DrainSpares { yes } => spares::drain(&ctx, yes),

@@ -1,8 +1,10 @@
-//! Tenant commands: `create_tenant_schema`, `list_tenants`, `drop_tenant`, `rename_tenant`.
+//! Tenant commands: `create_tenant_schema`, `list_tenants`, `drop_tenant`, `rename_tenant`,
+//! `set_tenant_status`.
 
 use anyhow::{bail, Context as _, Result};
 
 use super::{confirm, plural, tenant_id, Ctx};
+use crate::cli::TenantState;
 
 /// `create_tenant_schema <identifier>`: applies pending shared migrations (the registry table
 /// comes with them), then registers the tenant and creates its schema with every tenant
@@ -93,4 +95,34 @@ pub(crate) fn rename(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
     migrator.rename_tenant(&mut conn, &from, &to)?;
     out!("renamed tenant `{from}` to `{to}`");
     Ok(())
+}
+
+/// `set_tenant_status <identifier> <status>`.
+pub(crate) fn set_status(ctx: &Ctx, identifier: &str, status: TenantState) -> Result<()> {
+    use diesel_workspace::WorkspaceStatus;
+    let tenant = tenant_id(identifier)?;
+    let status = match status {
+        TenantState::Provisioning => WorkspaceStatus::Provisioning,
+        TenantState::Active => WorkspaceStatus::Active,
+        TenantState::Suspended => WorkspaceStatus::Suspended,
+        TenantState::Archived => WorkspaceStatus::Archived,
+    };
+    let mut conn = ctx.connect()?;
+    let before = diesel_workspace::set_tenant_status(&mut conn, &tenant, status)?;
+    out!(
+        "tenant `{tenant}`: {} -> {}",
+        state_name(before),
+        state_name(status)
+    );
+    Ok(())
+}
+
+fn state_name(s: diesel_workspace::WorkspaceStatus) -> &'static str {
+    use diesel_workspace::WorkspaceStatus::*;
+    match s {
+        Provisioning => "provisioning",
+        Active => "active",
+        Suspended => "suspended",
+        Archived => "archived",
+    }
 }

@@ -1,0 +1,261 @@
+//! Per-request cost of the routing layer + `TenantDb` extractor + blocking bridge, against a
+//! hand-written axum handler that hard-codes the tenant's schema: same pool, same query, same
+//! server, one run, requests over loopback from a Rust client (reqwest, keep-alive, one request
+//! in flight). Plus the registry cache's hit cost.
+//!
+//! `cargo bench -p workspace-diesel-axum --bench web` (`BENCH_QUICK=1` for a short run; without
+//! `--bench` it only smoke-tests each case).
+
+use workspace_diesel_tests::db;
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+use diesel_workspace::pool::TenantPool;
+use diesel_workspace::{Migrator, TenantId, WorkspaceStatus};
+use diesel_workspace_axum::{DbError, Header, RegistryCache, Routing, TenantDb};
+
+const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+
+diesel_workspace::tenant_table! {
+    notes (id) {
+        id -> Int4,
+        title -> Text,
+    }
+}
+
+/// The same table with the schema written into the declaration: the hand-written baseline.
+mod fixed {
+    diesel::table! {
+        acme.notes (id) {
+            id -> Int4,
+            title -> Text,
+        }
+    }
+}
+
+async fn routed(db: TenantDb) -> Result<String, DbError> {
+    db.run(|conn| {
+        notes::table
+            .filter(notes::id.eq(1))
+            .select(notes::title)
+            .first::<String>(conn)
+    })
+    .await
+}
+
+async fn hand_written(pool: TenantPool) -> Result<String, DbError> {
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get().map_err(|e| DbError::Pool(e.to_string()))?;
+        fixed::notes::table
+            .filter(fixed::notes::id.eq(1))
+            .select(fixed::notes::title)
+            .first::<String>(&mut conn)
+            .map_err(DbError::from)
+    })
+    .await
+    .map_err(|_| DbError::Panicked)?
+}
+
+/// Rounds and requests per side per round: a smoke test without `--bench` (as `cargo test
+/// --benches` runs it), a short run with `BENCH_QUICK=1`, else the full run; `BENCH_ROUNDS` and
+/// `BENCH_ITERS` override them.
+struct Settings {
+    mode: &'static str,
+    rounds: usize,
+    iters: usize,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let bench = std::env::args().any(|a| a == "--bench");
+        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let (mode, rounds, iters) = match (bench, quick) {
+            (false, _) => ("smoke test (no --bench)", 2, 20),
+            (true, true) => ("quick (BENCH_QUICK=1)", 5, 400),
+            (true, false) => ("full", 15, 2_000),
+        };
+        let var = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+                .max(1)
+        };
+        Self {
+            mode,
+            rounds: var("BENCH_ROUNDS", rounds),
+            iters: var("BENCH_ITERS", iters),
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let db = db::ScratchDb::create("bench_web");
+    let migrator = Migrator::builder(TENANT)
+        .build()
+        .expect("the tenant migrations");
+    let mut conn = PgConnection::establish(db.url()).expect("connect");
+    migrator.run_shared(&mut conn).expect("shared migrations");
+    for t in ["acme", "globex"] {
+        migrator
+            .create_tenant(&mut conn, &TenantId::new(t).unwrap())
+            .expect("create tenant");
+    }
+    conn.batch_execute("INSERT INTO acme.notes (title) VALUES ('acme note'); INSERT INTO globex.notes (title) VALUES ('globex note')")
+        .expect("notes");
+
+    let pool = diesel_workspace::pool::builder()
+        .max_size(4)
+        .build(db.url())
+        .expect("pool");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let routing = Routing::builder(pool.clone())
+        .resolver(Header::new("x-tenant"))
+        .cache_ttl(Duration::from_secs(3600))
+        .build();
+    let baseline_pool = pool.clone();
+    let app = Router::new()
+        .route("/routed", get(routed))
+        .layer(routing.layer())
+        .route("/fixed", get(move || hand_written(baseline_pool.clone())));
+
+    let (routed_lat, fixed_lat) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
+        let routed_url = format!("http://{addr}/routed");
+        let fixed_url = format!("http://{addr}/fixed");
+        let one = |url: &str, tenant: bool| {
+            let mut req = client.get(url);
+            if tenant {
+                req = req.header("x-tenant", "acme");
+            }
+            async move {
+                let start = Instant::now();
+                let resp = req.send().await.expect("request");
+                assert_eq!(resp.status(), 200);
+                let body = resp.text().await.expect("body");
+                let elapsed = start.elapsed();
+                assert_eq!(body, "acme note");
+                elapsed
+            }
+        };
+        // Warm-up: connections, prepared statements, the registry cache.
+        for _ in 0..200.min(settings.iters * 2) {
+            one(&routed_url, true).await;
+            one(&fixed_url, false).await;
+        }
+        let mut routed_lat = Vec::new();
+        let mut fixed_lat = Vec::new();
+        // Interleaved blocks, alternating which side goes first, so drifts in machine load hit
+        // both sides alike.
+        for round in 0..settings.rounds {
+            for side in [round % 2, 1 - round % 2] {
+                for _ in 0..settings.iters {
+                    if side == 0 {
+                        routed_lat.push(one(&routed_url, true).await);
+                    } else {
+                        fixed_lat.push(one(&fixed_url, false).await);
+                    }
+                }
+            }
+        }
+        (routed_lat, fixed_lat)
+    });
+
+    // The registry check on a cache hit, without HTTP.
+    let acme = TenantId::new("acme").unwrap();
+    let cache = RegistryCache::new(10_000, Duration::from_secs(3600));
+    for i in 0..1000 {
+        cache.insert(
+            TenantId::new(format!("t{i}")).unwrap(),
+            Some(WorkspaceStatus::Active),
+            cache.generation(),
+        );
+    }
+    cache.insert(
+        acme.clone(),
+        Some(WorkspaceStatus::Active),
+        cache.generation(),
+    );
+    let n = settings.iters * 500;
+    let start = Instant::now();
+    for _ in 0..n {
+        black_box(cache.get(black_box(&acme)));
+    }
+    let get_ns = start.elapsed().as_secs_f64() * 1e9 / n as f64;
+    let check_ns = runtime.block_on(async {
+        routing.check(acme.clone()).await.expect("active"); // fills the cache
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(
+                routing
+                    .check(black_box(acme.clone()))
+                    .await
+                    .expect("active"),
+            );
+        }
+        start.elapsed().as_secs_f64() * 1e9 / n as f64
+    });
+
+    let mut r = routed_lat;
+    let mut f = fixed_lat;
+    r.sort();
+    f.sort();
+    println!(
+        "web routing benchmark ({}): {} rounds × {} requests per side, one in flight, 2 server threads",
+        settings.mode, settings.rounds, settings.iters
+    );
+    println!();
+    println!("| request | median µs | p99 µs |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| hand-written handler, schema hard-coded (`acme.notes`), `spawn_blocking` + `pool.get()` | {:.1} | {:.1} |",
+        us(percentile(&f, 0.5)),
+        us(percentile(&f, 0.99))
+    );
+    println!(
+        "| `TenantLayer` (header resolver, registry check on a cache hit) + `TenantDb::run` | {:.1} | {:.1} |",
+        us(percentile(&r, 0.5)),
+        us(percentile(&r, 0.99))
+    );
+    let median_ratio = percentile(&r, 0.5).as_secs_f64() / percentile(&f, 0.5).as_secs_f64();
+    let p99_ratio = percentile(&r, 0.99).as_secs_f64() / percentile(&f, 0.99).as_secs_f64();
+    println!(
+        "| ratio (target ≤ 1.05× median, ≤ 1.10× p99) | {median_ratio:.3}× | {p99_ratio:.3}× |"
+    );
+    println!();
+    println!("| registry cache hit | ns per call |");
+    println!("| --- | ---: |");
+    println!("| `RegistryCache::get` (1,001 tenants cached) | {get_ns:.0} |");
+    println!(
+        "| `Routing::check` on a hit (lookup + state check + `TenantId` clone) | {check_ns:.0} |"
+    );
+    drop(pool);
+    drop(routing);
+}

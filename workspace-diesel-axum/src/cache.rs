@@ -1,0 +1,305 @@
+//! The registry check's cache: tenant states by name, bounded in size and age.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use diesel_workspace::{TenantId, WorkspaceStatus};
+
+/// The notification channel registry changes are sent on (see [`install_notify_trigger`]).
+pub const NOTIFY_CHANNEL: &str = "workspace_diesel_registry";
+
+/// Tenant states read from the registry, kept for at most a time-to-live and at most
+/// `capacity` entries. Unknown names are cached too (as `None`), so a flood of requests for a
+/// tenant that does not exist costs one query per TTL.
+///
+/// Entries go away when they expire, when [`invalidate`](Self::invalidate) or
+/// [`clear`](Self::clear) is called (the [`Routing`](crate::Routing) calls for dropping,
+/// renaming and changing the state of a tenant do it at once, in-process), and, across
+/// processes, when a notification arrives on [`NOTIFY_CHANNEL`] while
+/// [`listen`](Self::listen) runs. Behind a transaction-pooling proxy, where `LISTEN` does not
+/// work, the TTL alone bounds how long another process's change goes unseen.
+///
+/// ```
+/// use std::time::Duration;
+/// use diesel_workspace::{TenantId, WorkspaceStatus};
+/// use diesel_workspace_axum::RegistryCache;
+///
+/// let cache = RegistryCache::new(1024, Duration::from_secs(5));
+/// let acme = TenantId::new("acme")?;
+/// assert_eq!(cache.get(&acme), None); // a miss
+/// let generation = cache.generation();
+/// cache.insert(acme.clone(), Some(WorkspaceStatus::Active), generation);
+/// assert_eq!(cache.get(&acme), Some(Some(WorkspaceStatus::Active)));
+/// cache.invalidate(&acme);
+/// assert_eq!(cache.get(&acme), None);
+/// # Ok::<(), diesel_workspace::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RegistryCache {
+    entries: Mutex<HashMap<TenantId, Entry>>,
+    capacity: usize,
+    ttl: Duration,
+    /// Bumped by every invalidation: a lookup that started before one does not store its result.
+    generation: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    status: Option<WorkspaceStatus>,
+    expires: Instant,
+}
+
+impl RegistryCache {
+    /// A cache of at most `capacity` tenants (at least 1), each kept for at most `ttl`. A zero
+    /// `ttl` caches nothing.
+    pub fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            ttl,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The time-to-live of an entry.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The cached state of `tenant`: `Some(None)` for a cached "not registered", `None` on a
+    /// miss (never cached, expired or invalidated).
+    pub fn get(&self, tenant: &TenantId) -> Option<Option<WorkspaceStatus>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(tenant) {
+            Some(e) if e.expires > Instant::now() => Some(e.status),
+            _ => None,
+        }
+    }
+
+    /// The current generation: read it before querying the registry and pass it to
+    /// [`insert`](Self::insert).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Stores what the registry said about `tenant`, unless an invalidation happened since
+    /// `generation` was read (the answer may predate it). When full, expired entries are
+    /// dropped first, then the entry closest to expiry.
+    pub fn insert(&self, tenant: TenantId, status: Option<WorkspaceStatus>, generation: u64) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if entries.len() >= self.capacity && !entries.contains_key(&tenant) {
+            entries.retain(|_, e| e.expires > now);
+            if entries.len() >= self.capacity {
+                let oldest = entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.expires)
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    entries.remove(&oldest);
+                }
+            }
+        }
+        entries.insert(
+            tenant,
+            Entry {
+                status,
+                expires: now + self.ttl,
+            },
+        );
+    }
+
+    /// Forgets `tenant` (and makes lookups in flight not store their answer).
+    pub fn invalidate(&self, tenant: &TenantId) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.remove(tenant);
+    }
+
+    /// Forgets every tenant.
+    pub fn clear(&self) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+    }
+
+    /// How many entries are held (expired ones included until they are pushed out).
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether the cache holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Invalidates entries when another process changes the registry: a thread holding one
+    /// connection of its own that `LISTEN`s on [`NOTIFY_CHANNEL`] and forgets each tenant named
+    /// in a notification (the trigger of [`install_notify_trigger`] sends one on every insert,
+    /// update and delete of a registry row; `''` clears everything). It checks for
+    /// notifications every 50 ms. When the connection is lost it clears the cache and
+    /// reconnects (notifications may have been missed meanwhile); the TTL still bounds
+    /// staleness.
+    ///
+    /// Needs a direct (or session-pooled) connection: behind a transaction-pooling proxy
+    /// `LISTEN` does not deliver. The thread stops when the returned [`Listener`] is dropped.
+    ///
+    /// # Errors
+    /// The first connection or the `LISTEN` failed.
+    ///
+    /// # Panics
+    /// When the operating system cannot start a thread (as `std::thread::spawn`).
+    pub fn listen(self: &Arc<Self>, database_url: &str) -> diesel_workspace::Result<Listener> {
+        let conn = listen_connection(database_url)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let cache = Arc::downgrade(self);
+        let url = database_url.to_owned();
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("registry-listener".into())
+            .spawn(move || listen_loop(conn, &url, &cache, &thread_stop))
+            .expect("start the registry listener thread");
+        Ok(Listener {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn listen_connection(url: &str) -> diesel_workspace::Result<PgConnection> {
+    let mut conn = PgConnection::establish(url)?;
+    diesel::sql_query(format!("LISTEN {NOTIFY_CHANNEL}"))
+        .execute(&mut conn)
+        .map_err(diesel_workspace::Error::Query)?;
+    Ok(conn)
+}
+
+fn listen_loop(
+    mut conn: PgConnection,
+    url: &str,
+    cache: &std::sync::Weak<RegistryCache>,
+    stop: &AtomicBool,
+) {
+    const TICK: Duration = Duration::from_millis(50);
+    while !stop.load(Ordering::Acquire) {
+        let Some(strong) = cache.upgrade() else {
+            return;
+        };
+        let mut lost = false;
+        for n in conn.notifications_iter() {
+            match n {
+                Ok(n) if n.payload.is_empty() => strong.clear(),
+                Ok(n) => match TenantId::new(&n.payload) {
+                    Ok(id) => {
+                        tracing::debug!(tenant = id.as_str(), "registry change notified");
+                        strong.invalidate(&id);
+                    }
+                    Err(_) => strong.clear(),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "registry listener lost its connection");
+                    lost = true;
+                    break;
+                }
+            }
+        }
+        drop(strong);
+        if lost {
+            loop {
+                if stop.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                if let Ok(c) = listen_connection(url) {
+                    conn = c;
+                    break;
+                }
+            }
+            if let Some(cache) = cache.upgrade() {
+                cache.clear();
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+/// The background thread started by [`RegistryCache::listen`]; dropping it stops the thread.
+#[derive(Debug)]
+pub struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Installs (once; idempotent, safe to call from several processes at start-up) a trigger on
+/// the built-in registry `public.workspaces` that sends a notification on [`NOTIFY_CHANNEL`]
+/// naming the tenant whenever a row is inserted, updated (both names on a rename) or deleted,
+/// and `''` on `TRUNCATE`. The notification is sent when the transaction commits, so a
+/// listener never invalidates before the change is visible.
+///
+/// ```no_run
+/// # fn run(conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
+/// diesel_workspace_axum::install_notify_trigger(conn)?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// [`Error::Query`](diesel_workspace::Error::Query) when the registry does not exist yet (run
+/// the shared migrations first) or the role may not create triggers on it.
+pub fn install_notify_trigger(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    use diesel::connection::SimpleConnection;
+    conn.transaction(|conn| conn.batch_execute(INSTALL_SQL))
+        .map_err(diesel_workspace::Error::Query)
+}
+
+const INSTALL_SQL: &str = r#"
+SELECT pg_catalog.pg_advisory_xact_lock(1463025665, 1);
+CREATE OR REPLACE FUNCTION public.workspace_notify_change() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog AS $wdn$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM pg_catalog.pg_notify('workspace_diesel_registry', '');
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM pg_catalog.pg_notify('workspace_diesel_registry', OLD.schema_name);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        PERFORM pg_catalog.pg_notify('workspace_diesel_registry', NEW.schema_name);
+    END IF;
+    RETURN NULL;
+END
+$wdn$;
+DO $wdn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                   WHERE tgrelid = 'public.workspaces'::pg_catalog.regclass
+                     AND tgname = 'workspaces_notify_change') THEN
+        CREATE TRIGGER workspaces_notify_change
+            AFTER INSERT OR UPDATE OR DELETE ON public.workspaces
+            FOR EACH ROW EXECUTE FUNCTION public.workspace_notify_change();
+        CREATE TRIGGER workspaces_notify_truncate
+            AFTER TRUNCATE ON public.workspaces
+            FOR EACH STATEMENT EXECUTE FUNCTION public.workspace_notify_change();
+    END IF;
+END
+$wdn$;
+"#;

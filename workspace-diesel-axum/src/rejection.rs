@@ -1,0 +1,123 @@
+//! Why a request gets no tenant, and the response it gets instead.
+
+use axum::response::{IntoResponse, Response};
+use diesel_workspace::TenantId;
+use http::{header, HeaderValue, StatusCode};
+
+/// Why a request was refused before reaching a tenant route. Each has a fixed status code and a
+/// short machine-readable [`code`](Self::code); the default response is a JSON body
+/// `{"error": "<code>", "message": "<text>"}`.
+///
+/// | variant | status | code |
+/// | --- | --- | --- |
+/// | [`Malformed`](Self::Malformed) | 400 | `tenant_malformed` |
+/// | [`Required`](Self::Required) | 400 | `tenant_required` |
+/// | [`Unknown`](Self::Unknown) | 404 | `tenant_unknown` |
+/// | [`Forbidden`](Self::Forbidden) | 403 | `tenant_forbidden` |
+/// | [`Suspended`](Self::Suspended) | 403 | `tenant_suspended` |
+/// | [`Archived`](Self::Archived) | 410 | `tenant_archived` |
+/// | [`Provisioning`](Self::Provisioning) | 503 | `tenant_provisioning` |
+/// | [`Unavailable`](Self::Unavailable) | 503 | `registry_unavailable` |
+///
+/// A refused request never reaches the route, so it never runs against the shared schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TenantRejection {
+    /// The request names a tenant, but not a valid tenant name.
+    Malformed {
+        /// The name as the request gave it.
+        input: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// The route needs a tenant and no resolver found one.
+    Required,
+    /// The name is valid but not a registered tenant.
+    Unknown(TenantId),
+    /// The request may not use this tenant (e.g. a logged-in user asking for another
+    /// workspace than their own).
+    Forbidden(TenantId),
+    /// The tenant is suspended.
+    Suspended(TenantId),
+    /// The tenant is archived.
+    Archived(TenantId),
+    /// The tenant is still being provisioned.
+    Provisioning(TenantId),
+    /// The registry could not be read; the request is refused rather than guessed.
+    Unavailable(String),
+}
+
+impl TenantRejection {
+    /// The HTTP status of the default response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Malformed { .. } | Self::Required => StatusCode::BAD_REQUEST,
+            Self::Unknown(_) => StatusCode::NOT_FOUND,
+            Self::Forbidden(_) | Self::Suspended(_) => StatusCode::FORBIDDEN,
+            Self::Archived(_) => StatusCode::GONE,
+            Self::Provisioning(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The machine-readable code of the default response's `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed { .. } => "tenant_malformed",
+            Self::Required => "tenant_required",
+            Self::Unknown(_) => "tenant_unknown",
+            Self::Forbidden(_) => "tenant_forbidden",
+            Self::Suspended(_) => "tenant_suspended",
+            Self::Archived(_) => "tenant_archived",
+            Self::Provisioning(_) => "tenant_provisioning",
+            Self::Unavailable(_) => "registry_unavailable",
+        }
+    }
+
+    /// The tenant the rejection is about, when the name was valid.
+    pub fn tenant(&self) -> Option<&TenantId> {
+        match self {
+            Self::Unknown(t)
+            | Self::Forbidden(t)
+            | Self::Suspended(t)
+            | Self::Archived(t)
+            | Self::Provisioning(t) => Some(t),
+            Self::Malformed { .. } | Self::Required | Self::Unavailable(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TenantRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Malformed { input, reason } => {
+                write!(f, "invalid tenant name `{input}`: {reason}")
+            }
+            Self::Required => f.write_str("this route needs a tenant and the request names none"),
+            Self::Unknown(t) => write!(f, "tenant `{t}` does not exist"),
+            Self::Forbidden(t) => write!(f, "tenant `{t}` is not open to this request"),
+            Self::Suspended(t) => write!(f, "tenant `{t}` is suspended"),
+            Self::Archived(t) => write!(f, "tenant `{t}` is archived"),
+            Self::Provisioning(t) => write!(f, "tenant `{t}` is being provisioned"),
+            Self::Unavailable(why) => write!(f, "the tenant registry could not be read: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for TenantRejection {}
+
+impl IntoResponse for TenantRejection {
+    fn into_response(self) -> Response {
+        json_error(self.status(), self.code(), &self.to_string())
+    }
+}
+
+/// A JSON error response `{"error": code, "message": message}`.
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

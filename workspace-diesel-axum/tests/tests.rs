@@ -1,0 +1,9 @@
+//! Integration tests of the routing crate: real HTTP servers on loopback ports, real
+//! PostgreSQL, one scratch database per test.
+
+mod support;
+
+mod async_pools;
+mod readme;
+mod resolvers;
+mod routing;
