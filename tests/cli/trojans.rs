@@ -30,6 +30,8 @@ fn run_commands(db: &TestDb, plant: impl FnOnce(&mut PgConnection)) -> Vec<Strin
         &["migrate_tenant", "--all", "--parallel", "2"],
         &["revert_tenant", "acme"],
         &["migrate_all", "--parallel", "2"],
+        &["set_tenant_status", "globex", "suspended"],
+        &["set_tenant_status", "globex", "active"],
         &["rename_tenant", "initech", "initrode"],
         &["drop_tenant", "--yes", "initrode"],
         &["print-schema", "--tenant", "victim"],

@@ -183,6 +183,16 @@ fn run_paths(db: &TestDb, plant: impl FnOnce(&mut PgConnection)) -> Vec<String> 
     out.push(format!("pooled victim notes: {titles:?}"));
     drop(pooled);
     drop(pool);
+    out.push(format!(
+        "set_tenant_status: {:?} then {:?}",
+        diesel_workspace::set_tenant_status(
+            &mut conn,
+            &id("globex"),
+            diesel_workspace::WorkspaceStatus::Suspended
+        )
+        .unwrap(),
+        diesel_workspace::tenant_status(&mut conn, &id("globex")).unwrap()
+    ));
     m.rename_tenant(&mut conn, &id("initech"), &id("initrode"))
         .unwrap();
     m.drop_tenant(&mut conn, &id("hooli")).unwrap();
