@@ -9,6 +9,7 @@ pub mod citus;
 pub mod cli;
 pub mod db;
 pub mod schema;
+pub mod trojan;
 
 pub use db::{admin_url, ScratchDb};
 

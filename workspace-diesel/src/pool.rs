@@ -196,6 +196,7 @@ pub struct TenantPoolBuilder {
     session_cleanup: bool,
     statement_cap: usize,
     instrumentation: InstrumentationFactory,
+    refuse_hijack_hazards: bool,
     pool: r2d2::Builder<TenantConnectionManager>,
 }
 
@@ -212,6 +213,7 @@ impl fmt::Debug for TenantPoolBuilder {
             )
             .field("session_cleanup", &self.session_cleanup)
             .field("statement_cap", &self.statement_cap)
+            .field("refuse_hijack_hazards", &self.refuse_hijack_hazards)
             .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
@@ -235,6 +237,7 @@ impl TenantPoolBuilder {
             session_cleanup: true,
             statement_cap: DEFAULT_STATEMENT_CAP,
             instrumentation: Arc::new(get_default_instrumentation),
+            refuse_hijack_hazards: false,
             pool: r2d2::Pool::builder(),
         }
     }
@@ -410,17 +413,44 @@ impl TenantPoolBuilder {
         self
     }
 
+    /// Makes [`build`](Self::build) refuse to start when the database lets another role
+    /// hijack SQL resolving names through a `search_path` ([`Hazard::enables_hijack`](crate::Hazard::enables_hijack)):
+    /// a role other than the owner with `CREATE` on the shared schema or on a schema holding a
+    /// Diesel ledger, or a function or operator overloading a `pg_catalog` name. Two catalog
+    /// queries on one connection, once. [`build_unchecked`](Self::build_unchecked) does not
+    /// check. Defaults to `false`.
+    pub fn refuse_hijack_hazards(mut self, refuse: bool) -> Self {
+        self.refuse_hijack_hazards = refuse;
+        self
+    }
     /// Builds the pool, waits until it has opened its initial connections (`min_idle`), and
     /// detects the engine on one of them ([`Dialect`](crate::Dialect): one query).
     ///
     /// # Errors
-    /// [`Error::Pool`](crate::Error::Pool) when the connections could not be opened within the
-    /// connection timeout; [`Error::UnsupportedEngine`](crate::Error::UnsupportedEngine) on an
-    /// engine the crate cannot run on (CockroachDB, YugabyteDB).
+    /// - [`Error::Pool`](crate::Error::Pool) when the connections could not be opened within the
+    ///   connection timeout;
+    /// - [`Error::UnsupportedEngine`](crate::Error::UnsupportedEngine) on an engine the crate
+    ///   cannot run on (CockroachDB, YugabyteDB);
+    /// - with [`refuse_hijack_hazards`](Self::refuse_hijack_hazards),
+    ///   [`Error::HijackHazards`](crate::Error::HijackHazards) when the database has them.
     pub fn build(self, database_url: impl Into<String>) -> Result<TenantPool> {
+        let refuse = self
+            .refuse_hijack_hazards
+            .then(|| self.shared_schema.clone());
         let (pool, manager) = self.into_parts(database_url.into());
         let pool = pool.build(manager)?;
-        crate::dialect::Dialect::detect_supported(&mut *pool.get()?)?;
+        {
+            let mut conn = pool.get()?;
+            crate::dialect::Dialect::detect_supported(&mut conn)?;
+            if let Some(shared) = refuse {
+                let hazards = crate::sql::own(&mut *conn, |conn| {
+                    crate::audit::hijack_hazards(conn, &shared)
+                })?;
+                if !hazards.is_empty() {
+                    return Err(crate::Error::HijackHazards(hazards));
+                }
+            }
+        }
         Ok(pool)
     }
 

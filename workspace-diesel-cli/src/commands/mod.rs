@@ -25,6 +25,7 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use diesel::connection::SimpleConnection as _;
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -169,10 +170,17 @@ impl Ctx {
         }
     }
 
-    /// A new connection to the database.
+    /// A connection whose session `search_path` is `pg_catalog, pg_temp`: the command's own SQL
+    /// (which qualifies every table) resolves functions, operators and types in `pg_catalog`
+    /// only, whatever another role planted elsewhere (CVE-2018-1058). The library sets its own
+    /// transaction-local paths.
     pub(crate) fn connect(&self) -> Result<PgConnection> {
         let url = self.database_url()?;
-        PgConnection::establish(&url).context("could not connect to the database")
+        let mut conn =
+            PgConnection::establish(&url).context("could not connect to the database")?;
+        conn.batch_execute("SET search_path TO pg_catalog, pg_temp")
+            .context("could not set the search_path")?;
+        Ok(conn)
     }
 
     /// The tenant migrations directory: `--migrations-dir`, else the config file's, else
