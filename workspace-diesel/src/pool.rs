@@ -443,7 +443,7 @@ impl TenantPoolBuilder {
             let mut conn = pool.get()?;
             crate::dialect::Dialect::detect_supported(&mut conn)?;
             if let Some(shared) = refuse {
-                let hazards = crate::sql::own(&mut *conn, |conn| {
+                let hazards = crate::sql::own(&mut conn, |conn| {
                     crate::audit::hijack_hazards(conn, &shared)
                 })?;
                 if !hazards.is_empty() {
