@@ -73,3 +73,161 @@ fn audit_reports_each_hazard() {
     ))
     .unwrap();
 }
+
+/// Create rights of any role other than the owner, on the shared schema and on tenant schemas,
+/// and overloads of `pg_catalog` names outside the system schemas, are reported; extension
+/// members and superusers are not.
+#[test]
+fn audit_reports_create_rights_and_catalog_overloads() {
+    let db = test_db!("audit_reports_create_rights_and_catalog_overloads");
+    db.provision(&["acme", "globex"]);
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    // Roles are cluster-wide: named after this run, so concurrent runs never share one.
+    let role = format!("dw_audit_{}", crate::support::db::run_token());
+    conn.batch_execute(&format!(
+        "CREATE ROLE {role} NOLOGIN; GRANT CREATE ON SCHEMA public TO {role}; \
+         GRANT CREATE ON SCHEMA globex TO {role}; GRANT CREATE ON SCHEMA acme TO PUBLIC; \
+         CREATE FUNCTION public.hashtext(pg_catalog.varchar) RETURNS int LANGUAGE sql AS 'SELECT 1'; \
+         CREATE FUNCTION acme.eq_vt(a varchar, b text) RETURNS bool LANGUAGE sql AS 'SELECT true'; \
+         CREATE OPERATOR acme.= (LEFTARG = varchar, RIGHTARG = text, FUNCTION = acme.eq_vt); \
+         CREATE FUNCTION public.not_a_catalog_name() RETURNS int LANGUAGE sql AS 'SELECT 1'"
+    ))
+    .unwrap();
+    let hazards: Vec<Hazard> = migrator
+        .audit(&mut conn)
+        .unwrap()
+        .into_iter()
+        .filter(Hazard::enables_hijack)
+        .collect();
+    conn.batch_execute(&format!(
+        "REVOKE ALL ON SCHEMA public FROM {role}; REVOKE ALL ON SCHEMA globex FROM {role}; DROP ROLE {role}"
+    ))
+    .unwrap();
+    assert_eq!(
+        hazards,
+        [
+            Hazard::SchemaCreateGranted {
+                schema: "acme".into(),
+                role: "PUBLIC".into()
+            },
+            Hazard::SchemaCreateGranted {
+                schema: "globex".into(),
+                role: role.clone()
+            },
+            Hazard::SchemaCreateGranted {
+                schema: "public".into(),
+                role: role.clone()
+            },
+            Hazard::CatalogNameOverloaded {
+                schema: "acme".into(),
+                kind: "operator",
+                signature: "acme.=(character varying,text)".into()
+            },
+            Hazard::CatalogNameOverloaded {
+                schema: "public".into(),
+                kind: "function",
+                signature: "public.hashtext(character varying)".into()
+            },
+        ]
+    );
+    let shown = hazards[2].to_string();
+    assert!(
+        shown.contains(&format!("REVOKE CREATE ON SCHEMA public FROM {role}")),
+        "{shown}"
+    );
+    assert!(hazards[3].to_string().contains("CVE-2018-1058"));
+}
+
+/// A pool built to refuse hijack hazards starts on a clean database and refuses, naming the
+/// hazard, once a role other than the owner may create objects in the shared schema.
+#[test]
+fn pool_refuses_to_start_on_hijack_hazards() {
+    let db = test_db!("pool_refuses_to_start_on_hijack_hazards");
+    db.provision(&["acme"]);
+    let build = || {
+        diesel_workspace::pool::builder()
+            .max_size(1)
+            .refuse_hijack_hazards(true)
+            .build(db.url())
+    };
+    build().expect("a clean database");
+    db.conn()
+        .batch_execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        .unwrap();
+    match build() {
+        Err(diesel_workspace::Error::HijackHazards(hazards)) => {
+            assert_eq!(
+                hazards,
+                [Hazard::SharedSchemaOpenToAll {
+                    schema: "public".into()
+                }]
+            );
+        }
+        other => panic!("expected HijackHazards, got {other:?}"),
+    }
+    let err = build().unwrap_err().to_string();
+    assert!(
+        err.starts_with("refusing to run: every role may create"),
+        "{err}"
+    );
+    // Without the setting, the same database is served.
+    diesel_workspace::pool::builder()
+        .max_size(1)
+        .build(db.url())
+        .expect("the default does not check");
+}
+
+/// A migrator built to refuse hijack hazards runs on a clean database and refuses every call
+/// that changes it once a planted overload exists, changing nothing; reads still work.
+#[test]
+fn migrator_refuses_to_run_on_hijack_hazards() {
+    let db = test_db!("migrator_refuses_to_run_on_hijack_hazards");
+    let m = diesel_workspace::Migrator::builder(crate::support::TENANT_MIGRATIONS)
+        .refuse_hijack_hazards(true)
+        .build()
+        .unwrap();
+    let mut conn = db.conn();
+    m.run_shared(&mut conn).unwrap();
+    let acme = diesel_workspace::TenantId::new("acme").unwrap();
+    m.create_tenant(&mut conn, &acme).unwrap();
+    conn.batch_execute(
+        "CREATE FUNCTION acme.eq_vt(a varchar, b text) RETURNS bool LANGUAGE sql AS 'SELECT true'; \
+         CREATE OPERATOR acme.= (LEFTARG = varchar, RIGHTARG = text, FUNCTION = acme.eq_vt)",
+    )
+    .unwrap();
+    let refused = |r: diesel_workspace::Result<()>| match r {
+        Err(diesel_workspace::Error::HijackHazards(h)) => {
+            assert_eq!(
+                h,
+                [Hazard::CatalogNameOverloaded {
+                    schema: "acme".into(),
+                    kind: "operator",
+                    signature: "acme.=(character varying,text)".into()
+                }]
+            );
+        }
+        other => panic!("expected HijackHazards, got {other:?}"),
+    };
+    let globex = diesel_workspace::TenantId::new("globex").unwrap();
+    let opts = diesel_workspace::MigrateOptions::default();
+    refused(m.run_shared(&mut conn).map(drop));
+    refused(m.create_tenant(&mut conn, &globex));
+    refused(m.migrate_tenant(&mut conn, &acme).map(drop));
+    refused(m.revert_last(&mut conn, &acme).map(drop));
+    refused(m.migrate_all(db.url(), &opts).map(drop));
+    refused(m.fill_spares(&mut conn, 1).map(drop));
+    refused(m.rename_tenant(&mut conn, &acme, &globex));
+    refused(m.drop_tenant(&mut conn, &acme));
+    assert_eq!(
+        m.list_tenants(&mut conn).unwrap(),
+        std::slice::from_ref(&acme)
+    );
+    assert!(db.schema_exists("acme") && !db.schema_exists("globex"));
+    assert!(m.spares(&mut conn).unwrap().is_empty());
+    // The default migrator runs (and its audit names the overload).
+    let plain = diesel_workspace::Migrator::builder(crate::support::TENANT_MIGRATIONS)
+        .build()
+        .unwrap();
+    plain.drop_tenant(&mut conn, &acme).unwrap();
+}

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod db;
 pub mod pgbouncer;
 pub mod schema;
+pub mod trojan;
 
 pub use db::{admin_url, ScratchDb};
 

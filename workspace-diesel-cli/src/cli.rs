@@ -107,8 +107,13 @@ pub(crate) enum Command {
     MigrateAll(FleetArgs),
 
     /// Revert the last applied tenant migration of one tenant, or of every tenant with --all
-    #[command(name = "revert_tenant", visible_alias = "r:t", alias = "revert-tenant")]
-    RevertTenant(TenantOrAll),
+    #[command(
+        name = "revert_tenant",
+        visible_alias = "r:t",
+        alias = "revert-tenant",
+        disable_version_flag = true
+    )]
+    RevertTenant(RevertArgs),
 
     /// Revert the last applied tenant migration of one tenant and apply it again (with any other
     /// pending migration)
@@ -236,6 +241,16 @@ pub(crate) struct TenantOrAll {
     pub(crate) all: bool,
     #[command(flatten)]
     pub(crate) fleet: FleetArgs,
+}
+
+/// `revert_tenant`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct RevertArgs {
+    #[command(flatten)]
+    pub(crate) target: TenantOrAll,
+    /// Revert this version only, and only where it is the last applied migration; where it is not applied, do nothing (so a rerun after an interruption reverts nothing twice)
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) version: Option<String>,
 }
 
 /// How a command that walks the fleet of tenants runs.

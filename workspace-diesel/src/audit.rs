@@ -1,101 +1,12 @@
-//! A check of the database's set-up for what would weaken tenant isolation.
-
-use std::fmt;
+//! The catalog queries behind [`Migrator::audit`](crate::Migrator::audit) and the hijack
+//! checks of the migrator and the pool.
 
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use crate::error::Result;
-use crate::migrate::Migrator;
+use crate::hazard::Hazard;
 use crate::sql::{quote_literal, SHARED_SCHEMA};
-
-/// Something in the database's set-up that weakens tenant isolation, found by
-/// [`Migrator::audit`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Hazard {
-    /// The connected role is a superuser: it bypasses every privilege and row-level policy, so a
-    /// bug in the application is not contained by the database.
-    Superuser {
-        /// The role.
-        role: String,
-    },
-    /// Every role may create objects in the shared schema (the default of databases created
-    /// before PostgreSQL 15). A role that can create a function or operator in a schema on the
-    /// `search_path` can hijack unqualified calls of other roles (CVE-2018-1058). Fix with
-    /// `REVOKE CREATE ON SCHEMA public FROM PUBLIC`.
-    SharedSchemaOpenToAll {
-        /// The shared schema.
-        schema: String,
-    },
-    /// A table (or view) in the shared schema has the name of a tenant table. Raw SQL, triggers
-    /// and functions that name the table without a schema reach the shared one whenever the
-    /// tenant's schema is not first on the `search_path`.
-    SharedTableNamedLikeTenantTable {
-        /// The table's name.
-        table: String,
-    },
-    /// A registered tenant has no schema (dropped by hand, or a failed restore).
-    MissingSchema {
-        /// The tenant's identifier, as stored in the registry.
-        tenant: String,
-    },
-    /// On Citus, a registered tenant's schema is not a distributed schema, or some of its tables
-    /// are plain local tables of the coordinator (created by hand, or inside a PL/pgSQL block).
-    NotDistributed {
-        /// The tenant's identifier, as stored in the registry.
-        tenant: String,
-        /// The local tables (empty: the schema itself is not distributed).
-        local_tables: Vec<String>,
-    },
-    /// The connection goes through a transaction pooler (its backend changed between two of the
-    /// audit's queries) that the migrator was not told about: set
-    /// [`Pooler::Transaction`](crate::Pooler::Transaction).
-    UndeclaredPooler {
-        /// What showed it.
-        evidence: crate::PoolerEvidence,
-    },
-}
-
-impl fmt::Display for Hazard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Hazard::Superuser { role } => write!(
-                f,
-                "the application connects as `{role}`, a superuser: privileges do not contain its mistakes"
-            ),
-            Hazard::SharedSchemaOpenToAll { schema } => write!(
-                f,
-                "every role may create objects in schema `{schema}` (CVE-2018-1058): \
-                 run `REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC`"
-            ),
-            Hazard::SharedTableNamedLikeTenantTable { table } => write!(
-                f,
-                "shared table `{table}` has the name of a tenant table: unqualified names in raw SQL, \
-                 triggers and functions may reach it"
-            ),
-            Hazard::MissingSchema { tenant } => {
-                write!(f, "the schema of registered tenant `{tenant}` does not exist")
-            }
-            Hazard::NotDistributed { tenant, local_tables } if local_tables.is_empty() => write!(
-                f,
-                "the schema of tenant `{tenant}` is not a Citus distributed schema: run \
-                 `SELECT citus_schema_distribute('{tenant}')`"
-            ),
-            Hazard::NotDistributed { tenant, local_tables } => write!(
-                f,
-                "tenant `{tenant}` has tables that are local to the Citus coordinator ({}): run \
-                 `SELECT citus_schema_distribute('{tenant}')`",
-                local_tables.join(", ")
-            ),
-            Hazard::UndeclaredPooler { evidence } => write!(
-                f,
-                "connected through a transaction pooler that is not declared ({evidence}): \
-                 set `pooler(Pooler::Transaction)` (CLI: `--pooler transaction`)"
-            ),
-        }
-    }
-}
 
 #[derive(QueryableByName)]
 struct RoleRow {
@@ -103,10 +14,117 @@ struct RoleRow {
     role: String,
     #[diesel(sql_type = Bool)]
     superuser: bool,
-    #[diesel(sql_type = Bool)]
-    open_to_all: bool,
     #[diesel(sql_type = diesel::sql_types::Integer)]
     pid: i32,
+}
+
+#[derive(QueryableByName)]
+struct GrantRow {
+    #[diesel(sql_type = Text)]
+    schema: String,
+    #[diesel(sql_type = Text)]
+    role: String,
+}
+
+#[derive(QueryableByName)]
+struct OverloadRow {
+    #[diesel(sql_type = Text)]
+    schema: String,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    signature: String,
+}
+
+/// The schemas on the library's search paths: the shared schema, and every schema holding a
+/// Diesel ledger (the tenants and the spares), whether or not a registry names them.
+const SEARCHED_SCHEMAS: &str = "SELECT n.oid, n.nspname, n.nspowner FROM pg_catalog.pg_namespace n \
+     WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name \
+        OR EXISTS (SELECT FROM pg_catalog.pg_class c \
+                   WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid \
+                     AND c.relname OPERATOR(pg_catalog.=) '__diesel_schema_migrations'::pg_catalog.name)";
+
+/// Create rights on the searched schemas held by a role other than the owner or its members,
+/// superusers left out: `PUBLIC` once when every role holds them, else each role.
+const CREATE_GRANTS: &str = "WITH s AS ({SEARCHED}) \
+     SELECT s.nspname::pg_catalog.text AS schema, 'PUBLIC'::pg_catalog.text AS role FROM s \
+     WHERE pg_catalog.has_schema_privilege('public', s.oid, 'CREATE') \
+     UNION ALL \
+     SELECT s.nspname::pg_catalog.text, r.rolname::pg_catalog.text FROM s \
+     JOIN pg_catalog.pg_roles r ON NOT r.rolsuper \
+       AND r.oid OPERATOR(pg_catalog.<>) s.nspowner \
+       AND NOT pg_catalog.pg_has_role(r.oid, s.nspowner, 'MEMBER') \
+       AND pg_catalog.has_schema_privilege(r.oid, s.oid, 'CREATE') \
+     WHERE NOT pg_catalog.has_schema_privilege('public', s.oid, 'CREATE') \
+     ORDER BY 1, 2";
+
+/// Functions and operators outside the system schemas, not members of an extension, named like
+/// a `pg_catalog` one.
+const OVERLOADS: &str = "SELECT n.nspname::pg_catalog.text AS schema, 'function'::pg_catalog.text AS kind, \
+       pg_catalog.format('%I.%s(%s)', n.nspname, p.proname, \
+                         pg_catalog.pg_get_function_identity_arguments(p.oid)) AS signature \
+     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+     WHERE NOT pg_catalog.starts_with(n.nspname::pg_catalog.text, 'pg_') \
+       AND n.nspname OPERATOR(pg_catalog.<>) 'information_schema'::pg_catalog.name \
+       AND EXISTS (SELECT FROM pg_catalog.pg_proc c \
+                   WHERE c.pronamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace \
+                     AND c.proname OPERATOR(pg_catalog.=) p.proname) \
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
+                       WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
+                         AND d.objid OPERATOR(pg_catalog.=) p.oid \
+                         AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog.\"char\") \
+     UNION ALL \
+     SELECT n.nspname::pg_catalog.text, 'operator'::pg_catalog.text, \
+       pg_catalog.format('%I.%s(%s,%s)', n.nspname, o.oprname, \
+                         CASE WHEN o.oprleft OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'NONE' \
+                              ELSE pg_catalog.format_type(o.oprleft, NULL) END, \
+                         pg_catalog.format_type(o.oprright, NULL)) \
+     FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace \
+     WHERE NOT pg_catalog.starts_with(n.nspname::pg_catalog.text, 'pg_') \
+       AND n.nspname OPERATOR(pg_catalog.<>) 'information_schema'::pg_catalog.name \
+       AND EXISTS (SELECT FROM pg_catalog.pg_operator c \
+                   WHERE c.oprnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace \
+                     AND c.oprname OPERATOR(pg_catalog.=) o.oprname) \
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
+                       WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass \
+                         AND d.objid OPERATOR(pg_catalog.=) o.oid \
+                         AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog.\"char\") \
+     ORDER BY 1, 3";
+
+/// The hazards that let another role hijack SQL resolving names through a `search_path`
+/// ([`Hazard::enables_hijack`]), registry-free: create rights on the shared schema and on every
+/// schema holding a Diesel ledger, and overloads of `pg_catalog` names. Two catalog queries.
+pub(crate) fn hijack_hazards(conn: &mut PgConnection, shared: &str) -> Result<Vec<Hazard>> {
+    let grants: Vec<GrantRow> =
+        diesel::sql_query(CREATE_GRANTS.replace("{SEARCHED}", SEARCHED_SCHEMAS))
+            .bind::<Text, _>(shared)
+            .load(conn)?;
+    let overloads: Vec<OverloadRow> = diesel::sql_query(OVERLOADS).load(conn)?;
+    let mut hazards = Vec::with_capacity(grants.len() + overloads.len());
+    for g in grants {
+        hazards.push(if g.schema == shared && g.role == "PUBLIC" {
+            Hazard::SharedSchemaOpenToAll { schema: g.schema }
+        } else {
+            Hazard::SchemaCreateGranted {
+                schema: g.schema,
+                role: g.role,
+            }
+        });
+    }
+    hazards.extend(
+        overloads
+            .into_iter()
+            .map(|o| Hazard::CatalogNameOverloaded {
+                schema: o.schema,
+                kind: if o.kind == "operator" {
+                    "operator"
+                } else {
+                    "function"
+                },
+                signature: o.signature,
+            }),
+    );
+    Ok(hazards)
 }
 
 #[derive(QueryableByName)]
@@ -115,48 +133,31 @@ struct NameRow {
     name: String,
 }
 
-impl Migrator {
-    /// Checks the database for what would weaken tenant isolation: a superuser connection, a
-    /// shared schema where every role may create objects (CVE-2018-1058), shared tables named
-    /// like tenant tables, registered tenants without a schema, an undeclared transaction pooler
-    /// (when the connection's backend changes between the audit's queries), and on Citus, tenants
-    /// that are not fully distributed. Four queries (five on Citus) whatever the number of
-    /// tenants, after the engine's detection on the migrator's first use; run it at start-up and
-    /// log what it returns.
-    ///
-    /// ```no_run
-    /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
-    /// for hazard in migrator.audit(conn)? {
-    ///     eprintln!("warning: {hazard}");
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Query`](crate::Error::Query) when the catalog or the registry cannot be read.
-    pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
-        self.ready(conn);
-        let mut hazards = Vec::new();
-        let role: RoleRow = diesel::sql_query(
-            "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser, \
-             pg_catalog.has_schema_privilege('public', $1, 'CREATE') AS open_to_all, \
+/// Every hazard ([`Migrator::audit`](crate::Migrator::audit)), with the registry at
+/// `registry` (qualified) and its identifier column `column` (quoted). Five catalog queries (six when `distributes_schemas`: the Citus
+/// check for tenants that are not fully distributed);
+/// run under the library's own path.
+pub(crate) fn audit(
+    conn: &mut PgConnection,
+    registry: &str,
+    column: &str,
+    distributes_schemas: bool,
+    pooler_declared: bool,
+) -> Result<Vec<Hazard>> {
+    {
+        {
+            let mut hazards = Vec::new();
+            let role: RoleRow = diesel::sql_query(
+                "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser, \
              pg_catalog.pg_backend_pid() AS pid \
-             FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER",
-        )
-        .bind::<Text, _>(SHARED_SCHEMA)
-        .get_result(conn)?;
-        if role.superuser {
-            hazards.push(Hazard::Superuser { role: role.role });
-        }
-        if role.open_to_all {
-            hazards.push(Hazard::SharedSchemaOpenToAll {
-                schema: SHARED_SCHEMA.to_owned(),
-            });
-        }
-        let registry = self.registry().qualified_table();
-        let column = self.registry().quoted_identifier_column();
-        let shadowing: Vec<NameRow> = diesel::sql_query(format!(
+             FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER",
+            )
+            .get_result(conn)?;
+            if role.superuser {
+                hazards.push(Hazard::Superuser { role: role.role });
+            }
+            hazards.extend(hijack_hazards(conn, SHARED_SCHEMA)?);
+            let shadowing: Vec<NameRow> = diesel::sql_query(format!(
             "SELECT DISTINCT s.relname::pg_catalog.text AS name \
              FROM pg_catalog.pg_class s \
              JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace \
@@ -169,42 +170,43 @@ impl Migrator {
             shared = quote_literal(SHARED_SCHEMA),
         ))
         .load(conn)?;
-        hazards.extend(
-            shadowing
-                .into_iter()
-                .map(|r| Hazard::SharedTableNamedLikeTenantTable { table: r.name }),
-        );
-        let missing: Vec<NameRow> = diesel::sql_query(format!(
-            "SELECT reg.{column}::pg_catalog.text AS name FROM {registry} reg \
+            hazards.extend(
+                shadowing
+                    .into_iter()
+                    .map(|r| Hazard::SharedTableNamedLikeTenantTable { table: r.name }),
+            );
+            let missing: Vec<NameRow> = diesel::sql_query(format!(
+                "SELECT reg.{column}::pg_catalog.text AS name FROM {registry} reg \
              WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n \
                                WHERE n.nspname::pg_catalog.text = reg.{column}) \
              ORDER BY 1"
-        ))
-        .load(conn)?;
-        hazards.extend(
-            missing
-                .into_iter()
-                .map(|r| Hazard::MissingSchema { tenant: r.name }),
-        );
-        if self.dialect(conn)?.distributes_schemas() {
+            ))
+            .load(conn)?;
             hazards.extend(
-                crate::dialect::undistributed_tenants(conn, &registry, &column)?
+                missing
                     .into_iter()
-                    .map(|(tenant, local_tables)| Hazard::NotDistributed {
-                        tenant,
-                        local_tables,
-                    }),
+                    .map(|r| Hazard::MissingSchema { tenant: r.name }),
             );
+            if distributes_schemas {
+                hazards.extend(
+                    crate::dialect::undistributed_tenants(conn, registry, column)?
+                        .into_iter()
+                        .map(|(tenant, local_tables)| Hazard::NotDistributed {
+                            tenant,
+                            local_tables,
+                        }),
+                );
+            }
+            let now: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+                "pg_catalog.pg_backend_pid()",
+            ))
+            .get_result(conn)?;
+            if now != role.pid && !pooler_declared {
+                hazards.push(Hazard::UndeclaredPooler {
+                    evidence: crate::PoolerEvidence::BackendChanged { was: role.pid, now },
+                });
+            }
+            Ok(hazards)
         }
-        let now: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
-            "pg_catalog.pg_backend_pid()",
-        ))
-        .get_result(conn)?;
-        if now != role.pid && !self.pooler().is_transaction() {
-            hazards.push(Hazard::UndeclaredPooler {
-                evidence: crate::PoolerEvidence::BackendChanged { was: role.pid, now },
-            });
-        }
-        Ok(hazards)
     }
 }

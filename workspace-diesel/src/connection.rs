@@ -7,7 +7,8 @@ use diesel::PgConnection;
 
 use crate::context::current;
 use crate::error::NoActiveTenant;
-use crate::sql::SHARED_SCHEMA;
+use crate::roles::TenantRoles;
+use crate::sql::{quote_ident, SHARED_SCHEMA};
 use crate::tenant::TenantId;
 
 /// The statements that open a tenant transaction, sent as one batch (one round trip): `BEGIN`, a
@@ -15,12 +16,16 @@ use crate::tenant::TenantId;
 /// extension functions, types and operators installed there keep resolving; never the session's
 /// own path, which may name another tenant), and a cast that fails with
 /// `schema "<tenant>" does not exist` when the schema is gone. `local` (a pooler-mode pool's
-/// timeouts as `SET LOCAL` statements) goes into the same batch.
-pub(crate) fn begin_sql(tenant: &TenantId, local: Option<&str>) -> String {
+/// timeouts as `SET LOCAL` statements) goes into the same batch, and with a per-tenant `role`, a
+/// `SET LOCAL ROLE` too.
+pub(crate) fn begin_sql(tenant: &TenantId, local: Option<&str>, role: Option<&str>) -> String {
     let q = tenant.quoted();
     let local = local.map(|l| format!("{l}; ")).unwrap_or_default();
+    let set_role = role
+        .map(|r| format!("SET LOCAL ROLE {}; ", quote_ident(r)))
+        .unwrap_or_default();
     format!(
-        "BEGIN; SET LOCAL search_path TO {q}, {SHARED_SCHEMA}; {local}\
+        "BEGIN; SET LOCAL search_path TO {q}, {SHARED_SCHEMA}; {local}{set_role}\
          SELECT '{q}'::pg_catalog.regnamespace"
     )
 }
@@ -76,6 +81,10 @@ pub trait TenantConnectionExt {
     /// raw SQL never falls through to the shared schema. Nested `conn.transaction(...)` calls
     /// inside `f` become savepoints, as usual.
     ///
+    /// **Cost**: one round trip to open (`BEGIN`, the `SET LOCAL` and the check in one batch) and
+    /// one to commit. Per-tenant roles ([`tenant_transaction_as`](Self::tenant_transaction_as))
+    /// add no round trip; tenant tables in Diesel's DSL need no tenant transaction at all.
+    ///
     /// ```no_run
     /// use diesel::prelude::*;
     /// use diesel::sql_types::BigInt;
@@ -110,6 +119,43 @@ pub trait TenantConnectionExt {
     where
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<DieselError>;
+
+    /// Like [`tenant_transaction`](Self::tenant_transaction), also assuming the active tenant's
+    /// own role ([`TenantRoles`]) with `SET LOCAL ROLE`: raw SQL inside `f` that names another
+    /// tenant's tables fails with `permission denied` (SQLSTATE `42501`), whatever schema it
+    /// qualifies. The role ends with the transaction.
+    ///
+    /// **Cost**: none in round trips (the `SET LOCAL ROLE` joins the `BEGIN` batch) and a role
+    /// lookup on the server; tenant tables in Diesel's DSL outside a tenant transaction are not
+    /// affected. **Limit**: the role is assumed, not logged in as: SQL that runs `RESET ROLE`
+    /// or `SET ROLE` inside `f` gets the connection's own role back, so this contains mistakes
+    /// (a wrong schema, a forgotten filter), not SQL written by an attacker.
+    ///
+    /// Fails with `role "<prefix><tenant>" does not exist` (SQLSTATE `42704`) when the tenant has
+    /// no role, and with `permission denied to set role` (`42501`) when the connection's role is
+    /// not a member of it: never without the role.
+    ///
+    /// ```no_run
+    /// use diesel::prelude::*;
+    /// use diesel_workspace::prelude::*;
+    /// use diesel_workspace::{switch, TenantId, TenantRoles};
+    ///
+    /// # fn run(conn: &mut PgConnection) -> Result<(), Box<dyn std::error::Error>> {
+    /// let roles = TenantRoles::new("app_t_")?;
+    /// let acme = TenantId::new("acme")?;
+    /// let denied = switch(&acme, || {
+    ///     conn.tenant_transaction_as(&roles, |conn| {
+    ///         diesel::sql_query("SELECT 1 FROM globex.notes").execute(conn)
+    ///     })
+    /// });
+    /// assert!(denied.unwrap_err().to_string().contains("permission denied"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn tenant_transaction_as<T, E, F>(&mut self, roles: &TenantRoles, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<DieselError>;
 }
 
 impl TenantConnectionExt for PgConnection {
@@ -119,7 +165,7 @@ impl TenantConnectionExt for PgConnection {
         E: From<DieselError>,
     {
         let tenant = current().ok_or_else(|| DieselError::from(NoActiveTenant::operation()))?;
-        run_in(self, &tenant, f)
+        run_in(self, &tenant, None, f)
     }
 
     fn transaction_in<T, E, F>(&mut self, tenant: &TenantId, f: F) -> Result<T, E>
@@ -127,11 +173,28 @@ impl TenantConnectionExt for PgConnection {
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<DieselError>,
     {
-        crate::switch(tenant, || run_in(self, tenant, f))
+        crate::switch(tenant, || run_in(self, tenant, None, f))
+    }
+
+    fn tenant_transaction_as<T, E, F>(&mut self, roles: &TenantRoles, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<DieselError>,
+    {
+        let tenant = current().ok_or_else(|| DieselError::from(NoActiveTenant::operation()))?;
+        let role = roles
+            .role_name(&tenant)
+            .map_err(|e| DieselError::QueryBuilderError(e.into()))?;
+        run_in(self, &tenant, Some(&role), f)
     }
 }
 
-fn run_in<T, E, F>(conn: &mut PgConnection, tenant: &TenantId, f: F) -> Result<T, E>
+fn run_in<T, E, F>(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    role: Option<&str>,
+    f: F,
+) -> Result<T, E>
 where
     F: FnOnce(&mut PgConnection) -> Result<T, E>,
     E: From<DieselError>,
@@ -140,7 +203,7 @@ where
     let local = crate::pool::transaction_settings(conn);
     #[cfg(not(feature = "r2d2"))]
     let local: Option<std::sync::Arc<str>> = None;
-    let begin = begin_sql(tenant, local.as_deref());
+    let begin = begin_sql(tenant, local.as_deref(), role);
     if let Err(e) = AnsiTransactionManager::begin_transaction_sql(conn, &begin) {
         // `BEGIN` may have succeeded before the check failed: end that transaction, which
         // Diesel's transaction manager does not know about.

@@ -99,10 +99,24 @@ pub enum Error {
     /// message names the setting ([`Pooler::Transaction`](crate::Pooler::Transaction)).
     #[error("{0}")]
     PoolerNotDeclared(crate::pooler::PoolerDetected),
+    /// The database lets roles other than the schema owners change what SQL does (create rights
+    /// on the shared or a tenant schema, or overloads of `pg_catalog` names: see
+    /// [`Hazard::enables_hijack`](crate::Hazard::enables_hijack)), and the migrator or the pool
+    /// was built to refuse to run on that. Nothing else was sent.
+    #[error("refusing to run: {}", hijack_summary(.0))]
+    HijackHazards(Vec<crate::hazard::Hazard>),
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]
     Pool(#[from] r2d2::Error),
+}
+
+fn hijack_summary(hazards: &[crate::hazard::Hazard]) -> String {
+    match hazards {
+        [] => "no hazard".to_owned(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} (and {} more hazards)", rest.len()),
+    }
 }
 
 /// A `Result` whose error defaults to this crate's [`Error`].

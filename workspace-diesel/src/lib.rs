@@ -7,11 +7,13 @@ mod connection;
 mod context;
 mod dialect;
 mod error;
+mod hazard;
 mod lint;
 mod migrate;
 mod placement;
 mod pooler;
 mod registry;
+mod roles;
 mod sql;
 mod state;
 mod statements;
@@ -23,13 +25,13 @@ mod trace;
 pub mod pool;
 pub mod prelude;
 
-pub use crate::audit::Hazard;
 pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
 pub use crate::dialect::{CitusInfo, CitusNode, Dialect, Engine};
 pub use crate::error::{Error, NoActiveTenant, Result};
+pub use crate::hazard::Hazard;
 pub use crate::lint::{CitusLint, CitusRule, LintError, LintFinding};
 pub use crate::migrate::{
     FailurePolicy, MigrateOptions, MigrationFailure, MigrationReport, Migrator, MigratorBuilder,
@@ -45,6 +47,7 @@ pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,
 };
+pub use crate::roles::TenantRoles;
 pub use crate::sql::LIBRARY_TABLES;
 pub use crate::state::{set_tenant_status, tenant_status};
 pub use crate::statements::{split_statements, SplitError, Statement};

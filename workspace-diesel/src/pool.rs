@@ -201,6 +201,7 @@ pub struct TenantPoolBuilder {
     statement_cap: usize,
     instrumentation: InstrumentationFactory,
     pooler: Pooler,
+    refuse_hijack_hazards: bool,
     pool: r2d2::Builder<TenantConnectionManager>,
 }
 
@@ -218,6 +219,7 @@ impl fmt::Debug for TenantPoolBuilder {
             .field("session_cleanup", &self.session_cleanup)
             .field("statement_cap", &self.statement_cap)
             .field("pooler", &self.pooler)
+            .field("refuse_hijack_hazards", &self.refuse_hijack_hazards)
             .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
@@ -242,6 +244,7 @@ impl TenantPoolBuilder {
             statement_cap: DEFAULT_STATEMENT_CAP,
             instrumentation: Arc::new(get_default_instrumentation),
             pooler: Pooler::Direct,
+            refuse_hijack_hazards: false,
             pool: r2d2::Pool::builder(),
         }
     }
@@ -458,6 +461,16 @@ impl TenantPoolBuilder {
         self
     }
 
+    /// Makes [`build`](Self::build) refuse to start when the database lets another role
+    /// hijack SQL resolving names through a `search_path` ([`Hazard::enables_hijack`](crate::Hazard::enables_hijack)):
+    /// a role other than the owner with `CREATE` on the shared schema or on a schema holding a
+    /// Diesel ledger, or a function or operator overloading a `pg_catalog` name. Two catalog
+    /// queries on one connection, once. [`build_unchecked`](Self::build_unchecked) does not
+    /// check. Defaults to `false`.
+    pub fn refuse_hijack_hazards(mut self, refuse: bool) -> Self {
+        self.refuse_hijack_hazards = refuse;
+        self
+    }
     /// Builds the pool, waits until it has opened its initial connections (`min_idle`), and
     /// detects the engine on one of them ([`Dialect`](crate::Dialect): one query).
     ///
@@ -465,17 +478,35 @@ impl TenantPoolBuilder {
     /// side by side and checks that they are served by two backends.
     ///
     /// # Errors
-    /// [`Error::PoolerNotDeclared`] when the pool is not in pooler mode and the check shows a
-    /// transaction pooler; [`Error::Pool`] when the connections could not be opened within the
-    /// connection timeout; [`Error::UnsupportedEngine`] on an engine the crate cannot run on
-    /// (CockroachDB, YugabyteDB).
+    /// - [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared) when the pool is not in
+    ///   pooler mode and the check shows a transaction pooler;
+    /// - [`Error::Pool`](crate::Error::Pool) when the connections could not be opened within the
+    ///   connection timeout;
+    /// - [`Error::UnsupportedEngine`](crate::Error::UnsupportedEngine) on an engine the crate
+    ///   cannot run on (CockroachDB, YugabyteDB);
+    /// - with [`refuse_hijack_hazards`](Self::refuse_hijack_hazards),
+    ///   [`Error::HijackHazards`](crate::Error::HijackHazards) when the database has them.
     pub fn build(self, database_url: impl Into<String>) -> Result<TenantPool> {
+        let refuse = self
+            .refuse_hijack_hazards
+            .then(|| self.shared_schema.clone());
         let (pool, manager) = self.into_parts(database_url.into());
         if !manager.pooler.is_transaction() {
             manager.probe()?;
         }
         let pool = pool.build(manager)?;
-        crate::dialect::Dialect::detect_supported(&mut *pool.get()?)?;
+        {
+            let mut conn = pool.get()?;
+            crate::dialect::Dialect::detect_supported(&mut conn)?;
+            if let Some(shared) = refuse {
+                let hazards = crate::sql::own(&mut conn, |conn| {
+                    crate::audit::hijack_hazards(conn, &shared)
+                })?;
+                if !hazards.is_empty() {
+                    return Err(crate::Error::HijackHazards(hazards));
+                }
+            }
+        }
         Ok(pool)
     }
 

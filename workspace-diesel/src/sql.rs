@@ -1,5 +1,10 @@
-//! The SQL vocabulary every module shares: quoting, the advisory-lock keys and the names of the
-//! library's own tables. Imports nothing from the crate.
+//! The SQL vocabulary every module shares: quoting, the advisory-lock keys, the names of the
+//! library's own tables, and the one rule for the library's own SQL ([`OWN_PATH`]). Imports
+//! nothing from the crate.
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use diesel::sql_types::Text;
 
 /// The shared schema: the library's tables and the shared migrations live here.
 pub(crate) const SHARED_SCHEMA: &str = "public";
@@ -56,6 +61,86 @@ pub(crate) fn tenant_session_lock(schema: &str, lock: bool) -> String {
         if lock { "lock" } else { "unlock" },
         quote_literal(schema)
     )
+}
+
+/// The rule for the library's own SQL (CVE-2018-1058): every statement the library sends on its
+/// own behalf (registry, central record, spares, locks, ledgers, status, audit) runs under this
+/// transaction-local `search_path`, and names the library's tables with their schema. With only
+/// `pg_catalog` on the path, and `pg_temp` last (PostgreSQL never looks there for functions or
+/// operators), no function, operator, type or table planted in another schema can win name
+/// resolution, however exact its match: `public.=(varchar, text)` is not even a candidate.
+/// Statements open their transactions with [`BEGIN`] or run inside [`own`]; the application's
+/// migration SQL runs in between with its schema alone on the path ([`in_schema`]).
+pub(crate) const OWN_PATH: &str = "SET LOCAL search_path TO pg_catalog, pg_temp";
+
+/// `BEGIN` then [`OWN_PATH`], one batch: how the library opens each transaction of its own.
+pub(crate) const BEGIN: &str = "BEGIN; SET LOCAL search_path TO pg_catalog, pg_temp";
+
+/// The application's `sql` (a migration's `up.sql` or `down.sql`) inside one of the library's
+/// transactions: `schema` alone on the path while it runs, [`OWN_PATH`] again right after.
+pub(crate) fn in_schema(schema_quoted: &str, sql: &str) -> String {
+    format!("SET LOCAL search_path TO {schema_quoted}; {sql};\n{OWN_PATH}; ")
+}
+
+/// Runs `f`, the library's own statements, under [`OWN_PATH`]: in a transaction of its own when
+/// the connection is in none (one round trip to open, one to commit), or, inside the caller's
+/// transaction, with the caller's `search_path` put back afterwards.
+pub(crate) fn own<T, E>(
+    conn: &mut PgConnection,
+    f: impl FnOnce(&mut PgConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    #[derive(QueryableByName)]
+    struct Saved {
+        #[diesel(sql_type = Text)]
+        path: String,
+    }
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_err(E::from)?;
+    if depth.is_none() {
+        AnsiTransactionManager::begin_transaction_sql(conn, BEGIN).map_err(E::from)?;
+        return match f(conn) {
+            Ok(value) => {
+                AnsiTransactionManager::commit_transaction(conn).map_err(E::from)?;
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = AnsiTransactionManager::rollback_transaction(conn);
+                Err(e)
+            }
+        };
+    }
+    let saved = diesel::sql_query(
+        "SELECT pg_catalog.current_setting('search_path') AS path, \
+         pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true) AS own",
+    )
+    .get_result::<Saved>(conn)
+    .map_err(E::from)?;
+    let result = f(conn);
+    // After a failed statement the caller's transaction is aborted and must roll back, which
+    // ends the local setting too: report the first error.
+    let restored = diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, true)")
+        .bind::<Text, _>(&saved.path)
+        .execute(conn);
+    match (result, restored) {
+        (Err(e), _) => Err(e),
+        (Ok(value), Ok(_)) => Ok(value),
+        (Ok(_), Err(e)) => Err(E::from(e)),
+    }
+}
+
+/// Sends `body`, the library's own statements, as one transaction under [`OWN_PATH`], one round
+/// trip: [`BEGIN`], `body`, `COMMIT`; rolls back when it fails. The connection must not be in a
+/// transaction.
+pub(crate) fn own_batch(conn: &mut PgConnection, body: &str) -> QueryResult<()> {
+    let sent = conn.batch_execute(&format!("{BEGIN}; {body}; COMMIT"));
+    if sent.is_err() {
+        let _ = conn.batch_execute("ROLLBACK");
+    }
+    sent
 }
 
 /// Quotes an SQL identifier, doubling embedded quotes.

@@ -37,14 +37,16 @@ pub fn set_tenant_status(
         tracing::info_span!("set_tenant_status", tenant = tenant.as_str(), status = ?status)
             .entered();
     // The old value comes from a self-join: `RETURNING` sees the new row only.
-    let before = diesel::sql_query(
-        "UPDATE public.workspaces AS w SET status = $2 FROM public.workspaces AS old \
-         WHERE w.schema_name = $1 AND old.id = w.id RETURNING old.status",
-    )
-    .bind::<diesel::sql_types::Text, _>(tenant.as_str())
-    .bind::<crate::registry::sql_types::WorkspaceStatus, _>(status)
-    .get_result::<StatusRow>(conn)
-    .optional()
+    let before = crate::sql::own(conn, |conn| {
+        diesel::sql_query(
+            "UPDATE public.workspaces AS w SET status = $2 FROM public.workspaces AS old \
+             WHERE w.schema_name = $1 AND old.id = w.id RETURNING old.status",
+        )
+        .bind::<diesel::sql_types::Text, _>(tenant.as_str())
+        .bind::<crate::registry::sql_types::WorkspaceStatus, _>(status)
+        .get_result::<StatusRow>(conn)
+        .optional()
+    })
     .map_err(Error::Query)?;
     match before {
         Some(row) => {
@@ -74,12 +76,14 @@ pub fn tenant_status(
     conn: &mut PgConnection,
     tenant: &TenantId,
 ) -> Result<Option<WorkspaceStatus>> {
-    workspaces::table
-        .filter(workspaces::schema_name.eq(tenant.as_str()))
-        .select(workspaces::status)
-        .get_result(conn)
-        .optional()
-        .map_err(Error::Query)
+    crate::sql::own(conn, |conn| {
+        workspaces::table
+            .filter(workspaces::schema_name.eq(tenant.as_str()))
+            .select(workspaces::status)
+            .get_result(conn)
+            .optional()
+    })
+    .map_err(Error::Query)
 }
 
 #[derive(QueryableByName)]

@@ -11,7 +11,7 @@ use diesel_workspace::{
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ensure_registered, plural, registry_exists, tenant_id, Ctx};
-use crate::cli::{FleetArgs, TenantOrAll};
+use crate::cli::{FleetArgs, RevertArgs, TenantOrAll};
 use crate::output;
 
 /// `migrate_tenant <identifier>` or `migrate_tenant --all`.
@@ -92,10 +92,12 @@ fn fleet_json(
     }
 }
 
-/// `revert_tenant <identifier>` or `revert_tenant --all`.
-pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
+/// `revert_tenant <identifier>` or `revert_tenant --all`, optionally `--version V`.
+pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
     let migrator = ctx.migrator()?;
-    if args.all {
+    let target = &args.target;
+    let version = args.version.as_deref();
+    if target.all {
         let url = ctx.database_url()?;
         let mut conn = ctx.connect()?;
         if !registry_exists(&mut conn, &migrator)? {
@@ -112,22 +114,32 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
         }
         drop(conn);
         let display = Display::new("reverted", ctx.json());
-        let result = migrator.revert_last_all(&url, &options(&args.fleet, &display));
+        let opts = options(&target.fleet, &display);
+        let result = match version {
+            Some(v) => migrator.revert_version_all(&url, v, &opts),
+            None => migrator.revert_last_all(&url, &opts),
+        };
         display.finish();
         if ctx.json() {
             return fleet_json("revert_tenant", Vec::new(), result, true);
         }
         return fleet_result(result, "reverted", "reverted");
     }
-    let Some(identifier) = args.identifier.as_deref() else {
+    let Some(identifier) = target.identifier.as_deref() else {
         bail!("name a tenant, or pass --all");
     };
     let tenant = tenant_id(identifier)?;
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
+    let display = Display::new("reverted", ctx.json());
+    let opts = options(&target.fleet, &display);
+    let started = Instant::now();
+    let reverted = match version {
+        Some(v) => migrator.revert_version(&mut conn, &tenant, v, &opts)?,
+        None => migrator.revert_last_with(&mut conn, &tenant, &opts)?,
+    };
     if ctx.json() {
-        let started = Instant::now();
-        let result = match migrator.revert_last(&mut conn, &tenant)? {
+        let result = match reverted {
             Some(version) => output::TenantResult::new(&tenant, "reverted", vec![version]),
             None => output::TenantResult::new(&tenant, "nothing_to_revert", Vec::new()),
         };
@@ -139,9 +151,10 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
             elapsed,
         ));
     }
-    match migrator.revert_last(&mut conn, &tenant)? {
-        Some(version) => out!("tenant `{tenant}`: reverted {version}"),
-        None => out!("tenant `{tenant}` has no applied migration to revert"),
+    match (reverted, version) {
+        (Some(version), _) => out!("tenant `{tenant}`: reverted {version}"),
+        (None, Some(v)) => out!("tenant `{tenant}`: {v} is not applied, nothing to revert"),
+        (None, None) => out!("tenant `{tenant}` has no applied migration to revert"),
     }
     Ok(())
 }

@@ -25,6 +25,7 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use diesel::connection::SimpleConnection as _;
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -172,15 +173,24 @@ impl Ctx {
     }
 
     /// A new connection to the database, opened for `--pooler` (a transaction pooler not
-    /// declared is refused).
+    /// declared is refused). On a direct connection its session `search_path` is
+    /// `pg_catalog, pg_temp`: the command's own SQL (which qualifies every table) resolves
+    /// functions, operators and types in `pg_catalog` only, whatever another role planted
+    /// elsewhere (CVE-2018-1058). Behind a transaction pooler a session setting would reach other
+    /// clients, so none is made; the library sets its own transaction-local paths either way.
     pub(crate) fn connect(&self) -> Result<PgConnection> {
         let url = self.database_url()?;
-        diesel_workspace::connect(&url, self.pooler).map_err(|e| match e {
+        let mut conn = diesel_workspace::connect(&url, self.pooler).map_err(|e| match e {
             diesel_workspace::Error::Connection(e) => {
                 anyhow::Error::new(e).context("could not connect to the database")
             }
             e => anyhow::Error::new(e),
-        })
+        })?;
+        if !self.pooler.is_transaction() {
+            conn.batch_execute("SET search_path TO pg_catalog, pg_temp")
+                .context("could not set the search_path")?;
+        }
+        Ok(conn)
     }
 
     /// The tenant migrations directory: `--migrations-dir`, else the config file's, else

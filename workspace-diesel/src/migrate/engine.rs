@@ -3,9 +3,11 @@
 //! ledger read after the lock decides; each migration wrapped so a failure names itself), the
 //! non-transactional path (`run_in_transaction = false`), and the retry loop on lock timeouts.
 //!
-//! Apply and revert open a tenant's transaction the same way ([`begin_locked`]): `BEGIN`, the
-//! tenant's advisory lock first, the caller's `lock_timeout`, the tenant alone on the
-//! `search_path`, the schema check, then the ledger read after the lock.
+//! Apply and revert open a tenant's transaction the same way ([`begin_locked`]): [`BEGIN`] (the
+//! library's own `search_path`, `pg_catalog, pg_temp`), the tenant's advisory lock first, the
+//! caller's `lock_timeout`, the schema check (for a spare, its row lock too), then the ledger
+//! read after the lock. The migrations' own SQL runs with the tenant alone on the path
+//! ([`in_schema`]); the ledger and central record rows under the library's path again.
 
 use std::time::Duration;
 
@@ -18,13 +20,16 @@ use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::migrate::failure::{
     classify_migrate_error, connection_lost, db_message, is_lock_timeout, raise_if_schema_missing,
-    tenant_failure, with_committed, wrap, LOCK_NOT_AVAILABLE,
+    tenant_failure, with_committed, wrap, LOCK_NOT_AVAILABLE, SCHEMA_MISSING,
 };
 use crate::migrate::report::{MigrationFailure, TenantOutcome};
 use crate::migrate::set::{Compiled, CompiledSet};
 use crate::migrate::split;
 use crate::migrate::Migrator;
-use crate::sql::{quote_literal, tenant_lock, tenant_session_lock, CENTRAL_RECORD, LEDGER};
+use crate::sql::{
+    in_schema, own, own_batch, quote_literal, tenant_lock, tenant_session_lock, BEGIN,
+    CENTRAL_RECORD, LEDGER, SPARES_TABLE,
+};
 use crate::tenant::TenantId;
 
 /// Default of [`MigrateOptions::lock_timeout`](crate::MigrateOptions::lock_timeout).
@@ -38,6 +43,10 @@ pub(crate) const DEFAULT_RETRIES: u32 = 3;
 pub(crate) struct MigrateParams {
     pub(crate) lock_timeout: Duration,
     pub(crate) retries: u32,
+    /// The schema is a spare: each transaction also locks its `workspace_spares` row (skipping
+    /// it when a claim holds it), and fails with [`Error::SchemaMissing`] when it is not a spare
+    /// any more, so an upgrade and a claim never interleave.
+    pub(crate) spare: bool,
 }
 
 impl Default for MigrateParams {
@@ -45,6 +54,7 @@ impl Default for MigrateParams {
         Self {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             retries: DEFAULT_RETRIES,
+            spare: false,
         }
     }
 }
@@ -92,7 +102,9 @@ impl Migrator {
         let _span = crate::trace::op_span!("tenant.migrate", tenant = %tenant).entered();
         self.ready(conn);
         self.ensure_tenant(conn, tenant)?;
+        self.refuse_hazards(conn)?;
         let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default());
+        let applied = self.or_gone(conn, tenant, applied);
         crate::trace::finish_with(applied, |a| Some(a.len())).map(TenantOutcome::from_applied)
     }
 
@@ -113,23 +125,76 @@ impl Migrator {
         tenant: &TenantId,
     ) -> Result<Option<String>> {
         self.ready(conn);
-        self.revert_tenant(conn, tenant, &MigrateParams::default())
+        self.revert_tenant(conn, tenant, None, &MigrateParams::default())
     }
 
-    /// [`revert_last`](Self::revert_last) with the caller's options.
+    /// [`revert_last`](Self::revert_last) under `opts`' lock timeout and retries.
+    ///
+    /// # Errors
+    /// As [`revert_last`](Self::revert_last).
+    pub fn revert_last_with(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        opts: &crate::MigrateOptions,
+    ) -> Result<Option<String>> {
+        self.revert_tenant(conn, tenant, None, &opts.params())
+    }
+
+    /// Reverts `version` of `tenant` when it is the tenant's last applied migration, under
+    /// `opts`' lock timeout and retries (as [`revert_last`](Self::revert_last) otherwise).
+    /// Returns `Some(version)` when it reverted it and `None` when `version` is not applied: a
+    /// rerun after an interrupted call (a killed process whose transaction committed anyway) is
+    /// a no-op, never a second revert.
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{MigrateOptions, Migrator, TenantId};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// let acme = TenantId::new("acme")?;
+    /// let opts = MigrateOptions::default();
+    /// migrator.revert_version(conn, &acme, "20260101000001", &opts)?;
+    /// // Safe to run again: nothing happens once the version is gone.
+    /// assert_eq!(migrator.revert_version(conn, &acme, "20260101000001", &opts)?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`revert_last`](Self::revert_last), and [`Error::TenantMigration`] when `version` is
+    /// applied but is not the last applied migration (nothing is reverted).
+    pub fn revert_version(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        version: &str,
+        opts: &crate::MigrateOptions,
+    ) -> Result<Option<String>> {
+        self.revert_tenant(conn, tenant, Some(version), &opts.params())
+    }
+
+    /// [`revert_last`](Self::revert_last) (`expected` = `None`) or
+    /// [`revert_version`](Self::revert_version) with the caller's options.
     pub(crate) fn revert_tenant(
         &self,
         conn: &mut PgConnection,
         tenant: &TenantId,
+        expected: Option<&str>,
         params: &MigrateParams,
     ) -> Result<Option<String>> {
         let _span = crate::trace::op_span!("tenant.revert", tenant = %tenant).entered();
         no_outer_transaction(conn)?;
         self.ensure_tenant(conn, tenant)?;
+        self.refuse_hazards(conn)?;
         let dialect = self.dialect(conn)?;
         let reverted = with_retries(tenant, params, || {
-            self.revert_once(conn, dialect, tenant, params)
+            self.revert_once(conn, dialect, tenant, expected, params)
         });
+        let reverted = self.or_gone(conn, tenant, reverted);
         crate::trace::finish_with(reverted, |r| Some(r.len())).map(|mut r| r.pop())
     }
 
@@ -343,6 +408,7 @@ impl Migrator {
         conn: &mut PgConnection,
         dialect: &Dialect,
         schema: &TenantId,
+        expected: Option<&str>,
         params: &MigrateParams,
     ) -> Result<Vec<String>> {
         let split = dialect.splits_statements();
@@ -354,6 +420,21 @@ impl Migrator {
                 MigrationFailure::new(Some(version.to_owned()), None, message),
             )
         };
+        if let Some(expected) = expected {
+            // Decided after the lock, from the ledger: not applied is done already.
+            if !ledger.iter().any(|v| v == expected) {
+                rollback(conn);
+                return Ok(Vec::new());
+            }
+            if ledger.last().map(String::as_str) != Some(expected) {
+                rollback(conn);
+                let last = ledger.last().map(String::as_str).unwrap_or_default();
+                return Err(fail(
+                    expected,
+                    &format!("not the last applied migration (the last is {last})"),
+                ));
+            }
+        }
         let Some(last) = ledger.last() else {
             rollback(conn);
             return Ok(Vec::new());
@@ -402,7 +483,8 @@ impl Migrator {
             )?;
             return Ok(vec![last.clone()]);
         }
-        if let Err(e) = conn.batch_execute(&format!("{}; {forget}; COMMIT", wrap(last, down))) {
+        let down = in_schema(&schema.quoted(), &wrap(last, down));
+        if let Err(e) = conn.batch_execute(&format!("{down}{forget}; COMMIT")) {
             rollback(conn);
             return Err(classify_migrate_error(schema, e));
         }
@@ -439,11 +521,14 @@ fn with_retries(
     }
 }
 
-/// The SQL that opens `schema`'s transaction: `BEGIN`, the lock (first), the lock timeout for
-/// DDL, the tenant alone on the path, a check that fails with [`Error::SchemaMissing`] when the
-/// schema is gone and, when `create_ledger`, the ledger created when it is missing (inside the
-/// check's `DO` block, or as a top-level `CREATE TABLE IF NOT EXISTS` when `split`: a table
-/// created inside `DO` would stay local on Citus).
+/// The SQL that opens `schema`'s transaction: [`BEGIN`] (the library's own path), the lock
+/// (first), the lock timeout for DDL, a check that fails with [`Error::SchemaMissing`] when the
+/// schema is gone (or, for a spare, when it is not a spare any more or a claim holds its row)
+/// and, when `create_ledger`, the ledger created when it is missing (inside the check's `DO`
+/// block, or as a top-level `CREATE TABLE IF NOT EXISTS` when `split`: a table created inside
+/// `DO` would stay local on Citus). All of it runs under the library's own path, and leaves it
+/// set: the migrations' SQL gets the tenant's path from [`in_schema`] (or, statement by
+/// statement, from [`split::run`]).
 fn open_sql(schema: &TenantId, params: &MigrateParams, create_ledger: bool, split: bool) -> String {
     let ledger = format!("{}.{LEDGER}", schema.quoted());
     let columns = "(version VARCHAR(50) PRIMARY KEY NOT NULL, \
@@ -462,8 +547,18 @@ fn open_sql(schema: &TenantId, params: &MigrateParams, create_ledger: bool, spli
             format!("; CREATE TABLE IF NOT EXISTS {ledger} {columns}"),
         ),
     };
+    let spare = if params.spare {
+        // A claim holds the row (or has deleted it): not ours to upgrade any more.
+        format!(
+            "PERFORM FROM {SPARES_TABLE} WHERE schema_name = {} FOR UPDATE SKIP LOCKED; \
+             IF NOT FOUND THEN RAISE EXCEPTION '{SCHEMA_MISSING}' USING ERRCODE = 'invalid_schema_name'; END IF; ",
+            quote_literal(schema.as_str())
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{}DO $wd_check$ BEGIN {} {inside}END $wd_check${after}",
+        "{}DO $wd_check$ BEGIN {spare}{} {inside}END $wd_check${after}",
         begin_tenant_sql(schema, params),
         raise_if_schema_missing(schema),
     )
@@ -496,18 +591,19 @@ fn begin_locked(
     )
 }
 
-/// `BEGIN`, the lock (first), then the lock timeout for DDL and the tenant alone on the path.
+/// [`BEGIN`] (the library's own path), the lock (first statement after it), then the lock
+/// timeout for DDL. The migrations' own SQL gets the tenant alone on the path ([`in_schema`]).
 fn begin_tenant_sql(schema: &TenantId, params: &MigrateParams) -> String {
     format!(
-        "BEGIN; {}; SET LOCAL lock_timeout = '{}ms'; SET LOCAL search_path TO {}; ",
+        "{BEGIN}; {}; SET LOCAL lock_timeout = '{}ms'; ",
         tenant_lock(schema.as_str()),
         params.lock_timeout.as_millis(),
-        schema.quoted()
     )
 }
 
 /// Appends the ledger rows and central record rows of `migrations`, then each migration's SQL
-/// (wrapped, when asked, so a failure names its version and SQLSTATE).
+/// (wrapped, when asked, so a failure names its version and SQLSTATE) with the tenant alone on
+/// the path and the library's path put back after it ([`in_schema`]).
 pub(crate) fn push_apply(
     sql: &mut String,
     schema: &TenantId,
@@ -516,12 +612,12 @@ pub(crate) fn push_apply(
 ) {
     push_records(sql, schema, migrations);
     for m in migrations {
-        if wrapped {
-            sql.push_str(&wrap(&m.version, &m.up));
+        let up = if wrapped {
+            wrap(&m.version, &m.up)
         } else {
-            sql.push_str(&m.up);
-        }
-        sql.push_str(";\n");
+            m.up.clone()
+        };
+        sql.push_str(&in_schema(&schema.quoted(), &up));
     }
 }
 
@@ -582,9 +678,9 @@ fn outside_transaction(
     record: &str,
     split: bool,
 ) -> Result<bool> {
-    conn.batch_execute(&tenant_session_lock(schema.as_str(), true))?;
+    own_batch(conn, &tenant_session_lock(schema.as_str(), true))?;
     let result = (|| -> Result<bool> {
-        if !still_needed(&read_ledger(conn, schema)?) {
+        if !still_needed(&own(conn, |conn| read_ledger(conn, schema))?) {
             return Ok(false);
         }
         #[derive(QueryableByName)]
@@ -628,13 +724,10 @@ fn outside_transaction(
             )));
         }
         ran.map_err(|e| failure(db_message(&e)))?;
-        if let Err(e) = conn.batch_execute(&format!("BEGIN; {record}; COMMIT")) {
-            rollback(conn);
-            return Err(e.into());
-        }
+        own_batch(conn, record)?;
         Ok(true)
     })();
-    let unlocked = conn.batch_execute(&tenant_session_lock(schema.as_str(), false));
+    let unlocked = own_batch(conn, &tenant_session_lock(schema.as_str(), false));
     let ran = result?;
     unlocked?;
     Ok(ran)

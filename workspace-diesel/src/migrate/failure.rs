@@ -12,7 +12,7 @@ use crate::tenant::TenantId;
 /// SQLSTATE `lock_not_available`.
 pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// The message [`raise_if_schema_missing`] raises.
-const SCHEMA_MISSING: &str = "workspace-diesel: schema missing";
+pub(crate) const SCHEMA_MISSING: &str = "workspace-diesel: schema missing";
 /// PostgreSQL's message for SQLSTATE 55P03 raised by `lock_timeout` (the server's default
 /// `lc_messages`; Diesel does not expose the SQLSTATE of an error).
 const LOCK_TIMEOUT_MESSAGE: &str = "canceling statement due to lock timeout";

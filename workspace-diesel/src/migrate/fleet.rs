@@ -18,7 +18,7 @@ use crate::migrate::engine::{MigrateParams, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRIE
 use crate::migrate::failure::outcome_of;
 use crate::migrate::report::{MigrationReport, TenantOutcome};
 use crate::migrate::Migrator;
-use crate::sql::CENTRAL_RECORD;
+use crate::sql::{own, CENTRAL_RECORD};
 use crate::tenant::TenantId;
 
 /// What a fleet operation does after a tenant fails.
@@ -121,10 +121,11 @@ impl MigrateOptions {
         self
     }
 
-    fn params(&self) -> MigrateParams {
+    pub(crate) fn params(&self) -> MigrateParams {
         MigrateParams {
             lock_timeout: self.lock_timeout,
             retries: self.retries,
+            spare: false,
         }
     }
 }
@@ -251,19 +252,22 @@ impl Migrator {
             #[diesel(sql_type = Bool)]
             has_schema: bool,
         }
-        let rows = diesel::sql_query(format!(
-            "SELECT r.{col}::pg_catalog.text AS name, \
+        self.refuse_hazards(conn)?;
+        let rows = own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT r.{col}::pg_catalog.text AS name, \
              ARRAY(SELECT v FROM pg_catalog.unnest($1::pg_catalog.text[]) \
              WITH ORDINALITY AS e (v, n) WHERE NOT EXISTS (SELECT 1 FROM \
              {CENTRAL_RECORD} m WHERE m.schema_name = r.{col} AND m.version = e.v) \
              ORDER BY e.n) AS pending, \
              pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
              FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
-            col = self.registry.quoted_identifier_column(),
-            reg = self.registry.qualified_table(),
-        ))
-        .bind::<Array<Text>, _>(self.tenant_versions())
-        .load::<PendingRow>(conn)?;
+                col = self.registry.quoted_identifier_column(),
+                reg = self.registry.qualified_table(),
+            ))
+            .bind::<Array<Text>, _>(self.tenant_versions())
+            .load::<PendingRow>(conn)
+        })?;
         let mut tenants = Vec::with_capacity(rows.len());
         // A tenant's plan, or `None` for a registered tenant whose schema is gone: a failure of
         // that tenant even when nothing is pending (the central record alone would say "up to
@@ -289,7 +293,8 @@ impl Migrator {
             jobs,
             |conn, t, plan| match plan {
                 Some(plan) => {
-                    let applied = self.migrate_schema(conn, t, Some(plan), &params)?;
+                    let applied = self.migrate_schema(conn, t, Some(plan), &params);
+                    let applied = self.or_gone(conn, t, applied)?;
                     Ok(TenantOutcome::from_applied(applied))
                 }
                 None => Err(Error::SchemaMissing(t.clone())),
@@ -348,6 +353,33 @@ impl Migrator {
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let _span = crate::trace::fleet_span!("fleet.revert_last").entered();
+        self.revert_all(database_url, None, opts)
+    }
+
+    /// Reverts `version` of every tenant whose last applied migration it is (see
+    /// [`revert_version`](Self::revert_version)), under the options' lock timeout and retries.
+    /// The outcome is `Applied(vec![version])`, or `UpToDate` for a tenant where `version` is not
+    /// applied: a rerun after an interruption reverts nothing twice.
+    ///
+    /// # Errors
+    /// [`Error::FleetMigration`] with the full report when a tenant failed, including a tenant
+    /// whose last applied migration is a later one.
+    pub fn revert_version_all(
+        &self,
+        database_url: &str,
+        version: &str,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
+        let _span = crate::trace::fleet_span!("fleet.revert_version").entered();
+        self.revert_all(database_url, Some(version), opts)
+    }
+
+    fn revert_all(
+        &self,
+        database_url: &str,
+        expected: Option<&str>,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
         let started = Instant::now();
         let mut conn = self.open(database_url)?;
         let tenants = self.list_tenants(&mut conn)?;
@@ -361,7 +393,7 @@ impl Migrator {
             tenants,
             jobs,
             |conn, t, ()| {
-                Ok(match self.revert_tenant(conn, t, &params)? {
+                Ok(match self.revert_tenant(conn, t, expected, &params)? {
                     Some(v) => TenantOutcome::Applied(vec![v]),
                     None => TenantOutcome::UpToDate,
                 })

@@ -25,10 +25,12 @@ use diesel::sql_types::{Bool, Text};
 
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
+use crate::hazard::Hazard;
 use crate::lint::{shared_references, CitusLint, LintFinding};
 use crate::pooler::Pooler;
 use crate::registry::Registry;
-use crate::sql::{SHARED_LOCK_KEY, SHARED_SCHEMA, SPARE_PREFIX};
+use crate::roles::TenantRoles;
+use crate::sql::{own, SHARED_LOCK_KEY, SHARED_SCHEMA, SPARE_PREFIX};
 use crate::tenant::TenantId;
 
 pub use self::fleet::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
@@ -72,6 +74,10 @@ pub struct Migrator {
     /// The database's engine, detected on first use.
     dialect: Arc<OnceLock<Dialect>>,
     pooler: Pooler,
+    /// Per-tenant roles, when enabled.
+    pub(crate) tenant_roles: Option<TenantRoles>,
+    /// Whether to refuse to run on hijack hazards.
+    refuse_hijack_hazards: bool,
 }
 
 impl std::fmt::Debug for Migrator {
@@ -80,6 +86,8 @@ impl std::fmt::Debug for Migrator {
             .field("shared", &self.shared.is_some())
             .field("registry", &self.registry)
             .field("pooler", &self.pooler)
+            .field("tenant_roles", &self.tenant_roles)
+            .field("refuse_hijack_hazards", &self.refuse_hijack_hazards)
             .finish_non_exhaustive()
     }
 }
@@ -91,9 +99,31 @@ pub struct MigratorBuilder {
     shared: Option<Arc<dyn MigrationSource<Pg> + Send + Sync>>,
     registry: Registry,
     pooler: Pooler,
+    tenant_roles: Option<TenantRoles>,
+    refuse_hijack_hazards: bool,
 }
 
 impl MigratorBuilder {
+    /// Gives each tenant a role of its own ([`TenantRoles`]): created with the tenant (also when
+    /// it claims a spare), renamed and dropped with it. Assume it with
+    /// [`TenantConnectionExt::tenant_transaction_as`](crate::TenantConnectionExt::tenant_transaction_as).
+    /// The migrator's role needs `CREATEROLE`. Defaults to none (opt-in).
+    pub fn tenant_roles(mut self, roles: TenantRoles) -> Self {
+        self.tenant_roles = Some(roles);
+        self
+    }
+
+    /// Makes every call that changes the database (shared migrations, create, drop, rename,
+    /// migrate, revert, spares) refuse to run, with [`Error::HijackHazards`], when
+    /// [`Migrator::audit`] finds a hazard that lets another role change what SQL does
+    /// ([`Hazard::enables_hijack`](crate::Hazard::enables_hijack)): a role other than the owner
+    /// with `CREATE` on the shared schema or a tenant schema, or a function or operator
+    /// overloading a `pg_catalog` name. Two catalog queries per call. Defaults to `false`.
+    pub fn refuse_hijack_hazards(mut self, refuse: bool) -> Self {
+        self.refuse_hijack_hazards = refuse;
+        self
+    }
+
     /// The application's shared migrations, run once in the registry's schema after the registry's
     /// own. Defaults to none.
     ///
@@ -179,6 +209,8 @@ impl MigratorBuilder {
             registry: self.registry,
             dialect: Arc::new(OnceLock::new()),
             pooler: self.pooler,
+            tenant_roles: self.tenant_roles,
+            refuse_hijack_hazards: self.refuse_hijack_hazards,
         })
     }
 }
@@ -207,6 +239,8 @@ impl Migrator {
             shared: None,
             registry: Registry::default(),
             pooler: Pooler::Direct,
+            tenant_roles: None,
+            refuse_hijack_hazards: false,
         }
     }
 
@@ -258,6 +292,7 @@ impl Migrator {
     pub fn run_shared(&self, conn: &mut PgConnection) -> Result<Vec<String>> {
         let _span = crate::trace::op_span!("shared.migrate").entered();
         self.ready(conn);
+        self.refuse_hazards(conn)?;
         let dialect = self.dialect(conn)?;
         // On Citus, the shared tables that tenant tables reference become reference tables.
         let references = dialect.reference_tables_sql(
@@ -267,7 +302,9 @@ impl Migrator {
                 SHARED_SCHEMA,
             ),
         );
-        let applied = conn.transaction::<_, Error, _>(|conn| {
+        let applied = own(conn, |conn| {
+            // The lock under the library's own path; then Diesel's harness and the migrations'
+            // SQL with the shared schema alone on the path.
             conn.batch_execute(&format!(
                 "SELECT pg_catalog.pg_advisory_xact_lock({SHARED_LOCK_KEY}, 0); \
                  SET LOCAL search_path TO {SHARED_SCHEMA}"
@@ -280,7 +317,8 @@ impl Migrator {
                 applied.extend(shared.run_pending(conn).map_err(Error::SharedMigration)?);
             }
             if let Some(sql) = &references {
-                conn.batch_execute(sql)
+                // The library's own statement: back under its own path.
+                conn.batch_execute(&format!("{}; {sql}", crate::sql::OWN_PATH))
                     .map_err(|e| Error::SharedMigration(Box::new(e)))?;
             }
             Ok(applied)
@@ -382,11 +420,111 @@ impl Migrator {
         Ok(row.flag)
     }
 
+    /// Checks the database for what would weaken tenant isolation: a superuser connection, a
+    /// shared schema where every role may create objects, create rights of other roles than the
+    /// owner on the shared schema or a tenant schema, functions and operators overloading
+    /// `pg_catalog` names (these three let a role hijack SQL, CVE-2018-1058), shared tables named
+    /// like tenant tables, and registered tenants without a schema; on Citus, tenants that are not
+    /// fully distributed. Five catalog queries (six on Citus) whatever the number of tenants,
+    /// after the engine's detection on the migrator's first use; run it at start-up and log what
+    /// it returns.
+    ///
+    /// ```no_run
+    /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
+    /// for hazard in migrator.audit(conn)? {
+    ///     eprintln!("warning: {hazard}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the catalog or the registry cannot be read.
+    pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
+        let registry = self.registry.qualified_table();
+        let column = self.registry.quoted_identifier_column();
+        let distributes_schemas = self.dialect(conn)?.distributes_schemas();
+        own(conn, |conn| {
+            crate::audit::audit(
+                conn,
+                &registry,
+                &column,
+                distributes_schemas,
+                self.pooler().is_transaction(),
+            )
+        })
+    }
+
+    /// With [`MigratorBuilder::refuse_hijack_hazards`], fails with [`Error::HijackHazards`] when
+    /// the database has hazards that let another role hijack SQL.
+    pub(crate) fn refuse_hazards(&self, conn: &mut PgConnection) -> Result<()> {
+        if !self.refuse_hijack_hazards {
+            return Ok(());
+        }
+        let hazards = own(conn, |conn| {
+            crate::audit::hijack_hazards(conn, SHARED_SCHEMA)
+        })?;
+        if hazards.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::HijackHazards(hazards))
+        }
+    }
+
+    /// Whether `tenant` is registered and its schema exists, read in a statement of its own (so
+    /// after a failure, with the catalog as it is now): what a failed operation on a tenant
+    /// that was dropped or renamed meanwhile reports instead of the server's error.
+    pub(crate) fn gone(&self, conn: &mut PgConnection, tenant: &TenantId) -> Option<Error> {
+        #[derive(QueryableByName)]
+        struct State {
+            #[diesel(sql_type = Bool)]
+            registered: bool,
+            #[diesel(sql_type = Bool)]
+            schema: bool,
+        }
+        let state = own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT EXISTS (SELECT 1 FROM {reg} WHERE {col}::pg_catalog.text = $1) AS registered, \
+                 pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL AS schema",
+                col = self.registry.quoted_identifier_column(),
+                reg = self.registry.qualified_table(),
+            ))
+            .bind::<Text, _>(tenant.as_str())
+            .get_result::<State>(conn)
+        })
+        .ok()?;
+        if !state.registered {
+            Some(Error::TenantNotFound(tenant.clone()))
+        } else if !state.schema {
+            Some(Error::SchemaMissing(tenant.clone()))
+        } else {
+            None
+        }
+    }
+
+    /// `result` of an operation on `tenant`, with a failure caused by the tenant being dropped
+    /// or renamed meanwhile reported as [`Error::TenantNotFound`] or [`Error::SchemaMissing`].
+    pub(crate) fn or_gone<T>(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        result: Result<T>,
+    ) -> Result<T> {
+        match result {
+            Err(e @ (Error::TenantNotFound(_) | Error::SchemaMissing(_))) => Err(e),
+            Err(e) => match self.gone(conn, tenant) {
+                Some(gone) => Err(gone),
+                None => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
     /// Refuses a name that cannot be a tenant (the registry's schema, a spare) and a tenant that is
     /// not in the registry, so that single-tenant calls never run tenant DDL in another schema.
     pub(crate) fn ensure_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
         self.check_tenant_name(tenant)?;
-        if self.registered(conn, tenant)? {
+        if own(conn, |conn| self.registered(conn, tenant))? {
             Ok(())
         } else {
             Err(Error::TenantNotFound(tenant.clone()))

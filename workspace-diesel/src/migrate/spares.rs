@@ -14,7 +14,8 @@ use crate::migrate::engine::MigrateParams;
 use crate::migrate::tenants::Provision;
 use crate::migrate::Migrator;
 use crate::sql::{
-    quote_ident, quote_literal, CENTRAL_RECORD, SPARES_LOCK_KEY, SPARES_TABLE, SPARE_PREFIX,
+    own, own_batch, quote_ident, quote_literal, BEGIN, CENTRAL_RECORD, SPARES_LOCK_KEY,
+    SPARES_TABLE, SPARE_PREFIX,
 };
 use crate::tenant::TenantId;
 
@@ -54,6 +55,7 @@ impl Migrator {
         let _span = crate::trace::op_span!("spares.fill", target).entered();
         self.ready(conn);
         no_outer_transaction(conn)?;
+        self.refuse_hazards(conn)?;
         if self.pooler().is_transaction() {
             // Behind a transaction pooler a session lock would stay on whichever server
             // connection took it. Without it, the count is read again before every spare: two
@@ -62,13 +64,15 @@ impl Migrator {
         }
         // One filler at a time (a session lock: the work spans several transactions), so two
         // concurrent calls do not both top up from the same count.
-        conn.batch_execute(&format!(
-            "SELECT pg_catalog.pg_advisory_lock({SPARES_LOCK_KEY}, 0)"
-        ))?;
+        own_batch(
+            conn,
+            &format!("SELECT pg_catalog.pg_advisory_lock({SPARES_LOCK_KEY}, 0)"),
+        )?;
         let result = self.fill_spares_locked(conn, target);
-        let unlocked = conn.batch_execute(&format!(
-            "SELECT pg_catalog.pg_advisory_unlock({SPARES_LOCK_KEY}, 0)"
-        ));
+        let unlocked = own_batch(
+            conn,
+            &format!("SELECT pg_catalog.pg_advisory_unlock({SPARES_LOCK_KEY}, 0)"),
+        );
         let created = crate::trace::finish_with(result, |n| Some(*n))?;
         unlocked?;
         Ok(created)
@@ -79,21 +83,35 @@ impl Migrator {
     fn fill_spares_locked(&self, conn: &mut PgConnection, target: usize) -> Result<usize> {
         let expected = self.tenant_versions();
         let mut spares = self.spares(conn)?.len();
-        let stale = diesel::sql_query(format!(
-            "SELECT s.schema_name AS name FROM {SPARES_TABLE} s \
+        let stale = own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT s.schema_name AS name FROM {SPARES_TABLE} s \
              WHERE (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
              WHERE m.schema_name = s.schema_name AND m.version = ANY ($1)) < $2"
-        ))
-        .bind::<Array<Text>, _>(expected)
-        .bind::<BigInt, _>(expected.len() as i64)
-        .load::<NameRow>(conn)?;
+            ))
+            .bind::<Array<Text>, _>(expected)
+            .bind::<BigInt, _>(expected.len() as i64)
+            .load::<NameRow>(conn)
+        })?;
+        // Each upgrade locks the spare's row: a claim skips a spare being upgraded, and an
+        // upgrade skips a spare claimed (or drained) meanwhile.
+        let params = MigrateParams {
+            spare: true,
+            ..MigrateParams::default()
+        };
         for s in stale {
             let spare = TenantId::new(&s.name)?;
-            match self.migrate_schema(conn, &spare, None, &MigrateParams::default()) {
+            match self.migrate_schema(conn, &spare, None, &params) {
                 Ok(_) => {}
-                // Claimed (renamed to a tenant) or dropped since the query: not a spare any more.
+                // Claimed (renamed to a tenant), being claimed, or dropped since the query: not
+                // a spare any more.
                 Err(Error::SchemaMissing(_)) => spares = spares.saturating_sub(1),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if self.is_spare(conn, &spare)? {
+                        return Err(e);
+                    }
+                    spares = spares.saturating_sub(1);
+                }
             }
         }
         let mut created = 0;
@@ -116,13 +134,33 @@ impl Migrator {
     /// see [`is_installed`](Self::is_installed)).
     pub fn spares(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
         self.ready(conn);
-        diesel::sql_query(format!(
-            "SELECT schema_name AS name FROM {SPARES_TABLE} ORDER BY created_at, 1"
-        ))
-        .load::<NameRow>(conn)?
-        .into_iter()
-        .map(|r| TenantId::new(r.name))
-        .collect()
+        own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT schema_name AS name FROM {SPARES_TABLE} ORDER BY created_at, 1"
+            ))
+            .load::<NameRow>(conn)?
+            .into_iter()
+            .map(|r| TenantId::new(r.name))
+            .collect()
+        })
+    }
+
+    /// Whether `spare` is still listed in the warm pool and has its schema.
+    fn is_spare(&self, conn: &mut PgConnection, spare: &TenantId) -> Result<bool> {
+        #[derive(QueryableByName)]
+        struct Flag {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            flag: bool,
+        }
+        own(conn, |conn| {
+            let row: Flag = diesel::sql_query(format!(
+                "SELECT EXISTS (SELECT 1 FROM {SPARES_TABLE} WHERE schema_name = $1) \
+                 AND pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL AS flag"
+            ))
+            .bind::<Text, _>(spare.as_str())
+            .get_result(conn)?;
+            Ok(row.flag)
+        })
     }
 
     /// Drops every spare schema of the warm pool (e.g. before changing the tenant set in a way
@@ -134,10 +172,11 @@ impl Migrator {
         let _span = tracing::info_span!("spares.drain").entered();
         self.ready(conn);
         no_outer_transaction(conn)?;
+        self.refuse_hazards(conn)?;
         let mut n = 0;
         for spare in self.spares(conn)? {
             let dropped = in_raw_transaction(conn, |conn| {
-                conn.batch_execute("BEGIN")?;
+                conn.batch_execute(BEGIN)?;
                 let rows = diesel::sql_query(format!(
                     "DELETE FROM {SPARES_TABLE} WHERE schema_name IN \
                      (SELECT schema_name FROM {SPARES_TABLE} WHERE schema_name = $1 \

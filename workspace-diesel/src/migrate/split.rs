@@ -3,6 +3,12 @@
 //! as a top-level command of its own (no `DO` wrapper), then one closing batch (the ledger and
 //! central record rows, the dialect's distribution check, `COMMIT`).
 //!
+//! The library's batches run under its own path (`pg_catalog, pg_temp`: the opening batch starts
+//! with [`BEGIN`](crate::sql::BEGIN)). The statements of the migrations run with the tenant alone
+//! on the path, set by a command of its own before the first one (a statement must be sent
+//! alone: Citus propagates a command to the workers with the text it was sent in, and refuses a
+//! text holding several); the closing batch starts with [`OWN_PATH`] again.
+//!
 //! A failing statement is attributed to its migration; its SQLSTATE comes from the error's kind
 //! when Diesel knows it, otherwise from a diagnosis on the error path only: the transaction is
 //! replayed up to that statement, which then runs wrapped so the server names its SQLSTATE, and
@@ -21,6 +27,7 @@ use crate::migrate::failure::{
 };
 use crate::migrate::report::MigrationFailure;
 use crate::migrate::set::Compiled;
+use crate::sql::OWN_PATH;
 use crate::statements::split_statements;
 use crate::tenant::TenantId;
 
@@ -81,8 +88,10 @@ pub(crate) fn steps_of<'a>(
         .collect())
 }
 
-/// Sends `steps` one by one inside the transaction `open` began (already sent), then `close`
-/// (which ends in `COMMIT`). On failure the transaction is rolled back.
+/// Sends `steps` one by one inside the transaction `open` began (already sent), with `schema`
+/// alone on the path ([`tenant_path`], one command before them), then `close` under the
+/// library's own path ([`OWN_PATH`] first; `close` ends in `COMMIT`). On failure the transaction
+/// is rolled back.
 ///
 /// `open` is sent again only on the error path, to diagnose a failing statement's SQLSTATE.
 pub(crate) fn run(
@@ -93,6 +102,12 @@ pub(crate) fn run(
     steps: &[Step<'_>],
     close: &str,
 ) -> Result<()> {
+    if !steps.is_empty() {
+        if let Err(e) = conn.batch_execute(&tenant_path(schema)) {
+            rollback(conn);
+            return Err(e.into());
+        }
+    }
     for (i, step) in steps.iter().enumerate() {
         if let Err(e) = conn.batch_execute(step.sql) {
             rollback(conn);
@@ -101,7 +116,7 @@ pub(crate) fn run(
             }
             let sqlstate = sqlstate_of(&e)
                 .map(str::to_owned)
-                .or_else(|| diagnose(conn, open, &steps[..i], step));
+                .or_else(|| diagnose(conn, schema, open, &steps[..i], step));
             let message = dialect.logical_message(conn, schema, &db_message(&e));
             return Err(tenant_failure(
                 schema,
@@ -109,11 +124,16 @@ pub(crate) fn run(
             ));
         }
     }
-    if let Err(e) = conn.batch_execute(close) {
+    if let Err(e) = conn.batch_execute(&format!("{OWN_PATH}; {close}")) {
         rollback(conn);
         return Err(close_error(conn, dialect, schema, e));
     }
     Ok(())
+}
+
+/// `schema` alone on the transaction's path: what the statements of its migrations run under.
+fn tenant_path(schema: &TenantId) -> String {
+    format!("SET LOCAL search_path TO {}", schema.quoted())
 }
 
 /// The error of a transaction's closing batch: the distribution check's, or the server's.
@@ -165,14 +185,17 @@ fn sqlstate_of(e: &diesel::result::Error) -> Option<&'static str> {
 
 /// Replays the transaction up to `failing` (which is sent wrapped, so the server's message names
 /// its SQLSTATE), rolls it back and returns that SQLSTATE; `None` when the replay does not fail
-/// the same way.
+/// the same way. The replay sends what [`run`] sent: `open`, `schema` alone on the path, the
+/// statements before the failing one.
 fn diagnose(
     conn: &mut PgConnection,
+    schema: &TenantId,
     open: &str,
     before: &[Step<'_>],
     failing: &Step<'_>,
 ) -> Option<String> {
     let replayed = conn.batch_execute(open).is_ok()
+        && conn.batch_execute(&tenant_path(schema)).is_ok()
         && before.iter().all(|s| conn.batch_execute(s.sql).is_ok());
     let state = if replayed {
         match conn.batch_execute(&wrap(failing.version, failing.sql)) {

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::migrate::engine::read_ledger;
 use crate::migrate::report::TenantStatus;
 use crate::migrate::Migrator;
-use crate::sql::{quote_literal, CENTRAL_RECORD, LEDGER, SHARED_SCHEMA};
+use crate::sql::{own, quote_literal, CENTRAL_RECORD, LEDGER, SHARED_SCHEMA};
 use crate::tenant::TenantId;
 
 /// Where the shared migrations stand (see [`Migrator::shared_status`]).
@@ -74,8 +74,9 @@ impl Migrator {
     }
 
     fn status_rows(&self, conn: &mut PgConnection) -> Result<Vec<(TenantStatus, bool)>> {
-        let expected = self.tenant_versions();
-        let rows = diesel::sql_query(format!(
+        own(conn, |conn| {
+            let expected = self.tenant_versions();
+            let rows = diesel::sql_query(format!(
             "SELECT r.{col}::pg_catalog.text AS name, \
              ARRAY(SELECT m.version::pg_catalog.text FROM {CENTRAL_RECORD} m \
              WHERE m.schema_name = r.{col} ORDER BY m.version::pg_catalog.text COLLATE \"C\") AS versions, \
@@ -86,24 +87,25 @@ impl Migrator {
             reg = self.registry.qualified_table(),
         ))
         .load::<StatusRow>(conn)?;
-        rows.into_iter()
-            .map(|r| {
-                let pending = expected
-                    .iter()
-                    .filter(|v| !r.versions.contains(v))
-                    .cloned()
-                    .collect();
-                Ok((
-                    TenantStatus {
-                        tenant: TenantId::new(&r.name)?,
-                        applied: r.versions,
-                        pending,
-                        drift: None,
-                    },
-                    r.has_ledger,
-                ))
-            })
-            .collect()
+            rows.into_iter()
+                .map(|r| {
+                    let pending = expected
+                        .iter()
+                        .filter(|v| !r.versions.contains(v))
+                        .cloned()
+                        .collect();
+                    Ok((
+                        TenantStatus {
+                            tenant: TenantId::new(&r.name)?,
+                            applied: r.versions,
+                            pending,
+                            drift: None,
+                        },
+                        r.has_ledger,
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// [`status`](Self::status) with `drift` filled in for every tenant: all ledgers are read in
@@ -113,48 +115,50 @@ impl Migrator {
     /// As [`status`](Self::status).
     pub fn status_with_drift(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
         self.ready(conn);
-        let rows = self.status_rows(conn)?;
-        let with_ledger: Vec<&TenantId> = rows
-            .iter()
-            .filter(|(_, has)| *has)
-            .map(|(s, _)| &s.tenant)
-            .collect();
-        let mut ledgers: HashMap<String, Vec<String>> = HashMap::new();
-        for chunk in with_ledger.chunks(500) {
-            let sql = chunk
+        own(conn, |conn| {
+            let rows = self.status_rows(conn)?;
+            let with_ledger: Vec<&TenantId> = rows
                 .iter()
-                .map(|t| {
-                    format!(
+                .filter(|(_, has)| *has)
+                .map(|(s, _)| &s.tenant)
+                .collect();
+            let mut ledgers: HashMap<String, Vec<String>> = HashMap::new();
+            for chunk in with_ledger.chunks(500) {
+                let sql = chunk
+                    .iter()
+                    .map(|t| {
+                        format!(
                         "SELECT {}::pg_catalog.text AS name, version::pg_catalog.text AS version \
                          FROM {}.{LEDGER}",
                         quote_literal(t.as_str()),
                         t.quoted()
                     )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                #[derive(QueryableByName)]
+                struct LedgerRow {
+                    #[diesel(sql_type = Text)]
+                    name: String,
+                    #[diesel(sql_type = Text)]
+                    version: String,
+                }
+                for row in diesel::sql_query(sql).load::<LedgerRow>(conn)? {
+                    ledgers.entry(row.name).or_default().push(row.version);
+                }
+            }
+            rows.into_iter()
+                .map(|(mut status, has_ledger)| {
+                    status.drift = if has_ledger {
+                        let ledger = ledgers.remove(status.tenant.as_str()).unwrap_or_default();
+                        compare(&ledger, &status.applied)
+                    } else {
+                        Some(missing_ledger_drift(conn, &status.tenant)?)
+                    };
+                    Ok(status)
                 })
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
-            #[derive(QueryableByName)]
-            struct LedgerRow {
-                #[diesel(sql_type = Text)]
-                name: String,
-                #[diesel(sql_type = Text)]
-                version: String,
-            }
-            for row in diesel::sql_query(sql).load::<LedgerRow>(conn)? {
-                ledgers.entry(row.name).or_default().push(row.version);
-            }
-        }
-        rows.into_iter()
-            .map(|(mut status, has_ledger)| {
-                status.drift = if has_ledger {
-                    let ledger = ledgers.remove(status.tenant.as_str()).unwrap_or_default();
-                    compare(&ledger, &status.applied)
-                } else {
-                    Some(missing_ledger_drift(conn, &status.tenant)?)
-                };
-                Ok(status)
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Checks one tenant's own ledger against the central record: `None` when they agree,
@@ -165,26 +169,28 @@ impl Migrator {
     /// [`Error::Query`](crate::Error::Query) when a query fails.
     pub fn drift(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<Option<String>> {
         self.ready(conn);
-        let central: Vec<String> = diesel::sql_query(format!(
-            "SELECT version::pg_catalog.text AS name FROM {CENTRAL_RECORD} \
+        own(conn, |conn| {
+            let central: Vec<String> = diesel::sql_query(format!(
+                "SELECT version::pg_catalog.text AS name FROM {CENTRAL_RECORD} \
              WHERE schema_name = $1 ORDER BY version::pg_catalog.text COLLATE \"C\""
-        ))
-        .bind::<Text, _>(tenant.as_str())
-        .load::<NameRow>(conn)?
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
-        let has_ledger = diesel::sql_query(format!(
-            "SELECT $1 AS name WHERE pg_catalog.to_regclass(pg_catalog.quote_ident($1) || \
+            ))
+            .bind::<Text, _>(tenant.as_str())
+            .load::<NameRow>(conn)?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+            let has_ledger = diesel::sql_query(format!(
+                "SELECT $1 AS name WHERE pg_catalog.to_regclass(pg_catalog.quote_ident($1) || \
              '.{LEDGER}') IS NOT NULL"
-        ))
-        .bind::<Text, _>(tenant.as_str())
-        .load::<NameRow>(conn)?;
-        if has_ledger.is_empty() {
-            return missing_ledger_drift(conn, tenant).map(Some);
-        }
-        let ledger = read_ledger(conn, tenant)?;
-        Ok(compare(&ledger, &central))
+            ))
+            .bind::<Text, _>(tenant.as_str())
+            .load::<NameRow>(conn)?;
+            if has_ledger.is_empty() {
+                return missing_ledger_drift(conn, tenant).map(Some);
+            }
+            let ledger = read_ledger(conn, tenant)?;
+            Ok(compare(&ledger, &central))
+        })
     }
 
     /// Where the shared migrations stand: the versions in the shared schema's ledger, and the
@@ -212,36 +218,39 @@ impl Migrator {
     /// [`Error::Query`](crate::Error::Query) when a query fails.
     pub fn shared_status(&self, conn: &mut PgConnection) -> Result<SharedStatus> {
         self.ready(conn);
-        let ledger = format!("{SHARED_SCHEMA}.{LEDGER}");
-        let exists =
-            !diesel::sql_query("SELECT $1 AS name WHERE pg_catalog.to_regclass($1) IS NOT NULL")
-                .bind::<Text, _>(&ledger)
-                .load::<NameRow>(conn)?
-                .is_empty();
-        let applied: BTreeSet<String> = if exists {
-            diesel::sql_query(format!(
-                "SELECT version::pg_catalog.text AS name FROM {ledger}"
-            ))
+        own(conn, |conn| {
+            let ledger = format!("{SHARED_SCHEMA}.{LEDGER}");
+            let exists = !diesel::sql_query(
+                "SELECT $1 AS name WHERE pg_catalog.to_regclass($1) IS NOT NULL",
+            )
+            .bind::<Text, _>(&ledger)
             .load::<NameRow>(conn)?
-            .into_iter()
-            .map(|r| r.name)
-            .collect()
-        } else {
-            BTreeSet::new()
-        };
-        let expected: BTreeSet<&str> = self
-            .registry_set
-            .versions()
-            .chain(self.shared.iter().flat_map(|s| s.versions()))
-            .collect();
-        let pending = expected
-            .into_iter()
-            .filter(|v| !applied.contains(*v))
-            .map(str::to_owned)
-            .collect();
-        Ok(SharedStatus {
-            applied: applied.into_iter().collect(),
-            pending,
+            .is_empty();
+            let applied: BTreeSet<String> = if exists {
+                diesel::sql_query(format!(
+                    "SELECT version::pg_catalog.text AS name FROM {ledger}"
+                ))
+                .load::<NameRow>(conn)?
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+            } else {
+                BTreeSet::new()
+            };
+            let expected: BTreeSet<&str> = self
+                .registry_set
+                .versions()
+                .chain(self.shared.iter().flat_map(|s| s.versions()))
+                .collect();
+            let pending = expected
+                .into_iter()
+                .filter(|v| !applied.contains(*v))
+                .map(str::to_owned)
+                .collect();
+            Ok(SharedStatus {
+                applied: applied.into_iter().collect(),
+                pending,
+            })
         })
     }
 }

@@ -16,8 +16,8 @@ use crate::migrate::set::Compiled;
 use crate::migrate::split;
 use crate::migrate::Migrator;
 use crate::sql::{
-    array_literal, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD, LIBRARY_TABLES,
-    SHARED_SCHEMA, SPARES_TABLE,
+    array_literal, in_schema, own, quote_ident, quote_literal, tenant_lock, BEGIN, CENTRAL_RECORD,
+    LIBRARY_TABLES, LOCK_KEY, SHARED_SCHEMA, SPARES_TABLE,
 };
 use crate::tenant::TenantId;
 
@@ -62,16 +62,22 @@ impl Migrator {
         self.ready(conn);
         self.check_tenant_name(tenant)?;
         no_outer_transaction(conn)?;
+        self.refuse_hazards(conn)?;
+        let role = match &self.tenant_roles {
+            Some(roles) => format!("{}; ", roles.create_sql(tenant)?),
+            None => String::new(),
+        };
         let dialect = self.dialect(conn)?;
         if dialect.splits_statements() {
-            return self.provision_split(conn, dialect, tenant, Provision::Tenant, true);
+            return self.provision_split(conn, dialect, tenant, Provision::Tenant, true, &role);
         }
-        // One round trip either way: claim a current spare, or provision from scratch.
+        // One round trip either way: claim a current spare (one that no `fill_spares` is
+        // upgrading: its row and its lock are both free), or provision from scratch.
         let created = self.provision_with_retry(conn, tenant, |wrapped| {
             let (body, all) = self.provision_body(tenant, Provision::Tenant, wrapped);
             let [inner, outer] = dollar_tags(["wd_p", "wd_claim"], &body);
             let sql = format!(
-                "BEGIN; {lock}; {claim}; COMMIT",
+                "{BEGIN}; {lock}; {claim}; {role}COMMIT",
                 lock = tenant_lock(tenant.as_str()),
                 claim = self.claim_sql(tenant, &outer, &format!("EXECUTE {inner}{body}{inner};")),
             );
@@ -81,19 +87,25 @@ impl Migrator {
     }
 
     /// A `DO` block that claims the oldest current warm spare for `tenant` (its registry row, the
-    /// rename, its central record and spares rows) or, when there is none, runs `otherwise`.
+    /// rename, its central record and spares rows) or, when there is none, runs `otherwise`. A
+    /// spare that a `fill_spares` is upgrading (its row or its lock taken) is skipped. Runs under
+    /// the library's own path.
     fn claim_sql(&self, tenant: &TenantId, tag: &str, otherwise: &str) -> String {
         let t = quote_literal(tenant.as_str());
         let versions = &self.set.versions;
         format!(
-            "DO {tag} DECLARE spare text; BEGIN \
-             SELECT sp.schema_name INTO spare FROM {SPARES_TABLE} sp \
+            "DO {tag} DECLARE spare text; candidate record; BEGIN \
+             FOR candidate IN SELECT sp.schema_name FROM {SPARES_TABLE} sp \
              WHERE pg_catalog.to_regnamespace(pg_catalog.quote_ident(sp.schema_name)) IS NOT NULL \
                AND (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
                     WHERE m.schema_name = sp.schema_name AND m.version = ANY ({versions}::pg_catalog.text[])) = {n} \
                AND (SELECT pg_catalog.count(*) FROM {CENTRAL_RECORD} m \
                     WHERE m.schema_name = sp.schema_name) = {n} \
-             ORDER BY sp.created_at, sp.schema_name LIMIT 1 FOR UPDATE OF sp SKIP LOCKED; \
+             ORDER BY sp.created_at, sp.schema_name FOR UPDATE OF sp SKIP LOCKED LOOP \
+               IF pg_catalog.pg_try_advisory_xact_lock({LOCK_KEY}, pg_catalog.hashtext(candidate.schema_name)) THEN \
+                 spare := candidate.schema_name; EXIT; \
+               END IF; \
+             END LOOP; \
              IF spare IS NULL THEN {otherwise} ELSE \
              INSERT INTO {reg} ({col}) VALUES ({t}); \
              EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
@@ -121,13 +133,14 @@ impl Migrator {
         schema: &TenantId,
         as_: Provision,
         claim: bool,
+        role: &str,
     ) -> Result<()> {
         let check = dialect
             .distribution_check(schema)
             .map(|c| format!("{c}; "))
             .unwrap_or_default();
         let mut open = format!(
-            "BEGIN; {}; {}",
+            "{BEGIN}; {}; {}",
             tenant_lock(schema.as_str()),
             dialect.provisioning_settings()
         );
@@ -140,7 +153,7 @@ impl Migrator {
             // The claim registered the tenant: the renamed spare is the tenant.
             match self.registered(conn, schema) {
                 Ok(true) => {
-                    if let Err(e) = conn.batch_execute(&format!("{check}COMMIT")) {
+                    if let Err(e) = conn.batch_execute(&format!("{role}{check}COMMIT")) {
                         rollback(conn);
                         return Err(split::close_error(conn, dialect, schema, e));
                     }
@@ -164,8 +177,9 @@ impl Migrator {
             Provision::Spare => format!("INSERT INTO {SPARES_TABLE} (schema_name) VALUES ({lit})"),
         };
         let create = format!(
-            "{row}; CREATE SCHEMA {q}; SET LOCAL search_path TO {q}; {CREATE_MIGRATIONS_TABLE}",
-            q = schema.quoted()
+            "{row}; CREATE SCHEMA {q}; {ledger}",
+            q = schema.quoted(),
+            ledger = in_schema(&schema.quoted(), CREATE_MIGRATIONS_TABLE),
         );
         let sent = if claim {
             conn.batch_execute(&create)
@@ -187,6 +201,7 @@ impl Migrator {
         };
         let mut close = String::new();
         push_records(&mut close, schema, &in_tx);
+        close.push_str(role);
         close.push_str(&check);
         close.push_str("COMMIT");
         split::run(conn, dialect, schema, &open, &steps, &close)?;
@@ -205,7 +220,12 @@ impl Migrator {
         let _span = crate::trace::op_span!("tenant.drop", tenant = %tenant).entered();
         self.ready(conn);
         self.check_tenant_name(tenant)?;
-        let dropped = conn.transaction::<_, Error, _>(|conn| {
+        let role = match &self.tenant_roles {
+            Some(roles) => format!("; {}", roles.drop_sql(tenant)?),
+            None => String::new(),
+        };
+        self.refuse_hazards(conn)?;
+        let dropped = own(conn, |conn| {
             conn.batch_execute(&tenant_lock(tenant.as_str()))?;
             let deleted = diesel::sql_query(format!(
                 "DELETE FROM {} WHERE {} = $1",
@@ -219,7 +239,7 @@ impl Migrator {
             }
             conn.batch_execute(&format!(
                 "DELETE FROM {CENTRAL_RECORD} WHERE schema_name = {}; \
-                 DROP SCHEMA IF EXISTS {} CASCADE",
+                 DROP SCHEMA IF EXISTS {} CASCADE{role}",
                 quote_literal(tenant.as_str()),
                 tenant.quoted()
             ))?;
@@ -245,7 +265,12 @@ impl Migrator {
         self.ready(conn);
         self.check_tenant_name(from)?;
         self.check_tenant_name(to)?;
-        let renamed = conn.transaction::<_, Error, _>(|conn| {
+        let role = match &self.tenant_roles {
+            Some(roles) => format!("; {}", roles.rename_sql(from, to)?),
+            None => String::new(),
+        };
+        self.refuse_hazards(conn)?;
+        let renamed = own(conn, |conn| {
             let (a, b) = if from < to { (from, to) } else { (to, from) };
             conn.batch_execute(&format!(
                 "{}; {}",
@@ -286,7 +311,7 @@ impl Migrator {
             conn.batch_execute(&format!(
                 "ALTER SCHEMA {qf} RENAME TO {qt}; \
                  UPDATE {reg} SET {col} = {lt} WHERE {col} = {lf}; \
-                 UPDATE {CENTRAL_RECORD} SET schema_name = {lt} WHERE schema_name = {lf}",
+                 UPDATE {CENTRAL_RECORD} SET schema_name = {lt} WHERE schema_name = {lf}{role}",
                 qf = from.quoted(),
                 qt = to.quoted(),
                 reg = self.registry.qualified_table(),
@@ -307,6 +332,11 @@ impl Migrator {
     /// written by hand with an invalid name.
     pub fn list_tenants(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
         self.ready(conn);
+        own(conn, |conn| self.list_tenants_own(conn))
+    }
+
+    /// [`list_tenants`](Self::list_tenants), under the library's own path already.
+    pub(crate) fn list_tenants_own(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
         diesel::sql_query(format!(
             "SELECT {col}::pg_catalog.text AS name FROM {reg} ORDER BY {col}::pg_catalog.text COLLATE \"C\"",
             col = self.registry.quoted_identifier_column(),
@@ -341,10 +371,13 @@ impl Migrator {
     /// [`Error::Query`] when the query fails.
     pub fn is_registry_installed(&self, conn: &mut PgConnection) -> Result<bool> {
         self.ready(conn);
-        let row: Flag = diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
-            .bind::<Text, _>(self.registry.qualified_table())
-            .get_result(conn)?;
-        Ok(row.flag)
+        own(conn, |conn| {
+            let row: Flag =
+                diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
+                    .bind::<Text, _>(self.registry.qualified_table())
+                    .get_result(conn)?;
+            Ok(row.flag)
+        })
     }
 
     /// Whether the library's own tables ([`LIBRARY_TABLES`](crate::LIBRARY_TABLES): the central
@@ -373,13 +406,15 @@ impl Migrator {
             .iter()
             .map(|t| format!("{SHARED_SCHEMA}.{}", quote_ident(t)))
             .collect();
-        let row: Flag = diesel::sql_query(
-            "SELECT pg_catalog.bool_and(pg_catalog.to_regclass(t) IS NOT NULL) AS flag \
-             FROM pg_catalog.unnest($1::pg_catalog.text[]) AS t",
-        )
-        .bind::<diesel::sql_types::Array<Text>, _>(&tables)
-        .get_result(conn)?;
-        Ok(row.flag)
+        own(conn, |conn| {
+            let row: Flag = diesel::sql_query(
+                "SELECT pg_catalog.bool_and(pg_catalog.to_regclass(t) IS NOT NULL) AS flag \
+                 FROM pg_catalog.unnest($1::pg_catalog.text[]) AS t",
+            )
+            .bind::<diesel::sql_types::Array<Text>, _>(&tables)
+            .get_result(conn)?;
+            Ok(row.flag)
+        })
     }
 
     /// Whether `tenant` is in the registry; `false` when the registry table does not exist yet
@@ -408,7 +443,7 @@ impl Migrator {
         if !self.is_registry_installed(conn)? {
             return Ok(false);
         }
-        self.registered(conn, tenant)
+        own(conn, |conn| self.registered(conn, tenant))
     }
 
     /// Creates `schema` with every tenant migration, in one transaction sent as one batch, and
@@ -422,11 +457,11 @@ impl Migrator {
         no_outer_transaction(conn)?;
         let dialect = self.dialect(conn)?;
         if dialect.splits_statements() {
-            return self.provision_split(conn, dialect, schema, as_, false);
+            return self.provision_split(conn, dialect, schema, as_, false, "");
         }
         self.provision_with_retry(conn, schema, |wrapped| {
             let (body, all) = self.provision_body(schema, as_, wrapped);
-            let sql = format!("BEGIN; {}; {body}COMMIT", tenant_lock(schema.as_str()));
+            let sql = format!("{BEGIN}; {}; {body}COMMIT", tenant_lock(schema.as_str()));
             (sql, all)
         })
     }
@@ -498,10 +533,8 @@ impl Migrator {
                 format!("INSERT INTO {SPARES_TABLE} (schema_name) VALUES ({lit}); ")
             }
         };
-        sql.push_str(&format!(
-            "CREATE SCHEMA {q}; SET LOCAL search_path TO {q}; {CREATE_MIGRATIONS_TABLE}; ",
-            q = schema.quoted()
-        ));
+        sql.push_str(&format!("CREATE SCHEMA {}; ", schema.quoted()));
+        sql.push_str(&in_schema(&schema.quoted(), CREATE_MIGRATIONS_TABLE));
         let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
         push_apply(&mut sql, schema, &in_tx, wrapped);
         (sql, in_tx.len() == self.set.migrations.len())

@@ -1,0 +1,152 @@
+//! What in a database's set-up weakens tenant isolation: the findings of the audit, as plain
+//! data.
+
+use std::fmt;
+
+/// Something in the database's set-up that weakens tenant isolation, found by
+/// [`Migrator::audit`](crate::Migrator::audit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Hazard {
+    /// The connection goes through a transaction pooler (its backend changed between two of the
+    /// audit's queries) that the migrator was not told about: set
+    /// [`Pooler::Transaction`](crate::Pooler::Transaction).
+    UndeclaredPooler {
+        /// What showed it.
+        evidence: crate::PoolerEvidence,
+    },
+    /// The connected role is a superuser: it bypasses every privilege and row-level policy, so a
+    /// bug in the application is not contained by the database.
+    Superuser {
+        /// The role.
+        role: String,
+    },
+    /// Every role may create objects in the shared schema (the default of databases created
+    /// before PostgreSQL 15). A role that can create a function or operator in a schema on the
+    /// `search_path` can hijack unqualified calls of other roles (CVE-2018-1058). Fix with
+    /// `REVOKE CREATE ON SCHEMA public FROM PUBLIC`.
+    SharedSchemaOpenToAll {
+        /// The shared schema.
+        schema: String,
+    },
+    /// A table (or view) in the shared schema has the name of a tenant table. Raw SQL, triggers
+    /// and functions that name the table without a schema reach the shared one whenever the
+    /// tenant's schema is not first on the `search_path`.
+    SharedTableNamedLikeTenantTable {
+        /// The table's name.
+        table: String,
+    },
+    /// A registered tenant has no schema (dropped by hand, or a failed restore).
+    MissingSchema {
+        /// The tenant's identifier, as stored in the registry.
+        tenant: String,
+    },
+    /// A role other than the schema's owner (or a member of the owner role) may create objects
+    /// in the shared schema or in a tenant schema: a function or operator it plants there can
+    /// hijack SQL that resolves names through a `search_path` naming that schema (CVE-2018-1058).
+    /// `role` is `PUBLIC` for a grant to every role on a tenant schema (the shared schema's is
+    /// [`SharedSchemaOpenToAll`](Hazard::SharedSchemaOpenToAll)). Superusers are left out: they
+    /// may do anything anyway.
+    SchemaCreateGranted {
+        /// The schema.
+        schema: String,
+        /// The role that may create objects in it.
+        role: String,
+    },
+    /// A function or operator outside the system schemas, not part of an extension, has the
+    /// name of a `pg_catalog` one. An overload for argument types that `pg_catalog` lacks (such
+    /// as `=(character varying, text)`) is an exact match, so it wins over the built-in one
+    /// whenever its schema is on the `search_path`, even after `pg_catalog`.
+    CatalogNameOverloaded {
+        /// The schema holding it.
+        schema: String,
+        /// `function` or `operator`.
+        kind: &'static str,
+        /// Its qualified signature, such as `public.=(character varying,text)`.
+        signature: String,
+    },
+    /// On Citus, a registered tenant's schema is not a distributed schema, or some of its tables
+    /// are plain local tables of the coordinator (created by hand, or inside a PL/pgSQL block).
+    NotDistributed {
+        /// The tenant's identifier, as stored in the registry.
+        tenant: String,
+        /// The local tables (empty: the schema itself is not distributed).
+        local_tables: Vec<String>,
+    },
+}
+
+impl Hazard {
+    /// Whether this hazard lets another role change what SQL resolving names through a
+    /// `search_path` does: create rights on the shared or a tenant schema held by a role other
+    /// than its owner, or a planted overload of a `pg_catalog` name.
+    ///
+    /// ```
+    /// use diesel_workspace::Hazard;
+    ///
+    /// let h = Hazard::SharedSchemaOpenToAll { schema: "public".into() };
+    /// assert!(h.enables_hijack());
+    /// assert!(!Hazard::Superuser { role: "postgres".into() }.enables_hijack());
+    /// ```
+    pub fn enables_hijack(&self) -> bool {
+        matches!(
+            self,
+            Hazard::SharedSchemaOpenToAll { .. }
+                | Hazard::SchemaCreateGranted { .. }
+                | Hazard::CatalogNameOverloaded { .. }
+        )
+    }
+}
+
+impl fmt::Display for Hazard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hazard::Superuser { role } => write!(
+                f,
+                "the application connects as `{role}`, a superuser: privileges do not contain its mistakes"
+            ),
+            Hazard::SharedSchemaOpenToAll { schema } => write!(
+                f,
+                "every role may create objects in schema `{schema}` (CVE-2018-1058): \
+                 run `REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC`"
+            ),
+            Hazard::SharedTableNamedLikeTenantTable { table } => write!(
+                f,
+                "shared table `{table}` has the name of a tenant table: unqualified names in raw SQL, \
+                 triggers and functions may reach it"
+            ),
+            Hazard::UndeclaredPooler { evidence } => write!(
+                f,
+                "connected through a transaction pooler that is not declared ({evidence}): \
+                 set `pooler(Pooler::Transaction)` (CLI: `--pooler transaction`)"
+            ),
+            Hazard::MissingSchema { tenant } => {
+                write!(f, "the schema of registered tenant `{tenant}` does not exist")
+            }
+            Hazard::SchemaCreateGranted { schema, role } => write!(
+                f,
+                "role `{role}` may create objects in schema `{schema}`, which it does not own \
+                 (CVE-2018-1058): run `REVOKE CREATE ON SCHEMA {schema} FROM {role}`"
+            ),
+            Hazard::CatalogNameOverloaded {
+                schema,
+                kind,
+                signature,
+            } => write!(
+                f,
+                "{kind} `{signature}` overloads a pg_catalog name: SQL resolving names through a \
+                 search_path that includes `{schema}` may call it instead (CVE-2018-1058)"
+            ),
+            Hazard::NotDistributed { tenant, local_tables } if local_tables.is_empty() => write!(
+                f,
+                "the schema of tenant `{tenant}` is not a Citus distributed schema: run \
+                 `SELECT citus_schema_distribute('{tenant}')`"
+            ),
+            Hazard::NotDistributed { tenant, local_tables } => write!(
+                f,
+                "tenant `{tenant}` has tables that are local to the Citus coordinator ({}): run \
+                 `SELECT citus_schema_distribute('{tenant}')`",
+                local_tables.join(", ")
+            ),
+        }
+    }
+}
