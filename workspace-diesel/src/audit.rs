@@ -14,8 +14,6 @@ struct RoleRow {
     role: String,
     #[diesel(sql_type = Bool)]
     superuser: bool,
-    #[diesel(sql_type = diesel::sql_types::Integer)]
-    pid: i32,
 }
 
 #[derive(QueryableByName)]
@@ -142,14 +140,12 @@ pub(crate) fn audit(
     registry: &str,
     column: &str,
     distributes_schemas: bool,
-    pooler_declared: bool,
 ) -> Result<Vec<Hazard>> {
     {
         {
             let mut hazards = Vec::new();
             let role: RoleRow = diesel::sql_query(
-                "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser, \
-             pg_catalog.pg_backend_pid() AS pid \
+                "SELECT r.rolname::pg_catalog.text AS role, r.rolsuper AS superuser \
              FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER",
             )
             .get_result(conn)?;
@@ -196,15 +192,6 @@ pub(crate) fn audit(
                             local_tables,
                         }),
                 );
-            }
-            let now: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
-                "pg_catalog.pg_backend_pid()",
-            ))
-            .get_result(conn)?;
-            if now != role.pid && !pooler_declared {
-                hazards.push(Hazard::UndeclaredPooler {
-                    evidence: crate::PoolerEvidence::BackendChanged { was: role.pid, now },
-                });
             }
             Ok(hazards)
         }

@@ -441,18 +441,23 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when the catalog or the registry cannot be read.
     pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
+        self.ready(conn);
         let registry = self.registry.qualified_table();
         let column = self.registry.quoted_identifier_column();
         let distributes_schemas = self.dialect(conn)?.distributes_schemas();
-        own(conn, |conn| {
-            crate::audit::audit(
-                conn,
-                &registry,
-                &column,
-                distributes_schemas,
-                self.pooler().is_transaction(),
-            )
-        })
+        // The catalog queries run in one transaction (the library's own path): the backend is
+        // read before and after it, in transactions of their own, to see a transaction pooler.
+        let was = backend_pid(conn)?;
+        let mut hazards = own(conn, |conn| {
+            crate::audit::audit(conn, &registry, &column, distributes_schemas)
+        })?;
+        let now = backend_pid(conn)?;
+        if now != was && !self.pooler().is_transaction() {
+            hazards.push(Hazard::UndeclaredPooler {
+                evidence: crate::PoolerEvidence::BackendChanged { was, now },
+            });
+        }
+        Ok(hazards)
     }
 
     /// With [`MigratorBuilder::refuse_hijack_hazards`], fails with [`Error::HijackHazards`] when
@@ -547,4 +552,14 @@ impl Migrator {
         }
         Ok(())
     }
+}
+
+/// The connection's backend process (`pg_backend_pid()`), in a statement of its own.
+fn backend_pid(conn: &mut PgConnection) -> Result<i32> {
+    Ok(
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+            "pg_catalog.pg_backend_pid()",
+        ))
+        .get_result(conn)?,
+    )
 }
