@@ -478,14 +478,14 @@ impl TenantPoolBuilder {
     /// side by side and checks that they are served by two backends.
     ///
     /// # Errors
-    /// - [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared) when the pool is not in
+    /// - [`Error::PoolerNotDeclared`] when the pool is not in
     ///   pooler mode and the check shows a transaction pooler;
-    /// - [`Error::Pool`](crate::Error::Pool) when the connections could not be opened within the
+    /// - [`Error::Pool`] when the connections could not be opened within the
     ///   connection timeout;
-    /// - [`Error::UnsupportedEngine`](crate::Error::UnsupportedEngine) on an engine the crate
+    /// - [`Error::UnsupportedEngine`] on an engine the crate
     ///   cannot run on (CockroachDB, YugabyteDB);
     /// - with [`refuse_hijack_hazards`](Self::refuse_hijack_hazards),
-    ///   [`Error::HijackHazards`](crate::Error::HijackHazards) when the database has them.
+    ///   [`Error::HijackHazards`] when the database has them.
     pub fn build(self, database_url: impl Into<String>) -> Result<TenantPool> {
         let refuse = self
             .refuse_hijack_hazards
