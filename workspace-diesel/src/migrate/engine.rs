@@ -272,24 +272,7 @@ impl Migrator {
             match pending.get(batch.len()) {
                 None => return Ok(()),
                 Some(m) => {
-                    let record = format!(
-                        "INSERT INTO {}.{LEDGER} (version) VALUES ({v}); \
-                         INSERT INTO {CENTRAL_RECORD} (schema_name, version) VALUES ({lit}, {v}) \
-                         ON CONFLICT DO NOTHING",
-                        schema.quoted(),
-                        v = quote_literal(&m.version),
-                        lit = quote_literal(schema.as_str()),
-                    );
-                    let still_pending = |ledger: &[String]| !ledger.contains(&m.version);
-                    if outside_transaction(
-                        conn,
-                        schema,
-                        &m.version,
-                        &m.up,
-                        still_pending,
-                        &record,
-                        true,
-                    )? {
+                    if apply_outside(conn, schema, m, true)? {
                         applied.push(m.version.clone());
                     }
                 }
@@ -377,24 +360,7 @@ impl Migrator {
             match pending.get(batch.len()) {
                 None => return Ok(()),
                 Some(m) => {
-                    let record = format!(
-                        "INSERT INTO {}.{LEDGER} (version) VALUES ({v}); \
-                         INSERT INTO {CENTRAL_RECORD} (schema_name, version) VALUES ({lit}, {v}) \
-                         ON CONFLICT DO NOTHING",
-                        schema.quoted(),
-                        v = quote_literal(&m.version),
-                        lit = quote_literal(schema.as_str()),
-                    );
-                    let still_pending = |ledger: &[String]| !ledger.contains(&m.version);
-                    if outside_transaction(
-                        conn,
-                        schema,
-                        &m.version,
-                        &m.up,
-                        still_pending,
-                        &record,
-                        false,
-                    )? {
+                    if apply_outside(conn, schema, m, false)? {
                         applied.push(m.version.clone());
                     }
                 }
@@ -669,6 +635,35 @@ pub(crate) fn read_ledger(conn: &mut PgConnection, schema: &TenantId) -> QueryRe
 /// own with the tenant alone on a session `search_path` (restored afterwards), then the ledger
 /// and central rows (`record`) in a transaction. Returns whether the migration ran (false:
 /// another migrator did it meanwhile).
+/// Applies the `run_in_transaction = false` migration `m` on its own path (see
+/// [`outside_transaction`]) with its ledger and central-record rows, unless it is applied
+/// meanwhile; returns whether it ran.
+fn apply_outside(
+    conn: &mut PgConnection,
+    schema: &TenantId,
+    m: &Compiled,
+    split: bool,
+) -> Result<bool> {
+    let record = format!(
+        "INSERT INTO {}.{LEDGER} (version) VALUES ({v}); \
+         INSERT INTO {CENTRAL_RECORD} (schema_name, version) VALUES ({lit}, {v}) \
+         ON CONFLICT DO NOTHING",
+        schema.quoted(),
+        v = quote_literal(&m.version),
+        lit = quote_literal(schema.as_str()),
+    );
+    let still_pending = |ledger: &[String]| !ledger.contains(&m.version);
+    outside_transaction(
+        conn,
+        schema,
+        &m.version,
+        &m.up,
+        still_pending,
+        &record,
+        split,
+    )
+}
+
 fn outside_transaction(
     conn: &mut PgConnection,
     schema: &TenantId,
