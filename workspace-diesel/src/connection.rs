@@ -173,7 +173,7 @@ impl TenantConnectionExt for PgConnection {
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<DieselError>,
     {
-        crate::switch(tenant, || run_in(self, tenant, None, f))
+        crate::context::switch(tenant, || run_in(self, tenant, None, f))
     }
 
     fn tenant_transaction_as<T, E, F>(&mut self, roles: &TenantRoles, f: F) -> Result<T, E>

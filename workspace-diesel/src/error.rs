@@ -1,8 +1,9 @@
 //! The crate's error type.
 
 use std::fmt;
+use std::str::FromStr;
 
-use crate::migrate::report::{MigrationFailure, MigrationReport};
+use crate::report::{MigrationFailure, MigrationReport};
 use crate::tenant::TenantId;
 
 /// Everything that can go wrong in this crate.
@@ -214,4 +215,47 @@ pub(crate) fn escape_controls(text: &str) -> String {
         }
     }
     out
+}
+
+// A name becomes a `TenantId` here, beside the error that rejects it: `tenant.rs` holds the type
+// and its rule and needs no `Error`.
+impl TenantId {
+    /// Validates `name` and returns it as a tenant id.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTenantName`] naming the input and the rule it breaks.
+    pub fn new(name: impl AsRef<str>) -> Result<Self, Error> {
+        let name = name.as_ref();
+        match Self::parse(name) {
+            Ok(id) => Ok(id),
+            Err(reason) => Err(Error::InvalidTenantName {
+                name: name.to_owned(),
+                reason,
+            }),
+        }
+    }
+}
+
+impl FromStr for TenantId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<&str> for TenantId {
+    type Error = Error;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
 }

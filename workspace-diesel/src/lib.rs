@@ -3,6 +3,7 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 mod audit;
+mod connect;
 mod connection;
 mod context;
 mod dialect;
@@ -10,9 +11,11 @@ mod error;
 mod hazard;
 mod lint;
 mod migrate;
+mod options;
 mod placement;
 mod pooler;
 mod registry;
+mod report;
 mod roles;
 mod sql;
 mod state;
@@ -25,6 +28,7 @@ mod trace;
 pub mod pool;
 pub mod prelude;
 
+pub use crate::connect::connect;
 pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
@@ -33,20 +37,17 @@ pub use crate::dialect::{CitusInfo, CitusNode, Dialect, Engine};
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::Hazard;
 pub use crate::lint::{CitusLint, CitusRule, LintError, LintFinding};
-pub use crate::migrate::{
-    FailurePolicy, MigrateOptions, MigrationFailure, MigrationReport, Migrator, MigratorBuilder,
-    Progress, ProgressFn, SharedStatus, TenantOutcome, TenantStatus, REGISTRY_MIGRATIONS,
-};
+pub use crate::migrate::{Migrator, MigratorBuilder, SharedStatus, REGISTRY_MIGRATIONS};
+pub use crate::options::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
 pub use crate::placement::{
     rebalance_status, start_rebalance, wait_rebalance, RebalanceStatus, TenantPlacement,
 };
-pub use crate::pooler::{
-    connect, ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, POOLER_ENV,
-};
+pub use crate::pooler::{ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, POOLER_ENV};
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,
 };
+pub use crate::report::{MigrationFailure, MigrationReport, TenantOutcome, TenantStatus};
 pub use crate::roles::TenantRoles;
 pub use crate::sql::LIBRARY_TABLES;
 pub use crate::state::{set_tenant_status, tenant_status};

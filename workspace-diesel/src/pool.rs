@@ -503,7 +503,7 @@ impl TenantPoolBuilder {
                     crate::audit::hijack_hazards(conn, &shared)
                 })?;
                 if !hazards.is_empty() {
-                    return Err(crate::Error::HijackHazards(hazards));
+                    return Err(Error::HijackHazards(hazards));
                 }
             }
         }

@@ -22,42 +22,16 @@ use crate::migrate::failure::{
     classify_migrate_error, connection_lost, db_message, is_lock_timeout, raise_if_schema_missing,
     tenant_failure, with_committed, wrap, LOCK_NOT_AVAILABLE, SCHEMA_MISSING,
 };
-use crate::migrate::report::{MigrationFailure, TenantOutcome};
 use crate::migrate::set::{Compiled, CompiledSet};
 use crate::migrate::split;
 use crate::migrate::Migrator;
+use crate::options::{MigrateOptions, MigrateParams};
+use crate::report::{MigrationFailure, TenantOutcome};
 use crate::sql::{
     in_schema, own, own_batch, quote_literal, tenant_lock, tenant_session_lock, BEGIN,
     CENTRAL_RECORD, LEDGER, SPARES_TABLE,
 };
 use crate::tenant::TenantId;
-
-/// Default of [`MigrateOptions::lock_timeout`](crate::MigrateOptions::lock_timeout).
-pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default of [`MigrateOptions::retries`](crate::MigrateOptions::retries).
-pub(crate) const DEFAULT_RETRIES: u32 = 3;
-
-/// Knobs of one tenant's migration, from the caller's
-/// [`MigrateOptions`](crate::MigrateOptions) (or their defaults).
-#[derive(Debug, Clone)]
-pub(crate) struct MigrateParams {
-    pub(crate) lock_timeout: Duration,
-    pub(crate) retries: u32,
-    /// The schema is a spare: each transaction also locks its `workspace_spares` row (skipping
-    /// it when a claim holds it), and fails with [`Error::SchemaMissing`] when it is not a spare
-    /// any more, so an upgrade and a claim never interleave.
-    pub(crate) spare: bool,
-}
-
-impl Default for MigrateParams {
-    fn default() -> Self {
-        Self {
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            retries: DEFAULT_RETRIES,
-            spare: false,
-        }
-    }
-}
 
 impl Migrator {
     /// Brings one tenant up to date: in one transaction, the tenant's advisory lock (first
@@ -136,7 +110,7 @@ impl Migrator {
         &self,
         conn: &mut PgConnection,
         tenant: &TenantId,
-        opts: &crate::MigrateOptions,
+        opts: &MigrateOptions,
     ) -> Result<Option<String>> {
         self.revert_tenant(conn, tenant, None, &opts.params())
     }
@@ -172,7 +146,7 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
         version: &str,
-        opts: &crate::MigrateOptions,
+        opts: &MigrateOptions,
     ) -> Result<Option<String>> {
         self.revert_tenant(conn, tenant, Some(version), &opts.params())
     }

@@ -8,7 +8,6 @@
 mod engine;
 mod failure;
 mod fleet;
-pub(crate) mod report;
 mod set;
 mod spares;
 mod split;
@@ -33,8 +32,6 @@ use crate::roles::TenantRoles;
 use crate::sql::{own, SHARED_LOCK_KEY, SHARED_SCHEMA, SPARE_PREFIX};
 use crate::tenant::TenantId;
 
-pub use self::fleet::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
-pub use self::report::{MigrationFailure, MigrationReport, TenantOutcome, TenantStatus};
 pub use self::set::REGISTRY_MIGRATIONS;
 pub use self::status::SharedStatus;
 
@@ -261,9 +258,9 @@ impl Migrator {
         }
     }
 
-    /// Opens a connection for the migrator's own work (see [`crate::pooler::open`]).
+    /// Opens a connection for the migrator's own work (see [`open`](crate::connect::open)).
     pub(crate) fn open(&self, database_url: &str) -> Result<PgConnection> {
-        crate::pooler::open(database_url, self.pooler)
+        crate::connect::open(database_url, self.pooler)
     }
 
     /// The tenant migration set's source, as given to [`Migrator::builder`].
@@ -454,7 +451,7 @@ impl Migrator {
         let now = backend_pid(conn)?;
         if now != was && !self.pooler().is_transaction() {
             hazards.push(Hazard::UndeclaredPooler {
-                evidence: crate::PoolerEvidence::BackendChanged { was, now },
+                evidence: crate::pooler::PoolerEvidence::BackendChanged { was, now },
             });
         }
         Ok(hazards)

@@ -25,8 +25,8 @@ use crate::migrate::failure::{
     connection_lost, db_message, failure_of, is_lock_timeout, tenant_failure, wrap,
     LOCK_NOT_AVAILABLE,
 };
-use crate::migrate::report::MigrationFailure;
 use crate::migrate::set::Compiled;
+use crate::report::MigrationFailure;
 use crate::sql::OWN_PATH;
 use crate::statements::split_statements;
 use crate::tenant::TenantId;

@@ -10,11 +10,12 @@ use diesel::sql_types::{Bool, Text};
 use crate::connection::{no_outer_transaction, rollback};
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
-use crate::migrate::engine::{push_apply, push_records, MigrateParams};
+use crate::migrate::engine::{push_apply, push_records};
 use crate::migrate::failure::{classify_create_error, connection_lost, dollar_tags};
 use crate::migrate::set::Compiled;
 use crate::migrate::split;
 use crate::migrate::Migrator;
+use crate::options::MigrateParams;
 use crate::sql::{
     array_literal, in_schema, own, quote_ident, quote_literal, tenant_lock, BEGIN, CENTRAL_RECORD,
     LIBRARY_TABLES, LOCK_KEY, SHARED_SCHEMA, SPARES_TABLE,
