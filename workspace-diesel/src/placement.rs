@@ -8,7 +8,7 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
-use crate::migrate::Migrator;
+use crate::migrate::{Migrator, Op};
 use crate::sql::quote_literal;
 use crate::tenant::TenantId;
 
@@ -109,7 +109,8 @@ impl Migrator {
     /// [`Error::Query`] when the catalog or the registry cannot be read;
     /// [`Error::UnsupportedEngine`] on an engine the crate cannot run on.
     pub fn placement(&self, conn: &mut PgConnection) -> Result<Vec<TenantPlacement>> {
-        let dialect = Dialect::detect_supported(conn)?;
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
+        let dialect = self.dialect(conn)?;
         let registry = self.registry().qualified_table();
         let column = self.registry().quoted_identifier_column();
         let sizes = if dialect.distributes_schemas() {
@@ -168,8 +169,8 @@ impl Migrator {
         host: &str,
         port: u16,
     ) -> Result<()> {
+        let _span = self.enter(conn, tracing::Span::none(), Op::Tenant(tenant))?;
         citus_only(conn, "moving a tenant")?;
-        self.ensure_registered(conn, tenant)?;
         diesel::sql_query(format!(
             "SELECT pg_catalog.citus_schema_move({}::pg_catalog.regnamespace, $1, $2)",
             quote_literal(&tenant.quoted()),
@@ -178,26 +179,6 @@ impl Migrator {
         .bind::<Integer, _>(i32::from(port))
         .execute(conn)?;
         Ok(())
-    }
-
-    fn ensure_registered(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
-        #[derive(QueryableByName)]
-        struct Found {
-            #[diesel(sql_type = diesel::sql_types::Bool)]
-            found: bool,
-        }
-        let found: Found = diesel::sql_query(format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE {}::pg_catalog.text = $1) AS found",
-            self.registry().qualified_table(),
-            self.registry().quoted_identifier_column(),
-        ))
-        .bind::<Text, _>(tenant.as_str())
-        .get_result(conn)?;
-        if found.found {
-            Ok(())
-        } else {
-            Err(Error::TenantNotFound(tenant.clone()))
-        }
     }
 }
 

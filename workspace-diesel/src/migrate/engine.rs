@@ -24,7 +24,7 @@ use crate::migrate::failure::{
 };
 use crate::migrate::set::{Compiled, CompiledSet};
 use crate::migrate::split;
-use crate::migrate::Migrator;
+use crate::migrate::{Migrator, Op};
 use crate::options::{MigrateOptions, MigrateParams};
 use crate::report::{MigrationFailure, TenantOutcome};
 use crate::sql::{
@@ -73,10 +73,8 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
     ) -> Result<TenantOutcome> {
-        let _span = crate::trace::op_span!("tenant.migrate", tenant = %tenant).entered();
-        self.ready(conn);
-        self.ensure_tenant(conn, tenant)?;
-        self.refuse_hazards(conn)?;
+        let span = crate::trace::op_span!("tenant.migrate", tenant = %tenant);
+        let _span = self.enter(conn, span, Op::Tenant(tenant))?;
         let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default());
         let applied = self.or_gone(conn, tenant, applied);
         crate::trace::finish_with(applied, |a| Some(a.len())).map(TenantOutcome::from_applied)
@@ -98,7 +96,6 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
     ) -> Result<Option<String>> {
-        self.ready(conn);
         self.revert_tenant(conn, tenant, None, &MigrateParams::default())
     }
 
@@ -160,10 +157,8 @@ impl Migrator {
         expected: Option<&str>,
         params: &MigrateParams,
     ) -> Result<Option<String>> {
-        let _span = crate::trace::op_span!("tenant.revert", tenant = %tenant).entered();
-        no_outer_transaction(conn)?;
-        self.ensure_tenant(conn, tenant)?;
-        self.refuse_hazards(conn)?;
+        let span = crate::trace::op_span!("tenant.revert", tenant = %tenant);
+        let _span = self.enter(conn, span, Op::Tenant(tenant))?;
         let dialect = self.dialect(conn)?;
         let reverted = with_retries(tenant, params, || {
             self.revert_once(conn, dialect, tenant, expected, params)

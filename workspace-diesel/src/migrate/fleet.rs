@@ -14,7 +14,7 @@ use diesel::sql_types::{Array, Bool, Text};
 
 use crate::error::{Error, Result};
 use crate::migrate::failure::outcome_of;
-use crate::migrate::Migrator;
+use crate::migrate::{Migrator, Op};
 use crate::options::{FailurePolicy, MigrateOptions, Progress};
 use crate::report::{MigrationReport, TenantOutcome};
 use crate::sql::{own, CENTRAL_RECORD};
@@ -84,10 +84,10 @@ impl Migrator {
         database_url: &str,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
-        let _span = crate::trace::fleet_span!("fleet.migrate_all").entered();
+        let span = crate::trace::fleet_span!("fleet.migrate_all");
         let started = Instant::now();
-        let mut conn = self.open(database_url)?;
-        self.migrate_all_from(&mut conn, database_url, opts, started)
+        let mut conn = span.in_scope(|| self.open(database_url))?;
+        self.migrate_all_from(&mut conn, span, database_url, opts, started)
     }
 
     /// [`migrate_all`](Self::migrate_all), deciding what is pending on `conn` (e.g. a pooled
@@ -103,14 +103,14 @@ impl Migrator {
         database_url: &str,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
-        let _span = crate::trace::fleet_span!("fleet.migrate_all").entered();
-        self.ready(conn);
-        self.migrate_all_from(conn, database_url, opts, Instant::now())
+        let span = crate::trace::fleet_span!("fleet.migrate_all");
+        self.migrate_all_from(conn, span, database_url, opts, Instant::now())
     }
 
     fn migrate_all_from(
         &self,
         conn: &mut PgConnection,
+        span: tracing::Span,
         database_url: &str,
         opts: &MigrateOptions,
         started: Instant,
@@ -124,7 +124,7 @@ impl Migrator {
             #[diesel(sql_type = Bool)]
             has_schema: bool,
         }
-        self.refuse_hazards(conn)?;
+        let _span = self.enter(conn, span, Op::Fleet)?;
         let rows = own(conn, |conn| {
             diesel::sql_query(format!(
                 "SELECT r.{col}::pg_catalog.text AS name, \

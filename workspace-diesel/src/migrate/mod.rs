@@ -5,6 +5,7 @@
 //! list), `spares` (the warm pool), `fleet` (every tenant, in parallel), `report` (what the
 //! engine reports, plain data) and `status` (status and drift).
 
+mod door;
 mod engine;
 mod failure;
 mod fleet;
@@ -29,12 +30,13 @@ use crate::lint::{shared_references, CitusLint, LintFinding};
 use crate::pooler::Pooler;
 use crate::registry::Registry;
 use crate::roles::TenantRoles;
-use crate::sql::{own, SHARED_LOCK_KEY, SHARED_SCHEMA, SPARE_PREFIX};
+use crate::sql::{own, SHARED_LOCK_KEY, SHARED_SCHEMA};
 use crate::tenant::TenantId;
 
 pub use self::set::REGISTRY_MIGRATIONS;
 pub use self::status::SharedStatus;
 
+pub(crate) use self::door::Op;
 use self::set::{CompiledSet, SharedSet};
 
 /// Runs the shared and tenant migrations, and provisions tenants.
@@ -287,9 +289,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::SharedMigration`] when a migration fails; nothing of this run is kept.
     pub fn run_shared(&self, conn: &mut PgConnection) -> Result<Vec<String>> {
-        let _span = crate::trace::op_span!("shared.migrate").entered();
-        self.ready(conn);
-        self.refuse_hazards(conn)?;
+        let _span = self.enter(conn, crate::trace::op_span!("shared.migrate"), Op::Shared)?;
         let dialect = self.dialect(conn)?;
         // On Citus, the shared tables that tenant tables reference become reference tables.
         let references = dialect.reference_tables_sql(
@@ -357,6 +357,7 @@ impl Migrator {
     /// [`Error::Query`] when the metadata cannot be read; [`Error::MigrationSource`] when a
     /// migration cannot be split into statements.
     pub fn lint_citus(&self, conn: &mut PgConnection) -> Result<Vec<LintFinding>> {
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         #[derive(QueryableByName)]
         struct Name {
             #[diesel(sql_type = Text)]
@@ -438,7 +439,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when the catalog or the registry cannot be read.
     pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         let registry = self.registry.qualified_table();
         let column = self.registry.quoted_identifier_column();
         let distributes_schemas = self.dialect(conn)?.distributes_schemas();
@@ -455,99 +456,6 @@ impl Migrator {
             });
         }
         Ok(hazards)
-    }
-
-    /// With [`MigratorBuilder::refuse_hijack_hazards`], fails with [`Error::HijackHazards`] when
-    /// the database has hazards that let another role hijack SQL.
-    pub(crate) fn refuse_hazards(&self, conn: &mut PgConnection) -> Result<()> {
-        if !self.refuse_hijack_hazards {
-            return Ok(());
-        }
-        let hazards = own(conn, |conn| {
-            crate::audit::hijack_hazards(conn, SHARED_SCHEMA)
-        })?;
-        if hazards.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::HijackHazards(hazards))
-        }
-    }
-
-    /// Whether `tenant` is registered and its schema exists, read in a statement of its own (so
-    /// after a failure, with the catalog as it is now): what a failed operation on a tenant
-    /// that was dropped or renamed meanwhile reports instead of the server's error.
-    pub(crate) fn gone(&self, conn: &mut PgConnection, tenant: &TenantId) -> Option<Error> {
-        #[derive(QueryableByName)]
-        struct State {
-            #[diesel(sql_type = Bool)]
-            registered: bool,
-            #[diesel(sql_type = Bool)]
-            schema: bool,
-        }
-        let state = own(conn, |conn| {
-            diesel::sql_query(format!(
-                "SELECT EXISTS (SELECT 1 FROM {reg} WHERE {col}::pg_catalog.text = $1) AS registered, \
-                 pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL AS schema",
-                col = self.registry.quoted_identifier_column(),
-                reg = self.registry.qualified_table(),
-            ))
-            .bind::<Text, _>(tenant.as_str())
-            .get_result::<State>(conn)
-        })
-        .ok()?;
-        if !state.registered {
-            Some(Error::TenantNotFound(tenant.clone()))
-        } else if !state.schema {
-            Some(Error::SchemaMissing(tenant.clone()))
-        } else {
-            None
-        }
-    }
-
-    /// `result` of an operation on `tenant`, with a failure caused by the tenant being dropped
-    /// or renamed meanwhile reported as [`Error::TenantNotFound`] or [`Error::SchemaMissing`].
-    pub(crate) fn or_gone<T>(
-        &self,
-        conn: &mut PgConnection,
-        tenant: &TenantId,
-        result: Result<T>,
-    ) -> Result<T> {
-        match result {
-            Err(e @ (Error::TenantNotFound(_) | Error::SchemaMissing(_))) => Err(e),
-            Err(e) => match self.gone(conn, tenant) {
-                Some(gone) => Err(gone),
-                None => Err(e),
-            },
-            ok => ok,
-        }
-    }
-
-    /// Refuses a name that cannot be a tenant (the registry's schema, a spare) and a tenant that is
-    /// not in the registry, so that single-tenant calls never run tenant DDL in another schema.
-    pub(crate) fn ensure_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
-        self.check_tenant_name(tenant)?;
-        if own(conn, |conn| self.registered(conn, tenant))? {
-            Ok(())
-        } else {
-            Err(Error::TenantNotFound(tenant.clone()))
-        }
-    }
-
-    /// Rejects the registry's schema and the spares' prefix as tenant names.
-    pub(crate) fn check_tenant_name(&self, tenant: &TenantId) -> Result<()> {
-        if tenant.as_str() == self.registry.schema() {
-            return Err(Error::InvalidTenantName {
-                name: tenant.to_string(),
-                reason: "this schema is reserved for shared data",
-            });
-        }
-        if tenant.as_str().starts_with(SPARE_PREFIX) {
-            return Err(Error::InvalidTenantName {
-                name: tenant.to_string(),
-                reason: "names starting with `_spare_` are reserved for spare schemas",
-            });
-        }
-        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ use diesel::sql_types::{Array, Bool, Text};
 
 use crate::error::Result;
 use crate::migrate::engine::read_ledger;
-use crate::migrate::Migrator;
+use crate::migrate::{Migrator, Op};
 use crate::report::TenantStatus;
 use crate::sql::{own, quote_literal, CENTRAL_RECORD, LEDGER, SHARED_SCHEMA};
 use crate::tenant::TenantId;
@@ -65,7 +65,7 @@ impl Migrator {
     /// [`Error::InvalidTenantName`](crate::Error::InvalidTenantName) for a registry row written
     /// by hand with an invalid name.
     pub fn status(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         Ok(self
             .status_rows(conn)?
             .into_iter()
@@ -114,7 +114,7 @@ impl Migrator {
     /// # Errors
     /// As [`status`](Self::status).
     pub fn status_with_drift(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         own(conn, |conn| {
             let rows = self.status_rows(conn)?;
             let with_ledger: Vec<&TenantId> = rows
@@ -168,7 +168,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when a query fails.
     pub fn drift(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<Option<String>> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         own(conn, |conn| {
             let central: Vec<String> = diesel::sql_query(format!(
                 "SELECT version::pg_catalog.text AS name FROM {CENTRAL_RECORD} \
@@ -217,7 +217,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when a query fails.
     pub fn shared_status(&self, conn: &mut PgConnection) -> Result<SharedStatus> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         own(conn, |conn| {
             let ledger = format!("{SHARED_SCHEMA}.{LEDGER}");
             let exists = !diesel::sql_query(

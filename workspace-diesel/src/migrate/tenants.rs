@@ -14,7 +14,7 @@ use crate::migrate::engine::{push_apply, push_records};
 use crate::migrate::failure::{classify_create_error, connection_lost, dollar_tags};
 use crate::migrate::set::Compiled;
 use crate::migrate::split;
-use crate::migrate::Migrator;
+use crate::migrate::{Migrator, Op};
 use crate::options::MigrateParams;
 use crate::sql::{
     array_literal, in_schema, own, quote_ident, quote_literal, tenant_lock, BEGIN, CENTRAL_RECORD,
@@ -59,11 +59,8 @@ impl Migrator {
     /// - [`Error::TenantMigration`] when a tenant migration fails (its source is a
     ///   [`MigrationFailure`](crate::MigrationFailure) with the version and SQLSTATE).
     pub fn create_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
-        let _span = crate::trace::op_span!("tenant.create", tenant = %tenant).entered();
-        self.ready(conn);
-        self.check_tenant_name(tenant)?;
-        no_outer_transaction(conn)?;
-        self.refuse_hazards(conn)?;
+        let span = crate::trace::op_span!("tenant.create", tenant = %tenant);
+        let _span = self.enter(conn, span, Op::NewTenant(tenant))?;
         let role = match &self.tenant_roles {
             Some(roles) => format!("{}; ", roles.create_sql(tenant)?),
             None => String::new(),
@@ -218,14 +215,12 @@ impl Migrator {
     /// # Errors
     /// [`Error::TenantNotFound`] when the tenant is not registered (nothing is dropped).
     pub fn drop_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
-        let _span = crate::trace::op_span!("tenant.drop", tenant = %tenant).entered();
-        self.ready(conn);
-        self.check_tenant_name(tenant)?;
+        let span = crate::trace::op_span!("tenant.drop", tenant = %tenant);
+        let _span = self.enter(conn, span, Op::Tenants(&[tenant]))?;
         let role = match &self.tenant_roles {
             Some(roles) => format!("; {}", roles.drop_sql(tenant)?),
             None => String::new(),
         };
-        self.refuse_hazards(conn)?;
         let dropped = own(conn, |conn| {
             conn.batch_execute(&tenant_lock(tenant.as_str()))?;
             let deleted = diesel::sql_query(format!(
@@ -262,15 +257,12 @@ impl Migrator {
         from: &TenantId,
         to: &TenantId,
     ) -> Result<()> {
-        let _span = crate::trace::op_span!("tenant.rename", tenant = %from, to = %to).entered();
-        self.ready(conn);
-        self.check_tenant_name(from)?;
-        self.check_tenant_name(to)?;
+        let span = crate::trace::op_span!("tenant.rename", tenant = %from, to = %to);
+        let _span = self.enter(conn, span, Op::Tenants(&[from, to]))?;
         let role = match &self.tenant_roles {
             Some(roles) => format!("; {}", roles.rename_sql(from, to)?),
             None => String::new(),
         };
-        self.refuse_hazards(conn)?;
         let renamed = own(conn, |conn| {
             let (a, b) = if from < to { (from, to) } else { (to, from) };
             conn.batch_execute(&format!(
@@ -332,7 +324,7 @@ impl Migrator {
     /// [`Error::Query`] when the query fails; [`Error::InvalidTenantName`] for a registry row
     /// written by hand with an invalid name.
     pub fn list_tenants(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         own(conn, |conn| self.list_tenants_own(conn))
     }
 
@@ -371,7 +363,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when the query fails.
     pub fn is_registry_installed(&self, conn: &mut PgConnection) -> Result<bool> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         own(conn, |conn| {
             let row: Flag =
                 diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
@@ -402,7 +394,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when the query fails.
     pub fn is_installed(&self, conn: &mut PgConnection) -> Result<bool> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         let tables: Vec<String> = LIBRARY_TABLES
             .iter()
             .map(|t| format!("{SHARED_SCHEMA}.{}", quote_ident(t)))
@@ -440,7 +432,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when a query fails.
     pub fn is_registered(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<bool> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         if !self.is_registry_installed(conn)? {
             return Ok(false);
         }
