@@ -8,7 +8,8 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
-use crate::migrate::{Migrator, Op};
+use crate::migrate::door::Op;
+use crate::migrate::migrator::Migrator;
 use crate::sql::quote_literal;
 use crate::tenant::TenantId;
 

@@ -20,7 +20,7 @@ use tracing::Span;
 
 use crate::connection::no_outer_transaction;
 use crate::error::{Error, Result};
-use crate::migrate::Migrator;
+use crate::migrate::migrator::Migrator;
 use crate::sql::{own, SHARED_SCHEMA, SPARE_PREFIX};
 use crate::tenant::TenantId;
 

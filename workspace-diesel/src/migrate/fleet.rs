@@ -13,8 +13,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Text};
 
 use crate::error::{Error, Result};
+use crate::migrate::door::Op;
 use crate::migrate::failure::outcome_of;
-use crate::migrate::{Migrator, Op};
+use crate::migrate::migrator::Migrator;
 use crate::options::{FailurePolicy, MigrateOptions, Progress};
 use crate::report::{MigrationReport, TenantOutcome};
 use crate::sql::{own, CENTRAL_RECORD};

@@ -10,8 +10,9 @@ use diesel::sql_types::{Array, BigInt, Text};
 
 use crate::connection::in_raw_transaction;
 use crate::error::{Error, Result};
+use crate::migrate::door::Op;
+use crate::migrate::migrator::Migrator;
 use crate::migrate::tenants::Provision;
-use crate::migrate::{Migrator, Op};
 use crate::options::MigrateParams;
 use crate::sql::{
     own, own_batch, quote_ident, quote_literal, BEGIN, CENTRAL_RECORD, SPARES_LOCK_KEY,
