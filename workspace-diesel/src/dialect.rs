@@ -405,42 +405,6 @@ impl Dialect {
     }
 }
 
-/// On Citus, the registered tenants (of `registry`, identifier column `column`, both quoted)
-/// whose schema is not a distributed schema (with no tables listed) or holds local tables (listed):
-/// one query.
-pub(crate) fn undistributed_tenants(
-    conn: &mut PgConnection,
-    registry: &str,
-    column: &str,
-) -> Result<Vec<(String, Vec<String>)>> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        tenant: String,
-        #[diesel(sql_type = diesel::sql_types::Array<Text>)]
-        local: Vec<String>,
-        #[diesel(sql_type = Bool)]
-        distributed: bool,
-    }
-    let rows: Vec<Row> = diesel::sql_query(format!(
-        "SELECT reg.{column}::pg_catalog.text AS tenant, \
-         COALESCE((SELECT pg_catalog.array_agg(c.relname::pg_catalog.text ORDER BY c.relname) \
-           FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p') \
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = c.oid)), \
-           '{{}}'::pg_catalog.text[]) AS local, \
-         EXISTS (SELECT 1 FROM pg_catalog.pg_dist_schema d WHERE d.schemaid = n.oid) AS distributed \
-         FROM {registry} reg \
-         JOIN pg_catalog.pg_namespace n ON n.nspname::pg_catalog.text = reg.{column}::pg_catalog.text \
-         ORDER BY 1"
-    ))
-    .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| !r.distributed || !r.local.is_empty())
-        .map(|r| (r.tenant, if r.distributed { r.local } else { Vec::new() }))
-        .collect())
-}
-
 /// Removes `_<id>` from the end of every identifier in `message` whose numeric suffix `id` is a
 /// shard id (`is_shard`).
 pub(crate) fn strip_shard_ids(message: &str, is_shard: impl Fn(i64) -> bool) -> String {

@@ -26,7 +26,7 @@ use crate::migrate::failure::{
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::split::Step;
-use crate::migrate::tx::{self, Check, Failed, Opening, Plan};
+use crate::migrate::tx::{self, read_ledger, Check, Failed, Opening, Plan};
 use crate::options::{MigrateOptions, MigrateParams};
 use crate::report::{MigrationFailure, TenantOutcome};
 use crate::sql::{own, own_batch, quote_literal, tenant_session_lock, CENTRAL_RECORD, LEDGER};
@@ -396,24 +396,6 @@ fn with_retries(
             Err(e) => return Err(with_committed(schema, e, committed)),
         }
     }
-}
-
-/// Reads the tenant's ledger (its own `__diesel_schema_migrations`).
-pub(crate) fn read_ledger(conn: &mut PgConnection, schema: &TenantId) -> QueryResult<Vec<String>> {
-    #[derive(QueryableByName)]
-    struct VersionRow {
-        #[diesel(sql_type = Text)]
-        version: String,
-    }
-    Ok(diesel::sql_query(format!(
-        "SELECT version::pg_catalog.text AS version FROM {}.{LEDGER} \
-         ORDER BY version::pg_catalog.text COLLATE \"C\"",
-        schema.quoted()
-    ))
-    .load::<VersionRow>(conn)?
-    .into_iter()
-    .map(|r| r.version)
-    .collect())
 }
 
 /// The `run_in_transaction = false` path, for applying and reverting alike: a session-level

@@ -8,8 +8,8 @@ use diesel::sql_types::{Array, Bool, Text};
 
 use crate::error::Result;
 use crate::migrate::door::Op;
-use crate::migrate::engine::read_ledger;
 use crate::migrate::migrator::Migrator;
+use crate::migrate::tx::read_ledger;
 use crate::report::TenantStatus;
 use crate::sql::{own, quote_literal, CENTRAL_RECORD, LEDGER, SHARED_SCHEMA};
 use crate::tenant::TenantId;

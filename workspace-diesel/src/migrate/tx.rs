@@ -11,12 +11,12 @@
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use diesel::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
 
 use crate::connection::rollback;
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
-use crate::migrate::engine::read_ledger;
 use crate::migrate::failure::{
     classify_migrate_error, dollar_tags, raise_if_schema_missing, wrap, SCHEMA_MISSING,
 };
@@ -363,4 +363,22 @@ pub(crate) fn send_outside(
             .try_for_each(|s| conn.batch_execute(s.sql())),
         Err(e) => Err(diesel::result::Error::QueryBuilderError(Box::new(e))),
     }
+}
+
+/// Reads the tenant's ledger (its own `__diesel_schema_migrations`).
+pub(crate) fn read_ledger(conn: &mut PgConnection, schema: &TenantId) -> QueryResult<Vec<String>> {
+    #[derive(QueryableByName)]
+    struct VersionRow {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    Ok(diesel::sql_query(format!(
+        "SELECT version::pg_catalog.text AS version FROM {}.{LEDGER} \
+         ORDER BY version::pg_catalog.text COLLATE \"C\"",
+        schema.quoted()
+    ))
+    .load::<VersionRow>(conn)?
+    .into_iter()
+    .map(|r| r.version)
+    .collect())
 }
