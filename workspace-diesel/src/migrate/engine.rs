@@ -29,7 +29,9 @@ use crate::migrate::split::Step;
 use crate::migrate::tx::{self, read_ledger, Check, Failed, Opening, Plan};
 use crate::options::{MigrateOptions, MigrateParams};
 use crate::report::{MigrationFailure, TenantOutcome};
-use crate::sql::{own, own_batch, quote_literal, tenant_session_lock, CENTRAL_RECORD, LEDGER};
+use crate::sql::{
+    own, own_batch, quote_literal, tenant_session_lock, work_path, CENTRAL_RECORD, LEDGER,
+};
 use crate::tenant::TenantId;
 
 impl Migrator {
@@ -454,7 +456,10 @@ fn outside_transaction(
         let saved = diesel::sql_query("SELECT pg_catalog.current_setting('search_path') AS path")
             .get_result::<Path>(conn)?
             .path;
-        conn.batch_execute(&format!("SET search_path TO {}", schema.quoted()))?;
+        conn.batch_execute(&format!(
+            "SET search_path TO {}",
+            work_path(&schema.quoted())
+        ))?;
         // One batch, or statement by statement where the dialect asks (see `tx::send_outside`).
         let ran = tx::send_outside(conn, dialect, sql);
         let failure = |message: String| {
