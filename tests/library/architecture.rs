@@ -222,8 +222,8 @@ fn expand_use(tree: &str, out: &mut Vec<Vec<String>>) {
 }
 
 /// What `path`, written in `from`, imports: `Ok(Some(module))`, `Ok(None)` for a path that
-/// names the file itself (or a module inline in it), `Err(())` for a `crate::` path through
-/// the root.
+/// names the file itself, or an item through `self::`/`super::` (local to the file: an inline
+/// module such as `table!`'s, or a test module), `Err(())` for a `crate::` path through the root.
 fn resolve(
     modules: &BTreeSet<String>,
     from: &str,
@@ -234,39 +234,39 @@ fn resolve(
     } else {
         from.split('/').collect()
     };
-    let mut rest = path;
-    match path.first().map(String::as_str) {
-        Some("crate") => at.clear(),
-        Some("self") => {}
-        Some("super") => {
-            // `super::` in a file is its parent module (or, in an inline test module, the
-            // file itself: a path that finds no module is taken as local).
+    let kind = path[0].as_str();
+    match kind {
+        "crate" => at.clear(),
+        "self" => {}
+        "super" => {
             at.pop();
         }
         _ => return Ok(None),
     }
-    rest = &rest[1..];
-    let mut found = at.join("/");
+    let rest = &path[1..];
+    let mut consumed = 0;
     for seg in rest {
         let mut next = at.clone();
         next.push(seg);
-        let name = next.join("/");
-        if modules.contains(&name) {
+        if modules.contains(&next.join("/")) {
             at = next;
-            found = name;
+            consumed += 1;
         } else {
             break;
         }
     }
-    let through_root = found.is_empty() && path[0] == "crate" && rest.len() > 1;
-    if found.is_empty() && path[0] == "crate" && rest.len() == 1 && rest[0] != "*" {
+    let found = at.join("/");
+    if kind != "crate" && consumed == 0 {
+        return Ok(None);
+    }
+    if found.is_empty() {
         // `crate::Name`: an item of the root, reached through its re-export.
-        return Err(());
+        return match rest.first().map(String::as_str) {
+            None | Some("*") => Ok(None),
+            Some(_) => Err(()),
+        };
     }
-    if through_root {
-        return Err(());
-    }
-    if found.is_empty() || found == from {
+    if found == from {
         return Ok(None);
     }
     Ok(Some(found))

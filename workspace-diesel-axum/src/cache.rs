@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel_workspace::{TenantId, WorkspaceStatus};
+use diesel_workspace::{registry::LifecycleState, TenantId};
 
 /// The notification channel registry changes are sent on (see [`install_notify_trigger`]).
 pub const NOTIFY_CHANNEL: &str = "workspace_diesel_registry";
@@ -24,15 +24,15 @@ pub const NOTIFY_CHANNEL: &str = "workspace_diesel_registry";
 ///
 /// ```
 /// use std::time::Duration;
-/// use diesel_workspace::{TenantId, WorkspaceStatus};
+/// use diesel_workspace::{TenantId, registry::LifecycleState};
 /// use diesel_workspace_axum::RegistryCache;
 ///
 /// let cache = RegistryCache::new(1024, Duration::from_secs(5));
 /// let acme = TenantId::new("acme")?;
 /// assert_eq!(cache.get(&acme), None); // a miss
 /// let generation = cache.generation();
-/// cache.insert(acme.clone(), Some(WorkspaceStatus::Active), generation);
-/// assert_eq!(cache.get(&acme), Some(Some(WorkspaceStatus::Active)));
+/// cache.insert(acme.clone(), Some(LifecycleState::Active), generation);
+/// assert_eq!(cache.get(&acme), Some(Some(LifecycleState::Active)));
 /// cache.invalidate(&acme);
 /// assert_eq!(cache.get(&acme), None);
 /// # Ok::<(), diesel_workspace::Error>(())
@@ -48,7 +48,7 @@ pub struct RegistryCache {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    status: Option<WorkspaceStatus>,
+    status: Option<LifecycleState>,
     expires: Instant,
 }
 
@@ -71,7 +71,7 @@ impl RegistryCache {
 
     /// The cached state of `tenant`: `Some(None)` for a cached "not registered", `None` on a
     /// miss (never cached, expired or invalidated).
-    pub fn get(&self, tenant: &TenantId) -> Option<Option<WorkspaceStatus>> {
+    pub fn get(&self, tenant: &TenantId) -> Option<Option<LifecycleState>> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         match entries.get(tenant) {
             Some(e) if e.expires > Instant::now() => Some(e.status),
@@ -88,7 +88,7 @@ impl RegistryCache {
     /// Stores what the registry said about `tenant`, unless an invalidation happened since
     /// `generation` was read (the answer may predate it). When full, expired entries are
     /// dropped first, then the entry closest to expiry.
-    pub fn insert(&self, tenant: TenantId, status: Option<WorkspaceStatus>, generation: u64) {
+    pub fn insert(&self, tenant: TenantId, status: Option<LifecycleState>, generation: u64) {
         if self.ttl.is_zero() {
             return;
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use diesel::prelude::*;
-use diesel_workspace::{Migrator, TenantId, WorkspaceStatus};
+use diesel_workspace::{registry::LifecycleState, Migrator, TenantId};
 use tracing::Instrument;
 
 use crate::bridge::DieselPool;
@@ -176,7 +176,7 @@ impl<P: DieselPool> Routing<P> {
                 let read = self
                     .inner
                     .pool
-                    .interact(move |conn| diesel_workspace::tenant_status(conn, &id))
+                    .interact(move |conn| diesel_workspace::registry::lifecycle_state(conn, &id))
                     .await;
                 let status = match read {
                     Ok(Ok(status)) => status,
@@ -188,10 +188,10 @@ impl<P: DieselPool> Routing<P> {
             }
         };
         match status {
-            Some(WorkspaceStatus::Active) => Ok(tenant),
-            Some(WorkspaceStatus::Suspended) => Err(TenantRejection::Suspended(tenant)),
-            Some(WorkspaceStatus::Archived) => Err(TenantRejection::Archived(tenant)),
-            Some(WorkspaceStatus::Provisioning) => Err(TenantRejection::Provisioning(tenant)),
+            Some(LifecycleState::Active) => Ok(tenant),
+            Some(LifecycleState::Suspended) => Err(TenantRejection::Suspended(tenant)),
+            Some(LifecycleState::Archived) => Err(TenantRejection::Archived(tenant)),
+            Some(LifecycleState::Provisioning) => Err(TenantRejection::Provisioning(tenant)),
             None => Err(TenantRejection::Unknown(tenant)),
         }
     }
@@ -204,18 +204,18 @@ impl<P: DieselPool> Routing<P> {
         }
     }
 
-    /// Changes `tenant`'s state ([`diesel_workspace::set_tenant_status`]) and forgets it in this
+    /// Changes `tenant`'s state ([`diesel_workspace::registry::set_lifecycle_state`]) and forgets it in this
     /// process's cache at once. Blocking: call it from a blocking task.
     ///
     /// # Errors
-    /// As [`diesel_workspace::set_tenant_status`].
-    pub fn set_tenant_status(
+    /// As [`diesel_workspace::registry::set_lifecycle_state`].
+    pub fn set_lifecycle_state(
         &self,
         conn: &mut PgConnection,
         tenant: &TenantId,
-        status: WorkspaceStatus,
-    ) -> diesel_workspace::Result<WorkspaceStatus> {
-        let before = diesel_workspace::set_tenant_status(conn, tenant, status);
+        status: LifecycleState,
+    ) -> diesel_workspace::Result<LifecycleState> {
+        let before = diesel_workspace::registry::set_lifecycle_state(conn, tenant, status);
         self.inner.cache.invalidate(tenant);
         before
     }

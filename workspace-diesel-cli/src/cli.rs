@@ -48,7 +48,7 @@ pub(crate) struct Cli {
         value_name = "MODE",
         default_value = "direct"
     )]
-    pub(crate) pooler: diesel_workspace::Pooler,
+    pub(crate) pooler: diesel_workspace::pooler::Pooler,
 
     #[command(subcommand)]
     pub(crate) command: Command,

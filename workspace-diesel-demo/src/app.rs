@@ -38,7 +38,7 @@ diesel::table! {
     }
 }
 
-use diesel_workspace::workspaces;
+use diesel_workspace::registry::workspaces;
 
 /// The logged-in user, put into the request by [`authenticate`].
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel_workspace::{Migrator, TenantId, WorkspaceStatus};
+use diesel_workspace::{registry::LifecycleState, Migrator, TenantId};
 use serde_json::{json, Value};
 
 use db::ScratchDb;
@@ -261,16 +261,16 @@ fn refused_requests_get_the_documented_status() {
         }
         let mut conn = PgConnection::establish(db.url()).expect("connect");
         // Changed by another process (this test): the demo hears of it through LISTEN/NOTIFY.
-        diesel_workspace::set_tenant_status(
+        diesel_workspace::registry::set_lifecycle_state(
             &mut conn,
             &TenantId::new("paused").unwrap(),
-            WorkspaceStatus::Suspended,
+            LifecycleState::Suspended,
         )
         .unwrap();
-        diesel_workspace::set_tenant_status(
+        diesel_workspace::registry::set_lifecycle_state(
             &mut conn,
             &TenantId::new("old").unwrap(),
-            WorkspaceStatus::Archived,
+            LifecycleState::Archived,
         )
         .unwrap();
 
@@ -317,10 +317,10 @@ fn refused_requests_get_the_documented_status() {
             .await;
         assert_eq!(s, 403);
         // Back to active: served again.
-        diesel_workspace::set_tenant_status(
+        diesel_workspace::registry::set_lifecycle_state(
             &mut conn,
             &TenantId::new("paused").unwrap(),
-            WorkspaceStatus::Active,
+            LifecycleState::Active,
         )
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);

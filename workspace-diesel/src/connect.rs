@@ -14,7 +14,7 @@ use crate::pooler::{register, Pooler};
 ///   pooler is refused.
 ///
 /// ```no_run
-/// let mut conn = diesel_workspace::connect("postgres://localhost/app", diesel_workspace::Pooler::Direct)?;
+/// let mut conn = diesel_workspace::connect("postgres://localhost/app", diesel_workspace::pooler::Pooler::Direct)?;
 /// # Ok::<(), diesel_workspace::Error>(())
 /// ```
 ///

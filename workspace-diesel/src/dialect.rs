@@ -91,7 +91,7 @@ impl fmt::Display for CitusNode {
 ///
 /// ```no_run
 /// use diesel::prelude::*;
-/// use diesel_workspace::{Dialect, Engine};
+/// use diesel_workspace::{citus::Dialect, citus::Engine};
 ///
 /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
 /// let dialect = Dialect::detect(conn)?;
@@ -194,7 +194,7 @@ impl Dialect {
     /// (`PostgreSQL 11.2-YB-2.20.1.0-b0 ...`) or else PostgreSQL.
     ///
     /// ```
-    /// use diesel_workspace::{Dialect, Engine};
+    /// use diesel_workspace::{citus::Dialect, citus::Engine};
     ///
     /// let d = Dialect::from_version("PostgreSQL 11.2-YB-2.20.1.0-b0 on x86_64-pc-linux-gnu");
     /// assert_eq!(d.engine(), &Engine::YugabyteDb);

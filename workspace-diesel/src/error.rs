@@ -67,10 +67,10 @@ pub enum Error {
     #[error("could not read the migrations")]
     MigrationSource(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The database engine lacks something tenant provisioning or migrations rely on (see
-    /// [`Dialect`](crate::Dialect)); nothing was changed.
+    /// [`Dialect`](crate::citus::Dialect)); nothing was changed.
     #[error("{engine} is not supported: it lacks {missing}")]
     UnsupportedEngine {
-        /// The engine, as [`Dialect::name`](crate::Dialect::name) reports it.
+        /// The engine, as [`Dialect::name`](crate::citus::Dialect::name) reports it.
         engine: &'static str,
         /// The capabilities it lacks.
         missing: &'static str,
@@ -97,7 +97,7 @@ pub enum Error {
     },
     /// A transaction pooler (PgBouncer in `pool_mode = transaction`) was found behind a pool or
     /// migrator that was not declared to go through one; nothing was run for a tenant. The
-    /// message names the setting ([`Pooler::Transaction`](crate::Pooler::Transaction)).
+    /// message names the setting ([`Pooler::Transaction`](crate::pooler::Pooler::Transaction)).
     #[error("{0}")]
     PoolerNotDeclared(crate::pooler::PoolerDetected),
     /// The database lets roles other than the schema owners change what SQL does (create rights

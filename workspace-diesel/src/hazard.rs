@@ -12,7 +12,7 @@ use crate::pooler::PoolerEvidence;
 pub enum Hazard {
     /// The connection goes through a transaction pooler (its backend changed between two of the
     /// audit's queries) that the migrator was not told about: set
-    /// [`Pooler::Transaction`](crate::Pooler::Transaction).
+    /// [`Pooler::Transaction`](crate::pooler::Pooler::Transaction).
     UndeclaredPooler {
         /// What showed it.
         evidence: PoolerEvidence,

@@ -149,7 +149,7 @@ impl Migrator {
     /// Moves a tenant's distributed schema to the node `host:port` (`citus_schema_move`, which
     /// copies the shards with logical replication, then switches over; reads and writes keep
     /// working meanwhile, writes block briefly at the switch). Every table of the tenant needs a
-    /// primary key (see [`CitusLint`](crate::CitusLint)).
+    /// primary key (see [`CitusLint`](crate::citus::CitusLint)).
     ///
     /// ```no_run
     /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
@@ -228,7 +228,7 @@ fn read_status(conn: &mut PgConnection) -> Result<Option<RebalanceStatus>> {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use diesel_workspace::{start_rebalance, wait_rebalance};
+/// use diesel_workspace::{citus::start_rebalance, citus::wait_rebalance};
 ///
 /// # fn run(conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
 /// if start_rebalance(conn)?.is_some() {

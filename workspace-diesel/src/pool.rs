@@ -238,7 +238,7 @@ impl TenantPoolBuilder {
     /// The schema that is alone on every connection's session `search_path`: the schema of the
     /// shared tables and extensions, which holds no tenant table.
     ///
-    /// Defaults to `public`. Use the schema of your [`Registry`](crate::Registry) if it is not
+    /// Defaults to `public`. Use the schema of your [`Registry`](crate::registry::Registry) if it is not
     /// `public`.
     pub fn shared_schema(mut self, schema: impl Into<String>) -> Self {
         self.shared_schema = schema.into();
@@ -366,7 +366,7 @@ impl TenantPoolBuilder {
     ///   server connection answers.
     ///
     /// ```no_run
-    /// use diesel_workspace::{pool, Pooler};
+    /// use diesel_workspace::{pool, pooler::Pooler};
     ///
     /// let pool = pool::builder()
     ///     .pooler(Pooler::Transaction)
@@ -458,7 +458,7 @@ impl TenantPoolBuilder {
         self
     }
     /// Builds the pool, waits until it has opened its initial connections (`min_idle`), and
-    /// detects the engine on one of them ([`Dialect`](crate::Dialect): one query).
+    /// detects the engine on one of them ([`Dialect`](crate::citus::Dialect): one query).
     ///
     /// Not in pooler mode ([`Pooler::Direct`], the default), it first opens two connections
     /// side by side and checks that they are served by two backends.

@@ -23,12 +23,12 @@ pub const POOLER_ENV: &str = "WORKSPACE_DIESEL_POOLER";
 /// What sits between the application and PostgreSQL.
 ///
 /// Set it with [`pool::TenantPoolBuilder::pooler`](crate::pool::TenantPoolBuilder::pooler),
-/// [`MigratorBuilder::pooler`](crate::MigratorBuilder::pooler), [`connect`] and the CLI's
+/// [`MigratorBuilder::pooler`](crate::MigratorBuilder::pooler), [`connect`](crate::connect) and the CLI's
 /// `--pooler` flag (or the `WORKSPACE_DIESEL_POOLER` environment variable). It parses from
 /// `direct` and `transaction`.
 ///
 /// ```
-/// use diesel_workspace::Pooler;
+/// use diesel_workspace::pooler::Pooler;
 ///
 /// assert_eq!("transaction".parse::<Pooler>(), Ok(Pooler::Transaction));
 /// assert_eq!(Pooler::default(), Pooler::Direct);

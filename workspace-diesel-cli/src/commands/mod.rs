@@ -139,7 +139,7 @@ pub(crate) struct Ctx {
     shared_migrations_dir: Option<PathBuf>,
     format: Format,
     config: Config,
-    pooler: diesel_workspace::Pooler,
+    pooler: diesel_workspace::pooler::Pooler,
 }
 
 impl Ctx {

@@ -103,7 +103,7 @@ impl std::error::Error for LintError {
 /// come from the caller (`Migrator::lint_citus` reads them from Citus's metadata).
 ///
 /// ```
-/// use diesel_workspace::{CitusLint, CitusRule};
+/// use diesel_workspace::{citus::CitusLint, citus::CitusRule};
 ///
 /// let lint = CitusLint::new().reference_table("plans");
 /// let ok = "CREATE TABLE notes (id INT PRIMARY KEY, plan_id INT REFERENCES public.plans (id))";
@@ -112,7 +112,7 @@ impl std::error::Error for LintError {
 /// let bad = "CREATE TABLE notes (id INT PRIMARY KEY, user_id INT REFERENCES public.users (id))";
 /// let findings = lint.check([("2026-01-01-000001", bad)])?;
 /// assert_eq!(findings[0].rule(), CitusRule::ForeignKeyToNonReferenceTable);
-/// # Ok::<(), diesel_workspace::LintError>(())
+/// # Ok::<(), diesel_workspace::citus::LintError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct CitusLint {

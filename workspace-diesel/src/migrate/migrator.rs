@@ -11,7 +11,7 @@ use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::migrate::set::{CompiledSet, SharedSet, REGISTRY_MIGRATIONS};
 use crate::pooler::Pooler;
-use crate::registry::Registry;
+use crate::registry::model::Registry;
 use crate::roles::TenantRoles;
 
 /// Runs the shared and tenant migrations, and provisions tenants.
@@ -134,7 +134,7 @@ impl MigratorBuilder {
     ///
     /// ```no_run
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-    /// use diesel_workspace::{Migrator, Pooler};
+    /// use diesel_workspace::{Migrator, pooler::Pooler};
     /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
     ///
     /// let migrator = Migrator::builder(TENANT).pooler(Pooler::Transaction).build()?;

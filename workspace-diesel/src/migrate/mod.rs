@@ -25,4 +25,4 @@ mod tx;
 
 pub use self::migrator::{Migrator, MigratorBuilder};
 pub use self::set::REGISTRY_MIGRATIONS;
-pub use self::status::SharedStatus;
+pub use self::status::SharedMigrations;

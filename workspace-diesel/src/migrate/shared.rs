@@ -19,7 +19,7 @@ impl Migrator {
     /// (several processes may start at once).
     ///
     /// The library's own tables (the central record, the warm pool and the built-in registry)
-    /// always live in `public`, even when [`MigratorBuilder::registry`] points at an application
+    /// always live in `public`, even when [`MigratorBuilder::registry`](crate::MigratorBuilder::registry) points at an application
     /// table in another schema.
     ///
     /// Returns the versions applied.

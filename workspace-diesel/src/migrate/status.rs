@@ -10,14 +10,14 @@ use crate::error::Result;
 use crate::migrate::door::Op;
 use crate::migrate::migrator::Migrator;
 use crate::migrate::tx::read_ledger;
-use crate::report::TenantStatus;
+use crate::report::TenantMigrations;
 use crate::sql::{own, quote_literal, CENTRAL_RECORD, LEDGER, SHARED_SCHEMA};
 use crate::tenant::TenantId;
 
 /// Where the shared migrations stand (see [`Migrator::shared_status`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct SharedStatus {
+pub struct SharedMigrations {
     /// The versions in the shared schema's ledger (`public.__diesel_schema_migrations`), sorted;
     /// empty before the first [`Migrator::run_shared`].
     pub applied: Vec<String>,
@@ -65,7 +65,7 @@ impl Migrator {
     /// [`Error::Query`](crate::Error::Query) when the query fails;
     /// [`Error::InvalidTenantName`](crate::Error::InvalidTenantName) for a registry row written
     /// by hand with an invalid name.
-    pub fn status(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
+    pub fn status(&self, conn: &mut PgConnection) -> Result<Vec<TenantMigrations>> {
         let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         Ok(self
             .status_rows(conn)?
@@ -74,7 +74,7 @@ impl Migrator {
             .collect())
     }
 
-    fn status_rows(&self, conn: &mut PgConnection) -> Result<Vec<(TenantStatus, bool)>> {
+    fn status_rows(&self, conn: &mut PgConnection) -> Result<Vec<(TenantMigrations, bool)>> {
         own(conn, |conn| {
             let expected = self.tenant_versions();
             let rows = diesel::sql_query(format!(
@@ -96,7 +96,7 @@ impl Migrator {
                         .cloned()
                         .collect();
                     Ok((
-                        TenantStatus {
+                        TenantMigrations {
                             tenant: TenantId::new(&r.name)?,
                             applied: r.versions,
                             pending,
@@ -110,7 +110,7 @@ impl Migrator {
     }
 
     /// [`status`](Self::status) with `drift` filled in for every tenant: the ledgers are read in
-    /// batches of [`LEDGER_BATCH`] tenants, each batch one query (a `UNION ALL` over its tenants'
+    /// batches of `LEDGER_BATCH` (500) tenants, each batch one query (a `UNION ALL` over its tenants'
     /// ledgers beside their central-record rows, so both are read from one snapshot) in a
     /// transaction of its own.
     ///
@@ -121,7 +121,7 @@ impl Migrator {
     ///
     /// # Errors
     /// As [`status`](Self::status).
-    pub fn status_with_drift(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
+    pub fn status_with_drift(&self, conn: &mut PgConnection) -> Result<Vec<TenantMigrations>> {
         let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         let rows = self.status_rows(conn)?;
         let with_ledger: Vec<&TenantId> = rows
@@ -211,7 +211,7 @@ impl Migrator {
     ///
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when a query fails.
-    pub fn shared_status(&self, conn: &mut PgConnection) -> Result<SharedStatus> {
+    pub fn shared_status(&self, conn: &mut PgConnection) -> Result<SharedMigrations> {
         let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         own(conn, |conn| {
             let ledger = format!("{SHARED_SCHEMA}.{LEDGER}");
@@ -242,7 +242,7 @@ impl Migrator {
                 .filter(|v| !applied.contains(*v))
                 .map(str::to_owned)
                 .collect();
-            Ok(SharedStatus {
+            Ok(SharedMigrations {
                 applied: applied.into_iter().collect(),
                 pending,
             })

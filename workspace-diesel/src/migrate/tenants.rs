@@ -273,7 +273,7 @@ impl Migrator {
         })
     }
 
-    /// Whether the library's own tables ([`LIBRARY_TABLES`](crate::LIBRARY_TABLES): the central
+    /// Whether the library's own tables ([`LIBRARY_TABLES`](crate::registry::LIBRARY_TABLES): the central
     /// record, the warm pool and the built-in registry) exist in `public`, that is whether
     /// [`run_shared`](Self::run_shared) has installed them.
     ///

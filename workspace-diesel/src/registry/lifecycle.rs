@@ -3,7 +3,8 @@
 use diesel::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::registry::{workspaces, WorkspaceStatus};
+use crate::registry::model::{sql_types, workspaces, LifecycleState};
+use crate::sql::own;
 use crate::tenant::TenantId;
 
 /// Sets the state of `tenant` in the built-in registry (`public.workspaces.status`) and returns
@@ -15,12 +16,13 @@ use crate::tenant::TenantId;
 ///
 /// ```no_run
 /// use diesel::prelude::*;
-/// use diesel_workspace::{set_tenant_status, TenantId, WorkspaceStatus};
+/// use diesel_workspace::registry::{set_lifecycle_state, LifecycleState};
+/// use diesel_workspace::TenantId;
 ///
 /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
 /// let acme = TenantId::new("acme")?;
-/// let before = set_tenant_status(conn, &acme, WorkspaceStatus::Suspended)?;
-/// assert_eq!(before, WorkspaceStatus::Active);
+/// let before = set_lifecycle_state(conn, &acme, LifecycleState::Suspended)?;
+/// assert_eq!(before, LifecycleState::Active);
 /// # Ok(())
 /// # }
 /// ```
@@ -28,22 +30,22 @@ use crate::tenant::TenantId;
 /// # Errors
 /// [`Error::TenantNotFound`] when the tenant is not registered; [`Error::Query`] when the
 /// statement fails.
-pub fn set_tenant_status(
+pub fn set_lifecycle_state(
     conn: &mut PgConnection,
     tenant: &TenantId,
-    status: WorkspaceStatus,
-) -> Result<WorkspaceStatus> {
+    status: LifecycleState,
+) -> Result<LifecycleState> {
     let _span =
-        tracing::info_span!("set_tenant_status", tenant = tenant.as_str(), status = ?status)
+        tracing::info_span!("set_lifecycle_state", tenant = tenant.as_str(), status = ?status)
             .entered();
     // The old value comes from a self-join: `RETURNING` sees the new row only.
-    let before = crate::sql::own(conn, |conn| {
+    let before = own(conn, |conn| {
         diesel::sql_query(
             "UPDATE public.workspaces AS w SET status = $2 FROM public.workspaces AS old \
              WHERE w.schema_name = $1 AND old.id = w.id RETURNING old.status",
         )
         .bind::<diesel::sql_types::Text, _>(tenant.as_str())
-        .bind::<crate::registry::sql_types::WorkspaceStatus, _>(status)
+        .bind::<sql_types::WorkspaceStatus, _>(status)
         .get_result::<StatusRow>(conn)
         .optional()
     })
@@ -61,10 +63,10 @@ pub fn set_tenant_status(
 ///
 /// ```no_run
 /// use diesel::prelude::*;
-/// use diesel_workspace::{tenant_status, TenantId};
+/// use diesel_workspace::{registry::lifecycle_state, TenantId};
 ///
 /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
-/// let state = tenant_status(conn, &TenantId::new("acme")?)?;
+/// let state = lifecycle_state(conn, &TenantId::new("acme")?)?;
 /// println!("{state:?}");
 /// # Ok(())
 /// # }
@@ -72,11 +74,11 @@ pub fn set_tenant_status(
 ///
 /// # Errors
 /// [`Error::Query`] when the query fails.
-pub fn tenant_status(
+pub fn lifecycle_state(
     conn: &mut PgConnection,
     tenant: &TenantId,
-) -> Result<Option<WorkspaceStatus>> {
-    crate::sql::own(conn, |conn| {
+) -> Result<Option<LifecycleState>> {
+    own(conn, |conn| {
         workspaces::table
             .filter(workspaces::schema_name.eq(tenant.as_str()))
             .select(workspaces::status)
@@ -88,6 +90,6 @@ pub fn tenant_status(
 
 #[derive(QueryableByName)]
 struct StatusRow {
-    #[diesel(sql_type = crate::registry::sql_types::WorkspaceStatus)]
-    status: WorkspaceStatus,
+    #[diesel(sql_type = sql_types::WorkspaceStatus)]
+    status: LifecycleState,
 }
