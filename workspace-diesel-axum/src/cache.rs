@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel_workspace::{registry::LifecycleState, TenantId};
+use diesel_workspace::registry::{LifecycleState, Registry};
+use diesel_workspace::TenantId;
 
 /// The notification channel registry changes are sent on (see [`install_notify_trigger`]).
 pub const NOTIFY_CHANNEL: &str = "workspace_diesel_registry";
@@ -265,41 +266,21 @@ impl Drop for Listener {
 /// [`Error::Query`](diesel_workspace::Error::Query) when the registry does not exist yet (run
 /// the shared migrations first) or the role may not create triggers on it.
 pub fn install_notify_trigger(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
-    use diesel::connection::SimpleConnection;
-    conn.transaction(|conn| conn.batch_execute(INSTALL_SQL))
-        .map_err(diesel_workspace::Error::Query)
+    install_notify_trigger_for(conn, &Registry::default())
 }
 
-const INSTALL_SQL: &str = r#"
-SELECT pg_catalog.pg_advisory_xact_lock(1463025665, 1);
-CREATE OR REPLACE FUNCTION public.workspace_notify_change() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog AS $wdn$
-BEGIN
-    IF TG_OP = 'TRUNCATE' THEN
-        PERFORM pg_catalog.pg_notify('workspace_diesel_registry', '');
-        RETURN NULL;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        PERFORM pg_catalog.pg_notify('workspace_diesel_registry', OLD.schema_name);
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        PERFORM pg_catalog.pg_notify('workspace_diesel_registry', NEW.schema_name);
-    END IF;
-    RETURN NULL;
-END
-$wdn$;
-DO $wdn$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
-                   WHERE tgrelid = 'public.workspaces'::pg_catalog.regclass
-                     AND tgname = 'workspaces_notify_change') THEN
-        CREATE TRIGGER workspaces_notify_change
-            AFTER INSERT OR UPDATE OR DELETE ON public.workspaces
-            FOR EACH ROW EXECUTE FUNCTION public.workspace_notify_change();
-        CREATE TRIGGER workspaces_notify_truncate
-            AFTER TRUNCATE ON public.workspaces
-            FOR EACH STATEMENT EXECUTE FUNCTION public.workspace_notify_change();
-    END IF;
-END
-$wdn$;
-"#;
+/// [`install_notify_trigger`] on `registry` (a custom registry table, [`Registry::new`]): the
+/// notification carries the row's identifier column. The SQL is the registry's own
+/// ([`Registry::notify_trigger_sql`]).
+///
+/// # Errors
+/// As [`install_notify_trigger`].
+pub fn install_notify_trigger_for(
+    conn: &mut PgConnection,
+    registry: &Registry,
+) -> diesel_workspace::Result<()> {
+    use diesel::connection::SimpleConnection;
+    let sql = registry.notify_trigger_sql(NOTIFY_CHANNEL);
+    conn.transaction(|conn| conn.batch_execute(&sql))
+        .map_err(diesel_workspace::Error::Query)
+}

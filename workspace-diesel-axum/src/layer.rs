@@ -9,7 +9,8 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use diesel::prelude::*;
-use diesel_workspace::{registry::LifecycleState, Migrator, TenantId};
+use diesel_workspace::registry::{LifecycleState, Registry};
+use diesel_workspace::{Migrator, TenantId};
 use tracing::Instrument;
 
 use crate::bridge::DieselPool;
@@ -40,6 +41,7 @@ struct Inner<P> {
     cache: Arc<RegistryCache>,
     pool: P,
     reject: Option<Box<RejectFn>>,
+    registry: Registry,
 }
 
 impl<P> Clone for Routing<P> {
@@ -65,6 +67,7 @@ pub struct RoutingBuilder<P> {
     capacity: usize,
     ttl: Duration,
     reject: Option<Box<RejectFn>>,
+    registry: Registry,
 }
 
 impl<P> std::fmt::Debug for RoutingBuilder<P> {
@@ -80,6 +83,13 @@ impl<P: DieselPool> RoutingBuilder<P> {
     /// How the tenant is found in a request. Required.
     pub fn resolver(mut self, resolver: impl Resolver) -> Self {
         self.resolver = Some(Box::new(resolver));
+        self
+    }
+
+    /// The registry the check reads (and [`Routing::set_lifecycle_state`] changes): the
+    /// migrator's ([`Migrator::registry`]). Defaults to the built-in `public.workspaces`.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
         self
     }
 
@@ -119,6 +129,7 @@ impl<P: DieselPool> RoutingBuilder<P> {
                 cache: Arc::new(RegistryCache::new(self.capacity, self.ttl)),
                 pool: self.pool,
                 reject: self.reject,
+                registry: self.registry,
             }),
         }
     }
@@ -134,6 +145,7 @@ impl<P: DieselPool> Routing<P> {
             capacity: 10_000,
             ttl: Duration::from_secs(5),
             reject: None,
+            registry: Registry::default(),
         }
     }
 
@@ -165,7 +177,7 @@ impl<P: DieselPool> Routing<P> {
     }
 
     /// The registry check: `tenant` must be registered and `active`. Served from the cache
-    /// when it can; a miss reads `public.workspaces` on the pool.
+    /// when it can; a miss reads the registry ([`RoutingBuilder::registry`]) on the pool.
     pub async fn check(&self, tenant: TenantId) -> Result<TenantId, TenantRejection> {
         let cache = &self.inner.cache;
         let status = match cache.get(&tenant) {
@@ -173,10 +185,11 @@ impl<P: DieselPool> Routing<P> {
             None => {
                 let generation = cache.generation();
                 let id = tenant.clone();
+                let registry = self.inner.registry.clone();
                 let read = self
                     .inner
                     .pool
-                    .interact(move |conn| diesel_workspace::registry::lifecycle_state(conn, &id))
+                    .interact(move |conn| registry.lifecycle_state(conn, &id))
                     .await;
                 let status = match read {
                     Ok(Ok(status)) => status,
@@ -204,18 +217,21 @@ impl<P: DieselPool> Routing<P> {
         }
     }
 
-    /// Changes `tenant`'s state ([`diesel_workspace::registry::set_lifecycle_state`]) and forgets it in this
-    /// process's cache at once. Blocking: call it from a blocking task.
+    /// Changes `tenant`'s state in the registry ([`Registry::set_lifecycle_state`]) and forgets
+    /// it in this process's cache at once. Blocking: call it from a blocking task.
     ///
     /// # Errors
-    /// As [`diesel_workspace::registry::set_lifecycle_state`].
+    /// As [`Registry::set_lifecycle_state`].
     pub fn set_lifecycle_state(
         &self,
         conn: &mut PgConnection,
         tenant: &TenantId,
         status: LifecycleState,
     ) -> diesel_workspace::Result<LifecycleState> {
-        let before = diesel_workspace::registry::set_lifecycle_state(conn, tenant, status);
+        let before = self
+            .inner
+            .registry
+            .set_lifecycle_state(conn, tenant, status);
         self.inner.cache.invalidate(tenant);
         before
     }

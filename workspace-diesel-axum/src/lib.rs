@@ -61,7 +61,9 @@ mod rejection;
 mod resolve;
 
 pub use crate::bridge::{DbError, DieselPool};
-pub use crate::cache::{install_notify_trigger, Listener, RegistryCache, NOTIFY_CHANNEL};
+pub use crate::cache::{
+    install_notify_trigger, install_notify_trigger_for, Listener, RegistryCache, NOTIFY_CHANNEL,
+};
 pub use crate::extract::{Tenant, TenantDb, TenantLayerMissing};
 pub use crate::layer::{Routing, RoutingBuilder, TenantLayer, TenantService};
 pub use crate::rejection::TenantRejection;

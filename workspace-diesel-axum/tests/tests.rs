@@ -4,6 +4,7 @@
 mod support;
 
 mod async_pools;
+mod custom_registry;
 mod readme;
 mod resolvers;
 mod routing;

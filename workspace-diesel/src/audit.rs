@@ -131,8 +131,8 @@ struct NameRow {
     name: String,
 }
 
-/// Every hazard ([`Migrator::audit`](crate::Migrator::audit)), with the registry at
-/// `registry` (qualified) and its identifier column `column` (quoted). Five catalog queries (six when `distributes_schemas`: the Citus
+/// Every hazard ([`Migrator::audit`](crate::Migrator::audit)), with the registered names in
+/// `registry` (a table or derived table the registry spells) and their column `column`. Five catalog queries (six when `distributes_schemas`: the Citus
 /// check for tenants that are not fully distributed);
 /// run under the library's own path.
 pub(crate) fn audit(
@@ -198,7 +198,7 @@ pub(crate) fn audit(
     }
 }
 
-/// On Citus, the registered tenants (of `registry`, identifier column `column`, both quoted)
+/// On Citus, the registered tenants (`registry` and `column`, as [`audit`] takes them)
 /// whose schema is not a distributed schema (with no tables listed) or holds local tables (listed):
 /// one query.
 pub(crate) fn undistributed_tenants(

@@ -106,6 +106,14 @@ pub enum Error {
     /// was built to refuse to run on that. Nothing else was sent.
     #[error("refusing to run: {}", hijack_summary(.0))]
     HijackHazards(Vec<crate::hazard::Hazard>),
+    /// A tenant's life-cycle state was to be changed in a registry that keeps none (see
+    /// [`Registry::status_column`](crate::registry::Registry::status_column)); nothing was
+    /// changed.
+    #[error("the registry {registry} keeps no life-cycle state (no status column)")]
+    NoLifecycleState {
+        /// The registry table, qualified and quoted.
+        registry: String,
+    },
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]

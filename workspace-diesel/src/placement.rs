@@ -112,8 +112,9 @@ impl Migrator {
     pub fn placement(&self, conn: &mut PgConnection) -> Result<Vec<TenantPlacement>> {
         let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         let dialect = self.dialect(conn)?;
-        let registry = self.registry().qualified_table();
-        let column = self.registry().quoted_identifier_column();
+        // The registered names, as the registry spells its query (one column, `name`).
+        let registry = self.registry().names_sql();
+        let column = "name";
         let sizes = if dialect.distributes_schemas() {
             "SELECT n.nspname::pg_catalog.text AS schema, \
              pg_catalog.min(s.nodename || ':' || s.nodeport) AS node, \

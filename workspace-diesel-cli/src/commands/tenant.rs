@@ -179,7 +179,9 @@ pub(crate) fn set_status(ctx: &Ctx, identifier: &str, status: TenantState) -> Re
         TenantState::Archived => LifecycleState::Archived,
     };
     let mut conn = ctx.connect()?;
-    let before = diesel_workspace::registry::set_lifecycle_state(&mut conn, &tenant, status)?;
+    let before = ctx
+        .registry()
+        .set_lifecycle_state(&mut conn, &tenant, status)?;
     out!(
         "tenant `{tenant}`: {} -> {}",
         state_name(before),

@@ -14,7 +14,7 @@
 //! | [`Op::ReadOnly`] (status, lists, audit, lint, placement) | — | — | — | — | — |
 
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
+
 use tracing::span::EnteredSpan;
 use tracing::Span;
 
@@ -77,7 +77,7 @@ impl Migrator {
             self.check_tenant_name(name)?;
         }
         if let Some(tenant) = registered {
-            if !own(conn, |conn| self.registered(conn, tenant))? {
+            if !own(conn, |conn| self.registry.contains(conn, tenant))? {
                 return Err(Error::TenantNotFound(tenant.clone()));
             }
         }
@@ -110,24 +110,7 @@ impl Migrator {
     /// after a failure, with the catalog as it is now): what a failed operation on a tenant
     /// that was dropped or renamed meanwhile reports instead of the server's error.
     fn gone(&self, conn: &mut PgConnection, tenant: &TenantId) -> Option<Error> {
-        #[derive(QueryableByName)]
-        struct State {
-            #[diesel(sql_type = Bool)]
-            registered: bool,
-            #[diesel(sql_type = Bool)]
-            schema: bool,
-        }
-        let state = own(conn, |conn| {
-            diesel::sql_query(format!(
-                "SELECT EXISTS (SELECT 1 FROM {reg} WHERE {col}::pg_catalog.text = $1) AS registered, \
-                 pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL AS schema",
-                col = self.registry.quoted_identifier_column(),
-                reg = self.registry.qualified_table(),
-            ))
-            .bind::<Text, _>(tenant.as_str())
-            .get_result::<State>(conn)
-        })
-        .ok()?;
+        let state = own(conn, |conn| self.registry.presence(conn, tenant)).ok()?;
         if !state.registered {
             Some(Error::TenantNotFound(tenant.clone()))
         } else if !state.schema {

@@ -135,8 +135,8 @@ impl Migrator {
              ORDER BY e.n) AS pending, \
              pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
              FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
-                col = self.registry.quoted_identifier_column(),
-                reg = self.registry.qualified_table(),
+                col = "name",
+                reg = self.registry.names_sql(),
             ))
             .bind::<Array<Text>, _>(self.tenant_versions())
             .load::<PendingRow>(conn)

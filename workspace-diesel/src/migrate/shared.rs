@@ -3,7 +3,7 @@
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
+use diesel::sql_types::Text;
 
 use crate::error::{Error, Result};
 use crate::hazard::Hazard;
@@ -11,7 +11,6 @@ use crate::lint::{shared_references, CitusLint, LintFinding};
 use crate::migrate::door::Op;
 use crate::migrate::migrator::Migrator;
 use crate::sql::{own, SHARED_LOCK_KEY, SHARED_SCHEMA};
-use crate::tenant::TenantId;
 
 impl Migrator {
     /// Runs the registry's migrations, then the application's shared migrations, in the shared
@@ -126,23 +125,6 @@ impl Migrator {
             .map_err(|e| Error::MigrationSource(Box::new(e)))
     }
 
-    /// Whether the registry has a row for `tenant` (the registry must exist).
-    pub(crate) fn registered(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<bool> {
-        #[derive(QueryableByName)]
-        struct Flag {
-            #[diesel(sql_type = Bool)]
-            flag: bool,
-        }
-        let row: Flag = diesel::sql_query(format!(
-            "SELECT EXISTS (SELECT 1 FROM {reg} WHERE {col}::pg_catalog.text = $1) AS flag",
-            col = self.registry.quoted_identifier_column(),
-            reg = self.registry.qualified_table(),
-        ))
-        .bind::<Text, _>(tenant.as_str())
-        .get_result(conn)?;
-        Ok(row.flag)
-    }
-
     /// Checks the database for what would weaken tenant isolation: a superuser connection, a
     /// shared schema where every role may create objects, create rights of other roles than the
     /// owner on the shared schema or a tenant schema, functions and operators overloading
@@ -165,14 +147,15 @@ impl Migrator {
     /// [`Error::Query`] when the catalog or the registry cannot be read.
     pub fn audit(&self, conn: &mut PgConnection) -> Result<Vec<Hazard>> {
         let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
-        let registry = self.registry.qualified_table();
-        let column = self.registry.quoted_identifier_column();
+        // The registered names, as the registry spells its query (one column, `name`).
+        let registry = self.registry.names_sql();
+        let column = "name";
         let distributes_schemas = self.dialect(conn)?.distributes_schemas();
         // The catalog queries run in one transaction (the library's own path): the backend is
         // read before and after it, in transactions of their own, to see a transaction pooler.
         let was = backend_pid(conn)?;
         let mut hazards = own(conn, |conn| {
-            crate::audit::audit(conn, &registry, &column, distributes_schemas)
+            crate::audit::audit(conn, &registry, column, distributes_schemas)
         })?;
         let now = backend_pid(conn)?;
         if now != was && !self.pooler().is_transaction() {

@@ -84,8 +84,8 @@ impl Migrator {
              pg_catalog.to_regclass(pg_catalog.quote_ident(r.{col}) || \
              '.{LEDGER}') IS NOT NULL AS has_ledger \
              FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
-            col = self.registry.quoted_identifier_column(),
-            reg = self.registry.qualified_table(),
+            col = "name",
+            reg = self.registry.names_sql(),
         ))
         .load::<StatusRow>(conn)?;
             rows.into_iter()

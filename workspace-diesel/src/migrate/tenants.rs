@@ -34,12 +34,6 @@ struct Flag {
     flag: bool,
 }
 
-#[derive(QueryableByName)]
-struct NameRow {
-    #[diesel(sql_type = Text)]
-    name: String,
-}
-
 impl Migrator {
     /// Creates a tenant: its registry row, its schema and all tenant migrations, in one
     /// transaction. A failure leaves no row, no schema and no table behind.
@@ -67,7 +61,7 @@ impl Migrator {
         // A current spare (one that no `fill_spares` is upgrading: its row and its lock are both
         // free) is claimed; otherwise the tenant is provisioned from scratch.
         let sql = |tag: &str, otherwise: &str| self.claim_sql(tenant, tag, otherwise);
-        let claimed = |conn: &mut PgConnection| self.registered(conn, tenant);
+        let claimed = |conn: &mut PgConnection| Ok(self.registry.contains(conn, tenant)?);
         let claim = Claim {
             sql: &sql,
             claimed: &claimed,
@@ -97,15 +91,14 @@ impl Migrator {
                END IF; \
              END LOOP; \
              IF spare IS NULL THEN {otherwise} ELSE \
-             INSERT INTO {reg} ({col}) VALUES ({t}); \
+             {insert}; \
              EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
              UPDATE {CENTRAL_RECORD} SET schema_name = {t} WHERE schema_name = spare; \
              DELETE FROM {SPARES_TABLE} WHERE schema_name = spare; \
              END IF; END {tag}",
             versions = quote_literal(&array_literal(versions)),
             n = versions.len(),
-            reg = self.registry.qualified_table(),
-            col = self.registry.quoted_identifier_column(),
+            insert = self.registry.insert_sql(&t),
         )
     }
 
@@ -123,13 +116,7 @@ impl Migrator {
         };
         let dropped = own(conn, |conn| {
             conn.batch_execute(&tenant_lock(tenant.as_str()))?;
-            let deleted = diesel::sql_query(format!(
-                "DELETE FROM {} WHERE {} = $1",
-                self.registry.qualified_table(),
-                self.registry.quoted_identifier_column()
-            ))
-            .bind::<Text, _>(tenant.as_str())
-            .execute(conn)?;
+            let deleted = self.registry.delete(conn, tenant)?;
             if deleted == 0 {
                 return Err(Error::TenantNotFound(tenant.clone()));
             }
@@ -170,28 +157,7 @@ impl Migrator {
                 tenant_lock(a.as_str()),
                 tenant_lock(b.as_str())
             ))?;
-            #[derive(QueryableByName)]
-            struct Existing {
-                #[diesel(sql_type = Bool)]
-                from_row: bool,
-                #[diesel(sql_type = Bool)]
-                to_row: bool,
-                #[diesel(sql_type = Bool)]
-                from_schema: bool,
-                #[diesel(sql_type = Bool)]
-                to_schema: bool,
-            }
-            let e = diesel::sql_query(format!(
-                "SELECT EXISTS (SELECT 1 FROM {reg} WHERE {col} = $1) AS from_row, \
-                 EXISTS (SELECT 1 FROM {reg} WHERE {col} = $2) AS to_row, \
-                 pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL AS from_schema, \
-                 pg_catalog.to_regnamespace(pg_catalog.quote_ident($2)) IS NOT NULL AS to_schema",
-                reg = self.registry.qualified_table(),
-                col = self.registry.quoted_identifier_column()
-            ))
-            .bind::<Text, _>(from.as_str())
-            .bind::<Text, _>(to.as_str())
-            .get_result::<Existing>(conn)?;
+            let e = self.registry.rename_check(conn, from, to)?;
             if !e.from_row {
                 return Err(Error::TenantNotFound(from.clone()));
             }
@@ -203,12 +169,11 @@ impl Migrator {
             }
             conn.batch_execute(&format!(
                 "ALTER SCHEMA {qf} RENAME TO {qt}; \
-                 UPDATE {reg} SET {col} = {lt} WHERE {col} = {lf}; \
+                 {rename}; \
                  UPDATE {CENTRAL_RECORD} SET schema_name = {lt} WHERE schema_name = {lf}{role}",
                 qf = from.quoted(),
                 qt = to.quoted(),
-                reg = self.registry.qualified_table(),
-                col = self.registry.quoted_identifier_column(),
+                rename = self.registry.rename_sql(from, to),
                 lf = quote_literal(from.as_str()),
                 lt = quote_literal(to.as_str()),
             ))?;
@@ -230,15 +195,7 @@ impl Migrator {
 
     /// [`list_tenants`](Self::list_tenants), under the library's own path already.
     pub(crate) fn list_tenants_own(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
-        diesel::sql_query(format!(
-            "SELECT {col}::pg_catalog.text AS name FROM {reg} ORDER BY {col}::pg_catalog.text COLLATE \"C\"",
-            col = self.registry.quoted_identifier_column(),
-            reg = self.registry.qualified_table(),
-        ))
-        .load::<NameRow>(conn)?
-        .into_iter()
-        .map(|r| TenantId::new(r.name))
-        .collect()
+        self.registry.list(conn)
     }
 
     /// Whether the registry table exists (for the built-in registry: whether
@@ -264,13 +221,7 @@ impl Migrator {
     /// [`Error::Query`] when the query fails.
     pub fn is_registry_installed(&self, conn: &mut PgConnection) -> Result<bool> {
         let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
-        own(conn, |conn| {
-            let row: Flag =
-                diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
-                    .bind::<Text, _>(self.registry.qualified_table())
-                    .get_result(conn)?;
-            Ok(row.flag)
-        })
+        Ok(own(conn, |conn| self.registry.exists(conn))?)
     }
 
     /// Whether the library's own tables ([`LIBRARY_TABLES`](crate::registry::LIBRARY_TABLES): the central
@@ -336,7 +287,7 @@ impl Migrator {
         if !self.is_registry_installed(conn)? {
             return Ok(false);
         }
-        own(conn, |conn| self.registered(conn, tenant))
+        Ok(own(conn, |conn| self.registry.contains(conn, tenant))?)
     }
 
     /// Creates `schema` with every tenant migration, in one transaction, and records it as a
@@ -401,12 +352,8 @@ impl Migrator {
         };
         if matches!(kind, DatabaseErrorKind::UniqueViolation) {
             if let Some(table) = info.table_name() {
-                let own = format!(
-                    "{}.{}",
-                    quote_ident(self.registry.schema()),
-                    quote_ident(table)
-                );
-                return own == self.registry.qualified_table() || table == LIBRARY_TABLES[2];
+                return self.registry.is_table(self.registry.schema(), table)
+                    || table == LIBRARY_TABLES[2];
             }
         }
         info.message() == format!("schema \"{}\" already exists", schema.as_str())
@@ -417,11 +364,7 @@ impl Migrator {
     fn create_sql(&self, schema: &TenantId, as_: Provision) -> String {
         let lit = quote_literal(schema.as_str());
         let row = match as_ {
-            Provision::Tenant => format!(
-                "INSERT INTO {} ({}) VALUES ({lit}); ",
-                self.registry.qualified_table(),
-                self.registry.quoted_identifier_column()
-            ),
+            Provision::Tenant => format!("{}; ", self.registry.insert_tenant_sql(schema)),
             Provision::Spare => {
                 format!("INSERT INTO {SPARES_TABLE} (schema_name) VALUES ({lit}); ")
             }

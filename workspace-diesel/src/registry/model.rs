@@ -159,25 +159,51 @@ impl WorkspaceConfigInterface for Workspace {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registry {
-    schema: String,
-    table: String,
-    identifier_column: String,
+    pub(super) schema: String,
+    pub(super) table: String,
+    pub(super) identifier_column: String,
+    pub(super) status_column: Option<String>,
+    pub(super) key_column: String,
 }
 
 impl Default for Registry {
+    /// The built-in registry: `public.workspaces`, identifier `schema_name`, life-cycle state
+    /// `status`, key `id`.
     fn default() -> Self {
-        Self::new("public", "workspaces")
+        Self::new("public", "workspaces").status_column("status")
     }
 }
 
 impl Registry {
-    /// A registry table `schema.table`, with identifier column `schema_name`.
+    /// A registry table `schema.table`, with identifier column `schema_name`, no life-cycle
+    /// state column (every registered tenant is served: see [`status_column`](Self::status_column))
+    /// and key column `id`.
     pub fn new(schema: impl Into<String>, table: impl Into<String>) -> Self {
         Self {
             schema: schema.into(),
             table: table.into(),
             identifier_column: "schema_name".into(),
+            status_column: None,
+            key_column: "id".into(),
         }
+    }
+
+    /// Names the column holding each tenant's life-cycle state, of type
+    /// `public.workspace_status` (which the registry migration creates): what
+    /// [`lifecycle_state`](Self::lifecycle_state) reads and
+    /// [`set_lifecycle_state`](Self::set_lifecycle_state) changes, and what a web service checks.
+    /// Without one, every registered tenant is [`LifecycleState::Active`] and its state cannot be
+    /// changed. [`Registry::default`] has `status`.
+    pub fn status_column(mut self, column: impl Into<String>) -> Self {
+        self.status_column = Some(column.into());
+        self
+    }
+
+    /// Names the key column that an application's user table refers to (see
+    /// [`user_workspace_sql`](Self::user_workspace_sql)). Defaults to `id`.
+    pub fn key_column(mut self, column: impl Into<String>) -> Self {
+        self.key_column = column.into();
+        self
     }
 
     /// Names the identifier column. Defaults to `schema_name`.
