@@ -10,7 +10,7 @@ use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::migrate::door::Op;
 use crate::migrate::migrator::Migrator;
-use crate::sql::quote_literal;
+use crate::sql::{own, quote_literal};
 use crate::tenant::TenantId;
 
 /// Where one tenant lives and how much room it takes, from [`Migrator::placement`].
@@ -130,13 +130,15 @@ impl Migrator {
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'm', 'p') GROUP BY 1"
         };
-        let rows: Vec<PlacementRow> = diesel::sql_query(format!(
-            "SELECT reg.{column}::pg_catalog.text AS tenant, p.node, \
-             COALESCE(p.size, 0)::pg_catalog.int8 AS size \
-             FROM {registry} reg LEFT JOIN ({sizes}) p ON p.schema = reg.{column}::pg_catalog.text \
-             ORDER BY 1"
-        ))
-        .load(conn)?;
+        let rows: Vec<PlacementRow> = own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT reg.{column}::pg_catalog.text AS tenant, p.node, \
+                 COALESCE(p.size, 0)::pg_catalog.int8 AS size \
+                 FROM {registry} reg LEFT JOIN ({sizes}) p ON p.schema = reg.{column}::pg_catalog.text \
+                 ORDER BY 1"
+            ))
+            .load(conn)
+        })?;
         Ok(rows
             .into_iter()
             .map(|r| TenantPlacement {
@@ -173,13 +175,15 @@ impl Migrator {
     ) -> Result<()> {
         let _span = self.enter(conn, tracing::Span::none(), Op::Tenant(tenant))?;
         citus_only(conn, "moving a tenant")?;
-        diesel::sql_query(format!(
-            "SELECT pg_catalog.citus_schema_move({}::pg_catalog.regnamespace, $1, $2)",
-            quote_literal(&tenant.quoted()),
-        ))
-        .bind::<Text, _>(host)
-        .bind::<Integer, _>(i32::from(port))
-        .execute(conn)?;
+        own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT pg_catalog.citus_schema_move({}::pg_catalog.regnamespace, $1, $2)",
+                quote_literal(&tenant.quoted()),
+            ))
+            .bind::<Text, _>(host)
+            .bind::<Integer, _>(i32::from(port))
+            .execute(conn)
+        })?;
         Ok(())
     }
 }
@@ -193,8 +197,9 @@ impl Migrator {
 /// already running).
 pub fn start_rebalance(conn: &mut PgConnection) -> Result<Option<i64>> {
     citus_only(conn, "rebalancing")?;
-    let row: JobRow =
-        diesel::sql_query("SELECT pg_catalog.citus_rebalance_start() AS job").get_result(conn)?;
+    let row: JobRow = own(conn, |conn| {
+        diesel::sql_query("SELECT pg_catalog.citus_rebalance_start() AS job").get_result(conn)
+    })?;
     Ok(row.job)
 }
 
@@ -208,14 +213,16 @@ pub fn rebalance_status(conn: &mut PgConnection) -> Result<Option<RebalanceStatu
 }
 
 fn read_status(conn: &mut PgConnection) -> Result<Option<RebalanceStatus>> {
-    let rows: Vec<StatusRow> = diesel::sql_query(
+    let rows: Vec<StatusRow> = own(conn, |conn| {
+        diesel::sql_query(
         "SELECT r.job_id, r.state::pg_catalog.text AS state, \
          COALESCE((r.details -> 'task_state_counts' ->> 'done')::pg_catalog.int4, 0) AS done, \
          COALESCE((SELECT pg_catalog.sum(c.value::pg_catalog.int4) \
                    FROM pg_catalog.jsonb_each_text(r.details -> 'task_state_counts') c), 0)::pg_catalog.int4 AS total \
          FROM pg_catalog.citus_rebalance_status() r ORDER BY r.job_id DESC LIMIT 1",
-    )
-    .load(conn)?;
+        )
+        .load(conn)
+    })?;
     Ok(rows.into_iter().next().map(|r| RebalanceStatus {
         job_id: r.job_id,
         state: r.state,
