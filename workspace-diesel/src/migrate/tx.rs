@@ -131,7 +131,7 @@ impl<'a> Plan<'a> {
     /// The ledger, when created, is created inside the check's `DO` block in one batch, and as
     /// a top-level `CREATE TABLE IF NOT EXISTS` statement by statement (a table created inside
     /// `DO` would stay local on Citus).
-    fn open_sql(&self, split: bool, dialect: &Dialect) -> String {
+    fn open_sql(&self, dialect: &Dialect) -> String {
         let schema = self.schema;
         let mut sql = format!("{BEGIN}; {}; ", tenant_lock(schema.as_str()));
         if let Some(timeout) = self.opening.lock_timeout {
@@ -149,7 +149,7 @@ impl<'a> Plan<'a> {
         let ledger = format!("{}.{LEDGER}", schema.quoted());
         let columns = "(version VARCHAR(50) PRIMARY KEY NOT NULL, \
                        run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)";
-        let (inside, after) = match (check.create_ledger, split) {
+        let (inside, after) = match (check.create_ledger, dialect.splits_statements()) {
             (false, _) => (String::new(), String::new()),
             (true, false) => (
                 format!(
@@ -229,7 +229,7 @@ pub(crate) fn begin(
     dialect: &Dialect,
     plan: &Plan<'_>,
 ) -> Result<Vec<String>> {
-    let open = plan.open_sql(dialect.splits_statements(), dialect);
+    let open = plan.open_sql(dialect);
     if let Err(e) = conn.batch_execute(&open) {
         rollback(conn);
         return Err(classify_migrate_error(plan.schema, e));
@@ -257,7 +257,7 @@ pub(crate) fn send(
     let mut sql = if opened {
         String::new()
     } else {
-        plan.open_sql(false, dialect)
+        plan.open_sql(dialect)
     };
     let body = plan.body();
     match &plan.claim {
@@ -291,7 +291,7 @@ fn send_split(
         .distribution_check(schema)
         .map(|c| format!("{c}; "))
         .unwrap_or_default();
-    let mut open = plan.open_sql(true, dialect);
+    let mut open = plan.open_sql(dialect);
     if !opened {
         let fail = |conn: &mut PgConnection, e| {
             rollback(conn);
