@@ -131,7 +131,8 @@ fn main() {
         .build()
         .expect("runtime");
     let routing = Routing::builder(pool.clone())
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(diesel_workspace_axum::Access::public_tenant_routes())
         .cache_ttl(Duration::from_secs(3600))
         .build();
     let baseline_pool = pool.clone();

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod async_pools;
 mod readme;
 mod resolvers;

@@ -63,7 +63,7 @@ pub fn resolver(pool: TenantPool) -> impl Resolver {
     .agreeing_with(
         Subdomain::new(["localhost"])
             .reserved(["www"])
-            .or(Header::new("x-tenant")),
+            .or(Header::behind_trusted_proxy("x-tenant")),
     )
 }
 

@@ -77,6 +77,7 @@ fn run() -> anyhow::Result<()> {
         .context("open the connection pool")?;
     let routing = Routing::builder(pool.clone())
         .resolver(app::resolver(pool))
+        .access(diesel_workspace_axum::Access::public_tenant_routes())
         .cache_ttl(ttl)
         .build();
     let _listener = if listen {

@@ -82,3 +82,21 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16
     let status = resp.status().as_u16();
     (status, resp.text().await.expect("body"))
 }
+
+/// Sends `request` (raw HTTP/1.1, `Connection: close` added) and returns the status and body.
+pub async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = request.replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_owned())
+}
