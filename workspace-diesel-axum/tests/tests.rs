@@ -5,6 +5,7 @@ mod support;
 
 mod access;
 mod async_pools;
+mod bulkheads;
 mod readme;
 mod resolvers;
 mod routing;
