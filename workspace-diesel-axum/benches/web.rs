@@ -1,4 +1,5 @@
-//! Per-request cost of the routing layer + `TenantDb` extractor + blocking bridge, against a
+//! Per-request cost of the routing layer (with the members-only access policy, the per-tenant
+//! limit and the bounded wait on) + `TenantDb` extractor + blocking bridge, against a
 //! hand-written axum handler that hard-codes the tenant's schema: same pool, same query, same
 //! server, one run, requests over loopback from a Rust client (reqwest, keep-alive, one request
 //! in flight). Plus the registry cache's hit cost.
@@ -19,7 +20,7 @@ use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::pool::TenantPool;
 use diesel_workspace::{Migrator, TenantId, WorkspaceStatus};
-use diesel_workspace_axum::{DbError, Header, RegistryCache, Routing, TenantDb};
+use diesel_workspace_axum::{Access, DbError, Header, RegistryCache, Routing, TenantDb};
 
 const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
 
@@ -118,8 +119,14 @@ fn main() {
             .create_tenant(&mut conn, &TenantId::new(t).unwrap())
             .expect("create tenant");
     }
-    conn.batch_execute("INSERT INTO acme.notes (title) VALUES ('acme note'); INSERT INTO globex.notes (title) VALUES ('globex note')")
-        .expect("notes");
+    conn.batch_execute(
+        "INSERT INTO acme.notes (title) VALUES ('acme note'); \
+         INSERT INTO globex.notes (title) VALUES ('globex note'); \
+         CREATE TABLE public.users (id BIGINT PRIMARY KEY, workspace_id BIGINT NOT NULL \
+             REFERENCES public.workspaces (id)); \
+         INSERT INTO public.users SELECT 1, id FROM public.workspaces WHERE schema_name = 'acme'",
+    )
+    .expect("notes and users");
 
     let pool = diesel_workspace::pool::builder()
         .max_size(4)
@@ -132,9 +139,15 @@ fn main() {
         .expect("runtime");
     let routing = Routing::builder(pool.clone())
         .resolver(Header::behind_trusted_proxy("x-tenant"))
-        .access(diesel_workspace_axum::Access::public_tenant_routes())
+        // The user id from a header stands in for an authentication middleware's extension.
+        .access(
+            Access::members(|parts| parts.headers.get("x-user")?.to_str().ok()?.parse().ok())
+                .members_table("public", "users", "id", "workspace_id"),
+        )
         .cache_ttl(Duration::from_secs(3600))
         .build();
+    diesel_workspace_axum::install_notify_trigger(&mut conn).expect("trigger");
+    let _listener = routing.cache().listen(db.url()).expect("listen");
     let baseline_pool = pool.clone();
     let app = Router::new()
         .route("/routed", get(routed))
@@ -154,7 +167,7 @@ fn main() {
         let one = |url: &str, tenant: bool| {
             let mut req = client.get(url);
             if tenant {
-                req = req.header("x-tenant", "acme");
+                req = req.header("x-tenant", "acme").header("x-user", "1");
             }
             async move {
                 let start = Instant::now();
@@ -241,7 +254,7 @@ fn main() {
         us(percentile(&f, 0.99))
     );
     println!(
-        "| `TenantLayer` (header resolver, registry check on a cache hit) + `TenantDb::run` | {:.1} | {:.1} |",
+        "| `TenantLayer` (header resolver, members-only policy, registry from memory, per-tenant limit, bounded wait) + `TenantDb::run` | {:.1} | {:.1} |",
         us(percentile(&r, 0.5)),
         us(percentile(&r, 0.99))
     );

@@ -62,7 +62,8 @@ pub(crate) struct Members {
     pub(crate) sql: String,
     ttl: Duration,
     capacity: usize,
-    cache: Mutex<HashMap<(i64, TenantId), (bool, Instant)>>,
+    /// user → tenant → (member, expires)
+    cache: Mutex<HashMap<i64, HashMap<TenantId, (bool, Instant)>>>,
 }
 
 impl Access {
@@ -149,7 +150,7 @@ impl Members {
 
     pub(crate) fn cached(&self, user: i64, tenant: &TenantId) -> Option<bool> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.get(&(user, tenant.clone())) {
+        match cache.get(&user).and_then(|tenants| tenants.get(tenant)) {
             Some((member, expires)) if *expires > Instant::now() => Some(*member),
             _ => None,
         }
@@ -162,12 +163,18 @@ impl Members {
         let now = Instant::now();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= self.capacity {
-            cache.retain(|_, (_, expires)| *expires > now);
+            cache.retain(|_, tenants| {
+                tenants.retain(|_, (_, expires)| *expires > now);
+                !tenants.is_empty()
+            });
             if cache.len() >= self.capacity {
                 cache.clear();
             }
         }
-        cache.insert((user, tenant), (member, now + self.ttl));
+        cache
+            .entry(user)
+            .or_default()
+            .insert(tenant, (member, now + self.ttl));
     }
 
     /// Reads the membership (blocking, on a registry connection).

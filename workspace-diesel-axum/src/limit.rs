@@ -35,10 +35,13 @@ impl TenantLimiter {
     ) -> Option<OwnedSemaphorePermit> {
         let semaphore = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots
-                .entry(tenant.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
-                .clone()
+            match slots.get(tenant) {
+                Some(s) => s.clone(),
+                None => slots
+                    .entry(tenant.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
+                    .clone(),
+            }
         };
         if let Ok(permit) = semaphore.clone().try_acquire_owned() {
             return Some(permit);
