@@ -10,6 +10,9 @@ use http::request::Parts;
 
 type PrincipalFn = dyn Fn(&Parts) -> Option<i64> + Send + Sync;
 
+/// One user's cached membership answers: tenant → (member, expires).
+type Answers = HashMap<TenantId, (bool, Instant)>;
+
 /// Who may enter a tenant's routes: a required setting of
 /// [`RoutingBuilder::access`](crate::RoutingBuilder::access).
 ///
@@ -63,7 +66,7 @@ pub(crate) struct Members {
     ttl: Duration,
     capacity: usize,
     /// user → tenant → (member, expires)
-    cache: Mutex<HashMap<i64, HashMap<TenantId, (bool, Instant)>>>,
+    cache: Mutex<HashMap<i64, Answers>>,
 }
 
 impl Access {

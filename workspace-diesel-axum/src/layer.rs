@@ -35,8 +35,9 @@ type RejectFn = dyn Fn(TenantRejection) -> Response + Send + Sync;
 /// authenticated, 403 no member or suspended, 404 unknown, 410 archived, 429 the tenant's share
 /// in flight, 503 provisioning or database unavailable), never a run against the shared schema.
 ///
-/// In order: the resolver; with [`Access::members`], 401 without a principal and 403 for a
-/// non-member; the registry check; a slot in the tenant's share. The database steps (membership
+/// In order: with [`Access::members`], 401 without a principal; the resolver; with
+/// [`Access::members`], 403 for a non-member (registered tenant or not); the registry check; a
+/// slot in the tenant's share. The database steps (membership
 /// and registry on a miss of their caches) run on the [registry pool](RoutingBuilder::registry_pool)
 /// and together wait at most [`wait`](RoutingBuilder::wait) for connections.
 ///
@@ -241,15 +242,21 @@ impl<P: DieselPool> Routing<P> {
     /// why not: what the layer does before taking a slot and calling the route.
     pub async fn resolve(&self, parts: &http::request::Parts) -> Result<TenantId, TenantRejection> {
         let deadline = Instant::now() + self.inner.wait;
+        // Members only: nobody is asked anything, not even the resolver, before there is a user.
+        let user = match &self.inner.access.kind {
+            AccessKind::Members(members) => Some(
+                members
+                    .principal(parts)
+                    .ok_or(TenantRejection::Unauthenticated)?,
+            ),
+            AccessKind::Public => None,
+        };
         let tenant = match self.inner.resolver.resolve(parts).await {
             Resolution::Tenant(id) => id,
             Resolution::NoMatch => return Err(TenantRejection::Required),
             Resolution::Reject(r) => return Err(r),
         };
-        if let AccessKind::Members(members) = &self.inner.access.kind {
-            let user = members
-                .principal(parts)
-                .ok_or(TenantRejection::Unauthenticated)?;
+        if let (AccessKind::Members(members), Some(user)) = (&self.inner.access.kind, user) {
             if !self.is_member(members, user, &tenant, deadline).await? {
                 return Err(TenantRejection::Forbidden(tenant));
             }
