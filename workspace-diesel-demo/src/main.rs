@@ -156,9 +156,7 @@ fn print_banner(database: &str, tenants: usize, port: u16, ttl: Duration, listen
     println!("try:");
     println!("  open {base}/signup   # create a workspace and its first user, then add notes");
     println!("  open {base}/login    # sign in; {base}/notes is your workspace's page");
-    println!(
-        "  curl -s {base}/api/notes   # 400 or 401: every tenant route needs a signed-in member"
-    );
+    println!("  curl -s {base}/api/notes   # 401: every tenant route needs a signed-in member");
     println!("Ctrl-C stops the demo.");
     use std::io::Write;
     let _ = std::io::stdout().flush();
