@@ -2,7 +2,8 @@
 //! limit and the bounded wait on) + `TenantDb` extractor + blocking bridge, against a
 //! hand-written axum handler that hard-codes the tenant's schema: same pool, same query, same
 //! server, one run, requests over loopback from a Rust client (reqwest, keep-alive, one request
-//! in flight). Plus the registry cache's hit cost.
+//! in flight); the same query through the tenant table in `switch` without the layer; a route
+//! without database work with and without the layer. Plus the registry cache's hit cost.
 //!
 //! `cargo bench -p workspace-diesel-axum --bench web` (`BENCH_QUICK=1` for a short run; without
 //! `--bench` it only smoke-tests each case).
@@ -20,7 +21,7 @@ use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::pool::TenantPool;
 use diesel_workspace::{Migrator, TenantId, WorkspaceStatus};
-use diesel_workspace_axum::{Access, DbError, Header, RegistryCache, Routing, TenantDb};
+use diesel_workspace_axum::{Access, DbError, Header, RegistryCache, Routing, Tenant, TenantDb};
 
 const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
 
@@ -170,11 +171,17 @@ fn main() {
     let switched_pool = pool.clone();
     let app = Router::new()
         .route("/routed", get(routed))
+        // The layer's own cost: no database work in the handler.
+        .route(
+            "/routed-nodb",
+            get(|Tenant(_): Tenant| async { "acme note" }),
+        )
         .layer(routing.layer())
+        .route("/nodb", get(|| async { "acme note" }))
         .route("/fixed", get(move || hand_written(baseline_pool.clone())))
         .route("/switched", get(move || switched(switched_pool.clone())));
 
-    let (routed_lat, fixed_lat, switched_lat) = runtime.block_on(async {
+    let (routed_lat, fixed_lat, switched_lat, layer_nodb, plain_nodb) = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -185,6 +192,8 @@ fn main() {
         let routed_url = format!("http://{addr}/routed");
         let fixed_url = format!("http://{addr}/fixed");
         let switched_url = format!("http://{addr}/switched");
+        let layer_nodb_url = format!("http://{addr}/routed-nodb");
+        let plain_nodb_url = format!("http://{addr}/nodb");
         let one = |url: &str, tenant: bool| {
             let mut req = client.get(url);
             if tenant {
@@ -205,25 +214,31 @@ fn main() {
             one(&routed_url, true).await;
             one(&fixed_url, false).await;
             one(&switched_url, false).await;
+            one(&layer_nodb_url, true).await;
+            one(&plain_nodb_url, false).await;
         }
         let mut routed_lat = Vec::new();
         let mut fixed_lat = Vec::new();
         let mut switched_lat = Vec::new();
+        let mut layer_nodb = Vec::new();
+        let mut plain_nodb = Vec::new();
         // Interleaved blocks, rotating which side goes first, so drifts in machine load hit
         // every side alike.
         for round in 0..settings.rounds {
-            for k in 0..3 {
-                let side = (round + k) % 3;
+            for k in 0..5 {
+                let side = (round + k) % 5;
                 for _ in 0..settings.iters {
                     match side {
                         0 => routed_lat.push(one(&routed_url, true).await),
                         1 => fixed_lat.push(one(&fixed_url, false).await),
-                        _ => switched_lat.push(one(&switched_url, false).await),
+                        2 => switched_lat.push(one(&switched_url, false).await),
+                        3 => layer_nodb.push(one(&layer_nodb_url, true).await),
+                        _ => plain_nodb.push(one(&plain_nodb_url, false).await),
                     }
                 }
             }
         }
-        (routed_lat, fixed_lat, switched_lat)
+        (routed_lat, fixed_lat, switched_lat, layer_nodb, plain_nodb)
     });
 
     // The registry check on a cache hit, without HTTP.
@@ -264,9 +279,13 @@ fn main() {
     let mut r = routed_lat;
     let mut f = fixed_lat;
     let mut w = switched_lat;
+    let mut ln = layer_nodb;
+    let mut pn = plain_nodb;
     r.sort();
     f.sort();
     w.sort();
+    ln.sort();
+    pn.sort();
     println!(
         "web routing benchmark ({}): {} rounds × {} requests per side, one in flight, 2 server threads",
         settings.mode, settings.rounds, settings.iters
@@ -298,6 +317,24 @@ fn main() {
         "| ratio, layer vs the same handler in `switch` | {:.3}× | {:.3}× |",
         percentile(&r, 0.5).as_secs_f64() / percentile(&w, 0.5).as_secs_f64(),
         percentile(&r, 0.99).as_secs_f64() / percentile(&w, 0.99).as_secs_f64()
+    );
+    println!();
+    println!("| request without database work | median µs | p99 µs |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| plain route | {:.1} | {:.1} |",
+        us(percentile(&pn, 0.5)),
+        us(percentile(&pn, 0.99))
+    );
+    println!(
+        "| the same under `TenantLayer` (everything on), `Tenant` extractor | {:.1} | {:.1} |",
+        us(percentile(&ln, 0.5)),
+        us(percentile(&ln, 0.99))
+    );
+    println!(
+        "| ratio | {:.3}× | {:.3}× |",
+        percentile(&ln, 0.5).as_secs_f64() / percentile(&pn, 0.5).as_secs_f64(),
+        percentile(&ln, 0.99).as_secs_f64() / percentile(&pn, 0.99).as_secs_f64()
     );
     println!();
     println!("| registry cache hit | ns per call |");
