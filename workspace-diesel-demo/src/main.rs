@@ -8,8 +8,8 @@
 //! Settings (environment): `PORT` (default 3000; 0 picks a free one), `DEMO_CACHE_TTL_MS` (the
 //! registry cache's time-to-live, default 5000), `DEMO_LISTEN` (`0` turns the cross-process
 //! `LISTEN` invalidation off, leaving the TTL), `DEMO_DATABASE=throwaway` (always start a
-//! throwaway PostgreSQL), `DEMO_SESSION_MINUTES` (sessions end after this long without a
-//! request, default 480), `RUST_LOG` (default `info` for the demo).
+//! throwaway PostgreSQL), `DEMO_SESSION_SECONDS` (sessions end after this long without a
+//! request, default 28800: 8 hours), `RUST_LOG` (default `info` for the demo).
 
 mod accounts;
 mod app;
@@ -59,7 +59,7 @@ fn run() -> anyhow::Result<()> {
     let listen = std::env::var("DEMO_LISTEN")
         .map(|v| v != "0")
         .unwrap_or(true);
-    let session_minutes = env_u64("DEMO_SESSION_MINUTES", 480)?;
+    let session_seconds = env_u64("DEMO_SESSION_SECONDS", 8 * 3600)?;
 
     let database = database::Database::open()?;
     let url = database.url().to_owned();
@@ -98,14 +98,14 @@ fn run() -> anyhow::Result<()> {
         routing,
         migrator: Arc::new(migrator),
     };
-    let minutes = i64::try_from(session_minutes).context("DEMO_SESSION_MINUTES is too large")?;
+    let seconds = i64::try_from(session_seconds).context("DEMO_SESSION_SECONDS is too large")?;
     let sessions = tower_sessions::SessionManagerLayer::new(tower_sessions::MemoryStore::default())
         .with_name("notes_session")
         .with_secure(false) // plain http on localhost; set it behind TLS
         .with_http_only(true)
         .with_same_site(tower_sessions::cookie::SameSite::Lax)
         .with_expiry(tower_sessions::Expiry::OnInactivity(
-            tower_sessions::cookie::time::Duration::minutes(minutes),
+            tower_sessions::cookie::time::Duration::seconds(seconds),
         ));
 
     let described = database.describe();

@@ -417,6 +417,27 @@ fn members_see_their_own_notes_and_nobody_else_gets_in() {
 }
 
 #[test]
+fn a_session_ends_after_its_idle_time() {
+    let db = ScratchDb::create("demo_expiry");
+    let demo = Demo::start(Some(&db), &[("DEMO_SESSION_SECONDS", "2")]);
+    runtime().block_on(async {
+        let ann = demo.signup("acme").await;
+        // Requests within the idle time keep it alive.
+        for _ in 0..3 {
+            assert_eq!(demo.notes(Some(&ann), None, "").await.0, 200);
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (s, v) = demo.notes(Some(&ann), None, "").await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (401, Some("authentication_required")),
+            "{v}"
+        );
+    });
+}
+
+#[test]
 fn notes_come_in_pages() {
     let db = ScratchDb::create("demo_pages");
     let demo = Demo::start(Some(&db), &[]);
