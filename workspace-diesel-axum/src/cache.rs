@@ -15,7 +15,8 @@ pub const NOTIFY_CHANNEL: &str = "workspace_diesel_registry";
 /// `capacity` entries. Unknown names are cached too (as `None`), so a flood of requests for a
 /// tenant that does not exist costs one query per TTL.
 ///
-/// While [`listen`](Self::listen) runs, the cache also holds every registered name and its
+/// While [`listen`](Self::listen) runs and the registry has the trigger of
+/// [`install_notify_trigger`], the cache also holds every registered name and its
 /// state, read on the listener's own connection and kept current by the notifications: every
 /// name, registered or not, is then answered from memory (a flood of distinct random names
 /// costs no query, and the check takes no pooled connection). When the listener loses its
@@ -273,8 +274,24 @@ fn listen_connection(url: &str) -> diesel_workspace::Result<PgConnection> {
 }
 
 /// Reads every registered name and its state (after `LISTEN`, so no change falls in between).
+/// Without the notify trigger nothing would keep the names current: they are not held then, and
+/// the per-name entries with their TTL answer.
 fn load_all(conn: &mut PgConnection, cache: &RegistryCache) -> QueryResult<()> {
     use diesel_workspace::workspaces;
+    let triggered: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_trigger \
+         WHERE tgrelid = 'public.workspaces'::pg_catalog.regclass \
+           AND tgname = 'workspaces_notify_change')",
+    ))
+    .get_result(conn)?;
+    if !triggered {
+        tracing::warn!(
+            "the registry has no notify trigger (install_notify_trigger): names are not held in \
+             memory, the cache's TTL bounds what another process's changes go unseen"
+        );
+        cache.names.lock().unwrap_or_else(|e| e.into_inner()).reload = false;
+        return Ok(());
+    }
     let generation = cache.generation();
     let rows: Vec<(String, WorkspaceStatus)> = workspaces::table
         .select((workspaces::schema_name, workspaces::status))

@@ -188,6 +188,9 @@ async fn a_stopped_database_is_a_prompt_503_with_a_fixed_body_and_service_resume
     let server = support::Throwaway::start("outage");
     let url = server.url();
     support::provision_at(&url, &["acme", "globex"]);
+    let mut conn = PgConnection::establish(&url).expect("connect");
+    diesel_workspace_axum::install_notify_trigger(&mut conn).expect("trigger");
+    drop(conn);
     let pool = diesel_workspace_axum::pool_builder()
         .max_size(4)
         .build(&url)
@@ -206,12 +209,15 @@ async fn a_stopped_database_is_a_prompt_503_with_a_fixed_body_and_service_resume
         assert_eq!((s, body), (200, format!(r#"["note of {t}"]"#)));
     }
 
+    assert!(routing.cache().is_live());
     server.stop();
     let stopped = Instant::now();
     let mut slowest = Duration::ZERO;
     let mut seen = 0;
     while stopped.elapsed() < Duration::from_secs(4) {
-        let load: Vec<_> = ["acme", "globex", "acme", "nobody"]
+        // One request per tenant at a time: the per-tenant slot (1 of a pool of 4) is not
+        // what is tested here.
+        let load: Vec<_> = ["acme", "globex", "nobody"]
             .into_iter()
             .map(|t| {
                 tokio::spawn(async move {
@@ -251,6 +257,14 @@ async fn a_stopped_database_is_a_prompt_503_with_a_fixed_body_and_service_resume
     eprintln!("served again {:?} after the restart", resumed.elapsed());
     let (s, _) = http_get(addr, "/notes", &[("x-tenant", "globex")]).await;
     assert_eq!(s, 200);
+    // The listener has reconnected and holds the names again.
+    while !routing.cache().is_live() {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(20),
+            "the listener did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,6 +319,48 @@ async fn ten_thousand_unknown_names_cost_a_bounded_number_of_registry_queries() 
         assert!(
             created.elapsed() < Duration::from_secs(3),
             "`late` not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Without the notify trigger nothing keeps the names current: they are not held, and the
+    // TTL answers (a change made elsewhere is seen within it).
+    let (bare, _) = support::provision("web_untriggered", &["acme"]);
+    let untriggered = Routing::builder(
+        diesel_workspace_axum::pool_builder()
+            .max_size(2)
+            .build(bare.url())
+            .expect("pool"),
+    )
+    .resolver(Header::behind_trusted_proxy("x-tenant"))
+    .access(Access::public_tenant_routes())
+    .cache_ttl(Duration::from_millis(300))
+    .build();
+    let _bare_listener = untriggered.cache().listen(bare.url()).expect("listen");
+    assert!(!untriggered.cache().is_live());
+    let bare_addr = serve(app(&untriggered)).await;
+    assert_eq!(
+        http_get(bare_addr, "/notes", &[("x-tenant", "acme")])
+            .await
+            .0,
+        200
+    );
+    let mut bare_conn = PgConnection::establish(bare.url()).expect("connect");
+    diesel_workspace::set_tenant_status(
+        &mut bare_conn,
+        &TenantId::new("acme").unwrap(),
+        diesel_workspace::WorkspaceStatus::Suspended,
+    )
+    .expect("suspend");
+    let changed = Instant::now();
+    while http_get(bare_addr, "/notes", &[("x-tenant", "acme")])
+        .await
+        .0
+        != 403
+    {
+        assert!(
+            changed.elapsed() < Duration::from_secs(3),
+            "the change was not seen"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
