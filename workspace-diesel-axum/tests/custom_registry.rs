@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel_workspace::pool::TenantPool;
 use diesel_workspace::registry::{LifecycleState, Registry};
 use diesel_workspace::{Error, Migrator, TenantId};
-use diesel_workspace_axum::{DbError, Header, Routing, Tenant, TenantDb, UserWorkspace};
+use diesel_workspace_axum::{Access, DbError, Header, Routing, Tenant, TenantDb, UserWorkspace};
 
 use crate::support::{add_note, get as http_get, notes, serve, ScratchDb, TENANT};
 
@@ -81,7 +81,8 @@ async fn a_custom_registry_drives_the_check_the_states_the_trigger_and_the_user_
     add_note(&mut conn, &id("initech"), "note of initech");
 
     let custom = Routing::builder(pool(db.url()))
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(Access::public_tenant_routes())
         .registry(customers())
         .cache_ttl(Duration::from_secs(600))
         .build();
@@ -91,7 +92,8 @@ async fn a_custom_registry_drives_the_check_the_states_the_trigger_and_the_user_
     let a = serve(router(&custom)).await;
     // Negative control: the same requests through the built-in registry.
     let plain = Routing::builder(pool(db.url()))
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(Access::public_tenant_routes())
         .build();
     let b = serve(router(&plain)).await;
     let status = |addr, t: &'static str| async move {
@@ -166,6 +168,7 @@ async fn a_custom_registry_drives_the_check_the_states_the_trigger_and_the_user_
                 .table("app", "users", "id", "customer")
                 .registry(customers()),
         )
+        .access(Access::public_tenant_routes())
         .registry(customers())
         .build();
     let c = serve(router(&by_user)).await;
@@ -173,6 +176,31 @@ async fn a_custom_registry_drives_the_check_the_states_the_trigger_and_the_user_
     assert_eq!((s, body.as_str()), (200, r#"["note of acme"]"#));
     // A user who is not in the table gets no tenant.
     assert_eq!(http_get(c, "/notes", &[("x-user", "2")]).await.0, 400);
+
+    // Members only, the membership read through the custom registry's key and identifier.
+    let members = Routing::builder(pool(db.url()))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(
+            Access::members(user)
+                .members_table("app", "users", "id", "customer")
+                .registry(customers()),
+        )
+        .registry(customers())
+        .build();
+    let d = serve(router(&members)).await;
+    let (s, body) = http_get(d, "/notes", &[("x-user", "1"), ("x-tenant", "acme")]).await;
+    assert_eq!((s, body.as_str()), (200, r#"["note of acme"]"#));
+    let (s, body) = http_get(d, "/notes", &[("x-user", "1"), ("x-tenant", "globex")]).await;
+    assert_eq!(s, 403, "{body}");
+    // Negative control: the built-in membership query finds no such row in `public`.
+    let builtin_members = Routing::builder(pool(db.url()))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(Access::members(user).members_table("app", "users", "id", "customer"))
+        .registry(customers())
+        .build();
+    let e = serve(router(&builtin_members)).await;
+    let (s, body) = http_get(e, "/notes", &[("x-user", "1"), ("x-tenant", "acme")]).await;
+    assert_eq!(s, 403, "{body}");
 }
 
 #[test]

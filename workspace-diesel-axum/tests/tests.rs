@@ -3,7 +3,9 @@
 
 mod support;
 
+mod access;
 mod async_pools;
+mod bulkheads;
 mod custom_registry;
 mod readme;
 mod resolvers;

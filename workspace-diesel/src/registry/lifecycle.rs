@@ -156,6 +156,45 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Every registered tenant with its state (without a
+    /// [`status_column`](Self::status_column), [`LifecycleState::Active`]), in one query under
+    /// the library's own path: what a web service holds in memory. Names the registry holds
+    /// that are not valid tenant names are left out.
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the query fails.
+    pub fn lifecycle_states(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<(TenantId, LifecycleState)>> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            name: String,
+            #[diesel(sql_type = sql_types::WorkspaceStatus)]
+            status: LifecycleState,
+        }
+        let status = match &self.status_column {
+            Some(column) => quote_ident(column),
+            None => "'active'::public.workspace_status".to_owned(),
+        };
+        let rows: Vec<Row> = own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT {id}::pg_catalog.text AS name, {status} AS status FROM {reg}",
+                id = self.quoted_identifier_column(),
+                reg = self.qualified_table(),
+            ))
+            .load(conn)
+        })
+        .map_err(Error::Query)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| TenantId::new(r.name).ok().map(|t| (t, r.status)))
+            .collect())
+    }
+}
+
 #[derive(QueryableByName)]
 struct StatusRow {
     #[diesel(sql_type = sql_types::WorkspaceStatus)]

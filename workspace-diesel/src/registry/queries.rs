@@ -222,6 +222,49 @@ $wdn$;
         )
     }
 
+    /// The query that checks a membership: `SELECT EXISTS (SELECT 1 FROM <members> m JOIN
+    /// <registry> w ON w.<key> = m.<workspace column> WHERE m.<user column> = $1 AND
+    /// w.<identifier> = $2) AS member` (`$1` a `BIGINT`, `$2` the tenant's name), with the
+    /// membership table `members_schema.members_table`. Every name is quoted.
+    pub fn membership_sql(
+        &self,
+        members_schema: &str,
+        members_table: &str,
+        user_column: &str,
+        workspace_column: &str,
+    ) -> String {
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM {}.{} m JOIN {reg} w ON w.{key} = m.{} \
+             WHERE m.{} = $1 AND w.{ident}::pg_catalog.text = $2) AS member",
+            quote_ident(members_schema),
+            quote_ident(members_table),
+            quote_ident(workspace_column),
+            quote_ident(user_column),
+            ident = self.quoted_identifier_column(),
+            reg = self.qualified_table(),
+            key = quote_ident(&self.key_column),
+        )
+    }
+
+    /// Whether the trigger of [`notify_trigger_sql`](Self::notify_trigger_sql) is on this
+    /// registry table (one catalog query, under the library's own path).
+    ///
+    /// # Errors
+    /// [`Error::Query`](crate::Error::Query) when the query fails (a registry table that does
+    /// not exist).
+    pub fn has_notify_trigger(&self, conn: &mut PgConnection) -> Result<bool> {
+        let row: Flag = crate::sql::own(conn, |conn| {
+            diesel::sql_query(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger \
+                 WHERE tgrelid = $1::pg_catalog.regclass \
+                   AND tgname = 'workspaces_notify_change') AS flag",
+            )
+            .bind::<Text, _>(self.qualified_table())
+            .get_result(conn)
+        })?;
+        Ok(row.flag)
+    }
+
     /// The query that finds a user's tenant: `SELECT <identifier> FROM <users> u JOIN <registry>
     /// w ON w.<key> = u.<workspace column> WHERE u.<id column> = $1` (`$1` a `BIGINT`), with the
     /// user table `users_schema.users_table`. Every name is quoted.
