@@ -17,6 +17,7 @@ mod fleet;
 mod guards;
 mod ids;
 mod lifecycle;
+mod mobility;
 mod multi_table;
 mod packaging;
 mod pool;

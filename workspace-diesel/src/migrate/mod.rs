@@ -10,6 +10,7 @@
 //! statement); `shared` runs the shared migrations, the lint and the audit. This file only
 //! declares them and re-exports their public items.
 
+mod clone;
 pub(crate) mod door;
 mod engine;
 mod failure;
