@@ -99,6 +99,11 @@ pub enum Error {
     /// message names the setting ([`Pooler::Transaction`](crate::Pooler::Transaction)).
     #[error("{0}")]
     PoolerNotDeclared(crate::pooler::PoolerDetected),
+    /// The connection goes through a pooler in statement pooling mode (PgBouncer
+    /// `pool_mode = statement`), which refuses the transactions the library runs; nothing was
+    /// run for a tenant.
+    #[error("{0}")]
+    StatementPooling(crate::pooler::StatementPooling),
     /// The database lets roles other than the schema owners change what SQL does (create rights
     /// on the shared or a tenant schema, or overloads of `pg_catalog` names: see
     /// [`Hazard::enables_hijack`](crate::Hazard::enables_hijack)), and the migrator or the pool
@@ -136,6 +141,14 @@ impl From<diesel::result::Error> for Error {
             {
                 match inner.downcast::<crate::pooler::PoolerDetected>() {
                     Ok(detected) => Error::PoolerNotDeclared(*detected),
+                    Err(inner) => Error::Query(diesel::result::Error::QueryBuilderError(inner)),
+                }
+            }
+            diesel::result::Error::QueryBuilderError(inner)
+                if inner.is::<crate::pooler::StatementPooling>() =>
+            {
+                match inner.downcast::<crate::pooler::StatementPooling>() {
+                    Ok(refused) => Error::StatementPooling(*refused),
                     Err(inner) => Error::Query(diesel::result::Error::QueryBuilderError(inner)),
                 }
             }

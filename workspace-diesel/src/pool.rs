@@ -115,7 +115,10 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection};
 use diesel::PgConnection;
 
 use crate::error::{Error, Result};
-use crate::pooler::{pid_check_expr, pid_check_failure, LiveBackend, Pooler, PoolerDetected};
+use crate::pooler::{
+    check_client, pid_check_expr, pid_check_failure, refuse_statement_pooling, refused_option,
+    startup_url, LiveBackend, Pooler, PoolerDetected,
+};
 use crate::sql::{escape_literal, quote_ident};
 
 /// A connection pool for tenant routing; build one with [`new`] or [`builder`].
@@ -491,7 +494,10 @@ impl TenantPoolBuilder {
             .refuse_hijack_hazards
             .then(|| self.shared_schema.clone());
         let (pool, manager) = self.into_parts(database_url.into());
-        if !manager.pooler.is_transaction() {
+        if manager.pooler.is_transaction() {
+            // A statement pooler is refused at once, not after the connection timeout.
+            drop(manager.connect().map_err(probe_error)?);
+        } else {
             manager.probe()?;
         }
         let pool = pool.build(manager)?;
@@ -526,6 +532,10 @@ impl TenantPoolBuilder {
         TenantConnectionManager,
     ) {
         let session = Arc::new(SessionDefaults::new(&self));
+        let database_url = match self.pooler {
+            Pooler::Direct => startup_url(&database_url),
+            _ => database_url,
+        };
         let manager = TenantConnectionManager {
             inner: ConnectionManager::new(database_url),
             session: Arc::clone(&session),
@@ -581,7 +591,14 @@ impl SessionDefaults {
         };
         if b.pooler.is_transaction() {
             // PgBouncer tracks `application_name` per client; nothing else may be session state.
-            let local = timeouts("SET LOCAL").join("; ");
+            // What another client left on the server connection is made harmless for the
+            // transaction: its role and session user, and its cursors.
+            let mut local = vec![
+                "SET LOCAL SESSION AUTHORIZATION DEFAULT".to_owned(),
+                "CLOSE ALL".to_owned(),
+            ];
+            local.extend(timeouts("SET LOCAL"));
+            let local = local.join("; ");
             return Self {
                 acquire: application_name,
                 reset: "SELECT 1".to_owned(),
@@ -692,6 +709,8 @@ struct ConnectRow {
     pid: i32,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     started: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    client: Option<String>,
 }
 
 fn refused(detected: PoolerDetected) -> ManagerError {
@@ -743,7 +762,13 @@ impl ManageConnection for TenantConnectionManager {
         if let Some(detected) = self.detected() {
             return Err(refused(detected));
         }
-        let mut conn = self.inner.connect()?;
+        let mut conn = self.inner.connect().map_err(|e| match &e {
+            ManagerError::ConnectionError(c) => match refused_option(c) {
+                Some(detected) if self.pooler == Pooler::Direct => self.latch(detected),
+                _ => e,
+            },
+            ManagerError::QueryError(_) => e,
+        })?;
         let mut counter = StatementCounter {
             cached: 0,
             inner: (self.instrumentation)(),
@@ -753,17 +778,23 @@ impl ManageConnection for TenantConnectionManager {
         };
         if self.pooler.is_transaction() {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            refuse_statement_pooling(&mut conn)?;
             conn.set_instrumentation(counter);
             return Ok(conn);
         }
         // Diesel may prepare statements while connecting, before the counter exists: start from
         // the server's count (which includes this query's own statement). The same query names
-        // the backend.
+        // the backend and reads back the startup setting of a direct connection.
         let row: ConnectRow = diesel::sql_query(format!(
-            "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS held, {}",
-            crate::pooler::BACKEND_COLUMNS
+            "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS held, \
+             {}, {}",
+            crate::pooler::BACKEND_COLUMNS,
+            crate::pooler::CLIENT_COLUMN,
         ))
         .get_result(&mut conn)?;
+        if self.pooler == Pooler::Direct {
+            check_client(row.client.as_deref()).map_err(|d| self.latch(d))?;
+        }
         let backend = crate::pooler::Backend::new(row.pid, row.started);
         let live = LiveBackend::register(backend).map_err(|d| self.latch(d))?;
         counter.cached = usize::try_from(row.held).unwrap_or(usize::MAX);
@@ -892,13 +923,22 @@ impl Instrumentation for StatementCounter {
     }
 }
 
-/// In pooler mode, the `SET LOCAL` statements a tenant transaction on this pooled connection
-/// starts with (the pool's timeouts); `None` otherwise.
+/// In pooler mode, the statements a tenant transaction on this pooled connection starts with
+/// (the session user and role back to the login's, every cursor closed, the pool's timeouts as
+/// `SET LOCAL`); `None` otherwise.
 pub(crate) fn transaction_settings(conn: &mut PgConnection) -> Option<Arc<str>> {
     conn.instrumentation()
         .downcast_ref::<StatementCounter>()
         .and_then(|c| c.local.clone())
         .filter(|l| !l.is_empty())
+}
+
+/// The backend pid a pooled connection was opened on (not in pooler mode); `None` for a
+/// connection that did not come from a [`TenantPool`].
+pub(crate) fn backend_pid(conn: &mut PgConnection) -> Option<i32> {
+    conn.instrumentation()
+        .downcast_ref::<StatementCounter>()
+        .and_then(|c| c.backend.as_ref().map(|b| b.backend().pid))
 }
 
 /// The number of prepared statements a pooled connection holds, as counted by its
@@ -956,7 +996,10 @@ mod tests {
         assert_eq!(s.reset, "SELECT 1");
         assert_eq!(
             s.local.as_deref(),
-            Some("SET LOCAL idle_in_transaction_session_timeout TO 600000")
+            Some(
+                "SET LOCAL SESSION AUTHORIZATION DEFAULT; CLOSE ALL; \
+                 SET LOCAL idle_in_transaction_session_timeout TO 600000"
+            )
         );
     }
 }

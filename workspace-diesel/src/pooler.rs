@@ -8,14 +8,24 @@
 //! client, and another client meets it. Two pieces of evidence are definitive, because neither can
 //! happen on a direct connection: two client connections that are both open report the same
 //! `pg_backend_pid()`, or one client connection reports a different backend pid than before.
+//!
+//! Those two depend on timing: a busy pooler may hand two connections two servers, and a held
+//! connection may keep meeting the same one. The check that does not depend on timing is made
+//! when a connection opens: in the default mode ([`Pooler::Direct`]) the library opens every
+//! connection with a setting in the startup packet (`options=-c workspace_diesel.client=<token>`)
+//! and reads it back in the connection's first query. PostgreSQL gives the backend the client's
+//! startup options; a pooler serves the client with server connections it opened itself, so the
+//! setting is missing there (PgBouncer ignores the option when told to, and otherwise refuses the
+//! connection). Either way the connection is refused before any tenant statement.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
 /// The environment variable the CLI reads for its `--pooler` flag.
 pub const POOLER_ENV: &str = "WORKSPACE_DIESEL_POOLER";
@@ -25,23 +35,33 @@ pub const POOLER_ENV: &str = "WORKSPACE_DIESEL_POOLER";
 /// Set it with [`pool::TenantPoolBuilder::pooler`](crate::pool::TenantPoolBuilder::pooler),
 /// [`MigratorBuilder::pooler`](crate::MigratorBuilder::pooler), [`connect`] and the CLI's
 /// `--pooler` flag (or the `WORKSPACE_DIESEL_POOLER` environment variable). It parses from
-/// `direct` and `transaction`.
+/// `direct`, `session` and `transaction`.
 ///
 /// ```
 /// use diesel_workspace::Pooler;
 ///
 /// assert_eq!("transaction".parse::<Pooler>(), Ok(Pooler::Transaction));
+/// assert_eq!("session".parse::<Pooler>(), Ok(Pooler::Session));
 /// assert_eq!(Pooler::default(), Pooler::Direct);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Pooler {
-    /// Direct connections to PostgreSQL, or a pooler in session mode (the default). Session
-    /// state is used (fail-closed session defaults, Diesel's statement cache, a reset on every
-    /// checkout), and a transaction pooler found behind the connection is refused with
-    /// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared).
+    /// Direct connections to PostgreSQL (the default). Session state is used (fail-closed
+    /// session defaults, Diesel's statement cache, a reset on every checkout), and any pooler
+    /// found behind the connection is refused with
+    /// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared): every connection the
+    /// library opens carries a startup setting that only a direct connection delivers to its
+    /// backend (see the [module documentation](self)), checked in the connection's first query.
     #[default]
     Direct,
+    /// A pooler in session mode (PgBouncer `pool_mode = session`): as [`Pooler::Direct`], without
+    /// the startup setting (PgBouncer neither forwards nor, unless configured to ignore it,
+    /// accepts it). A transaction pooler is still refused, by the backend checks at build, at
+    /// every new connection, at every checkout and in every tenant transaction's `BEGIN`; those
+    /// depend on what the pooler does at that moment, so declare a transaction pooler with
+    /// [`Pooler::Transaction`] rather than rely on them.
+    Session,
     /// A transaction pooler such as PgBouncer with `pool_mode = transaction`: Diesel's statement
     /// cache is off on every connection the library opens or hands out (unnamed statements,
     /// parsed on every execution), nothing relies on session state, and every advisory lock is
@@ -61,6 +81,7 @@ impl fmt::Display for Pooler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Pooler::Direct => "direct",
+            Pooler::Session => "session",
             Pooler::Transaction => "transaction",
         })
     }
@@ -74,7 +95,7 @@ impl fmt::Display for ParsePoolerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown pooler `{}`: expected `direct` or `transaction`",
+            "unknown pooler `{}`: expected `direct`, `session` or `transaction`",
             self.0
         )
     }
@@ -87,7 +108,8 @@ impl FromStr for Pooler {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "direct" | "none" | "session" => Ok(Pooler::Direct),
+            "direct" | "none" => Ok(Pooler::Direct),
+            "session" => Ok(Pooler::Session),
             "transaction" | "pgbouncer" => Ok(Pooler::Transaction),
             _ => Err(ParsePoolerError(s.to_owned())),
         }
@@ -110,6 +132,12 @@ pub enum PoolerEvidence {
         /// The backend pid now.
         now: i32,
     },
+    /// The setting a direct connection passes to its backend in the startup packet was missing
+    /// on the backend that answered: a pooler opened that server connection, not this client.
+    StartupSettingLost,
+    /// The pooler refused the startup setting a direct connection carries (PgBouncer:
+    /// `unsupported startup parameter: options`).
+    StartupOptionRefused,
 }
 
 impl fmt::Display for PoolerEvidence {
@@ -122,6 +150,12 @@ impl fmt::Display for PoolerEvidence {
             PoolerEvidence::BackendChanged { was, now } => write!(
                 f,
                 "a connection's backend changed from pid {was} to pid {now}"
+            ),
+            PoolerEvidence::StartupSettingLost => f.write_str(
+                "the backend that answered never received the connection's startup setting                  `workspace_diesel.client`",
+            ),
+            PoolerEvidence::StartupOptionRefused => f.write_str(
+                "the pooler refused the connection's startup setting                  (`unsupported startup parameter: options`)",
             ),
         }
     }
@@ -143,8 +177,8 @@ impl fmt::Display for PoolerDetected {
             f,
             "connected through a transaction pooler (PgBouncer `pool_mode = transaction`?) without \
              declaring it: {}; set `pooler(Pooler::Transaction)` on the pool builder and the \
-             migrator (CLI: `--pooler transaction` or {POOLER_ENV}=transaction), or connect \
-             directly",
+             migrator (CLI: `--pooler transaction` or {POOLER_ENV}=transaction), declare a \
+             session pooler with `pooler(Pooler::Session)`, or connect directly",
             self.evidence
         )
     }
@@ -155,6 +189,187 @@ impl std::error::Error for PoolerDetected {}
 impl From<PoolerDetected> for diesel::result::Error {
     fn from(e: PoolerDetected) -> Self {
         diesel::result::Error::QueryBuilderError(Box::new(e))
+    }
+}
+
+/// The pooler in front refuses transaction blocks: PgBouncer with `pool_mode = statement`. The
+/// library's transactions (tenant transactions, migrations, the registry) cannot run there.
+///
+/// [`Error::from`](crate::Error) turns it into
+/// [`Error::StatementPooling`](crate::Error::StatementPooling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementPooling;
+
+impl fmt::Display for StatementPooling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the connection goes through a pooler in statement pooling mode (PgBouncer \
+             `pool_mode = statement`), which refuses transactions: use `pool_mode = transaction` \
+             with `pooler(Pooler::Transaction)` (CLI: `--pooler transaction`), `pool_mode = \
+             session`, or a direct connection",
+        )
+    }
+}
+
+impl std::error::Error for StatementPooling {}
+
+impl From<StatementPooling> for diesel::result::Error {
+    fn from(e: StatementPooling) -> Self {
+        diesel::result::Error::QueryBuilderError(Box::new(e))
+    }
+}
+
+/// PgBouncer's words when a client opens a transaction in statement pooling mode.
+const STATEMENT_POOLING_MARKER: &str = "statement pooling mode";
+
+/// Opens and ends a transaction, as two round trips (a pooler in statement mode sees the open
+/// transaction after the first): fails with [`StatementPooling`] when the pooler refuses it.
+/// Run once per connection opened in pooler mode.
+pub(crate) fn refuse_statement_pooling(conn: &mut PgConnection) -> QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    let res = conn
+        .batch_execute("BEGIN")
+        .and_then(|()| conn.batch_execute("COMMIT"));
+    match res {
+        Err(e) if e.to_string().contains(STATEMENT_POOLING_MARKER) => Err(StatementPooling.into()),
+        // PgBouncer sends its error and closes the connection; libpq may report only the close.
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ClosedConnection,
+            _,
+        )) => Err(StatementPooling.into()),
+        other => other,
+    }
+}
+
+/// The custom setting a direct connection carries in its startup packet (`options=-c ...`).
+pub(crate) const CLIENT_SETTING: &str = "workspace_diesel.client";
+
+/// The select-list item that reads [`CLIENT_SETTING`] back (`client`, NULL when unset), for
+/// `QueryableByName`.
+pub(crate) const CLIENT_COLUMN: &str =
+    "pg_catalog.current_setting('workspace_diesel.client', true) AS client";
+
+/// This process's value of [`CLIENT_SETTING`]: its pid and start time, so that no setting made
+/// elsewhere (`ALTER ROLE ... SET`, another process) stands in for it.
+pub(crate) fn client_token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("p{}t{:x}", std::process::id(), nanos as u64)
+    })
+}
+
+/// Fails unless the backend that answered has this process's [`CLIENT_SETTING`].
+pub(crate) fn check_client(client: Option<&str>) -> Result<(), PoolerDetected> {
+    if client == Some(client_token()) {
+        Ok(())
+    } else {
+        Err(PoolerDetected {
+            evidence: PoolerEvidence::StartupSettingLost,
+        })
+    }
+}
+
+/// The evidence in a connection error when a pooler refused the startup setting.
+pub(crate) fn refused_option(e: &diesel::ConnectionError) -> Option<PoolerDetected> {
+    e.to_string()
+        .contains("unsupported startup parameter")
+        .then_some(PoolerDetected {
+            evidence: PoolerEvidence::StartupOptionRefused,
+        })
+}
+
+/// `database_url` with `-c workspace_diesel.client=<token>` first in its `options` (a
+/// `postgres://` URI or a `key=value` string); options it had (or, without any, the `PGOPTIONS`
+/// that libpq would have used) follow.
+pub(crate) fn startup_url(database_url: &str) -> String {
+    let ours = format!("-c {CLIENT_SETTING}={}", client_token());
+    let env = || std::env::var("PGOPTIONS").ok().filter(|o| !o.trim().is_empty());
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        let (base, query) = match database_url.split_once('?') {
+            Some((base, query)) => (base, query),
+            None => (database_url, ""),
+        };
+        let mut found = false;
+        let mut params: Vec<String> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.strip_prefix("options=") {
+                Some(theirs) => {
+                    found = true;
+                    format!("options={}%20{theirs}", percent_encode(&ours))
+                }
+                None => p.to_owned(),
+            })
+            .collect();
+        if !found {
+            let all = match env() {
+                Some(theirs) => format!("{ours} {theirs}"),
+                None => ours,
+            };
+            params.push(format!("options={}", percent_encode(&all)));
+        }
+        return format!("{base}?{}", params.join("&"));
+    }
+    let mut pairs = parse_conninfo(database_url);
+    match pairs.iter_mut().find(|(k, _)| k == "options") {
+        Some((_, theirs)) => *theirs = format!("{ours} {theirs}"),
+        None => pairs.push((
+            "options".to_owned(),
+            match env() {
+                Some(theirs) => format!("{ours} {theirs}"),
+                None => ours,
+            },
+        )),
+    }
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Every byte but unreserved URI characters as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The `key = value` pairs of a libpq `key=value` connection string (values unquoted, with
+/// libpq's backslash escapes), in order.
+fn parse_conninfo(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace()))
+            .collect();
+        if key.is_empty() {
+            return out;
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        chars.next_if_eq(&'=');
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        let quoted = chars.next_if_eq(&'\'').is_some();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => value.extend(chars.next()),
+                '\'' if quoted => break,
+                c if !quoted && c.is_whitespace() => break,
+                c => value.push(c),
+            }
+        }
+        out.push((key, value));
     }
 }
 
@@ -178,6 +393,8 @@ struct BackendRow {
     pid: i32,
     #[diesel(sql_type = BigInt)]
     started: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    client: Option<String>,
 }
 
 impl Backend {
@@ -185,11 +402,13 @@ impl Backend {
         Self { pid, started }
     }
 
-    /// Asks the connection which backend serves it (one round trip).
-    pub(crate) fn query(conn: &mut PgConnection) -> QueryResult<Self> {
+    /// Asks the connection which backend serves it, and that backend's [`CLIENT_SETTING`]
+    /// (one round trip).
+    pub(crate) fn query(conn: &mut PgConnection) -> QueryResult<(Self, Option<String>)> {
         let row: BackendRow =
-            diesel::sql_query(format!("SELECT {BACKEND_COLUMNS}")).get_result(conn)?;
-        Ok(Self::new(row.pid, row.started))
+            diesel::sql_query(format!("SELECT {BACKEND_COLUMNS}, {CLIENT_COLUMN}"))
+                .get_result(conn)?;
+        Ok((Self::new(row.pid, row.started), row.client))
     }
 }
 
@@ -270,7 +489,7 @@ pub(crate) fn pid_check_failure(was: i32, e: &diesel::result::Error) -> Option<P
 /// registered while the connection lives and forwards every event to Diesel's default
 /// instrumentation.
 struct Registered {
-    _backend: LiveBackend,
+    backend: LiveBackend,
     inner: Option<Box<dyn diesel::connection::Instrumentation>>,
 }
 
@@ -282,15 +501,27 @@ impl diesel::connection::Instrumentation for Registered {
     }
 }
 
-/// Registers an opened connection's backend for as long as the connection lives.
+/// The backend pid a connection opened by [`connect`] (not in pooler mode) was opened on.
+pub(crate) fn registered_pid(conn: &mut PgConnection) -> Option<i32> {
+    conn.instrumentation()
+        .downcast_ref::<Registered>()
+        .map(|r| r.backend.backend().pid)
+}
+
+/// Registers an opened connection's backend for as long as the connection lives; with `pooler`
+/// [`Pooler::Direct`], the backend must also have this process's startup setting.
 ///
 /// # Errors
 /// [`PoolerDetected`] (as a query builder error) when another open connection of this process has
-/// that backend.
-pub(crate) fn register(conn: &mut PgConnection) -> QueryResult<()> {
-    let backend = LiveBackend::register(Backend::query(conn)?)?;
+/// that backend, or the startup setting is missing.
+pub(crate) fn register(conn: &mut PgConnection, pooler: Pooler) -> QueryResult<()> {
+    let (backend, client) = Backend::query(conn)?;
+    if pooler == Pooler::Direct {
+        check_client(client.as_deref())?;
+    }
+    let backend = LiveBackend::register(backend)?;
     conn.set_instrumentation(Registered {
-        _backend: backend,
+        backend,
         inner: diesel::connection::get_default_instrumentation(),
     });
     Ok(())
@@ -298,10 +529,14 @@ pub(crate) fn register(conn: &mut PgConnection) -> QueryResult<()> {
 
 /// Opens a connection for `pooler`, as the library's own connections are opened.
 ///
-/// - [`Pooler::Transaction`]: Diesel's statement cache is turned off on it.
-/// - [`Pooler::Direct`]: its backend is registered for as long as it lives, and a second
-///   connection opened beside it (and closed again) must have another backend; a transaction
+/// - [`Pooler::Transaction`]: Diesel's statement cache is turned off on it, and a pooler in
+///   statement mode is refused ([`Error::StatementPooling`](crate::Error::StatementPooling); one
+///   transaction opened and ended, two round trips).
+/// - [`Pooler::Direct`]: it carries the startup setting (see the [module documentation](self)),
+///   read back in its first query; its backend is registered for as long as it lives, and a
+///   second connection opened beside it (and closed again) must have another backend. Any
 ///   pooler is refused.
+/// - [`Pooler::Session`]: as `Direct`, without the startup setting.
 ///
 /// ```no_run
 /// let mut conn = diesel_workspace::connect("postgres://localhost/app", diesel_workspace::Pooler::Direct)?;
@@ -310,8 +545,9 @@ pub(crate) fn register(conn: &mut PgConnection) -> QueryResult<()> {
 ///
 /// # Errors
 /// [`Error::Connection`](crate::Error::Connection) when a connection cannot be opened;
-/// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared) when `pooler` is
-/// [`Pooler::Direct`] and the two connections share a backend.
+/// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared) when `pooler` is not
+/// [`Pooler::Transaction`] and a transaction pooler is found;
+/// [`Error::StatementPooling`](crate::Error::StatementPooling) behind a statement pooler.
 pub fn connect(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
     let conn = open(database_url, pooler)?;
     if !pooler.is_transaction() {
@@ -323,11 +559,20 @@ pub fn connect(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection
 
 /// Opens one connection for `pooler` (statement cache off, or backend registered).
 pub(crate) fn open(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
-    let mut conn = PgConnection::establish(database_url)?;
+    let mut conn = match pooler {
+        Pooler::Direct => PgConnection::establish(&startup_url(database_url)).map_err(|e| {
+            match refused_option(&e) {
+                Some(detected) => crate::Error::PoolerNotDeclared(detected),
+                None => crate::Error::Connection(e),
+            }
+        })?,
+        _ => PgConnection::establish(database_url)?,
+    };
     if pooler.is_transaction() {
         conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        refuse_statement_pooling(&mut conn)?;
     } else {
-        register(&mut conn)?;
+        register(&mut conn, pooler)?;
     }
     Ok(conn)
 }
@@ -342,6 +587,7 @@ mod tests {
         assert_eq!(" Transaction ".parse(), Ok(Pooler::Transaction));
         assert_eq!("pgbouncer".parse(), Ok(Pooler::Transaction));
         assert!("statement".parse::<Pooler>().is_err());
+        assert_eq!("session".parse(), Ok(Pooler::Session));
         assert_eq!(Pooler::Transaction.to_string(), "transaction");
     }
 
@@ -357,6 +603,40 @@ mod tests {
         assert_eq!(again.backend(), b);
         // A recycled pid (or the same pid on another server) is another backend.
         let _other = LiveBackend::register(Backend::new(-7, 2)).expect("other server");
+    }
+
+    #[test]
+    fn startup_setting_joins_the_options() {
+        let ours = format!("-c%20workspace_diesel.client%3D{}", client_token());
+        assert_eq!(
+            startup_url("postgres://u@h:5/db"),
+            format!("postgres://u@h:5/db?options={ours}")
+        );
+        assert_eq!(
+            startup_url("postgresql://u@h/db?sslmode=disable&options=-c%20x.y%3D1"),
+            format!("postgresql://u@h/db?sslmode=disable&options={ours}%20-c%20x.y%3D1")
+        );
+        let kv = startup_url("host=h dbname = 'my db' options='-c a.b=it\\'s'");
+        assert_eq!(
+            parse_conninfo(&kv),
+            [
+                ("host".to_owned(), "h".to_owned()),
+                ("dbname".to_owned(), "my db".to_owned()),
+                (
+                    "options".to_owned(),
+                    format!("-c workspace_diesel.client={} -c a.b=it's", client_token())
+                ),
+            ]
+        );
+        assert!(check_client(Some(client_token())).is_ok());
+        assert_eq!(
+            check_client(None).unwrap_err().evidence,
+            PoolerEvidence::StartupSettingLost
+        );
+        assert_eq!(
+            check_client(Some("p1t2")).unwrap_err().evidence,
+            PoolerEvidence::StartupSettingLost
+        );
     }
 
     #[test]
