@@ -26,6 +26,7 @@ mod revert;
 mod roles;
 mod routing;
 mod statements;
+mod temp_objects;
 mod tenancy;
 mod tracing;
 mod trojans;

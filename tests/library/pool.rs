@@ -188,7 +188,11 @@ fn no_wrong_tenant_rows_with_1_connection() {
 fn next_checkout_is_clean(pool: &TenantPool, scenario: &str) -> i32 {
     let mut conn = pool.get().unwrap();
     assert_no_tenant_table(&mut conn, scenario);
-    assert_eq!(show!(&mut conn, search_path), "public", "after {scenario}");
+    assert_eq!(
+        show!(&mut conn, search_path),
+        "public, pg_temp",
+        "after {scenario}"
+    );
     assert_eq!(
         show!(&mut conn, application_name),
         pool::DEFAULT_APPLICATION_NAME,
@@ -403,7 +407,11 @@ fn session_defaults_are_visible() {
         .unwrap();
     for round in ["first checkout", "after changes by hand"] {
         let mut conn = pool.get().unwrap();
-        assert_eq!(show!(&mut conn, search_path), "shared_ext", "{round}");
+        assert_eq!(
+            show!(&mut conn, search_path),
+            "shared_ext, pg_temp",
+            "{round}"
+        );
         assert_eq!(show!(&mut conn, application_name), "billing-api", "{round}");
         assert_eq!(show!(&mut conn, statement_timeout), "5s", "{round}");
         assert_eq!(show!(&mut conn, lock_timeout), "1500ms", "{round}");
@@ -422,7 +430,7 @@ fn session_defaults_are_visible() {
     // The defaults of a default builder.
     let pool = pool::new(db.url()).unwrap();
     let mut conn = pool.get().unwrap();
-    assert_eq!(show!(&mut conn, search_path), "public");
+    assert_eq!(show!(&mut conn, search_path), "public, pg_temp");
     assert_eq!(show!(&mut conn, application_name), "workspace-diesel");
     assert_eq!(
         show!(&mut conn, idle_in_transaction_session_timeout),

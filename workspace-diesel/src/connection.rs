@@ -8,24 +8,26 @@ use diesel::PgConnection;
 use crate::context::current;
 use crate::error::NoActiveTenant;
 use crate::roles::TenantRoles;
-use crate::sql::{quote_ident, SHARED_SCHEMA};
+use crate::sql::{quote_ident, work_path, SHARED_SCHEMA};
 use crate::tenant::TenantId;
 
 /// The statements that open a tenant transaction, sent as one batch (one round trip): `BEGIN`, a
 /// transaction-local `search_path` of the tenant's schema then the shared schema `public` (so
 /// extension functions, types and operators installed there keep resolving; never the session's
-/// own path, which may name another tenant), and a cast that fails with
+/// own path, which may name another tenant) then `pg_temp` (named last, so that no temporary
+/// table left on the connection shadows the tenant's: [`work_path`]), and a cast that fails with
 /// `schema "<tenant>" does not exist` when the schema is gone. `local` (a pooler-mode pool's
 /// timeouts as `SET LOCAL` statements) goes into the same batch, and with a per-tenant `role`, a
 /// `SET LOCAL ROLE` too.
 pub(crate) fn begin_sql(tenant: &TenantId, local: Option<&str>, role: Option<&str>) -> String {
     let q = tenant.quoted();
+    let path = work_path(&format!("{q}, {SHARED_SCHEMA}"));
     let local = local.map(|l| format!("{l}; ")).unwrap_or_default();
     let set_role = role
         .map(|r| format!("SET LOCAL ROLE {}; ", quote_ident(r)))
         .unwrap_or_default();
     format!(
-        "BEGIN; SET LOCAL search_path TO {q}, {SHARED_SCHEMA}; {local}{set_role}\
+        "BEGIN; SET LOCAL search_path TO {path}; {local}{set_role}\
          SELECT '{q}'::pg_catalog.regnamespace"
     )
 }
@@ -62,7 +64,9 @@ pub(crate) fn rollback(conn: &mut PgConnection) {
 ///
 /// Tenant tables in Diesel's DSL need no transaction: they render their schema themselves. This is
 /// for everything that resolves names through `search_path` instead: [`diesel::sql_query`],
-/// triggers, functions, views. The `search_path` is `"<tenant>", public`, set with `SET LOCAL` in
+/// triggers, functions, views. The `search_path` is `"<tenant>", public, pg_temp` (the
+/// temporary schema named last, so a temporary table left on the connection never shadows a
+/// tenant table), set with `SET LOCAL` in
 /// the same round trip as `BEGIN`, so it ends with the transaction, whether it commits or rolls
 /// back, and never leaks into the next use of a pooled connection. Whatever `search_path` the
 /// session had before plays no part.

@@ -119,7 +119,7 @@ use crate::pooler::{
     check_client, pid_check_expr, pid_check_failure, refuse_statement_pooling, refused_option,
     startup_url, LiveBackend, Pooler, PoolerDetected,
 };
-use crate::sql::{escape_literal, quote_ident};
+use crate::sql::{escape_literal, quote_ident, work_path};
 
 /// A connection pool for tenant routing; build one with [`new`] or [`builder`].
 pub type TenantPool = r2d2::Pool<TenantConnectionManager>;
@@ -606,7 +606,10 @@ impl SessionDefaults {
             };
         }
         let mut acquire = vec![
-            format!("SET search_path TO {}", quote_ident(&b.shared_schema)),
+            format!(
+                "SET search_path TO {}",
+                work_path(&quote_ident(&b.shared_schema))
+            ),
             application_name,
         ];
         acquire.extend(timeouts("SET"));
@@ -977,7 +980,7 @@ mod tests {
         let s = SessionDefaults::new(&b);
         assert_eq!(
             s.acquire,
-            "SET search_path TO \"app\"\"x\"; SET application_name TO E'workspace-diesel'; \
+            "SET search_path TO \"app\"\"x\", pg_temp; SET application_name TO E'workspace-diesel'; \
              SET statement_timeout TO 5000; RESET lock_timeout; \
              SET idle_in_transaction_session_timeout TO 600000"
         );

@@ -76,10 +76,26 @@ pub(crate) const OWN_PATH: &str = "SET LOCAL search_path TO pg_catalog, pg_temp"
 /// `BEGIN` then [`OWN_PATH`], one batch: how the library opens each transaction of its own.
 pub(crate) const BEGIN: &str = "BEGIN; SET LOCAL search_path TO pg_catalog, pg_temp";
 
+/// A `search_path` for tenant work: `schemas` (quoted, comma-separated), then `pg_temp`.
+///
+/// Unless it is named, PostgreSQL searches the session's temporary schema *first* for tables
+/// and views. A temporary table left on the connection (by earlier work for another tenant, or
+/// by another client of a transaction pooler sharing the server connection) would then answer
+/// an unqualified name in place of the tenant's own table, and a temporary
+/// `__diesel_schema_migrations` in place of the tenant's ledger. Named last, it loses to every
+/// schema before it. (Functions and operators are never looked up there.)
+///
+/// Every `search_path` the library sets for tenant or shared work is spelled by this function.
+pub(crate) fn work_path(schemas: &str) -> String {
+    format!("{schemas}, pg_temp")
+}
+
 /// The application's `sql` (a migration's `up.sql` or `down.sql`) inside one of the library's
-/// transactions: `schema` alone on the path while it runs, [`OWN_PATH`] again right after.
+/// transactions: `schema` alone on the path while it runs ([`work_path`]: `pg_temp` named
+/// last), [`OWN_PATH`] again right after.
 pub(crate) fn in_schema(schema_quoted: &str, sql: &str) -> String {
-    format!("SET LOCAL search_path TO {schema_quoted}; {sql};\n{OWN_PATH}; ")
+    let path = work_path(schema_quoted);
+    format!("SET LOCAL search_path TO {path}; {sql};\n{OWN_PATH}; ")
 }
 
 /// Runs `f`, the library's own statements, under [`OWN_PATH`]: in a transaction of its own when

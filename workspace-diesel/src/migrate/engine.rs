@@ -27,7 +27,7 @@ use crate::migrate::set::{Compiled, CompiledSet};
 use crate::migrate::split;
 use crate::migrate::Migrator;
 use crate::sql::{
-    in_schema, own, own_batch, quote_literal, tenant_lock, tenant_session_lock, BEGIN,
+    in_schema, own, own_batch, quote_literal, tenant_lock, tenant_session_lock, work_path, BEGIN,
     CENTRAL_RECORD, LEDGER, SPARES_TABLE,
 };
 use crate::tenant::TenantId;
@@ -686,7 +686,10 @@ fn outside_transaction(
         let saved = diesel::sql_query("SELECT pg_catalog.current_setting('search_path') AS path")
             .get_result::<Path>(conn)?
             .path;
-        conn.batch_execute(&format!("SET search_path TO {}", schema.quoted()))?;
+        conn.batch_execute(&format!(
+            "SET search_path TO {}",
+            work_path(&schema.quoted())
+        ))?;
         // Statement by statement when the dialect asks for it (see `split`).
         let ran = if split {
             match crate::statements::split_statements(sql) {

@@ -307,7 +307,8 @@ impl Migrator {
             // SQL with the shared schema alone on the path.
             conn.batch_execute(&format!(
                 "SELECT pg_catalog.pg_advisory_xact_lock({SHARED_LOCK_KEY}, 0); \
-                 SET LOCAL search_path TO {SHARED_SCHEMA}"
+                 SET LOCAL search_path TO {}",
+                crate::sql::work_path(SHARED_SCHEMA)
             ))?;
             let mut applied = self
                 .registry_set

@@ -27,7 +27,7 @@ use crate::migrate::failure::{
 };
 use crate::migrate::report::MigrationFailure;
 use crate::migrate::set::Compiled;
-use crate::sql::OWN_PATH;
+use crate::sql::{work_path, OWN_PATH};
 use crate::statements::split_statements;
 use crate::tenant::TenantId;
 
@@ -133,7 +133,7 @@ pub(crate) fn run(
 
 /// `schema` alone on the transaction's path: what the statements of its migrations run under.
 fn tenant_path(schema: &TenantId) -> String {
-    format!("SET LOCAL search_path TO {}", schema.quoted())
+    format!("SET LOCAL search_path TO {}", work_path(&schema.quoted()))
 }
 
 /// The error of a transaction's closing batch: the distribution check's, or the server's.

@@ -155,7 +155,7 @@ fn build_scratch(ctx: &Ctx, conn: &mut PgConnection) -> Result<()> {
         .run_shared(conn)
         .context("could not apply the shared migrations to a scratch copy")?;
     conn.batch_execute(&format!(
-        "CREATE SCHEMA \"{SCRATCH_SCHEMA}\"; SET LOCAL search_path TO \"{SCRATCH_SCHEMA}\""
+        "CREATE SCHEMA \"{SCRATCH_SCHEMA}\"; SET LOCAL search_path TO \"{SCRATCH_SCHEMA}\", pg_temp"
     ))
     .context("could not create a scratch schema")?;
     let tenant =
