@@ -41,8 +41,7 @@ pub use crate::placement::{
     rebalance_status, start_rebalance, wait_rebalance, RebalanceStatus, TenantPlacement,
 };
 pub use crate::pooler::{
-    connect, ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, StatementPooling,
-    POOLER_ENV,
+    connect, ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, StatementPooling, POOLER_ENV,
 };
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,

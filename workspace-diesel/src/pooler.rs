@@ -287,7 +287,11 @@ pub(crate) fn refused_option(e: &diesel::ConnectionError) -> Option<PoolerDetect
 /// that libpq would have used) follow.
 pub(crate) fn startup_url(database_url: &str) -> String {
     let ours = format!("-c {CLIENT_SETTING}={}", client_token());
-    let env = || std::env::var("PGOPTIONS").ok().filter(|o| !o.trim().is_empty());
+    let env = || {
+        std::env::var("PGOPTIONS")
+            .ok()
+            .filter(|o| !o.trim().is_empty())
+    };
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
         let (base, query) = match database_url.split_once('?') {
             Some((base, query)) => (base, query),
@@ -351,8 +355,8 @@ fn parse_conninfo(s: &str) -> Vec<(String, String)> {
     let mut chars = s.chars().peekable();
     loop {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace()))
-            .collect();
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
         if key.is_empty() {
             return out;
         }
@@ -559,15 +563,16 @@ pub fn connect(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection
 
 /// Opens one connection for `pooler` (statement cache off, or backend registered).
 pub(crate) fn open(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
-    let mut conn = match pooler {
-        Pooler::Direct => PgConnection::establish(&startup_url(database_url)).map_err(|e| {
-            match refused_option(&e) {
-                Some(detected) => crate::Error::PoolerNotDeclared(detected),
-                None => crate::Error::Connection(e),
-            }
-        })?,
-        _ => PgConnection::establish(database_url)?,
-    };
+    let mut conn =
+        match pooler {
+            Pooler::Direct => PgConnection::establish(&startup_url(database_url)).map_err(|e| {
+                match refused_option(&e) {
+                    Some(detected) => crate::Error::PoolerNotDeclared(detected),
+                    None => crate::Error::Connection(e),
+                }
+            })?,
+            _ => PgConnection::establish(database_url)?,
+        };
     if pooler.is_transaction() {
         conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
         refuse_statement_pooling(&mut conn)?;
