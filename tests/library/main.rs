@@ -16,6 +16,7 @@ mod custom_registry;
 mod fleet;
 mod guards;
 mod ids;
+mod leftovers;
 mod lifecycle;
 mod multi_table;
 mod packaging;

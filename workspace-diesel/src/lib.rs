@@ -5,6 +5,8 @@
 mod audit;
 mod connection;
 mod context;
+#[cfg(feature = "deadpool")]
+mod deadpool;
 mod dialect;
 mod error;
 mod hazard;

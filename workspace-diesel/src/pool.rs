@@ -501,19 +501,26 @@ impl TenantPoolBuilder {
             manager.probe()?;
         }
         let pool = pool.build(manager)?;
-        {
-            let mut conn = pool.get()?;
-            crate::dialect::Dialect::detect_supported(&mut conn)?;
-            if let Some(shared) = refuse {
-                let hazards = crate::sql::own(&mut conn, |conn| {
-                    crate::audit::hijack_hazards(conn, &shared)
-                })?;
-                if !hazards.is_empty() {
-                    return Err(crate::Error::HijackHazards(hazards));
-                }
-            }
-        }
+        ready(&mut *pool.get()?, refuse.as_deref())?;
         Ok(pool)
+    }
+
+    /// What [`build`](Self::build) checks before the pool is built (the backend probe in the
+    /// default mode, a statement pooler in pooler mode), and the manager it builds the pool on.
+    pub(crate) fn checked_manager(
+        self,
+        database_url: String,
+    ) -> Result<(TenantConnectionManager, Option<String>)> {
+        let refuse = self
+            .refuse_hijack_hazards
+            .then(|| self.shared_schema.clone());
+        let (_, manager) = self.into_parts(database_url);
+        if manager.pooler.is_transaction() {
+            drop(manager.connect().map_err(probe_error)?);
+        } else {
+            manager.probe()?;
+        }
+        Ok((manager, refuse))
     }
 
     /// Builds the pool without waiting for any connection; they are opened in the background.
@@ -537,7 +544,8 @@ impl TenantPoolBuilder {
             _ => database_url,
         };
         let manager = TenantConnectionManager {
-            inner: ConnectionManager::new(database_url),
+            inner: ConnectionManager::new(database_url.clone()),
+            database_url,
             session: Arc::clone(&session),
             statement_cap: self.statement_cap,
             instrumentation: self.instrumentation,
@@ -637,6 +645,20 @@ impl SessionDefaults {
     }
 }
 
+/// The checks [`TenantPoolBuilder::build`] makes on one of the pool's connections: the engine
+/// ([`Dialect`](crate::Dialect)), and with `refuse_shared` (the shared schema of a pool built to
+/// refuse them) the hijack hazards.
+pub(crate) fn ready(conn: &mut PgConnection, refuse_shared: Option<&str>) -> Result<()> {
+    crate::dialect::Dialect::detect_supported(conn)?;
+    if let Some(shared) = refuse_shared {
+        let hazards = crate::sql::own(conn, |conn| crate::audit::hijack_hazards(conn, shared))?;
+        if !hazards.is_empty() {
+            return Err(crate::Error::HijackHazards(hazards));
+        }
+    }
+    Ok(())
+}
+
 /// A duration as PostgreSQL milliseconds: rounded up, at most `i32::MAX`.
 fn millis(d: Duration) -> u128 {
     let ms = d.as_nanos().div_ceil(1_000_000);
@@ -687,6 +709,7 @@ impl CustomizeConnection<PgConnection, ManagerError> for SessionCustomizer {
 /// Build it (and the pool) with [`TenantPoolBuilder`].
 pub struct TenantConnectionManager {
     inner: ConnectionManager<PgConnection>,
+    database_url: String,
     session: Arc<SessionDefaults>,
     statement_cap: usize,
     instrumentation: InstrumentationFactory,
@@ -741,8 +764,57 @@ impl TenantConnectionManager {
         refused(*slot.get_or_insert(detected))
     }
 
+    /// Makes a newly opened connection the pool's: installs the [`StatementCounter`], and
+    /// either turns the statement cache off and refuses a statement pooler (pooler mode) or reads
+    /// the backend and the startup setting and registers the backend.
+    pub(crate) fn prepare(&self, conn: &mut PgConnection) -> std::result::Result<(), ManagerError> {
+        let mut counter = StatementCounter {
+            cached: 0,
+            inner: (self.instrumentation)(),
+            backend: None,
+            reset: Arc::from(self.session.reset.as_str()),
+            local: self.session.local.clone(),
+        };
+        if self.pooler.is_transaction() {
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            refuse_statement_pooling(conn)?;
+            conn.set_instrumentation(counter);
+            return Ok(());
+        }
+        // Diesel may prepare statements while connecting, before the counter exists: start from
+        // the server's count (which includes this query's own statement). The same query names
+        // the backend and reads back the startup setting of a direct connection.
+        let row: ConnectRow = diesel::sql_query(format!(
+            "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS held, \
+             {}, {}",
+            crate::pooler::BACKEND_COLUMNS,
+            crate::pooler::CLIENT_COLUMN,
+        ))
+        .get_result(conn)?;
+        if self.pooler == Pooler::Direct {
+            check_client(row.client.as_deref()).map_err(|d| self.latch(d))?;
+        }
+        let backend = crate::pooler::Backend::new(row.pid, row.started);
+        let live = LiveBackend::register(backend).map_err(|d| self.latch(d))?;
+        counter.cached = usize::try_from(row.held).unwrap_or(usize::MAX);
+        counter.reset = Arc::from(self.session.checked_reset(row.pid));
+        counter.backend = Some(live);
+        conn.set_instrumentation(counter);
+        Ok(())
+    }
+
+    /// The URL connections are opened with (with the startup setting in the default mode).
+    pub(crate) fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// The session defaults, sent once per physical connection.
+    pub(crate) fn acquire_sql(&self) -> &str {
+        &self.session.acquire
+    }
+
     /// Opens two connections side by side: on a direct connection they have two backends.
-    fn probe(&self) -> Result<()> {
+    pub(crate) fn probe(&self) -> Result<()> {
         let first = self.connect().map_err(probe_error)?;
         let second = self.connect().map_err(probe_error)?;
         drop((first, second));
@@ -750,7 +822,7 @@ impl TenantConnectionManager {
     }
 }
 
-fn probe_error(e: ManagerError) -> Error {
+pub(crate) fn probe_error(e: ManagerError) -> Error {
     match e {
         ManagerError::QueryError(q) => Error::from(q),
         ManagerError::ConnectionError(c) => Error::Connection(c),
@@ -772,38 +844,7 @@ impl ManageConnection for TenantConnectionManager {
             },
             ManagerError::QueryError(_) => e,
         })?;
-        let mut counter = StatementCounter {
-            cached: 0,
-            inner: (self.instrumentation)(),
-            backend: None,
-            reset: Arc::from(self.session.reset.as_str()),
-            local: self.session.local.clone(),
-        };
-        if self.pooler.is_transaction() {
-            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
-            refuse_statement_pooling(&mut conn)?;
-            conn.set_instrumentation(counter);
-            return Ok(conn);
-        }
-        // Diesel may prepare statements while connecting, before the counter exists: start from
-        // the server's count (which includes this query's own statement). The same query names
-        // the backend and reads back the startup setting of a direct connection.
-        let row: ConnectRow = diesel::sql_query(format!(
-            "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS held, \
-             {}, {}",
-            crate::pooler::BACKEND_COLUMNS,
-            crate::pooler::CLIENT_COLUMN,
-        ))
-        .get_result(&mut conn)?;
-        if self.pooler == Pooler::Direct {
-            check_client(row.client.as_deref()).map_err(|d| self.latch(d))?;
-        }
-        let backend = crate::pooler::Backend::new(row.pid, row.started);
-        let live = LiveBackend::register(backend).map_err(|d| self.latch(d))?;
-        counter.cached = usize::try_from(row.held).unwrap_or(usize::MAX);
-        counter.reset = Arc::from(self.session.checked_reset(row.pid));
-        counter.backend = Some(live);
-        conn.set_instrumentation(counter);
+        self.prepare(&mut conn)?;
         Ok(conn)
     }
 
