@@ -85,3 +85,21 @@ fn commands_through_pgbouncer_without_the_flag_are_refused() {
     assert!(!db.schema_exists("acme"));
     assert!(!db.registry_exists());
 }
+
+/// Through PgBouncer in statement pooling mode, every command that needs a transaction fails
+/// with an error that names statement pooling, with or without `--pooler transaction`.
+#[test]
+fn statement_pooling_is_refused_by_name() {
+    let db = test_db!("cli_statement_pooling");
+    db.provision(&["acme"]);
+    let bouncer = PgBouncer::start(Config::statement(2));
+    let w = Workdir::new();
+    for args in [
+        &["--pooler", "transaction", "create_tenant_schema", "globex"][..],
+        &["--pooler", "transaction", "status"][..],
+        &["create_tenant_schema", "globex"][..],
+    ] {
+        through(&w, &db, &bouncer, args).fails_with("statement pooling");
+    }
+    assert!(!db.schema_exists("globex"));
+}

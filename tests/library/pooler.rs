@@ -825,3 +825,27 @@ fn audit_reports_an_undeclared_pooler() {
     assert!(direct >= 1, "no audit of 300 saw the pooler");
     assert_eq!(pooled, 0);
 }
+
+/// Through PgBouncer in statement pooling mode, a pool (declared for a transaction pooler or not)
+/// and the migrator's connection are refused with an error that names statement pooling.
+#[test]
+fn statement_pooling_is_refused_by_name() {
+    let db = test_db!("statement_pooling");
+    let _ids = fixture(&db);
+    let bouncer = PgBouncer::start(Config::statement(2));
+    let url = bouncer.url(db.url());
+    for pooler in [Pooler::Transaction, Pooler::Direct] {
+        let e = pool::builder()
+            .pooler(pooler)
+            .max_size(1)
+            .connection_timeout(Duration::from_secs(5))
+            .build(url.clone())
+            .expect_err("statement pooling");
+        assert!(matches!(e, Error::StatementPooling(_)), "{pooler}: {e:?}");
+        assert!(e.to_string().contains("pool_mode = statement"), "{e}");
+    }
+    let e = diesel_workspace::connect(&url, Pooler::Transaction)
+        .err()
+        .expect("statement pooling");
+    assert!(matches!(e, Error::StatementPooling(_)), "{e:?}");
+}

@@ -39,6 +39,9 @@ pub(crate) struct Config {
 #[serde(deny_unknown_fields)]
 struct Database {
     url_env: Option<String>,
+    /// Refuse to change the database when `audit` finds a hijack hazard (`--refuse-hazards`).
+    #[serde(default)]
+    refuse_hazards: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +110,11 @@ impl Config {
     /// Where the config was read from, if anywhere.
     pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// Whether commands that change the database refuse on hijack hazards.
+    pub(crate) fn refuse_hazards(&self) -> bool {
+        self.database.refuse_hazards
     }
 
     /// The environment variable holding the database URL.

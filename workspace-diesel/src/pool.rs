@@ -117,7 +117,7 @@ use diesel::PgConnection;
 use crate::error::{Error, Result};
 use crate::pooler::{
     check_client, pid_check_expr, pid_check_failure, refuse_statement_pooling, refused_option,
-    startup_url, LiveBackend, Pooler, PoolerDetected,
+    startup_url, undeclared, LiveBackend, Pooler, PoolerDetected,
 };
 use crate::sql::{escape_literal, quote_ident, work_path};
 
@@ -505,6 +505,7 @@ impl TenantPoolBuilder {
         Ok(pool)
     }
 
+    #[cfg(feature = "deadpool")]
     /// What [`build`](Self::build) checks before the pool is built (the backend probe in the
     /// default mode, a statement pooler in pooler mode), and the manager it builds the pool on.
     pub(crate) fn checked_manager(
@@ -545,6 +546,7 @@ impl TenantPoolBuilder {
         };
         let manager = TenantConnectionManager {
             inner: ConnectionManager::new(database_url.clone()),
+            #[cfg(feature = "deadpool")]
             database_url,
             session: Arc::clone(&session),
             statement_cap: self.statement_cap,
@@ -709,6 +711,7 @@ impl CustomizeConnection<PgConnection, ManagerError> for SessionCustomizer {
 /// Build it (and the pool) with [`TenantPoolBuilder`].
 pub struct TenantConnectionManager {
     inner: ConnectionManager<PgConnection>,
+    #[cfg(feature = "deadpool")]
     database_url: String,
     session: Arc<SessionDefaults>,
     statement_cap: usize,
@@ -792,7 +795,12 @@ impl TenantConnectionManager {
         ))
         .get_result(conn)?;
         if self.pooler == Pooler::Direct {
-            check_client(row.client.as_deref()).map_err(|d| self.latch(d))?;
+            if let Err(detected) = check_client(row.client.as_deref()) {
+                // A statement pooler is named as such; anything else is latched.
+                let e = undeclared(conn, detected);
+                self.latch(detected);
+                return Err(ManagerError::QueryError(e));
+            }
         }
         let backend = crate::pooler::Backend::new(row.pid, row.started);
         let live = LiveBackend::register(backend).map_err(|d| self.latch(d))?;
@@ -804,11 +812,13 @@ impl TenantConnectionManager {
     }
 
     /// The URL connections are opened with (with the startup setting in the default mode).
+    #[cfg(feature = "deadpool")]
     pub(crate) fn database_url(&self) -> &str {
         &self.database_url
     }
 
     /// The session defaults, sent once per physical connection.
+    #[cfg(feature = "deadpool")]
     pub(crate) fn acquire_sql(&self) -> &str {
         &self.session.acquire
     }

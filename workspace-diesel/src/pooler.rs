@@ -241,6 +241,23 @@ pub(crate) fn refuse_statement_pooling(conn: &mut PgConnection) -> QueryResult<(
     }
 }
 
+/// The error for a pooler found behind a connection that was not declared to go through one:
+/// [`StatementPooling`] when the pooler also refuses transactions (checked only now, on the way
+/// out), `detected` otherwise.
+pub(crate) fn undeclared(
+    conn: &mut PgConnection,
+    detected: PoolerDetected,
+) -> diesel::result::Error {
+    match refuse_statement_pooling(conn) {
+        Err(e) if is_statement_pooling(&e) => e,
+        _ => detected.into(),
+    }
+}
+
+fn is_statement_pooling(e: &diesel::result::Error) -> bool {
+    matches!(e, diesel::result::Error::QueryBuilderError(inner) if inner.is::<StatementPooling>())
+}
+
 /// The custom setting a direct connection carries in its startup packet (`options=-c ...`).
 pub(crate) const CLIENT_SETTING: &str = "workspace_diesel.client";
 
@@ -521,7 +538,7 @@ pub(crate) fn registered_pid(conn: &mut PgConnection) -> Option<i32> {
 pub(crate) fn register(conn: &mut PgConnection, pooler: Pooler) -> QueryResult<()> {
     let (backend, client) = Backend::query(conn)?;
     if pooler == Pooler::Direct {
-        check_client(client.as_deref())?;
+        check_client(client.as_deref()).map_err(|d| undeclared(conn, d))?;
     }
     let backend = LiveBackend::register(backend)?;
     conn.set_instrumentation(Registered {

@@ -59,6 +59,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         migrations_dir: cli.migrations_dir,
         shared_migrations_dir: cli.shared_migrations_dir,
         format: cli.format,
+        refuse_hazards: cli.refuse_hazards || config.refuse_hazards(),
         config,
         pooler: cli.pooler,
     };
@@ -140,6 +141,8 @@ pub(crate) struct Ctx {
     format: Format,
     config: Config,
     pooler: diesel_workspace::Pooler,
+    /// `--refuse-hazards`, or `refuse_hazards = true` in the config file.
+    refuse_hazards: bool,
 }
 
 impl Ctx {
@@ -291,7 +294,10 @@ impl Ctx {
         if let Some(dir) = self.shared_dir()? {
             builder = builder.shared(read_dir_migrations(&dir, "shared")?);
         }
-        Ok(builder.pooler(self.pooler).build()?)
+        Ok(builder
+            .pooler(self.pooler)
+            .refuse_hijack_hazards(self.refuse_hazards)
+            .build()?)
     }
 
     /// A migrator for the registry alone, with no migrations: for the commands that never run a
@@ -300,6 +306,7 @@ impl Ctx {
     pub(crate) fn registry_migrator(&self) -> Result<Migrator> {
         Ok(Migrator::builder(EmbeddedMigrations::new(&[]))
             .pooler(self.pooler)
+            .refuse_hijack_hazards(self.refuse_hazards)
             .build()?)
     }
 }
