@@ -13,6 +13,7 @@ mod citus;
 mod compiletest;
 mod concurrency;
 mod custom_registry;
+mod enforcing_roles;
 mod fleet;
 mod guards;
 mod ids;

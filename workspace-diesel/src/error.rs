@@ -104,6 +104,17 @@ pub enum Error {
     /// run for a tenant.
     #[error("{0}")]
     StatementPooling(crate::pooler::StatementPooling),
+    /// A tenant's pool of the enforcing roles mode is not logged in as the tenant's role (its
+    /// URL names another user); nothing was run for the tenant.
+    #[error("the pool of tenant `{tenant}` logs in as `{login}`, not as its role `{role}`")]
+    RoleLogin {
+        /// The tenant.
+        tenant: TenantId,
+        /// The tenant's role.
+        role: String,
+        /// The role the pool's connections are logged in as.
+        login: String,
+    },
     /// The database lets roles other than the schema owners change what SQL does (create rights
     /// on the shared or a tenant schema, or overloads of `pg_catalog` names: see
     /// [`Hazard::enables_hijack`](crate::Hazard::enables_hijack)), and the migrator or the pool

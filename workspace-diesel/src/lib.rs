@@ -15,6 +15,8 @@ mod migrate;
 mod placement;
 mod pooler;
 mod registry;
+#[cfg(feature = "r2d2")]
+mod role_pool;
 mod roles;
 mod sql;
 mod state;
@@ -49,6 +51,8 @@ pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
     WorkspaceStatus,
 };
+#[cfg(feature = "r2d2")]
+pub use crate::role_pool::{TenantRolePools, TenantRolePoolsBuilder};
 pub use crate::roles::TenantRoles;
 pub use crate::sql::LIBRARY_TABLES;
 pub use crate::state::{set_tenant_status, tenant_status};

@@ -346,6 +346,11 @@ pub(crate) fn startup_url(database_url: &str) -> String {
             },
         )),
     }
+    conninfo_string(&pairs)
+}
+
+/// A libpq `key=value` connection string of `pairs`, every value quoted.
+pub(crate) fn conninfo_string(pairs: &[(String, String)]) -> String {
     pairs
         .iter()
         .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
@@ -367,7 +372,7 @@ fn percent_encode(s: &str) -> String {
 
 /// The `key = value` pairs of a libpq `key=value` connection string (values unquoted, with
 /// libpq's backslash escapes), in order.
-fn parse_conninfo(s: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_conninfo(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
