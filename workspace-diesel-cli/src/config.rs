@@ -27,6 +27,8 @@ pub(crate) struct Config {
     migrations: Migrations,
     #[serde(default)]
     print_schema: PrintSchema,
+    #[serde(default)]
+    roles: Option<Roles>,
     /// The file's directory: the base of its relative paths.
     #[serde(skip)]
     base: PathBuf,
@@ -49,6 +51,17 @@ struct Database {
 struct Migrations {
     tenant_dir: Option<PathBuf>,
     shared_dir: Option<PathBuf>,
+}
+
+/// The `[roles]` table: per-tenant roles, created, renamed and dropped with the tenants.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Roles {
+    prefix: String,
+    #[serde(default)]
+    members: Vec<String>,
+    #[serde(default)]
+    login: bool,
 }
 
 /// The `[print_schema]` table.
@@ -110,6 +123,21 @@ impl Config {
     /// Where the config was read from, if anywhere.
     pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// The per-tenant roles the `[roles]` table configures, if any.
+    pub(crate) fn tenant_roles(&self) -> Result<Option<diesel_workspace::TenantRoles>> {
+        let Some(r) = &self.roles else {
+            return Ok(None);
+        };
+        let roles = diesel_workspace::TenantRoles::new(r.prefix.as_str())
+            .with_context(|| format!("invalid config file: roles.prefix {:?}", r.prefix))?
+            .login(r.login);
+        Ok(Some(
+            r.members
+                .iter()
+                .fold(roles, |roles, m| roles.member(m.as_str())),
+        ))
     }
 
     /// Whether commands that change the database refuse on hijack hazards.
