@@ -28,6 +28,7 @@ mod registry;
 mod revert;
 mod roles;
 mod routing;
+mod scale;
 mod statements;
 mod temp_objects;
 mod tenancy;

@@ -27,6 +27,8 @@ use diesel_workspace::{Migrator, TenantId};
 pub const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
 /// Shared tables used by the tests (a `plans` table to join with).
 pub const SHARED_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/shared");
+/// One small table per tenant, for the tests that create thousands of tenants.
+pub const SCALE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/scale");
 
 /// The migrator for the example schemas (tenant set and the tests' shared tables).
 pub fn example_migrator() -> Migrator {

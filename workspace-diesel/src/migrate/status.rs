@@ -108,57 +108,51 @@ impl Migrator {
         })
     }
 
-    /// [`status`](Self::status) with `drift` filled in for every tenant: all ledgers are read in
-    /// one more query (a `UNION ALL` over the tenants whose ledger exists).
+    /// [`status`](Self::status) with `drift` filled in for every tenant: the ledgers are read in
+    /// batches of [`LEDGER_BATCH`] tenants, each batch one query (a `UNION ALL` over its tenants'
+    /// ledgers beside their central-record rows, so both are read from one snapshot) in a
+    /// transaction of its own.
+    ///
+    /// Reading a ledger locks it and its index until the transaction ends: one transaction over
+    /// the whole fleet would hold two locks per tenant and exhaust the server's lock table (`out
+    /// of shared memory` past about 6,000 tenants with the default `max_locks_per_transaction`).
+    /// A batch holds at most `2 × LEDGER_BATCH`.
     ///
     /// # Errors
     /// As [`status`](Self::status).
     pub fn status_with_drift(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
         self.ready(conn);
-        own(conn, |conn| {
-            let rows = self.status_rows(conn)?;
-            let with_ledger: Vec<&TenantId> = rows
-                .iter()
-                .filter(|(_, has)| *has)
-                .map(|(s, _)| &s.tenant)
-                .collect();
-            let mut ledgers: HashMap<String, Vec<String>> = HashMap::new();
-            for chunk in with_ledger.chunks(500) {
-                let sql = chunk
-                    .iter()
-                    .map(|t| {
-                        format!(
-                        "SELECT {}::pg_catalog.text AS name, version::pg_catalog.text AS version \
-                         FROM {}.{LEDGER}",
-                        quote_literal(t.as_str()),
-                        t.quoted()
-                    )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL ");
-                #[derive(QueryableByName)]
-                struct LedgerRow {
-                    #[diesel(sql_type = Text)]
-                    name: String,
-                    #[diesel(sql_type = Text)]
-                    version: String,
-                }
-                for row in diesel::sql_query(sql).load::<LedgerRow>(conn)? {
-                    ledgers.entry(row.name).or_default().push(row.version);
+        let rows = self.status_rows(conn)?;
+        let with_ledger: Vec<&TenantId> = rows
+            .iter()
+            .filter(|(_, has)| *has)
+            .map(|(s, _)| &s.tenant)
+            .collect();
+        // Per tenant: (ledger, central record), as one batch's statement saw them.
+        let mut seen: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+        for batch in with_ledger.chunks(LEDGER_BATCH) {
+            for row in own(conn, |conn| read_batch(conn, batch))? {
+                let entry = seen.entry(row.name).or_default();
+                if row.central {
+                    entry.1.push(row.version);
+                } else {
+                    entry.0.push(row.version);
                 }
             }
-            rows.into_iter()
-                .map(|(mut status, has_ledger)| {
-                    status.drift = if has_ledger {
-                        let ledger = ledgers.remove(status.tenant.as_str()).unwrap_or_default();
-                        compare(&ledger, &status.applied)
-                    } else {
-                        Some(missing_ledger_drift(conn, &status.tenant)?)
-                    };
-                    Ok(status)
-                })
-                .collect()
-        })
+        }
+        rows.into_iter()
+            .map(|(mut status, has_ledger)| {
+                status.drift = if has_ledger {
+                    let (ledger, central) = seen.remove(status.tenant.as_str()).unwrap_or_default();
+                    compare(&ledger, &central)
+                } else {
+                    Some(own(conn, |conn| {
+                        missing_ledger_drift(conn, &status.tenant)
+                    })?)
+                };
+                Ok(status)
+            })
+            .collect()
     }
 
     /// Checks one tenant's own ledger against the central record: `None` when they agree,
@@ -253,6 +247,45 @@ impl Migrator {
             })
         })
     }
+}
+
+/// How many tenants' ledgers one statement of [`Migrator::status_with_drift`] reads, in a
+/// transaction of its own (two relation locks per tenant until it ends).
+pub(crate) const LEDGER_BATCH: usize = 500;
+
+#[derive(QueryableByName)]
+struct LedgerRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    version: String,
+    /// A central-record row (else a ledger row).
+    #[diesel(sql_type = Bool)]
+    central: bool,
+}
+
+/// The ledger rows of `batch`'s tenants and their central-record rows, in one statement.
+fn read_batch(conn: &mut PgConnection, batch: &[&TenantId]) -> Result<Vec<LedgerRow>> {
+    let mut sql = batch
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT {}::pg_catalog.text AS name, version::pg_catalog.text AS version, \
+                 false AS central FROM {}.{LEDGER}",
+                quote_literal(t.as_str()),
+                t.quoted()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    sql.push_str(&format!(
+        " UNION ALL SELECT schema_name, version::pg_catalog.text, true FROM {CENTRAL_RECORD} \
+         WHERE schema_name = ANY ($1)"
+    ));
+    let names: Vec<&str> = batch.iter().map(|t| t.as_str()).collect();
+    Ok(diesel::sql_query(sql)
+        .bind::<Array<Text>, _>(names)
+        .load::<LedgerRow>(conn)?)
 }
 
 /// Describes how the ledger differs from the central record, if it does.
