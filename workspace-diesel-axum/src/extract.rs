@@ -124,7 +124,7 @@ impl<P: DieselPool> TenantDb<P> {
     {
         let tenant = self.tenant.clone();
         self.pool
-            .interact(move |conn| switch(&tenant, || f(conn)))
+            .interact_as(&self.tenant, move |conn| switch(&tenant, || f(conn)))
             .await?
             .map_err(Into::into)
     }

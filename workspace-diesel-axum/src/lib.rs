@@ -60,7 +60,7 @@ mod layer;
 mod rejection;
 mod resolve;
 
-pub use crate::bridge::{DbError, DieselPool};
+pub use crate::bridge::{DbError, DieselPool, RolePools};
 pub use crate::cache::{install_notify_trigger, Listener, RegistryCache, NOTIFY_CHANNEL};
 pub use crate::extract::{Tenant, TenantDb, TenantLayerMissing};
 pub use crate::layer::{Routing, RoutingBuilder, TenantLayer, TenantService};

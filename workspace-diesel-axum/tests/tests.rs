@@ -6,4 +6,5 @@ mod support;
 mod async_pools;
 mod readme;
 mod resolvers;
+mod role_pools;
 mod routing;
