@@ -52,7 +52,7 @@ pub(crate) struct Cli {
     pub(crate) pooler: diesel_workspace::Pooler,
 
     /// Refuse to change the database when `audit` finds a hijack hazard (also
-    /// `refuse_hazards = true` under [database] in the config file)
+    /// `refuse_hazards = true` in the config file's `[database]` table)
     #[arg(long, global = true)]
     pub(crate) refuse_hazards: bool,
 

@@ -52,7 +52,8 @@ pub enum Pooler {
     /// found behind the connection is refused with
     /// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared): every connection the
     /// library opens carries a startup setting that only a direct connection delivers to its
-    /// backend (see the [module documentation](self)), checked in the connection's first query.
+    /// backend (`options=-c workspace_diesel.client=<token>`: a pooler's server connections never
+    /// have it), checked in the connection's first query.
     #[default]
     Direct,
     /// A pooler in session mode (PgBouncer `pool_mode = session`): as [`Pooler::Direct`], without
@@ -558,7 +559,7 @@ pub(crate) fn register(conn: &mut PgConnection, pooler: Pooler) -> QueryResult<(
 /// - [`Pooler::Transaction`]: Diesel's statement cache is turned off on it, and a pooler in
 ///   statement mode is refused ([`Error::StatementPooling`](crate::Error::StatementPooling); one
 ///   transaction opened and ended, two round trips).
-/// - [`Pooler::Direct`]: it carries the startup setting (see the [module documentation](self)),
+/// - [`Pooler::Direct`]: it carries the startup setting (`options=-c workspace_diesel.client=…`),
 ///   read back in its first query; its backend is registered for as long as it lives, and a
 ///   second connection opened beside it (and closed again) must have another backend. Any
 ///   pooler is refused.

@@ -109,7 +109,7 @@ impl Migrator {
     }
 
     /// [`status`](Self::status) with `drift` filled in for every tenant: the ledgers are read in
-    /// batches of [`LEDGER_BATCH`] tenants, each batch one query (a `UNION ALL` over its tenants'
+    /// batches of `LEDGER_BATCH` (500) tenants, each batch one query (a `UNION ALL` over its tenants'
     /// ledgers beside their central-record rows, so both are read from one snapshot) in a
     /// transaction of its own.
     ///
