@@ -395,13 +395,24 @@ fn cases(ids: &[TenantId], url: &str) -> Vec<Case> {
         });
     }
 
-    // 4d: the backend check in the `BEGIN` batch, alone: the same tenant transaction on a
-    // connection opened without the library (no backend known, no check) and on the library's
-    // connection (the check).
-    {
+    // 4d, 4e: the same tenant transaction on a connection opened without the library and on
+    // one the library opened: 4d for the default mode (`connect(url, Pooler::Direct)`: the
+    // startup setting was checked when it opened, nothing is added per transaction), 4e for a
+    // session pooler (`Pooler::Session`: the backend check in the `BEGIN` batch).
+    for (name, pooler) in [
+        (
+            "4d. tenant_transaction, alternating 16: plain connection vs Pooler::Direct's",
+            diesel_workspace::Pooler::Direct,
+        ),
+        (
+            "4e. tenant_transaction, alternating 16: plain connection vs Pooler::Session's (backend check)",
+            diesel_workspace::Pooler::Session,
+        ),
+    ] {
         let ids = ids.to_vec();
-        let url = url.to_owned();
+        let (url, library_url) = (url.to_owned(), url.to_owned());
         let mut plain: Option<PgConnection> = None;
+        let mut library: Option<PgConnection> = None;
         let tenant_read = |conn: &mut PgConnection, t: &TenantId, i: usize| {
             let row: Title = switch(t, || {
                 conn.tenant_transaction(|conn| {
@@ -415,14 +426,19 @@ fn cases(ids: &[TenantId], url: &str) -> Vec<Case> {
         };
         let routed_ids = ids.clone();
         out.push(Case {
-            name: "4d. tenant_transaction, alternating 16: without vs with the backend check",
+            name,
             raw: Box::new(move |_, i| {
                 let conn = plain.get_or_insert_with(|| {
                     PgConnection::establish(&url).expect("a plain connection")
                 });
                 tenant_read(conn, &ids[i % TENANTS], i);
             }),
-            routed: Box::new(move |conn, i| tenant_read(conn, &routed_ids[i % TENANTS], i)),
+            routed: Box::new(move |_, i| {
+                let conn = library.get_or_insert_with(|| {
+                    diesel_workspace::connect(&library_url, pooler).expect("a library connection")
+                });
+                tenant_read(conn, &routed_ids[i % TENANTS], i)
+            }),
         });
     }
 
@@ -599,9 +615,8 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
 
     // A fresh connection for the measurements, so provisioning leaves no statements behind,
-    // opened as the library opens its own in the default mode (`connect`, `Pooler::Direct`):
-    // the startup setting checked, the backend registered, so that `tenant_transaction` on it
-    // also checks the backend in its `BEGIN` batch. Both sides run on it.
+    // opened as the library opens its own in the default mode (`connect`, `Pooler::Direct`: the
+    // startup setting checked, the backend registered). Both sides run on it.
     drop(conn);
     let mut conn = diesel_workspace::connect(db.url(), diesel_workspace::Pooler::Direct)
         .expect("connect to the benchmark database");

@@ -849,3 +849,53 @@ fn statement_pooling_is_refused_by_name() {
         .expect("statement pooling");
     assert!(matches!(e, Error::StatementPooling(_)), "{e:?}");
 }
+
+/// A checkout held while its backend changes (a pool declared for a session pooler, through a
+/// transaction pooler): the next `tenant_transaction` is refused by the check in its `BEGIN`
+/// batch, before its closure runs.
+#[test]
+fn a_held_checkout_is_refused_in_the_tenant_transactions_begin() {
+    let db = test_db!("held_checkout_begin");
+    let ids = fixture(&db);
+    let bouncer = PgBouncer::start(Config::transaction(2));
+    let url = bouncer.url(db.url());
+    let pool = pool::builder()
+        .pooler(Pooler::Session)
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(2))
+        .build_unchecked(url.clone());
+    let mut held = pool.get().expect("first checkout");
+    let pid = diesel::sql_query("SELECT pg_catalog.pg_backend_pid() AS pid")
+        .get_result::<Pid>(&mut held)
+        .unwrap()
+        .pid;
+    // Another client keeps that backend busy in a transaction: the held checkout's next
+    // transaction gets the other server.
+    let mut other = PgConnection::establish(&url).unwrap();
+    other.batch_execute("BEGIN").unwrap();
+    let other_pid = diesel::sql_query("SELECT pg_catalog.pg_backend_pid() AS pid")
+        .get_result::<Pid>(&mut other)
+        .unwrap()
+        .pid;
+    assert_eq!(
+        other_pid, pid,
+        "PgBouncer hands the idle server out last-in first-out"
+    );
+    let mut ran = false;
+    let err = switch(&ids[1], || {
+        held.tenant_transaction(|c| {
+            ran = true;
+            diesel::sql_query("SELECT title FROM notes").load::<Title>(c)
+        })
+    })
+    .map(|rows| rows.len())
+    .expect_err("backend changed");
+    assert!(!ran, "the closure ran on another backend");
+    let err = Error::from(err);
+    assert!(
+        matches!(&err, Error::PoolerNotDeclared(d)
+            if matches!(d.evidence, PoolerEvidence::BackendChanged { was, .. } if was == pid)),
+        "{err:?}"
+    );
+    other.batch_execute("ROLLBACK").unwrap();
+}

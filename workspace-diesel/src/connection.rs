@@ -20,8 +20,9 @@ use crate::tenant::TenantId;
 /// `schema "<tenant>" does not exist` when the schema is gone. `local` (a pooler-mode pool's
 /// timeouts as `SET LOCAL` statements) goes into the same batch, and with a per-tenant `role`, a
 /// `SET LOCAL ROLE` too. With the `pid` of the backend the connection was opened on (a
-/// connection the library opened not in pooler mode), the check also fails when another backend
-/// answers: a transaction pooler nobody declared, caught before any tenant statement.
+/// connection the library opened for [`Pooler::Session`](crate::Pooler::Session)), the check
+/// also fails when another backend answers: a transaction pooler nobody declared, caught before
+/// any tenant statement.
 pub(crate) fn begin_sql(
     tenant: &TenantId,
     local: Option<&str>,
@@ -88,11 +89,12 @@ pub(crate) fn rollback(conn: &mut PgConnection) {
 /// answers. On a connection of a pool in pooler mode, the same round trip also makes what another
 /// client left on the server connection harmless for the transaction (`SET LOCAL SESSION
 /// AUTHORIZATION DEFAULT` puts the login's role back, `CLOSE ALL` closes `WITH HOLD` cursors) and
-/// sets the pool's timeouts with `SET LOCAL`. On a connection the library opened not in pooler
-/// mode (a [`TenantPool`](crate::pool::TenantPool)'s, or [`connect`](crate::connect)'s), the
-/// check at the end of the batch also compares the backend with the one the connection was
-/// opened on, and fails with
-/// [`PoolerNotDeclared`](crate::Error::PoolerNotDeclared) before `f` runs when they differ.
+/// sets the pool's timeouts with `SET LOCAL`. On a connection the library opened for a session
+/// pooler ([`Pooler::Session`](crate::Pooler::Session): a
+/// [`TenantPool`](crate::pool::TenantPool)'s, or [`connect`](crate::connect)'s), the check at
+/// the end of the batch also compares the backend with the one the connection was opened on,
+/// and fails with [`PoolerNotDeclared`](crate::Error::PoolerNotDeclared) before `f` runs when
+/// they differ (a direct connection needs no such check: its startup setting settled it).
 pub trait TenantConnectionExt {
     /// Runs `f` in a transaction under the active tenant's schema; commits when `f` returns `Ok`,
     /// rolls back when it returns `Err`.
@@ -150,7 +152,9 @@ pub trait TenantConnectionExt {
     /// lookup on the server; tenant tables in Diesel's DSL outside a tenant transaction are not
     /// affected. **Limit**: the role is assumed, not logged in as: SQL that runs `RESET ROLE`
     /// or `SET ROLE` inside `f` gets the connection's own role back, so this contains mistakes
-    /// (a wrong schema, a forgotten filter), not SQL written by an attacker.
+    /// (a wrong schema, a forgotten filter), not SQL written by an attacker. For a boundary the
+    /// database enforces, log in as the tenant's role:
+    /// [`TenantRolePools`](crate::TenantRolePools).
     ///
     /// Fails with `role "<prefix><tenant>" does not exist` (SQLSTATE `42704`) when the tenant has
     /// no role, and with `permission denied to set role` (`42501`) when the connection's role is
@@ -223,7 +227,7 @@ where
     #[cfg(feature = "r2d2")]
     let (local, pid) = (
         crate::pool::transaction_settings(conn),
-        crate::pool::backend_pid(conn).or_else(|| registered_pid(conn)),
+        crate::pool::begin_check_pid(conn).or_else(|| registered_pid(conn)),
     );
     #[cfg(not(feature = "r2d2"))]
     let (local, pid): (Option<std::sync::Arc<str>>, _) = (None, registered_pid(conn));

@@ -777,6 +777,7 @@ impl TenantConnectionManager {
             backend: None,
             reset: Arc::from(self.session.reset.as_str()),
             local: self.session.local.clone(),
+            check_begin: self.pooler == Pooler::Session,
         };
         if self.pooler.is_transaction() {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
@@ -938,6 +939,7 @@ pub struct StatementCounter {
     backend: Option<LiveBackend>,
     reset: Arc<str>,
     local: Option<Arc<str>>,
+    check_begin: bool,
 }
 
 impl fmt::Debug for StatementCounter {
@@ -987,11 +989,13 @@ pub(crate) fn transaction_settings(conn: &mut PgConnection) -> Option<Arc<str>> 
         .filter(|l| !l.is_empty())
 }
 
-/// The backend pid a pooled connection was opened on (not in pooler mode); `None` for a
-/// connection that did not come from a [`TenantPool`].
-pub(crate) fn backend_pid(conn: &mut PgConnection) -> Option<i32> {
+/// The backend pid a pooled connection of a pool declared for a session pooler
+/// ([`Pooler::Session`]) was opened on, for the check in a tenant transaction's `BEGIN`; `None`
+/// otherwise (a direct connection's startup setting settled it when it opened).
+pub(crate) fn begin_check_pid(conn: &mut PgConnection) -> Option<i32> {
     conn.instrumentation()
         .downcast_ref::<StatementCounter>()
+        .filter(|c| c.check_begin)
         .and_then(|c| c.backend.as_ref().map(|b| b.backend().pid))
 }
 

@@ -517,6 +517,7 @@ pub(crate) fn pid_check_failure(was: i32, e: &diesel::result::Error) -> Option<P
 /// instrumentation.
 struct Registered {
     backend: LiveBackend,
+    check_begin: bool,
     inner: Option<Box<dyn diesel::connection::Instrumentation>>,
 }
 
@@ -528,10 +529,13 @@ impl diesel::connection::Instrumentation for Registered {
     }
 }
 
-/// The backend pid a connection opened by [`connect`] (not in pooler mode) was opened on.
+/// The backend pid a connection opened by [`connect`] with [`Pooler::Session`] was opened on,
+/// for the check in a tenant transaction's `BEGIN`; `None` otherwise (a direct connection's
+/// startup setting settled it when it opened).
 pub(crate) fn registered_pid(conn: &mut PgConnection) -> Option<i32> {
     conn.instrumentation()
         .downcast_ref::<Registered>()
+        .filter(|r| r.check_begin)
         .map(|r| r.backend.backend().pid)
 }
 
@@ -549,6 +553,7 @@ pub(crate) fn register(conn: &mut PgConnection, pooler: Pooler) -> QueryResult<(
     let backend = LiveBackend::register(backend)?;
     conn.set_instrumentation(Registered {
         backend,
+        check_begin: pooler == Pooler::Session,
         inner: diesel::connection::get_default_instrumentation(),
     });
     Ok(())

@@ -43,7 +43,8 @@ type MakePool = Arc<dyn Fn() -> TenantPoolBuilder + Send + Sync>;
 /// open connections stay within `max_pools × max_size` plus the connections checked out of
 /// dropped pools. **Cost**: a tenant's first request (and the first after its pool was
 /// dropped) builds its pool: the pool's checks, a connection and the hazard queries, a few
-/// milliseconds on loopback; after that a checkout is a [`TenantPool`] checkout.
+/// milliseconds on loopback, during which other callers of [`get`](Self::get) wait; after that a
+/// checkout is a [`TenantPool`] checkout.
 ///
 /// ```no_run
 /// use diesel::prelude::*;
