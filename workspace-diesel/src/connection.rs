@@ -18,8 +18,10 @@ use crate::tenant::TenantId;
 /// own path, which may name another tenant) then `pg_temp` (named last, so that no temporary
 /// table left on the connection shadows the tenant's: [`work_path`]), and a cast that fails with
 /// `schema "<tenant>" does not exist` when the schema is gone. `local` (a pooler-mode pool's
-/// timeouts as `SET LOCAL` statements) goes into the same batch, and with a per-tenant `role`, a
-/// `SET LOCAL ROLE` too. With the `pid` of the backend the connection was opened on (a
+/// `CLOSE ALL` and timeouts as `SET LOCAL` statements) goes into the same batch, and with a
+/// per-tenant `role`, a `SET LOCAL ROLE` too; in pooler mode without one, the check also puts
+/// the role back to the login's for the transaction (`set_config('role', 'none', true)`, in the
+/// same statement: another client's `SET ROLE` does not apply). With the `pid` of the backend the connection was opened on (a
 /// connection the library opened for [`Pooler::Session`](crate::Pooler::Session)), the check
 /// also fails when another backend answers: a transaction pooler nobody declared, caught before
 /// any tenant statement.
@@ -38,9 +40,14 @@ pub(crate) fn begin_sql(
     let backend = pid
         .map(|pid| format!(", {}", pid_check_expr(pid)))
         .unwrap_or_default();
+    let reset_role = if !local.is_empty() && role.is_none() {
+        ", pg_catalog.set_config('role', 'none', true)"
+    } else {
+        ""
+    };
     format!(
         "BEGIN; SET LOCAL search_path TO {path}; {local}{set_role}\
-         SELECT '{q}'::pg_catalog.regnamespace{backend}"
+         SELECT '{q}'::pg_catalog.regnamespace{backend}{reset_role}"
     )
 }
 
@@ -87,9 +94,10 @@ pub(crate) fn rollback(conn: &mut PgConnection) {
 /// [`Pooler`](crate::Pooler)), this is the only safe way to run raw SQL that names tenant tables
 /// without a schema: the session `search_path` then belongs to whichever server connection
 /// answers. On a connection of a pool in pooler mode, the same round trip also makes what another
-/// client left on the server connection harmless for the transaction (`SET LOCAL SESSION
-/// AUTHORIZATION DEFAULT` puts the login's role back, `CLOSE ALL` closes `WITH HOLD` cursors) and
-/// sets the pool's timeouts with `SET LOCAL`. On a connection the library opened for a session
+/// client left on the server connection harmless for the transaction (the role goes back to the
+/// login's, `CLOSE ALL` closes `WITH HOLD` cursors) and sets the pool's timeouts with
+/// `SET LOCAL`. (A `SET SESSION AUTHORIZATION`, which only a superuser's session can run, is not
+/// undone.) On a connection the library opened for a session
 /// pooler ([`Pooler::Session`](crate::Pooler::Session): a
 /// [`TenantPool`](crate::pool::TenantPool)'s, or [`connect`](crate::connect)'s), the check at
 /// the end of the batch also compares the backend with the one the connection was opened on,

@@ -602,11 +602,9 @@ impl SessionDefaults {
         if b.pooler.is_transaction() {
             // PgBouncer tracks `application_name` per client; nothing else may be session state.
             // What another client left on the server connection is made harmless for the
-            // transaction: its role and session user, and its cursors.
-            let mut local = vec![
-                "SET LOCAL SESSION AUTHORIZATION DEFAULT".to_owned(),
-                "CLOSE ALL".to_owned(),
-            ];
+            // transaction: its cursors here, its role in the check that ends the `BEGIN` batch
+            // (`connection::begin_sql`).
+            let mut local = vec!["CLOSE ALL".to_owned()];
             local.extend(timeouts("SET LOCAL"));
             let local = local.join("; ");
             return Self {
@@ -980,8 +978,8 @@ impl Instrumentation for StatementCounter {
 }
 
 /// In pooler mode, the statements a tenant transaction on this pooled connection starts with
-/// (the session user and role back to the login's, every cursor closed, the pool's timeouts as
-/// `SET LOCAL`); `None` otherwise.
+/// (every cursor closed, the pool's timeouts as `SET LOCAL`); `None` otherwise. Its presence also
+/// makes the transaction put the role back (see `connection::begin_sql`).
 pub(crate) fn transaction_settings(conn: &mut PgConnection) -> Option<Arc<str>> {
     conn.instrumentation()
         .downcast_ref::<StatementCounter>()
@@ -1054,10 +1052,7 @@ mod tests {
         assert_eq!(s.reset, "SELECT 1");
         assert_eq!(
             s.local.as_deref(),
-            Some(
-                "SET LOCAL SESSION AUTHORIZATION DEFAULT; CLOSE ALL; \
-                 SET LOCAL idle_in_transaction_session_timeout TO 600000"
-            )
+            Some("CLOSE ALL; SET LOCAL idle_in_transaction_session_timeout TO 600000")
         );
     }
 }
