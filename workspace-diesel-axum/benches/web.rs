@@ -1,7 +1,9 @@
-//! Per-request cost of the routing layer + `TenantDb` extractor + blocking bridge, against a
+//! Per-request cost of the routing layer (with the members-only access policy, the per-tenant
+//! limit and the bounded wait on) + `TenantDb` extractor + blocking bridge, against a
 //! hand-written axum handler that hard-codes the tenant's schema: same pool, same query, same
 //! server, one run, requests over loopback from a Rust client (reqwest, keep-alive, one request
-//! in flight). Plus the registry cache's hit cost.
+//! in flight); the same query through the tenant table in `switch` without the layer; a route
+//! without database work with and without the layer. Plus the registry cache's hit cost.
 //!
 //! `cargo bench -p workspace-diesel-axum --bench web` (`BENCH_QUICK=1` for a short run; without
 //! `--bench` it only smoke-tests each case).
@@ -19,7 +21,7 @@ use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::pool::TenantPool;
 use diesel_workspace::{Migrator, TenantId, WorkspaceStatus};
-use diesel_workspace_axum::{DbError, Header, RegistryCache, Routing, TenantDb};
+use diesel_workspace_axum::{Access, DbError, Header, RegistryCache, Routing, Tenant, TenantDb};
 
 const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
 
@@ -58,6 +60,24 @@ async fn hand_written(pool: TenantPool) -> Result<String, DbError> {
             .select(fixed::notes::title)
             .first::<String>(&mut conn)
             .map_err(DbError::from)
+    })
+    .await
+    .map_err(|_| DbError::Panicked)?
+}
+
+/// The tenant table's query in `switch` on a plain pool, without the layer: the library's share
+/// of the difference (its SQL names the active tenant's schema and is built per execution).
+async fn switched(pool: TenantPool) -> Result<String, DbError> {
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get().map_err(|e| DbError::Pool(e.to_string()))?;
+        let acme = TenantId::new("acme").expect("valid");
+        diesel_workspace::switch(&acme, || {
+            notes::table
+                .filter(notes::id.eq(1))
+                .select(notes::title)
+                .first::<String>(&mut conn)
+        })
+        .map_err(DbError::from)
     })
     .await
     .map_err(|_| DbError::Panicked)?
@@ -118,8 +138,14 @@ fn main() {
             .create_tenant(&mut conn, &TenantId::new(t).unwrap())
             .expect("create tenant");
     }
-    conn.batch_execute("INSERT INTO acme.notes (title) VALUES ('acme note'); INSERT INTO globex.notes (title) VALUES ('globex note')")
-        .expect("notes");
+    conn.batch_execute(
+        "INSERT INTO acme.notes (title) VALUES ('acme note'); \
+         INSERT INTO globex.notes (title) VALUES ('globex note'); \
+         CREATE TABLE public.users (id BIGINT PRIMARY KEY, workspace_id BIGINT NOT NULL \
+             REFERENCES public.workspaces (id)); \
+         INSERT INTO public.users SELECT 1, id FROM public.workspaces WHERE schema_name = 'acme'",
+    )
+    .expect("notes and users");
 
     let pool = diesel_workspace::pool::builder()
         .max_size(4)
@@ -131,16 +157,31 @@ fn main() {
         .build()
         .expect("runtime");
     let routing = Routing::builder(pool.clone())
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        // The user id from a header stands in for an authentication middleware's extension.
+        .access(
+            Access::members(|parts| parts.headers.get("x-user")?.to_str().ok()?.parse().ok())
+                .members_table("public", "users", "id", "workspace_id"),
+        )
         .cache_ttl(Duration::from_secs(3600))
         .build();
+    diesel_workspace_axum::install_notify_trigger(&mut conn).expect("trigger");
+    let _listener = routing.cache().listen(db.url()).expect("listen");
     let baseline_pool = pool.clone();
+    let switched_pool = pool.clone();
     let app = Router::new()
         .route("/routed", get(routed))
+        // The layer's own cost: no database work in the handler.
+        .route(
+            "/routed-nodb",
+            get(|Tenant(_): Tenant| async { "acme note" }),
+        )
         .layer(routing.layer())
-        .route("/fixed", get(move || hand_written(baseline_pool.clone())));
+        .route("/nodb", get(|| async { "acme note" }))
+        .route("/fixed", get(move || hand_written(baseline_pool.clone())))
+        .route("/switched", get(move || switched(switched_pool.clone())));
 
-    let (routed_lat, fixed_lat) = runtime.block_on(async {
+    let (routed_lat, fixed_lat, switched_lat, layer_nodb, plain_nodb) = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -150,10 +191,13 @@ fn main() {
             .unwrap();
         let routed_url = format!("http://{addr}/routed");
         let fixed_url = format!("http://{addr}/fixed");
+        let switched_url = format!("http://{addr}/switched");
+        let layer_nodb_url = format!("http://{addr}/routed-nodb");
+        let plain_nodb_url = format!("http://{addr}/nodb");
         let one = |url: &str, tenant: bool| {
             let mut req = client.get(url);
             if tenant {
-                req = req.header("x-tenant", "acme");
+                req = req.header("x-tenant", "acme").header("x-user", "1");
             }
             async move {
                 let start = Instant::now();
@@ -169,23 +213,32 @@ fn main() {
         for _ in 0..200.min(settings.iters * 2) {
             one(&routed_url, true).await;
             one(&fixed_url, false).await;
+            one(&switched_url, false).await;
+            one(&layer_nodb_url, true).await;
+            one(&plain_nodb_url, false).await;
         }
         let mut routed_lat = Vec::new();
         let mut fixed_lat = Vec::new();
-        // Interleaved blocks, alternating which side goes first, so drifts in machine load hit
-        // both sides alike.
+        let mut switched_lat = Vec::new();
+        let mut layer_nodb = Vec::new();
+        let mut plain_nodb = Vec::new();
+        // Interleaved blocks, rotating which side goes first, so drifts in machine load hit
+        // every side alike.
         for round in 0..settings.rounds {
-            for side in [round % 2, 1 - round % 2] {
+            for k in 0..5 {
+                let side = (round + k) % 5;
                 for _ in 0..settings.iters {
-                    if side == 0 {
-                        routed_lat.push(one(&routed_url, true).await);
-                    } else {
-                        fixed_lat.push(one(&fixed_url, false).await);
+                    match side {
+                        0 => routed_lat.push(one(&routed_url, true).await),
+                        1 => fixed_lat.push(one(&fixed_url, false).await),
+                        2 => switched_lat.push(one(&switched_url, false).await),
+                        3 => layer_nodb.push(one(&layer_nodb_url, true).await),
+                        _ => plain_nodb.push(one(&plain_nodb_url, false).await),
                     }
                 }
             }
         }
-        (routed_lat, fixed_lat)
+        (routed_lat, fixed_lat, switched_lat, layer_nodb, plain_nodb)
     });
 
     // The registry check on a cache hit, without HTTP.
@@ -225,8 +278,14 @@ fn main() {
 
     let mut r = routed_lat;
     let mut f = fixed_lat;
+    let mut w = switched_lat;
+    let mut ln = layer_nodb;
+    let mut pn = plain_nodb;
     r.sort();
     f.sort();
+    w.sort();
+    ln.sort();
+    pn.sort();
     println!(
         "web routing benchmark ({}): {} rounds × {} requests per side, one in flight, 2 server threads",
         settings.mode, settings.rounds, settings.iters
@@ -240,14 +299,42 @@ fn main() {
         us(percentile(&f, 0.99))
     );
     println!(
-        "| `TenantLayer` (header resolver, registry check on a cache hit) + `TenantDb::run` | {:.1} | {:.1} |",
+        "| the same handler with the tenant table in `switch` (no layer) | {:.1} | {:.1} |",
+        us(percentile(&w, 0.5)),
+        us(percentile(&w, 0.99))
+    );
+    println!(
+        "| `TenantLayer` (header resolver, members-only policy, registry from memory, per-tenant limit, bounded wait) + `TenantDb::run` | {:.1} | {:.1} |",
         us(percentile(&r, 0.5)),
         us(percentile(&r, 0.99))
     );
     let median_ratio = percentile(&r, 0.5).as_secs_f64() / percentile(&f, 0.5).as_secs_f64();
     let p99_ratio = percentile(&r, 0.99).as_secs_f64() / percentile(&f, 0.99).as_secs_f64();
     println!(
-        "| ratio (target ≤ 1.05× median, ≤ 1.10× p99) | {median_ratio:.3}× | {p99_ratio:.3}× |"
+        "| ratio, layer vs hand-written (target ≤ 1.05× median, ≤ 1.10× p99) | {median_ratio:.3}× | {p99_ratio:.3}× |"
+    );
+    println!(
+        "| ratio, layer vs the same handler in `switch` | {:.3}× | {:.3}× |",
+        percentile(&r, 0.5).as_secs_f64() / percentile(&w, 0.5).as_secs_f64(),
+        percentile(&r, 0.99).as_secs_f64() / percentile(&w, 0.99).as_secs_f64()
+    );
+    println!();
+    println!("| request without database work | median µs | p99 µs |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| plain route | {:.1} | {:.1} |",
+        us(percentile(&pn, 0.5)),
+        us(percentile(&pn, 0.99))
+    );
+    println!(
+        "| the same under `TenantLayer` (everything on), `Tenant` extractor | {:.1} | {:.1} |",
+        us(percentile(&ln, 0.5)),
+        us(percentile(&ln, 0.99))
+    );
+    println!(
+        "| ratio | {:.3}× | {:.3}× |",
+        percentile(&ln, 0.5).as_secs_f64() / percentile(&pn, 0.5).as_secs_f64(),
+        percentile(&ln, 0.99).as_secs_f64() / percentile(&pn, 0.99).as_secs_f64()
     );
     println!();
     println!("| registry cache hit | ns per call |");

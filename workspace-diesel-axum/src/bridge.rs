@@ -1,44 +1,53 @@
 //! Running Diesel work on a pooled connection in a blocking task.
 
 use std::future::Future;
+use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use diesel::PgConnection;
 use http::StatusCode;
 
-use crate::rejection::json_error;
+use crate::rejection::{json_error, UNAVAILABLE_MESSAGE};
 
 /// A pool of synchronous Diesel connections whose work runs off the async runtime's threads:
-/// [`interact`](Self::interact) checks a connection out and calls the closure in a blocking task.
+/// [`interact`](Self::interact) checks a connection out, waiting at most a given time, and calls
+/// the closure in a blocking task.
 ///
 /// Implemented for the library's r2d2 pool ([`TenantPool`](diesel_workspace::pool::TenantPool),
-/// checked out and used inside `tokio::task::spawn_blocking`) and, with the `deadpool` feature,
-/// for deadpool-diesel's `deadpool_diesel::postgres::Pool` (its `interact`). The current tracing
+/// checked out with `get_timeout` and used inside `tokio::task::spawn_blocking`) and, with the
+/// `deadpool` feature, for deadpool-diesel's `deadpool_diesel::postgres::Pool` (its `get`
+/// under a timeout, then `interact`). The current tracing
 /// span follows the closure into the blocking task.
 ///
 /// The closure gets no tenant: [`TenantDb::run`](crate::TenantDb::run) wraps it in
 /// [`switch`](diesel_workspace::switch) inside the blocking task, so the thread-local is set on
 /// the thread that runs the queries and never held across an `.await`.
 pub trait DieselPool: Clone + Send + Sync + 'static {
-    /// Runs `f` on a pooled connection in a blocking task.
+    /// Runs `f` on a pooled connection in a blocking task, waiting at most `wait` for the
+    /// connection.
     ///
     /// # Errors
-    /// [`DbError::Pool`] when no connection could be checked out; [`DbError::Panicked`] when `f`
-    /// panicked.
-    fn interact<R, F>(&self, f: F) -> impl Future<Output = Result<R, DbError>> + Send
+    /// [`DbError::Pool`] when no connection could be checked out within `wait` (the pool is
+    /// exhausted, or the database does not answer); [`DbError::Panicked`] when `f` panicked.
+    fn interact<R, F>(
+        &self,
+        wait: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<R, DbError>> + Send
     where
         F: FnOnce(&mut PgConnection) -> R + Send + 'static,
         R: Send + 'static;
 
-    /// Runs `f`, `tenant`'s work, on a pooled connection in a blocking task:
+    /// Runs `f`, `tenant`'s work, as [`interact`](Self::interact) does:
     /// [`TenantDb::run`](crate::TenantDb::run) calls this. Defaults to
-    /// [`interact`](Self::interact); [`RolePools`] runs it on the tenant's own login role.
+    /// [`interact`](Self::interact); [`RolePools`] runs it logged in as the tenant's own role.
     ///
     /// # Errors
     /// As [`interact`](Self::interact).
     fn interact_as<R, F>(
         &self,
         tenant: &diesel_workspace::TenantId,
+        wait: Duration,
         f: F,
     ) -> impl Future<Output = Result<R, DbError>> + Send
     where
@@ -46,7 +55,13 @@ pub trait DieselPool: Clone + Send + Sync + 'static {
         R: Send + 'static,
     {
         let _ = tenant;
-        self.interact(f)
+        self.interact(wait, f)
+    }
+
+    /// The most connections the pool opens, when it says (sizes the default
+    /// [per-tenant limit](crate::RoutingBuilder::tenant_limit)).
+    fn max_size(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -58,13 +73,16 @@ pub trait DieselPool: Clone + Send + Sync + 'static {
 ///
 /// ```no_run
 /// use diesel_workspace::{pool, TenantRolePools, TenantRoles};
-/// use diesel_workspace_axum::{Header, RolePools, Routing};
+/// use diesel_workspace_axum::{Access, Header, RolePools, Routing};
 ///
 /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let url = "postgres://app@127.0.0.1/app";
 /// let roles = TenantRoles::new("app_t_")?.login(true);
 /// let pools = RolePools::new(pool::new(url)?, TenantRolePools::builder(url, roles).build());
-/// let routing = Routing::builder(pools).resolver(Header::new("x-tenant")).build();
+/// let routing = Routing::builder(pools)
+///     .resolver(Header::behind_trusted_proxy("x-tenant"))
+///     .access(Access::public_tenant_routes())
+///     .build();
 /// # let _ = routing;
 /// # Ok(())
 /// # }
@@ -94,17 +112,22 @@ impl RolePools {
 }
 
 impl DieselPool for RolePools {
-    fn interact<R, F>(&self, f: F) -> impl Future<Output = Result<R, DbError>> + Send
+    fn interact<R, F>(
+        &self,
+        wait: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<R, DbError>> + Send
     where
         F: FnOnce(&mut PgConnection) -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.shared.interact(f)
+        self.shared.interact(wait, f)
     }
 
     fn interact_as<R, F>(
         &self,
         tenant: &diesel_workspace::TenantId,
+        wait: Duration,
         f: F,
     ) -> impl Future<Output = Result<R, DbError>> + Send
     where
@@ -117,7 +140,9 @@ impl DieselPool for RolePools {
             let task = tokio::task::spawn_blocking(move || {
                 span.in_scope(|| {
                     let mut conn = tenants
-                        .get(&tenant)
+                        .pool(&tenant)
+                        .map_err(|e| DbError::Pool(e.to_string()))?
+                        .get_timeout(wait)
                         .map_err(|e| DbError::Pool(e.to_string()))?;
                     Ok(f(&mut conn))
                 })
@@ -131,7 +156,15 @@ impl DieselPool for RolePools {
 }
 
 impl DieselPool for diesel_workspace::pool::TenantPool {
-    fn interact<R, F>(&self, f: F) -> impl Future<Output = Result<R, DbError>> + Send
+    fn max_size(&self) -> Option<usize> {
+        usize::try_from(diesel_workspace::pool::TenantPool::max_size(self)).ok()
+    }
+
+    fn interact<R, F>(
+        &self,
+        wait: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<R, DbError>> + Send
     where
         F: FnOnce(&mut PgConnection) -> R + Send + 'static,
         R: Send + 'static,
@@ -141,7 +174,9 @@ impl DieselPool for diesel_workspace::pool::TenantPool {
         async move {
             let task = tokio::task::spawn_blocking(move || {
                 span.in_scope(|| {
-                    let mut conn = pool.get().map_err(|e| DbError::Pool(e.to_string()))?;
+                    let mut conn = pool
+                        .get_timeout(wait)
+                        .map_err(|e| DbError::Pool(e.to_string()))?;
                     Ok(f(&mut conn))
                 })
             });
@@ -155,7 +190,15 @@ impl DieselPool for diesel_workspace::pool::TenantPool {
 
 #[cfg(feature = "deadpool")]
 impl DieselPool for deadpool_diesel::postgres::Pool {
-    fn interact<R, F>(&self, f: F) -> impl Future<Output = Result<R, DbError>> + Send
+    fn max_size(&self) -> Option<usize> {
+        Some(self.status().max_size)
+    }
+
+    fn interact<R, F>(
+        &self,
+        wait: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<R, DbError>> + Send
     where
         F: FnOnce(&mut PgConnection) -> R + Send + 'static,
         R: Send + 'static,
@@ -163,7 +206,10 @@ impl DieselPool for deadpool_diesel::postgres::Pool {
         let pool = self.clone();
         let span = tracing::Span::current();
         async move {
-            let conn = pool.get().await.map_err(|e| DbError::Pool(e.to_string()))?;
+            let conn = match tokio::time::timeout(wait, pool.get()).await {
+                Ok(got) => got.map_err(|e| DbError::Pool(e.to_string()))?,
+                Err(_) => return Err(DbError::Pool(format!("no connection within {wait:?}"))),
+            };
             conn.interact(move |conn| span.in_scope(|| f(conn)))
                 .await
                 .map_err(|e| match e {
@@ -176,8 +222,10 @@ impl DieselPool for deadpool_diesel::postgres::Pool {
     }
 }
 
-/// Why Diesel work run through [`DieselPool`] failed. As a response: `Pool` is 503, the others
-/// 500, with a JSON body `{"error": "<code>", "message": "<text>"}` that names no SQL.
+/// Why Diesel work run through [`DieselPool`] failed. As a response: `Pool` and a lost
+/// connection are 503 `database_unavailable`, the others 500, with a JSON body
+/// `{"error": "<code>", "message": "<text>"}` of fixed text: the detail (hosts, ports, SQL)
+/// goes to the log only.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum DbError {
@@ -226,14 +274,57 @@ impl From<diesel_workspace::Error> for DbError {
 
 impl IntoResponse for DbError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            Self::Pool(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
-            Self::Panicked => (StatusCode::INTERNAL_SERVER_ERROR, "database_task_panicked"),
-            Self::Query(_) | Self::Library(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "database_error")
-            }
+        use diesel::result::{DatabaseErrorKind, Error as Diesel};
+        let lost = matches!(
+            &self,
+            Self::Query(Diesel::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _
+            ))
+        );
+        let (status, code, message) = match &self {
+            Self::Pool(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                UNAVAILABLE_MESSAGE,
+            ),
+            _ if lost => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                UNAVAILABLE_MESSAGE,
+            ),
+            Self::Panicked => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "database_task_panicked",
+                "the database task panicked",
+            ),
+            Self::Query(_) | Self::Library(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "database_error",
+                "database query failed",
+            ),
         };
         tracing::error!(error = %self, source = ?std::error::Error::source(&self), "database work failed");
-        json_error(status, code, &self.to_string())
+        json_error(status, code, message)
     }
+}
+
+/// The default `statement_timeout` of [`pool_builder`]: 15 seconds.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The library's [pool builder](diesel_workspace::pool::builder) with the defaults of a web
+/// service: a `statement_timeout` of [`DEFAULT_STATEMENT_TIMEOUT`] on every connection (a
+/// query stuck behind a lock gives its connection back) and a `connection_timeout` of
+/// [`DEFAULT_WAIT`](crate::DEFAULT_WAIT). Every setting can still be changed.
+///
+/// ```no_run
+/// let pool = diesel_workspace_axum::pool_builder()
+///     .max_size(16)
+///     .build(std::env::var("DATABASE_URL")?)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn pool_builder() -> diesel_workspace::pool::TenantPoolBuilder {
+    diesel_workspace::pool::builder()
+        .statement_timeout(Some(DEFAULT_STATEMENT_TIMEOUT))
+        .connection_timeout(crate::layer::DEFAULT_WAIT)
 }

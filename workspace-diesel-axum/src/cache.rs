@@ -1,6 +1,6 @@
 //! The registry check's cache: tenant states by name, bounded in size and age.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +14,14 @@ pub const NOTIFY_CHANNEL: &str = "workspace_diesel_registry";
 /// Tenant states read from the registry, kept for at most a time-to-live and at most
 /// `capacity` entries. Unknown names are cached too (as `None`), so a flood of requests for a
 /// tenant that does not exist costs one query per TTL.
+///
+/// While [`listen`](Self::listen) runs and the registry has the trigger of
+/// [`install_notify_trigger`], the cache also holds every registered name and its
+/// state, read on the listener's own connection and kept current by the notifications: every
+/// name, registered or not, is then answered from memory (a flood of distinct random names
+/// costs no query, and the check takes no pooled connection). When the listener loses its
+/// connection, the per-name entries and their TTL take over until it has reconnected and read
+/// the registry again.
 ///
 /// Entries go away when they expire, when [`invalidate`](Self::invalidate) or
 /// [`clear`](Self::clear) is called (the [`Routing`](crate::Routing) calls for dropping,
@@ -44,6 +52,20 @@ pub struct RegistryCache {
     ttl: Duration,
     /// Bumped by every invalidation: a lookup that started before one does not store its result.
     generation: AtomicU64,
+    /// Every registered name, while a listener keeps it current.
+    names: Mutex<Names>,
+}
+
+/// The registered names, as the listener read them.
+#[derive(Debug, Default)]
+struct Names {
+    /// The listener has read the whole registry and hears every change.
+    live: bool,
+    /// The listener should read the whole registry again (after [`RegistryCache::clear`]).
+    reload: bool,
+    states: HashMap<TenantId, WorkspaceStatus>,
+    /// Invalidated in-process and not yet read again by the listener: asked on the pool.
+    stale: HashSet<TenantId>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +83,14 @@ impl RegistryCache {
             capacity: capacity.max(1),
             ttl,
             generation: AtomicU64::new(0),
+            names: Mutex::new(Names::default()),
         }
+    }
+
+    /// Whether every name is answered from memory (a listener has read the whole registry and
+    /// keeps it current).
+    pub fn is_live(&self) -> bool {
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).live
     }
 
     /// The time-to-live of an entry.
@@ -72,6 +101,12 @@ impl RegistryCache {
     /// The cached state of `tenant`: `Some(None)` for a cached "not registered", `None` on a
     /// miss (never cached, expired or invalidated).
     pub fn get(&self, tenant: &TenantId) -> Option<Option<WorkspaceStatus>> {
+        {
+            let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            if names.live && !names.stale.contains(tenant) {
+                return Some(names.states.get(tenant).copied());
+            }
+        }
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         match entries.get(tenant) {
             Some(e) if e.expires > Instant::now() => Some(e.status),
@@ -123,6 +158,10 @@ impl RegistryCache {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         entries.remove(tenant);
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.live {
+            names.stale.insert(tenant.clone());
+        }
     }
 
     /// Forgets every tenant.
@@ -130,6 +169,55 @@ impl RegistryCache {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         entries.clear();
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        *names = Names {
+            reload: true,
+            ..Names::default()
+        };
+    }
+
+    /// Stores the listener's reading of one tenant, unless an invalidation happened since
+    /// `generation` was read (then the tenant stays asked on the pool until its notification).
+    fn learn(&self, tenant: TenantId, status: Option<WorkspaceStatus>, generation: u64) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if !names.live {
+            return;
+        }
+        match status {
+            Some(s) => names.states.insert(tenant.clone(), s),
+            None => names.states.remove(&tenant),
+        };
+        if self.generation.load(Ordering::Acquire) == generation {
+            names.stale.remove(&tenant);
+        }
+    }
+
+    /// Stores the listener's reading of the whole registry.
+    fn learn_all(&self, states: HashMap<TenantId, WorkspaceStatus>, generation: u64) -> bool {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            names.reload = true;
+            return false;
+        }
+        *names = Names {
+            live: true,
+            reload: false,
+            states,
+            stale: HashSet::new(),
+        };
+        true
+    }
+
+    fn go_dark(&self) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        *names = Names {
+            reload: true,
+            ..Names::default()
+        };
+    }
+
+    fn wants_reload(&self) -> bool {
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).reload
     }
 
     /// How many entries are held (expired ones included until they are pushed out).
@@ -159,7 +247,9 @@ impl RegistryCache {
     /// # Panics
     /// When the operating system cannot start a thread (as `std::thread::spawn`).
     pub fn listen(self: &Arc<Self>, database_url: &str) -> diesel_workspace::Result<Listener> {
-        let conn = listen_connection(database_url)?;
+        let mut conn = listen_connection(database_url)?;
+        // The whole registry now, so the check is answered from memory once this returns.
+        load_all(&mut conn, self).map_err(diesel_workspace::Error::Query)?;
         let stop = Arc::new(AtomicBool::new(false));
         let cache = Arc::downgrade(self);
         let url = database_url.to_owned();
@@ -183,6 +273,73 @@ fn listen_connection(url: &str) -> diesel_workspace::Result<PgConnection> {
     Ok(conn)
 }
 
+/// Reads every registered name and its state (after `LISTEN`, so no change falls in between).
+/// Without the notify trigger nothing would keep the names current: they are not held then, and
+/// the per-name entries with their TTL answer.
+fn load_all(conn: &mut PgConnection, cache: &RegistryCache) -> QueryResult<()> {
+    use diesel_workspace::workspaces;
+    let triggered: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_trigger \
+         WHERE tgrelid = 'public.workspaces'::pg_catalog.regclass \
+           AND tgname = 'workspaces_notify_change')",
+    ))
+    .get_result(conn)?;
+    if !triggered {
+        tracing::warn!(
+            "the registry has no notify trigger (install_notify_trigger): names are not held in \
+             memory, the cache's TTL bounds what another process's changes go unseen"
+        );
+        cache.names.lock().unwrap_or_else(|e| e.into_inner()).reload = false;
+        return Ok(());
+    }
+    let generation = cache.generation();
+    let rows: Vec<(String, WorkspaceStatus)> = workspaces::table
+        .select((workspaces::schema_name, workspaces::status))
+        .load(conn)?;
+    let states = rows
+        .into_iter()
+        .filter_map(|(name, status)| TenantId::new(name).ok().map(|t| (t, status)))
+        .collect();
+    cache.learn_all(states, generation);
+    Ok(())
+}
+
+/// Applies the pending notifications; `false` when the connection failed.
+fn apply_notifications(conn: &mut PgConnection, cache: &RegistryCache) -> bool {
+    let mut changed = Vec::new();
+    for n in conn.notifications_iter() {
+        match n {
+            Ok(n) if n.payload.is_empty() => cache.clear(),
+            Ok(n) => match TenantId::new(&n.payload) {
+                Ok(id) => {
+                    tracing::debug!(tenant = id.as_str(), "registry change notified");
+                    cache.invalidate(&id);
+                    changed.push(id);
+                }
+                Err(_) => cache.clear(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "registry listener lost its connection");
+                return false;
+            }
+        }
+    }
+    if cache.wants_reload() {
+        return load_all(conn, cache).is_ok();
+    }
+    for id in changed {
+        let generation = cache.generation();
+        match diesel_workspace::tenant_status(conn, &id) {
+            Ok(status) => cache.learn(id, status, generation),
+            Err(e) => {
+                tracing::warn!(error = %e, "registry listener could not read a tenant");
+                return false;
+            }
+        }
+    }
+    true
+}
+
 fn listen_loop(
     mut conn: PgConnection,
     url: &str,
@@ -194,23 +351,9 @@ fn listen_loop(
         let Some(strong) = cache.upgrade() else {
             return;
         };
-        let mut lost = false;
-        for n in conn.notifications_iter() {
-            match n {
-                Ok(n) if n.payload.is_empty() => strong.clear(),
-                Ok(n) => match TenantId::new(&n.payload) {
-                    Ok(id) => {
-                        tracing::debug!(tenant = id.as_str(), "registry change notified");
-                        strong.invalidate(&id);
-                    }
-                    Err(_) => strong.clear(),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "registry listener lost its connection");
-                    lost = true;
-                    break;
-                }
-            }
+        let lost = !apply_notifications(&mut conn, &strong);
+        if lost {
+            strong.go_dark();
         }
         drop(strong);
         if lost {

@@ -97,6 +97,7 @@ pub(crate) struct TenantMarker(pub(crate) TenantId);
 pub struct TenantDb<P = crate::DefaultPool> {
     pub(crate) tenant: TenantId,
     pub(crate) pool: P,
+    pub(crate) wait: std::time::Duration,
 }
 
 impl<P: DieselPool> TenantDb<P> {
@@ -115,7 +116,9 @@ impl<P: DieselPool> TenantDb<P> {
     /// on the thread running the queries, and ends with `f`. The `request` span follows.
     ///
     /// # Errors
-    /// `f`'s error converted into [`DbError`], or the pool's (see [`DieselPool::interact`]).
+    /// `f`'s error converted into [`DbError`], or the pool's (see [`DieselPool::interact`]):
+    /// [`DbError::Pool`] when no connection came within the routing's
+    /// [`wait`](crate::RoutingBuilder::wait).
     pub async fn run<R, E, F>(&self, f: F) -> Result<R, DbError>
     where
         F: FnOnce(&mut PgConnection) -> Result<R, E> + Send + 'static,
@@ -124,7 +127,9 @@ impl<P: DieselPool> TenantDb<P> {
     {
         let tenant = self.tenant.clone();
         self.pool
-            .interact_as(&self.tenant, move |conn| switch(&tenant, || f(conn)))
+            .interact_as(&self.tenant, self.wait, move |conn| {
+                switch(&tenant, || f(conn))
+            })
             .await?
             .map_err(Into::into)
     }

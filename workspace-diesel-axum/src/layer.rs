@@ -2,9 +2,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -12,23 +13,33 @@ use diesel::prelude::*;
 use diesel_workspace::{Migrator, TenantId, WorkspaceStatus};
 use tracing::Instrument;
 
+use crate::access::{Access, AccessKind, Members};
 use crate::bridge::DieselPool;
 use crate::cache::RegistryCache;
 use crate::extract::{TenantDb, TenantMarker};
+use crate::limit::TenantLimiter;
 use crate::rejection::TenantRejection;
 use crate::resolve::{Resolution, Resolver};
 
 type RejectFn = dyn Fn(TenantRejection) -> Response + Send + Sync;
 
-/// Request routing for one service: a [`Resolver`], the registry check (with its
-/// [`RegistryCache`]) and the pool that tenant routes run their Diesel work on.
+/// Request routing for one service: a [`Resolver`], an [`Access`] policy, the registry check
+/// (with its [`RegistryCache`]), the per-tenant bulkhead and the pool that tenant routes run
+/// their Diesel work on.
 ///
 /// Its [`layer`](Self::layer) goes on the routes that need a tenant; routes that need none
 /// (sign-up, health, static files) are declared by staying out of it (a router of their own,
 /// merged). Under the layer, a request reaches its route only with a registered, `active`
-/// tenant; otherwise it gets the [`TenantRejection`]'s response (400 malformed or no tenant,
-/// 404 unknown, 403 suspended, 410 archived, 503 provisioning or registry unavailable),
-/// never a run against the shared schema.
+/// tenant that its access policy admits, and a free slot in that tenant's share; otherwise it
+/// gets the [`TenantRejection`]'s response (400 malformed, ambiguous or no tenant, 401 not
+/// authenticated, 403 no member or suspended, 404 unknown, 410 archived, 429 the tenant's share
+/// in flight, 503 provisioning or database unavailable), never a run against the shared schema.
+///
+/// In order: with [`Access::members`], 401 without a principal; the resolver; with
+/// [`Access::members`], 403 for a non-member (registered tenant or not); the registry check; a
+/// slot in the tenant's share. The database steps (membership
+/// and registry on a miss of their caches) run on the [registry pool](RoutingBuilder::registry_pool)
+/// and together wait at most [`wait`](RoutingBuilder::wait) for connections.
 ///
 /// Cloning is cheap (one `Arc`).
 pub struct Routing<P> {
@@ -37,9 +48,14 @@ pub struct Routing<P> {
 
 struct Inner<P> {
     resolver: Box<dyn Resolver>,
+    access: Access,
     cache: Arc<RegistryCache>,
     pool: P,
+    registry_pool: P,
+    limiter: TenantLimiter,
+    wait: Duration,
     reject: Option<Box<RejectFn>>,
+    registry_reads: AtomicU64,
 }
 
 impl<P> Clone for Routing<P> {
@@ -61,9 +77,13 @@ impl<P> std::fmt::Debug for Routing<P> {
 /// Builds a [`Routing`] (see [`Routing::builder`]).
 pub struct RoutingBuilder<P> {
     pool: P,
+    registry_pool: Option<P>,
     resolver: Option<Box<dyn Resolver>>,
+    access: Option<Access>,
     capacity: usize,
     ttl: Duration,
+    wait: Duration,
+    tenant_limit: Option<usize>,
     reject: Option<Box<RejectFn>>,
 }
 
@@ -72,14 +92,54 @@ impl<P> std::fmt::Debug for RoutingBuilder<P> {
         f.debug_struct("RoutingBuilder")
             .field("capacity", &self.capacity)
             .field("ttl", &self.ttl)
+            .field("access", &self.access)
+            .field("wait", &self.wait)
+            .field("tenant_limit", &self.tenant_limit)
             .finish_non_exhaustive()
     }
 }
+
+/// The default of [`RoutingBuilder::wait`]: 3 seconds.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(3);
 
 impl<P: DieselPool> RoutingBuilder<P> {
     /// How the tenant is found in a request. Required.
     pub fn resolver(mut self, resolver: impl Resolver) -> Self {
         self.resolver = Some(Box::new(resolver));
+        self
+    }
+
+    /// Who may enter the tenant routes: [`Access::members`] or, visibly,
+    /// [`Access::public_tenant_routes`]. Required: there is no default.
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// The longest a request waits for a database connection before it is answered 503
+    /// `database_unavailable` (pool exhausted, database down), and for a slot in its tenant's
+    /// share before it is answered 429 `tenant_busy`. Each [`TenantDb::run`] waits at most this
+    /// long for its connection. Defaults to [`DEFAULT_WAIT`] (3 seconds).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// The most requests of one tenant in flight under the layer (at least 1); more wait up to
+    /// [`wait`](Self::wait) for a slot, then get 429 `tenant_busy`. Defaults to a quarter of the
+    /// pool's [`max_size`](DieselPool::max_size) (at least 1; 4 when the pool does not say), so
+    /// one tenant's slow requests leave most connections to the others.
+    pub fn tenant_limit(mut self, limit: usize) -> Self {
+        self.tenant_limit = Some(limit);
+        self
+    }
+
+    /// A pool of its own for the registry check and the membership check (a small one: they
+    /// are cache misses), so they never wait behind tenant work for a connection. Defaults to
+    /// the main pool. With [`RegistryCache::listen`], the registry check needs no connection
+    /// at all.
+    pub fn registry_pool(mut self, pool: P) -> Self {
+        self.registry_pool = Some(pool);
         self
     }
 
@@ -109,16 +169,26 @@ impl<P: DieselPool> RoutingBuilder<P> {
     /// The routing.
     ///
     /// # Panics
-    /// When no resolver was set (a programming error).
+    /// When no resolver or no access policy was set (a programming error).
     pub fn build(self) -> Routing<P> {
+        let limit = self
+            .tenant_limit
+            .unwrap_or_else(|| self.pool.max_size().map_or(4, |max| (max / 4).max(1)));
         Routing {
             inner: Arc::new(Inner {
                 resolver: self
                     .resolver
                     .expect("RoutingBuilder::build: set a resolver first"),
+                access: self.access.expect(
+                    "RoutingBuilder::build: set an access policy (Access::members, or Access::public_tenant_routes)",
+                ),
                 cache: Arc::new(RegistryCache::new(self.capacity, self.ttl)),
+                registry_pool: self.registry_pool.unwrap_or_else(|| self.pool.clone()),
                 pool: self.pool,
+                limiter: TenantLimiter::new(limit),
+                wait: self.wait,
                 reject: self.reject,
+                registry_reads: AtomicU64::new(0),
             }),
         }
     }
@@ -130,9 +200,13 @@ impl<P: DieselPool> Routing<P> {
     pub fn builder(pool: P) -> RoutingBuilder<P> {
         RoutingBuilder {
             pool,
+            registry_pool: None,
             resolver: None,
+            access: None,
             capacity: 10_000,
             ttl: Duration::from_secs(5),
+            wait: DEFAULT_WAIT,
+            tenant_limit: None,
             reject: None,
         }
     }
@@ -154,29 +228,96 @@ impl<P: DieselPool> Routing<P> {
         &self.inner.pool
     }
 
-    /// Resolves a request to an active, registered tenant, or says why not: what the layer does
-    /// before calling the route.
+    /// The most requests of one tenant in flight (see [`RoutingBuilder::tenant_limit`]).
+    pub fn tenant_limit(&self) -> usize {
+        self.inner.limiter.per_tenant()
+    }
+
+    /// How many times the registry check has read the registry on the pool (cache misses).
+    pub fn registry_reads(&self) -> u64 {
+        self.inner.registry_reads.load(Ordering::Relaxed)
+    }
+
+    /// Resolves a request to an active, registered tenant its access policy admits, or says
+    /// why not: what the layer does before taking a slot and calling the route.
     pub async fn resolve(&self, parts: &http::request::Parts) -> Result<TenantId, TenantRejection> {
-        match self.inner.resolver.resolve(parts).await {
-            Resolution::Tenant(id) => self.check(id).await,
-            Resolution::NoMatch => Err(TenantRejection::Required),
-            Resolution::Reject(r) => Err(r),
+        let deadline = Instant::now() + self.inner.wait;
+        // Members only: nobody is asked anything, not even the resolver, before there is a user.
+        let user = match &self.inner.access.kind {
+            AccessKind::Members(members) => Some(
+                members
+                    .principal(parts)
+                    .ok_or(TenantRejection::Unauthenticated)?,
+            ),
+            AccessKind::Public => None,
+        };
+        let tenant = match self.inner.resolver.resolve(parts).await {
+            Resolution::Tenant(id) => id,
+            Resolution::NoMatch => return Err(TenantRejection::Required),
+            Resolution::Reject(r) => return Err(r),
+        };
+        if let (AccessKind::Members(members), Some(user)) = (&self.inner.access.kind, user) {
+            if !self.is_member(members, user, &tenant, deadline).await? {
+                return Err(TenantRejection::Forbidden(tenant));
+            }
         }
+        self.check_by(tenant, deadline).await
+    }
+
+    async fn is_member(
+        &self,
+        members: &Arc<Members>,
+        user: i64,
+        tenant: &TenantId,
+        deadline: Instant,
+    ) -> Result<bool, TenantRejection> {
+        if let Some(member) = members.cached(user, tenant) {
+            return Ok(member);
+        }
+        let (m, id) = (members.clone(), tenant.clone());
+        let read = self
+            .inner
+            .registry_pool
+            .interact(
+                deadline.saturating_duration_since(Instant::now()),
+                move |conn| Members::read(&m.sql, conn, user, &id),
+            )
+            .await;
+        let member = match read {
+            Ok(Ok(member)) => member,
+            Ok(Err(e)) => return Err(TenantRejection::Unavailable(error_chain(&e))),
+            Err(e) => return Err(TenantRejection::Unavailable(e.to_string())),
+        };
+        members.remember(user, tenant.clone(), member);
+        Ok(member)
     }
 
     /// The registry check: `tenant` must be registered and `active`. Served from the cache
-    /// when it can; a miss reads `public.workspaces` on the pool.
+    /// when it can; a miss reads `public.workspaces` on the registry pool.
     pub async fn check(&self, tenant: TenantId) -> Result<TenantId, TenantRejection> {
+        self.check_by(tenant, Instant::now() + self.inner.wait)
+            .await
+    }
+
+    async fn check_by(
+        &self,
+        tenant: TenantId,
+        deadline: Instant,
+    ) -> Result<TenantId, TenantRejection> {
         let cache = &self.inner.cache;
         let status = match cache.get(&tenant) {
             Some(status) => status,
             None => {
                 let generation = cache.generation();
                 let id = tenant.clone();
+                self.inner.registry_reads.fetch_add(1, Ordering::Relaxed);
                 let read = self
                     .inner
-                    .pool
-                    .interact(move |conn| diesel_workspace::tenant_status(conn, &id))
+                    .registry_pool
+                    .interact(
+                        deadline.saturating_duration_since(Instant::now()),
+                        move |conn| diesel_workspace::tenant_status(conn, &id),
+                    )
                     .await;
                 let status = match read {
                     Ok(Ok(status)) => status,
@@ -197,7 +338,11 @@ impl<P: DieselPool> Routing<P> {
     }
 
     fn reject(&self, rejection: TenantRejection) -> Response {
-        tracing::info!(code = rejection.code(), %rejection, "request refused");
+        if matches!(rejection, TenantRejection::Unavailable(_)) {
+            tracing::error!(code = rejection.code(), %rejection, "request refused");
+        } else {
+            tracing::info!(code = rejection.code(), %rejection, "request refused");
+        }
         match &self.inner.reject {
             Some(respond) => respond(rejection),
             None => rejection.into_response(),
@@ -365,15 +510,28 @@ where
         Box::pin(
             async move {
                 let (mut parts, body) = req.into_parts();
-                match routing.resolve(&parts).await {
+                let admitted = match routing.resolve(&parts).await {
                     Ok(tenant) => {
+                        let inner = &routing.inner;
+                        match inner.limiter.acquire(&tenant, inner.wait).await {
+                            Some(slot) => Ok((tenant, slot)),
+                            None => Err(TenantRejection::Busy(tenant)),
+                        }
+                    }
+                    Err(rejection) => Err(rejection),
+                };
+                match admitted {
+                    Ok((tenant, slot)) => {
                         tracing::Span::current().record("tenant", tenant.as_str());
                         parts.extensions.insert(TenantMarker(tenant.clone()));
                         parts.extensions.insert(TenantDb {
                             tenant,
                             pool: routing.inner.pool.clone(),
+                            wait: routing.inner.wait,
                         });
-                        inner.call(Request::from_parts(parts, body)).await
+                        let response = inner.call(Request::from_parts(parts, body)).await;
+                        drop(slot);
+                        response
                     }
                     Err(rejection) => {
                         if let Some(tenant) = rejection.tenant() {

@@ -3,12 +3,20 @@
 //! tenant active.
 //!
 //! - [`Resolver`]s find the tenant's name in a request: [`Subdomain`], [`Header`],
-//!   [`PathPrefix`], [`UserWorkspace`] (the logged-in user's workspace); they compose with
-//!   [`Resolver::or`] (first match wins) and [`Resolver::agreeing_with`].
+//!   [`PathPrefix`], [`UserWorkspace`] (the logged-in user's workspace), and [`Header`] behind a
+//!   trusted proxy only; they compose with [`Resolver::or`] (two sources must agree),
+//!   [`Resolver::or_first`] and [`Resolver::agreeing_with`].
+//! - An [`Access`] policy is required: [`Access::members`] (401 without an authenticated
+//!   principal, 403 for a principal who is no member of the tenant) or the visibly named
+//!   [`Access::public_tenant_routes`].
 //! - [`Routing`] checks the name against the registry through a bounded [`RegistryCache`] with a
-//!   time-to-live (invalidated at once in-process, and across processes by
-//!   [`RegistryCache::listen`]); only `active` tenants are served, everything else gets a
-//!   [`TenantRejection`] response.
+//!   time-to-live (invalidated at once in-process; with [`RegistryCache::listen`], every name is
+//!   answered from memory and kept current by `LISTEN`/`NOTIFY`); only `active` tenants are
+//!   served, everything else gets a [`TenantRejection`] response.
+//! - Bulkheads and bounded waits: at most a share of the pool per tenant in flight (429
+//!   beyond), at most [`RoutingBuilder::wait`] for a connection (503 with a fixed body beyond),
+//!   a [`pool_builder`] with a default `statement_timeout`, and an optional registry pool of its
+//!   own.
 //! - [`Routing::layer`] is the tower layer for tenant routes; the [`Tenant`] and [`TenantDb`]
 //!   extractors hand the tenant to the handler, and [`TenantDb::run`] runs Diesel work on a
 //!   pooled connection in a blocking task with the tenant active there.
@@ -16,7 +24,7 @@
 //! ```no_run
 //! use axum::{routing::get, Router};
 //! use diesel::prelude::*;
-//! use diesel_workspace_axum::{DbError, Header, Resolver, Routing, Subdomain, Tenant, TenantDb};
+//! use diesel_workspace_axum::{Access, DbError, Routing, Subdomain, Tenant, TenantDb};
 //!
 //! diesel_workspace::tenant_table! {
 //!     notes (id) {
@@ -35,10 +43,16 @@
 //!     tenant.to_string()
 //! }
 //!
+//! /// Put into the request by the service's authentication middleware.
+//! #[derive(Clone, Copy)]
+//! struct UserId(i64);
+//!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let pool = diesel_workspace::pool::new(std::env::var("DATABASE_URL")?)?;
+//! let pool = diesel_workspace_axum::pool_builder().build(std::env::var("DATABASE_URL")?)?;
 //! let routing = Routing::builder(pool)
-//!     .resolver(Subdomain::new(["localhost"]).or(Header::new("x-tenant")))
+//!     .resolver(Subdomain::new(["example.com"]).reserved(["www", "api"]))
+//!     // members of the tenant only: `public.memberships (user_id, workspace_id)`
+//!     .access(Access::members(|parts| parts.extensions.get::<UserId>().map(|u| u.0)))
 //!     .build();
 //! let app: Router = Router::new()
 //!     .route("/notes", get(list))
@@ -53,22 +67,27 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+mod access;
 mod bridge;
 mod cache;
 mod extract;
 mod layer;
+mod limit;
 mod rejection;
 mod resolve;
+mod user;
 
-pub use crate::bridge::{DbError, DieselPool, RolePools};
+pub use crate::access::{bearer_token, Access};
+pub use crate::bridge::{pool_builder, DbError, DieselPool, RolePools, DEFAULT_STATEMENT_TIMEOUT};
 pub use crate::cache::{install_notify_trigger, Listener, RegistryCache, NOTIFY_CHANNEL};
 pub use crate::extract::{Tenant, TenantDb, TenantLayerMissing};
-pub use crate::layer::{Routing, RoutingBuilder, TenantLayer, TenantService};
-pub use crate::rejection::TenantRejection;
+pub use crate::layer::{Routing, RoutingBuilder, TenantLayer, TenantService, DEFAULT_WAIT};
+pub use crate::rejection::{TenantRejection, ECHO_LIMIT};
 pub use crate::resolve::{
-    Agreeing, FirstMatch, Header, PathPrefix, Resolution, ResolveFuture, Resolver, Subdomain,
-    UserWorkspace,
+    Agreeing, Either, FirstMatch, Header, PathPrefix, Resolution, ResolveFuture, Resolver,
+    Subdomain,
 };
+pub use crate::user::UserWorkspace;
 
 /// The default pool of [`TenantDb`]: the library's r2d2 pool.
 pub type DefaultPool = diesel_workspace::pool::TenantPool;

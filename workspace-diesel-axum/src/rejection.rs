@@ -12,14 +12,19 @@ use http::{header, HeaderValue, StatusCode};
 /// | --- | --- | --- |
 /// | [`Malformed`](Self::Malformed) | 400 | `tenant_malformed` |
 /// | [`Required`](Self::Required) | 400 | `tenant_required` |
+/// | [`Ambiguous`](Self::Ambiguous) | 400 | `tenant_ambiguous` |
+/// | [`Unauthenticated`](Self::Unauthenticated) | 401 | `authentication_required` |
 /// | [`Unknown`](Self::Unknown) | 404 | `tenant_unknown` |
 /// | [`Forbidden`](Self::Forbidden) | 403 | `tenant_forbidden` |
 /// | [`Suspended`](Self::Suspended) | 403 | `tenant_suspended` |
 /// | [`Archived`](Self::Archived) | 410 | `tenant_archived` |
 /// | [`Provisioning`](Self::Provisioning) | 503 | `tenant_provisioning` |
+/// | [`Busy`](Self::Busy) | 429 | `tenant_busy` |
 /// | [`Unavailable`](Self::Unavailable) | 503 | `registry_unavailable` |
 ///
 /// A refused request never reaches the route, so it never runs against the shared schema.
+/// Echoed input is capped at [`ECHO_LIMIT`] characters, and the response of `Unavailable` is a
+/// fixed text: the database's error goes to the log only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TenantRejection {
@@ -32,11 +37,21 @@ pub enum TenantRejection {
     },
     /// The route needs a tenant and no resolver found one.
     Required,
+    /// The request names its tenant in ways that disagree, or twice (two `Host` headers, two
+    /// tenant headers, a request target naming another host than `Host`, two resolvers naming
+    /// different tenants).
+    Ambiguous(String),
+    /// The route admits members only and the request carries no authenticated principal.
+    Unauthenticated,
     /// The name is valid but not a registered tenant.
     Unknown(TenantId),
-    /// The request may not use this tenant (e.g. a logged-in user asking for another
-    /// workspace than their own).
+    /// The request may not use this tenant: its principal is no member of it, or (with
+    /// [`Resolver::agreeing_with`](crate::Resolver::agreeing_with)) a logged-in user asks for
+    /// another workspace than their own.
     Forbidden(TenantId),
+    /// The tenant already has its share of requests in flight (see
+    /// [`RoutingBuilder::tenant_limit`](crate::RoutingBuilder::tenant_limit)).
+    Busy(TenantId),
     /// The tenant is suspended.
     Suspended(TenantId),
     /// The tenant is archived.
@@ -51,7 +66,9 @@ impl TenantRejection {
     /// The HTTP status of the default response.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Malformed { .. } | Self::Required => StatusCode::BAD_REQUEST,
+            Self::Malformed { .. } | Self::Required | Self::Ambiguous(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unknown(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) | Self::Suspended(_) => StatusCode::FORBIDDEN,
             Self::Archived(_) => StatusCode::GONE,
@@ -64,6 +81,9 @@ impl TenantRejection {
         match self {
             Self::Malformed { .. } => "tenant_malformed",
             Self::Required => "tenant_required",
+            Self::Ambiguous(_) => "tenant_ambiguous",
+            Self::Unauthenticated => "authentication_required",
+            Self::Busy(_) => "tenant_busy",
             Self::Unknown(_) => "tenant_unknown",
             Self::Forbidden(_) => "tenant_forbidden",
             Self::Suspended(_) => "tenant_suspended",
@@ -80,8 +100,13 @@ impl TenantRejection {
             | Self::Forbidden(t)
             | Self::Suspended(t)
             | Self::Archived(t)
-            | Self::Provisioning(t) => Some(t),
-            Self::Malformed { .. } | Self::Required | Self::Unavailable(_) => None,
+            | Self::Provisioning(t)
+            | Self::Busy(t) => Some(t),
+            Self::Malformed { .. }
+            | Self::Required
+            | Self::Ambiguous(_)
+            | Self::Unauthenticated
+            | Self::Unavailable(_) => None,
         }
     }
 }
@@ -93,6 +118,9 @@ impl std::fmt::Display for TenantRejection {
                 write!(f, "invalid tenant name `{input}`: {reason}")
             }
             Self::Required => f.write_str("this route needs a tenant and the request names none"),
+            Self::Ambiguous(why) => write!(f, "the request names its tenant ambiguously: {why}"),
+            Self::Unauthenticated => f.write_str("this route needs an authenticated user"),
+            Self::Busy(t) => write!(f, "tenant `{t}` has too many requests in flight"),
             Self::Unknown(t) => write!(f, "tenant `{t}` does not exist"),
             Self::Forbidden(t) => write!(f, "tenant `{t}` is not open to this request"),
             Self::Suspended(t) => write!(f, "tenant `{t}` is suspended"),
@@ -107,7 +135,31 @@ impl std::error::Error for TenantRejection {}
 
 impl IntoResponse for TenantRejection {
     fn into_response(self) -> Response {
-        json_error(self.status(), self.code(), &self.to_string())
+        let mut response = match &self {
+            Self::Unavailable(_) => json_error(self.status(), self.code(), UNAVAILABLE_MESSAGE),
+            _ => json_error(self.status(), self.code(), &self.to_string()),
+        };
+        if matches!(self, Self::Unauthenticated) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The fixed message of every 503 about the database: its error text (hosts, ports, SQL) goes
+/// to the log, never to the client.
+pub(crate) const UNAVAILABLE_MESSAGE: &str = "the service is temporarily unavailable; try again";
+
+/// The most characters of request input a rejection echoes.
+pub const ECHO_LIMIT: usize = 64;
+
+/// `input`, cut to [`ECHO_LIMIT`] characters (an ellipsis marks the cut).
+pub(crate) fn capped(input: &str) -> String {
+    match input.char_indices().nth(ECHO_LIMIT) {
+        None => input.to_owned(),
+        Some((at, _)) => format!("{}…", &input[..at]),
     }
 }
 

@@ -3,12 +3,10 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use diesel::prelude::*;
 use diesel_workspace::TenantId;
 use http::request::Parts;
 
-use crate::bridge::DieselPool;
-use crate::rejection::TenantRejection;
+use crate::rejection::{capped, TenantRejection};
 
 /// What a [`Resolver`] found in a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +33,12 @@ impl Resolution {
             Ok(id) => Self::Tenant(id),
             Err(diesel_workspace::Error::InvalidTenantName { reason, .. }) => {
                 Self::Reject(TenantRejection::Malformed {
-                    input: name.to_owned(),
+                    input: capped(name),
                     reason: reason.to_owned(),
                 })
             }
             Err(e) => Self::Reject(TenantRejection::Malformed {
-                input: name.to_owned(),
+                input: capped(name),
                 reason: e.to_string(),
             }),
         }
@@ -52,13 +50,14 @@ pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = Resolution> + Send + 'a
 
 /// Finds the tenant a request is for: request parts in, a [`Resolution`] out.
 ///
-/// Resolvers compose with [`or`](Self::or) (first match wins) and
-/// [`agreeing_with`](Self::agreeing_with) (a logged-in user's workspace refuses any other
-/// workspace the request names). The resolved name is then checked against the registry by
-/// [`Routing`](crate::Routing).
+/// Resolvers compose with [`or`](Self::or) (either may name the tenant; when both do, they must
+/// agree, else 400), [`or_first`](Self::or_first) (an explicit precedence: the first match
+/// wins) and [`agreeing_with`](Self::agreeing_with) (a logged-in user's workspace refuses any
+/// other workspace the request names). The resolved name is then checked against the registry
+/// by [`Routing`](crate::Routing).
 ///
 /// ```
-/// use diesel_workspace_axum::{Header, Resolution, ResolveFuture, Resolver, Subdomain};
+/// use diesel_workspace_axum::{Resolution, ResolveFuture, Resolver, Subdomain};
 /// use http::request::Parts;
 ///
 /// /// Every request goes to one tenant (e.g. a single-tenant deployment).
@@ -70,16 +69,27 @@ pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = Resolution> + Send + 'a
 ///     }
 /// }
 ///
-/// let resolver = Subdomain::new(["localhost"]).or(Header::new("x-tenant")).or(Fixed("acme"));
+/// let resolver = Subdomain::new(["localhost"]).or_first(Fixed("acme"));
 /// # let _ = resolver;
 /// ```
 pub trait Resolver: Send + Sync + 'static {
     /// Looks at the request (and, for some resolvers, the database).
     fn resolve<'a>(&'a self, parts: &'a Parts) -> ResolveFuture<'a>;
 
-    /// Asks `next` when this resolver finds no tenant: the first match wins, and a rejection
-    /// stops the chain.
-    fn or<R: Resolver>(self, next: R) -> FirstMatch<Self, R>
+    /// Either resolver may name the tenant: when both name one and they differ, the request is
+    /// refused with [`TenantRejection::Ambiguous`] (400), so `Host: t1.example.com` with the
+    /// path `/t/t0/items` is served by neither. A rejection by either stops the request.
+    fn or<R: Resolver>(self, next: R) -> Either<Self, R>
+    where
+        Self: Sized,
+    {
+        Either(self, next)
+    }
+
+    /// Asks `next` only when this resolver finds no tenant: the first match wins, whatever
+    /// `next` would say, and a rejection stops the chain. Use it when one source is meant to
+    /// override another; [`or`](Self::or) is the safe default.
+    fn or_first<R: Resolver>(self, next: R) -> FirstMatch<Self, R>
     where
         Self: Sized,
     {
@@ -90,8 +100,9 @@ pub trait Resolver: Send + Sync + 'static {
     /// they differ, the request is refused with [`TenantRejection::Forbidden`]. When this one
     /// finds nothing, `other` decides.
     ///
-    /// Used with [`UserWorkspace`]: a logged-in user is routed to their workspace, and a request
-    /// of theirs naming another workspace (by subdomain or header) gets 403.
+    /// Used with [`UserWorkspace`](crate::UserWorkspace): a logged-in user is routed to their
+    /// workspace, and a request of theirs naming another workspace (by subdomain or header)
+    /// gets 403.
     fn agreeing_with<R: Resolver>(self, other: R) -> Agreeing<Self, R>
     where
         Self: Sized,
@@ -100,7 +111,31 @@ pub trait Resolver: Send + Sync + 'static {
     }
 }
 
-/// Two resolvers, the first match winning (see [`Resolver::or`]).
+/// Two resolvers that must agree when both name a tenant (see [`Resolver::or`]).
+#[derive(Debug, Clone)]
+pub struct Either<A, B>(A, B);
+
+impl<A: Resolver, B: Resolver> Resolver for Either<A, B> {
+    fn resolve<'a>(&'a self, parts: &'a Parts) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            match self.0.resolve(parts).await {
+                Resolution::Tenant(first) => match self.1.resolve(parts).await {
+                    Resolution::Tenant(second) if second != first => {
+                        Resolution::Reject(TenantRejection::Ambiguous(format!(
+                            "one source names `{first}`, another `{second}`"
+                        )))
+                    }
+                    Resolution::Reject(r) => Resolution::Reject(r),
+                    _ => Resolution::Tenant(first),
+                },
+                Resolution::NoMatch => self.1.resolve(parts).await,
+                rejected => rejected,
+            }
+        })
+    }
+}
+
+/// Two resolvers, the first match winning (see [`Resolver::or_first`]).
 #[derive(Debug, Clone)]
 pub struct FirstMatch<A, B>(A, B);
 
@@ -149,7 +184,7 @@ impl<R: Resolver + ?Sized> Resolver for std::sync::Arc<R> {
     }
 }
 
-fn ready<'a>(r: Resolution) -> ResolveFuture<'a> {
+pub(crate) fn ready<'a>(r: Resolution) -> ResolveFuture<'a> {
     Box::pin(std::future::ready(r))
 }
 
@@ -158,7 +193,9 @@ fn ready<'a>(r: Resolution) -> ResolveFuture<'a> {
 /// `example.com` and `localhost`.
 ///
 /// The host comes from the `Host` header (HTTP/1.1), else the request URI's authority
-/// (HTTP/2). It is normalised before matching: ASCII case folded, port and a trailing dot
+/// (HTTP/2). Two `Host` headers, or a request target in absolute form (`GET http://a.example.com/`)
+/// naming another host than `Host`, are [`TenantRejection::Ambiguous`] (400, as RFC 9112 asks).
+/// The host is normalised before matching: ASCII case folded, port and a trailing dot
 /// removed. An apex host itself is never a tenant (`example.com` → no match), nor are the
 /// [`reserved`](Self::reserved) labels (`www.example.com` → no match). A host under no apex, an IP
 /// address or no host at all is no match. A nested subdomain (`a.b.example.com`) or a label that
@@ -265,30 +302,65 @@ fn normalise_host(host: &str) -> Option<String> {
 
 impl Resolver for Subdomain {
     fn resolve<'a>(&'a self, parts: &'a Parts) -> ResolveFuture<'a> {
-        let host = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
-        ready(match host {
-            Some(host) => self.resolve_host(host),
-            None => Resolution::NoMatch,
+        ready(match request_host(parts) {
+            Ok(Some(host)) => self.resolve_host(host),
+            Ok(None) => Resolution::NoMatch,
+            Err(rejection) => Resolution::Reject(rejection),
         })
     }
 }
 
-/// The tenant is the value of a request header (e.g. `x-tenant: acme`).
+/// The one host a request names: its `Host` header and its target's authority, which must
+/// agree when both are there.
+fn request_host(parts: &Parts) -> Result<Option<&str>, TenantRejection> {
+    let mut headers = parts.headers.get_all(http::header::HOST).iter();
+    let header = headers.next();
+    if headers.next().is_some() {
+        return Err(TenantRejection::Ambiguous(
+            "the request has more than one Host header".into(),
+        ));
+    }
+    let header = match header.map(|h| h.to_str()) {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => {
+            return Err(TenantRejection::Malformed {
+                input: capped(&String::from_utf8_lossy(
+                    header.map_or(&[][..], |h| h.as_bytes()),
+                )),
+                reason: "the Host header is not visible ASCII".into(),
+            })
+        }
+    };
+    let target = parts.uri.authority().map(|a| a.as_str());
+    match (header, target) {
+        (Some(h), Some(t)) if normalise_host(h) != normalise_host(t) => {
+            Err(TenantRejection::Ambiguous(format!(
+                "the request target names host `{}`, the Host header `{}`",
+                capped(t),
+                capped(h)
+            )))
+        }
+        (Some(h), _) => Ok(Some(h)),
+        (None, t) => Ok(t),
+    }
+}
+
+/// The tenant is the value of a request header (e.g. `x-tenant: acme`) set by a trusted proxy.
 ///
-/// **Trust it only behind an authenticating proxy** that sets the header itself and strips it
-/// from client requests: anyone who can reach the service directly can put any tenant's name in
-/// a header. The value is taken as it is (surrounding whitespace trimmed, no case folding); a
-/// missing header is no match, anything else that is no valid tenant name is
-/// [`TenantRejection::Malformed`].
+/// There is no plain constructor: [`behind_trusted_proxy`](Self::behind_trusted_proxy) says in
+/// the code that the service is reachable only through a proxy that sets the header itself and
+/// strips any copy a client sent. On a directly exposed server anyone could name any tenant in
+/// a header; use [`Subdomain`] or [`PathPrefix`] there. The value is taken as it is (surrounding
+/// whitespace trimmed, no case folding); a missing header is no match, the header twice is
+/// [`TenantRejection::Ambiguous`] (a proxy that appends its value rather than replacing the
+/// client's), anything that is no valid tenant name is [`TenantRejection::Malformed`].
 ///
 /// ```
 /// use diesel_workspace_axum::Header;
 ///
-/// let resolver = Header::new("x-tenant");
+/// // The service listens on a private address; the gateway sets `x-tenant`.
+/// let resolver = Header::behind_trusted_proxy("x-tenant");
 /// # let _ = resolver;
 /// ```
 #[derive(Debug, Clone)]
@@ -297,11 +369,12 @@ pub struct Header {
 }
 
 impl Header {
-    /// Reads the tenant from header `name`.
+    /// Reads the tenant from header `name`, which a trusted proxy in front of the service sets
+    /// (and strips from client requests).
     ///
     /// # Panics
     /// When `name` is not a valid header name (a programming error).
-    pub fn new(name: &str) -> Self {
+    pub fn behind_trusted_proxy(name: &str) -> Self {
         Self {
             name: http::HeaderName::from_bytes(name.as_bytes())
                 .unwrap_or_else(|e| panic!("invalid header name `{name}`: {e}")),
@@ -311,12 +384,18 @@ impl Header {
 
 impl Resolver for Header {
     fn resolve<'a>(&'a self, parts: &'a Parts) -> ResolveFuture<'a> {
-        ready(match parts.headers.get(&self.name) {
-            None => Resolution::NoMatch,
-            Some(value) => match value.to_str() {
+        let mut values = parts.headers.get_all(&self.name).iter();
+        let (first, second) = (values.next(), values.next());
+        ready(match (first, second) {
+            (None, _) => Resolution::NoMatch,
+            (Some(_), Some(_)) => Resolution::Reject(TenantRejection::Ambiguous(format!(
+                "the request has more than one `{}` header",
+                self.name
+            ))),
+            (Some(value), None) => match value.to_str() {
                 Ok(v) => Resolution::parse(v.trim()),
                 Err(_) => Resolution::Reject(TenantRejection::Malformed {
-                    input: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    input: capped(&String::from_utf8_lossy(value.as_bytes())),
                     reason: "the header is not visible ASCII".into(),
                 }),
             },
@@ -360,124 +439,6 @@ impl Resolver for PathPrefix {
         ready(match path.strip_prefix(self.prefix.as_str()) {
             None => Resolution::NoMatch,
             Some(rest) => Resolution::parse(rest.split('/').next().unwrap_or("")),
-        })
-    }
-}
-
-/// The authenticated user's workspace: a user table in the shared schema with a foreign key to
-/// the registry, read with one query per request.
-///
-/// The user comes from the request through `user` (typically an extension your authentication
-/// middleware inserted); no user is no match. The query is
-/// `SELECT w.schema_name FROM <users> u JOIN public.workspaces w ON w.id = u.<workspace column>
-/// WHERE u.<id column> = $1`, on the pool, in a blocking task. A user that is not in the table
-/// gets [`TenantRejection::Required`]; a database failure is [`TenantRejection::Unavailable`].
-///
-/// The default table is `public.users (id BIGINT, workspace_id BIGINT REFERENCES
-/// public.workspaces (id))`; name yours with [`table`](Self::table).
-///
-/// ```no_run
-/// use diesel_workspace_axum::{Header, Resolver, Subdomain, UserWorkspace};
-///
-/// #[derive(Clone)]
-/// struct UserId(i64); // inserted by the authentication middleware
-///
-/// # fn run(pool: diesel_workspace::pool::TenantPool) {
-/// let resolver = UserWorkspace::new(pool, |parts: &http::request::Parts| {
-///     parts.extensions.get::<UserId>().map(|u| u.0)
-/// })
-/// .agreeing_with(Subdomain::new(["localhost"]).or(Header::new("x-tenant")));
-/// # let _ = resolver;
-/// # }
-/// ```
-pub struct UserWorkspace<P, F> {
-    pool: P,
-    user: F,
-    sql: String,
-}
-
-impl<P, F> std::fmt::Debug for UserWorkspace<P, F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserWorkspace")
-            .field("sql", &self.sql)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<P, F> UserWorkspace<P, F>
-where
-    P: DieselPool,
-    F: Fn(&Parts) -> Option<i64> + Send + Sync + 'static,
-{
-    /// Looks the user given by `user` up in `public.users (id, workspace_id)`.
-    pub fn new(pool: P, user: F) -> Self {
-        Self {
-            pool,
-            user,
-            sql: user_sql("public", "users", "id", "workspace_id"),
-        }
-    }
-
-    /// The user table `schema.table`, its key column and its foreign key to
-    /// `public.workspaces (id)`.
-    pub fn table(
-        mut self,
-        schema: &str,
-        table: &str,
-        id_column: &str,
-        workspace_column: &str,
-    ) -> Self {
-        self.sql = user_sql(schema, table, id_column, workspace_column);
-        self
-    }
-}
-
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
-fn user_sql(schema: &str, table: &str, id: &str, workspace: &str) -> String {
-    format!(
-        "SELECT w.schema_name FROM {}.{} u JOIN public.workspaces w ON w.id = u.{} WHERE u.{} = $1",
-        quote(schema),
-        quote(table),
-        quote(workspace),
-        quote(id),
-    )
-}
-
-#[derive(QueryableByName)]
-struct SchemaName {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    schema_name: String,
-}
-
-impl<P, F> Resolver for UserWorkspace<P, F>
-where
-    P: DieselPool,
-    F: Fn(&Parts) -> Option<i64> + Send + Sync + 'static,
-{
-    fn resolve<'a>(&'a self, parts: &'a Parts) -> ResolveFuture<'a> {
-        let Some(user) = (self.user)(parts) else {
-            return ready(Resolution::NoMatch);
-        };
-        let sql = self.sql.clone();
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let found = pool
-                .interact(move |conn| {
-                    diesel::sql_query(sql)
-                        .bind::<diesel::sql_types::BigInt, _>(user)
-                        .get_result::<SchemaName>(conn)
-                        .optional()
-                })
-                .await;
-            match found {
-                Ok(Ok(Some(row))) => Resolution::parse(&row.schema_name),
-                Ok(Ok(None)) => Resolution::Reject(TenantRejection::Required),
-                Ok(Err(e)) => Resolution::Reject(TenantRejection::Unavailable(e.to_string())),
-                Err(e) => Resolution::Reject(TenantRejection::Unavailable(e.to_string())),
-            }
         })
     }
 }

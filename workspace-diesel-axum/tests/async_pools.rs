@@ -18,7 +18,8 @@ async fn deadpool_diesel_runs_tenant_work_under_the_layer() {
         .build()
         .expect("deadpool");
     let routing = Routing::builder(pool)
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(diesel_workspace_axum::Access::public_tenant_routes())
         .build();
     type Db = TenantDb<deadpool_diesel::postgres::Pool>;
     let app = Router::new()

@@ -66,7 +66,7 @@ fn subdomains_are_normalised_and_apex_hosts_are_never_tenants() {
 
 #[test]
 fn headers_are_taken_as_they_are() {
-    let r = Header::new("x-tenant");
+    let r = Header::behind_trusted_proxy("x-tenant");
     let with = |v: &str| block_on(r.resolve(&parts(None, &[("x-tenant", v)], "/")));
     assert_eq!(with("acme"), Resolution::parse("acme"));
     assert_eq!(with("  acme "), Resolution::parse("acme"));
@@ -93,14 +93,19 @@ fn path_prefixes() {
 }
 
 #[test]
-fn first_match_wins_and_a_rejection_stops_the_chain() {
-    let r = Subdomain::new(["localhost"]).or(Header::new("x-tenant"));
+fn either_source_may_name_the_tenant_and_two_must_agree() {
+    let r = Subdomain::new(["localhost"]).or(Header::behind_trusted_proxy("x-tenant"));
     let resolve =
         |host: &str, hdr: &[(&str, &str)]| block_on(r.resolve(&parts(Some(host), hdr, "/")));
-    assert_eq!(
+    assert!(matches!(
         resolve("acme.localhost", &[("x-tenant", "globex")]),
+        Resolution::Reject(TenantRejection::Ambiguous(_))
+    ));
+    assert_eq!(
+        resolve("acme.localhost", &[("x-tenant", "acme")]),
         Resolution::parse("acme")
     );
+    assert_eq!(resolve("acme.localhost", &[]), Resolution::parse("acme"));
     assert_eq!(
         resolve("localhost", &[("x-tenant", "globex")]),
         Resolution::parse("globex")
@@ -114,9 +119,29 @@ fn first_match_wins_and_a_rejection_stops_the_chain() {
 }
 
 #[test]
+fn with_an_explicit_precedence_the_first_match_wins() {
+    let r = Subdomain::new(["localhost"]).or_first(Header::behind_trusted_proxy("x-tenant"));
+    let resolve =
+        |host: &str, hdr: &[(&str, &str)]| block_on(r.resolve(&parts(Some(host), hdr, "/")));
+    assert_eq!(
+        resolve("acme.localhost", &[("x-tenant", "globex")]),
+        Resolution::parse("acme")
+    );
+    assert_eq!(
+        resolve("localhost", &[("x-tenant", "globex")]),
+        Resolution::parse("globex")
+    );
+    assert!(malformed(&resolve(
+        "a.b.localhost",
+        &[("x-tenant", "globex")]
+    )));
+}
+
+#[test]
 fn agreeing_resolvers_refuse_a_contradiction() {
     // The first resolver stands in for a logged-in user's workspace.
-    let r = Header::new("x-user-workspace").agreeing_with(Subdomain::new(["localhost"]));
+    let r = Header::behind_trusted_proxy("x-user-workspace")
+        .agreeing_with(Subdomain::new(["localhost"]));
     let resolve =
         |host: &str, hdr: &[(&str, &str)]| block_on(r.resolve(&parts(Some(host), hdr, "/")));
     let user = [("x-user-workspace", "acme")];

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_workspace::{pool, switch, Migrator, TenantId, TenantRolePools, TenantRoles};
-use diesel_workspace_axum::{DbError, DieselPool, Header, RolePools, Routing, TenantDb};
+use diesel_workspace_axum::{Access, DbError, DieselPool, Header, RolePools, Routing, TenantDb};
 
 use crate::support::{self, get as http_get, notes, serve, ScratchDb};
 
@@ -60,7 +60,8 @@ async fn each_request_runs_as_its_tenants_role() {
         TenantRolePools::builder(db.url(), roles.clone()).build(),
     );
     let routing = Routing::builder(pools.clone())
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(Access::public_tenant_routes())
         .build();
     let addr = serve(router(&routing)).await;
     for t in ["acme", "globex", "acme"] {
@@ -76,7 +77,8 @@ async fn each_request_runs_as_its_tenants_role() {
 
     // Negative control: the application's own role reads globex from acme's request.
     let routing = Routing::builder(pool::new(db.url()).unwrap())
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(Access::public_tenant_routes())
         .build();
     let addr = serve(router(&routing)).await;
     let (s, body) = http_get(addr, "/globex", &[("x-tenant", "acme")]).await;

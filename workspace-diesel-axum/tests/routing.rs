@@ -76,7 +76,8 @@ async fn states_and_names_map_to_documented_responses() {
     }
     let pool = pool(db.url());
     let routing = Routing::builder(pool)
-        .resolver(Subdomain::new(["localhost"]).or(Header::new("x-tenant")))
+        .resolver(Subdomain::new(["localhost"]).or(Header::behind_trusted_proxy("x-tenant")))
+        .access(diesel_workspace_axum::Access::public_tenant_routes())
         .build();
     let reached = Arc::new(AtomicUsize::new(0));
     let addr = serve(router(&routing, reached.clone())).await;
@@ -121,7 +122,8 @@ async fn states_and_names_map_to_documented_responses() {
 async fn in_process_changes_take_effect_at_once() {
     let (db, migrator) = support::provision("web_inproc", &["acme", "globex"]);
     let routing = Routing::builder(pool(db.url()))
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(diesel_workspace_axum::Access::public_tenant_routes())
         .cache_ttl(Duration::from_secs(600))
         .build();
     let addr = serve(router(&routing, Arc::default())).await;
@@ -199,14 +201,16 @@ async fn another_process_changes_are_seen_through_listen_or_within_the_ttl() {
 
     // With LISTEN: a long TTL, and changes made elsewhere still arrive quickly.
     let listening = Routing::builder(pool(db.url()))
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(diesel_workspace_axum::Access::public_tenant_routes())
         .cache_ttl(Duration::from_secs(600))
         .build();
     let _listener = listening.cache().listen(db.url()).expect("listen");
     // With the TTL alone (as behind a transaction pooler).
     let ttl = Duration::from_millis(800);
     let ttl_only = Routing::builder(pool(db.url()))
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(diesel_workspace_axum::Access::public_tenant_routes())
         .cache_ttl(ttl)
         .build();
     let a = serve(router(&listening, Arc::default())).await;
@@ -282,6 +286,7 @@ async fn the_user_resolver_routes_to_the_users_workspace_and_refuses_another() {
     };
     let routing = Routing::builder(pool.clone())
         .resolver(UserWorkspace::new(pool, user).agreeing_with(Subdomain::new(["localhost"])))
+        .access(diesel_workspace_axum::Access::public_tenant_routes())
         .build();
     let addr = serve(router(&routing, Arc::default())).await;
 
@@ -334,7 +339,8 @@ async fn a_dead_registry_refuses_rather_than_guesses() {
     let (db, _migrator) = support::provision("web_deadreg", &["acme"]);
     let pool = pool(db.url());
     let routing = Routing::builder(pool.clone())
-        .resolver(Header::new("x-tenant"))
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(diesel_workspace_axum::Access::public_tenant_routes())
         .cache_ttl(Duration::ZERO)
         .build();
     let addr = serve(router(&routing, Arc::default())).await;
@@ -369,6 +375,6 @@ async fn a_tenant_extractor_outside_the_layer_is_a_server_error() {
 /// The resolver trait object and a custom resolver compose with the built-in ones.
 #[test]
 fn resolvers_are_object_safe() {
-    let boxed: Box<dyn Resolver> = Box::new(Header::new("x-tenant"));
+    let boxed: Box<dyn Resolver> = Box::new(Header::behind_trusted_proxy("x-tenant"));
     let _chain = boxed.or(Subdomain::new(["localhost"]));
 }

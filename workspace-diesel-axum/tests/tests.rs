@@ -3,7 +3,9 @@
 
 mod support;
 
+mod access;
 mod async_pools;
+mod bulkheads;
 mod readme;
 mod resolvers;
 mod role_pools;

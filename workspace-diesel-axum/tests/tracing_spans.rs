@@ -108,7 +108,8 @@ fn spans_carry_the_tenant() {
     );
     runtime.block_on(async {
         let routing = Routing::builder(pool.clone())
-            .resolver(Header::new("x-tenant"))
+            .resolver(Header::behind_trusted_proxy("x-tenant"))
+            .access(diesel_workspace_axum::Access::public_tenant_routes())
             .build();
         let app = Router::new()
             .route(

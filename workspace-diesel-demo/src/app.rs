@@ -1,21 +1,24 @@
-//! The notes service: routes, handlers and the HTML page.
+//! The notes service: routes, middleware, the notes handlers and pages.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
+use axum::extract::{Query, Request};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{from_fn, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use diesel::prelude::*;
 use diesel_workspace::pool::TenantPool;
-use diesel_workspace::{Migrator, TenantId};
+use diesel_workspace::Migrator;
 use diesel_workspace_axum::{
-    DbError, Header, Resolver, Routing, Subdomain, Tenant, TenantDb, UserWorkspace,
+    Access, DbError, Resolver, Routing, Subdomain, Tenant, TenantDb, UserWorkspace,
 };
 use serde::{Deserialize, Serialize};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+
+use crate::accounts;
 
 diesel_workspace::tenant_table! {
     /// The example schema's notes (`migrations_tenant/`), in each tenant's schema.
@@ -30,17 +33,24 @@ diesel_workspace::tenant_table! {
 }
 
 diesel::table! {
-    /// The demo's users (`migrations/`), in the shared schema.
+    /// The demo's users (`migrations/`), in the shared schema: each belongs to one workspace.
     public.users (id) {
         id -> Int8,
         email -> Text,
         workspace_id -> Int8,
+        password_hash -> Text,
     }
 }
 
-use diesel_workspace::workspaces;
+/// Names that are never workspaces: they are (or could become) the service's own hosts.
+pub const RESERVED: &[&str] = &[
+    "www", "api", "admin", "app", "assets", "static", "mail", "login", "signup", "logout",
+];
 
-/// The logged-in user, put into the request by [`authenticate`].
+/// Notes per page.
+pub const PAGE: i64 = 50;
+
+/// The signed-in user, put into the request by [`authenticate`] from the session.
 #[derive(Debug, Clone, Copy)]
 pub struct UserId(pub i64);
 
@@ -49,26 +59,26 @@ pub struct UserId(pub i64);
 pub struct AppState {
     pub routing: Routing<TenantPool>,
     pub migrator: Arc<Migrator>,
-    /// Login sessions: bearer token → user (in memory; a restart logs everyone out).
-    pub sessions: Arc<Mutex<HashMap<String, i64>>>,
 }
 
-/// The resolver: a logged-in user's workspace, which a subdomain or `x-tenant` header naming
-/// another workspace must not contradict (403); without a login, the subdomain of `localhost`
-/// or the header.
+fn principal(parts: &axum::http::request::Parts) -> Option<i64> {
+    parts.extensions.get::<UserId>().map(|u| u.0)
+}
+
+/// The resolver: the signed-in user's workspace, which a subdomain of `localhost` naming
+/// another workspace must not contradict (403). No header: the demo is exposed directly.
 pub fn resolver(pool: TenantPool) -> impl Resolver {
-    UserWorkspace::new(pool, |parts: &axum::http::request::Parts| {
-        parts.extensions.get::<UserId>().map(|u| u.0)
-    })
-    .agreeing_with(
-        Subdomain::new(["localhost"])
-            .reserved(["www"])
-            .or(Header::new("x-tenant")),
-    )
+    UserWorkspace::new(pool, principal)
+        .agreeing_with(Subdomain::new(["localhost"]).reserved(RESERVED))
+}
+
+/// Members only: a user enters their own workspace (`users.workspace_id`).
+pub fn access() -> Access {
+    Access::members(principal).members_table("public", "users", "id", "workspace_id")
 }
 
 /// The whole service.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, sessions: SessionManagerLayer<MemoryStore>) -> Router {
     let tenant_routes = Router::new()
         .route("/api/notes", get(list_notes).post(create_note))
         .route("/api/whoami", get(whoami))
@@ -77,44 +87,75 @@ pub fn router(state: AppState) -> Router {
     let open_routes = Router::new()
         .route("/", get(landing))
         .route("/health", get(|| async { "ok" }))
-        .route("/api/signup", axum::routing::post(signup))
-        .route("/api/login", axum::routing::post(login));
+        .route("/signup", get(accounts::signup_page).post(accounts::signup))
+        .route("/login", get(accounts::login_page).post(accounts::login))
+        .route("/logout", post(accounts::logout));
+    let header =
+        |name, value| SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value));
     tenant_routes
         .merge(open_routes)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
+        .layer(from_fn(authenticate))
+        .layer(from_fn(same_origin_writes))
+        .layer(sessions)
+        .layer(header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
         ))
+        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header(header::REFERRER_POLICY, "same-origin"))
         .with_state(state)
 }
 
-/// Reads `Authorization: Bearer <token>`: a known token puts the user into the request, an
-/// unknown one is 401.
-async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    if let Some(token) = token {
-        let user = state
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&token)
-            .copied();
-        match user {
-            Some(user) => {
-                req.extensions_mut().insert(UserId(user));
-            }
-            None => return error(StatusCode::UNAUTHORIZED, "unknown_token", "log in again"),
+/// Puts the session's user into the request.
+async fn authenticate(session: Session, mut req: Request, next: Next) -> Response {
+    match session.get::<i64>(accounts::USER_KEY).await {
+        Ok(Some(user)) => {
+            req.extensions_mut().insert(UserId(user));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "session store");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "session_error",
+                "try again",
+            );
         }
     }
     next.run(req).await
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+/// Refuses a write sent from another site (the browser says so in `Sec-Fetch-Site` or
+/// `Origin`): the first line against cross-site request forgery, before the forms' tokens.
+async fn same_origin_writes(req: Request, next: Next) -> Response {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        let headers = req.headers();
+        let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let cross_site = matches!(site, Some(s) if s != "same-origin" && s != "none");
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let foreign_origin = match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+            None => false,
+            Some(Ok(origin)) => {
+                let origin_host = origin.split_once("://").map(|(_, h)| h);
+                origin_host.is_none() || origin_host != host
+            }
+            Some(Err(_)) => true,
+        };
+        if cross_site || foreign_origin {
+            return error(
+                StatusCode::FORBIDDEN,
+                "cross_site_request",
+                "writes are accepted from this site's own pages only",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         Json(serde_json::json!({ "error": code, "message": message })),
@@ -138,22 +179,38 @@ struct NewNote {
 }
 
 #[derive(Deserialize)]
-struct Search {
+struct NoteForm {
+    title: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `?q=` searches title and body; `?after=<id>` is the next page.
+#[derive(Deserialize, Clone)]
+struct ListQuery {
     q: Option<String>,
+    after: Option<i32>,
 }
 
 #[derive(Serialize)]
 struct NoteList {
     tenant: String,
     notes: Vec<Note>,
+    /// The `after` of the next page, when there is one.
+    next: Option<i32>,
 }
 
-fn load_notes(conn: &mut PgConnection, q: Option<&str>) -> QueryResult<Vec<Note>> {
+/// One page of notes (and whether there is another), oldest first.
+fn load_notes(conn: &mut PgConnection, list: &ListQuery) -> QueryResult<(Vec<Note>, Option<i32>)> {
     let mut query = notes::table
         .select(Note::as_select())
+        .filter(notes::id.gt(list.after.unwrap_or(0)))
         .order(notes::id)
+        .limit(PAGE + 1)
         .into_boxed();
-    if let Some(q) = q.filter(|q| !q.is_empty()) {
+    if let Some(q) = list.q.as_deref().filter(|q| !q.is_empty()) {
         let escaped = q
             .replace('\\', "\\\\")
             .replace('%', "\\%")
@@ -165,16 +222,25 @@ fn load_notes(conn: &mut PgConnection, q: Option<&str>) -> QueryResult<Vec<Note>
                 .or(notes::body.ilike(pattern)),
         );
     }
-    query.load(conn)
+    let mut page: Vec<Note> = query.load(conn)?;
+    let next = if page.len() as i64 > PAGE {
+        page.truncate(PAGE as usize);
+        page.last().map(|n| n.id)
+    } else {
+        None
+    };
+    Ok((page, next))
 }
 
-async fn list_notes(db: TenantDb, Query(search): Query<Search>) -> Result<Json<NoteList>, DbError> {
-    let notes = db
-        .run(move |conn| load_notes(conn, search.q.as_deref()))
-        .await?;
+async fn list_notes(
+    db: TenantDb,
+    Query(list): Query<ListQuery>,
+) -> Result<Json<NoteList>, DbError> {
+    let (notes, next) = db.run(move |conn| load_notes(conn, &list)).await?;
     Ok(Json(NoteList {
         tenant: db.tenant().to_string(),
         notes,
+        next,
     }))
 }
 
@@ -188,12 +254,16 @@ async fn insert_note(db: &TenantDb, new: NewNote) -> Result<Note, DbError> {
     .await
 }
 
+fn valid_note(new: &NewNote) -> bool {
+    !new.title.trim().is_empty() && new.title.len() <= 200 && new.body.len() <= 10_000
+}
+
 async fn create_note(db: TenantDb, Json(new): Json<NewNote>) -> Response {
-    if new.title.trim().is_empty() {
+    if !valid_note(&new) {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "title_required",
-            "a note needs a title",
+            "note_invalid",
+            "a note needs a title of at most 200 bytes and a body of at most 10,000",
         );
     }
     match insert_note(&db, new).await {
@@ -202,8 +272,15 @@ async fn create_note(db: TenantDb, Json(new): Json<NewNote>) -> Response {
     }
 }
 
-async fn create_note_form(db: TenantDb, Form(new): Form<NewNote>) -> Response {
-    if new.title.trim().is_empty() {
+async fn create_note_form(db: TenantDb, session: Session, Form(form): Form<NoteForm>) -> Response {
+    if let Err(refused) = accounts::check_csrf(&session, &form.csrf).await {
+        return refused;
+    }
+    let new = NewNote {
+        title: form.title,
+        body: form.body,
+    };
+    if !valid_note(&new) {
         return Redirect::to("/notes").into_response();
     }
     match insert_note(&db, new).await {
@@ -216,18 +293,39 @@ async fn whoami(Tenant(tenant): Tenant) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "tenant": tenant.as_str() }))
 }
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
-async fn notes_page(db: TenantDb, Query(search): Query<Search>) -> Result<Html<String>, DbError> {
-    let q = search.q.clone().unwrap_or_default();
-    let notes = db
-        .run(move |conn| load_notes(conn, search.q.as_deref()))
-        .await?;
+/// An HTML page with the demo's style.
+pub fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}li{{margin:.3em 0}}.error{{color:#b00}}</style></head>
+<body>
+{body}
+</body></html>
+"#,
+        title = escape(title),
+    ))
+}
+
+async fn notes_page(
+    db: TenantDb,
+    session: Session,
+    Query(list): Query<ListQuery>,
+) -> Result<Response, DbError> {
+    let csrf = match accounts::csrf_token(&session).await {
+        Ok(t) => t,
+        Err(refused) => return Ok(refused),
+    };
+    let q = list.q.clone().unwrap_or_default();
+    let (notes, next) = db.run(move |conn| load_notes(conn, &list)).await?;
     let tenant = escape(db.tenant().as_str());
     let items: String = if notes.is_empty() {
         "<li class=\"empty\">no notes yet</li>".to_owned()
@@ -243,181 +341,32 @@ async fn notes_page(db: TenantDb, Query(search): Query<Search>) -> Result<Html<S
             })
             .collect()
     };
-    Ok(Html(format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{tenant} · notes</title>
-<style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}li{{margin:.3em 0}}</style></head>
-<body>
-<h1 id="tenant">{tenant}</h1>
+    let more = match next {
+        Some(after) => format!(
+            r#"<p><a id="next" href="/notes?after={after}&amp;q={}">next page</a></p>"#,
+            escape(&q)
+        ),
+        None => String::new(),
+    };
+    Ok(page(
+        &format!("{tenant} · notes"),
+        &format!(
+            r#"<h1 id="tenant">{tenant}</h1>
+<form method="post" action="/logout"><input type="hidden" name="csrf" value="{csrf}"><button id="logout">sign out</button></form>
 <form method="get" action="/notes"><input name="q" value="{q}" placeholder="search"> <button>search</button></form>
-<ul id="notes">{items}</ul>
-<form method="post" action="/notes"><input name="title" placeholder="title" required> <input name="body" placeholder="text"> <button>add note</button></form>
-</body></html>
-"#,
-        q = escape(&q),
-    )))
-}
-
-async fn landing() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>notes</title></head>\
-         <body><h1>notes</h1><p>Sign up a workspace with <code>POST /api/signup</code>, then open \
-         <code>http://&lt;workspace&gt;.localhost:PORT/notes</code>.</p></body></html>",
+<ul id="notes">{items}</ul>{more}
+<form id="add" method="post" action="/notes"><input type="hidden" name="csrf" value="{csrf}"><input name="title" placeholder="title" required> <input name="body" placeholder="text"> <button>add note</button></form>"#,
+            q = escape(&q),
+            csrf = escape(&csrf),
+        ),
     )
+    .into_response())
 }
 
-#[derive(Deserialize)]
-struct Signup {
-    workspace: String,
-    email: String,
-}
-
-#[derive(Serialize)]
-struct Session {
-    workspace: String,
-    user_id: i64,
-    token: String,
-}
-
-async fn signup(State(state): State<AppState>, Json(req): Json<Signup>) -> Response {
-    let tenant = match TenantId::new(&req.workspace) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "tenant_malformed", &e.to_string()),
-    };
-    if req.email.trim().is_empty() {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "email_required",
-            "an email is needed",
-        );
-    }
-    let routing = state.routing.clone();
-    let migrator = state.migrator.clone();
-    let email = req.email.clone();
-    let created = tokio::task::spawn_blocking(move || -> Result<i64, Box<Response>> {
-        let mut conn = routing.pool().get().map_err(|e| {
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
-                &e.to_string(),
-            )
-        })?;
-        let taken: bool = diesel::select(diesel::dsl::exists(
-            users::table.filter(users::email.eq(&email)),
-        ))
-        .get_result(&mut conn)
-        .map_err(|e| Box::new(DbError::from(e).into_response()))?;
-        if taken {
-            return Err(Box::new(error(
-                StatusCode::CONFLICT,
-                "email_taken",
-                "that email already has a workspace",
-            )));
-        }
-        match routing.create_tenant(&migrator, &mut conn, &tenant) {
-            Ok(()) => {}
-            Err(diesel_workspace::Error::TenantExists(t)) => {
-                return Err(Box::new(error(
-                    StatusCode::CONFLICT,
-                    "tenant_exists",
-                    &format!("workspace `{t}` already exists"),
-                )))
-            }
-            Err(e) => return Err(Box::new(DbError::from(e).into_response())),
-        }
-        diesel::insert_into(users::table)
-            .values((
-                users::email.eq(&email),
-                users::workspace_id.eq(workspaces::table
-                    .filter(workspaces::schema_name.eq(tenant.as_str()))
-                    .select(workspaces::id)
-                    .single_value()
-                    .assume_not_null()),
-            ))
-            .returning(users::id)
-            .get_result(&mut conn)
-            .map_err(|e| Box::new(DbError::from(e).into_response()))
-    })
-    .await;
-    match created {
-        Ok(Ok(user_id)) => start_session(&state, StatusCode::CREATED, req.workspace, user_id),
-        Ok(Err(response)) => *response,
-        Err(_) => DbError::Panicked.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct Login {
-    email: String,
-}
-
-/// Logs a user in by email alone: the demo shows routing, not authentication.
-async fn login(State(state): State<AppState>, Json(req): Json<Login>) -> Response {
-    let pool = state.routing.pool().clone();
-    let found = tokio::task::spawn_blocking(move || -> Result<Option<(i64, String)>, DbError> {
-        let mut conn = pool.get().map_err(|e| DbError::Pool(e.to_string()))?;
-        let Some((user_id, workspace_id)) = users::table
-            .filter(users::email.eq(&req.email))
-            .select((users::id, users::workspace_id))
-            .get_result::<(i64, i64)>(&mut conn)
-            .optional()?
-        else {
-            return Ok(None);
-        };
-        let workspace = workspaces::table
-            .find(workspace_id)
-            .select(workspaces::schema_name)
-            .get_result(&mut conn)?;
-        Ok(Some((user_id, workspace)))
-    })
-    .await;
-    match found {
-        Ok(Ok(Some((user_id, workspace)))) => {
-            start_session(&state, StatusCode::OK, workspace, user_id)
-        }
-        Ok(Ok(None)) => error(StatusCode::UNAUTHORIZED, "unknown_user", "no such user"),
-        Ok(Err(e)) => e.into_response(),
-        Err(_) => DbError::Panicked.into_response(),
-    }
-}
-
-/// 128 random bits from the operating system, hex.
-fn new_token() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Starts a session for `user` and answers with its token.
-fn start_session(
-    state: &AppState,
-    status: StatusCode,
-    workspace: String,
-    user_id: i64,
-) -> Response {
-    let token = match new_token() {
-        Ok(t) => t,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no_randomness",
-                &e.to_string(),
-            )
-        }
-    };
-    state
-        .sessions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(token.clone(), user_id);
-    (
-        status,
-        Json(Session {
-            workspace,
-            user_id,
-            token,
-        }),
+async fn landing() -> Html<String> {
+    page(
+        "notes",
+        "<h1>notes</h1><p><a href=\"/signup\">Create a workspace</a> or \
+         <a href=\"/login\">sign in</a>.</p>",
     )
-        .into_response()
 }

@@ -2,18 +2,20 @@
 //!
 //! `cargo run -p workspace-diesel-demo` starts it: it picks a database (`DATABASE_URL`, else a
 //! database of its own on the local server, else a throwaway PostgreSQL), runs the embedded
-//! migrations, and serves a JSON API and an HTML page per tenant on `http://localhost:PORT`.
+//! migrations, and serves HTML pages (sign-up, sign-in, each workspace's notes) and a JSON API on
+//! `http://localhost:PORT`. Every tenant route needs a signed-in member of the workspace.
 //!
 //! Settings (environment): `PORT` (default 3000; 0 picks a free one), `DEMO_CACHE_TTL_MS` (the
 //! registry cache's time-to-live, default 5000), `DEMO_LISTEN` (`0` turns the cross-process
 //! `LISTEN` invalidation off, leaving the TTL), `DEMO_DATABASE=throwaway` (always start a
-//! throwaway PostgreSQL), `RUST_LOG` (default `info` for the demo).
+//! throwaway PostgreSQL), `DEMO_SESSION_SECONDS` (sessions end after this long without a
+//! request, default 28800: 8 hours), `RUST_LOG` (default `info` for the demo).
 
+mod accounts;
 mod app;
 mod database;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -57,6 +59,7 @@ fn run() -> anyhow::Result<()> {
     let listen = std::env::var("DEMO_LISTEN")
         .map(|v| v != "0")
         .unwrap_or(true);
+    let session_seconds = env_u64("DEMO_SESSION_SECONDS", 8 * 3600)?;
 
     let database = database::Database::open()?;
     let url = database.url().to_owned();
@@ -71,12 +74,19 @@ fn run() -> anyhow::Result<()> {
     diesel_workspace_axum::install_notify_trigger(&mut conn)?;
     drop(conn);
 
-    let pool = diesel_workspace::pool::builder()
+    // A statement_timeout on every connection, and at most 3 s of waiting for one.
+    let pool = diesel_workspace_axum::pool_builder()
         .max_size(16)
         .build(&url)
         .context("open the connection pool")?;
+    let registry_pool = diesel_workspace_axum::pool_builder()
+        .max_size(2)
+        .build(&url)
+        .context("open the registry pool")?;
     let routing = Routing::builder(pool.clone())
-        .resolver(app::resolver(pool))
+        .resolver(app::resolver(registry_pool.clone()))
+        .access(app::access())
+        .registry_pool(registry_pool)
         .cache_ttl(ttl)
         .build();
     let _listener = if listen {
@@ -87,8 +97,16 @@ fn run() -> anyhow::Result<()> {
     let state = app::AppState {
         routing,
         migrator: Arc::new(migrator),
-        sessions: Arc::new(Mutex::new(HashMap::new())),
     };
+    let seconds = i64::try_from(session_seconds).context("DEMO_SESSION_SECONDS is too large")?;
+    let sessions = tower_sessions::SessionManagerLayer::new(tower_sessions::MemoryStore::default())
+        .with_name("notes_session")
+        .with_secure(false) // plain http on localhost; set it behind TLS
+        .with_http_only(true)
+        .with_same_site(tower_sessions::cookie::SameSite::Lax)
+        .with_expiry(tower_sessions::Expiry::OnInactivity(
+            tower_sessions::cookie::time::Duration::seconds(seconds),
+        ));
 
     let described = database.describe();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -100,7 +118,7 @@ fn run() -> anyhow::Result<()> {
             .with_context(|| format!("listen on 127.0.0.1:{port}"))?;
         let port = socket.local_addr()?.port();
         print_banner(&described, report.tenants.len(), port, ttl, listen);
-        axum::serve(socket, app::router(state))
+        axum::serve(socket, app::router(state, sessions))
             .with_graceful_shutdown(shutdown())
             .await
             .context("serve")
@@ -122,8 +140,6 @@ async fn shutdown() {
 
 fn print_banner(database: &str, tenants: usize, port: u16, ttl: Duration, listen: bool) {
     let base = format!("http://localhost:{port}");
-    let acme = format!("http://acme.localhost:{port}");
-    let json = "-H 'content-type: application/json'";
     println!("workspace-diesel demo: a multi-tenant notes service");
     println!("database: {database}; {tenants} tenants migrated");
     println!(
@@ -138,19 +154,9 @@ fn print_banner(database: &str, tenants: usize, port: u16, ttl: Duration, listen
     println!("listening on {base}");
     println!();
     println!("try:");
-    println!("  curl -s -X POST {base}/api/signup {json} -d '{{\"workspace\":\"acme\",\"email\":\"ann@acme.test\"}}'");
-    println!("  curl -s -X POST {base}/api/signup {json} -d '{{\"workspace\":\"globex\",\"email\":\"bob@globex.test\"}}'");
-    println!("  curl -s -X POST {acme}/api/notes {json} -d '{{\"title\":\"hello\",\"body\":\"first acme note\"}}'");
-    println!("  curl -s {acme}/api/notes                       # by subdomain");
-    println!("  curl -s {base}/api/notes -H 'x-tenant: globex'  # by header (trust it only behind an authenticating proxy)");
-    println!("  curl -s '{acme}/api/notes?q=hello'             # search");
-    println!("  curl -s -X POST {base}/api/login {json} -d '{{\"email\":\"bob@globex.test\"}}'");
-    println!(
-        "  curl -s {base}/api/notes -H 'authorization: Bearer <token>'   # the user's workspace"
-    );
-    println!(
-        "  open {acme}/notes and http://globex.localhost:{port}/notes side by side in a browser"
-    );
+    println!("  open {base}/signup   # create a workspace and its first user, then add notes");
+    println!("  open {base}/login    # sign in; {base}/notes is your workspace's page");
+    println!("  curl -s {base}/api/notes   # 401: every tenant route needs a signed-in member");
     println!("Ctrl-C stops the demo.");
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -31,10 +31,16 @@ diesel_workspace::tenant_table! {
 /// one note titled `note of <tenant>`.
 pub fn provision(label: &str, tenants: &[&str]) -> (ScratchDb, Migrator) {
     let db = ScratchDb::create(label);
+    let migrator = provision_at(db.url(), tenants);
+    (db, migrator)
+}
+
+/// [`provision`] on the database at `url`.
+pub fn provision_at(url: &str, tenants: &[&str]) -> Migrator {
     let migrator = Migrator::builder(TENANT)
         .build()
         .expect("the tenant migrations");
-    let mut conn = PgConnection::establish(db.url()).expect("connect");
+    let mut conn = PgConnection::establish(url).expect("connect");
     migrator.run_shared(&mut conn).expect("shared migrations");
     conn.batch_execute(
         "CREATE TABLE public.users (id BIGSERIAL PRIMARY KEY, email TEXT NOT NULL UNIQUE, \
@@ -48,7 +54,7 @@ pub fn provision(label: &str, tenants: &[&str]) -> (ScratchDb, Migrator) {
             .expect("create tenant");
         add_note(&mut conn, &id, &format!("note of {t}"));
     }
-    (db, migrator)
+    migrator
 }
 
 /// Inserts a note into `tenant`.
@@ -81,4 +87,151 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16
     let resp = req.send().await.expect("request");
     let status = resp.status().as_u16();
     (status, resp.text().await.expect("body"))
+}
+
+/// Sends `request` (raw HTTP/1.1, `Connection: close` added) and returns the status and body.
+pub async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = request.replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_owned())
+}
+
+/// A PostgreSQL server of its own in a temporary directory (from the installed server
+/// binaries), to stop and start again; removed on drop.
+pub struct Throwaway {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl Throwaway {
+    /// Initialises and starts a server on a free loopback port.
+    pub fn start(label: &str) -> Self {
+        let bin = std::path::PathBuf::from("/usr/lib/postgresql/15/bin");
+        assert!(
+            bin.join("initdb").exists(),
+            "no PostgreSQL 15 server binaries"
+        );
+        let dir = std::env::temp_dir().join(format!("wd-axum-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let as_postgres = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false);
+        if as_postgres {
+            let ok = std::process::Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(ok.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let server = Self {
+            bin,
+            dir,
+            port,
+            as_postgres,
+        };
+        let out = server
+            .command("initdb")
+            .arg("-D")
+            .arg(server.dir.join("data"))
+            .args(["-U", "postgres", "-A", "trust", "--no-sync"])
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.resume();
+        server
+    }
+
+    fn command(&self, program: &str) -> std::process::Command {
+        let mut c = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(program));
+            c
+        } else {
+            std::process::Command::new(self.bin.join(program))
+        };
+        c.stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// The `postgres` database's URL.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let out = self
+            .command("pg_ctl")
+            .arg("start")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-o", &options])
+            .output()
+            .expect("pg_ctl start");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended).
+    pub fn stop(&self) {
+        let out = self
+            .command("pg_ctl")
+            .arg("stop")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w"])
+            .output()
+            .expect("pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("stop")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -109,14 +109,14 @@ impl Migrator {
     }
 
     /// [`status`](Self::status) with `drift` filled in for every tenant: the ledgers are read in
-    /// batches of `LEDGER_BATCH` (500) tenants, each batch one query (a `UNION ALL` over its tenants'
+    /// batches of 500 tenants, each batch one query (a `UNION ALL` over its tenants'
     /// ledgers beside their central-record rows, so both are read from one snapshot) in a
     /// transaction of its own.
     ///
     /// Reading a ledger locks it and its index until the transaction ends: one transaction over
     /// the whole fleet would hold two locks per tenant and exhaust the server's lock table (`out
     /// of shared memory` past about 6,000 tenants with the default `max_locks_per_transaction`).
-    /// A batch holds at most `2 × LEDGER_BATCH`.
+    /// A batch holds at most 1,000 relation locks.
     ///
     /// # Errors
     /// As [`status`](Self::status).
