@@ -35,7 +35,9 @@ impl TenantPoolBuilder {
     /// by side in the default mode, one in pooler mode, the engine, and with
     /// [`refuse_hijack_hazards`](Self::refuse_hijack_hazards) the hazards). The r2d2 settings
     /// (`max_size`, timeouts of the pool itself, `r2d2(..)`) do not apply: set deadpool's on the
-    /// returned builder. deadpool creates a connection on first use, so a pool sized for
+    /// returned builder, and build and use the pool inside a tokio runtime (deadpool-diesel runs
+    /// each connection's work on tokio's blocking threads). deadpool creates a connection on
+    /// first use, so a pool sized for
     /// `max_size` never holds more, and a connection over the statement cap is closed at its
     /// next reuse.
     ///
