@@ -103,7 +103,7 @@ pub enum Error {
     /// `pool_mode = statement`), which refuses the transactions the library runs; nothing was
     /// run for a tenant.
     #[error("{0}")]
-    StatementPooling(crate::pooler::StatementPooling),
+    StatementPooling(crate::startup::StatementPooling),
     /// A tenant's pool of the enforcing roles mode is not logged in as the tenant's role (its
     /// URL names another user); nothing was run for the tenant.
     #[error("the pool of tenant `{tenant}` logs in as `{login}`, not as its role `{role}`")]
@@ -156,9 +156,9 @@ impl From<diesel::result::Error> for Error {
                 }
             }
             diesel::result::Error::QueryBuilderError(inner)
-                if inner.is::<crate::pooler::StatementPooling>() =>
+                if inner.is::<crate::startup::StatementPooling>() =>
             {
-                match inner.downcast::<crate::pooler::StatementPooling>() {
+                match inner.downcast::<crate::startup::StatementPooling>() {
                     Ok(refused) => Error::StatementPooling(*refused),
                     Err(inner) => Error::Query(diesel::result::Error::QueryBuilderError(inner)),
                 }

@@ -19,6 +19,7 @@ mod registry;
 mod role_pool;
 mod roles;
 mod sql;
+mod startup;
 mod state;
 mod statements;
 mod table;
@@ -45,7 +46,7 @@ pub use crate::placement::{
     rebalance_status, start_rebalance, wait_rebalance, RebalanceStatus, TenantPlacement,
 };
 pub use crate::pooler::{
-    connect, ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, StatementPooling, POOLER_ENV,
+    connect, ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, POOLER_ENV,
 };
 pub use crate::registry::{
     sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
@@ -55,6 +56,7 @@ pub use crate::registry::{
 pub use crate::role_pool::{TenantRolePools, TenantRolePoolsBuilder};
 pub use crate::roles::TenantRoles;
 pub use crate::sql::LIBRARY_TABLES;
+pub use crate::startup::StatementPooling;
 pub use crate::state::{set_tenant_status, tenant_status};
 pub use crate::statements::{split_statements, SplitError, Statement};
 pub use crate::table::{TenantModel, TenantTable};

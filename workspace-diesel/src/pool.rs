@@ -116,10 +116,11 @@ use diesel::PgConnection;
 
 use crate::error::{Error, Result};
 use crate::pooler::{
-    check_client, pid_check_expr, pid_check_failure, refuse_statement_pooling, refused_option,
-    startup_url, undeclared, LiveBackend, Pooler, PoolerDetected,
+    check_client, pid_check_expr, pid_check_failure, refused_option, undeclared, LiveBackend,
+    Pooler, PoolerDetected,
 };
 use crate::sql::{escape_literal, quote_ident, work_path};
+use crate::startup::{refuse_statement_pooling, startup_url};
 
 /// A connection pool for tenant routing; build one with [`new`] or [`builder`].
 pub type TenantPool = r2d2::Pool<TenantConnectionManager>;
@@ -790,7 +791,7 @@ impl TenantConnectionManager {
             "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS held, \
              {}, {}",
             crate::pooler::BACKEND_COLUMNS,
-            crate::pooler::CLIENT_COLUMN,
+            crate::startup::CLIENT_COLUMN,
         ))
         .get_result(conn)?;
         if self.pooler == Pooler::Direct {

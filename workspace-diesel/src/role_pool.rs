@@ -10,8 +10,8 @@ use diesel::sql_types::Text;
 
 use crate::error::{Error, Result};
 use crate::pool::{TenantPool, TenantPoolBuilder, TenantPooledConnection};
-use crate::pooler::{conninfo_string, parse_conninfo};
 use crate::roles::TenantRoles;
+use crate::startup::{conninfo_string, parse_conninfo};
 use crate::tenant::TenantId;
 
 type UrlFor = Arc<dyn Fn(&TenantId, &str) -> String + Send + Sync>;
