@@ -402,11 +402,11 @@ fn cases(ids: &[TenantId], url: &str) -> Vec<Case> {
     for (name, pooler) in [
         (
             "4d. tenant_transaction, alternating 16: plain connection vs Pooler::Direct's",
-            diesel_workspace::Pooler::Direct,
+            diesel_workspace::pooler::Pooler::Direct,
         ),
         (
             "4e. tenant_transaction, alternating 16: plain connection vs Pooler::Session's (backend check)",
-            diesel_workspace::Pooler::Session,
+            diesel_workspace::pooler::Pooler::Session,
         ),
     ] {
         let ids = ids.to_vec();
@@ -618,7 +618,7 @@ fn main() {
     // opened as the library opens its own in the default mode (`connect`, `Pooler::Direct`: the
     // startup setting checked, the backend registered). Both sides run on it.
     drop(conn);
-    let mut conn = diesel_workspace::connect(db.url(), diesel_workspace::Pooler::Direct)
+    let mut conn = diesel_workspace::connect(db.url(), diesel_workspace::pooler::Pooler::Direct)
         .expect("connect to the benchmark database");
 
     check_routing(&mut conn, &ids);

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use diesel::prelude::*;
+use diesel_workspace::pooler::Pooler;
 use diesel_workspace::prelude::*;
-use diesel_workspace::{pool, switch, Pooler, TenantId};
+use diesel_workspace::{pool, switch, TenantId};
 use workspace_diesel_tests::busy::{self, Kind, Outcome};
 use workspace_diesel_tests::pgbouncer::{Config, PgBouncer};
 

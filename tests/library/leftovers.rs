@@ -14,8 +14,9 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
 use diesel::sql_types::Text;
+use diesel_workspace::pooler::Pooler;
 use diesel_workspace::prelude::*;
-use diesel_workspace::{pool, switch, Pooler, TenantId};
+use diesel_workspace::{pool, switch, TenantId};
 use workspace_diesel_tests::pgbouncer::{Config, PgBouncer};
 
 use crate::support::schema::notes;

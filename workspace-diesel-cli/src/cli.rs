@@ -49,7 +49,13 @@ pub(crate) struct Cli {
         value_name = "MODE",
         default_value = "direct"
     )]
-    pub(crate) pooler: diesel_workspace::Pooler,
+    pub(crate) pooler: diesel_workspace::pooler::Pooler,
+    /// The registry table, when it is not the built-in public.workspaces:
+    /// SCHEMA.TABLE[.IDENTIFIER[.STATUS]] (identifier column, default schema_name; life-cycle
+    /// state column, default none) [default: the config file's `[registry]`, else
+    /// public.workspaces]
+    #[arg(long, global = true, value_name = "SCHEMA.TABLE")]
+    pub(crate) registry: Option<String>,
 
     /// Refuse to change the database when `audit` finds a hijack hazard (also
     /// `refuse_hazards = true` in the config file's `[database]` table)

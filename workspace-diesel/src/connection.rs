@@ -22,7 +22,7 @@ use crate::tenant::TenantId;
 /// per-tenant `role`, a `SET LOCAL ROLE` too; in pooler mode without one, the check also puts
 /// the role back to the login's for the transaction (`set_config('role', 'none', true)`, in the
 /// same statement: another client's `SET ROLE` does not apply). With the `pid` of the backend the connection was opened on (a
-/// connection the library opened for [`Pooler::Session`](crate::Pooler::Session)), the check
+/// connection the library opened for [`Pooler::Session`](crate::pooler::Pooler::Session)), the check
 /// also fails when another backend answers: a transaction pooler nobody declared, caught before
 /// any tenant statement.
 pub(crate) fn begin_sql(
@@ -91,14 +91,14 @@ pub(crate) fn rollback(conn: &mut PgConnection) {
 /// session had before plays no part.
 ///
 /// Behind a transaction pooler (PgBouncer `pool_mode = transaction`, see
-/// [`Pooler`](crate::Pooler)), this is the only safe way to run raw SQL that names tenant tables
+/// [`Pooler`](crate::pooler::Pooler)), this is the only safe way to run raw SQL that names tenant tables
 /// without a schema: the session `search_path` then belongs to whichever server connection
 /// answers. On a connection of a pool in pooler mode, the same round trip also makes what another
 /// client left on the server connection harmless for the transaction (the role goes back to the
 /// login's, `CLOSE ALL` closes `WITH HOLD` cursors) and sets the pool's timeouts with
 /// `SET LOCAL`. (A `SET SESSION AUTHORIZATION`, which only a superuser's session can run, is not
 /// undone.) On a connection the library opened for a session
-/// pooler ([`Pooler::Session`](crate::Pooler::Session): a
+/// pooler ([`Pooler::Session`](crate::pooler::Pooler::Session): a
 /// [`TenantPool`](crate::pool::TenantPool)'s, or [`connect`](crate::connect)'s), the check at
 /// the end of the batch also compares the backend with the one the connection was opened on,
 /// and fails with [`PoolerNotDeclared`](crate::Error::PoolerNotDeclared) before `f` runs when
@@ -206,7 +206,7 @@ impl TenantConnectionExt for PgConnection {
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<DieselError>,
     {
-        crate::switch(tenant, || run_in(self, tenant, None, f))
+        crate::context::switch(tenant, || run_in(self, tenant, None, f))
     }
 
     fn tenant_transaction_as<T, E, F>(&mut self, roles: &TenantRoles, f: F) -> Result<T, E>

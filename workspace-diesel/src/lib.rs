@@ -3,6 +3,8 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 mod audit;
+pub mod citus;
+mod connect;
 mod connection;
 mod context;
 #[cfg(feature = "deadpool")]
@@ -12,16 +14,17 @@ mod error;
 mod hazard;
 mod lint;
 mod migrate;
+mod options;
 mod placement;
-mod pooler;
-mod registry;
+pub mod pooler;
+pub mod registry;
+mod report;
 #[cfg(feature = "r2d2")]
 mod role_pool;
 mod roles;
 mod sql;
 mod startup;
-mod state;
-mod statements;
+pub mod statements;
 mod table;
 mod tenant;
 mod trace;
@@ -30,35 +33,19 @@ mod trace;
 pub mod pool;
 pub mod prelude;
 
+pub use crate::connect::connect;
 pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
-pub use crate::dialect::{CitusInfo, CitusNode, Dialect, Engine};
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::Hazard;
-pub use crate::lint::{CitusLint, CitusRule, LintError, LintFinding};
-pub use crate::migrate::{
-    FailurePolicy, MigrateOptions, MigrationFailure, MigrationReport, Migrator, MigratorBuilder,
-    Progress, ProgressFn, SharedStatus, TenantOutcome, TenantStatus, REGISTRY_MIGRATIONS,
-};
-pub use crate::placement::{
-    rebalance_status, start_rebalance, wait_rebalance, RebalanceStatus, TenantPlacement,
-};
-pub use crate::pooler::{
-    connect, ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, POOLER_ENV,
-};
-pub use crate::registry::{
-    sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
-    WorkspaceStatus,
-};
+pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
+pub use crate::options::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
+pub use crate::report::{MigrationFailure, MigrationReport, TenantMigrations, TenantOutcome};
 #[cfg(feature = "r2d2")]
 pub use crate::role_pool::{TenantRolePools, TenantRolePoolsBuilder};
 pub use crate::roles::TenantRoles;
-pub use crate::sql::LIBRARY_TABLES;
-pub use crate::startup::StatementPooling;
-pub use crate::state::{set_tenant_status, tenant_status};
-pub use crate::statements::{split_statements, SplitError, Statement};
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub use workspace_diesel_derive::TenantModel;

@@ -26,9 +26,8 @@ use std::sync::{Mutex, OnceLock};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
-use crate::startup::{
-    client_token, is_statement_pooling, refuse_statement_pooling, startup_url, CLIENT_COLUMN,
-};
+pub use crate::startup::StatementPooling;
+use crate::startup::{client_token, is_statement_pooling, refuse_statement_pooling, CLIENT_COLUMN};
 
 /// The environment variable the CLI reads for its `--pooler` flag.
 pub const POOLER_ENV: &str = "WORKSPACE_DIESEL_POOLER";
@@ -36,12 +35,12 @@ pub const POOLER_ENV: &str = "WORKSPACE_DIESEL_POOLER";
 /// What sits between the application and PostgreSQL.
 ///
 /// Set it with [`pool::TenantPoolBuilder::pooler`](crate::pool::TenantPoolBuilder::pooler),
-/// [`MigratorBuilder::pooler`](crate::MigratorBuilder::pooler), [`connect`] and the CLI's
+/// [`MigratorBuilder::pooler`](crate::MigratorBuilder::pooler), [`connect`](crate::connect) and the CLI's
 /// `--pooler` flag (or the `WORKSPACE_DIESEL_POOLER` environment variable). It parses from
 /// `direct`, `session` and `transaction`.
 ///
 /// ```
-/// use diesel_workspace::Pooler;
+/// use diesel_workspace::pooler::Pooler;
 ///
 /// assert_eq!("transaction".parse::<Pooler>(), Ok(Pooler::Transaction));
 /// assert_eq!("session".parse::<Pooler>(), Ok(Pooler::Session));
@@ -341,7 +340,7 @@ pub(crate) fn pid_check_failure(was: i32, e: &diesel::result::Error) -> Option<P
     })
 }
 
-/// The instrumentation of a connection opened by [`connect`]: it keeps the connection's backend
+/// The instrumentation of a connection opened by [`connect`](crate::connect): it keeps the connection's backend
 /// registered while the connection lives and forwards every event to Diesel's default
 /// instrumentation.
 struct Registered {
@@ -358,7 +357,7 @@ impl diesel::connection::Instrumentation for Registered {
     }
 }
 
-/// The backend pid a connection opened by [`connect`] with [`Pooler::Session`] was opened on,
+/// The backend pid a connection opened by [`connect`](crate::connect) with [`Pooler::Session`] was opened on,
 /// for the check in a tenant transaction's `BEGIN`; `None` otherwise (a direct connection's
 /// startup setting settled it when it opened).
 pub(crate) fn registered_pid(conn: &mut PgConnection) -> Option<i32> {
@@ -386,57 +385,6 @@ pub(crate) fn register(conn: &mut PgConnection, pooler: Pooler) -> QueryResult<(
         inner: diesel::connection::get_default_instrumentation(),
     });
     Ok(())
-}
-
-/// Opens a connection for `pooler`, as the library's own connections are opened.
-///
-/// - [`Pooler::Transaction`]: Diesel's statement cache is turned off on it, and a pooler in
-///   statement mode is refused ([`Error::StatementPooling`](crate::Error::StatementPooling); one
-///   transaction opened and ended, two round trips).
-/// - [`Pooler::Direct`]: it carries the startup setting (`options=-c workspace_diesel.client=…`),
-///   read back in its first query; its backend is registered for as long as it lives, and a
-///   second connection opened beside it (and closed again) must have another backend. Any
-///   pooler is refused.
-/// - [`Pooler::Session`]: as `Direct`, without the startup setting.
-///
-/// ```no_run
-/// let mut conn = diesel_workspace::connect("postgres://localhost/app", diesel_workspace::Pooler::Direct)?;
-/// # Ok::<(), diesel_workspace::Error>(())
-/// ```
-///
-/// # Errors
-/// [`Error::Connection`](crate::Error::Connection) when a connection cannot be opened;
-/// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared) when `pooler` is not
-/// [`Pooler::Transaction`] and a transaction pooler is found;
-/// [`Error::StatementPooling`](crate::Error::StatementPooling) behind a statement pooler.
-pub fn connect(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
-    let conn = open(database_url, pooler)?;
-    if !pooler.is_transaction() {
-        // Both are open: on a direct connection they cannot share a backend.
-        drop(open(database_url, pooler)?);
-    }
-    Ok(conn)
-}
-
-/// Opens one connection for `pooler` (statement cache off, or backend registered).
-pub(crate) fn open(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
-    let mut conn =
-        match pooler {
-            Pooler::Direct => PgConnection::establish(&startup_url(database_url)).map_err(|e| {
-                match refused_option(&e) {
-                    Some(detected) => crate::Error::PoolerNotDeclared(detected),
-                    None => crate::Error::Connection(e),
-                }
-            })?,
-            _ => PgConnection::establish(database_url)?,
-        };
-    if pooler.is_transaction() {
-        conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-        refuse_statement_pooling(&mut conn)?;
-    } else {
-        register(&mut conn, pooler)?;
-    }
-    Ok(conn)
 }
 
 #[cfg(test)]
