@@ -249,3 +249,46 @@ fn a_clone_killed_mid_copy_leaves_nothing() {
         "EXISTS (SELECT 1 FROM pg_class WHERE relname = 'notes' AND relnamespace::regnamespace::text = 'victim')"
     ));
 }
+
+#[test]
+fn a_clone_gets_its_own_role_not_the_templates() {
+    use diesel_workspace::{switch, Migrator, TenantConnectionExt, TenantRoles};
+
+    let db = crate::test_db!("a_clone_gets_its_own_role_not_the_templates");
+    // Roles belong to the cluster: a prefix of this run's own.
+    let prefix = format!("dwc{}_", crate::support::db::run_token());
+    let roles = TenantRoles::new(prefix.clone()).unwrap();
+    let m = Migrator::builder(crate::support::TENANT_MIGRATIONS)
+        .shared(crate::support::SHARED_MIGRATIONS)
+        .tenant_roles(roles.clone())
+        .build()
+        .unwrap();
+    let mut conn = db.conn();
+    m.run_shared(&mut conn).unwrap();
+    let (template, acme) = (id("template_roles"), id("acme"));
+    m.create_tenant(&mut conn, &template).unwrap();
+    seed(&mut conn, "template_roles", 20);
+    m.clone_tenant(&mut conn, &template, &acme, CloneData::WithData)
+        .unwrap();
+    let notes = count(&mut conn, "SELECT count(*) AS n FROM template_roles.notes");
+    let mut count_as = |tenant: &TenantId, table: &str| {
+        switch(tenant, || {
+            conn.tenant_transaction_as(&roles, |conn| {
+                diesel::sql_query(format!("SELECT pg_catalog.count(*) AS n FROM {table}"))
+                    .get_result::<Count>(conn)
+            })
+        })
+        .map(|c| c.n)
+    };
+    let denied = |r: QueryResult<i64>| matches!(&r, Err(e) if e.to_string().contains("permission denied"));
+    assert_eq!(count_as(&acme, "notes").unwrap(), notes, "its own copied rows");
+    assert!(denied(count_as(&acme, "template_roles.notes")));
+    assert!(denied(count_as(&template, "acme.notes")));
+    // Negative control: the template's role reads its own rows.
+    assert_eq!(count_as(&template, "notes").unwrap(), notes);
+    m.drop_tenant(&mut conn, &acme).unwrap();
+    m.drop_tenant(&mut conn, &template).unwrap();
+    assert!(!db.check(&format!(
+        "EXISTS (SELECT 1 FROM pg_roles WHERE rolname LIKE '{prefix}%')"
+    )));
+}
