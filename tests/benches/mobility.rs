@@ -59,7 +59,9 @@ fn main() {
     let settings = Settings::from_env((1, 3), (1, 20), (1, 100));
     let n = settings.iters;
     let db = ScratchDb::create("bench_mobility");
-    let migrator = Migrator::builder(TWENTY).build().expect("the twenty migrations");
+    let migrator = Migrator::builder(TWENTY)
+        .build()
+        .expect("the twenty migrations");
     let mut conn = PgConnection::establish(db.url()).expect("connect");
     migrator.run_shared(&mut conn).expect("shared migrations");
     let template = TenantId::new("template_seeded").unwrap();
@@ -117,10 +119,6 @@ fn main() {
         ("provision + seed rows (1,680 rows)", provision_seed),
         ("clone with data (the same rows)", clone_data),
     ] {
-        println!(
-            "| {way} | {:.1} | {:.2}× |",
-            ms(d),
-            ms(d) / ms(provision)
-        );
+        println!("| {way} | {:.1} | {:.2}× |", ms(d), ms(d) / ms(provision));
     }
 }

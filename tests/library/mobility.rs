@@ -280,8 +280,13 @@ fn a_clone_gets_its_own_role_not_the_templates() {
         })
         .map(|c| c.n)
     };
-    let denied = |r: QueryResult<i64>| matches!(&r, Err(e) if e.to_string().contains("permission denied"));
-    assert_eq!(count_as(&acme, "notes").unwrap(), notes, "its own copied rows");
+    let denied =
+        |r: QueryResult<i64>| matches!(&r, Err(e) if e.to_string().contains("permission denied"));
+    assert_eq!(
+        count_as(&acme, "notes").unwrap(),
+        notes,
+        "its own copied rows"
+    );
     assert!(denied(count_as(&acme, "template_roles.notes")));
     assert!(denied(count_as(&template, "acme.notes")));
     // Negative control: the template's role reads its own rows.
@@ -291,4 +296,69 @@ fn a_clone_gets_its_own_role_not_the_templates() {
     assert!(!db.check(&format!(
         "EXISTS (SELECT 1 FROM pg_roles WHERE rolname LIKE '{prefix}%')"
     )));
+}
+
+#[test]
+fn a_clone_reads_its_template_as_of_one_moment_while_it_is_written() {
+    let db = crate::test_db!("a_clone_reads_its_template_as_of_one_moment_while_it_is_written");
+    let template = db.provision(&["template_busy"]).remove(0);
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    seed(&mut conn, "template_busy", 2000);
+    // Many categories, so their copy takes long enough for the writer to commit meanwhile.
+    conn.batch_execute(
+        "INSERT INTO template_busy.categories (name) SELECT 'bulk ' || i FROM generate_series(1, 100000) i",
+    )
+    .unwrap();
+    // A writer adds a category and a note referencing it, in one transaction each, all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = db.url().to_owned();
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut conn = PgConnection::establish(&url).unwrap();
+            let mut pairs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                conn.batch_execute(
+                    "BEGIN; \
+                     WITH c AS (INSERT INTO template_busy.categories (name) \
+                                VALUES ('w' || clock_timestamp()::text || random()::text) RETURNING id) \
+                     INSERT INTO template_busy.notes (category_id, title) SELECT id, 'template_busy' FROM c; \
+                     COMMIT",
+                )
+                .unwrap();
+                pairs += 1;
+            }
+            pairs
+        })
+    };
+    for i in 0..4 {
+        let name = format!("copy_{i}");
+        migrator
+            .clone_tenant(&mut conn, &template, &id(&name), CloneData::WithData)
+            .unwrap_or_else(|e| panic!("clone {name}: {e:?}"));
+        // Every copied note's category was copied too: one snapshot, parents and children.
+        assert_eq!(
+            count(
+                &mut conn,
+                &format!(
+                    "SELECT count(*) AS n FROM \"{name}\".notes n WHERE n.category_id IS NOT NULL \
+                     AND NOT EXISTS (SELECT 1 FROM \"{name}\".categories c WHERE c.id = n.category_id)"
+                )
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                &mut conn,
+                &format!(
+                    "SELECT count(*) AS n FROM \"{name}\".notes WHERE title <> 'template_busy'"
+                )
+            ),
+            0,
+            "only the template's rows"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0, "the writer wrote meanwhile");
 }
