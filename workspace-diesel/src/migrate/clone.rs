@@ -92,6 +92,8 @@ impl Migrator {
         let span = crate::trace::op_span!("tenant.clone", tenant = %tenant, template = %template);
         let _span = self.enter(conn, span, Op::NewTenant(tenant))?;
         let cloned = self.clone_entered(conn, template, tenant, data);
+        // A template dropped or renamed meanwhile is reported as such.
+        let cloned = self.or_gone(conn, template, cloned);
         crate::trace::finish(cloned)
     }
 
