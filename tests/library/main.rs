@@ -8,6 +8,7 @@ mod support {
 use workspace_diesel_tests::test_db;
 
 mod architecture;
+mod archive;
 mod audit;
 mod busy_pooler;
 mod citus;

@@ -40,6 +40,8 @@ pub use crate::context::{
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::Hazard;
+#[cfg(feature = "archive")]
+pub use crate::migrate::{ArchiveSummary, TableSummary};
 pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
 pub use crate::options::{CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn};
 pub use crate::report::{MigrationFailure, MigrationReport, TenantMigrations, TenantOutcome};
