@@ -16,6 +16,9 @@ use crate::output;
 /// `export_tenant <identifier> <file>` (`-` for stdout).
 pub(crate) fn export(ctx: &Ctx, identifier: &str, file: &str) -> Result<()> {
     let tenant = tenant_id(identifier)?;
+    if file == "-" && ctx.json() {
+        anyhow::bail!("`--format json` needs an archive file: stdout carries the archive");
+    }
     let migrator = ctx.migrator()?;
     let url = ctx.database_url()?;
     let mut conn = ctx.connect()?;
@@ -101,21 +104,18 @@ fn report(
     if ctx.json() {
         return output::print(&output::Archive::new(command, summary, file, elapsed));
     }
-    if command == "export_tenant" && file == "-" {
-        return Ok(());
-    }
     let rows: i64 = summary.tables.iter().map(|t| t.rows).sum();
-    let mut err = std::io::stderr().lock();
     let line = format!(
         "{verb} tenant `{}` ({} tables, {rows} rows, {} bytes, {elapsed:.2}s)",
         summary.tenant,
         summary.tables.len(),
         summary.bytes
     );
-    if command == "import_tenant" || file != "-" {
-        out!("{line}");
+    if command == "export_tenant" && file == "-" {
+        // Stdout carries the archive.
+        writeln!(std::io::stderr().lock(), "{line}")?;
     } else {
-        writeln!(err, "{line}")?;
+        out!("{line}");
     }
     Ok(())
 }

@@ -94,6 +94,8 @@ fn supports_json(command: &Command) -> bool {
         Command::Setup
             | Command::CreateTenantSchema { .. }
             | Command::CloneTenant { .. }
+            | Command::ExportTenant { .. }
+            | Command::ImportTenant { .. }
             | Command::MigrateTenant(_)
             | Command::MigrateAll(_)
             | Command::RevertTenant(_)
