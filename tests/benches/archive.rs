@@ -50,9 +50,10 @@ fn main() {
          INSERT INTO acme.tags (label) SELECT 'tag ' || i FROM generate_series(1, 10) i; \
          INSERT INTO acme.notes (category_id, tag_id, title, body) \
          SELECT 1 + i % 20, 1 + i % 10, 'note ' || i, repeat(md5(i::text), 5) \
-         FROM generate_series(1, {notes}) i; VACUUM ANALYZE"
+         FROM generate_series(1, {notes}) i"
     ))
     .unwrap();
+    conn.batch_execute("VACUUM ANALYZE acme.notes").unwrap();
     let dir = std::env::temp_dir().join(format!("wd-bench-archive-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let archive = dir.join("acme.wdt");

@@ -93,8 +93,9 @@ pub struct TableSummary {
     pub name: String,
     /// Its rows.
     pub rows: i64,
-    /// The sum, modulo nothing (a decimal), of the first 64 bits of each row's MD5 (its text
-    /// form, `UTC` and ISO dates): independent of the rows' order, computed by the server.
+    /// The sum (a decimal) of the first 64 bits, as a signed integer, of each row's MD5 (of its
+    /// text form, in `UTC` with ISO dates): independent of the rows' order, computed by the
+    /// server.
     pub checksum: String,
 }
 
