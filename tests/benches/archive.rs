@@ -118,6 +118,10 @@ fn main() {
         ("pg_restore (new database)", &mut restore_t),
     ] {
         let d: Duration = median(times);
-        println!("| {way} | {:.2} | {:.1} |", d.as_secs_f64(), mb / d.as_secs_f64());
+        println!(
+            "| {way} | {:.2} | {:.1} |",
+            d.as_secs_f64(),
+            mb / d.as_secs_f64()
+        );
     }
 }
