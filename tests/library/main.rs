@@ -15,6 +15,7 @@ mod custom_registry;
 mod fleet;
 mod guards;
 mod ids;
+mod jobs;
 mod lifecycle;
 mod multi_table;
 mod packaging;

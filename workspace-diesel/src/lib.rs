@@ -8,6 +8,8 @@ mod context;
 mod dialect;
 mod error;
 mod hazard;
+#[cfg(feature = "jobs")]
+mod jobs;
 mod lint;
 mod migrate;
 mod placement;
@@ -32,6 +34,8 @@ pub use crate::context::{
 pub use crate::dialect::{CitusInfo, CitusNode, Dialect, Engine};
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::Hazard;
+#[cfg(feature = "jobs")]
+pub use crate::jobs::{JobError, TenantJob};
 pub use crate::lint::{CitusLint, CitusRule, LintError, LintFinding};
 pub use crate::migrate::{
     FailurePolicy, MigrateOptions, MigrationFailure, MigrationReport, Migrator, MigratorBuilder,
