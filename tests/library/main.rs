@@ -8,6 +8,7 @@ mod support {
 use workspace_diesel_tests::test_db;
 
 mod audit;
+mod cache;
 mod citus;
 mod compiletest;
 mod concurrency;

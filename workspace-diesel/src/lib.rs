@@ -3,6 +3,8 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 mod audit;
+#[cfg(feature = "cache")]
+mod cache;
 mod connection;
 mod context;
 mod dialect;
@@ -27,6 +29,10 @@ mod trace;
 pub mod pool;
 pub mod prelude;
 
+#[cfg(feature = "cache")]
+pub use crate::cache::{
+    listen_registry, RegistryChange, RegistryListener, TenantCache, NOTIFY_CHANNEL,
+};
 pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
