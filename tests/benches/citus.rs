@@ -26,7 +26,7 @@ use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use diesel_workspace::{split_statements, switch, MigrateOptions, Migrator, TenantId};
+use diesel_workspace::{statements::split_statements, switch, MigrateOptions, Migrator, TenantId};
 
 use workspace_diesel_tests::bench::{median, Settings};
 use workspace_diesel_tests::citus::CitusDb;

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! export DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
-//! cargo bench -p workspace-diesel --bench pool              # full run
-//! BENCH_QUICK=1 cargo bench -p workspace-diesel --bench pool  # a few seconds
+//! cargo bench -p workspace-diesel-tests --bench pool              # full run
+//! BENCH_QUICK=1 cargo bench -p workspace-diesel-tests --bench pool  # a few seconds
 //! ```
 //!
 //! The benchmark creates its own database `dw_bench_pool` (dropped `WITH (FORCE)` at the end) and

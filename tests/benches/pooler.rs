@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use diesel::connection::{CacheSize, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
-use diesel_workspace::{pool, switch, Pooler, TenantId};
+use diesel_workspace::{pool, pooler::Pooler, switch, TenantId};
 
 use workspace_diesel_tests::bench::{median, Settings};
 use workspace_diesel_tests::pgbouncer::{Config, PgBouncer};

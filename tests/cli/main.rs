@@ -44,6 +44,7 @@ fn has_x(db: &TestDb, tenant: &str) -> bool {
 mod citus;
 mod config;
 mod create;
+mod custom_registry;
 mod errors;
 mod generate;
 mod help;

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel_workspace::{switch, TenantCache, TenantId, NOTIFY_CHANNEL};
+use diesel_workspace::cache::{TenantCache, NOTIFY_CHANNEL};
+use diesel_workspace::{switch, TenantId};
 
 use crate::support::cli::Workdir;
 use crate::test_db;

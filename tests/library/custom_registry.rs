@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use diesel_workspace::{switch, MigrateOptions, Migrator, Registry, TenantId};
+use diesel_workspace::{registry::Registry, switch, MigrateOptions, Migrator, TenantId};
 
 use crate::support::schema::notes;
 use crate::support::TENANT_MIGRATIONS;

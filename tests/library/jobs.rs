@@ -10,7 +10,7 @@ use fang::{FangError, Queue, Queueable, RetentionMode, Runnable, Worker};
 use serde::{Deserialize, Serialize};
 
 use diesel_workspace::pool::TenantPool;
-use diesel_workspace::{set_tenant_status, switch, JobError, TenantJob, WorkspaceStatus};
+use diesel_workspace::{set_tenant_status, switch, JobError, TenantJob, LifecycleState};
 
 use crate::support::schema::notes;
 use crate::test_db;
@@ -110,7 +110,7 @@ fn a_thousand_queued_jobs_run_each_in_its_tenant_and_refused_ones_are_reported()
     let orphan: TenantJob<String> = serde_json::from_str(r#"{"payload":"orphan"}"#).unwrap();
     queue.insert_task(&WriteNote { job: orphan }).unwrap();
     // One tenant is suspended and one dropped while their jobs wait.
-    set_tenant_status(&mut conn, suspended, WorkspaceStatus::Suspended).unwrap();
+    set_lifecycle_state(&mut conn, suspended, LifecycleState::Suspended).unwrap();
     db.migrator().drop_tenant(&mut conn, dropped).unwrap();
 
     // The worker pool: fang's worker on each thread, until the queue is empty.
@@ -198,7 +198,7 @@ fn a_job_is_not_run_for_an_archived_tenant_and_its_failure_rolls_back() {
     let db = test_db!("a_job_archived_and_rollback");
     let tenants = db.provision(&["acme", "globex"]);
     let mut conn = db.conn();
-    set_tenant_status(&mut conn, &tenants[1], WorkspaceStatus::Archived).unwrap();
+    set_lifecycle_state(&mut conn, &tenants[1], LifecycleState::Archived).unwrap();
     let mut ran = false;
     let refused = TenantJob::new(&tenants[1], ()).run(&mut conn, |_, _| {
         ran = true;
@@ -209,7 +209,7 @@ fn a_job_is_not_run_for_an_archived_tenant_and_its_failure_rolls_back() {
         matches!(
             refused,
             Err(JobError::Inactive {
-                state: WorkspaceStatus::Archived,
+                state: LifecycleState::Archived,
                 ..
             })
         ),

@@ -16,7 +16,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 use diesel_workspace::pool::{self, TenantPool};
 use diesel_workspace::prelude::*;
-use diesel_workspace::{switch, Error, Pooler, PoolerEvidence, TenantId};
+use diesel_workspace::{pooler::Pooler, pooler::PoolerEvidence, switch, Error, TenantId};
 use workspace_diesel_tests::pgbouncer::{Config, PgBouncer};
 
 use crate::support::schema::{categories, notes, plans};

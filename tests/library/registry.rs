@@ -2,7 +2,10 @@
 
 use diesel::prelude::*;
 use diesel_workspace::prelude::*;
-use diesel_workspace::{workspace_migrations, workspaces, Workspace, WorkspaceStatus};
+use diesel_workspace::{
+    registry::workspace_migrations, registry::workspaces, registry::LifecycleState,
+    registry::Workspace,
+};
 
 use crate::test_db;
 
@@ -20,13 +23,13 @@ fn registry_rows_load_update_and_keep_timestamps() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].tenant_id().unwrap(), ids[0]);
     assert_eq!(rows[1].schema_name(), "globex");
-    assert!(rows.iter().all(|w| w.status == WorkspaceStatus::Active));
+    assert!(rows.iter().all(|w| w.status == LifecycleState::Active));
 
     // The enum round-trips, and the trigger moves updated_at (not created_at).
     conn.transaction(|c| {
         diesel::update(workspaces::table.filter(workspaces::schema_name.eq("acme")))
             .set((
-                workspaces::status.eq(WorkspaceStatus::Suspended),
+                workspaces::status.eq(LifecycleState::Suspended),
                 workspaces::display_name.eq("Acme Corp"),
             ))
             .execute(c)
@@ -37,7 +40,7 @@ fn registry_rows_load_update_and_keep_timestamps() {
         .select(Workspace::as_select())
         .first(&mut conn)
         .unwrap();
-    assert_eq!(acme.status, WorkspaceStatus::Suspended);
+    assert_eq!(acme.status, LifecycleState::Suspended);
     assert_eq!(acme.display_name, "Acme Corp");
     assert!(acme.updated_at > rows[0].updated_at);
     assert_eq!(acme.created_at, rows[0].created_at);
@@ -86,7 +89,7 @@ fn sample() -> Workspace {
         id: 1,
         schema_name: "acme".into(),
         display_name: String::new(),
-        status: WorkspaceStatus::Active,
+        status: LifecycleState::Active,
         created_at: now,
         updated_at: now,
     }

@@ -2,7 +2,7 @@
 //! hide a `;` (strings, escape strings, dollar quotes, quoted identifiers, comments, `BEGIN
 //! ATOMIC` bodies), joined with `;`, split back into exactly themselves.
 
-use diesel_workspace::split_statements;
+use diesel_workspace::statements::split_statements;
 use proptest::prelude::*;
 
 /// Text without the characters that would end the construct it goes into.

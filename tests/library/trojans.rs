@@ -185,13 +185,13 @@ fn run_paths(db: &TestDb, plant: impl FnOnce(&mut PgConnection)) -> Vec<String> 
     drop(pool);
     out.push(format!(
         "set_tenant_status: {:?} then {:?}",
-        diesel_workspace::set_tenant_status(
+        diesel_workspace::registry::set_lifecycle_state(
             &mut conn,
             &id("globex"),
-            diesel_workspace::WorkspaceStatus::Suspended
+            diesel_workspace::registry::LifecycleState::Suspended
         )
         .unwrap(),
-        diesel_workspace::tenant_status(&mut conn, &id("globex")).unwrap()
+        diesel_workspace::registry::lifecycle_state(&mut conn, &id("globex")).unwrap()
     ));
     m.rename_tenant(&mut conn, &id("initech"), &id("initrode"))
         .unwrap();

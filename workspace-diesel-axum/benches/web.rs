@@ -20,7 +20,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::pool::TenantPool;
-use diesel_workspace::{Migrator, TenantId, WorkspaceStatus};
+use diesel_workspace::{registry::LifecycleState, Migrator, TenantId};
 use diesel_workspace_axum::{Access, DbError, Header, RegistryCache, Routing, Tenant, TenantDb};
 
 const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
@@ -247,13 +247,13 @@ fn main() {
     for i in 0..1000 {
         cache.insert(
             TenantId::new(format!("t{i}")).unwrap(),
-            Some(WorkspaceStatus::Active),
+            Some(LifecycleState::Active),
             cache.generation(),
         );
     }
     cache.insert(
         acme.clone(),
-        Some(WorkspaceStatus::Active),
+        Some(LifecycleState::Active),
         cache.generation(),
     );
     let n = settings.iters * 500;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
+use diesel_workspace::registry::Registry;
 use diesel_workspace::TenantId;
 use http::request::Parts;
 
@@ -63,10 +64,22 @@ impl std::fmt::Debug for Access {
 pub(crate) struct Members {
     principal: Box<PrincipalFn>,
     pub(crate) sql: String,
+    /// The registry the membership table refers to.
+    registry: Registry,
+    /// The membership table: schema, table, user column, workspace column.
+    table: [String; 4],
     ttl: Duration,
     capacity: usize,
     /// user → tenant → (member, expires)
     cache: Mutex<HashMap<i64, Answers>>,
+}
+
+impl Members {
+    /// The membership query, spelled by the registry ([`Registry::membership_sql`]).
+    fn respell(&mut self) {
+        let [schema, table, user, workspace] = &self.table;
+        self.sql = self.registry.membership_sql(schema, table, user, workspace);
+    }
 }
 
 impl Access {
@@ -97,7 +110,14 @@ impl Access {
         Self {
             kind: AccessKind::Members(Arc::new(Members {
                 principal: Box::new(principal),
-                sql: members_sql("public", "memberships", "user_id", "workspace_id"),
+                sql: Registry::default().membership_sql(
+                    "public",
+                    "memberships",
+                    "user_id",
+                    "workspace_id",
+                ),
+                registry: Registry::default(),
+                table: ["public", "memberships", "user_id", "workspace_id"].map(str::to_owned),
                 ttl: Duration::from_secs(5),
                 capacity: 10_000,
                 cache: Mutex::new(HashMap::new()),
@@ -123,7 +143,21 @@ impl Access {
         user_column: &str,
         workspace_column: &str,
     ) -> Self {
-        self.map_members(|m| m.sql = members_sql(schema, table, user_column, workspace_column))
+        self.map_members(|m| {
+            m.table = [schema, table, user_column, workspace_column].map(str::to_owned);
+            m.respell();
+        })
+    }
+
+    /// The registry the membership table refers to (its
+    /// [`key_column`](Registry::key_column) and identifier), when it is not the built-in
+    /// `public.workspaces (id)`: the migrator's ([`Registry::new`]). No effect on
+    /// [`public_tenant_routes`](Self::public_tenant_routes).
+    pub fn registry(self, registry: Registry) -> Self {
+        self.map_members(|m| {
+            m.registry = registry;
+            m.respell();
+        })
     }
 
     /// How long a membership answer is cached (5 seconds by default; zero caches nothing).
@@ -198,22 +232,6 @@ impl Members {
             .get_result::<Found>(conn)
             .map(|f| f.member)
     }
-}
-
-/// A quoted SQL identifier.
-pub(crate) fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
-fn members_sql(schema: &str, table: &str, user: &str, workspace: &str) -> String {
-    format!(
-        "SELECT EXISTS (SELECT 1 FROM {}.{} m JOIN public.workspaces w ON w.id = m.{} \
-         WHERE m.{} = $1 AND w.schema_name = $2) AS member",
-        quote(schema),
-        quote(table),
-        quote(workspace),
-        quote(user),
-    )
 }
 
 /// The credentials of an `Authorization: Bearer <token>` header, the scheme matched without

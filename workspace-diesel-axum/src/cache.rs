@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel_workspace::{TenantId, WorkspaceStatus};
+use diesel_workspace::registry::{LifecycleState, Registry};
+use diesel_workspace::TenantId;
 
 /// The notification channel registry changes are sent on (see [`install_notify_trigger`]).
 pub const NOTIFY_CHANNEL: &str = "workspace_diesel_registry";
@@ -32,15 +33,15 @@ pub const NOTIFY_CHANNEL: &str = "workspace_diesel_registry";
 ///
 /// ```
 /// use std::time::Duration;
-/// use diesel_workspace::{TenantId, WorkspaceStatus};
+/// use diesel_workspace::{TenantId, registry::LifecycleState};
 /// use diesel_workspace_axum::RegistryCache;
 ///
 /// let cache = RegistryCache::new(1024, Duration::from_secs(5));
 /// let acme = TenantId::new("acme")?;
 /// assert_eq!(cache.get(&acme), None); // a miss
 /// let generation = cache.generation();
-/// cache.insert(acme.clone(), Some(WorkspaceStatus::Active), generation);
-/// assert_eq!(cache.get(&acme), Some(Some(WorkspaceStatus::Active)));
+/// cache.insert(acme.clone(), Some(LifecycleState::Active), generation);
+/// assert_eq!(cache.get(&acme), Some(Some(LifecycleState::Active)));
 /// cache.invalidate(&acme);
 /// assert_eq!(cache.get(&acme), None);
 /// # Ok::<(), diesel_workspace::Error>(())
@@ -54,6 +55,8 @@ pub struct RegistryCache {
     generation: AtomicU64,
     /// Every registered name, while a listener keeps it current.
     names: Mutex<Names>,
+    /// The registry the listener reads.
+    registry: Registry,
 }
 
 /// The registered names, as the listener read them.
@@ -63,14 +66,14 @@ struct Names {
     live: bool,
     /// The listener should read the whole registry again (after [`RegistryCache::clear`]).
     reload: bool,
-    states: HashMap<TenantId, WorkspaceStatus>,
+    states: HashMap<TenantId, LifecycleState>,
     /// Invalidated in-process and not yet read again by the listener: asked on the pool.
     stale: HashSet<TenantId>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    status: Option<WorkspaceStatus>,
+    status: Option<LifecycleState>,
     expires: Instant,
 }
 
@@ -84,7 +87,17 @@ impl RegistryCache {
             ttl,
             generation: AtomicU64::new(0),
             names: Mutex::new(Names::default()),
+            registry: Registry::default(),
         }
+    }
+
+    /// The registry the listener ([`listen`](Self::listen)) reads, when it is not the built-in
+    /// `public.workspaces`: the one the routing checks ([`RoutingBuilder::registry`]).
+    ///
+    /// [`RoutingBuilder::registry`]: crate::RoutingBuilder::registry
+    pub fn for_registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// Whether every name is answered from memory (a listener has read the whole registry and
@@ -100,7 +113,7 @@ impl RegistryCache {
 
     /// The cached state of `tenant`: `Some(None)` for a cached "not registered", `None` on a
     /// miss (never cached, expired or invalidated).
-    pub fn get(&self, tenant: &TenantId) -> Option<Option<WorkspaceStatus>> {
+    pub fn get(&self, tenant: &TenantId) -> Option<Option<LifecycleState>> {
         {
             let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
             if names.live && !names.stale.contains(tenant) {
@@ -123,7 +136,7 @@ impl RegistryCache {
     /// Stores what the registry said about `tenant`, unless an invalidation happened since
     /// `generation` was read (the answer may predate it). When full, expired entries are
     /// dropped first, then the entry closest to expiry.
-    pub fn insert(&self, tenant: TenantId, status: Option<WorkspaceStatus>, generation: u64) {
+    pub fn insert(&self, tenant: TenantId, status: Option<LifecycleState>, generation: u64) {
         if self.ttl.is_zero() {
             return;
         }
@@ -178,7 +191,7 @@ impl RegistryCache {
 
     /// Stores the listener's reading of one tenant, unless an invalidation happened since
     /// `generation` was read (then the tenant stays asked on the pool until its notification).
-    fn learn(&self, tenant: TenantId, status: Option<WorkspaceStatus>, generation: u64) {
+    fn learn(&self, tenant: TenantId, status: Option<LifecycleState>, generation: u64) {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         if !names.live {
             return;
@@ -193,7 +206,7 @@ impl RegistryCache {
     }
 
     /// Stores the listener's reading of the whole registry.
-    fn learn_all(&self, states: HashMap<TenantId, WorkspaceStatus>, generation: u64) -> bool {
+    fn learn_all(&self, states: HashMap<TenantId, LifecycleState>, generation: u64) -> bool {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         if self.generation.load(Ordering::Acquire) != generation {
             names.reload = true;
@@ -265,6 +278,14 @@ impl RegistryCache {
     }
 }
 
+/// A library error as the Diesel error it carries (the listener's reads fail with queries only).
+fn into_query(e: diesel_workspace::Error) -> diesel::result::Error {
+    match e {
+        diesel_workspace::Error::Query(e) => e,
+        other => diesel::result::Error::QueryBuilderError(Box::new(other)),
+    }
+}
+
 fn listen_connection(url: &str) -> diesel_workspace::Result<PgConnection> {
     let mut conn = PgConnection::establish(url)?;
     diesel::sql_query(format!("LISTEN {NOTIFY_CHANNEL}"))
@@ -277,13 +298,10 @@ fn listen_connection(url: &str) -> diesel_workspace::Result<PgConnection> {
 /// Without the notify trigger nothing would keep the names current: they are not held then, and
 /// the per-name entries with their TTL answer.
 fn load_all(conn: &mut PgConnection, cache: &RegistryCache) -> QueryResult<()> {
-    use diesel_workspace::workspaces;
-    let triggered: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
-        "EXISTS (SELECT 1 FROM pg_catalog.pg_trigger \
-         WHERE tgrelid = 'public.workspaces'::pg_catalog.regclass \
-           AND tgname = 'workspaces_notify_change')",
-    ))
-    .get_result(conn)?;
+    let triggered = cache
+        .registry
+        .has_notify_trigger(conn)
+        .map_err(into_query)?;
     if !triggered {
         tracing::warn!(
             "the registry has no notify trigger (install_notify_trigger): names are not held in \
@@ -293,12 +311,11 @@ fn load_all(conn: &mut PgConnection, cache: &RegistryCache) -> QueryResult<()> {
         return Ok(());
     }
     let generation = cache.generation();
-    let rows: Vec<(String, WorkspaceStatus)> = workspaces::table
-        .select((workspaces::schema_name, workspaces::status))
-        .load(conn)?;
-    let states = rows
+    let states = cache
+        .registry
+        .lifecycle_states(conn)
+        .map_err(into_query)?
         .into_iter()
-        .filter_map(|(name, status)| TenantId::new(name).ok().map(|t| (t, status)))
         .collect();
     cache.learn_all(states, generation);
     Ok(())
@@ -329,7 +346,7 @@ fn apply_notifications(conn: &mut PgConnection, cache: &RegistryCache) -> bool {
     }
     for id in changed {
         let generation = cache.generation();
-        match diesel_workspace::tenant_status(conn, &id) {
+        match cache.registry.lifecycle_state(conn, &id) {
             Ok(status) => cache.learn(id, status, generation),
             Err(e) => {
                 tracing::warn!(error = %e, "registry listener could not read a tenant");
@@ -408,41 +425,21 @@ impl Drop for Listener {
 /// [`Error::Query`](diesel_workspace::Error::Query) when the registry does not exist yet (run
 /// the shared migrations first) or the role may not create triggers on it.
 pub fn install_notify_trigger(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
-    use diesel::connection::SimpleConnection;
-    conn.transaction(|conn| conn.batch_execute(INSTALL_SQL))
-        .map_err(diesel_workspace::Error::Query)
+    install_notify_trigger_for(conn, &Registry::default())
 }
 
-const INSTALL_SQL: &str = r#"
-SELECT pg_catalog.pg_advisory_xact_lock(1463025665, 1);
-CREATE OR REPLACE FUNCTION public.workspace_notify_change() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog AS $wdn$
-BEGIN
-    IF TG_OP = 'TRUNCATE' THEN
-        PERFORM pg_catalog.pg_notify('workspace_diesel_registry', '');
-        RETURN NULL;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        PERFORM pg_catalog.pg_notify('workspace_diesel_registry', OLD.schema_name);
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        PERFORM pg_catalog.pg_notify('workspace_diesel_registry', NEW.schema_name);
-    END IF;
-    RETURN NULL;
-END
-$wdn$;
-DO $wdn$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
-                   WHERE tgrelid = 'public.workspaces'::pg_catalog.regclass
-                     AND tgname = 'workspaces_notify_change') THEN
-        CREATE TRIGGER workspaces_notify_change
-            AFTER INSERT OR UPDATE OR DELETE ON public.workspaces
-            FOR EACH ROW EXECUTE FUNCTION public.workspace_notify_change();
-        CREATE TRIGGER workspaces_notify_truncate
-            AFTER TRUNCATE ON public.workspaces
-            FOR EACH STATEMENT EXECUTE FUNCTION public.workspace_notify_change();
-    END IF;
-END
-$wdn$;
-"#;
+/// [`install_notify_trigger`] on `registry` (a custom registry table, [`Registry::new`]): the
+/// notification carries the row's identifier column. The SQL is the registry's own
+/// ([`Registry::notify_trigger_sql`]).
+///
+/// # Errors
+/// As [`install_notify_trigger`].
+pub fn install_notify_trigger_for(
+    conn: &mut PgConnection,
+    registry: &Registry,
+) -> diesel_workspace::Result<()> {
+    use diesel::connection::SimpleConnection;
+    let sql = registry.notify_trigger_sql(NOTIFY_CHANNEL);
+    conn.transaction(|conn| conn.batch_execute(&sql))
+        .map_err(diesel_workspace::Error::Query)
+}

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use diesel::prelude::*;
-use diesel_workspace::{Migrator, TenantId, WorkspaceStatus};
+use diesel_workspace::registry::{LifecycleState, Registry};
+use diesel_workspace::{Migrator, TenantId};
 use tracing::Instrument;
 
 use crate::access::{Access, AccessKind, Members};
@@ -55,6 +56,7 @@ struct Inner<P> {
     limiter: TenantLimiter,
     wait: Duration,
     reject: Option<Box<RejectFn>>,
+    registry: Registry,
     registry_reads: AtomicU64,
 }
 
@@ -85,6 +87,7 @@ pub struct RoutingBuilder<P> {
     wait: Duration,
     tenant_limit: Option<usize>,
     reject: Option<Box<RejectFn>>,
+    registry: Registry,
 }
 
 impl<P> std::fmt::Debug for RoutingBuilder<P> {
@@ -106,6 +109,14 @@ impl<P: DieselPool> RoutingBuilder<P> {
     /// How the tenant is found in a request. Required.
     pub fn resolver(mut self, resolver: impl Resolver) -> Self {
         self.resolver = Some(Box::new(resolver));
+        self
+    }
+
+    /// The registry the check reads (its cache's listener too, and
+    /// [`Routing::set_lifecycle_state`] changes it): the migrator's ([`Migrator::registry`]).
+    /// Defaults to the built-in `public.workspaces`.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
         self
     }
 
@@ -182,12 +193,15 @@ impl<P: DieselPool> RoutingBuilder<P> {
                 access: self.access.expect(
                     "RoutingBuilder::build: set an access policy (Access::members, or Access::public_tenant_routes)",
                 ),
-                cache: Arc::new(RegistryCache::new(self.capacity, self.ttl)),
+                cache: Arc::new(
+                    RegistryCache::new(self.capacity, self.ttl).for_registry(self.registry.clone()),
+                ),
                 registry_pool: self.registry_pool.unwrap_or_else(|| self.pool.clone()),
                 pool: self.pool,
                 limiter: TenantLimiter::new(limit),
                 wait: self.wait,
                 reject: self.reject,
+                registry: self.registry,
                 registry_reads: AtomicU64::new(0),
             }),
         }
@@ -208,6 +222,7 @@ impl<P: DieselPool> Routing<P> {
             wait: DEFAULT_WAIT,
             tenant_limit: None,
             reject: None,
+            registry: Registry::default(),
         }
     }
 
@@ -293,7 +308,7 @@ impl<P: DieselPool> Routing<P> {
     }
 
     /// The registry check: `tenant` must be registered and `active`. Served from the cache
-    /// when it can; a miss reads `public.workspaces` on the registry pool.
+    /// when it can; a miss reads the registry ([`RoutingBuilder::registry`]) on the registry pool.
     pub async fn check(&self, tenant: TenantId) -> Result<TenantId, TenantRejection> {
         self.check_by(tenant, Instant::now() + self.inner.wait)
             .await
@@ -311,12 +326,13 @@ impl<P: DieselPool> Routing<P> {
                 let generation = cache.generation();
                 let id = tenant.clone();
                 self.inner.registry_reads.fetch_add(1, Ordering::Relaxed);
+                let registry = self.inner.registry.clone();
                 let read = self
                     .inner
                     .registry_pool
                     .interact(
                         deadline.saturating_duration_since(Instant::now()),
-                        move |conn| diesel_workspace::tenant_status(conn, &id),
+                        move |conn| registry.lifecycle_state(conn, &id),
                     )
                     .await;
                 let status = match read {
@@ -329,10 +345,10 @@ impl<P: DieselPool> Routing<P> {
             }
         };
         match status {
-            Some(WorkspaceStatus::Active) => Ok(tenant),
-            Some(WorkspaceStatus::Suspended) => Err(TenantRejection::Suspended(tenant)),
-            Some(WorkspaceStatus::Archived) => Err(TenantRejection::Archived(tenant)),
-            Some(WorkspaceStatus::Provisioning) => Err(TenantRejection::Provisioning(tenant)),
+            Some(LifecycleState::Active) => Ok(tenant),
+            Some(LifecycleState::Suspended) => Err(TenantRejection::Suspended(tenant)),
+            Some(LifecycleState::Archived) => Err(TenantRejection::Archived(tenant)),
+            Some(LifecycleState::Provisioning) => Err(TenantRejection::Provisioning(tenant)),
             None => Err(TenantRejection::Unknown(tenant)),
         }
     }
@@ -349,18 +365,21 @@ impl<P: DieselPool> Routing<P> {
         }
     }
 
-    /// Changes `tenant`'s state ([`diesel_workspace::set_tenant_status`]) and forgets it in this
-    /// process's cache at once. Blocking: call it from a blocking task.
+    /// Changes `tenant`'s state in the registry ([`Registry::set_lifecycle_state`]) and forgets
+    /// it in this process's cache at once. Blocking: call it from a blocking task.
     ///
     /// # Errors
-    /// As [`diesel_workspace::set_tenant_status`].
-    pub fn set_tenant_status(
+    /// As [`Registry::set_lifecycle_state`].
+    pub fn set_lifecycle_state(
         &self,
         conn: &mut PgConnection,
         tenant: &TenantId,
-        status: WorkspaceStatus,
-    ) -> diesel_workspace::Result<WorkspaceStatus> {
-        let before = diesel_workspace::set_tenant_status(conn, tenant, status);
+        status: LifecycleState,
+    ) -> diesel_workspace::Result<LifecycleState> {
+        let before = self
+            .inner
+            .registry
+            .set_lifecycle_state(conn, tenant, status);
         self.inner.cache.invalidate(tenant);
         before
     }

@@ -79,7 +79,9 @@ mod user;
 
 pub use crate::access::{bearer_token, Access};
 pub use crate::bridge::{pool_builder, DbError, DieselPool, DEFAULT_STATEMENT_TIMEOUT};
-pub use crate::cache::{install_notify_trigger, Listener, RegistryCache, NOTIFY_CHANNEL};
+pub use crate::cache::{
+    install_notify_trigger, install_notify_trigger_for, Listener, RegistryCache, NOTIFY_CHANNEL,
+};
 pub use crate::extract::{Tenant, TenantDb, TenantLayerMissing};
 pub use crate::layer::{Routing, RoutingBuilder, TenantLayer, TenantService, DEFAULT_WAIT};
 pub use crate::rejection::{TenantRejection, ECHO_LIMIT};

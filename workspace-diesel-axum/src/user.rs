@@ -1,9 +1,9 @@
 //! The user-workspace resolver: the authenticated user's workspace, read from the database.
 
 use diesel::prelude::*;
+use diesel_workspace::registry::Registry;
 use http::request::Parts;
 
-use crate::access::quote;
 use crate::bridge::DieselPool;
 use crate::rejection::TenantRejection;
 use crate::resolve::{ready, Resolution, ResolveFuture, Resolver};
@@ -14,7 +14,8 @@ use crate::resolve::{ready, Resolution, ResolveFuture, Resolver};
 /// The user comes from the request through `user` (typically an extension your authentication
 /// middleware inserted); no user is no match. The query is
 /// `SELECT w.schema_name FROM <users> u JOIN public.workspaces w ON w.id = u.<workspace column>
-/// WHERE u.<id column> = $1`, on the pool, in a blocking task. A user that is not in the table
+/// WHERE u.<id column> = $1` (with a custom [`registry`](Self::registry), its table, identifier
+/// and key column), on the pool, in a blocking task. A user that is not in the table
 /// gets [`TenantRejection::Required`]; a database failure is [`TenantRejection::Unavailable`].
 ///
 /// The default table is `public.users (id BIGINT, workspace_id BIGINT REFERENCES
@@ -38,6 +39,9 @@ pub struct UserWorkspace<P, F> {
     pool: P,
     user: F,
     sql: String,
+    registry: Registry,
+    /// The user table: schema, table, id column, workspace column.
+    users: [String; 4],
 }
 
 impl<P, F> std::fmt::Debug for UserWorkspace<P, F> {
@@ -58,7 +62,9 @@ where
         Self {
             pool,
             user,
-            sql: user_sql("public", "users", "id", "workspace_id"),
+            sql: Registry::default().user_workspace_sql("public", "users", "id", "workspace_id"),
+            registry: Registry::default(),
+            users: ["public", "users", "id", "workspace_id"].map(str::to_owned),
         }
     }
 
@@ -71,19 +77,25 @@ where
         id_column: &str,
         workspace_column: &str,
     ) -> Self {
-        self.sql = user_sql(schema, table, id_column, workspace_column);
+        self.users = [schema, table, id_column, workspace_column].map(str::to_owned);
+        self.sql = self.query();
         self
     }
-}
 
-fn user_sql(schema: &str, table: &str, id: &str, workspace: &str) -> String {
-    format!(
-        "SELECT w.schema_name FROM {}.{} u JOIN public.workspaces w ON w.id = u.{} WHERE u.{} = $1",
-        quote(schema),
-        quote(table),
-        quote(workspace),
-        quote(id),
-    )
+    /// The registry the user table refers to (its [`key_column`](Registry::key_column)), when it
+    /// is not the built-in `public.workspaces (id)`: the migrator's ([`Registry::new`]).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self.sql = self.query();
+        self
+    }
+
+    /// The lookup, spelled by the registry ([`Registry::user_workspace_sql`]).
+    fn query(&self) -> String {
+        let [schema, table, id, workspace] = &self.users;
+        self.registry
+            .user_workspace_sql(schema, table, id, workspace)
+    }
 }
 
 #[derive(QueryableByName)]

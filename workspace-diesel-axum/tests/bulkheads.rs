@@ -346,10 +346,10 @@ async fn ten_thousand_unknown_names_cost_a_bounded_number_of_registry_queries() 
         200
     );
     let mut bare_conn = PgConnection::establish(bare.url()).expect("connect");
-    diesel_workspace::set_tenant_status(
+    diesel_workspace::registry::set_lifecycle_state(
         &mut bare_conn,
         &TenantId::new("acme").unwrap(),
-        diesel_workspace::WorkspaceStatus::Suspended,
+        diesel_workspace::registry::LifecycleState::Suspended,
     )
     .expect("suspend");
     let changed = Instant::now();

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use diesel::prelude::*;
 use diesel_workspace::pool::TenantPool;
-use diesel_workspace::{TenantId, WorkspaceStatus};
+use diesel_workspace::{registry::LifecycleState, TenantId};
 use diesel_workspace_axum::{
     DbError, Header, Resolver, Routing, Subdomain, Tenant, TenantDb, UserWorkspace,
 };
@@ -66,13 +66,17 @@ async fn states_and_names_map_to_documented_responses() {
         support::provision("web_states", &["acme", "globex", "sus", "arch", "prov"]);
     let mut conn = PgConnection::establish(db.url()).expect("connect");
     for (t, s) in [
-        ("sus", WorkspaceStatus::Suspended),
-        ("arch", WorkspaceStatus::Archived),
-        ("prov", WorkspaceStatus::Provisioning),
+        ("sus", LifecycleState::Suspended),
+        ("arch", LifecycleState::Archived),
+        ("prov", LifecycleState::Provisioning),
     ] {
-        let before = diesel_workspace::set_tenant_status(&mut conn, &TenantId::new(t).unwrap(), s)
-            .expect("set status");
-        assert_eq!(before, WorkspaceStatus::Active);
+        let before = diesel_workspace::registry::set_lifecycle_state(
+            &mut conn,
+            &TenantId::new(t).unwrap(),
+            s,
+        )
+        .expect("set status");
+        assert_eq!(before, LifecycleState::Active);
     }
     let pool = pool(db.url());
     let routing = Routing::builder(pool)
@@ -138,7 +142,8 @@ async fn in_process_changes_take_effect_at_once() {
     assert_eq!(status("acme2").await, 404); // a cached "unknown"
 
     // Negative control: a change the routing does not hear of is served from the cache.
-    diesel_workspace::set_tenant_status(&mut conn, &globex, WorkspaceStatus::Suspended).unwrap();
+    diesel_workspace::registry::set_lifecycle_state(&mut conn, &globex, LifecycleState::Suspended)
+        .unwrap();
     assert_eq!(
         status("globex").await,
         200,
@@ -148,15 +153,15 @@ async fn in_process_changes_take_effect_at_once() {
     assert_eq!(status("globex").await, 403);
 
     routing
-        .set_tenant_status(&mut conn, &acme, WorkspaceStatus::Suspended)
+        .set_lifecycle_state(&mut conn, &acme, LifecycleState::Suspended)
         .unwrap();
     assert_eq!(status("acme").await, 403);
     routing
-        .set_tenant_status(&mut conn, &acme, WorkspaceStatus::Archived)
+        .set_lifecycle_state(&mut conn, &acme, LifecycleState::Archived)
         .unwrap();
     assert_eq!(status("acme").await, 410);
     routing
-        .set_tenant_status(&mut conn, &acme, WorkspaceStatus::Active)
+        .set_lifecycle_state(&mut conn, &acme, LifecycleState::Active)
         .unwrap();
     assert_eq!(status("acme").await, 200);
 
@@ -226,7 +231,8 @@ async fn another_process_changes_are_seen_through_listen_or_within_the_ttl() {
 
     // "Another process": plain library calls on a connection of their own.
     let acme = TenantId::new("acme").unwrap();
-    diesel_workspace::set_tenant_status(&mut conn, &acme, WorkspaceStatus::Suspended).unwrap();
+    diesel_workspace::registry::set_lifecycle_state(&mut conn, &acme, LifecycleState::Suspended)
+        .unwrap();
     let seen = within(Duration::from_secs(5), async || {
         status(a, "acme").await == 403
     })

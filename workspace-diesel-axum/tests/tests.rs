@@ -6,6 +6,7 @@ mod support;
 mod access;
 mod async_pools;
 mod bulkheads;
+mod custom_registry;
 mod readme;
 mod resolvers;
 mod routing;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use axum::routing::get;
 use axum::Router;
 use diesel::prelude::*;
-use diesel_workspace::{TenantId, WorkspaceStatus};
+use diesel_workspace::{registry::LifecycleState, TenantId};
 use diesel_workspace_axum::{Header, Routing, Tenant};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -144,7 +144,8 @@ fn spans_carry_the_tenant() {
 
     // The library's own spans: a state change.
     let mut conn = PgConnection::establish(db.url()).unwrap();
-    diesel_workspace::set_tenant_status(&mut conn, &globex, WorkspaceStatus::Suspended).unwrap();
+    diesel_workspace::registry::set_lifecycle_state(&mut conn, &globex, LifecycleState::Suspended)
+        .unwrap();
     let states = capture.spans("set_tenant_status");
     assert!(
         states

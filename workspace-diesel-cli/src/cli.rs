@@ -48,7 +48,13 @@ pub(crate) struct Cli {
         value_name = "MODE",
         default_value = "direct"
     )]
-    pub(crate) pooler: diesel_workspace::Pooler,
+    pub(crate) pooler: diesel_workspace::pooler::Pooler,
+    /// The registry table, when it is not the built-in public.workspaces:
+    /// SCHEMA.TABLE[.IDENTIFIER[.STATUS]] (identifier column, default schema_name; life-cycle
+    /// state column, default none) [default: the config file's `[registry]`, else
+    /// public.workspaces]
+    #[arg(long, global = true, value_name = "SCHEMA.TABLE")]
+    pub(crate) registry: Option<String>,
 
     #[command(subcommand)]
     pub(crate) command: Command,

@@ -27,6 +27,7 @@ pub(crate) struct Config {
     migrations: Migrations,
     #[serde(default)]
     print_schema: PrintSchema,
+    registry: Option<RegistryTable>,
     /// The file's directory: the base of its relative paths.
     #[serde(skip)]
     base: PathBuf,
@@ -46,6 +47,17 @@ struct Database {
 struct Migrations {
     tenant_dir: Option<PathBuf>,
     shared_dir: Option<PathBuf>,
+}
+
+/// The `[registry]` table: an application's own registry table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryTable {
+    /// `SCHEMA.TABLE`.
+    table: String,
+    identifier_column: Option<String>,
+    status_column: Option<String>,
+    key_column: Option<String>,
 }
 
 /// The `[print_schema]` table.
@@ -107,6 +119,38 @@ impl Config {
     /// Where the config was read from, if anywhere.
     pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// The registry the `[registry]` table names, else the built-in one.
+    pub(crate) fn registry(&self) -> Result<diesel_workspace::registry::Registry> {
+        let Some(r) = &self.registry else {
+            return Ok(diesel_workspace::registry::Registry::default());
+        };
+        let Some((schema, table)) = r
+            .table
+            .split_once('.')
+            .filter(|(s, t)| !s.is_empty() && !t.is_empty() && !t.contains('.'))
+        else {
+            bail!(
+                "invalid `[registry] table = {:?}` in `{}`: expected \"SCHEMA.TABLE\"",
+                r.table,
+                self.path
+                    .as_deref()
+                    .unwrap_or(Path::new(FILE_NAME))
+                    .display()
+            );
+        };
+        let mut registry = diesel_workspace::registry::Registry::new(schema, table);
+        if let Some(c) = &r.identifier_column {
+            registry = registry.identifier_column(c);
+        }
+        if let Some(c) = &r.status_column {
+            registry = registry.status_column(c);
+        }
+        if let Some(c) = &r.key_column {
+            registry = registry.key_column(c);
+        }
+        Ok(registry)
     }
 
     /// The environment variable holding the database URL.

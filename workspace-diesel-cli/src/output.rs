@@ -1,7 +1,7 @@
 //! The JSON documents of `--format json`: one per command run, on stdout. Their fields are part
 //! of the tool's interface (documented in the README); add fields, never rename or remove one.
 
-use diesel_workspace::{MigrationReport, TenantId, TenantOutcome, TenantStatus};
+use diesel_workspace::{MigrationReport, TenantId, TenantOutcome};
 use serde::Serialize;
 
 /// Writes `doc` as one line of JSON on stdout.
@@ -30,7 +30,7 @@ pub(crate) struct Tenant {
 
 impl Tenant {
     /// From the library's status; `known` is false when the pending list means nothing.
-    pub(crate) fn from_status(s: &TenantStatus, known: bool) -> Self {
+    pub(crate) fn from_status(s: &diesel_workspace::TenantMigrations, known: bool) -> Self {
         let state = if s.drift.is_some() {
             "drifted"
         } else if !known {

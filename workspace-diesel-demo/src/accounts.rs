@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use diesel::prelude::*;
-use diesel_workspace::{workspaces, TenantId};
+use diesel_workspace::{registry::workspaces, TenantId};
 use serde::Deserialize;
 use tower_sessions::Session;
 

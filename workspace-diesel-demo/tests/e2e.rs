@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel_workspace::{TenantId, WorkspaceStatus};
+use diesel_workspace::{registry::LifecycleState, TenantId};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -398,10 +398,10 @@ fn members_see_their_own_notes_and_nobody_else_gets_in() {
 
         // A suspended workspace is refused to its members too.
         let mut conn = PgConnection::establish(db.url()).expect("connect");
-        diesel_workspace::set_tenant_status(
+        diesel_workspace::registry::set_lifecycle_state(
             &mut conn,
             &TenantId::new("globex").unwrap(),
-            WorkspaceStatus::Suspended,
+            LifecycleState::Suspended,
         )
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);

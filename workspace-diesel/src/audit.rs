@@ -131,8 +131,8 @@ struct NameRow {
     name: String,
 }
 
-/// Every hazard ([`Migrator::audit`](crate::Migrator::audit)), with the registry at
-/// `registry` (qualified) and its identifier column `column` (quoted). Five catalog queries (six when `distributes_schemas`: the Citus
+/// Every hazard ([`Migrator::audit`](crate::Migrator::audit)), with the registered names in
+/// `registry` (a table or derived table the registry spells) and their column `column`. Five catalog queries (six when `distributes_schemas`: the Citus
 /// check for tenants that are not fully distributed);
 /// run under the library's own path.
 pub(crate) fn audit(
@@ -185,7 +185,7 @@ pub(crate) fn audit(
             );
             if distributes_schemas {
                 hazards.extend(
-                    crate::dialect::undistributed_tenants(conn, registry, column)?
+                    undistributed_tenants(conn, registry, column)?
                         .into_iter()
                         .map(|(tenant, local_tables)| Hazard::NotDistributed {
                             tenant,
@@ -196,4 +196,40 @@ pub(crate) fn audit(
             Ok(hazards)
         }
     }
+}
+
+/// On Citus, the registered tenants (`registry` and `column`, as [`audit`] takes them)
+/// whose schema is not a distributed schema (with no tables listed) or holds local tables (listed):
+/// one query.
+pub(crate) fn undistributed_tenants(
+    conn: &mut PgConnection,
+    registry: &str,
+    column: &str,
+) -> Result<Vec<(String, Vec<String>)>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        tenant: String,
+        #[diesel(sql_type = diesel::sql_types::Array<Text>)]
+        local: Vec<String>,
+        #[diesel(sql_type = Bool)]
+        distributed: bool,
+    }
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "SELECT reg.{column}::pg_catalog.text AS tenant, \
+         COALESCE((SELECT pg_catalog.array_agg(c.relname::pg_catalog.text ORDER BY c.relname) \
+           FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p') \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = c.oid)), \
+           '{{}}'::pg_catalog.text[]) AS local, \
+         EXISTS (SELECT 1 FROM pg_catalog.pg_dist_schema d WHERE d.schemaid = n.oid) AS distributed \
+         FROM {registry} reg \
+         JOIN pg_catalog.pg_namespace n ON n.nspname::pg_catalog.text = reg.{column}::pg_catalog.text \
+         ORDER BY 1"
+    ))
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| !r.distributed || !r.local.is_empty())
+        .map(|r| (r.tenant, if r.distributed { r.local } else { Vec::new() }))
+        .collect())
 }

@@ -15,8 +15,10 @@ use crate::tenant::TenantId;
 
 /// The notification channel the registry's notify trigger sends on: one notification naming
 /// the tenant for every inserted, updated (the old and the new name on a rename) and deleted
-/// registry row, and `''` on `TRUNCATE`. The web crate (`workspace-diesel-axum`) installs that
-/// trigger (`install_notify_trigger`) and listens on the same channel.
+/// registry row, and `''` on `TRUNCATE`. The trigger's SQL is the registry's
+/// ([`Registry::notify_trigger_sql`](crate::registry::Registry::notify_trigger_sql) with this
+/// channel); the web crate (`workspace-diesel-axum`) installs it (`install_notify_trigger`) and
+/// listens on the same channel.
 pub const NOTIFY_CHANNEL: &str = "workspace_diesel_registry";
 
 /// How often the listener thread reads its connection's notifications.
@@ -39,7 +41,7 @@ pub enum RegistryChange {
 /// `on_change(RegistryChange::All)` and reconnects (every 500 ms). The thread stops when the
 /// returned [`RegistryListener`] is dropped.
 ///
-/// Needs the registry's notify trigger (the web crate's `install_notify_trigger`) and a direct
+/// Needs the registry's notify trigger (see [`NOTIFY_CHANNEL`]) and a direct
 /// or session-pooled connection: behind a transaction pooler, `LISTEN` does not deliver.
 ///
 /// # Errors
@@ -138,7 +140,8 @@ impl Drop for RegistryListener {
 /// renamed, suspended, archived: any change of the row).
 ///
 /// ```
-/// use diesel_workspace::{switch, TenantCache, TenantId};
+/// use diesel_workspace::cache::TenantCache;
+/// use diesel_workspace::{switch, TenantId};
 ///
 /// let cache: TenantCache<&str, u32> = TenantCache::new(10_000);
 /// let (acme, globex) = (TenantId::new("acme")?, TenantId::new("globex")?);

@@ -72,7 +72,7 @@ pub(crate) fn rollback(conn: &mut PgConnection) {
 /// session had before plays no part.
 ///
 /// Behind a transaction pooler (PgBouncer `pool_mode = transaction`, see
-/// [`Pooler`](crate::Pooler)), this is the only safe way to run raw SQL that names tenant tables
+/// [`Pooler`](crate::pooler::Pooler)), this is the only safe way to run raw SQL that names tenant tables
 /// without a schema: the session `search_path` then belongs to whichever server connection
 /// answers. On a connection of a pool in pooler mode, the pool's timeouts are set here too, with
 /// `SET LOCAL`, in the same round trip.
@@ -177,7 +177,7 @@ impl TenantConnectionExt for PgConnection {
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<DieselError>,
     {
-        crate::switch(tenant, || run_in(self, tenant, None, f))
+        crate::context::switch(tenant, || run_in(self, tenant, None, f))
     }
 
     fn tenant_transaction_as<T, E, F>(&mut self, roles: &TenantRoles, f: F) -> Result<T, E>

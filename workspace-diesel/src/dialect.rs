@@ -91,7 +91,7 @@ impl fmt::Display for CitusNode {
 ///
 /// ```no_run
 /// use diesel::prelude::*;
-/// use diesel_workspace::{Dialect, Engine};
+/// use diesel_workspace::{citus::Dialect, citus::Engine};
 ///
 /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
 /// let dialect = Dialect::detect(conn)?;
@@ -194,7 +194,7 @@ impl Dialect {
     /// (`PostgreSQL 11.2-YB-2.20.1.0-b0 ...`) or else PostgreSQL.
     ///
     /// ```
-    /// use diesel_workspace::{Dialect, Engine};
+    /// use diesel_workspace::{citus::Dialect, citus::Engine};
     ///
     /// let d = Dialect::from_version("PostgreSQL 11.2-YB-2.20.1.0-b0 on x86_64-pc-linux-gnu");
     /// assert_eq!(d.engine(), &Engine::YugabyteDb);
@@ -403,42 +403,6 @@ impl Dialect {
             Err(_) => message.to_owned(),
         }
     }
-}
-
-/// On Citus, the registered tenants (of `registry`, identifier column `column`, both quoted)
-/// whose schema is not a distributed schema (with no tables listed) or holds local tables (listed):
-/// one query.
-pub(crate) fn undistributed_tenants(
-    conn: &mut PgConnection,
-    registry: &str,
-    column: &str,
-) -> Result<Vec<(String, Vec<String>)>> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        tenant: String,
-        #[diesel(sql_type = diesel::sql_types::Array<Text>)]
-        local: Vec<String>,
-        #[diesel(sql_type = Bool)]
-        distributed: bool,
-    }
-    let rows: Vec<Row> = diesel::sql_query(format!(
-        "SELECT reg.{column}::pg_catalog.text AS tenant, \
-         COALESCE((SELECT pg_catalog.array_agg(c.relname::pg_catalog.text ORDER BY c.relname) \
-           FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p') \
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = c.oid)), \
-           '{{}}'::pg_catalog.text[]) AS local, \
-         EXISTS (SELECT 1 FROM pg_catalog.pg_dist_schema d WHERE d.schemaid = n.oid) AS distributed \
-         FROM {registry} reg \
-         JOIN pg_catalog.pg_namespace n ON n.nspname::pg_catalog.text = reg.{column}::pg_catalog.text \
-         ORDER BY 1"
-    ))
-    .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| !r.distributed || !r.local.is_empty())
-        .map(|r| (r.tenant, if r.distributed { r.local } else { Vec::new() }))
-        .collect())
 }
 
 /// Removes `_<id>` from the end of every identifier in `message` whose numeric suffix `id` is a

@@ -1,8 +1,9 @@
 //! The crate's error type.
 
 use std::fmt;
+use std::str::FromStr;
 
-use crate::migrate::report::{MigrationFailure, MigrationReport};
+use crate::report::{MigrationFailure, MigrationReport};
 use crate::tenant::TenantId;
 
 /// Everything that can go wrong in this crate.
@@ -73,10 +74,10 @@ pub enum Error {
     #[error("could not read the migrations")]
     MigrationSource(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The database engine lacks something tenant provisioning or migrations rely on (see
-    /// [`Dialect`](crate::Dialect)); nothing was changed.
+    /// [`Dialect`](crate::citus::Dialect)); nothing was changed.
     #[error("{engine} is not supported: it lacks {missing}")]
     UnsupportedEngine {
-        /// The engine, as [`Dialect::name`](crate::Dialect::name) reports it.
+        /// The engine, as [`Dialect::name`](crate::citus::Dialect::name) reports it.
         engine: &'static str,
         /// The capabilities it lacks.
         missing: &'static str,
@@ -103,7 +104,7 @@ pub enum Error {
     },
     /// A transaction pooler (PgBouncer in `pool_mode = transaction`) was found behind a pool or
     /// migrator that was not declared to go through one; nothing was run for a tenant. The
-    /// message names the setting ([`Pooler::Transaction`](crate::Pooler::Transaction)).
+    /// message names the setting ([`Pooler::Transaction`](crate::pooler::Pooler::Transaction)).
     #[error("{0}")]
     PoolerNotDeclared(crate::pooler::PoolerDetected),
     /// The database lets roles other than the schema owners change what SQL does (create rights
@@ -112,6 +113,14 @@ pub enum Error {
     /// was built to refuse to run on that. Nothing else was sent.
     #[error("refusing to run: {}", hijack_summary(.0))]
     HijackHazards(Vec<crate::hazard::Hazard>),
+    /// A tenant's life-cycle state was to be changed in a registry that keeps none (see
+    /// [`Registry::status_column`](crate::registry::Registry::status_column)); nothing was
+    /// changed.
+    #[error("the registry {registry} keeps no life-cycle state (no status column)")]
+    NoLifecycleState {
+        /// The registry table, qualified and quoted.
+        registry: String,
+    },
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]
@@ -222,4 +231,47 @@ pub(crate) fn escape_controls(text: &str) -> String {
         }
     }
     out
+}
+
+// A name becomes a `TenantId` here, beside the error that rejects it: `tenant.rs` holds the type
+// and its rule and needs no `Error`.
+impl TenantId {
+    /// Validates `name` and returns it as a tenant id.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTenantName`] naming the input and the rule it breaks.
+    pub fn new(name: impl AsRef<str>) -> Result<Self, Error> {
+        let name = name.as_ref();
+        match Self::parse(name) {
+            Ok(id) => Ok(id),
+            Err(reason) => Err(Error::InvalidTenantName {
+                name: name.to_owned(),
+                reason,
+            }),
+        }
+    }
+}
+
+impl FromStr for TenantId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<&str> for TenantId {
+    type Error = Error;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::pooler::PoolerEvidence;
+
 /// Something in the database's set-up that weakens tenant isolation, found by
 /// [`Migrator::audit`](crate::Migrator::audit).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,10 +12,10 @@ use std::fmt;
 pub enum Hazard {
     /// The connection goes through a transaction pooler (its backend changed between two of the
     /// audit's queries) that the migrator was not told about: set
-    /// [`Pooler::Transaction`](crate::Pooler::Transaction).
+    /// [`Pooler::Transaction`](crate::pooler::Pooler::Transaction).
     UndeclaredPooler {
         /// What showed it.
-        evidence: crate::PoolerEvidence,
+        evidence: PoolerEvidence,
     },
     /// The connected role is a superuser: it bypasses every privilege and row-level policy, so a
     /// bug in the application is not contained by the database.

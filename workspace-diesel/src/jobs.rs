@@ -15,15 +15,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::{current, switch};
 use crate::error::{Error, NoActiveTenant};
-use crate::registry::{workspaces, WorkspaceStatus};
-use crate::sql::own;
+use crate::registry::model::{LifecycleState, Registry};
 use crate::tenant::TenantId;
 
 /// A job's payload with the tenant it runs in; serialize it into a queue, deserialize it in the
 /// worker and [`run`](Self::run) it.
 ///
 /// ```
-/// use diesel_workspace::{switch, TenantId, TenantJob};
+/// use diesel_workspace::jobs::TenantJob;
+/// use diesel_workspace::{switch, TenantId};
 ///
 /// let acme = TenantId::new("acme")?;
 /// let job = switch(&acme, || TenantJob::for_current("send the weekly digest"))?;
@@ -65,7 +65,7 @@ pub enum JobError<E> {
         /// The tenant.
         tenant: TenantId,
         /// Its state.
-        state: WorkspaceStatus,
+        state: LifecycleState,
     },
     /// Reading the tenant's state, or the transaction around the job, failed.
     #[error("the job's transaction failed")]
@@ -142,20 +142,30 @@ impl<P> TenantJob<P> {
         conn: &mut PgConnection,
         job: impl FnOnce(&mut PgConnection, &P) -> Result<R, E>,
     ) -> Result<R, JobError<E>> {
+        self.run_in(&Registry::default(), conn, job)
+    }
+
+    /// [`run`](Self::run) with the tenant's state read from `registry` (a custom registry table
+    /// with a [`status_column`](Registry::status_column); without one, every registered tenant
+    /// counts as active).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_in<R, E>(
+        &self,
+        registry: &Registry,
+        conn: &mut PgConnection,
+        job: impl FnOnce(&mut PgConnection, &P) -> Result<R, E>,
+    ) -> Result<R, JobError<E>> {
         let tenant = self.tenant()?;
         let _span = tracing::info_span!("job.run", tenant = tenant.as_str()).entered();
         conn.transaction(|conn| {
-            let state = own(conn, |conn| {
-                workspaces::table
-                    .filter(workspaces::schema_name.eq(tenant.as_str()))
-                    .select(workspaces::status)
-                    .for_share()
-                    .get_result::<WorkspaceStatus>(conn)
-                    .optional()
-            })?;
+            let state = registry
+                .lifecycle_state_for_share(conn, &tenant)
+                .map_err(JobError::Database)?;
             match state {
                 None => Err(JobError::TenantGone(tenant.clone())),
-                Some(WorkspaceStatus::Active) => switch(&tenant, || job(conn, &self.payload))
+                Some(LifecycleState::Active) => switch(&tenant, || job(conn, &self.payload))
                     .map_err(|source| JobError::Failed {
                         tenant: tenant.clone(),
                         source,

@@ -4,23 +4,26 @@
 
 mod audit;
 #[cfg(feature = "cache")]
-mod cache;
+pub mod cache;
+pub mod citus;
+mod connect;
 mod connection;
 mod context;
 mod dialect;
 mod error;
 mod hazard;
 #[cfg(feature = "jobs")]
-mod jobs;
+pub mod jobs;
 mod lint;
 mod migrate;
+mod options;
 mod placement;
-mod pooler;
-mod registry;
+pub mod pooler;
+pub mod registry;
+mod report;
 mod roles;
 mod sql;
-mod state;
-mod statements;
+pub mod statements;
 mod table;
 mod tenant;
 mod trace;
@@ -29,38 +32,17 @@ mod trace;
 pub mod pool;
 pub mod prelude;
 
-#[cfg(feature = "cache")]
-pub use crate::cache::{
-    listen_registry, RegistryChange, RegistryListener, TenantCache, NOTIFY_CHANNEL,
-};
+pub use crate::connect::connect;
 pub use crate::connection::TenantConnectionExt;
 pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
-pub use crate::dialect::{CitusInfo, CitusNode, Dialect, Engine};
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::Hazard;
-#[cfg(feature = "jobs")]
-pub use crate::jobs::{JobError, TenantJob};
-pub use crate::lint::{CitusLint, CitusRule, LintError, LintFinding};
-pub use crate::migrate::{
-    FailurePolicy, MigrateOptions, MigrationFailure, MigrationReport, Migrator, MigratorBuilder,
-    Progress, ProgressFn, SharedStatus, TenantOutcome, TenantStatus, REGISTRY_MIGRATIONS,
-};
-pub use crate::placement::{
-    rebalance_status, start_rebalance, wait_rebalance, RebalanceStatus, TenantPlacement,
-};
-pub use crate::pooler::{
-    connect, ParsePoolerError, Pooler, PoolerDetected, PoolerEvidence, POOLER_ENV,
-};
-pub use crate::registry::{
-    sql_types, workspace_migrations, workspaces, Registry, Workspace, WorkspaceConfigInterface,
-    WorkspaceStatus,
-};
+pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
+pub use crate::options::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
+pub use crate::report::{MigrationFailure, MigrationReport, TenantMigrations, TenantOutcome};
 pub use crate::roles::TenantRoles;
-pub use crate::sql::LIBRARY_TABLES;
-pub use crate::state::{set_tenant_status, tenant_status};
-pub use crate::statements::{split_statements, SplitError, Statement};
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub use workspace_diesel_derive::TenantModel;

@@ -8,8 +8,9 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
-use crate::migrate::Migrator;
-use crate::sql::quote_literal;
+use crate::migrate::door::Op;
+use crate::migrate::migrator::Migrator;
+use crate::sql::{own, quote_literal};
 use crate::tenant::TenantId;
 
 /// Where one tenant lives and how much room it takes, from [`Migrator::placement`].
@@ -109,9 +110,11 @@ impl Migrator {
     /// [`Error::Query`] when the catalog or the registry cannot be read;
     /// [`Error::UnsupportedEngine`] on an engine the crate cannot run on.
     pub fn placement(&self, conn: &mut PgConnection) -> Result<Vec<TenantPlacement>> {
-        let dialect = Dialect::detect_supported(conn)?;
-        let registry = self.registry().qualified_table();
-        let column = self.registry().quoted_identifier_column();
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
+        let dialect = self.dialect(conn)?;
+        // The registered names, as the registry spells its query (one column, `name`).
+        let registry = self.registry().names_sql();
+        let column = "name";
         let sizes = if dialect.distributes_schemas() {
             "SELECT n.nspname::pg_catalog.text AS schema, \
              pg_catalog.min(s.nodename || ':' || s.nodeport) AS node, \
@@ -127,13 +130,15 @@ impl Migrator {
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'm', 'p') GROUP BY 1"
         };
-        let rows: Vec<PlacementRow> = diesel::sql_query(format!(
-            "SELECT reg.{column}::pg_catalog.text AS tenant, p.node, \
-             COALESCE(p.size, 0)::pg_catalog.int8 AS size \
-             FROM {registry} reg LEFT JOIN ({sizes}) p ON p.schema = reg.{column}::pg_catalog.text \
-             ORDER BY 1"
-        ))
-        .load(conn)?;
+        let rows: Vec<PlacementRow> = own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT reg.{column}::pg_catalog.text AS tenant, p.node, \
+                 COALESCE(p.size, 0)::pg_catalog.int8 AS size \
+                 FROM {registry} reg LEFT JOIN ({sizes}) p ON p.schema = reg.{column}::pg_catalog.text \
+                 ORDER BY 1"
+            ))
+            .load(conn)
+        })?;
         Ok(rows
             .into_iter()
             .map(|r| TenantPlacement {
@@ -147,7 +152,7 @@ impl Migrator {
     /// Moves a tenant's distributed schema to the node `host:port` (`citus_schema_move`, which
     /// copies the shards with logical replication, then switches over; reads and writes keep
     /// working meanwhile, writes block briefly at the switch). Every table of the tenant needs a
-    /// primary key (see [`CitusLint`](crate::CitusLint)).
+    /// primary key (see [`CitusLint`](crate::citus::CitusLint)).
     ///
     /// ```no_run
     /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
@@ -168,36 +173,18 @@ impl Migrator {
         host: &str,
         port: u16,
     ) -> Result<()> {
+        let _span = self.enter(conn, tracing::Span::none(), Op::Tenant(tenant))?;
         citus_only(conn, "moving a tenant")?;
-        self.ensure_registered(conn, tenant)?;
-        diesel::sql_query(format!(
-            "SELECT pg_catalog.citus_schema_move({}::pg_catalog.regnamespace, $1, $2)",
-            quote_literal(&tenant.quoted()),
-        ))
-        .bind::<Text, _>(host)
-        .bind::<Integer, _>(i32::from(port))
-        .execute(conn)?;
+        own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT pg_catalog.citus_schema_move({}::pg_catalog.regnamespace, $1, $2)",
+                quote_literal(&tenant.quoted()),
+            ))
+            .bind::<Text, _>(host)
+            .bind::<Integer, _>(i32::from(port))
+            .execute(conn)
+        })?;
         Ok(())
-    }
-
-    fn ensure_registered(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
-        #[derive(QueryableByName)]
-        struct Found {
-            #[diesel(sql_type = diesel::sql_types::Bool)]
-            found: bool,
-        }
-        let found: Found = diesel::sql_query(format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE {}::pg_catalog.text = $1) AS found",
-            self.registry().qualified_table(),
-            self.registry().quoted_identifier_column(),
-        ))
-        .bind::<Text, _>(tenant.as_str())
-        .get_result(conn)?;
-        if found.found {
-            Ok(())
-        } else {
-            Err(Error::TenantNotFound(tenant.clone()))
-        }
     }
 }
 
@@ -210,8 +197,9 @@ impl Migrator {
 /// already running).
 pub fn start_rebalance(conn: &mut PgConnection) -> Result<Option<i64>> {
     citus_only(conn, "rebalancing")?;
-    let row: JobRow =
-        diesel::sql_query("SELECT pg_catalog.citus_rebalance_start() AS job").get_result(conn)?;
+    let row: JobRow = own(conn, |conn| {
+        diesel::sql_query("SELECT pg_catalog.citus_rebalance_start() AS job").get_result(conn)
+    })?;
     Ok(row.job)
 }
 
@@ -225,14 +213,16 @@ pub fn rebalance_status(conn: &mut PgConnection) -> Result<Option<RebalanceStatu
 }
 
 fn read_status(conn: &mut PgConnection) -> Result<Option<RebalanceStatus>> {
-    let rows: Vec<StatusRow> = diesel::sql_query(
+    let rows: Vec<StatusRow> = own(conn, |conn| {
+        diesel::sql_query(
         "SELECT r.job_id, r.state::pg_catalog.text AS state, \
          COALESCE((r.details -> 'task_state_counts' ->> 'done')::pg_catalog.int4, 0) AS done, \
          COALESCE((SELECT pg_catalog.sum(c.value::pg_catalog.int4) \
                    FROM pg_catalog.jsonb_each_text(r.details -> 'task_state_counts') c), 0)::pg_catalog.int4 AS total \
          FROM pg_catalog.citus_rebalance_status() r ORDER BY r.job_id DESC LIMIT 1",
-    )
-    .load(conn)?;
+        )
+        .load(conn)
+    })?;
     Ok(rows.into_iter().next().map(|r| RebalanceStatus {
         job_id: r.job_id,
         state: r.state,
@@ -246,7 +236,7 @@ fn read_status(conn: &mut PgConnection) -> Result<Option<RebalanceStatus>> {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use diesel_workspace::{start_rebalance, wait_rebalance};
+/// use diesel_workspace::{citus::start_rebalance, citus::wait_rebalance};
 ///
 /// # fn run(conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
 /// if start_rebalance(conn)?.is_some() {

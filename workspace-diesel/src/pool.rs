@@ -55,29 +55,15 @@
 //!
 //! # Cost per checkout
 //!
-//! No extra round trip: the reset replaces the ping. The server does more work than for
-//! `SELECT 1`, though. Measured on loopback (PostgreSQL 15, 2 cores, otherwise idle;
-//! `cargo bench -p workspace-diesel --bench pool`: one checkout plus one tenant query, single
-//! thread, 11 rounds × 4,000 checkouts), with a stock Diesel pool at 1.00 (136 µs per checkout
-//! + query in that run):
-//!
-//! | checkout | per checkout + query |
-//! | --- | --- |
-//! | stock Diesel pool, `SELECT 1` ping | 1.00 |
-//! | `TenantPool`, full reset (default) | 1.19 |
-//! | `TenantPool`, [`session_cleanup(false)`](TenantPoolBuilder::session_cleanup) | 1.05 |
-//! | stock Diesel pool, no check at all | 0.43 |
-//!
-//! The full reset cost about 26 µs more than the ping per checkout, restoring the session
-//! defaults alone about 7 µs (runs under load measured 1.41–1.73 and 1.13–1.42). A request that
-//! runs a few queries per checkout pays that once.
+//! No extra round trip: the reset replaces the ping, though the server does a little more work
+//! than for `SELECT 1`. The pool benchmark (`cargo bench -p workspace-diesel-tests --bench pool`)
+//! measures it against a stock Diesel pool; its figures are in the README's benchmark section.
 //!
 //! # Bound on server memory
 //!
 //! Tenant tables render `"<tenant>"."<table>"`, so Diesel's statement cache (unbounded, with no
 //! eviction) keeps one prepared statement per tenant and query shape on every connection: about
-//! 10 KiB of backend plan-cache memory each (measured on PostgreSQL 15 with the benchmark: 256
-//! tenants × one `count(*)` shape = 2.5 MiB in one backend). The pool
+//! 10 KiB of backend plan-cache memory each (the pool benchmark measures it). The pool
 //! counts the statements each connection has prepared (a [`StatementCounter`] installed as the
 //! connection's [`Instrumentation`]) and closes a connection that goes back to the pool with more
 //! than the cap; r2d2 then opens a fresh one. A connection therefore starts every checkout with at
@@ -252,7 +238,7 @@ impl TenantPoolBuilder {
     /// The schema that is alone on every connection's session `search_path`: the schema of the
     /// shared tables and extensions, which holds no tenant table.
     ///
-    /// Defaults to `public`. Use the schema of your [`Registry`](crate::Registry) if it is not
+    /// Defaults to `public`. Use the schema of your [`Registry`](crate::registry::Registry) if it is not
     /// `public`.
     pub fn shared_schema(mut self, schema: impl Into<String>) -> Self {
         self.shared_schema = schema.into();
@@ -380,7 +366,7 @@ impl TenantPoolBuilder {
     ///   server connection answers.
     ///
     /// ```no_run
-    /// use diesel_workspace::{pool, Pooler};
+    /// use diesel_workspace::{pool, pooler::Pooler};
     ///
     /// let pool = pool::builder()
     ///     .pooler(Pooler::Transaction)
@@ -472,7 +458,7 @@ impl TenantPoolBuilder {
         self
     }
     /// Builds the pool, waits until it has opened its initial connections (`min_idle`), and
-    /// detects the engine on one of them ([`Dialect`](crate::Dialect): one query).
+    /// detects the engine on one of them ([`Dialect`](crate::citus::Dialect): one query).
     ///
     /// Not in pooler mode ([`Pooler::Direct`], the default), it first opens two connections
     /// side by side and checks that they are served by two backends.
@@ -503,7 +489,7 @@ impl TenantPoolBuilder {
                     crate::audit::hijack_hazards(conn, &shared)
                 })?;
                 if !hazards.is_empty() {
-                    return Err(crate::Error::HijackHazards(hazards));
+                    return Err(Error::HijackHazards(hazards));
                 }
             }
         }

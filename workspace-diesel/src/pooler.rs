@@ -23,12 +23,12 @@ pub const POOLER_ENV: &str = "WORKSPACE_DIESEL_POOLER";
 /// What sits between the application and PostgreSQL.
 ///
 /// Set it with [`pool::TenantPoolBuilder::pooler`](crate::pool::TenantPoolBuilder::pooler),
-/// [`MigratorBuilder::pooler`](crate::MigratorBuilder::pooler), [`connect`] and the CLI's
+/// [`MigratorBuilder::pooler`](crate::MigratorBuilder::pooler), [`connect`](crate::connect) and the CLI's
 /// `--pooler` flag (or the `WORKSPACE_DIESEL_POOLER` environment variable). It parses from
 /// `direct` and `transaction`.
 ///
 /// ```
-/// use diesel_workspace::Pooler;
+/// use diesel_workspace::pooler::Pooler;
 ///
 /// assert_eq!("transaction".parse::<Pooler>(), Ok(Pooler::Transaction));
 /// assert_eq!(Pooler::default(), Pooler::Direct);
@@ -294,42 +294,6 @@ pub(crate) fn register(conn: &mut PgConnection) -> QueryResult<()> {
         inner: diesel::connection::get_default_instrumentation(),
     });
     Ok(())
-}
-
-/// Opens a connection for `pooler`, as the library's own connections are opened.
-///
-/// - [`Pooler::Transaction`]: Diesel's statement cache is turned off on it.
-/// - [`Pooler::Direct`]: its backend is registered for as long as it lives, and a second
-///   connection opened beside it (and closed again) must have another backend; a transaction
-///   pooler is refused.
-///
-/// ```no_run
-/// let mut conn = diesel_workspace::connect("postgres://localhost/app", diesel_workspace::Pooler::Direct)?;
-/// # Ok::<(), diesel_workspace::Error>(())
-/// ```
-///
-/// # Errors
-/// [`Error::Connection`](crate::Error::Connection) when a connection cannot be opened;
-/// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared) when `pooler` is
-/// [`Pooler::Direct`] and the two connections share a backend.
-pub fn connect(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
-    let conn = open(database_url, pooler)?;
-    if !pooler.is_transaction() {
-        // Both are open: on a direct connection they cannot share a backend.
-        drop(open(database_url, pooler)?);
-    }
-    Ok(conn)
-}
-
-/// Opens one connection for `pooler` (statement cache off, or backend registered).
-pub(crate) fn open(database_url: &str, pooler: Pooler) -> crate::Result<PgConnection> {
-    let mut conn = PgConnection::establish(database_url)?;
-    if pooler.is_transaction() {
-        conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-    } else {
-        register(&mut conn)?;
-    }
-    Ok(conn)
 }
 
 #[cfg(test)]

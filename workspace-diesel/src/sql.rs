@@ -16,7 +16,7 @@ pub(crate) const CENTRAL_RECORD: &str = "public.workspace_migrations";
 pub(crate) const SPARES_TABLE: &str = "public.workspace_spares";
 
 /// Schema names of warm spares start with this (no tenant name may).
-pub(crate) const SPARE_PREFIX: &str = "_spare_";
+pub const SPARE_PREFIX: &str = "_spare_";
 
 /// Diesel's migration ledger, one per schema (unqualified: it resolves through `search_path`).
 pub(crate) const LEDGER: &str = "__diesel_schema_migrations";
@@ -25,12 +25,12 @@ pub(crate) const LEDGER: &str = "__diesel_schema_migrations";
 /// built-in registry, the central record of tenant migrations and the warm pool.
 ///
 /// Tools that print or compare the shared schema (the CLI's `print-schema`) leave them out:
-/// `diesel_workspace` declares them itself ([`workspaces`](crate::workspaces),
-/// [`workspace_migrations`](crate::workspace_migrations)).
+/// `diesel_workspace` declares them itself ([`workspaces`](crate::registry::workspaces),
+/// [`workspace_migrations`](crate::registry::workspace_migrations)).
 ///
 /// ```
 /// assert_eq!(
-///     diesel_workspace::LIBRARY_TABLES,
+///     diesel_workspace::registry::LIBRARY_TABLES,
 ///     ["workspaces", "workspace_migrations", "workspace_spares"]
 /// );
 /// ```
@@ -160,7 +160,7 @@ pub(crate) fn own_batch(conn: &mut PgConnection, body: &str) -> QueryResult<()> 
 }
 
 /// Quotes an SQL identifier, doubling embedded quotes.
-pub(crate) fn quote_ident(s: &str) -> String {
+pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 

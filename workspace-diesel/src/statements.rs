@@ -1,4 +1,5 @@
-//! Splitting SQL into statements with PostgreSQL's lexical rules.
+//! Splitting SQL into statements with PostgreSQL's lexical rules, and quoting an identifier
+//! ([`quote_ident`]): what a tool that reads or writes SQL text needs of the library.
 //!
 //! Citus forwards the original query string of some DDL (`CREATE INDEX`, `ALTER TABLE ... ADD
 //! CONSTRAINT`) to its workers, which refuse a string holding several commands, so on Citus a
@@ -8,6 +9,7 @@
 //! identifiers (`"a;b"`), `--` comments, nested `/* /* */ */` comments, and the bodies of
 //! SQL-standard routines (`CREATE FUNCTION ... BEGIN ATOMIC ...; ...; END`).
 
+pub use crate::sql::quote_ident;
 use std::fmt;
 
 /// One statement of a SQL text, without its terminating `;` and without the comments and
@@ -71,7 +73,7 @@ impl std::error::Error for SplitError {}
 /// Splits `sql` into its statements, dropping empty ones (blank, or comments only).
 ///
 /// ```
-/// use diesel_workspace::split_statements;
+/// use diesel_workspace::statements::split_statements;
 ///
 /// let sql = "CREATE TABLE t (id INT PRIMARY KEY, s TEXT DEFAULT 'a;b'); -- done;\n\
 ///            CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $fn$ BEGIN RETURN 1; END $fn$;";
@@ -80,7 +82,7 @@ impl std::error::Error for SplitError {}
 ///     "CREATE TABLE t (id INT PRIMARY KEY, s TEXT DEFAULT 'a;b')",
 ///     "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $fn$ BEGIN RETURN 1; END $fn$",
 /// ]);
-/// # Ok::<(), diesel_workspace::SplitError>(())
+/// # Ok::<(), diesel_workspace::statements::SplitError>(())
 /// ```
 ///
 /// # Errors

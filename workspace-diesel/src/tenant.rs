@@ -1,10 +1,7 @@
 //! The validated tenant identifier.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
-
-use crate::error::Error;
 
 /// The longest schema name PostgreSQL keeps without truncating it (`NAMEDATALEN - 1`).
 pub const MAX_TENANT_ID_LEN: usize = 63;
@@ -150,19 +147,11 @@ const RESERVED_KEYWORDS: &[&str] = &[
 pub struct TenantId(Arc<str>);
 
 impl TenantId {
-    /// Validates `name` and returns it as a tenant id.
-    ///
-    /// # Errors
-    /// [`Error::InvalidTenantName`] naming the input and the rule it breaks.
-    pub fn new(name: impl AsRef<str>) -> Result<Self, Error> {
-        let name = name.as_ref();
-        match check(name) {
-            Ok(()) => Ok(Self(Arc::from(name))),
-            Err(reason) => Err(Error::InvalidTenantName {
-                name: name.to_owned(),
-                reason,
-            }),
-        }
+    /// `name` as a tenant id when it passes [`check`]; the error is the reason it does not
+    /// ([`TenantId::new`] turns it into an `Error`).
+    pub(crate) fn parse(name: &str) -> Result<Self, &'static str> {
+        check(name)?;
+        Ok(Self(Arc::from(name)))
     }
 
     /// The schema name, unquoted.
@@ -209,30 +198,6 @@ pub(crate) fn check(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-impl FromStr for TenantId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<&str> for TenantId {
-    type Error = Error;
-
-    fn try_from(s: &str) -> Result<Self, Self::Error> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<String> for TenantId {
-    type Error = Error;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::new(s)
-    }
-}
-
 impl AsRef<str> for TenantId {
     fn as_ref(&self) -> &str {
         &self.0
@@ -254,6 +219,7 @@ impl fmt::Debug for TenantId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn keywords_are_sorted() {

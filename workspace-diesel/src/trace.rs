@@ -3,7 +3,7 @@
 //! README ("Tracing the engine"). Nothing here runs on the `switch` path.
 
 use crate::error::Result;
-use crate::migrate::{MigrationReport, TenantOutcome};
+use crate::report::{MigrationReport, TenantOutcome};
 
 /// An info span for one library operation, with the caller's fields plus `applied` and `error`,
 /// filled in by [`finish`] / [`finish_with`].

@@ -1,6 +1,6 @@
 //! The dialect module on live servers: plain PostgreSQL on 5432, Citus on the cluster.
 
-use diesel_workspace::{pool, Dialect, Engine};
+use diesel_workspace::{citus::Dialect, citus::Engine, pool};
 use workspace_diesel_tests::citus_db;
 
 use crate::test_db;

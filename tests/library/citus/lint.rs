@@ -4,7 +4,7 @@
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel_workspace::{CitusLint, CitusRule};
+use diesel_workspace::{citus::CitusLint, citus::CitusRule};
 use workspace_diesel_tests::citus_db;
 
 /// Each rule: a migration Citus accepts, one it cannot do, and what Citus says about the latter.
@@ -78,7 +78,7 @@ fn apply(conn: &mut PgConnection, schema: &str, sql: &str) -> Result<(), String>
          SET LOCAL search_path TO {schema}"
     ))
     .map_err(|e| e.to_string())?;
-    for statement in diesel_workspace::split_statements(sql).unwrap() {
+    for statement in diesel_workspace::statements::split_statements(sql).unwrap() {
         if let Err(e) = conn.batch_execute(statement.sql()) {
             conn.batch_execute("ROLLBACK").unwrap();
             return Err(e.to_string());

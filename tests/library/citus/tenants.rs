@@ -269,16 +269,17 @@ fn a_rebalance_spreads_tenants_and_reports_progress() {
                 .unwrap();
         }
     }
-    let job = diesel_workspace::start_rebalance(&mut conn)
+    let job = diesel_workspace::citus::start_rebalance(&mut conn)
         .unwrap()
         .expect("something to move");
     let mut seen = Vec::new();
-    let end =
-        diesel_workspace::wait_rebalance(&mut conn, std::time::Duration::from_millis(200), |s| {
-            seen.push(s.clone())
-        })
-        .unwrap()
-        .expect("a job");
+    let end = diesel_workspace::citus::wait_rebalance(
+        &mut conn,
+        std::time::Duration::from_millis(200),
+        |s| seen.push(s.clone()),
+    )
+    .unwrap()
+    .expect("a job");
     assert_eq!(end.job_id, job);
     assert!(end.succeeded(), "{end:?}");
     assert!(end.total >= 1 && end.done == end.total, "{end:?}");
@@ -292,7 +293,10 @@ fn a_rebalance_spreads_tenants_and_reports_progress() {
     }
     assert_eq!(per_worker.values().copied().collect::<Vec<_>>(), [2, 2]);
     // Nothing left to move.
-    assert_eq!(diesel_workspace::start_rebalance(&mut conn).unwrap(), None);
+    assert_eq!(
+        diesel_workspace::citus::start_rebalance(&mut conn).unwrap(),
+        None
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use diesel::PgConnection;
-use diesel_workspace::{Dialect, Migrator, RebalanceStatus, TenantPlacement};
+use diesel_workspace::{citus::Dialect, citus::RebalanceStatus, citus::TenantPlacement, Migrator};
 
 use super::{plural, tenant_id, Ctx};
 
@@ -42,13 +42,13 @@ fn progress_line(s: &RebalanceStatus) -> String {
 pub(crate) fn rebalance(ctx: &Ctx, no_wait: bool, status: bool) -> Result<()> {
     let mut conn = ctx.connect()?;
     if status {
-        match diesel_workspace::rebalance_status(&mut conn)? {
+        match diesel_workspace::citus::rebalance_status(&mut conn)? {
             Some(s) => out!("{}", progress_line(&s)),
             None => out!("no rebalance has run"),
         }
         return Ok(());
     }
-    let Some(job) = diesel_workspace::start_rebalance(&mut conn)? else {
+    let Some(job) = diesel_workspace::citus::start_rebalance(&mut conn)? else {
         out!("nothing to move: the tenants are balanced");
         return Ok(());
     };
@@ -58,13 +58,14 @@ pub(crate) fn rebalance(ctx: &Ctx, no_wait: bool, status: bool) -> Result<()> {
     }
     let mut last = String::new();
     let mut failure = None;
-    let end = diesel_workspace::wait_rebalance(&mut conn, Duration::from_millis(500), |s| {
-        let line = progress_line(s);
-        if line != last {
-            eprintln!("{line}");
-            last = line;
-        }
-    })?;
+    let end =
+        diesel_workspace::citus::wait_rebalance(&mut conn, Duration::from_millis(500), |s| {
+            let line = progress_line(s);
+            if line != last {
+                eprintln!("{line}");
+                last = line;
+            }
+        })?;
     if let Some(s) = &end {
         if !s.succeeded() {
             failure = Some(s.state.clone());

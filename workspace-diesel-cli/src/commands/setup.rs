@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
+use diesel_workspace::statements::quote_ident;
 
 use super::{plural, registry_exists, Ctx};
 use crate::output;
@@ -177,11 +178,6 @@ fn percent_decode(text: &str) -> Result<String> {
     String::from_utf8(out).context("the database name in the URL is not UTF-8")
 }
 
-/// `name` as a quoted SQL identifier.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +206,5 @@ mod tests {
         ] {
             assert!(split_database(bad).is_err(), "{bad}");
         }
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }

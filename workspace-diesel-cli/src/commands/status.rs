@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use diesel::prelude::*;
-use diesel_workspace::{Migrator, TenantStatus};
+use diesel_workspace::{Migrator, TenantMigrations};
 
 use super::{plural, registry_exists, Ctx, ReadOnly};
 use crate::output;
@@ -29,7 +29,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
         .filter(|s| s.pending.is_empty() && s.drift.is_none())
         .count();
     let with_pending = statuses.iter().filter(|s| !s.pending.is_empty()).count();
-    let attention: Vec<&TenantStatus> = statuses
+    let attention: Vec<&TenantMigrations> = statuses
         .iter()
         .filter(|s| (known && !s.pending.is_empty()) || s.drift.is_some())
         .collect();
@@ -149,7 +149,10 @@ pub(crate) fn warn_unknown(ctx: &Ctx, read: &ReadOnly) {
 }
 
 /// Every tenant's state, drift included; empty when the registry does not exist yet.
-pub(crate) fn statuses(conn: &mut PgConnection, migrator: &Migrator) -> Result<Vec<TenantStatus>> {
+pub(crate) fn statuses(
+    conn: &mut PgConnection,
+    migrator: &Migrator,
+) -> Result<Vec<TenantMigrations>> {
     if !registry_exists(conn, migrator)? {
         return Ok(Vec::new());
     }
@@ -157,7 +160,7 @@ pub(crate) fn statuses(conn: &mut PgConnection, migrator: &Migrator) -> Result<V
 }
 
 /// One tenant's state in a few words; `known` is false when pending migrations are unknown.
-pub(crate) fn state(s: &TenantStatus, known: bool) -> String {
+pub(crate) fn state(s: &TenantMigrations, known: bool) -> String {
     let mut parts = Vec::new();
     if !known {
         parts.push("pending unknown".to_owned());

@@ -170,16 +170,18 @@ pub(crate) fn rename(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
 
 /// `set_tenant_status <identifier> <status>`.
 pub(crate) fn set_status(ctx: &Ctx, identifier: &str, status: TenantState) -> Result<()> {
-    use diesel_workspace::WorkspaceStatus;
+    use diesel_workspace::registry::LifecycleState;
     let tenant = tenant_id(identifier)?;
     let status = match status {
-        TenantState::Provisioning => WorkspaceStatus::Provisioning,
-        TenantState::Active => WorkspaceStatus::Active,
-        TenantState::Suspended => WorkspaceStatus::Suspended,
-        TenantState::Archived => WorkspaceStatus::Archived,
+        TenantState::Provisioning => LifecycleState::Provisioning,
+        TenantState::Active => LifecycleState::Active,
+        TenantState::Suspended => LifecycleState::Suspended,
+        TenantState::Archived => LifecycleState::Archived,
     };
     let mut conn = ctx.connect()?;
-    let before = diesel_workspace::set_tenant_status(&mut conn, &tenant, status)?;
+    let before = ctx
+        .registry()
+        .set_lifecycle_state(&mut conn, &tenant, status)?;
     out!(
         "tenant `{tenant}`: {} -> {}",
         state_name(before),
@@ -188,8 +190,8 @@ pub(crate) fn set_status(ctx: &Ctx, identifier: &str, status: TenantState) -> Re
     Ok(())
 }
 
-fn state_name(s: diesel_workspace::WorkspaceStatus) -> &'static str {
-    use diesel_workspace::WorkspaceStatus::*;
+fn state_name(s: diesel_workspace::registry::LifecycleState) -> &'static str {
+    use diesel_workspace::registry::LifecycleState::*;
     match s {
         Provisioning => "provisioning",
         Active => "active",

@@ -6,8 +6,8 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 
-use super::expand::{diesel, pg_wrappers};
 use super::model::{Column, Table};
+use super::paths::{diesel, pg_wrappers};
 
 /// The unit struct, with the user's attributes and doc comments.
 pub(crate) fn definition(column: &Column) -> TokenStream {

@@ -10,11 +10,7 @@ use quote::{quote, quote_spanned};
 
 use super::column;
 use super::model::Table;
-
-/// `::diesel_workspace::__private::diesel`: the one path generated code reaches Diesel by.
-pub(super) fn diesel() -> TokenStream {
-    quote!(::diesel_workspace::__private::diesel)
-}
+use super::paths::{diesel, pg_wrappers};
 
 pub(crate) fn expand(table: &Table) -> TokenStream {
     let d = diesel();
@@ -317,20 +313,6 @@ fn join_sources() -> Vec<(TokenStream, TokenStream, TokenStream)> {
             quote!(S, M),
             quote!(#qb::Tablesample<S, M>),
             quote!(M: #qb::TablesampleMethod,),
-        ),
-    ]
-}
-
-/// PostgreSQL's `ONLY` and `TABLESAMPLE` wrappers of this table (generics, wrapper type): the
-/// same table in the `FROM` clause, which `allow_tables_to_appear_in_same_query!` relies on.
-pub(super) fn pg_wrappers() -> Vec<(TokenStream, TokenStream)> {
-    let d = diesel();
-    let qb = quote!(#d::query_builder);
-    vec![
-        (quote!(), quote!(#qb::Only<table>)),
-        (
-            quote!(M: #qb::TablesampleMethod),
-            quote!(#qb::Tablesample<table, M>),
         ),
     ]
 }

@@ -15,6 +15,7 @@ mod column;
 mod expand;
 mod model;
 mod parse;
+mod paths;
 #[cfg(test)]
 mod tests;
 

@@ -3,11 +3,11 @@
 //! ledger read after the lock decides; each migration wrapped so a failure names itself), the
 //! non-transactional path (`run_in_transaction = false`), and the retry loop on lock timeouts.
 //!
-//! Apply and revert open a tenant's transaction the same way ([`begin_locked`]): [`BEGIN`] (the
-//! library's own `search_path`, `pg_catalog, pg_temp`), the tenant's advisory lock first, the
-//! caller's `lock_timeout`, the schema check (for a spare, its row lock too), then the ledger
-//! read after the lock. The migrations' own SQL runs with the tenant alone on the path
-//! ([`in_schema`]); the ledger and central record rows under the library's path again.
+//! Apply and revert build the same tenant transaction plan ([`Plan`]) and open it the same way
+//! ([`tx::begin`]): `BEGIN` (the library's own `search_path`, `pg_catalog, pg_temp`), the
+//! tenant's advisory lock first, the caller's `lock_timeout`, the schema check (for a spare, its
+//! row lock too), then the ledger read after the lock; [`tx::send`] sends the rest. Nothing here
+//! asks which engine runs it.
 
 use std::time::Duration;
 
@@ -18,46 +18,21 @@ use diesel::sql_types::Text;
 use crate::connection::{no_outer_transaction, rollback};
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
+use crate::migrate::door::Op;
 use crate::migrate::failure::{
-    classify_migrate_error, connection_lost, db_message, is_lock_timeout, raise_if_schema_missing,
-    tenant_failure, with_committed, wrap, LOCK_NOT_AVAILABLE, SCHEMA_MISSING,
+    classify_migrate_error, connection_lost, db_message, is_lock_timeout, tenant_failure,
+    with_committed, LOCK_NOT_AVAILABLE,
 };
-use crate::migrate::report::{MigrationFailure, TenantOutcome};
-use crate::migrate::set::{Compiled, CompiledSet};
-use crate::migrate::split;
-use crate::migrate::Migrator;
+use crate::migrate::migrator::Migrator;
+use crate::migrate::set::Compiled;
+use crate::migrate::split::Step;
+use crate::migrate::tx::{self, read_ledger, Check, Failed, Opening, Plan};
+use crate::options::{MigrateOptions, MigrateParams};
+use crate::report::{MigrationFailure, TenantOutcome};
 use crate::sql::{
-    in_schema, own, own_batch, quote_literal, tenant_lock, tenant_session_lock, work_path, BEGIN,
-    CENTRAL_RECORD, LEDGER, SPARES_TABLE,
+    own, own_batch, quote_literal, tenant_session_lock, work_path, CENTRAL_RECORD, LEDGER,
 };
 use crate::tenant::TenantId;
-
-/// Default of [`MigrateOptions::lock_timeout`](crate::MigrateOptions::lock_timeout).
-pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default of [`MigrateOptions::retries`](crate::MigrateOptions::retries).
-pub(crate) const DEFAULT_RETRIES: u32 = 3;
-
-/// Knobs of one tenant's migration, from the caller's
-/// [`MigrateOptions`](crate::MigrateOptions) (or their defaults).
-#[derive(Debug, Clone)]
-pub(crate) struct MigrateParams {
-    pub(crate) lock_timeout: Duration,
-    pub(crate) retries: u32,
-    /// The schema is a spare: each transaction also locks its `workspace_spares` row (skipping
-    /// it when a claim holds it), and fails with [`Error::SchemaMissing`] when it is not a spare
-    /// any more, so an upgrade and a claim never interleave.
-    pub(crate) spare: bool,
-}
-
-impl Default for MigrateParams {
-    fn default() -> Self {
-        Self {
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            retries: DEFAULT_RETRIES,
-            spare: false,
-        }
-    }
-}
 
 impl Migrator {
     /// Brings one tenant up to date: in one transaction, the tenant's advisory lock (first
@@ -99,10 +74,8 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
     ) -> Result<TenantOutcome> {
-        let _span = crate::trace::op_span!("tenant.migrate", tenant = %tenant).entered();
-        self.ready(conn);
-        self.ensure_tenant(conn, tenant)?;
-        self.refuse_hazards(conn)?;
+        let span = crate::trace::op_span!("tenant.migrate", tenant = %tenant);
+        let _span = self.enter(conn, span, Op::Tenant(tenant))?;
         let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default());
         let applied = self.or_gone(conn, tenant, applied);
         crate::trace::finish_with(applied, |a| Some(a.len())).map(TenantOutcome::from_applied)
@@ -124,7 +97,6 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
     ) -> Result<Option<String>> {
-        self.ready(conn);
         self.revert_tenant(conn, tenant, None, &MigrateParams::default())
     }
 
@@ -136,7 +108,7 @@ impl Migrator {
         &self,
         conn: &mut PgConnection,
         tenant: &TenantId,
-        opts: &crate::MigrateOptions,
+        opts: &MigrateOptions,
     ) -> Result<Option<String>> {
         self.revert_tenant(conn, tenant, None, &opts.params())
     }
@@ -172,7 +144,7 @@ impl Migrator {
         conn: &mut PgConnection,
         tenant: &TenantId,
         version: &str,
-        opts: &crate::MigrateOptions,
+        opts: &MigrateOptions,
     ) -> Result<Option<String>> {
         self.revert_tenant(conn, tenant, Some(version), &opts.params())
     }
@@ -186,10 +158,8 @@ impl Migrator {
         expected: Option<&str>,
         params: &MigrateParams,
     ) -> Result<Option<String>> {
-        let _span = crate::trace::op_span!("tenant.revert", tenant = %tenant).entered();
-        no_outer_transaction(conn)?;
-        self.ensure_tenant(conn, tenant)?;
-        self.refuse_hazards(conn)?;
+        let span = crate::trace::op_span!("tenant.revert", tenant = %tenant);
+        let _span = self.enter(conn, span, Op::Tenant(tenant))?;
         let dialect = self.dialect(conn)?;
         let reverted = with_retries(tenant, params, || {
             self.revert_once(conn, dialect, tenant, expected, params)
@@ -201,7 +171,7 @@ impl Migrator {
     /// Applies the pending tenant migrations to `schema` and returns their versions.
     ///
     /// `plan` is what the central record says is pending: with it (and only transactional
-    /// migrations in it), everything is one round trip whose ledger rows come first (a version
+    /// migrations in it), everything is one transaction whose ledger rows come first (a version
     /// already recorded fails on the ledger's primary key, after the lock). When that fails, or
     /// without a plan, the checked path runs: the ledger is read after the lock and decides, and
     /// each migration is wrapped so a failure reports its version and SQLSTATE. Lock timeouts
@@ -216,73 +186,15 @@ impl Migrator {
         let _span = tracing::debug_span!("schema.apply", schema = %schema).entered();
         no_outer_transaction(conn)?;
         let dialect = self.dialect(conn)?;
-        if dialect.splits_statements() {
-            return with_retries(schema, params, || {
-                let mut applied = Vec::new();
-                match self.apply_split(conn, dialect, schema, params, &mut applied) {
-                    Ok(()) => Ok(applied),
-                    Err(e) => Err(with_committed(schema, e, applied)),
-                }
-            });
-        }
         with_retries(schema, params, || {
-            self.apply_once(conn, schema, plan, params)
+            self.apply_once(conn, dialect, schema, plan, params)
         })
-    }
-
-    /// [`migrate_schema`](Self::migrate_schema) statement by statement (see
-    /// [`split`](crate::migrate::split)): the ledger read after the lock decides, the pending
-    /// transactional migrations go one statement per command, then their ledger and central
-    /// record rows, the dialect's distribution check and `COMMIT`. Pushes each version it
-    /// commits to `applied`.
-    fn apply_split(
-        &self,
-        conn: &mut PgConnection,
-        dialect: &Dialect,
-        schema: &TenantId,
-        params: &MigrateParams,
-        applied: &mut Vec<String>,
-    ) -> Result<()> {
-        loop {
-            let open = open_sql(schema, params, true, true);
-            let ledger = begin_with(conn, schema, &open)?;
-            let pending: Vec<&Compiled> = self
-                .set
-                .migrations
-                .iter()
-                .filter(|m| !ledger.contains(&m.version))
-                .collect();
-            let batch: Vec<&Compiled> = pending.iter().copied().take_while(|m| m.in_tx).collect();
-            let steps = match split::steps(schema, &batch) {
-                Ok(steps) => steps,
-                Err(e) => {
-                    rollback(conn);
-                    return Err(e);
-                }
-            };
-            let mut close = String::new();
-            push_records(&mut close, schema, &batch);
-            if let Some(check) = dialect.distribution_check(schema) {
-                close.push_str(&check);
-                close.push_str("; ");
-            }
-            close.push_str("COMMIT");
-            split::run(conn, dialect, schema, &open, &steps, &close)?;
-            applied.extend(batch.iter().map(|m| m.version.clone()));
-            match pending.get(batch.len()) {
-                None => return Ok(()),
-                Some(m) => {
-                    if apply_outside(conn, schema, m, true)? {
-                        applied.push(m.version.clone());
-                    }
-                }
-            }
-        }
     }
 
     fn apply_once(
         &self,
         conn: &mut PgConnection,
+        dialect: &Dialect,
         schema: &TenantId,
         plan: Option<&[String]>,
         params: &MigrateParams,
@@ -300,13 +212,14 @@ impl Migrator {
                 // checked path, which reads the ledger after the lock and reports the failing
                 // version and SQLSTATE. A lost connection is reported as it is, and a lock
                 // timeout goes to the caller's retries without waiting for it a second time.
-                let mut sql = begin_tenant_sql(schema, params);
-                push_apply(&mut sql, schema, &planned, false);
-                sql.push_str("COMMIT");
-                match conn.batch_execute(&sql) {
+                let opening = Opening {
+                    lock_timeout: Some(params.lock_timeout),
+                    ..Opening::default()
+                };
+                let fast = Plan::new(schema, opening).apply(&planned, false);
+                match tx::send(conn, dialect, &fast, false) {
                     Ok(()) => return Ok(plan.to_vec()),
-                    Err(e) => {
-                        rollback(conn);
+                    Err(Failed::Batch(e)) => {
                         if connection_lost(&e) {
                             return Err(classify_migrate_error(schema, e));
                         }
@@ -321,46 +234,60 @@ impl Migrator {
                             ));
                         }
                     }
+                    Err(Failed::Classified(e)) => {
+                        let lock_timeout = matches!(&e, Error::TenantMigration { source, .. }
+                            if source.sqlstate() == Some(LOCK_NOT_AVAILABLE));
+                        if lock_timeout || !matches!(e, Error::TenantMigration { .. }) {
+                            return Err(e);
+                        }
+                    }
                 }
             }
         }
         let mut applied = Vec::new();
-        match self.apply_checked(conn, schema, set, params, &mut applied) {
+        match self.apply_checked(conn, dialect, schema, params, &mut applied) {
             Ok(()) => Ok(applied),
             Err(e) => Err(with_committed(schema, e, applied)),
         }
     }
 
-    /// The checked path of [`migrate_schema`](Self::migrate_schema): pushes each version it
-    /// commits to `applied` (also when a later step fails).
+    /// The checked path of [`migrate_schema`](Self::migrate_schema): the ledger read after the
+    /// lock decides; the pending transactional migrations go in one transaction, wrapped (or
+    /// statement by statement), the next non-transactional one on its own path, and so on.
+    /// Pushes each version it commits to `applied` (also when a later step fails).
     fn apply_checked(
         &self,
         conn: &mut PgConnection,
+        dialect: &Dialect,
         schema: &TenantId,
-        set: &CompiledSet,
         params: &MigrateParams,
         applied: &mut Vec<String>,
     ) -> Result<()> {
+        let opening = Opening {
+            lock_timeout: Some(params.lock_timeout),
+            check: Some(Check {
+                spare: params.spare,
+                create_ledger: true,
+            }),
+            provisioning: false,
+        };
         loop {
-            let ledger = begin_locked(conn, schema, params, true)?;
-            let pending: Vec<&Compiled> = set
+            let ledger = tx::begin(conn, dialect, &Plan::new(schema, opening))?;
+            let pending: Vec<&Compiled> = self
+                .set
                 .migrations
                 .iter()
                 .filter(|m| !ledger.contains(&m.version))
                 .collect();
             let batch: Vec<&Compiled> = pending.iter().copied().take_while(|m| m.in_tx).collect();
-            let mut sql = String::new();
-            push_apply(&mut sql, schema, &batch, true);
-            sql.push_str("COMMIT");
-            if let Err(e) = conn.batch_execute(&sql) {
-                rollback(conn);
-                return Err(classify_migrate_error(schema, e));
-            }
+            let plan = Plan::new(schema, opening).apply(&batch, true);
+            tx::send(conn, dialect, &plan, true)
+                .map_err(|f| f.classify(|e| classify_migrate_error(schema, e)))?;
             applied.extend(batch.iter().map(|m| m.version.clone()));
             match pending.get(batch.len()) {
                 None => return Ok(()),
                 Some(m) => {
-                    if apply_outside(conn, schema, m, false)? {
+                    if apply_outside(conn, dialect, schema, m)? {
                         applied.push(m.version.clone());
                     }
                 }
@@ -377,9 +304,16 @@ impl Migrator {
         expected: Option<&str>,
         params: &MigrateParams,
     ) -> Result<Vec<String>> {
-        let split = dialect.splits_statements();
-        let open = open_sql(schema, params, false, split);
-        let ledger = begin_with(conn, schema, &open)?;
+        let opening = Opening {
+            lock_timeout: Some(params.lock_timeout),
+            check: Some(Check {
+                spare: params.spare,
+                create_ledger: false,
+            }),
+            provisioning: false,
+        };
+        let mut plan = Plan::new(schema, opening);
+        let ledger = tx::begin(conn, dialect, &plan)?;
         let fail = |version: &str, message: &str| {
             tenant_failure(
                 schema,
@@ -424,36 +358,15 @@ impl Migrator {
             // `run_in_transaction = false`: its own path, outside this transaction.
             rollback(conn);
             let still_last = |ledger: &[String]| ledger.last() == Some(last);
-            let ran = outside_transaction(conn, schema, last, down, still_last, &forget, split)?;
+            let ran = outside_transaction(conn, dialect, schema, last, down, still_last, &forget)?;
             return Ok(if ran { vec![last.clone()] } else { Vec::new() });
         }
-        if split {
-            let steps = match split::steps_of(schema, last, down) {
-                Ok(steps) => steps,
-                Err(e) => {
-                    rollback(conn);
-                    return Err(e);
-                }
-            };
-            let check = dialect
-                .distribution_check(schema)
-                .map(|c| format!("{c}; "))
-                .unwrap_or_default();
-            split::run(
-                conn,
-                dialect,
-                schema,
-                &open,
-                &steps,
-                &format!("{forget}; {check}COMMIT"),
-            )?;
-            return Ok(vec![last.clone()]);
-        }
-        let down = in_schema(&schema.quoted(), &wrap(last, down));
-        if let Err(e) = conn.batch_execute(&format!("{down}{forget}; COMMIT")) {
-            rollback(conn);
-            return Err(classify_migrate_error(schema, e));
-        }
+        plan.steps = vec![Step::new(last, down)];
+        plan.wrapped = true;
+        plan.records = format!("{forget}; ");
+        plan.records_first = false;
+        tx::send(conn, dialect, &plan, true)
+            .map_err(|f| f.classify(|e| classify_migrate_error(schema, e)))?;
         Ok(vec![last.clone()])
     }
 }
@@ -487,149 +400,6 @@ fn with_retries(
     }
 }
 
-/// The SQL that opens `schema`'s transaction: [`BEGIN`] (the library's own path), the lock
-/// (first), the lock timeout for DDL, a check that fails with [`Error::SchemaMissing`] when the
-/// schema is gone (or, for a spare, when it is not a spare any more or a claim holds its row)
-/// and, when `create_ledger`, the ledger created when it is missing (inside the check's `DO`
-/// block, or as a top-level `CREATE TABLE IF NOT EXISTS` when `split`: a table created inside
-/// `DO` would stay local on Citus). All of it runs under the library's own path, and leaves it
-/// set: the migrations' SQL gets the tenant's path from [`in_schema`] (or, statement by
-/// statement, from [`split::run`]).
-fn open_sql(schema: &TenantId, params: &MigrateParams, create_ledger: bool, split: bool) -> String {
-    let ledger = format!("{}.{LEDGER}", schema.quoted());
-    let columns = "(version VARCHAR(50) PRIMARY KEY NOT NULL, \
-                   run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)";
-    let (inside, after) = match (create_ledger, split) {
-        (false, _) => (String::new(), String::new()),
-        (true, false) => (
-            format!(
-                "IF pg_catalog.to_regclass({}) IS NULL THEN CREATE TABLE {ledger} {columns}; END IF; ",
-                quote_literal(&ledger)
-            ),
-            String::new(),
-        ),
-        (true, true) => (
-            String::new(),
-            format!("; CREATE TABLE IF NOT EXISTS {ledger} {columns}"),
-        ),
-    };
-    let spare = if params.spare {
-        // A claim holds the row (or has deleted it): not ours to upgrade any more.
-        format!(
-            "PERFORM FROM {SPARES_TABLE} WHERE schema_name = {} FOR UPDATE SKIP LOCKED; \
-             IF NOT FOUND THEN RAISE EXCEPTION '{SCHEMA_MISSING}' USING ERRCODE = 'invalid_schema_name'; END IF; ",
-            quote_literal(schema.as_str())
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "{}DO $wd_check$ BEGIN {spare}{} {inside}END $wd_check${after}",
-        begin_tenant_sql(schema, params),
-        raise_if_schema_missing(schema),
-    )
-}
-
-/// Sends `open` (from [`open_sql`]) and reads the ledger after the lock. The transaction stays
-/// open on success and is rolled back on failure.
-fn begin_with(conn: &mut PgConnection, schema: &TenantId, open: &str) -> Result<Vec<String>> {
-    if let Err(e) = conn.batch_execute(open) {
-        rollback(conn);
-        return Err(classify_migrate_error(schema, e));
-    }
-    read_ledger(conn, schema).map_err(|e| {
-        rollback(conn);
-        e.into()
-    })
-}
-
-/// Opens `schema`'s transaction and reads its ledger after the lock (see [`open_sql`]).
-fn begin_locked(
-    conn: &mut PgConnection,
-    schema: &TenantId,
-    params: &MigrateParams,
-    create_ledger: bool,
-) -> Result<Vec<String>> {
-    begin_with(
-        conn,
-        schema,
-        &open_sql(schema, params, create_ledger, false),
-    )
-}
-
-/// [`BEGIN`] (the library's own path), the lock (first statement after it), then the lock
-/// timeout for DDL. The migrations' own SQL gets the tenant alone on the path ([`in_schema`]).
-fn begin_tenant_sql(schema: &TenantId, params: &MigrateParams) -> String {
-    format!(
-        "{BEGIN}; {}; SET LOCAL lock_timeout = '{}ms'; ",
-        tenant_lock(schema.as_str()),
-        params.lock_timeout.as_millis(),
-    )
-}
-
-/// Appends the ledger rows and central record rows of `migrations`, then each migration's SQL
-/// (wrapped, when asked, so a failure names its version and SQLSTATE) with the tenant alone on
-/// the path and the library's path put back after it ([`in_schema`]).
-pub(crate) fn push_apply(
-    sql: &mut String,
-    schema: &TenantId,
-    migrations: &[&Compiled],
-    wrapped: bool,
-) {
-    push_records(sql, schema, migrations);
-    for m in migrations {
-        let up = if wrapped {
-            wrap(&m.version, &m.up)
-        } else {
-            m.up.clone()
-        };
-        sql.push_str(&in_schema(&schema.quoted(), &up));
-    }
-}
-
-/// Appends the ledger rows and central record rows of `migrations` (nothing when empty).
-pub(crate) fn push_records(sql: &mut String, schema: &TenantId, migrations: &[&Compiled]) {
-    if migrations.is_empty() {
-        return;
-    }
-    // The ledger rows go first: a version another migrator already recorded fails the batch
-    // (primary key) before any DDL runs.
-    let lit = quote_literal(schema.as_str());
-    let versions: Vec<String> = migrations
-        .iter()
-        .map(|m| quote_literal(&m.version))
-        .collect();
-    sql.push_str(&format!(
-        "INSERT INTO {}.{LEDGER} (version) VALUES ({}); ",
-        schema.quoted(),
-        versions.join("), (")
-    ));
-    let central: Vec<String> = versions.iter().map(|v| format!("({lit}, {v})")).collect();
-    sql.push_str(&format!(
-        "INSERT INTO {CENTRAL_RECORD} (schema_name, version) VALUES {} \
-         ON CONFLICT DO NOTHING; ",
-        central.join(", ")
-    ));
-}
-
-/// Reads the tenant's ledger (its own `__diesel_schema_migrations`).
-pub(crate) fn read_ledger(conn: &mut PgConnection, schema: &TenantId) -> QueryResult<Vec<String>> {
-    #[derive(QueryableByName)]
-    struct VersionRow {
-        #[diesel(sql_type = Text)]
-        version: String,
-    }
-    Ok(diesel::sql_query(format!(
-        "SELECT version::pg_catalog.text AS version FROM {}.{LEDGER} \
-         ORDER BY version::pg_catalog.text COLLATE \"C\"",
-        schema.quoted()
-    ))
-    .load::<VersionRow>(conn)?
-    .into_iter()
-    .map(|r| r.version)
-    .collect())
-}
-
 /// The `run_in_transaction = false` path, for applying and reverting alike: a session-level
 /// advisory lock, the ledger checked after it (`still_needed`), the migration's `sql` sent on its
 /// own with the tenant alone on a session `search_path` (restored afterwards), then the ledger
@@ -640,9 +410,9 @@ pub(crate) fn read_ledger(conn: &mut PgConnection, schema: &TenantId) -> QueryRe
 /// meanwhile; returns whether it ran.
 fn apply_outside(
     conn: &mut PgConnection,
+    dialect: &Dialect,
     schema: &TenantId,
     m: &Compiled,
-    split: bool,
 ) -> Result<bool> {
     let record = format!(
         "INSERT INTO {}.{LEDGER} (version) VALUES ({v}); \
@@ -655,23 +425,23 @@ fn apply_outside(
     let still_pending = |ledger: &[String]| !ledger.contains(&m.version);
     outside_transaction(
         conn,
+        dialect,
         schema,
         &m.version,
         &m.up,
         still_pending,
         &record,
-        split,
     )
 }
 
 fn outside_transaction(
     conn: &mut PgConnection,
+    dialect: &Dialect,
     schema: &TenantId,
     version: &str,
     sql: &str,
     still_needed: impl FnOnce(&[String]) -> bool,
     record: &str,
-    split: bool,
 ) -> Result<bool> {
     own_batch(conn, &tenant_session_lock(schema.as_str(), true))?;
     let result = (|| -> Result<bool> {
@@ -690,17 +460,8 @@ fn outside_transaction(
             "SET search_path TO {}",
             work_path(&schema.quoted())
         ))?;
-        // Statement by statement when the dialect asks for it (see `split`).
-        let ran = if split {
-            match crate::statements::split_statements(sql) {
-                Ok(statements) => statements
-                    .iter()
-                    .try_for_each(|s| conn.batch_execute(s.sql())),
-                Err(e) => Err(diesel::result::Error::QueryBuilderError(Box::new(e))),
-            }
-        } else {
-            conn.batch_execute(sql)
-        };
+        // One batch, or statement by statement where the dialect asks (see `tx::send_outside`).
+        let ran = tx::send_outside(conn, dialect, sql);
         let failure = |message: String| {
             tenant_failure(
                 schema,

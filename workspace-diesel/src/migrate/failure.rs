@@ -5,7 +5,7 @@
 use diesel::result::DatabaseErrorKind;
 
 use crate::error::Error;
-use crate::migrate::report::{MigrationFailure, TenantOutcome};
+use crate::report::{MigrationFailure, TenantOutcome};
 use crate::sql::quote_literal;
 use crate::tenant::TenantId;
 

@@ -4,149 +4,22 @@
 //! connections from a database URL: at most [`MigrateOptions::parallel`] worker threads (scoped
 //! threads sharing one work queue), one connection each.
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Text};
 
 use crate::error::{Error, Result};
-use crate::migrate::engine::{MigrateParams, DEFAULT_LOCK_TIMEOUT, DEFAULT_RETRIES};
+use crate::migrate::door::Op;
 use crate::migrate::failure::outcome_of;
-use crate::migrate::report::{MigrationReport, TenantOutcome};
-use crate::migrate::Migrator;
+use crate::migrate::migrator::Migrator;
+use crate::options::{FailurePolicy, MigrateOptions, Progress};
+use crate::report::{MigrationReport, TenantOutcome};
 use crate::sql::{own, CENTRAL_RECORD};
 use crate::tenant::TenantId;
-
-/// What a fleet operation does after a tenant fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailurePolicy {
-    /// Start no further tenant; tenants already in flight on other workers finish. The tenants
-    /// never started are reported as [`TenantOutcome::Skipped`]. The default.
-    #[default]
-    Stop,
-    /// Go on with every other tenant.
-    Continue,
-}
-
-/// A progress callback, called after each tenant a fleet operation worked on.
-pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
-
-/// Options of the fleet operations ([`Migrator::migrate_all`] and friends), set with the
-/// builder-style setters below; each documents its default.
-///
-/// ```
-/// use std::time::Duration;
-/// use diesel_workspace::{FailurePolicy, MigrateOptions};
-///
-/// let opts = MigrateOptions::default()
-///     .parallel(4)
-///     .on_failure(FailurePolicy::Continue)
-///     .lock_timeout(Duration::from_secs(2))
-///     .retries(5)
-///     .progress(|p| eprintln!("{}/{} ({} failed)", p.done, p.total, p.failed));
-/// # let _ = opts;
-/// ```
-#[derive(Clone)]
-pub struct MigrateOptions {
-    parallel: usize,
-    on_failure: FailurePolicy,
-    lock_timeout: Duration,
-    retries: u32,
-    progress: Option<ProgressFn>,
-}
-
-impl Default for MigrateOptions {
-    fn default() -> Self {
-        Self {
-            parallel: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            on_failure: FailurePolicy::Stop,
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            retries: DEFAULT_RETRIES,
-            progress: None,
-        }
-    }
-}
-
-impl fmt::Debug for MigrateOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MigrateOptions")
-            .field("parallel", &self.parallel)
-            .field("on_failure", &self.on_failure)
-            .field("lock_timeout", &self.lock_timeout)
-            .field("retries", &self.retries)
-            .field("progress", &self.progress.is_some())
-            .finish()
-    }
-}
-
-impl MigrateOptions {
-    /// Worker threads, each with its own connection (0 is taken as 1). Defaults to the number of
-    /// CPUs (at least 1).
-    pub fn parallel(mut self, workers: usize) -> Self {
-        self.parallel = workers.max(1);
-        self
-    }
-
-    /// What to do after a tenant fails. Defaults to [`FailurePolicy::Stop`].
-    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
-        self.on_failure = policy;
-        self
-    }
-
-    /// `SET LOCAL lock_timeout` for each tenant's DDL (applying and reverting), so a migration
-    /// waiting behind application traffic gives up instead of queueing every query behind it.
-    /// Defaults to 5 s.
-    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = timeout;
-        self
-    }
-
-    /// How often a tenant whose DDL hit the lock timeout (SQLSTATE 55P03) is retried, with a
-    /// short back-off. Defaults to 3.
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
-        self
-    }
-
-    /// Called after each tenant that needed work (not for tenants already up to date). Defaults
-    /// to none.
-    pub fn progress(mut self, f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
-        self.progress = Some(Arc::new(f));
-        self
-    }
-
-    pub(crate) fn params(&self) -> MigrateParams {
-        MigrateParams {
-            lock_timeout: self.lock_timeout,
-            retries: self.retries,
-            spare: false,
-        }
-    }
-}
-
-/// Where a fleet operation is, passed to [`MigrateOptions::progress`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Progress {
-    /// Tenants finished so far (of those that needed work).
-    pub done: usize,
-    /// Tenants that need work in this run.
-    pub total: usize,
-    /// Tenants failed so far.
-    pub failed: usize,
-    /// Time since the operation started.
-    pub elapsed: Duration,
-    /// The tenant just finished.
-    pub tenant: TenantId,
-    /// What happened to it.
-    pub outcome: TenantOutcome,
-}
 
 impl Migrator {
     /// Runs the shared migrations, then migrates every tenant: what an application calls at
@@ -212,10 +85,10 @@ impl Migrator {
         database_url: &str,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
-        let _span = crate::trace::fleet_span!("fleet.migrate_all").entered();
+        let span = crate::trace::fleet_span!("fleet.migrate_all");
         let started = Instant::now();
-        let mut conn = self.open(database_url)?;
-        self.migrate_all_from(&mut conn, database_url, opts, started)
+        let mut conn = span.in_scope(|| self.open(database_url))?;
+        self.migrate_all_from(&mut conn, span, database_url, opts, started)
     }
 
     /// [`migrate_all`](Self::migrate_all), deciding what is pending on `conn` (e.g. a pooled
@@ -231,14 +104,14 @@ impl Migrator {
         database_url: &str,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
-        let _span = crate::trace::fleet_span!("fleet.migrate_all").entered();
-        self.ready(conn);
-        self.migrate_all_from(conn, database_url, opts, Instant::now())
+        let span = crate::trace::fleet_span!("fleet.migrate_all");
+        self.migrate_all_from(conn, span, database_url, opts, Instant::now())
     }
 
     fn migrate_all_from(
         &self,
         conn: &mut PgConnection,
+        span: tracing::Span,
         database_url: &str,
         opts: &MigrateOptions,
         started: Instant,
@@ -252,7 +125,7 @@ impl Migrator {
             #[diesel(sql_type = Bool)]
             has_schema: bool,
         }
-        self.refuse_hazards(conn)?;
+        let _span = self.enter(conn, span, Op::Fleet)?;
         let rows = own(conn, |conn| {
             diesel::sql_query(format!(
                 "SELECT r.{col}::pg_catalog.text AS name, \
@@ -262,8 +135,8 @@ impl Migrator {
              ORDER BY e.n) AS pending, \
              pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
              FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
-                col = self.registry.quoted_identifier_column(),
-                reg = self.registry.qualified_table(),
+                col = "name",
+                reg = self.registry.names_sql(),
             ))
             .bind::<Array<Text>, _>(self.tenant_versions())
             .load::<PendingRow>(conn)

@@ -8,11 +8,12 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 
-use crate::connection::{in_raw_transaction, no_outer_transaction};
+use crate::connection::in_raw_transaction;
 use crate::error::{Error, Result};
-use crate::migrate::engine::MigrateParams;
+use crate::migrate::door::Op;
+use crate::migrate::migrator::Migrator;
 use crate::migrate::tenants::Provision;
-use crate::migrate::Migrator;
+use crate::options::MigrateParams;
 use crate::sql::{
     own, own_batch, quote_ident, quote_literal, BEGIN, CENTRAL_RECORD, SPARES_LOCK_KEY,
     SPARES_TABLE, SPARE_PREFIX,
@@ -52,10 +53,11 @@ impl Migrator {
     /// # Errors
     /// [`Error::TenantMigration`] when a spare's migrations fail; [`Error::Query`].
     pub fn fill_spares(&self, conn: &mut PgConnection, target: usize) -> Result<usize> {
-        let _span = crate::trace::op_span!("spares.fill", target).entered();
-        self.ready(conn);
-        no_outer_transaction(conn)?;
-        self.refuse_hazards(conn)?;
+        let _span = self.enter(
+            conn,
+            crate::trace::op_span!("spares.fill", target),
+            Op::Fleet,
+        )?;
         if self.pooler().is_transaction() {
             // Behind a transaction pooler a session lock would stay on whichever server
             // connection took it. Without it, the count is read again before every spare: two
@@ -133,7 +135,7 @@ impl Migrator {
     /// [`Error::Query`] when the query fails (also when the library's tables are not installed:
     /// see [`is_installed`](Self::is_installed)).
     pub fn spares(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         own(conn, |conn| {
             diesel::sql_query(format!(
                 "SELECT schema_name AS name FROM {SPARES_TABLE} ORDER BY created_at, 1"
@@ -169,10 +171,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when a statement fails.
     pub fn drain_spares(&self, conn: &mut PgConnection) -> Result<usize> {
-        let _span = tracing::info_span!("spares.drain").entered();
-        self.ready(conn);
-        no_outer_transaction(conn)?;
-        self.refuse_hazards(conn)?;
+        let _span = self.enter(conn, tracing::info_span!("spares.drain"), Op::Fleet)?;
         let mut n = 0;
         for spare in self.spares(conn)? {
             let dropped = in_raw_transaction(conn, |conn| {

@@ -25,55 +25,34 @@ use crate::migrate::failure::{
     connection_lost, db_message, failure_of, is_lock_timeout, tenant_failure, wrap,
     LOCK_NOT_AVAILABLE,
 };
-use crate::migrate::report::MigrationFailure;
-use crate::migrate::set::Compiled;
+use crate::report::MigrationFailure;
 use crate::sql::{work_path, OWN_PATH};
 use crate::statements::split_statements;
 use crate::tenant::TenantId;
 
-/// One statement of a migration, with the migration's version.
+/// A migration's SQL (or one statement of it), with the migration's version.
 pub(crate) struct Step<'a> {
-    version: &'a str,
-    sql: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) sql: &'a str,
 }
 
-/// The statements of `migrations`, in order.
+impl<'a> Step<'a> {
+    pub(crate) fn new(version: &'a str, sql: &'a str) -> Self {
+        Self { version, sql }
+    }
+}
+
+/// The statements of `step`, each attributed to its version.
 ///
 /// # Errors
 /// [`Error::TenantMigration`] naming the migration whose SQL cannot be split (an unterminated
 /// string or comment).
-pub(crate) fn steps<'a>(schema: &TenantId, migrations: &[&'a Compiled]) -> Result<Vec<Step<'a>>> {
-    let mut out = Vec::new();
-    for m in migrations {
-        let statements = split_statements(&m.up).map_err(|e| {
-            tenant_failure(
-                schema,
-                MigrationFailure::new(
-                    Some(m.version.clone()),
-                    Some("42601".to_owned()),
-                    e.to_string(),
-                ),
-            )
-        })?;
-        out.extend(statements.into_iter().map(|s| Step {
-            version: &m.version,
-            sql: s.sql(),
-        }));
-    }
-    Ok(out)
-}
-
-/// The statements of one SQL text (a `down.sql`), attributed to `version`.
-pub(crate) fn steps_of<'a>(
-    schema: &TenantId,
-    version: &'a str,
-    sql: &'a str,
-) -> Result<Vec<Step<'a>>> {
-    let statements = split_statements(sql).map_err(|e| {
+pub(crate) fn statements<'a>(schema: &TenantId, step: &Step<'a>) -> Result<Vec<Step<'a>>> {
+    let statements = split_statements(step.sql).map_err(|e| {
         tenant_failure(
             schema,
             MigrationFailure::new(
-                Some(version.to_owned()),
+                Some(step.version.to_owned()),
                 Some("42601".to_owned()),
                 e.to_string(),
             ),
@@ -81,10 +60,7 @@ pub(crate) fn steps_of<'a>(
     })?;
     Ok(statements
         .into_iter()
-        .map(|s| Step {
-            version,
-            sql: s.sql(),
-        })
+        .map(|s| Step::new(step.version, s.sql()))
         .collect())
 }
 

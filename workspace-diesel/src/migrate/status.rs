@@ -7,16 +7,17 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Text};
 
 use crate::error::Result;
-use crate::migrate::engine::read_ledger;
-use crate::migrate::report::TenantStatus;
-use crate::migrate::Migrator;
+use crate::migrate::door::Op;
+use crate::migrate::migrator::Migrator;
+use crate::migrate::tx::read_ledger;
+use crate::report::TenantMigrations;
 use crate::sql::{own, quote_literal, CENTRAL_RECORD, LEDGER, SHARED_SCHEMA};
 use crate::tenant::TenantId;
 
 /// Where the shared migrations stand (see [`Migrator::shared_status`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct SharedStatus {
+pub struct SharedMigrations {
     /// The versions in the shared schema's ledger (`public.__diesel_schema_migrations`), sorted;
     /// empty before the first [`Migrator::run_shared`].
     pub applied: Vec<String>,
@@ -64,8 +65,8 @@ impl Migrator {
     /// [`Error::Query`](crate::Error::Query) when the query fails;
     /// [`Error::InvalidTenantName`](crate::Error::InvalidTenantName) for a registry row written
     /// by hand with an invalid name.
-    pub fn status(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
-        self.ready(conn);
+    pub fn status(&self, conn: &mut PgConnection) -> Result<Vec<TenantMigrations>> {
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         Ok(self
             .status_rows(conn)?
             .into_iter()
@@ -73,7 +74,7 @@ impl Migrator {
             .collect())
     }
 
-    fn status_rows(&self, conn: &mut PgConnection) -> Result<Vec<(TenantStatus, bool)>> {
+    fn status_rows(&self, conn: &mut PgConnection) -> Result<Vec<(TenantMigrations, bool)>> {
         own(conn, |conn| {
             let expected = self.tenant_versions();
             let rows = diesel::sql_query(format!(
@@ -83,8 +84,8 @@ impl Migrator {
              pg_catalog.to_regclass(pg_catalog.quote_ident(r.{col}) || \
              '.{LEDGER}') IS NOT NULL AS has_ledger \
              FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
-            col = self.registry.quoted_identifier_column(),
-            reg = self.registry.qualified_table(),
+            col = "name",
+            reg = self.registry.names_sql(),
         ))
         .load::<StatusRow>(conn)?;
             rows.into_iter()
@@ -95,7 +96,7 @@ impl Migrator {
                         .cloned()
                         .collect();
                     Ok((
-                        TenantStatus {
+                        TenantMigrations {
                             tenant: TenantId::new(&r.name)?,
                             applied: r.versions,
                             pending,
@@ -120,8 +121,8 @@ impl Migrator {
     ///
     /// # Errors
     /// As [`status`](Self::status).
-    pub fn status_with_drift(&self, conn: &mut PgConnection) -> Result<Vec<TenantStatus>> {
-        self.ready(conn);
+    pub fn status_with_drift(&self, conn: &mut PgConnection) -> Result<Vec<TenantMigrations>> {
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         let rows = self.status_rows(conn)?;
         let with_ledger: Vec<&TenantId> = rows
             .iter()
@@ -162,7 +163,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when a query fails.
     pub fn drift(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<Option<String>> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         own(conn, |conn| {
             let central: Vec<String> = diesel::sql_query(format!(
                 "SELECT version::pg_catalog.text AS name FROM {CENTRAL_RECORD} \
@@ -210,8 +211,8 @@ impl Migrator {
     ///
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when a query fails.
-    pub fn shared_status(&self, conn: &mut PgConnection) -> Result<SharedStatus> {
-        self.ready(conn);
+    pub fn shared_status(&self, conn: &mut PgConnection) -> Result<SharedMigrations> {
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         own(conn, |conn| {
             let ledger = format!("{SHARED_SCHEMA}.{LEDGER}");
             let exists = !diesel::sql_query(
@@ -241,7 +242,7 @@ impl Migrator {
                 .filter(|v| !applied.contains(*v))
                 .map(str::to_owned)
                 .collect();
-            Ok(SharedStatus {
+            Ok(SharedMigrations {
                 applied: applied.into_iter().collect(),
                 pending,
             })

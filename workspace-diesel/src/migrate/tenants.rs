@@ -7,16 +7,16 @@ use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{Bool, Text};
 
-use crate::connection::{no_outer_transaction, rollback};
-use crate::dialect::Dialect;
+use crate::connection::no_outer_transaction;
 use crate::error::{Error, Result};
-use crate::migrate::engine::{push_apply, push_records, MigrateParams};
-use crate::migrate::failure::{classify_create_error, connection_lost, dollar_tags};
+use crate::migrate::door::Op;
+use crate::migrate::failure::{classify_create_error, connection_lost};
+use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
-use crate::migrate::split;
-use crate::migrate::Migrator;
+use crate::migrate::tx::{self, Claim, Failed, Opening, Plan};
+use crate::options::MigrateParams;
 use crate::sql::{
-    array_literal, in_schema, own, quote_ident, quote_literal, tenant_lock, BEGIN, CENTRAL_RECORD,
+    array_literal, in_schema, own, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD,
     LIBRARY_TABLES, LOCK_KEY, SHARED_SCHEMA, SPARES_TABLE,
 };
 use crate::tenant::TenantId;
@@ -32,12 +32,6 @@ pub(crate) enum Provision {
 struct Flag {
     #[diesel(sql_type = Bool)]
     flag: bool,
-}
-
-#[derive(QueryableByName)]
-struct NameRow {
-    #[diesel(sql_type = Text)]
-    name: String,
 }
 
 impl Migrator {
@@ -58,31 +52,21 @@ impl Migrator {
     /// - [`Error::TenantMigration`] when a tenant migration fails (its source is a
     ///   [`MigrationFailure`](crate::MigrationFailure) with the version and SQLSTATE).
     pub fn create_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
-        let _span = crate::trace::op_span!("tenant.create", tenant = %tenant).entered();
-        self.ready(conn);
-        self.check_tenant_name(tenant)?;
-        no_outer_transaction(conn)?;
-        self.refuse_hazards(conn)?;
+        let span = crate::trace::op_span!("tenant.create", tenant = %tenant);
+        let _span = self.enter(conn, span, Op::NewTenant(tenant))?;
         let role = match &self.tenant_roles {
             Some(roles) => format!("{}; ", roles.create_sql(tenant)?),
             None => String::new(),
         };
-        let dialect = self.dialect(conn)?;
-        if dialect.splits_statements() {
-            return self.provision_split(conn, dialect, tenant, Provision::Tenant, true, &role);
-        }
-        // One round trip either way: claim a current spare (one that no `fill_spares` is
-        // upgrading: its row and its lock are both free), or provision from scratch.
-        let created = self.provision_with_retry(conn, tenant, |wrapped| {
-            let (body, all) = self.provision_body(tenant, Provision::Tenant, wrapped);
-            let [inner, outer] = dollar_tags(["wd_p", "wd_claim"], &body);
-            let sql = format!(
-                "{BEGIN}; {lock}; {claim}; {role}COMMIT",
-                lock = tenant_lock(tenant.as_str()),
-                claim = self.claim_sql(tenant, &outer, &format!("EXECUTE {inner}{body}{inner};")),
-            );
-            (sql, all)
-        });
+        // A current spare (one that no `fill_spares` is upgrading: its row and its lock are both
+        // free) is claimed; otherwise the tenant is provisioned from scratch.
+        let sql = |tag: &str, otherwise: &str| self.claim_sql(tenant, tag, otherwise);
+        let claimed = |conn: &mut PgConnection| Ok(self.registry.contains(conn, tenant)?);
+        let claim = Claim {
+            sql: &sql,
+            claimed: &claimed,
+        };
+        let created = self.provision_as(conn, tenant, Provision::Tenant, Some(claim), role);
         crate::trace::finish(created)
     }
 
@@ -107,108 +91,15 @@ impl Migrator {
                END IF; \
              END LOOP; \
              IF spare IS NULL THEN {otherwise} ELSE \
-             INSERT INTO {reg} ({col}) VALUES ({t}); \
+             {insert}; \
              EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
              UPDATE {CENTRAL_RECORD} SET schema_name = {t} WHERE schema_name = spare; \
              DELETE FROM {SPARES_TABLE} WHERE schema_name = spare; \
              END IF; END {tag}",
             versions = quote_literal(&array_literal(versions)),
             n = versions.len(),
-            reg = self.registry.qualified_table(),
-            col = self.registry.quoted_identifier_column(),
+            insert = self.registry.insert_sql(&t),
         )
-    }
-
-    /// Provisioning statement by statement (see [`split`](crate::migrate::split)), for
-    /// `create_tenant` (`claim`: a current warm spare first) and the warm pool: `BEGIN`, the
-    /// lock, the dialect's settings (on Citus, schema-based sharding for this transaction), the
-    /// claim when asked; when nothing was claimed, the registry (or spares) row, `CREATE SCHEMA`,
-    /// the ledger and each statement of the transactional migrations as top-level commands; then
-    /// the ledger and central record rows, the distribution check and `COMMIT`. Migrations
-    /// marked `run_in_transaction = false` run afterwards on their own path.
-    fn provision_split(
-        &self,
-        conn: &mut PgConnection,
-        dialect: &Dialect,
-        schema: &TenantId,
-        as_: Provision,
-        claim: bool,
-        role: &str,
-    ) -> Result<()> {
-        let check = dialect
-            .distribution_check(schema)
-            .map(|c| format!("{c}; "))
-            .unwrap_or_default();
-        let mut open = format!(
-            "{BEGIN}; {}; {}",
-            tenant_lock(schema.as_str()),
-            dialect.provisioning_settings()
-        );
-        if claim {
-            open.push_str(&self.claim_sql(schema, "$wd_claim$", "NULL;"));
-            if let Err(e) = conn.batch_execute(&open) {
-                rollback(conn);
-                return Err(classify_create_error(schema, e));
-            }
-            // The claim registered the tenant: the renamed spare is the tenant.
-            match self.registered(conn, schema) {
-                Ok(true) => {
-                    if let Err(e) = conn.batch_execute(&format!("{role}{check}COMMIT")) {
-                        rollback(conn);
-                        return Err(split::close_error(conn, dialect, schema, e));
-                    }
-                    return Ok(());
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    rollback(conn);
-                    return Err(e);
-                }
-            }
-            open.push_str("; ");
-        }
-        let lit = quote_literal(schema.as_str());
-        let row = match as_ {
-            Provision::Tenant => format!(
-                "INSERT INTO {} ({}) VALUES ({lit})",
-                self.registry.qualified_table(),
-                self.registry.quoted_identifier_column()
-            ),
-            Provision::Spare => format!("INSERT INTO {SPARES_TABLE} (schema_name) VALUES ({lit})"),
-        };
-        let create = format!(
-            "{row}; CREATE SCHEMA {q}; {ledger}",
-            q = schema.quoted(),
-            ledger = in_schema(&schema.quoted(), CREATE_MIGRATIONS_TABLE),
-        );
-        let sent = if claim {
-            conn.batch_execute(&create)
-        } else {
-            conn.batch_execute(&format!("{open}{create}"))
-        };
-        open.push_str(&create);
-        if let Err(e) = sent {
-            rollback(conn);
-            return Err(classify_create_error(schema, e));
-        }
-        let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
-        let steps = match split::steps(schema, &in_tx) {
-            Ok(steps) => steps,
-            Err(e) => {
-                rollback(conn);
-                return Err(e);
-            }
-        };
-        let mut close = String::new();
-        push_records(&mut close, schema, &in_tx);
-        close.push_str(role);
-        close.push_str(&check);
-        close.push_str("COMMIT");
-        split::run(conn, dialect, schema, &open, &steps, &close)?;
-        if in_tx.len() < self.set.migrations.len() {
-            self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
-        }
-        Ok(())
     }
 
     /// Drops a tenant: its registry row, its central record rows and `DROP SCHEMA … CASCADE`, in
@@ -217,23 +108,15 @@ impl Migrator {
     /// # Errors
     /// [`Error::TenantNotFound`] when the tenant is not registered (nothing is dropped).
     pub fn drop_tenant(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
-        let _span = crate::trace::op_span!("tenant.drop", tenant = %tenant).entered();
-        self.ready(conn);
-        self.check_tenant_name(tenant)?;
+        let span = crate::trace::op_span!("tenant.drop", tenant = %tenant);
+        let _span = self.enter(conn, span, Op::Tenants(&[tenant]))?;
         let role = match &self.tenant_roles {
             Some(roles) => format!("; {}", roles.drop_sql(tenant)?),
             None => String::new(),
         };
-        self.refuse_hazards(conn)?;
         let dropped = own(conn, |conn| {
             conn.batch_execute(&tenant_lock(tenant.as_str()))?;
-            let deleted = diesel::sql_query(format!(
-                "DELETE FROM {} WHERE {} = $1",
-                self.registry.qualified_table(),
-                self.registry.quoted_identifier_column()
-            ))
-            .bind::<Text, _>(tenant.as_str())
-            .execute(conn)?;
+            let deleted = self.registry.delete(conn, tenant)?;
             if deleted == 0 {
                 return Err(Error::TenantNotFound(tenant.clone()));
             }
@@ -261,15 +144,12 @@ impl Migrator {
         from: &TenantId,
         to: &TenantId,
     ) -> Result<()> {
-        let _span = crate::trace::op_span!("tenant.rename", tenant = %from, to = %to).entered();
-        self.ready(conn);
-        self.check_tenant_name(from)?;
-        self.check_tenant_name(to)?;
+        let span = crate::trace::op_span!("tenant.rename", tenant = %from, to = %to);
+        let _span = self.enter(conn, span, Op::Tenants(&[from, to]))?;
         let role = match &self.tenant_roles {
             Some(roles) => format!("; {}", roles.rename_sql(from, to)?),
             None => String::new(),
         };
-        self.refuse_hazards(conn)?;
         let renamed = own(conn, |conn| {
             let (a, b) = if from < to { (from, to) } else { (to, from) };
             conn.batch_execute(&format!(
@@ -277,28 +157,7 @@ impl Migrator {
                 tenant_lock(a.as_str()),
                 tenant_lock(b.as_str())
             ))?;
-            #[derive(QueryableByName)]
-            struct Existing {
-                #[diesel(sql_type = Bool)]
-                from_row: bool,
-                #[diesel(sql_type = Bool)]
-                to_row: bool,
-                #[diesel(sql_type = Bool)]
-                from_schema: bool,
-                #[diesel(sql_type = Bool)]
-                to_schema: bool,
-            }
-            let e = diesel::sql_query(format!(
-                "SELECT EXISTS (SELECT 1 FROM {reg} WHERE {col} = $1) AS from_row, \
-                 EXISTS (SELECT 1 FROM {reg} WHERE {col} = $2) AS to_row, \
-                 pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL AS from_schema, \
-                 pg_catalog.to_regnamespace(pg_catalog.quote_ident($2)) IS NOT NULL AS to_schema",
-                reg = self.registry.qualified_table(),
-                col = self.registry.quoted_identifier_column()
-            ))
-            .bind::<Text, _>(from.as_str())
-            .bind::<Text, _>(to.as_str())
-            .get_result::<Existing>(conn)?;
+            let e = self.registry.rename_check(conn, from, to)?;
             if !e.from_row {
                 return Err(Error::TenantNotFound(from.clone()));
             }
@@ -310,12 +169,11 @@ impl Migrator {
             }
             conn.batch_execute(&format!(
                 "ALTER SCHEMA {qf} RENAME TO {qt}; \
-                 UPDATE {reg} SET {col} = {lt} WHERE {col} = {lf}; \
+                 {rename}; \
                  UPDATE {CENTRAL_RECORD} SET schema_name = {lt} WHERE schema_name = {lf}{role}",
                 qf = from.quoted(),
                 qt = to.quoted(),
-                reg = self.registry.qualified_table(),
-                col = self.registry.quoted_identifier_column(),
+                rename = self.registry.rename_sql(from, to),
                 lf = quote_literal(from.as_str()),
                 lt = quote_literal(to.as_str()),
             ))?;
@@ -331,21 +189,13 @@ impl Migrator {
     /// [`Error::Query`] when the query fails; [`Error::InvalidTenantName`] for a registry row
     /// written by hand with an invalid name.
     pub fn list_tenants(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         own(conn, |conn| self.list_tenants_own(conn))
     }
 
     /// [`list_tenants`](Self::list_tenants), under the library's own path already.
     pub(crate) fn list_tenants_own(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>> {
-        diesel::sql_query(format!(
-            "SELECT {col}::pg_catalog.text AS name FROM {reg} ORDER BY {col}::pg_catalog.text COLLATE \"C\"",
-            col = self.registry.quoted_identifier_column(),
-            reg = self.registry.qualified_table(),
-        ))
-        .load::<NameRow>(conn)?
-        .into_iter()
-        .map(|r| TenantId::new(r.name))
-        .collect()
+        self.registry.list(conn)
     }
 
     /// Whether the registry table exists (for the built-in registry: whether
@@ -370,17 +220,11 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when the query fails.
     pub fn is_registry_installed(&self, conn: &mut PgConnection) -> Result<bool> {
-        self.ready(conn);
-        own(conn, |conn| {
-            let row: Flag =
-                diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
-                    .bind::<Text, _>(self.registry.qualified_table())
-                    .get_result(conn)?;
-            Ok(row.flag)
-        })
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
+        Ok(own(conn, |conn| self.registry.exists(conn))?)
     }
 
-    /// Whether the library's own tables ([`LIBRARY_TABLES`](crate::LIBRARY_TABLES): the central
+    /// Whether the library's own tables ([`LIBRARY_TABLES`](crate::registry::LIBRARY_TABLES): the central
     /// record, the warm pool and the built-in registry) exist in `public`, that is whether
     /// [`run_shared`](Self::run_shared) has installed them.
     ///
@@ -401,7 +245,7 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when the query fails.
     pub fn is_installed(&self, conn: &mut PgConnection) -> Result<bool> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         let tables: Vec<String> = LIBRARY_TABLES
             .iter()
             .map(|t| format!("{SHARED_SCHEMA}.{}", quote_ident(t)))
@@ -439,15 +283,15 @@ impl Migrator {
     /// # Errors
     /// [`Error::Query`] when a query fails.
     pub fn is_registered(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<bool> {
-        self.ready(conn);
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         if !self.is_registry_installed(conn)? {
             return Ok(false);
         }
-        own(conn, |conn| self.registered(conn, tenant))
+        Ok(own(conn, |conn| self.registry.contains(conn, tenant))?)
     }
 
-    /// Creates `schema` with every tenant migration, in one transaction sent as one batch, and
-    /// records it as a tenant (registry row) or as a spare (`public.workspace_spares`).
+    /// Creates `schema` with every tenant migration, in one transaction, and records it as a
+    /// tenant (registry row) or as a spare (`public.workspace_spares`).
     pub(crate) fn provision(
         &self,
         conn: &mut PgConnection,
@@ -455,43 +299,45 @@ impl Migrator {
         as_: Provision,
     ) -> Result<()> {
         no_outer_transaction(conn)?;
-        let dialect = self.dialect(conn)?;
-        if dialect.splits_statements() {
-            return self.provision_split(conn, dialect, schema, as_, false, "");
-        }
-        self.provision_with_retry(conn, schema, |wrapped| {
-            let (body, all) = self.provision_body(schema, as_, wrapped);
-            let sql = format!("{BEGIN}; {}; {body}COMMIT", tenant_lock(schema.as_str()));
-            (sql, all)
-        })
+        self.provision_as(conn, schema, as_, None, String::new())
     }
 
-    /// Sends the provisioning batch `batch(wrapped)` of `schema` unwrapped and, when that fails
-    /// in a way a migration can fail, once more with each migration wrapped so the error names
-    /// its version and SQLSTATE. A tenant that already exists or a lost connection is reported
-    /// at once. Runs the migrations left for their own path (`run_in_transaction = false`)
-    /// afterwards.
-    fn provision_with_retry(
+    /// Provisions `schema` in one tenant transaction ([`Plan`]): `BEGIN`, the lock, the
+    /// dialect's provisioning settings, the claim when given (which, when it claims a spare,
+    /// leaves only `close`), the registry (or spares) row, `CREATE SCHEMA`, Diesel's ledger, the
+    /// ledger and central record rows and the transactional migrations, `close`, `COMMIT`. A
+    /// batch that fails in a way a migration can fail (not a tenant that exists, not a lost
+    /// connection) is sent once more with each migration wrapped so the error names its version
+    /// and SQLSTATE. The migrations marked `run_in_transaction = false` run afterwards on their
+    /// own path.
+    fn provision_as(
         &self,
         conn: &mut PgConnection,
         schema: &TenantId,
-        batch: impl Fn(bool) -> (String, bool),
+        as_: Provision,
+        claim: Option<Claim<'_>>,
+        close: String,
     ) -> Result<()> {
-        let mut complete = true;
+        let dialect = self.dialect(conn)?;
+        let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
+        let opening = Opening {
+            provisioning: true,
+            ..Opening::default()
+        };
+        let mut plan = Plan::new(schema, opening).apply(&in_tx, false);
+        plan.claim = claim;
+        plan.create = self.create_sql(schema, as_);
+        plan.close = close;
         for wrapped in [false, true] {
-            let (sql, all) = batch(wrapped);
-            complete = all;
-            match conn.batch_execute(&sql) {
+            plan.wrapped = wrapped;
+            match tx::send(conn, dialect, &plan, false) {
                 Ok(()) => break,
-                Err(e) => {
-                    rollback(conn);
-                    if wrapped || connection_lost(&e) || self.is_tenant_exists(schema, &e) {
-                        return Err(classify_create_error(schema, e));
-                    }
-                }
+                Err(Failed::Batch(e))
+                    if !wrapped && !connection_lost(&e) && !self.is_tenant_exists(schema, &e) => {}
+                Err(failed) => return Err(failed.classify(|e| classify_create_error(schema, e))),
             }
         }
-        if !complete {
+        if in_tx.len() < self.set.migrations.len() {
             self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
         }
         Ok(())
@@ -506,37 +352,27 @@ impl Migrator {
         };
         if matches!(kind, DatabaseErrorKind::UniqueViolation) {
             if let Some(table) = info.table_name() {
-                let own = format!(
-                    "{}.{}",
-                    quote_ident(self.registry.schema()),
-                    quote_ident(table)
-                );
-                return own == self.registry.qualified_table() || table == LIBRARY_TABLES[2];
+                return self.registry.is_table(self.registry.schema(), table)
+                    || table == LIBRARY_TABLES[2];
             }
         }
         info.message() == format!("schema \"{}\" already exists", schema.as_str())
     }
 
-    /// The statements that provision `schema` inside an open transaction holding its lock: the
-    /// registry (or spares) row, `CREATE SCHEMA`, the ledger, the migrations, the ledger and
-    /// central record rows. Atomic for the transactional prefix of the set; `false` when
-    /// migrations marked `run_in_transaction = false` remain, to run afterwards on their own path.
-    fn provision_body(&self, schema: &TenantId, as_: Provision, wrapped: bool) -> (String, bool) {
+    /// The rows that provision `schema`: the registry (or spares) row, `CREATE SCHEMA` and
+    /// Diesel's ledger (with the tenant alone on the path).
+    fn create_sql(&self, schema: &TenantId, as_: Provision) -> String {
         let lit = quote_literal(schema.as_str());
-        let mut sql = match as_ {
-            Provision::Tenant => format!(
-                "INSERT INTO {} ({}) VALUES ({lit}); ",
-                self.registry.qualified_table(),
-                self.registry.quoted_identifier_column()
-            ),
+        let row = match as_ {
+            Provision::Tenant => format!("{}; ", self.registry.insert_tenant_sql(schema)),
             Provision::Spare => {
                 format!("INSERT INTO {SPARES_TABLE} (schema_name) VALUES ({lit}); ")
             }
         };
-        sql.push_str(&format!("CREATE SCHEMA {}; ", schema.quoted()));
-        sql.push_str(&in_schema(&schema.quoted(), CREATE_MIGRATIONS_TABLE));
-        let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
-        push_apply(&mut sql, schema, &in_tx, wrapped);
-        (sql, in_tx.len() == self.set.migrations.len())
+        format!(
+            "{row}CREATE SCHEMA {}; {}",
+            schema.quoted(),
+            in_schema(&schema.quoted(), CREATE_MIGRATIONS_TABLE)
+        )
     }
 }

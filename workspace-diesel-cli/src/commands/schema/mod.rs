@@ -21,7 +21,7 @@ use anyhow::{bail, Context as _, Result};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
 use diesel_migrations::MigrationHarness;
-use diesel_workspace::{Migrator, Registry, TenantId, LIBRARY_TABLES};
+use diesel_workspace::{registry::Registry, registry::LIBRARY_TABLES, Migrator, TenantId};
 
 use self::catalog::{read_foreign_keys, read_tables, schema_exists, Table};
 use self::filter::{warn_views, TableFilter};

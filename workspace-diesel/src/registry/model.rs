@@ -1,4 +1,5 @@
-//! The tenant registry: a table in the shared schema with one row per tenant.
+//! The tenant registry's model: where it lives ([`Registry`]), the built-in tables, their row
+//! and the life-cycle state.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -56,8 +57,8 @@ diesel::allow_tables_to_appear_in_same_query!(workspaces, workspace_migrations);
 
 /// A tenant's life-cycle state (`public.workspace_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, diesel_derive_enum::DbEnum)]
-#[ExistingTypePath = "crate::registry::sql_types::WorkspaceStatus"]
-pub enum WorkspaceStatus {
+#[ExistingTypePath = "crate::registry::model::sql_types::WorkspaceStatus"]
+pub enum LifecycleState {
     /// Being created.
     Provisioning,
     /// In use.
@@ -74,7 +75,7 @@ pub enum WorkspaceStatus {
 /// this for its own model and points the [`Registry`] at that table.
 ///
 /// ```
-/// use diesel_workspace::{TenantId, WorkspaceConfigInterface};
+/// use diesel_workspace::{TenantId, registry::WorkspaceConfigInterface};
 ///
 /// struct Customer {
 ///     slug: String,
@@ -108,11 +109,11 @@ pub trait WorkspaceConfigInterface {
 ///
 /// ```no_run
 /// use diesel::prelude::*;
-/// use diesel_workspace::{workspaces, Workspace, WorkspaceStatus};
+/// use diesel_workspace::{registry::workspaces, registry::Workspace, registry::LifecycleState};
 ///
 /// # fn run(conn: &mut PgConnection) -> QueryResult<()> {
 /// let active: Vec<Workspace> = workspaces::table
-///     .filter(workspaces::status.eq(WorkspaceStatus::Active))
+///     .filter(workspaces::status.eq(LifecycleState::Active))
 ///     .order(workspaces::schema_name)
 ///     .select(Workspace::as_select())
 ///     .load(conn)?;
@@ -129,7 +130,7 @@ pub struct Workspace {
     /// A name for people.
     pub display_name: String,
     /// The tenant's life-cycle state.
-    pub status: WorkspaceStatus,
+    pub status: LifecycleState,
     /// When the row was inserted.
     pub created_at: DateTime<Utc>,
     /// When the row last changed (kept by a trigger).
@@ -150,7 +151,7 @@ impl WorkspaceConfigInterface for Workspace {
 /// the rest in the same transaction).
 ///
 /// ```
-/// use diesel_workspace::Registry;
+/// use diesel_workspace::registry::Registry;
 ///
 /// let registry = Registry::new("app", "customers").identifier_column("slug");
 /// assert_eq!(registry.qualified_table(), "\"app\".\"customers\"");
@@ -158,25 +159,51 @@ impl WorkspaceConfigInterface for Workspace {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registry {
-    schema: String,
-    table: String,
-    identifier_column: String,
+    pub(super) schema: String,
+    pub(super) table: String,
+    pub(super) identifier_column: String,
+    pub(super) status_column: Option<String>,
+    pub(super) key_column: String,
 }
 
 impl Default for Registry {
+    /// The built-in registry: `public.workspaces`, identifier `schema_name`, life-cycle state
+    /// `status`, key `id`.
     fn default() -> Self {
-        Self::new("public", "workspaces")
+        Self::new("public", "workspaces").status_column("status")
     }
 }
 
 impl Registry {
-    /// A registry table `schema.table`, with identifier column `schema_name`.
+    /// A registry table `schema.table`, with identifier column `schema_name`, no life-cycle
+    /// state column (every registered tenant is served: see [`status_column`](Self::status_column))
+    /// and key column `id`.
     pub fn new(schema: impl Into<String>, table: impl Into<String>) -> Self {
         Self {
             schema: schema.into(),
             table: table.into(),
             identifier_column: "schema_name".into(),
+            status_column: None,
+            key_column: "id".into(),
         }
+    }
+
+    /// Names the column holding each tenant's life-cycle state, of type
+    /// `public.workspace_status` (which the registry migration creates): what
+    /// [`lifecycle_state`](Self::lifecycle_state) reads and
+    /// [`set_lifecycle_state`](Self::set_lifecycle_state) changes, and what a web service checks.
+    /// Without one, every registered tenant is [`LifecycleState::Active`] and its state cannot be
+    /// changed. [`Registry::default`] has `status`.
+    pub fn status_column(mut self, column: impl Into<String>) -> Self {
+        self.status_column = Some(column.into());
+        self
+    }
+
+    /// Names the key column that an application's user table refers to (see
+    /// [`user_workspace_sql`](Self::user_workspace_sql)). Defaults to `id`.
+    pub fn key_column(mut self, column: impl Into<String>) -> Self {
+        self.key_column = column.into();
+        self
     }
 
     /// Names the identifier column. Defaults to `schema_name`.

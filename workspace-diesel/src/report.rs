@@ -117,7 +117,7 @@ impl MigrationReport {
 /// One tenant's migration state, from the central record (see
 /// [`Migrator::status`](crate::Migrator::status)).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantStatus {
+pub struct TenantMigrations {
     /// The tenant.
     pub tenant: TenantId,
     /// Versions applied according to the central record, sorted.

@@ -1,0 +1,267 @@
+//! What a [`Migrator`] is: its builder, the migration sets it reads once, and its accessors
+//! (the registry, the pooler, the engine detected on first use).
+
+use std::sync::{Arc, OnceLock};
+
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+
+use crate::dialect::Dialect;
+use crate::error::{Error, Result};
+use crate::migrate::set::{CompiledSet, SharedSet, REGISTRY_MIGRATIONS};
+use crate::pooler::Pooler;
+use crate::registry::model::Registry;
+use crate::roles::TenantRoles;
+
+/// Runs the shared and tenant migrations, and provisions tenants.
+///
+/// Built with [`Migrator::builder`] from the application's two migration sets, which
+/// [`MigratorBuilder::build`] reads and checks once: no later call reads a migration source.
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+/// use diesel_workspace::{Migrator, TenantId};
+///
+/// const SHARED: EmbeddedMigrations = embed_migrations!("../migrations_shared");
+/// const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+///
+/// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+/// let migrator = Migrator::builder(TENANT).shared(SHARED).build()?;
+/// migrator.run_shared(conn)?;
+/// migrator.create_tenant(conn, &TenantId::new("acme")?)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Migrator {
+    /// The tenant set's source, as given.
+    pub(super) tenant: Arc<dyn MigrationSource<Pg> + Send + Sync>,
+    /// The tenant set, read from `tenant` once.
+    pub(super) set: Arc<CompiledSet>,
+    /// The registry's own migrations, read once.
+    pub(super) registry_set: Arc<SharedSet>,
+    /// The application's shared migrations, read once.
+    pub(super) shared: Option<Arc<SharedSet>>,
+    pub(super) registry: Registry,
+    /// The database's engine, detected on first use.
+    pub(super) dialect: Arc<OnceLock<Dialect>>,
+    pub(super) pooler: Pooler,
+    /// Per-tenant roles, when enabled.
+    pub(super) tenant_roles: Option<TenantRoles>,
+    /// Whether to refuse to run on hijack hazards.
+    pub(super) refuse_hijack_hazards: bool,
+}
+
+impl std::fmt::Debug for Migrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Migrator")
+            .field("shared", &self.shared.is_some())
+            .field("registry", &self.registry)
+            .field("pooler", &self.pooler)
+            .field("tenant_roles", &self.tenant_roles)
+            .field("refuse_hijack_hazards", &self.refuse_hijack_hazards)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Migrator`].
+#[must_use]
+pub struct MigratorBuilder {
+    tenant: Arc<dyn MigrationSource<Pg> + Send + Sync>,
+    shared: Option<Arc<dyn MigrationSource<Pg> + Send + Sync>>,
+    registry: Registry,
+    pooler: Pooler,
+    tenant_roles: Option<TenantRoles>,
+    refuse_hijack_hazards: bool,
+}
+
+impl MigratorBuilder {
+    /// Gives each tenant a role of its own ([`TenantRoles`]): created with the tenant (also when
+    /// it claims a spare), renamed and dropped with it. Assume it with
+    /// [`TenantConnectionExt::tenant_transaction_as`](crate::TenantConnectionExt::tenant_transaction_as).
+    /// The migrator's role needs `CREATEROLE`. Defaults to none (opt-in).
+    pub fn tenant_roles(mut self, roles: TenantRoles) -> Self {
+        self.tenant_roles = Some(roles);
+        self
+    }
+
+    /// Makes every call that changes the database (shared migrations, create, drop, rename,
+    /// migrate, revert, spares) refuse to run, with [`Error::HijackHazards`], when
+    /// [`Migrator::audit`] finds a hazard that lets another role change what SQL does
+    /// ([`Hazard::enables_hijack`](crate::Hazard::enables_hijack)): a role other than the owner
+    /// with `CREATE` on the shared schema or a tenant schema, or a function or operator
+    /// overloading a `pg_catalog` name. Two catalog queries per call. Defaults to `false`.
+    pub fn refuse_hijack_hazards(mut self, refuse: bool) -> Self {
+        self.refuse_hijack_hazards = refuse;
+        self
+    }
+
+    /// The application's shared migrations, run once in the registry's schema after the registry's
+    /// own. Defaults to none.
+    ///
+    /// Any Diesel migration source works: [`EmbeddedMigrations`](diesel_migrations::EmbeddedMigrations)
+    /// from `embed_migrations!`, or `diesel_migrations::FileBasedMigrations` read from a
+    /// directory at run time.
+    pub fn shared<S>(mut self, shared: S) -> Self
+    where
+        S: MigrationSource<Pg> + Send + Sync + 'static,
+    {
+        self.shared = Some(Arc::new(shared));
+        self
+    }
+
+    /// Where the registry lives. Defaults to [`Registry::default`] (`public.workspaces`).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// What sits between the migrator and PostgreSQL. Defaults to [`Pooler::Direct`].
+    ///
+    /// With [`Pooler::Transaction`] (PgBouncer in transaction pooling mode), Diesel's statement
+    /// cache is turned off on every connection the migrator opens and on every connection passed
+    /// to it; every lock it takes is transaction-scoped ([`fill_spares`](Migrator::fill_spares)
+    /// then takes no lock across its transactions: two concurrent callers may each create one of
+    /// the last missing spares); and a migration marked `run_in_transaction = false`, which needs
+    /// a session of its own, is refused by [`build`](Self::build).
+    ///
+    /// Not in pooler mode, the connections the migrator opens (the fleet's workers) are checked
+    /// as the pool's are: two of them served by the same backend are refused with
+    /// [`Error::PoolerNotDeclared`]. Open the connections you pass with
+    /// [`connect`](crate::connect), which checks too.
+    ///
+    /// ```no_run
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{Migrator, pooler::Pooler};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// let migrator = Migrator::builder(TENANT).pooler(Pooler::Transaction).build()?;
+    /// let mut conn = diesel_workspace::connect("postgres://app@127.0.0.1:6432/app", Pooler::Transaction)?;
+    /// migrator.run_shared(&mut conn)?;
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = pooler;
+        self
+    }
+
+    /// Reads and checks every migration set once (the tenant set, the registry's and the shared
+    /// set) and returns the migrator.
+    ///
+    /// # Errors
+    /// [`Error::MigrationSource`] when a set cannot be read: a directory that vanished, an
+    /// unreadable `up.sql` or `down.sql`, or a tenant migration whose `up.sql` holds no
+    /// statement (a placeholder that would otherwise be recorded as applied), or, in pooler mode,
+    /// a tenant migration marked `run_in_transaction = false`.
+    pub fn build(self) -> Result<Migrator> {
+        let set = CompiledSet::read(&*self.tenant)?;
+        if self.pooler.is_transaction() {
+            if let Some(m) = set.migrations.iter().find(|m| !m.in_tx) {
+                return Err(Error::MigrationSource(
+                    format!(
+                        "tenant migration `{}` is marked run_in_transaction = false, which needs a \
+                         session of its own: run it over a direct connection (Pooler::Direct), not \
+                         through a transaction pooler",
+                        m.version
+                    )
+                    .into(),
+                ));
+            }
+        }
+        let registry_set = SharedSet::read(&REGISTRY_MIGRATIONS)?;
+        let shared = match &self.shared {
+            Some(source) => Some(Arc::new(SharedSet::read(&**source)?)),
+            None => None,
+        };
+        Ok(Migrator {
+            tenant: self.tenant,
+            set: Arc::new(set),
+            registry_set: Arc::new(registry_set),
+            shared,
+            registry: self.registry,
+            dialect: Arc::new(OnceLock::new()),
+            pooler: self.pooler,
+            tenant_roles: self.tenant_roles,
+            refuse_hijack_hazards: self.refuse_hijack_hazards,
+        })
+    }
+}
+
+impl Migrator {
+    /// Starts a migrator for the tenant migration set `tenant`: any Diesel migration source
+    /// ([`EmbeddedMigrations`](diesel_migrations::EmbeddedMigrations), or
+    /// `diesel_migrations::FileBasedMigrations` read at run time).
+    ///
+    /// ```no_run
+    /// use diesel_migrations::FileBasedMigrations;
+    /// use diesel_workspace::Migrator;
+    ///
+    /// let tenant = FileBasedMigrations::from_path("migrations_tenant").expect("a directory");
+    /// let shared = FileBasedMigrations::from_path("migrations_shared").expect("a directory");
+    /// let migrator = Migrator::builder(tenant).shared(shared).build()?;
+    /// # let _ = migrator;
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    pub fn builder<S>(tenant: S) -> MigratorBuilder
+    where
+        S: MigrationSource<Pg> + Send + Sync + 'static,
+    {
+        MigratorBuilder {
+            tenant: Arc::new(tenant),
+            shared: None,
+            registry: Registry::default(),
+            pooler: Pooler::Direct,
+            tenant_roles: None,
+            refuse_hijack_hazards: false,
+        }
+    }
+
+    /// Where the registry lives.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// What sits between the migrator and PostgreSQL ([`MigratorBuilder::pooler`]).
+    pub fn pooler(&self) -> Pooler {
+        self.pooler
+    }
+
+    /// Readies a connection passed to the migrator: in pooler mode, Diesel's statement cache off.
+    pub(crate) fn ready(&self, conn: &mut PgConnection) {
+        if self.pooler.is_transaction() {
+            conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        }
+    }
+
+    /// Opens a connection for the migrator's own work (see [`open`](crate::connect::open)).
+    pub(crate) fn open(&self, database_url: &str) -> Result<PgConnection> {
+        crate::connect::open(database_url, self.pooler)
+    }
+
+    /// The tenant migration set's source, as given to [`Migrator::builder`].
+    pub fn tenant_migrations(&self) -> &(dyn MigrationSource<Pg> + Send + Sync) {
+        &*self.tenant
+    }
+
+    /// The versions of the tenant migration set, sorted (as Diesel writes them to its ledger:
+    /// `2024-01-01-000000_notes` is `20240101000000`), as read by [`MigratorBuilder::build`].
+    pub fn tenant_versions(&self) -> &[String] {
+        &self.set.versions
+    }
+
+    /// The engine of the database behind `conn`, detected on the migrator's first use (one
+    /// query) and then remembered: use one migrator per database.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedEngine`] on CockroachDB and YugabyteDB; [`Error::Query`] when the
+    /// catalog cannot be read.
+    pub fn dialect(&self, conn: &mut PgConnection) -> Result<&Dialect> {
+        if let Some(d) = self.dialect.get() {
+            return Ok(d);
+        }
+        let detected = Dialect::detect_supported(conn)?;
+        Ok(self.dialect.get_or_init(|| detected))
+    }
+}

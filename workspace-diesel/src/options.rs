@@ -1,0 +1,164 @@
+//! The options of the engine's calls, plain data below it: [`MigrateOptions`] (with
+//! [`FailurePolicy`] and the [`Progress`] callback) as the caller sets them, and the knobs one
+//! tenant's migration runs with (`MigrateParams`) with their defaults.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::report::TenantOutcome;
+use crate::tenant::TenantId;
+
+/// Default of [`MigrateOptions::lock_timeout`].
+pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of [`MigrateOptions::retries`].
+pub(crate) const DEFAULT_RETRIES: u32 = 3;
+
+/// Knobs of one tenant's migration, from the caller's
+/// [`MigrateOptions`] (or their defaults).
+#[derive(Debug, Clone)]
+pub(crate) struct MigrateParams {
+    pub(crate) lock_timeout: Duration,
+    pub(crate) retries: u32,
+    /// The schema is a spare: each transaction also locks its `workspace_spares` row (skipping
+    /// it when a claim holds it), and fails with [`Error::SchemaMissing`] when it is not a spare
+    /// any more, so an upgrade and a claim never interleave.
+    pub(crate) spare: bool,
+}
+
+impl Default for MigrateParams {
+    fn default() -> Self {
+        Self {
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            spare: false,
+        }
+    }
+}
+
+/// What a fleet operation does after a tenant fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Start no further tenant; tenants already in flight on other workers finish. The tenants
+    /// never started are reported as [`TenantOutcome::Skipped`]. The default.
+    #[default]
+    Stop,
+    /// Go on with every other tenant.
+    Continue,
+}
+
+/// A progress callback, called after each tenant a fleet operation worked on.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Options of the fleet operations ([`Migrator::migrate_all`](crate::Migrator::migrate_all) and friends), set with the
+/// builder-style setters below; each documents its default.
+///
+/// ```
+/// use std::time::Duration;
+/// use diesel_workspace::{FailurePolicy, MigrateOptions};
+///
+/// let opts = MigrateOptions::default()
+///     .parallel(4)
+///     .on_failure(FailurePolicy::Continue)
+///     .lock_timeout(Duration::from_secs(2))
+///     .retries(5)
+///     .progress(|p| eprintln!("{}/{} ({} failed)", p.done, p.total, p.failed));
+/// # let _ = opts;
+/// ```
+#[derive(Clone)]
+pub struct MigrateOptions {
+    pub(crate) parallel: usize,
+    pub(crate) on_failure: FailurePolicy,
+    lock_timeout: Duration,
+    retries: u32,
+    pub(crate) progress: Option<ProgressFn>,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self {
+            parallel: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            on_failure: FailurePolicy::Stop,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for MigrateOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MigrateOptions")
+            .field("parallel", &self.parallel)
+            .field("on_failure", &self.on_failure)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("retries", &self.retries)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl MigrateOptions {
+    /// Worker threads, each with its own connection (0 is taken as 1). Defaults to the number of
+    /// CPUs (at least 1).
+    pub fn parallel(mut self, workers: usize) -> Self {
+        self.parallel = workers.max(1);
+        self
+    }
+
+    /// What to do after a tenant fails. Defaults to [`FailurePolicy::Stop`].
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
+    /// `SET LOCAL lock_timeout` for each tenant's DDL (applying and reverting), so a migration
+    /// waiting behind application traffic gives up instead of queueing every query behind it.
+    /// Defaults to 5 s.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// How often a tenant whose DDL hit the lock timeout (SQLSTATE 55P03) is retried, with a
+    /// short back-off. Defaults to 3.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Called after each tenant that needed work (not for tenants already up to date). Defaults
+    /// to none.
+    pub fn progress(mut self, f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    pub(crate) fn params(&self) -> MigrateParams {
+        MigrateParams {
+            lock_timeout: self.lock_timeout,
+            retries: self.retries,
+            spare: false,
+        }
+    }
+}
+
+/// Where a fleet operation is, passed to [`MigrateOptions::progress`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Tenants finished so far (of those that needed work).
+    pub done: usize,
+    /// Tenants that need work in this run.
+    pub total: usize,
+    /// Tenants failed so far.
+    pub failed: usize,
+    /// Time since the operation started.
+    pub elapsed: Duration,
+    /// The tenant just finished.
+    pub tenant: TenantId,
+    /// What happened to it.
+    pub outcome: TenantOutcome,
+}
