@@ -9,8 +9,10 @@ use diesel::sql_types::{BigInt, Text};
 use fang::{FangError, Queue, Queueable, RetentionMode, Runnable, Worker};
 use serde::{Deserialize, Serialize};
 
+use diesel_workspace::jobs::{JobError, TenantJob};
 use diesel_workspace::pool::TenantPool;
-use diesel_workspace::{set_tenant_status, switch, JobError, TenantJob, LifecycleState};
+use diesel_workspace::registry::{set_lifecycle_state, LifecycleState};
+use diesel_workspace::switch;
 
 use crate::support::schema::notes;
 use crate::test_db;

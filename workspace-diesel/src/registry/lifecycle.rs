@@ -160,6 +160,7 @@ impl Registry {
     /// As [`lifecycle_state`](Self::lifecycle_state), reading the tenant's row `FOR SHARE`: in
     /// the caller's transaction, the row stays locked until it ends, so a state change, a rename
     /// or a drop of the tenant waits for it (what a background job holds while it runs).
+    #[cfg(feature = "jobs")]
     pub(crate) fn lifecycle_state_for_share(
         &self,
         conn: &mut PgConnection,
