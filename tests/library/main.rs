@@ -7,6 +7,7 @@ mod support {
 
 use workspace_diesel_tests::test_db;
 
+mod across;
 mod architecture;
 mod audit;
 mod cache;

@@ -11,6 +11,8 @@ mod connection;
 mod context;
 mod dialect;
 mod error;
+#[cfg(feature = "fanout")]
+pub mod fanout;
 mod hazard;
 #[cfg(feature = "jobs")]
 pub mod jobs;
@@ -21,6 +23,8 @@ mod placement;
 pub mod pooler;
 pub mod registry;
 mod report;
+#[cfg(feature = "reporting")]
+pub mod reporting;
 mod roles;
 mod sql;
 pub mod statements;
