@@ -153,8 +153,11 @@ impl Drop for RegistryListener {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct TenantCache<K, V> {
-    inner: moka::sync::Cache<(TenantId, K), V>,
+    inner: Inner<K, V>,
 }
+
+/// The moka cache under a [`TenantCache`]: keys are `(tenant, key)`.
+type Inner<K, V> = moka::sync::Cache<(TenantId, K), V>;
 
 impl<K, V> std::fmt::Debug for TenantCache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -177,9 +180,7 @@ where
 
     /// A cache from moka's builder (capacity, time to live, time to idle, eviction listener...),
     /// with the invalidation by tenant turned on.
-    pub fn from_builder(
-        builder: moka::sync::CacheBuilder<(TenantId, K), V, moka::sync::Cache<(TenantId, K), V>>,
-    ) -> Self {
+    pub fn from_builder(builder: moka::sync::CacheBuilder<(TenantId, K), V, Inner<K, V>>) -> Self {
         Self {
             inner: builder.support_invalidation_closures().build(),
         }

@@ -111,8 +111,7 @@ where
     F: Fn(&mut PgConnection) -> QueryResult<Vec<R>> + Sync,
 {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Vec<R>, Error>>>> =
-        Mutex::new((0..tenants.len()).map(|_| None).collect());
+    let results: Results<R> = Mutex::new((0..tenants.len()).map(|_| None).collect());
     let workers = parallel.clamp(1, tenants.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -171,11 +170,10 @@ where
     out
 }
 
-fn store<R>(
-    results: &Mutex<Vec<Option<Result<Vec<R>, Error>>>>,
-    i: usize,
-    r: Result<Vec<R>, Error>,
-) {
+/// Each tenant's outcome, by its index in the list, once run.
+type Results<R> = Mutex<Vec<Option<Result<Vec<R>, Error>>>>;
+
+fn store<R>(results: &Results<R>, i: usize, r: Result<Vec<R>, Error>) {
     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
 }
 
