@@ -8,6 +8,7 @@
 //! export DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
 //! cargo bench -p workspace-diesel-tests --bench across               # 500, 1,000 and 5,000 tenants
 //! BENCH_QUICK=1 cargo bench -p workspace-diesel-tests --bench across # 500 and 1,000
+//! BENCH_ACROSS_SIZES=5000 cargo bench -p workspace-diesel-tests --bench across # other sizes
 //! ```
 //!
 //! One table per tenant (`tests/migrations/scale`), 3 rows each. Medians of the rounds. Run
@@ -71,16 +72,22 @@ fn planning(conn: &mut PgConnection, sql: &str, rounds: usize) -> f64 {
 
 fn main() {
     let mode = Mode::from_env();
-    let sizes: &[usize] = match mode {
-        Mode::Smoke => &[20, 50],
-        Mode::Quick => &[500, 1_000],
-        Mode::Full => &[500, 1_000, 5_000],
+    let sizes: Vec<usize> = match std::env::var("BENCH_ACROSS_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| s.trim().parse().expect("a size"))
+            .collect(),
+        Err(_) => match mode {
+            Mode::Smoke => vec![20, 50],
+            Mode::Quick => vec![500, 1_000],
+            Mode::Full => vec![500, 1_000, 5_000],
+        },
     };
     let rounds = if mode == Mode::Smoke { 3 } else { 7 };
     println!("cross-tenant read benchmark, {mode}\n");
     println!("| tenants | fan-out, count per tenant (parallel 4) | one query on the view | view planning time | view rebuild (per create/drop/rename) |");
     println!("| ---: | ---: | ---: | ---: | ---: |");
-    for &size in sizes {
+    for size in sizes {
         let db = ScratchDb::create(&format!("bench_across_{size}"));
         let migrator = Migrator::builder(SCALE_MIGRATIONS).build().unwrap();
         let mut conn = PgConnection::establish(db.url()).unwrap();
@@ -90,7 +97,7 @@ fn main() {
             .collect();
         migrator
             .create_tenants(db.url(), &tenants, &MigrateOptions::default().parallel(2))
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{e}"));
         let inserts: String = tenants
             .iter()
             .map(|t| format!("INSERT INTO \"{t}\".items (title) VALUES ('a'), ('b'), ('c');"))

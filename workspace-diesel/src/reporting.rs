@@ -8,7 +8,10 @@
 //! registry rebuilds the views when a registry row is inserted, updated or deleted, at the
 //! commit of that transaction (once per transaction), when the tenant's schema is in its final
 //! state: a create (or a claimed spare), a drop and a rename show in the views with no manual
-//! refresh. The views belong to the role that ran the change (the migrator's), so they read the
+//! refresh (a state change rebuilds them too). Each rebuild is one pass over the registry and the
+//! catalog and replaces every view: its cost grows with the fleet (see docs/application.md), and
+//! concurrent changes take turns on an advisory lock. The life-cycle calls must run as the role
+//! that owns the views. The views belong to the role that ran the change (the migrator's), so they read the
 //! tenant tables with its rights; the reader role gets `USAGE` on the reporting schema and
 //! `SELECT` on the views only: no right on any tenant schema, and no write on the views (an
 //! `INSTEAD OF` trigger refuses any write through a view with SQLSTATE 42501, whoever tries).
@@ -190,12 +193,17 @@ BEGIN
             EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %I.%I', v.view_schema, v.table_name);
             CONTINUE;
         END IF;
-        -- The column types may have changed: a view is replaced only when they stay the same.
-        EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %I.%I', v.view_schema, v.table_name);
-        EXECUTE pg_catalog.format('CREATE VIEW %I.%I AS %s', v.view_schema, v.table_name, body);
+        -- Replaced in place (views built on it keep working); dropped and created again only
+        -- when the columns' types changed, which `CREATE OR REPLACE VIEW` refuses.
+        BEGIN
+            EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %I.%I AS %s', v.view_schema, v.table_name, body);
+        EXCEPTION WHEN invalid_table_definition OR datatype_mismatch OR wrong_object_type THEN
+            EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %I.%I', v.view_schema, v.table_name);
+            EXECUTE pg_catalog.format('CREATE VIEW %I.%I AS %s', v.view_schema, v.table_name, body);
+        END;
         -- A UNION ALL view is not updatable, which PostgreSQL reports (55000) before checking
         -- rights: with this trigger a write is refused as one, 42501, for every role.
-        EXECUTE pg_catalog.format('CREATE TRIGGER read_only INSTEAD OF INSERT OR UPDATE OR DELETE '
+        EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER read_only INSTEAD OF INSERT OR UPDATE OR DELETE '
                                   'ON %I.%I FOR EACH ROW EXECUTE FUNCTION public.workspace_reporting_read_only()',
                                   v.view_schema, v.table_name);
         reader := (SELECT r.reader FROM public.workspace_reporting_readers r
