@@ -57,15 +57,16 @@ fn sqlstate(conn: &mut PgConnection, sql: &str) -> String {
         .to_owned()
 }
 
-/// Drops the reader role at the end, even when an assertion fails.
+/// Drops the reader role at the end, even when an assertion fails: its grants in the test
+/// database first (`DROP OWNED` there), then the role (roles are the cluster's).
 struct Role {
     name: String,
-    admin: String,
+    url: String,
 }
 
 impl Drop for Role {
     fn drop(&mut self) {
-        if let Ok(mut conn) = PgConnection::establish(&self.admin) {
+        if let Ok(mut conn) = PgConnection::establish(&self.url) {
             let _ = conn.batch_execute(&format!(
                 "DROP OWNED BY \"{0}\"; DROP ROLE IF EXISTS \"{0}\"",
                 self.name
@@ -158,7 +159,7 @@ fn five_hundred_tenants_read_across_by_fan_out_and_by_view() {
         .unwrap();
     let reader = Role {
         name: format!("{}_reader", &database[..database.len().min(50)]),
-        admin: workspace_diesel_tests::admin_url(),
+        url: db.url().to_owned(),
     };
     conn.batch_execute(&format!("CREATE ROLE \"{}\" LOGIN", reader.name))
         .unwrap();
