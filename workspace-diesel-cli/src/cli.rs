@@ -38,8 +38,9 @@ pub(crate) struct Cli {
     /// list_tenants, status, pending, setup and the create, migrate, revert and redo reports
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
     pub(crate) format: Format,
-    /// What sits between the tool and PostgreSQL: `direct`, or `transaction` behind PgBouncer in
-    /// transaction pooling mode (statement cache off, transaction-scoped locks only)
+    /// What sits between the tool and PostgreSQL: `direct`, `session` behind PgBouncer in session
+    /// pooling mode, or `transaction` behind PgBouncer in transaction pooling mode (statement
+    /// cache off, transaction-scoped locks only)
     #[arg(
         long,
         env = "WORKSPACE_DIESEL_POOLER",
@@ -55,6 +56,11 @@ pub(crate) struct Cli {
     /// public.workspaces]
     #[arg(long, global = true, value_name = "SCHEMA.TABLE")]
     pub(crate) registry: Option<String>,
+
+    /// Refuse to change the database when `audit` finds a hijack hazard (also
+    /// `refuse_hazards = true` in the config file's `[database]` table)
+    #[arg(long, global = true)]
+    pub(crate) refuse_hazards: bool,
 
     #[command(subcommand)]
     pub(crate) command: Command,

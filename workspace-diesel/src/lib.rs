@@ -9,6 +9,8 @@ pub mod citus;
 mod connect;
 mod connection;
 mod context;
+#[cfg(feature = "deadpool")]
+mod deadpool;
 mod dialect;
 mod error;
 #[cfg(feature = "fanout")]
@@ -25,8 +27,11 @@ pub mod registry;
 mod report;
 #[cfg(feature = "reporting")]
 pub mod reporting;
+#[cfg(feature = "r2d2")]
+mod role_pool;
 mod roles;
 mod sql;
+mod startup;
 pub mod statements;
 mod table;
 mod tenant;
@@ -46,6 +51,8 @@ pub use crate::hazard::Hazard;
 pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
 pub use crate::options::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
 pub use crate::report::{MigrationFailure, MigrationReport, TenantMigrations, TenantOutcome};
+#[cfg(feature = "r2d2")]
+pub use crate::role_pool::{TenantRolePools, TenantRolePoolsBuilder};
 pub use crate::roles::TenantRoles;
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};

@@ -35,7 +35,7 @@ pub(crate) use self::text::{confirm, plural, shown};
 /// Runs the command of `cli`.
 pub(crate) fn run(cli: Cli) -> Result<()> {
     let cwd = std::env::current_dir().context("could not read the current directory")?;
-    let config = Config::load(cli.config.as_deref(), &cwd)?;
+    let config = Config::load(cli.config.as_deref(), &cwd)?.refusing_hazards(cli.refuse_hazards);
     if cli.format == Format::Json && !supports_json(&cli.command) {
         bail!(
             "`--format json` is not supported by `{}`: it prints human output only",
