@@ -89,7 +89,8 @@ impl<R: std::fmt::Debug> std::error::Error for PartialFanOut<R> {}
 ///     #[diesel(sql_type = BigInt)]
 ///     n: i64,
 /// }
-/// let tenants = active_tenants(&mut pool.get()?)?;
+/// let mut conn = pool.get()?;
+/// let tenants = active_tenants(&mut conn)?;
 /// let counts = fan_out(pool, &tenants, 4, |conn| {
 ///     diesel::sql_query("SELECT count(*) AS n FROM notes").load::<Count>(conn)
 /// });
