@@ -236,3 +236,33 @@ fn a_job_is_not_run_for_an_archived_tenant_and_its_failure_rolls_back() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn a_running_job_holds_off_a_suspension_until_it_commits() {
+    use diesel::connection::SimpleConnection;
+    let db = test_db!("a_running_job_holds_off_a_suspension");
+    let tenants = db.provision(&["acme"]);
+    let acme = tenants[0].clone();
+    let url = db.url().to_owned();
+    let mut conn = db.conn();
+    let during = TenantJob::new(&acme, ())
+        .run(&mut conn, |_, _| {
+            // Another session tries to suspend the tenant while the job runs.
+            let mut other = PgConnection::establish(&url).unwrap();
+            other.batch_execute("SET lock_timeout = '200ms'").unwrap();
+            Ok::<_, diesel::result::Error>(
+                set_lifecycle_state(&mut other, &acme, LifecycleState::Suspended).map(drop),
+            )
+        })
+        .unwrap();
+    let waited = during.unwrap_err();
+    assert!(format!("{waited:?}").contains("lock timeout"), "{waited:?}");
+    // Once the job has committed, the suspension goes through, and the next job is refused.
+    set_lifecycle_state(&mut conn, &acme, LifecycleState::Suspended).unwrap();
+    let refused =
+        TenantJob::new(&acme, ()).run(&mut conn, |_, _| Ok::<_, diesel::result::Error>(()));
+    assert!(
+        matches!(refused, Err(JobError::Inactive { .. })),
+        "{refused:?}"
+    );
+}
