@@ -23,6 +23,7 @@ mod ids;
 mod jobs;
 mod leftovers;
 mod lifecycle;
+mod mobility;
 mod multi_table;
 mod packaging;
 mod pool;

@@ -49,7 +49,7 @@ pub use crate::context::{
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::Hazard;
 pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
-pub use crate::options::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
+pub use crate::options::{CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn};
 pub use crate::report::{MigrationFailure, MigrationReport, TenantMigrations, TenantOutcome};
 #[cfg(feature = "r2d2")]
 pub use crate::role_pool::{TenantRolePools, TenantRolePoolsBuilder};
