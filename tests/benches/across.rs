@@ -150,10 +150,12 @@ fn main() {
         drop(pool);
         drop(conn);
         if let Ok(mut admin) = PgConnection::establish(&workspace_diesel_tests::admin_url()) {
+            // Two statements: `DROP DATABASE` cannot share a transaction with another.
             let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE); DROP ROLE IF EXISTS bench_across_reader",
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
                 db.name()
             ));
+            let _ = admin.batch_execute("DROP ROLE IF EXISTS bench_across_reader");
         }
     }
 }
