@@ -7,9 +7,11 @@ mod support {
 
 use workspace_diesel_tests::test_db;
 
+mod across;
 mod architecture;
 mod audit;
 mod busy_pooler;
+mod cache;
 mod citus;
 mod compiletest;
 mod concurrency;
@@ -18,6 +20,7 @@ mod enforcing_roles;
 mod fleet;
 mod guards;
 mod ids;
+mod jobs;
 mod leftovers;
 mod lifecycle;
 mod mobility;
