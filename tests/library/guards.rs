@@ -165,16 +165,35 @@ fn calls_with_their_own_transactions_refuse_an_outer_one() {
         conn.transaction(|c| migrator.revert_last(c, &acme).map(drop)),
     ];
     for r in results {
+        assert!(matches!(r, Err(Error::OuterTransaction)), "{r:?}");
+        let message = r.unwrap_err().to_string();
         assert!(
-            matches!(
-                r,
-                Err(Error::Query(diesel::result::Error::AlreadyInTransaction))
-            ),
-            "{r:?}"
+            message.contains("cannot run inside an outer transaction"),
+            "{message}"
         );
     }
     assert_eq!(migrator.spares(&mut conn).unwrap(), []);
     assert_eq!(migrator.list_tenants(&mut conn).unwrap(), [acme]);
+}
+
+#[test]
+fn create_tenant_in_a_test_transaction_names_the_outer_transaction() {
+    let db = test_db!("create_in_test_transaction");
+    db.provision(&[]);
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    conn.begin_test_transaction().unwrap();
+    let err = migrator
+        .create_tenant(&mut conn, &TenantId::new("acme").unwrap())
+        .unwrap_err();
+    assert!(matches!(err, Error::OuterTransaction), "{err:?}");
+    drop(conn);
+    // Nothing was created: the registry and the catalog know no `acme`.
+    let mut conn = db.conn();
+    assert_eq!(migrator.list_tenants(&mut conn).unwrap(), []);
+    assert!(!migrator
+        .is_registered(&mut conn, &TenantId::new("acme").unwrap())
+        .unwrap());
 }
 
 #[test]

@@ -7,10 +7,12 @@ mod support {
 
 use workspace_diesel_tests::test_db;
 
+mod across;
 mod architecture;
 mod archive;
 mod audit;
 mod busy_pooler;
+mod cache;
 mod citus;
 mod compiletest;
 mod concurrency;
@@ -19,6 +21,7 @@ mod enforcing_roles;
 mod fleet;
 mod guards;
 mod ids;
+mod jobs;
 mod leftovers;
 mod lifecycle;
 mod mobility;

@@ -11,6 +11,7 @@ const PUBLISHED: &[&str] = &[
     "workspace-diesel",
     "workspace-diesel-derive",
     "workspace-diesel-cli",
+    "workspace-diesel-test",
 ];
 
 fn package_list(krate: &str) -> Vec<String> {

@@ -40,6 +40,13 @@ pub enum Error {
     /// A query failed.
     #[error("database query failed")]
     Query(#[source] diesel::result::Error),
+    /// A call that commits transactions of its own (create a tenant, migrate or revert one, the
+    /// fleet runs, the warm pool) was made on a connection inside an outer transaction (Diesel's
+    /// `transaction` or `begin_test_transaction`); nothing was sent. Run it on a connection with
+    /// no transaction open: in tests, one of its own (the `workspace-diesel-test` crate gives
+    /// each test a database and tenants from the warm pool instead of a rolled-back transaction).
+    #[error("this call commits its own transactions and cannot run inside an outer transaction (run it on a connection with no transaction open)")]
+    OuterTransaction,
     /// The shared migrations failed; the failing migration's changes were rolled back.
     #[error("shared migrations failed")]
     SharedMigration(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -179,6 +186,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<diesel::result::Error> for Error {
     fn from(e: diesel::result::Error) -> Self {
         match e {
+            diesel::result::Error::AlreadyInTransaction => Error::OuterTransaction,
             diesel::result::Error::QueryBuilderError(inner) if inner.is::<NoActiveTenant>() => {
                 match inner.downcast::<NoActiveTenant>() {
                     Ok(no_tenant) => Error::NoActiveTenant(*no_tenant),

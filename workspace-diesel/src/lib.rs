@@ -3,6 +3,8 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 mod audit;
+#[cfg(feature = "cache")]
+pub mod cache;
 pub mod citus;
 mod connect;
 mod connection;
@@ -11,7 +13,11 @@ mod context;
 mod deadpool;
 mod dialect;
 mod error;
+#[cfg(feature = "fanout")]
+pub mod fanout;
 mod hazard;
+#[cfg(feature = "jobs")]
+pub mod jobs;
 mod lint;
 mod migrate;
 mod options;
@@ -19,6 +25,8 @@ mod placement;
 pub mod pooler;
 pub mod registry;
 mod report;
+#[cfg(feature = "reporting")]
+pub mod reporting;
 #[cfg(feature = "r2d2")]
 mod role_pool;
 mod roles;

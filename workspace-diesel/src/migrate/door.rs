@@ -50,7 +50,7 @@ impl Migrator {
     /// the hazards, the dialect.
     ///
     /// # Errors
-    /// The first check that fails: [`Error::Query`] (`AlreadyInTransaction`),
+    /// The first check that fails: [`Error::OuterTransaction`],
     /// [`Error::InvalidTenantName`], [`Error::TenantNotFound`], [`Error::HijackHazards`],
     /// [`Error::UnsupportedEngine`].
     pub(crate) fn enter(
@@ -71,7 +71,12 @@ impl Migrator {
                 Op::ReadOnly => (false, &[], None, false, false),
             };
         if outer {
-            no_outer_transaction(conn)?;
+            // The operation commits transactions of its own: inside the caller's, it refuses
+            // with the error that says so.
+            no_outer_transaction(conn).map_err(|e| match e {
+                diesel::result::Error::AlreadyInTransaction => Error::OuterTransaction,
+                e => Error::Query(e),
+            })?;
         }
         for name in names {
             self.check_tenant_name(name)?;

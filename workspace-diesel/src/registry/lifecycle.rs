@@ -157,6 +157,33 @@ impl Registry {
 }
 
 impl Registry {
+    /// As [`lifecycle_state`](Self::lifecycle_state), reading the tenant's row `FOR SHARE`: in
+    /// the caller's transaction, the row stays locked until it ends, so a state change, a rename
+    /// or a drop of the tenant waits for it (what a background job holds while it runs).
+    #[cfg(feature = "jobs")]
+    pub(crate) fn lifecycle_state_for_share(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+    ) -> Result<Option<LifecycleState>> {
+        let status = match &self.status_column {
+            Some(column) => quote_ident(column),
+            None => "'active'::public.workspace_status".to_owned(),
+        };
+        own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT {status} AS status FROM {reg} WHERE {id}::pg_catalog.text = $1 FOR SHARE",
+                reg = self.qualified_table(),
+                id = self.quoted_identifier_column(),
+            ))
+            .bind::<Text, _>(tenant.as_str())
+            .get_result::<StatusRow>(conn)
+            .optional()
+        })
+        .map(|row| row.map(|r| r.status))
+        .map_err(Error::Query)
+    }
+
     /// Every registered tenant with its state (without a
     /// [`status_column`](Self::status_column), [`LifecycleState::Active`]), in one query under
     /// the library's own path: what a web service holds in memory. Names the registry holds
