@@ -78,7 +78,7 @@
 //! [`backend_memory_limit`](TenantPoolBuilder::backend_memory_limit) bounds that: the pool reads
 //! the backend's own memory (`pg_backend_memory_contexts`) every
 //! [`memory_check_every`](TenantPoolBuilder::memory_check_every) check-ins and closes a
-//! connection over the limit. The measurements are in `docs/scale.md`.
+//! connection over the limit. The README's section on server memory has the measurements.
 //!
 //! # Limits
 //!
