@@ -20,6 +20,7 @@ mod guards;
 mod ids;
 mod leftovers;
 mod lifecycle;
+mod mobility;
 mod multi_table;
 mod packaging;
 mod pool;

@@ -170,6 +170,19 @@ pub(crate) enum Command {
         to: String,
     },
 
+    /// Create a tenant as a copy of a template tenant: its tables, indexes, ledger and (unless
+    /// --schema-only) its rows and sequences, in one transaction
+    #[command(name = "clone_tenant", visible_alias = "c:t", alias = "clone-tenant")]
+    CloneTenant {
+        /// The template tenant (kept current like any tenant)
+        template: String,
+        /// The new tenant's identifier
+        identifier: String,
+        /// Copy the tables empty, with sequences at their start
+        #[arg(long)]
+        schema_only: bool,
+    },
+
     /// Set a tenant's state in the registry; web services serve only active tenants
     #[command(
         name = "set_tenant_status",

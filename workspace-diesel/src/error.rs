@@ -130,6 +130,15 @@ pub enum Error {
         /// The registry table, qualified and quoted.
         registry: String,
     },
+    /// A tenant cannot be cloned from `template` (see
+    /// [`Migrator::clone_tenant`](crate::Migrator::clone_tenant)); nothing was created.
+    #[error("cannot clone tenant `{template}`: {reason}")]
+    CloneRefused {
+        /// The template tenant.
+        template: TenantId,
+        /// Why, for people.
+        reason: String,
+    },
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]

@@ -41,7 +41,7 @@ pub use crate::context::{
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::{Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
 pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
-pub use crate::options::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
+pub use crate::options::{CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn};
 pub use crate::report::{MigrationFailure, MigrationReport, TenantMigrations, TenantOutcome};
 #[cfg(feature = "r2d2")]
 pub use crate::role_pool::{TenantRolePools, TenantRolePoolsBuilder};

@@ -66,6 +66,11 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Status => status::status(&ctx),
         Command::DropTenant { identifier, yes } => tenant::drop(&ctx, &identifier, yes),
         Command::RenameTenant { from, to } => tenant::rename(&ctx, &from, &to),
+        Command::CloneTenant {
+            template,
+            identifier,
+            schema_only,
+        } => tenant::clone(&ctx, &template, &identifier, schema_only),
         Command::SetTenantStatus { identifier, status } => {
             tenant::set_status(&ctx, &identifier, status)
         }
@@ -85,6 +90,7 @@ fn supports_json(command: &Command) -> bool {
         command,
         Command::Setup
             | Command::CreateTenantSchema { .. }
+            | Command::CloneTenant { .. }
             | Command::MigrateTenant(_)
             | Command::MigrateAll(_)
             | Command::RevertTenant(_)
@@ -110,6 +116,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Status => "status",
         Command::DropTenant { .. } => "drop_tenant",
         Command::RenameTenant { .. } => "rename_tenant",
+        Command::CloneTenant { .. } => "clone_tenant",
         Command::SetTenantStatus { .. } => "set_tenant_status",
         Command::LintMigrations => "lint_migrations",
         Command::MoveTenant { .. } => "move_tenant",
