@@ -810,7 +810,8 @@ struct MemoryRow {
 ///
 /// ```no_run
 /// let pool = diesel_workspace::pool::new("postgres://localhost/app")?;
-/// let bytes = diesel_workspace::pool::backend_memory(&mut pool.get()?)?;
+/// let mut conn = pool.get()?;
+/// let bytes = diesel_workspace::pool::backend_memory(&mut conn)?;
 /// println!("{} MiB", bytes >> 20);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
