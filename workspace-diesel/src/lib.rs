@@ -47,7 +47,7 @@ pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
-pub use crate::hazard::Hazard;
+pub use crate::hazard::{Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
 pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
 pub use crate::options::{CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn};
 pub use crate::report::{MigrationFailure, MigrationReport, TenantMigrations, TenantOutcome};
