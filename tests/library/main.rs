@@ -27,6 +27,7 @@ mod revert;
 mod roles;
 mod routing;
 mod scale;
+mod selection;
 mod statements;
 mod temp_objects;
 mod tenancy;

@@ -135,11 +135,11 @@ pub(crate) enum Command {
 
     /// List the tenants that are behind: tenant migrations missing from the central record
     #[command(name = "pending", visible_alias = "p:t")]
-    Pending,
+    Pending(SelectArgs),
 
     /// Show the migration state: shared migrations and a summary of the tenants
     #[command(name = "status", visible_alias = "s:t")]
-    Status,
+    Status(SelectArgs),
 
     /// Drop a tenant: its schema with all its data, its registry row and its migration records
     #[command(name = "drop_tenant", visible_alias = "d:t", alias = "drop-tenant")]
@@ -272,6 +272,34 @@ pub(crate) struct FleetArgs {
     /// Go on with the other tenants when one fails (default: stop starting new ones)
     #[arg(long)]
     pub(crate) continue_on_error: bool,
+    #[command(flatten)]
+    pub(crate) select: SelectArgs,
+}
+
+/// Which tenants a fleet command or a status view takes (default: every registered tenant; a
+/// fleet run works on the active ones, reports suspended and provisioning ones as held and
+/// leaves archived ones out).
+#[derive(Debug, Args, Default)]
+pub(crate) struct SelectArgs {
+    /// Only these tenants (comma-separated, repeatable); each must be registered
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub(crate) tenants: Vec<String>,
+    /// Only the tenants named in this file, one per line (blank lines and # comments ignored)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tenants_file: Option<PathBuf>,
+    /// Only tenants whose name matches this glob (*, ?, [a-z]; repeatable: any of them)
+    #[arg(long, value_name = "GLOB")]
+    pub(crate) pattern: Vec<String>,
+    /// Leave these tenants out (comma-separated, repeatable)
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub(crate) except: Vec<String>,
+    /// Take the tenants in these states (repeatable) [default for a fleet run: active; for a
+    /// status view: every state]
+    #[arg(long, value_enum, value_name = "STATE")]
+    pub(crate) state: Vec<TenantState>,
+    /// Only the tenants placed on this node of a Citus cluster
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) node: Option<String>,
 }
 
 /// Options of `print-schema`.
@@ -298,7 +326,7 @@ pub(crate) struct PrintSchemaArgs {
     pub(crate) with_registry: bool,
 }
 
-/// A tenant's life-cycle state, as `set_tenant_status` takes it.
+/// A tenant's life-cycle state, as `set_tenant_status` and `--state` take it.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub(crate) enum TenantState {
     /// Being created: web requests get 503

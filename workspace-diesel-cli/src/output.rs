@@ -159,6 +159,8 @@ pub(crate) struct Summary {
     pub(crate) unchanged: usize,
     pub(crate) failed: usize,
     pub(crate) skipped: usize,
+    /// Tenants selected but not run because of their life-cycle state (`held`).
+    pub(crate) held: usize,
 }
 
 impl Report {
@@ -177,6 +179,7 @@ impl Report {
             match t.outcome {
                 "failed" => summary.failed += 1,
                 "skipped" => summary.skipped += 1,
+                "held" => summary.held += 1,
                 "up_to_date" | "nothing_to_revert" => summary.unchanged += 1,
                 _ => summary.changed += 1,
             }
@@ -198,7 +201,7 @@ impl Report {
         report: &MigrationReport,
         reverting: bool,
     ) -> Self {
-        let tenants = report
+        let mut tenants: Vec<TenantResult> = report
             .tenants
             .iter()
             .map(|(tenant, outcome)| match outcome {
@@ -224,6 +227,11 @@ impl Report {
                 },
             })
             .collect();
+        // The tenants their state held back: `message` names the state.
+        tenants.extend(report.held.iter().map(|(tenant, state)| TenantResult {
+            message: Some(state.clone()),
+            ..TenantResult::new(tenant, "held", Vec::new())
+        }));
         Self::new(
             command,
             shared_applied,

@@ -25,6 +25,10 @@ pub enum Error {
     /// [`switch`](crate::switch); nothing was sent to the database.
     #[error("{0}")]
     NoActiveTenant(NoActiveTenant),
+    /// A tenant selection could not be read: a pattern that is not a valid glob, a list file
+    /// that cannot be read or holds an invalid name. Nothing was run.
+    #[error("invalid tenant selection: {0}")]
+    InvalidSelection(String),
     /// The tenant is already registered, or its schema already exists.
     #[error("tenant `{0}` already exists")]
     TenantExists(TenantId),

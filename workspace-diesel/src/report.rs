@@ -44,6 +44,9 @@ pub struct MigrationReport {
     pub tenants: Vec<(TenantId, TenantOutcome)>,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Tenants the selection named but whose life-cycle state kept them out of the run, with
+    /// that state (`suspended`, `provisioning`); archived tenants are not listed.
+    pub held: Vec<(TenantId, String)>,
 }
 
 impl MigrationReport {

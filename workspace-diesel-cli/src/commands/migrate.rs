@@ -10,7 +10,7 @@ use diesel_workspace::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{ensure_registered, plural, registry_exists, tenant_id, Ctx};
+use super::{ensure_registered, plural, registry_exists, select, tenant_id, Ctx};
 use crate::cli::{FleetArgs, RevertArgs, TenantOrAll};
 use crate::output;
 
@@ -19,6 +19,7 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     let Some(identifier) = args.identifier.as_deref().filter(|_| !args.all) else {
         return fleet_migrate(ctx, &args.fleet, "migrate_tenant");
     };
+    no_selection(&args.fleet)?;
     let tenant = tenant_id(identifier)?;
     let migrator = ctx.migrator()?;
     let mut conn = ctx.connect()?;
@@ -62,12 +63,13 @@ fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<
     let mut conn = ctx.connect()?;
     let shared = migrator.run_shared(&mut conn)?;
     super::lint::before_applying(&mut conn, &migrator)?;
+    let selection = select::selection(&mut conn, &migrator, &fleet.select)?;
     drop(conn);
     if !ctx.json() {
         report_shared(&shared)?;
     }
     let display = Display::new("applied", ctx.json());
-    let result = migrator.migrate_all(&url, &options(fleet, &display));
+    let result = migrator.migrate_selected(&url, &selection, &options(fleet, &display));
     display.finish();
     if ctx.json() {
         return fleet_json(command, shared, result, false);
@@ -112,13 +114,11 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
             out!("no tenants");
             return Ok(());
         }
+        let selection = select::selection(&mut conn, &migrator, &target.fleet.select)?;
         drop(conn);
         let display = Display::new("reverted", ctx.json());
         let opts = options(&target.fleet, &display);
-        let result = match version {
-            Some(v) => migrator.revert_version_all(&url, v, &opts),
-            None => migrator.revert_last_all(&url, &opts),
-        };
+        let result = migrator.revert_selected(&url, version, &selection, &opts);
         display.finish();
         if ctx.json() {
             return fleet_json("revert_tenant", Vec::new(), result, true);
@@ -128,6 +128,7 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
     let Some(identifier) = target.identifier.as_deref() else {
         bail!("name a tenant, or pass --all");
     };
+    no_selection(&target.fleet)?;
     let tenant = tenant_id(identifier)?;
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
@@ -155,6 +156,14 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
         (Some(version), _) => out!("tenant `{tenant}`: reverted {version}"),
         (None, Some(v)) => out!("tenant `{tenant}`: {v} is not applied, nothing to revert"),
         (None, None) => out!("tenant `{tenant}` has no applied migration to revert"),
+    }
+    Ok(())
+}
+
+/// Refuses the selection options beside one named tenant.
+fn no_selection(fleet: &FleetArgs) -> Result<()> {
+    if select::is_given(&fleet.select) {
+        bail!("the tenant selection options (--tenants, --pattern, ...) need --all, not a tenant name");
     }
     Ok(())
 }
@@ -218,6 +227,17 @@ fn summary(report: &MigrationReport, did: &str, applied_word: &str) -> Result<()
     );
     for (tenant, _, message) in failed {
         out!("  failed: {tenant}: {message}");
+    }
+    if !report.held.is_empty() {
+        let held: Vec<String> = report
+            .held
+            .iter()
+            .map(|(t, state)| format!("{t} ({state})"))
+            .collect();
+        out!(
+            "  held by their state (pass --state to include them): {}",
+            held.join(", ")
+        );
     }
     let skipped: Vec<String> = report.skipped().map(|t| t.to_string()).collect();
     if !skipped.is_empty() {

@@ -16,6 +16,7 @@ mod migrate;
 mod placement;
 mod redo;
 mod schema;
+mod select;
 mod setup;
 mod spares;
 mod status;
@@ -62,8 +63,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::RevertTenant(args) => migrate::revert_tenant(&ctx, &args),
         Command::RedoTenant { identifier } => redo::redo(&ctx, &identifier),
         Command::ListTenants => tenant::list(&ctx),
-        Command::Pending => setup::pending(&ctx),
-        Command::Status => status::status(&ctx),
+        Command::Pending(select) => setup::pending(&ctx, &select),
+        Command::Status(select) => status::status(&ctx, &select),
         Command::DropTenant { identifier, yes } => tenant::drop(&ctx, &identifier, yes),
         Command::RenameTenant { from, to } => tenant::rename(&ctx, &from, &to),
         Command::SetTenantStatus { identifier, status } => {
@@ -90,8 +91,8 @@ fn supports_json(command: &Command) -> bool {
             | Command::RevertTenant(_)
             | Command::RedoTenant { .. }
             | Command::ListTenants
-            | Command::Pending
-            | Command::Status
+            | Command::Pending(_)
+            | Command::Status(_)
     )
 }
 
@@ -106,8 +107,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::RevertTenant(_) => "revert_tenant",
         Command::RedoTenant { .. } => "redo_tenant",
         Command::ListTenants => "list_tenants",
-        Command::Pending => "pending",
-        Command::Status => "status",
+        Command::Pending(_) => "pending",
+        Command::Status(_) => "status",
         Command::DropTenant { .. } => "drop_tenant",
         Command::RenameTenant { .. } => "rename_tenant",
         Command::SetTenantStatus { .. } => "set_tenant_status",

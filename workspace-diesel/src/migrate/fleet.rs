@@ -4,6 +4,7 @@
 //! connections from a database URL: at most [`MigrateOptions::parallel`] worker threads (scoped
 //! threads sharing one work queue), one connection each.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -17,7 +18,9 @@ use crate::migrate::door::Op;
 use crate::migrate::failure::outcome_of;
 use crate::migrate::migrator::Migrator;
 use crate::options::{FailurePolicy, MigrateOptions, Progress};
+use crate::registry::model::LifecycleState;
 use crate::report::{MigrationReport, TenantOutcome};
+use crate::selection::{Pick, Selection};
 use crate::sql::{own, CENTRAL_RECORD};
 use crate::tenant::TenantId;
 
@@ -85,10 +88,39 @@ impl Migrator {
         database_url: &str,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
+        self.migrate_selected(database_url, &Selection::all(), opts)
+    }
+
+    /// [`migrate_all`](Self::migrate_all) for the tenants of `selection` only: the tenants it
+    /// names, matches and does not leave out, in the states it runs (by default `active`). The
+    /// selected tenants in other states are not touched: `suspended` and `provisioning` ones are
+    /// listed in the report's [`held`](MigrationReport::held), `archived` ones left out.
+    ///
+    /// ```no_run
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{MigrateOptions, Migrator, Selection, TenantId};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// let eu = Selection::all().pattern("eu_*")?.except([TenantId::new("eu_big")?]);
+    /// let report = migrator.migrate_selected("postgres://localhost/app", &eu, &MigrateOptions::default())?;
+    /// println!("{} tenants migrated, {} held", report.applied().count(), report.held.len());
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`migrate_all`](Self::migrate_all); [`Error::TenantNotFound`] before anything runs when
+    /// the selection names a tenant that is not registered.
+    pub fn migrate_selected(
+        &self,
+        database_url: &str,
+        selection: &Selection,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
         let span = crate::trace::fleet_span!("fleet.migrate_all");
         let started = Instant::now();
         let mut conn = span.in_scope(|| self.open(database_url))?;
-        self.migrate_all_from(&mut conn, span, database_url, opts, started)
+        self.migrate_all_from(&mut conn, span, database_url, selection, opts, started)
     }
 
     /// [`migrate_all`](Self::migrate_all), deciding what is pending on `conn` (e.g. a pooled
@@ -105,7 +137,8 @@ impl Migrator {
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let span = crate::trace::fleet_span!("fleet.migrate_all");
-        self.migrate_all_from(conn, span, database_url, opts, Instant::now())
+        let all = Selection::all();
+        self.migrate_all_from(conn, span, database_url, &all, opts, Instant::now())
     }
 
     fn migrate_all_from(
@@ -113,6 +146,7 @@ impl Migrator {
         conn: &mut PgConnection,
         span: tracing::Span,
         database_url: &str,
+        selection: &Selection,
         opts: &MigrateOptions,
         started: Instant,
     ) -> Result<MigrationReport> {
@@ -120,6 +154,8 @@ impl Migrator {
         struct PendingRow {
             #[diesel(sql_type = Text)]
             name: String,
+            #[diesel(sql_type = Text)]
+            state: String,
             #[diesel(sql_type = Array<Text>)]
             pending: Vec<String>,
             #[diesel(sql_type = Bool)]
@@ -128,7 +164,7 @@ impl Migrator {
         let _span = self.enter(conn, span, Op::Fleet)?;
         let rows = own(conn, |conn| {
             diesel::sql_query(format!(
-                "SELECT r.{col}::pg_catalog.text AS name, \
+                "SELECT r.{col}::pg_catalog.text AS name, r.state, \
              ARRAY(SELECT v FROM pg_catalog.unnest($1::pg_catalog.text[]) \
              WITH ORDINALITY AS e (v, n) WHERE NOT EXISTS (SELECT 1 FROM \
              {CENTRAL_RECORD} m WHERE m.schema_name = r.{col} AND m.version = e.v) \
@@ -136,11 +172,14 @@ impl Migrator {
              pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
              FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
                 col = "name",
-                reg = self.registry.names_sql(),
+                reg = self.registry.states_sql(),
             ))
             .bind::<Array<Text>, _>(self.tenant_versions())
             .load::<PendingRow>(conn)
         })?;
+        let picked = self.pick(selection, rows, |r| (r.name.as_str(), r.state.as_str()))?;
+        let held = picked.held;
+        let rows = picked.run;
         let mut tenants = Vec::with_capacity(rows.len());
         // A tenant's plan, or `None` for a registered tenant whose schema is gone: a failure of
         // that tenant even when nothing is pending (the central record alone would say "up to
@@ -161,7 +200,7 @@ impl Migrator {
             Some(conn),
             database_url,
             opts,
-            started,
+            (started, held),
             tenants,
             jobs,
             |conn, t, plan| match plan {
@@ -199,7 +238,7 @@ impl Migrator {
             None,
             database_url,
             opts,
-            started,
+            (started, Vec::new()),
             sorted,
             jobs,
             |conn, t, ()| match self.create_tenant(conn, t) {
@@ -226,7 +265,7 @@ impl Migrator {
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let _span = crate::trace::fleet_span!("fleet.revert_last").entered();
-        self.revert_all(database_url, None, opts)
+        self.revert_all(database_url, None, &Selection::all(), opts)
     }
 
     /// Reverts `version` of every tenant whose last applied migration it is (see
@@ -244,25 +283,49 @@ impl Migrator {
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let _span = crate::trace::fleet_span!("fleet.revert_version").entered();
-        self.revert_all(database_url, Some(version), opts)
+        self.revert_all(database_url, Some(version), &Selection::all(), opts)
+    }
+
+    /// [`revert_last_all`](Self::revert_last_all) (with `version`:
+    /// [`revert_version_all`](Self::revert_version_all)) for the tenants of `selection` only,
+    /// its states held back as in [`migrate_selected`](Self::migrate_selected).
+    ///
+    /// # Errors
+    /// As [`revert_last_all`](Self::revert_last_all); [`Error::TenantNotFound`] before anything
+    /// runs when the selection names a tenant that is not registered.
+    pub fn revert_selected(
+        &self,
+        database_url: &str,
+        version: Option<&str>,
+        selection: &Selection,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
+        let _span = crate::trace::fleet_span!("fleet.revert_selected").entered();
+        self.revert_all(database_url, version, selection, opts)
     }
 
     fn revert_all(
         &self,
         database_url: &str,
         expected: Option<&str>,
+        selection: &Selection,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let started = Instant::now();
         let mut conn = self.open(database_url)?;
-        let tenants = self.list_tenants(&mut conn)?;
+        let _span = self.enter(&mut conn, tracing::Span::none(), Op::Fleet)?;
+        let states = own(&mut conn, |conn| self.registry.lifecycle_states(conn))?;
+        let picked = self.pick(selection, states, |(t, s)| (t.as_str(), s.as_str()))?;
+        let held = picked.held;
+        let mut tenants: Vec<TenantId> = picked.run.into_iter().map(|(t, _)| t).collect();
+        tenants.sort();
         let jobs = (0..tenants.len()).map(|i| (i, ())).collect();
         let params = opts.params();
         self.run_fleet(
             Some(&mut conn),
             database_url,
             opts,
-            started,
+            (started, held),
             tenants,
             jobs,
             |conn, t, ()| {
@@ -282,7 +345,7 @@ impl Migrator {
         first: Option<&mut PgConnection>,
         database_url: &str,
         opts: &MigrateOptions,
-        started: Instant,
+        (started, held): (Instant, Vec<(TenantId, String)>),
         tenants: Vec<TenantId>,
         jobs: Vec<(usize, J)>,
         op: F,
@@ -367,6 +430,7 @@ impl Migrator {
         let report = MigrationReport {
             tenants: tenants.into_iter().zip(outcomes).collect(),
             elapsed: started.elapsed(),
+            held,
         };
         crate::trace::finish_fleet(&report);
         if report.is_success() {
@@ -374,6 +438,45 @@ impl Migrator {
         } else {
             Err(Error::FleetMigration { report })
         }
+    }
+}
+
+/// The registry's rows split by a [`Selection`]: those to run, those held back by their state.
+struct Picked<R> {
+    run: Vec<R>,
+    held: Vec<(TenantId, String)>,
+}
+
+impl Migrator {
+    /// Splits `rows` (each giving its name and state) by `selection`; fails with
+    /// [`Error::TenantNotFound`] when the selection names a tenant no row has, and with
+    /// [`Error::InvalidTenantName`] for a row whose name breaks the rules.
+    fn pick<R>(
+        &self,
+        selection: &Selection,
+        rows: Vec<R>,
+        key: impl Fn(&R) -> (&str, &str),
+    ) -> Result<Picked<R>> {
+        let mut named = BTreeSet::new();
+        let mut picked = Picked {
+            run: Vec::new(),
+            held: Vec::new(),
+        };
+        for row in rows {
+            let (name, state) = key(&row);
+            let tenant = TenantId::new(name)?;
+            self.check_tenant_name(&tenant)?;
+            let state: LifecycleState = state.parse().map_err(Error::InvalidSelection)?;
+            match selection.pick(&tenant, state) {
+                Pick::Run => picked.run.push(row),
+                Pick::Hold(state) => picked.held.push((tenant.clone(), state.to_string())),
+                Pick::Omit => {}
+            }
+            named.insert(tenant);
+        }
+        selection.check_named(&named.iter().collect())?;
+        picked.held.sort();
+        Ok(picked)
     }
 }
 
