@@ -37,8 +37,12 @@ pub use crate::context::{
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::Hazard;
 pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
-pub use crate::options::{FailurePolicy, MigrateOptions, Progress, ProgressFn};
-pub use crate::report::{MigrationFailure, MigrationReport, TenantMigrations, TenantOutcome};
+pub use crate::options::{
+    Budget, CheckFn, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave, WaveEnd,
+};
+pub use crate::report::{
+    FleetRun, MigrationFailure, MigrationReport, RunTenant, TenantMigrations, TenantOutcome,
+};
 pub use crate::roles::TenantRoles;
 pub use crate::selection::Selection;
 pub use crate::table::{TenantModel, TenantTable};

@@ -177,6 +177,32 @@ impl Selection {
     }
 }
 
+impl std::fmt::Display for Selection {
+    /// The selection in words, as a run's record keeps it: `all`, or its filters
+    /// (`tenants: a, b; patterns: eu_*; except: c; states: active, suspended`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let join = |items: Vec<String>| items.join(", ");
+        let mut parts = Vec::new();
+        if let Some(names) = &self.names {
+            parts.push(format!("tenants: {}", join(names.iter().map(ToString::to_string).collect())));
+        }
+        if !self.patterns.is_empty() {
+            parts.push(format!("patterns: {}", join(self.patterns.iter().map(ToString::to_string).collect())));
+        }
+        if !self.except.is_empty() {
+            parts.push(format!("except: {}", join(self.except.iter().map(ToString::to_string).collect())));
+        }
+        if let Some(states) = &self.states {
+            parts.push(format!("states: {}", join(states.iter().map(ToString::to_string).collect())));
+        }
+        if parts.is_empty() {
+            f.write_str("all")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

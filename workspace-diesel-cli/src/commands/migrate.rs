@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use diesel_workspace::{
-    Error, FailurePolicy, MigrateOptions, MigrationReport, Progress, TenantOutcome,
+    Budget, Error, FailurePolicy, MigrateOptions, MigrationReport, Progress, TenantOutcome, Wave,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -69,7 +69,7 @@ fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<
         report_shared(&shared)?;
     }
     let display = Display::new("applied", ctx.json());
-    let result = migrator.migrate_selected(&url, &selection, &options(fleet, &display));
+    let result = migrator.migrate_selected(&url, &selection, &options(fleet, &display)?);
     display.finish();
     if ctx.json() {
         return fleet_json(command, shared, result, false);
@@ -78,7 +78,7 @@ fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<
 }
 
 /// Prints the JSON report of a fleet run; an error naming the failed tenants when any failed.
-fn fleet_json(
+pub(crate) fn fleet_json(
     command: &'static str,
     shared: Vec<String>,
     result: diesel_workspace::Result<MigrationReport>,
@@ -117,7 +117,7 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
         let selection = select::selection(&mut conn, &migrator, &target.fleet.select)?;
         drop(conn);
         let display = Display::new("reverted", ctx.json());
-        let opts = options(&target.fleet, &display);
+        let opts = options(&target.fleet, &display)?;
         let result = migrator.revert_selected(&url, version, &selection, &opts);
         display.finish();
         if ctx.json() {
@@ -133,7 +133,7 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
     let display = Display::new("reverted", ctx.json());
-    let opts = options(&target.fleet, &display);
+    let opts = options(&target.fleet, &display)?;
     let started = Instant::now();
     let reverted = match version {
         Some(v) => migrator.revert_version(&mut conn, &tenant, v, &opts)?,
@@ -180,7 +180,7 @@ fn versions_list(versions: &[String]) -> String {
 }
 
 /// The library's fleet options from the command line, reporting to `display`.
-fn options(fleet: &FleetArgs, display: &Display) -> MigrateOptions {
+pub(crate) fn options(fleet: &FleetArgs, display: &Display) -> Result<MigrateOptions> {
     let mut opts = MigrateOptions::default()
         .on_failure(if fleet.continue_on_error {
             FailurePolicy::Continue
@@ -194,11 +194,56 @@ fn options(fleet: &FleetArgs, display: &Display) -> MigrateOptions {
     if let Some(secs) = fleet.lock_timeout {
         opts = opts.lock_timeout(Duration::from_secs(secs));
     }
-    opts
+    if !fleet.wave.is_empty() {
+        opts = opts.waves(fleet.wave.iter().map(|w| wave(w)).collect::<Result<Vec<_>>>()?);
+    }
+    if let Some(budget) = &fleet.failure_budget {
+        opts = opts.failure_budget(failure_budget(budget)?);
+    }
+    if let Some(secs) = fleet.pause {
+        opts = opts.pause(Duration::from_secs(secs));
+    }
+    Ok(opts.record(!fleet.no_record))
+}
+
+/// `--wave`: `tenants:a,b`, `N%` or `rest`.
+fn wave(text: &str) -> Result<Wave> {
+    if text == "rest" {
+        return Ok(Wave::Rest);
+    }
+    if let Some(list) = text.strip_prefix("tenants:") {
+        let names = list
+            .split(',')
+            .map(|n| tenant_id(n.trim()))
+            .collect::<Result<Vec<_>>>()?;
+        if names.is_empty() {
+            bail!("--wave tenants: names no tenant");
+        }
+        return Ok(Wave::Tenants(names));
+    }
+    match text.strip_suffix('%').map(str::parse::<u8>) {
+        Some(Ok(p)) if (1..=100).contains(&p) => Ok(Wave::Percent(p)),
+        _ => bail!("invalid --wave `{text}`: expected tenants:NAME,..., a share from 1% to 100%, or rest"),
+    }
+}
+
+/// `--failure-budget`: `N` failures or `N%` of the tenants run so far.
+fn failure_budget(text: &str) -> Result<Budget> {
+    let parsed = match text.strip_suffix('%') {
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= 100)
+            .map(|p| Budget::Share(f64::from(p) / 100.0)),
+        None => text.parse::<usize>().ok().map(Budget::Count),
+    };
+    parsed.ok_or_else(|| {
+        anyhow::anyhow!("invalid --failure-budget `{text}`: expected a count (2) or a share (5%)")
+    })
 }
 
 /// Prints the report's summary; an error naming the failed tenants when any failed.
-fn fleet_result(
+pub(crate) fn fleet_result(
     result: diesel_workspace::Result<MigrationReport>,
     did: &str,
     applied_word: &str,
@@ -234,13 +279,18 @@ fn summary(report: &MigrationReport, did: &str, applied_word: &str) -> Result<()
             .iter()
             .map(|(t, state)| format!("{t} ({state})"))
             .collect();
-        out!(
-            "  held by their state (pass --state to include them): {}",
-            held.join(", ")
-        );
+        out!("  left alone: {}", held.join(", "));
+    }
+    if let Some(why) = &report.stopped {
+        out!("  stopped: {why}");
+    }
+    if let Some(run) = report.run {
+        out!("  recorded as run {run} (see runs; undo with revert_run {run})");
     }
     let skipped: Vec<String> = report.skipped().map(|t| t.to_string()).collect();
-    if !skipped.is_empty() {
+    if !skipped.is_empty() && report.stopped.is_some() {
+        out!("  not started: {}", skipped.join(", "));
+    } else if !skipped.is_empty() {
         out!(
             "  skipped after the first failure (pass --continue-on-error to go on): {}",
             skipped.join(", ")
@@ -251,14 +301,14 @@ fn summary(report: &MigrationReport, did: &str, applied_word: &str) -> Result<()
 
 /// Fleet progress: a bar on a terminal (stderr), plain lines on stdout otherwise (none with
 /// `--format json`, whose stdout is the report alone).
-struct Display {
+pub(crate) struct Display {
     bar: Option<ProgressBar>,
     verb: &'static str,
     quiet: bool,
 }
 
 impl Display {
-    fn new(verb: &'static str, quiet: bool) -> Self {
+    pub(crate) fn new(verb: &'static str, quiet: bool) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -314,7 +364,7 @@ impl Display {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

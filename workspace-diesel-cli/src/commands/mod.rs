@@ -15,6 +15,7 @@ mod lint;
 mod migrate;
 mod placement;
 mod redo;
+mod runs;
 mod schema;
 mod select;
 mod setup;
@@ -65,6 +66,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::ListTenants => tenant::list(&ctx),
         Command::Pending(select) => setup::pending(&ctx, &select),
         Command::Status(select) => status::status(&ctx, &select),
+        Command::Runs { run } => runs::list(&ctx, run),
+        Command::RevertRun { id, fleet } => runs::revert(&ctx, id, &fleet),
         Command::DropTenant { identifier, yes } => tenant::drop(&ctx, &identifier, yes),
         Command::RenameTenant { from, to } => tenant::rename(&ctx, &from, &to),
         Command::SetTenantStatus { identifier, status } => {
@@ -93,6 +96,8 @@ fn supports_json(command: &Command) -> bool {
             | Command::ListTenants
             | Command::Pending(_)
             | Command::Status(_)
+            | Command::Runs { .. }
+            | Command::RevertRun { .. }
     )
 }
 
@@ -109,6 +114,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::ListTenants => "list_tenants",
         Command::Pending(_) => "pending",
         Command::Status(_) => "status",
+        Command::Runs { .. } => "runs",
+        Command::RevertRun { .. } => "revert_run",
         Command::DropTenant { .. } => "drop_tenant",
         Command::RenameTenant { .. } => "rename_tenant",
         Command::SetTenantStatus { .. } => "set_tenant_status",

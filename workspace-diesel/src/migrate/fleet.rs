@@ -5,19 +5,15 @@
 //! threads sharing one work queue), one connection each.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Text};
 
 use crate::error::{Error, Result};
 use crate::migrate::door::Op;
-use crate::migrate::failure::outcome_of;
 use crate::migrate::migrator::Migrator;
-use crate::options::{FailurePolicy, MigrateOptions, Progress};
+use crate::options::MigrateOptions;
 use crate::registry::model::LifecycleState;
 use crate::report::{MigrationReport, TenantOutcome};
 use crate::selection::{Pick, Selection};
@@ -196,8 +192,14 @@ impl Migrator {
             }
         }
         let params = opts.params();
-        self.run_fleet(
-            Some(conn),
+        // A run with something to do is recorded; one with nothing to do stays one query.
+        let id = if opts.record && !jobs.is_empty() {
+            self.record_start(conn, "migrate", None, &selection.to_string(), &tenants)?
+        } else {
+            None
+        };
+        let ran = self.run_fleet(
+            Some(&mut *conn),
             database_url,
             opts,
             (started, held),
@@ -211,7 +213,8 @@ impl Migrator {
                 }
                 None => Err(Error::SchemaMissing(t.clone())),
             },
-        )
+        );
+        self.record_finish(conn, id, ran)?.into_result()
     }
 
     /// Creates many tenants, [`MigrateOptions::parallel`] at a time, each atomically as
@@ -250,6 +253,7 @@ impl Migrator {
                 Err(e) => Err(e),
             },
         )
+        .into_result()
     }
 
     /// Reverts the last applied tenant migration of every tenant (see
@@ -335,109 +339,7 @@ impl Migrator {
                 })
             },
         )
-    }
-
-    /// Runs `op` for each job on up to `opts.parallel` scoped worker threads with a connection
-    /// each (the first worker reuses `first`, when given); tenants without a job are up to date.
-    #[allow(clippy::too_many_arguments)]
-    fn run_fleet<J, F>(
-        &self,
-        first: Option<&mut PgConnection>,
-        database_url: &str,
-        opts: &MigrateOptions,
-        (started, held): (Instant, Vec<(TenantId, String)>),
-        tenants: Vec<TenantId>,
-        jobs: Vec<(usize, J)>,
-        op: F,
-    ) -> Result<MigrationReport>
-    where
-        J: Sync,
-        F: Fn(&mut PgConnection, &TenantId, &J) -> Result<TenantOutcome> + Sync,
-    {
-        let mut outcomes: Vec<TenantOutcome> = vec![TenantOutcome::UpToDate; tenants.len()];
-        for (i, _) in &jobs {
-            outcomes[*i] = TenantOutcome::Skipped;
-        }
-        let outcomes = Mutex::new(outcomes);
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let counters = Mutex::new((0usize, 0usize));
-        let workers = opts.parallel.max(1).min(jobs.len());
-        let mut first = first;
-        // Workers report to the caller's subscriber, under the run's span.
-        let (dispatch, run) = (
-            tracing::dispatcher::get_default(|d| d.clone()),
-            tracing::Span::current(),
-        );
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                let mut conn = match first.take() {
-                    Some(c) => WorkerConn::Borrowed(c),
-                    None => WorkerConn::None,
-                };
-                let (stop, next, jobs, tenants, outcomes, counters, op) =
-                    (&stop, &next, &jobs, &tenants, &outcomes, &counters, &op);
-                let (dispatch, run) = (&dispatch, &run);
-                scope.spawn(move || {
-                    let _dispatch = tracing::dispatcher::set_default(dispatch);
-                    while !stop.load(Ordering::SeqCst) {
-                        let k = next.fetch_add(1, Ordering::SeqCst);
-                        let Some((i, job)) = jobs.get(k) else { break };
-                        let tenant = &tenants[*i];
-                        let _span = crate::trace::fleet_tenant_span!(run, tenant).entered();
-                        let outcome = match conn.get(database_url, self) {
-                            Ok(c) => match op(c, tenant, job) {
-                                Ok(o) => o,
-                                Err(e) => outcome_of(&e),
-                            },
-                            Err(e) => outcome_of(&e),
-                        };
-                        crate::trace::finish_tenant(&outcome);
-                        let failed = matches!(outcome, TenantOutcome::Failed { .. });
-                        if failed {
-                            // A killed backend or a lost connection: reconnect for the next.
-                            if let Ok(c) = conn.get(database_url, self) {
-                                if c.batch_execute("SELECT 1").is_err() {
-                                    conn = WorkerConn::None;
-                                }
-                            }
-                            if opts.on_failure == FailurePolicy::Stop {
-                                stop.store(true, Ordering::SeqCst);
-                            }
-                        }
-                        let (done, nfailed) = {
-                            let mut c = counters.lock().unwrap_or_else(|e| e.into_inner());
-                            c.0 += 1;
-                            c.1 += usize::from(failed);
-                            *c
-                        };
-                        if let Some(progress) = &opts.progress {
-                            progress(&Progress {
-                                done,
-                                total: jobs.len(),
-                                failed: nfailed,
-                                elapsed: started.elapsed(),
-                                tenant: tenant.clone(),
-                                outcome: outcome.clone(),
-                            });
-                        }
-                        outcomes.lock().unwrap_or_else(|e| e.into_inner())[*i] = outcome;
-                    }
-                });
-            }
-        });
-        let outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
-        let report = MigrationReport {
-            tenants: tenants.into_iter().zip(outcomes).collect(),
-            elapsed: started.elapsed(),
-            held,
-        };
-        crate::trace::finish_fleet(&report);
-        if report.is_success() {
-            Ok(report)
-        } else {
-            Err(Error::FleetMigration { report })
-        }
+        .into_result()
     }
 }
 
@@ -477,26 +379,5 @@ impl Migrator {
         selection.check_named(&named.iter().collect())?;
         picked.held.sort();
         Ok(picked)
-    }
-}
-
-/// A fleet worker's connection: the caller's (first worker), its own, or none yet.
-enum WorkerConn<'a> {
-    Borrowed(&'a mut PgConnection),
-    Owned(PgConnection),
-    None,
-}
-
-impl WorkerConn<'_> {
-    /// The connection, opened from `url` when there is none.
-    fn get(&mut self, url: &str, migrator: &Migrator) -> Result<&mut PgConnection> {
-        if let WorkerConn::None = self {
-            *self = WorkerConn::Owned(migrator.open(url)?);
-        }
-        match self {
-            WorkerConn::Borrowed(c) => Ok(c),
-            WorkerConn::Owned(c) => Ok(c),
-            WorkerConn::None => unreachable!("just opened"),
-        }
     }
 }
