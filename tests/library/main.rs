@@ -26,6 +26,7 @@ mod registry;
 mod revert;
 mod roles;
 mod routing;
+mod runs;
 mod scale;
 mod selection;
 mod statements;

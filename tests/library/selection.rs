@@ -204,10 +204,11 @@ fn create_tenant_is_provisioning_until_usable() {
     let mut conn = db.conn();
     let migrator = migrator_for(&mut conn, ADDITIVE);
     let acme = id("acme");
-    // Another session holds the tenant's lock, so the creation stops after its first step.
+    // Another session keeps the central record from being written, so the creation stops
+    // after its first step (the registry row), before the schema is usable.
     let mut holder = db.conn();
     holder
-        .batch_execute("SELECT pg_advisory_lock(1464074241, hashtext('acme'))")
+        .batch_execute("BEGIN; LOCK TABLE public.workspace_migrations IN SHARE MODE")
         .unwrap();
     let url = db.url().to_owned();
     let creating = std::thread::spawn(move || {
@@ -234,9 +235,7 @@ fn create_tenant_is_provisioning_until_usable() {
         .migrate_all(db.url(), &MigrateOptions::default())
         .unwrap();
     assert_eq!(report.held, vec![(acme.clone(), "provisioning".to_owned())]);
-    holder
-        .batch_execute("SELECT pg_advisory_unlock(1464074241, hashtext('acme'))")
-        .unwrap();
+    holder.batch_execute("ROLLBACK").unwrap();
     creating.join().unwrap().expect("the creation completes");
     assert_eq!(
         diesel_workspace::registry::lifecycle_state(&mut observer, &acme).unwrap(),

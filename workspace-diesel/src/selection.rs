@@ -184,16 +184,28 @@ impl std::fmt::Display for Selection {
         let join = |items: Vec<String>| items.join(", ");
         let mut parts = Vec::new();
         if let Some(names) = &self.names {
-            parts.push(format!("tenants: {}", join(names.iter().map(ToString::to_string).collect())));
+            parts.push(format!(
+                "tenants: {}",
+                join(names.iter().map(ToString::to_string).collect())
+            ));
         }
         if !self.patterns.is_empty() {
-            parts.push(format!("patterns: {}", join(self.patterns.iter().map(ToString::to_string).collect())));
+            parts.push(format!(
+                "patterns: {}",
+                join(self.patterns.iter().map(ToString::to_string).collect())
+            ));
         }
         if !self.except.is_empty() {
-            parts.push(format!("except: {}", join(self.except.iter().map(ToString::to_string).collect())));
+            parts.push(format!(
+                "except: {}",
+                join(self.except.iter().map(ToString::to_string).collect())
+            ));
         }
         if let Some(states) = &self.states {
-            parts.push(format!("states: {}", join(states.iter().map(ToString::to_string).collect())));
+            parts.push(format!(
+                "states: {}",
+                join(states.iter().map(ToString::to_string).collect())
+            ));
         }
         if parts.is_empty() {
             f.write_str("all")

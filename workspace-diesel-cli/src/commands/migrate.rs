@@ -195,7 +195,13 @@ pub(crate) fn options(fleet: &FleetArgs, display: &Display) -> Result<MigrateOpt
         opts = opts.lock_timeout(Duration::from_secs(secs));
     }
     if !fleet.wave.is_empty() {
-        opts = opts.waves(fleet.wave.iter().map(|w| wave(w)).collect::<Result<Vec<_>>>()?);
+        opts = opts.waves(
+            fleet
+                .wave
+                .iter()
+                .map(|w| wave(w))
+                .collect::<Result<Vec<_>>>()?,
+        );
     }
     if let Some(budget) = &fleet.failure_budget {
         opts = opts.failure_budget(failure_budget(budget)?);
@@ -223,7 +229,9 @@ fn wave(text: &str) -> Result<Wave> {
     }
     match text.strip_suffix('%').map(str::parse::<u8>) {
         Some(Ok(p)) if (1..=100).contains(&p) => Ok(Wave::Percent(p)),
-        _ => bail!("invalid --wave `{text}`: expected tenants:NAME,..., a share from 1% to 100%, or rest"),
+        _ => bail!(
+            "invalid --wave `{text}`: expected tenants:NAME,..., a share from 1% to 100%, or rest"
+        ),
     }
 }
 

@@ -135,15 +135,14 @@ impl Migrator {
             let did: BTreeSet<&String> = row.versions.iter().collect();
             let current: BTreeSet<&String> = current.iter().collect();
             let untouched = before.is_subset(&current)
-                && current.iter().all(|v| before.contains(v) || did.contains(v));
+                && current
+                    .iter()
+                    .all(|v| before.contains(v) || did.contains(v));
             if !untouched {
                 held.push((tenant, format!("moved on since run {run}")));
                 continue;
             }
-            let mut back: Vec<String> = current
-                .difference(&before)
-                .map(|v| (*v).clone())
-                .collect();
+            let mut back: Vec<String> = current.difference(&before).map(|v| (*v).clone()).collect();
             back.sort_by(|a, b| b.cmp(a));
             if !back.is_empty() {
                 plans.push((tenants.len(), back));
@@ -152,7 +151,13 @@ impl Migrator {
         }
         held.sort();
         let id = if opts.record {
-            self.record_start(&mut conn, "revert", Some(run), &format!("run {run}"), &tenants)?
+            self.record_start(
+                &mut conn,
+                "revert",
+                Some(run),
+                &format!("run {run}"),
+                &tenants,
+            )?
         } else {
             None
         };
@@ -212,9 +217,12 @@ impl Migrator {
                 let (outcome, versions, sqlstate, message) = match outcome {
                     TenantOutcome::Applied(v) => ("applied", v.clone(), None, None),
                     TenantOutcome::UpToDate => ("up_to_date", Vec::new(), None, None),
-                    TenantOutcome::Failed { sqlstate, message } => {
-                        ("failed", Vec::new(), sqlstate.clone(), Some(message.clone()))
-                    }
+                    TenantOutcome::Failed { sqlstate, message } => (
+                        "failed",
+                        Vec::new(),
+                        sqlstate.clone(),
+                        Some(message.clone()),
+                    ),
                     TenantOutcome::Skipped => ("not_started", Vec::new(), None, None),
                 };
                 TenantRecord {

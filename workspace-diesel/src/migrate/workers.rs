@@ -107,8 +107,14 @@ impl Migrator {
             }
             self.run_wave(&mut conns, database_url, opts, &shared, stage.clone());
         }
-        let outcomes = shared.outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
-        let durations = shared.durations.into_inner().unwrap_or_else(|e| e.into_inner());
+        let outcomes = shared
+            .outcomes
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        let durations = shared
+            .durations
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
         Ran {
             report: MigrationReport {
                 tenants: tenants.into_iter().zip(outcomes).collect(),
@@ -243,21 +249,22 @@ fn stages<J>(
     let mut left: Vec<Option<(usize, J)>> = jobs.into_iter().map(Some).collect();
     let mut ordered: Vec<(usize, J)> = Vec::with_capacity(total);
     let mut stages = Vec::new();
-    let mut take = |ordered: &mut Vec<(usize, J)>, set: Option<&BTreeSet<&TenantId>>, max: usize| {
-        let start = ordered.len();
-        for slot in left.iter_mut() {
-            if ordered.len() - start >= max {
-                break;
+    let mut take =
+        |ordered: &mut Vec<(usize, J)>, set: Option<&BTreeSet<&TenantId>>, max: usize| {
+            let start = ordered.len();
+            for slot in left.iter_mut() {
+                if ordered.len() - start >= max {
+                    break;
+                }
+                let wanted = slot
+                    .as_ref()
+                    .is_some_and(|(i, _)| set.is_none_or(|s| s.contains(&tenants[*i])));
+                if wanted {
+                    ordered.extend(slot.take());
+                }
             }
-            let wanted = slot
-                .as_ref()
-                .is_some_and(|(i, _)| set.is_none_or(|s| s.contains(&tenants[*i])));
-            if wanted {
-                ordered.extend(slot.take());
-            }
-        }
-        start..ordered.len()
-    };
+            start..ordered.len()
+        };
     for wave in waves {
         let range = match wave {
             Wave::Tenants(list) => {
@@ -307,7 +314,9 @@ mod tests {
     use super::*;
 
     fn ids(n: usize) -> Vec<TenantId> {
-        (0..n).map(|i| TenantId::new(format!("t{i}")).unwrap()).collect()
+        (0..n)
+            .map(|i| TenantId::new(format!("t{i}")).unwrap())
+            .collect()
     }
 
     #[test]

@@ -83,9 +83,10 @@ pub(crate) fn finish(
     diesel::sql_query(format!(
         "WITH u AS (UPDATE {RUN_TENANTS_TABLE} t SET versions = x.v::pg_catalog.text[], \
          outcome = x.o, sqlstate = x.s, message = x.m, duration_ms = x.d \
-         FROM pg_catalog.unnest($2::pg_catalog.text[], $3::pg_catalog.text[], \
-         $4::pg_catalog.text[], $5::pg_catalog.text[], $6::pg_catalog.text[], $7::pg_catalog.int8[]) \
-         AS x (n, v, o, s, m, d) WHERE t.run_id = $1 AND t.schema_name = x.n RETURNING 1) \
+         FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), \
+         pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[]), \
+         pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.text[]), \
+         pg_catalog.unnest($7::pg_catalog.int8[])) AS x (n, v, o, s, m, d) WHERE t.run_id = $1 AND t.schema_name = x.n RETURNING 1) \
          UPDATE {RUNS_TABLE} SET finished_at = pg_catalog.now(), outcome = $8 WHERE id = $1"
     ))
     .bind::<BigInt, _>(id)
