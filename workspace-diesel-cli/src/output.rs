@@ -122,6 +122,10 @@ pub(crate) struct Report {
     pub(crate) stopped: Option<String>,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// `runs`: the recorded fleet runs, newest first.
 #[derive(Debug, Serialize)]
 pub(crate) struct Runs {
@@ -240,7 +244,9 @@ pub(crate) struct Summary {
     pub(crate) unchanged: usize,
     pub(crate) failed: usize,
     pub(crate) skipped: usize,
-    /// Tenants selected but not run because of their life-cycle state (`held`).
+    /// Tenants selected but left alone (`held`: their life-cycle state, or, for a revert of a
+    /// run, moved on since); left out when 0.
+    #[serde(skip_serializing_if = "is_zero")]
     pub(crate) held: usize,
 }
 
