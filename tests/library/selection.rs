@@ -241,7 +241,10 @@ fn create_tenant_is_provisioning_until_usable() {
         diesel_workspace::registry::lifecycle_state(&mut observer, &acme).unwrap(),
         Some(LifecycleState::Active)
     );
-    assert_eq!(ledger_rows(&mut observer, &[acme.clone()]).len(), 2);
+    assert_eq!(
+        ledger_rows(&mut observer, std::slice::from_ref(&acme)).len(),
+        2
+    );
 
     // A creation that fails leaves no row behind (the provisioning row is deleted).
     let failing = migrator_for(&mut conn, crate::lifecycle::FAILING);

@@ -328,8 +328,8 @@ mod tests {
             Wave::Percent(25),
             Wave::Rest,
         ];
-        let (ordered, stages) = stages(&waves, &tenants, jobs);
-        assert_eq!(stages, vec![0..1, 1..4, 4..10]);
+        let (ordered, ranges) = stages(&waves, &tenants, jobs);
+        assert_eq!(ranges, vec![0..1, 1..4, 4..10]);
         assert_eq!(ordered[0].0, 7);
         let mut seen: Vec<usize> = ordered.iter().map(|(i, _)| *i).collect();
         seen.sort_unstable();
