@@ -260,7 +260,7 @@ struct Case {
     routed: Step,
 }
 
-fn cases(ids: &[TenantId]) -> Vec<Case> {
+fn cases(ids: &[TenantId], url: &str) -> Vec<Case> {
     let mut out = Vec::new();
     let t0 = ids[0].clone();
 
@@ -391,6 +391,53 @@ fn cases(ids: &[TenantId]) -> Vec<Case> {
                 })
                 .expect("routed sql_query");
                 black_box(row.title);
+            }),
+        });
+    }
+
+    // 4d, 4e: the same tenant transaction on a connection opened without the library and on
+    // one the library opened: 4d for the default mode (`connect(url, Pooler::Direct)`: the
+    // startup setting was checked when it opened, nothing is added per transaction), 4e for a
+    // session pooler (`Pooler::Session`: the backend check in the `BEGIN` batch).
+    for (name, pooler) in [
+        (
+            "4d. tenant_transaction, alternating 16: plain connection vs Pooler::Direct's",
+            diesel_workspace::pooler::Pooler::Direct,
+        ),
+        (
+            "4e. tenant_transaction, alternating 16: plain connection vs Pooler::Session's (backend check)",
+            diesel_workspace::pooler::Pooler::Session,
+        ),
+    ] {
+        let ids = ids.to_vec();
+        let (url, library_url) = (url.to_owned(), url.to_owned());
+        let mut plain: Option<PgConnection> = None;
+        let mut library: Option<PgConnection> = None;
+        let tenant_read = |conn: &mut PgConnection, t: &TenantId, i: usize| {
+            let row: Title = switch(t, || {
+                conn.tenant_transaction(|conn| {
+                    diesel::sql_query("SELECT title FROM notes WHERE id = $1")
+                        .bind::<Int4, _>(note_id(i))
+                        .get_result(conn)
+                })
+            })
+            .expect("tenant_transaction");
+            black_box(row.title);
+        };
+        let routed_ids = ids.clone();
+        out.push(Case {
+            name,
+            raw: Box::new(move |_, i| {
+                let conn = plain.get_or_insert_with(|| {
+                    PgConnection::establish(&url).expect("a plain connection")
+                });
+                tenant_read(conn, &ids[i % TENANTS], i);
+            }),
+            routed: Box::new(move |_, i| {
+                let conn = library.get_or_insert_with(|| {
+                    diesel_workspace::connect(&library_url, pooler).expect("a library connection")
+                });
+                tenant_read(conn, &routed_ids[i % TENANTS], i)
             }),
         });
     }
@@ -567,9 +614,12 @@ fn main() {
     .expect("server version");
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
 
-    // A fresh connection for the measurements, so provisioning leaves no statements behind.
+    // A fresh connection for the measurements, so provisioning leaves no statements behind,
+    // opened as the library opens its own in the default mode (`connect`, `Pooler::Direct`: the
+    // startup setting checked, the backend registered). Both sides run on it.
     drop(conn);
-    let mut conn = PgConnection::establish(db.url()).expect("connect to the benchmark database");
+    let mut conn = diesel_workspace::connect(db.url(), diesel_workspace::pooler::Pooler::Direct)
+        .expect("connect to the benchmark database");
 
     check_routing(&mut conn, &ids);
     // Commits wait for no WAL flush: the disk is shared with other work, and its stalls would
@@ -578,7 +628,7 @@ fn main() {
         .expect("set synchronous_commit");
 
     let mut rows = Vec::new();
-    for mut case in cases(&ids) {
+    for mut case in cases(&ids, db.url()) {
         eprintln!("measuring: {}", case.name);
         rows.push(measure(&mut conn, &mut case, s));
     }

@@ -134,3 +134,54 @@ fn an_explicit_config_file_and_a_broken_one() {
     let line = run.fails_with("invalid config file `");
     assert!(line.contains("unknown field `tenant_directory`"), "{line}");
 }
+
+/// A `[roles]` table makes the commands create, rename and drop each tenant's role with the
+/// tenant (a login role with `login = true`), so an application's role pools find the roles of
+/// tenants made by the CLI; the role logs in and reads its own tenant only.
+#[test]
+fn tenant_roles_from_the_config_file() {
+    let db = test_db!("cli_config_roles");
+    let w = Workdir::new();
+    let prefix = format!("dwc{}_", support::db::run_token().replace('_', ""));
+    fs::write(
+        w.path().join("workspace-diesel.toml"),
+        format!("[roles]\nprefix = \"{prefix}\"\nlogin = true\n"),
+    )
+    .unwrap();
+    w.run(&db, &["create_tenant_schema", "acme"]).ok();
+    w.run(&db, &["create_tenant_schema", "globex"]).ok();
+    let role = |t: &str| format!("{prefix}{t}");
+    let login = |t: &str| {
+        db.check(&format!(
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '{}' AND rolcanlogin)",
+            role(t)
+        ))
+    };
+    assert!(login("acme") && login("globex"));
+    let roles = diesel_workspace::TenantRoles::new(prefix.as_str())
+        .unwrap()
+        .login(true);
+    let pools = diesel_workspace::TenantRolePools::builder(db.url(), roles).build();
+    let acme = TenantId::new("acme").unwrap();
+    let mut conn = pools.get(&acme).unwrap();
+    conn.batch_execute("SELECT count(*) FROM acme.notes")
+        .unwrap();
+    assert!(conn
+        .batch_execute("SELECT count(*) FROM globex.notes")
+        .unwrap_err()
+        .to_string()
+        .contains("permission denied"));
+    drop((conn, pools));
+    w.run(&db, &["rename_tenant", "globex", "initech"]).ok();
+    assert!(login("initech") && !login("globex"));
+    w.run(&db, &["drop_tenant", "--yes", "initech"]).ok();
+    w.run(&db, &["drop_tenant", "--yes", "acme"]).ok();
+    assert!(!login("initech") && !login("acme"));
+    fs::write(
+        w.path().join("workspace-diesel.toml"),
+        "[roles]\nprefix = \"Bad\"\n",
+    )
+    .unwrap();
+    w.run(&db, &["create_tenant_schema", "hooli"])
+        .fails_with("roles.prefix");
+}

@@ -1,4 +1,4 @@
-//! `drop_tenant`, `rename_tenant`.
+//! `drop_tenant`, `rename_tenant`, `clone_tenant`.
 
 use super::*;
 
@@ -80,4 +80,49 @@ fn set_tenant_status_changes_the_registry_state() {
         .fails_with("invalid tenant name `Bad`");
     let run = w.run(&db, &["set_tenant_status", "acme", "paused"]);
     assert_eq!(run.code, 2, "{run:#?}");
+}
+
+#[test]
+fn clone_tenant_copies_a_template() {
+    let db = test_db!("clone_tenant_copies_a_template");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "template_basic"]).ok();
+    db.conn()
+        .batch_execute("INSERT INTO template_basic.categories (name) VALUES ('inbox'), ('done')")
+        .unwrap();
+    let out = w
+        .run(&db, &["clone_tenant", "template_basic", "acme"])
+        .ok()
+        .to_owned();
+    assert!(
+        out.starts_with("cloned tenant `template_basic` as `acme` (with data, "),
+        "{out}"
+    );
+    assert!(db.check("(SELECT count(*) FROM acme.categories) = 2"));
+    w.run(&db, &["c:t", "template_basic", "bare", "--schema-only"])
+        .ok();
+    assert!(db.check("(SELECT count(*) FROM bare.categories) = 0"));
+    assert!(db.check("(SELECT count(*) FROM bare.__diesel_schema_migrations) = 1"));
+    let json = w
+        .run(
+            &db,
+            &[
+                "--format",
+                "json",
+                "clone_tenant",
+                "template_basic",
+                "globex",
+            ],
+        )
+        .ok()
+        .to_owned();
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["command"], "clone_tenant");
+    assert_eq!(doc["tenants"][0]["tenant"], "globex");
+    assert_eq!(doc["tenants"][0]["outcome"], "cloned");
+    w.run(&db, &["clone_tenant", "nobody", "x"])
+        .fails_with("tenant `nobody` does not exist");
+    w.run(&db, &["clone_tenant", "template_basic", "acme"])
+        .fails_with("tenant `acme` already exists");
+    assert!(!db.schema_exists("x"));
 }

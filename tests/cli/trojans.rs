@@ -83,3 +83,43 @@ fn planted_objects_never_run_from_any_command() {
     );
     assert_eq!(trojan::calls(&mut conn).0, 0, "status ran a trojan");
 }
+
+/// `--refuse-hazards` (and `refuse_hazards = true` under `[database]` in the config file) makes
+/// the commands that change the database refuse on a planted hijack hazard, naming it; without
+/// either they run. Nothing is created by a refused command.
+#[test]
+fn refuse_hazards_flag_and_config_key() {
+    let db = test_db!("cli_refuse_hazards");
+    let w = Workdir::new();
+    w.run(&db, &["create_tenant_schema", "victim"]).ok();
+    trojan::create_log(&mut db.conn());
+    trojan::plant(&mut db.conn(), "public");
+
+    let line = w
+        .run(&db, &["--refuse-hazards", "create_tenant_schema", "acme"])
+        .fails_with("refusing to run")
+        .to_owned();
+    assert!(line.contains("overloads a pg_catalog name"), "{line}");
+    assert!(!db.schema_exists("acme"));
+    w.run(&db, &["--refuse-hazards", "migrate_all"])
+        .fails_with("refusing to run");
+
+    fs::write(
+        w.path().join("workspace-diesel.toml"),
+        "[database]\nrefuse_hazards = true\n",
+    )
+    .unwrap();
+    w.run(&db, &["create_tenant_schema", "acme"])
+        .fails_with("refusing to run");
+    assert!(!db.schema_exists("acme"));
+    fs::write(
+        w.path().join("workspace-diesel.toml"),
+        "[database]\nrefuse_hazards = false\n",
+    )
+    .unwrap();
+    w.run(&db, &["create_tenant_schema", "acme"]).ok();
+    assert!(db.schema_exists("acme"));
+    let mut conn = db.conn();
+    conn.batch_execute("SET search_path TO pg_catalog").unwrap();
+    assert_eq!(trojan::calls(&mut conn).0, 0, "a trojan ran");
+}

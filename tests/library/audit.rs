@@ -231,3 +231,74 @@ fn migrator_refuses_to_run_on_hijack_hazards() {
         .unwrap();
     plain.drop_tenant(&mut conn, &acme).unwrap();
 }
+
+/// `SECURITY DEFINER` functions without a fixed `search_path`, in the shared schema and in a
+/// tenant schema, are named; with the path fixed on the function (or as a plain function) they
+/// are not; a migrator built to refuse hijack hazards refuses on them.
+#[test]
+fn audit_names_security_definer_functions_without_a_fixed_path() {
+    let db = test_db!("audit_security_definer");
+    db.provision(&["acme", "globex"]);
+    let mut conn = db.conn();
+    conn.batch_execute(
+        "SET check_function_bodies = off; \
+         CREATE FUNCTION public.peek() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER \
+           AS 'SELECT title FROM notes'; \
+         CREATE FUNCTION acme.helper(int) RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT $1'; \
+         CREATE FUNCTION public.fixed() RETURNS int LANGUAGE sql SECURITY DEFINER \
+           SET search_path = pg_catalog, pg_temp AS 'SELECT 1'; \
+         CREATE FUNCTION public.invoker() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    )
+    .unwrap();
+    let hazards: Vec<Hazard> = db
+        .migrator()
+        .audit(&mut conn)
+        .unwrap()
+        .into_iter()
+        .filter(|h| !matches!(h, Hazard::Superuser { .. }))
+        .collect();
+    assert_eq!(
+        hazards,
+        [
+            Hazard::SecurityDefinerWithoutSearchPath {
+                schema: "acme".into(),
+                signature: "acme.helper(integer)".into()
+            },
+            Hazard::SecurityDefinerWithoutSearchPath {
+                schema: "public".into(),
+                signature: "public.peek()".into()
+            },
+        ]
+    );
+    assert!(hazards.iter().all(Hazard::enables_hijack));
+    assert!(
+        hazards[1]
+            .to_string()
+            .contains("function `public.peek()` is SECURITY DEFINER without a fixed search_path"),
+        "{}",
+        hazards[1]
+    );
+    let refusing = diesel_workspace::Migrator::builder(crate::support::TENANT_MIGRATIONS)
+        .refuse_hijack_hazards(true)
+        .build()
+        .unwrap();
+    let e = refusing
+        .create_tenant(
+            &mut conn,
+            &diesel_workspace::TenantId::new("initech").unwrap(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("SECURITY DEFINER"), "{e}");
+    assert!(!db.schema_exists("initech"));
+    conn.batch_execute(
+        "ALTER FUNCTION public.peek() SET search_path = pg_catalog, pg_temp; \
+         DROP FUNCTION acme.helper(int)",
+    )
+    .unwrap();
+    assert!(db
+        .migrator()
+        .audit(&mut conn)
+        .unwrap()
+        .iter()
+        .all(|h| matches!(h, Hazard::Superuser { .. })));
+}

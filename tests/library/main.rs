@@ -9,14 +9,18 @@ use workspace_diesel_tests::test_db;
 
 mod architecture;
 mod audit;
+mod busy_pooler;
 mod citus;
 mod compiletest;
 mod concurrency;
 mod custom_registry;
+mod enforcing_roles;
 mod fleet;
 mod guards;
 mod ids;
+mod leftovers;
 mod lifecycle;
+mod mobility;
 mod multi_table;
 mod packaging;
 mod pool;

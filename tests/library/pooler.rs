@@ -28,9 +28,9 @@ const SWITCHES: usize = 1_000;
 const TENANTS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
 
 #[derive(QueryableByName)]
-struct Title {
+pub(crate) struct Title {
     #[diesel(sql_type = Text)]
-    title: String,
+    pub(crate) title: String,
 }
 
 #[derive(QueryableByName)]
@@ -40,7 +40,7 @@ struct Pid {
 }
 
 /// Four tenants, each with one category and one note named after the tenant, and a shared plan.
-fn fixture(db: &TestDb) -> Vec<TenantId> {
+pub(crate) fn fixture(db: &TestDb) -> Vec<TenantId> {
     let ids = db.provision(&TENANTS);
     let mut conn = db.conn();
     conn.batch_execute("INSERT INTO public.plans (id, name) VALUES (1, 'basic')")
@@ -61,14 +61,14 @@ fn fixture(db: &TestDb) -> Vec<TenantId> {
 }
 
 #[derive(Default)]
-struct Tally {
-    ops: AtomicUsize,
-    wrong: AtomicUsize,
-    errors: AtomicUsize,
+pub(crate) struct Tally {
+    pub(crate) ops: AtomicUsize,
+    pub(crate) wrong: AtomicUsize,
+    pub(crate) errors: AtomicUsize,
 }
 
 impl Tally {
-    fn rows<'a>(&self, tenant: &TenantId, titles: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn rows<'a>(&self, tenant: &TenantId, titles: impl IntoIterator<Item = &'a str>) {
         let wrong = titles.into_iter().filter(|t| *t != tenant.as_str()).count();
         self.wrong.fetch_add(wrong, Ordering::Relaxed);
     }
@@ -198,7 +198,7 @@ fn run_mix(pool: &TenantPool, ids: &[TenantId]) -> Arc<Tally> {
 }
 
 /// Every row of every tenant, read directly: titles and categories are the tenant's own name.
-fn assert_tables_clean(db: &TestDb, ids: &[TenantId]) {
+pub(crate) fn assert_tables_clean(db: &TestDb, ids: &[TenantId]) {
     let mut conn = db.conn();
     for t in ids {
         let wrong: i64 = diesel::sql_query(format!(
@@ -254,23 +254,37 @@ fn assert_refusal(e: &Error) {
 }
 
 /// The same topology, not in pooler mode: `build` refuses before any tenant query (so no row,
-/// wrong or right, is ever returned).
+/// wrong or right, is ever returned). A default pool sees its startup setting missing on the
+/// backend (PgBouncer ignoring `options`) or refused (PgBouncer's default); a pool declared for a
+/// session pooler sees two open connections share one server.
 #[test]
 fn undeclared_pooler_is_refused_at_build() {
     let db = test_db!("undeclared_at_build");
     let _ids = fixture(&db);
-    for size in [1, 2] {
-        let bouncer = PgBouncer::start(Config::transaction(size));
+    for (config, pooler) in [
+        (Config::transaction(1), Pooler::Direct),
+        (Config::transaction(2), Pooler::Direct),
+        (Config::transaction(2).refusing_options(), Pooler::Direct),
+        (Config::transaction(1), Pooler::Session),
+    ] {
+        let bouncer = PgBouncer::start(config.clone());
         let started = Instant::now();
         let e = pool::builder()
+            .pooler(pooler)
             .max_size(CLIENTS as u32)
             .connection_timeout(Duration::from_secs(5))
             .build(bouncer.url(db.url()))
-            .expect_err("a default pool through PgBouncer must be refused");
+            .expect_err("an undeclared pool through PgBouncer must be refused");
         assert_refusal(&e);
+        let expected = match (pooler, config.ignore_options) {
+            (Pooler::Session, _) => PoolerEvidence::SharedBackend { pid: 0 },
+            (_, true) => PoolerEvidence::StartupSettingLost,
+            (_, false) => PoolerEvidence::StartupOptionRefused,
+        };
         assert!(
-            matches!(&e, Error::PoolerNotDeclared(d) if matches!(d.evidence, PoolerEvidence::SharedBackend { .. })),
-            "{e:?}"
+            matches!(&e, Error::PoolerNotDeclared(d)
+                if std::mem::discriminant(&d.evidence) == std::mem::discriminant(&expected)),
+            "{config:?} {pooler}: {e:?}"
         );
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -280,8 +294,8 @@ fn undeclared_pooler_is_refused_at_build() {
 }
 
 /// A new physical connection whose backend another open connection of the process already has is
-/// refused (two pools built without the build check, one connection each), and from then on the
-/// pool refuses every checkout.
+/// refused (two pools declared for a session pooler, built without the build check, one
+/// connection each), and from then on the pool refuses every checkout.
 #[test]
 fn undeclared_pooler_is_refused_at_new_connection() {
     let db = test_db!("undeclared_at_connect");
@@ -290,6 +304,7 @@ fn undeclared_pooler_is_refused_at_new_connection() {
     let url = bouncer.url(db.url());
     let make = || {
         pool::builder()
+            .pooler(Pooler::Session)
             .max_size(1)
             .connection_timeout(Duration::from_secs(2))
             .build_unchecked(url.clone())
@@ -312,7 +327,8 @@ fn undeclared_pooler_is_refused_at_new_connection() {
 }
 
 /// A checkout whose backend changed since the connection was opened is refused by the reset's own
-/// round trip, before the reset touches that backend.
+/// round trip, before the reset touches that backend (a pool declared for a session pooler, which
+/// has no startup setting to lose).
 #[test]
 fn undeclared_pooler_is_refused_at_checkout() {
     let db = test_db!("undeclared_at_checkout");
@@ -320,6 +336,7 @@ fn undeclared_pooler_is_refused_at_checkout() {
     let bouncer = PgBouncer::start(Config::transaction(2));
     let url = bouncer.url(db.url());
     let pool = pool::builder()
+        .pooler(Pooler::Session)
         .max_size(1)
         .connection_timeout(Duration::from_secs(2))
         .build_unchecked(url.clone());
@@ -715,9 +732,10 @@ fn undeclared_pooler_is_refused_by_the_migrator() {
         TenantId::new("alpha").unwrap(),
         TenantId::new("beta").unwrap(),
     ];
-    // Another open connection of the process (a default pool's, alone on PgBouncer's server
-    // connection so far): the fleet's first connection gets the same backend.
+    // Another open connection of the process (a session-declared pool's, alone on PgBouncer's
+    // server connection so far): the fleet's first connection gets the same backend.
     let pool = pool::builder()
+        .pooler(Pooler::Session)
         .max_size(1)
         .connection_timeout(Duration::from_secs(2))
         .build_unchecked(url.clone());
@@ -806,4 +824,78 @@ fn audit_reports_an_undeclared_pooler() {
     });
     assert!(direct >= 1, "no audit of 300 saw the pooler");
     assert_eq!(pooled, 0);
+}
+
+/// Through PgBouncer in statement pooling mode, a pool (declared for a transaction pooler or not)
+/// and the migrator's connection are refused with an error that names statement pooling.
+#[test]
+fn statement_pooling_is_refused_by_name() {
+    let db = test_db!("statement_pooling");
+    let _ids = fixture(&db);
+    let bouncer = PgBouncer::start(Config::statement(2));
+    let url = bouncer.url(db.url());
+    for pooler in [Pooler::Transaction, Pooler::Direct] {
+        let e = pool::builder()
+            .pooler(pooler)
+            .max_size(1)
+            .connection_timeout(Duration::from_secs(5))
+            .build(url.clone())
+            .expect_err("statement pooling");
+        assert!(matches!(e, Error::StatementPooling(_)), "{pooler}: {e:?}");
+        assert!(e.to_string().contains("pool_mode = statement"), "{e}");
+    }
+    let e = diesel_workspace::connect(&url, Pooler::Transaction)
+        .err()
+        .expect("statement pooling");
+    assert!(matches!(e, Error::StatementPooling(_)), "{e:?}");
+}
+
+/// A checkout held while its backend changes (a pool declared for a session pooler, through a
+/// transaction pooler): the next `tenant_transaction` is refused by the check in its `BEGIN`
+/// batch, before its closure runs.
+#[test]
+fn a_held_checkout_is_refused_in_the_tenant_transactions_begin() {
+    let db = test_db!("held_checkout_begin");
+    let ids = fixture(&db);
+    let bouncer = PgBouncer::start(Config::transaction(2));
+    let url = bouncer.url(db.url());
+    let pool = pool::builder()
+        .pooler(Pooler::Session)
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(2))
+        .build_unchecked(url.clone());
+    let mut held = pool.get().expect("first checkout");
+    let pid = diesel::sql_query("SELECT pg_catalog.pg_backend_pid() AS pid")
+        .get_result::<Pid>(&mut held)
+        .unwrap()
+        .pid;
+    // Another client keeps that backend busy in a transaction: the held checkout's next
+    // transaction gets the other server.
+    let mut other = PgConnection::establish(&url).unwrap();
+    other.batch_execute("BEGIN").unwrap();
+    let other_pid = diesel::sql_query("SELECT pg_catalog.pg_backend_pid() AS pid")
+        .get_result::<Pid>(&mut other)
+        .unwrap()
+        .pid;
+    assert_eq!(
+        other_pid, pid,
+        "PgBouncer hands the idle server out last-in first-out"
+    );
+    let mut ran = false;
+    let err = switch(&ids[1], || {
+        held.tenant_transaction(|c| {
+            ran = true;
+            diesel::sql_query("SELECT title FROM notes").load::<Title>(c)
+        })
+    })
+    .map(|rows| rows.len())
+    .expect_err("backend changed");
+    assert!(!ran, "the closure ran on another backend");
+    let err = Error::from(err);
+    assert!(
+        matches!(&err, Error::PoolerNotDeclared(d)
+            if matches!(d.evidence, PoolerEvidence::BackendChanged { was, .. } if was == pid)),
+        "{err:?}"
+    );
+    other.batch_execute("ROLLBACK").unwrap();
 }

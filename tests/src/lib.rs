@@ -5,6 +5,7 @@
 #![allow(missing_docs)]
 
 pub mod bench;
+pub mod busy;
 pub mod citus;
 pub mod cli;
 pub mod db;

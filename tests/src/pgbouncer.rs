@@ -24,6 +24,11 @@ pub struct Config {
     pub pool_size: u32,
     /// `pool_mode`.
     pub pool_mode: &'static str,
+    /// `server_round_robin`: hand servers out in turn instead of last-in first-out.
+    pub round_robin: bool,
+    /// Whether `options` is in `ignore_startup_parameters` (otherwise PgBouncer refuses a client
+    /// that sends it).
+    pub ignore_options: bool,
 }
 
 impl Config {
@@ -32,6 +37,33 @@ impl Config {
         Self {
             pool_size,
             pool_mode: "transaction",
+            round_robin: false,
+            ignore_options: true,
+        }
+    }
+
+    /// Statement pooling with `pool_size` server connections.
+    pub fn statement(pool_size: u32) -> Self {
+        Self {
+            pool_mode: "statement",
+            ..Self::transaction(pool_size)
+        }
+    }
+
+    /// The same, with `server_round_robin` on.
+    pub fn round_robin(self) -> Self {
+        Self {
+            round_robin: true,
+            ..self
+        }
+    }
+
+    /// The same, refusing clients that send the `options` startup parameter (PgBouncer's
+    /// default).
+    pub fn refusing_options(self) -> Self {
+        Self {
+            ignore_options: false,
+            ..self
         }
     }
 }
@@ -143,13 +175,20 @@ impl PgBouncer {
                      max_db_connections = {size}\n\
                      server_lifetime = 3600\n\
                      server_idle_timeout = 600\n\
-                     ignore_startup_parameters = extra_float_digits,options\n\
+                     ignore_startup_parameters = extra_float_digits{options}\n\
+                     server_round_robin = {round_robin}\n\
                      logfile = {log}\n\
                      pidfile =\n",
                     auth = auth.display(),
                     log = log.display(),
                     mode = config.pool_mode,
                     size = config.pool_size,
+                    options = if config.ignore_options {
+                        ",options"
+                    } else {
+                        ""
+                    },
+                    round_robin = u8::from(config.round_robin),
                 ),
             )
             .expect("write pgbouncer.ini");

@@ -38,10 +38,120 @@ pub trait DieselPool: Clone + Send + Sync + 'static {
         F: FnOnce(&mut PgConnection) -> R + Send + 'static,
         R: Send + 'static;
 
+    /// Runs `f`, `tenant`'s work, as [`interact`](Self::interact) does:
+    /// [`TenantDb::run`](crate::TenantDb::run) calls this. Defaults to
+    /// [`interact`](Self::interact); [`RolePools`] runs it logged in as the tenant's own role.
+    ///
+    /// # Errors
+    /// As [`interact`](Self::interact).
+    fn interact_as<R, F>(
+        &self,
+        tenant: &diesel_workspace::TenantId,
+        wait: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<R, DbError>> + Send
+    where
+        F: FnOnce(&mut PgConnection) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let _ = tenant;
+        self.interact(wait, f)
+    }
+
     /// The most connections the pool opens, when it says (sizes the default
     /// [per-tenant limit](crate::RoutingBuilder::tenant_limit)).
     fn max_size(&self) -> Option<usize> {
         None
+    }
+}
+
+/// The enforcing roles mode in a web service: each request's tenant work runs on a connection
+/// logged in as the tenant's own role ([`diesel_workspace::TenantRolePools`]), so the database
+/// refuses a handler's query on another tenant's tables, DSL or raw SQL; the registry check and
+/// the user resolver run on `shared`, a [`TenantPool`](diesel_workspace::pool::TenantPool) of
+/// the application's own role.
+///
+/// ```no_run
+/// use diesel_workspace::{pool, TenantRolePools, TenantRoles};
+/// use diesel_workspace_axum::{Access, Header, RolePools, Routing};
+///
+/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let url = "postgres://app@127.0.0.1/app";
+/// let roles = TenantRoles::new("app_t_")?.login(true);
+/// let pools = RolePools::new(pool::new(url)?, TenantRolePools::builder(url, roles).build());
+/// let routing = Routing::builder(pools)
+///     .resolver(Header::behind_trusted_proxy("x-tenant"))
+///     .access(Access::public_tenant_routes())
+///     .build();
+/// # let _ = routing;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RolePools {
+    shared: diesel_workspace::pool::TenantPool,
+    tenants: std::sync::Arc<diesel_workspace::TenantRolePools>,
+}
+
+impl RolePools {
+    /// Tenant work on `tenants`, everything else on `shared`.
+    pub fn new(
+        shared: diesel_workspace::pool::TenantPool,
+        tenants: diesel_workspace::TenantRolePools,
+    ) -> Self {
+        Self {
+            shared,
+            tenants: std::sync::Arc::new(tenants),
+        }
+    }
+
+    /// The pools of the tenant roles.
+    pub fn tenants(&self) -> &diesel_workspace::TenantRolePools {
+        &self.tenants
+    }
+}
+
+impl DieselPool for RolePools {
+    fn interact<R, F>(
+        &self,
+        wait: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<R, DbError>> + Send
+    where
+        F: FnOnce(&mut PgConnection) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.shared.interact(wait, f)
+    }
+
+    fn interact_as<R, F>(
+        &self,
+        tenant: &diesel_workspace::TenantId,
+        wait: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<R, DbError>> + Send
+    where
+        F: FnOnce(&mut PgConnection) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tenants, tenant) = (std::sync::Arc::clone(&self.tenants), tenant.clone());
+        let span = tracing::Span::current();
+        async move {
+            let task = tokio::task::spawn_blocking(move || {
+                span.in_scope(|| {
+                    let mut conn = tenants
+                        .pool(&tenant)
+                        .map_err(|e| DbError::Pool(e.to_string()))?
+                        .get_timeout(wait)
+                        .map_err(|e| DbError::Pool(e.to_string()))?;
+                    Ok(f(&mut conn))
+                })
+            });
+            match task.await {
+                Ok(result) => result,
+                Err(_) => Err(DbError::Panicked),
+            }
+        }
     }
 }
 

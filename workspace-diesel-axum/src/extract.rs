@@ -127,7 +127,9 @@ impl<P: DieselPool> TenantDb<P> {
     {
         let tenant = self.tenant.clone();
         self.pool
-            .interact(self.wait, move |conn| switch(&tenant, || f(conn)))
+            .interact_as(&self.tenant, self.wait, move |conn| {
+                switch(&tenant, || f(conn))
+            })
             .await?
             .map_err(Into::into)
     }

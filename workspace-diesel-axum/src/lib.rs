@@ -78,7 +78,7 @@ mod resolve;
 mod user;
 
 pub use crate::access::{bearer_token, Access};
-pub use crate::bridge::{pool_builder, DbError, DieselPool, DEFAULT_STATEMENT_TIMEOUT};
+pub use crate::bridge::{pool_builder, DbError, DieselPool, RolePools, DEFAULT_STATEMENT_TIMEOUT};
 pub use crate::cache::{
     install_notify_trigger, install_notify_trigger_for, Listener, RegistryCache, NOTIFY_CHANNEL,
 };

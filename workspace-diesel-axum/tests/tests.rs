@@ -9,4 +9,5 @@ mod bulkheads;
 mod custom_registry;
 mod readme;
 mod resolvers;
+mod role_pools;
 mod routing;

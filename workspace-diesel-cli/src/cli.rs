@@ -38,8 +38,9 @@ pub(crate) struct Cli {
     /// list_tenants, status, pending, setup and the create, migrate, revert and redo reports
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
     pub(crate) format: Format,
-    /// What sits between the tool and PostgreSQL: `direct`, or `transaction` behind PgBouncer in
-    /// transaction pooling mode (statement cache off, transaction-scoped locks only)
+    /// What sits between the tool and PostgreSQL: `direct`, `session` behind PgBouncer in session
+    /// pooling mode, or `transaction` behind PgBouncer in transaction pooling mode (statement
+    /// cache off, transaction-scoped locks only)
     #[arg(
         long,
         env = "WORKSPACE_DIESEL_POOLER",
@@ -55,6 +56,11 @@ pub(crate) struct Cli {
     /// public.workspaces]
     #[arg(long, global = true, value_name = "SCHEMA.TABLE")]
     pub(crate) registry: Option<String>,
+
+    /// Refuse to change the database when `audit` finds a hijack hazard (also
+    /// `refuse_hazards = true` in the config file's `[database]` table)
+    #[arg(long, global = true)]
+    pub(crate) refuse_hazards: bool,
 
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -180,6 +186,19 @@ pub(crate) enum Command {
         from: String,
         /// The new identifier
         to: String,
+    },
+
+    /// Create a tenant as a copy of a template tenant: its tables, indexes, ledger and (unless
+    /// --schema-only) its rows and sequences, in one transaction
+    #[command(name = "clone_tenant", visible_alias = "c:t", alias = "clone-tenant")]
+    CloneTenant {
+        /// The template tenant (kept current like any tenant)
+        template: String,
+        /// The new tenant's identifier
+        identifier: String,
+        /// Copy the tables empty, with sequences at their start
+        #[arg(long)]
+        schema_only: bool,
     },
 
     /// Set a tenant's state in the registry; web services serve only active tenants

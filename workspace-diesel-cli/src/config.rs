@@ -27,6 +27,8 @@ pub(crate) struct Config {
     migrations: Migrations,
     #[serde(default)]
     print_schema: PrintSchema,
+    #[serde(default)]
+    roles: Option<Roles>,
     registry: Option<RegistryTable>,
     /// The file's directory: the base of its relative paths.
     #[serde(skip)]
@@ -40,6 +42,9 @@ pub(crate) struct Config {
 #[serde(deny_unknown_fields)]
 struct Database {
     url_env: Option<String>,
+    /// Refuse to change the database when `audit` finds a hijack hazard (`--refuse-hazards`).
+    #[serde(default)]
+    refuse_hazards: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +52,17 @@ struct Database {
 struct Migrations {
     tenant_dir: Option<PathBuf>,
     shared_dir: Option<PathBuf>,
+}
+
+/// The `[roles]` table: per-tenant roles, created, renamed and dropped with the tenants.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Roles {
+    prefix: String,
+    #[serde(default)]
+    members: Vec<String>,
+    #[serde(default)]
+    login: bool,
 }
 
 /// The `[registry]` table: an application's own registry table.
@@ -119,6 +135,32 @@ impl Config {
     /// Where the config was read from, if anywhere.
     pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// The per-tenant roles the `[roles]` table configures, if any.
+    pub(crate) fn tenant_roles(&self) -> Result<Option<diesel_workspace::TenantRoles>> {
+        let Some(r) = &self.roles else {
+            return Ok(None);
+        };
+        let roles = diesel_workspace::TenantRoles::new(r.prefix.as_str())
+            .with_context(|| format!("invalid config file: roles.prefix {:?}", r.prefix))?
+            .login(r.login);
+        Ok(Some(
+            r.members
+                .iter()
+                .fold(roles, |roles, m| roles.member(m.as_str())),
+        ))
+    }
+
+    /// The config with `refuse_hazards` also on when `flag` (`--refuse-hazards`) is.
+    pub(crate) fn refusing_hazards(mut self, flag: bool) -> Self {
+        self.database.refuse_hazards |= flag;
+        self
+    }
+
+    /// Whether commands that change the database refuse on hijack hazards.
+    pub(crate) fn refuse_hazards(&self) -> bool {
+        self.database.refuse_hazards
     }
 
     /// The registry the `[registry]` table names, else the built-in one.

@@ -57,7 +57,8 @@ const CREATE_GRANTS: &str = "WITH s AS ({SEARCHED}) \
      ORDER BY 1, 2";
 
 /// Functions and operators outside the system schemas, not members of an extension, named like
-/// a `pg_catalog` one.
+/// a `pg_catalog` one (`function`, `operator`); and `SECURITY DEFINER` functions without a fixed
+/// `search_path` in the searched schemas (`definer`).
 const OVERLOADS: &str = "SELECT n.nspname::pg_catalog.text AS schema, 'function'::pg_catalog.text AS kind, \
        pg_catalog.format('%I.%s(%s)', n.nspname, p.proname, \
                          pg_catalog.pg_get_function_identity_arguments(p.oid)) AS signature \
@@ -87,17 +88,29 @@ const OVERLOADS: &str = "SELECT n.nspname::pg_catalog.text AS schema, 'function'
                        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass \
                          AND d.objid OPERATOR(pg_catalog.=) o.oid \
                          AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog.\"char\") \
+     UNION ALL \
+     SELECT s.nspname::pg_catalog.text, 'definer'::pg_catalog.text, \
+       pg_catalog.format('%I.%I(%s)', s.nspname, p.proname, \
+                         pg_catalog.pg_get_function_identity_arguments(p.oid)) \
+     FROM pg_catalog.pg_proc p JOIN ({SEARCHED}) s ON s.oid OPERATOR(pg_catalog.=) p.pronamespace \
+     WHERE p.prosecdef \
+       AND NOT EXISTS (SELECT FROM pg_catalog.unnest(p.proconfig) c \
+                       WHERE pg_catalog.starts_with(c, 'search_path=')) \
      ORDER BY 1, 3";
 
 /// The hazards that let another role hijack SQL resolving names through a `search_path`
 /// ([`Hazard::enables_hijack`]), registry-free: create rights on the shared schema and on every
-/// schema holding a Diesel ledger, and overloads of `pg_catalog` names. Two catalog queries.
+/// schema holding a Diesel ledger, overloads of `pg_catalog` names, and `SECURITY DEFINER`
+/// functions in those schemas whose `search_path` the caller decides. Two catalog queries.
 pub(crate) fn hijack_hazards(conn: &mut PgConnection, shared: &str) -> Result<Vec<Hazard>> {
     let grants: Vec<GrantRow> =
         diesel::sql_query(CREATE_GRANTS.replace("{SEARCHED}", SEARCHED_SCHEMAS))
             .bind::<Text, _>(shared)
             .load(conn)?;
-    let overloads: Vec<OverloadRow> = diesel::sql_query(OVERLOADS).load(conn)?;
+    let overloads: Vec<OverloadRow> =
+        diesel::sql_query(OVERLOADS.replace("{SEARCHED}", SEARCHED_SCHEMAS))
+            .bind::<Text, _>(shared)
+            .load(conn)?;
     let mut hazards = Vec::with_capacity(grants.len() + overloads.len());
     for g in grants {
         hazards.push(if g.schema == shared && g.role == "PUBLIC" {
@@ -109,19 +122,21 @@ pub(crate) fn hijack_hazards(conn: &mut PgConnection, shared: &str) -> Result<Ve
             }
         });
     }
-    hazards.extend(
-        overloads
-            .into_iter()
-            .map(|o| Hazard::CatalogNameOverloaded {
-                schema: o.schema,
-                kind: if o.kind == "operator" {
-                    "operator"
-                } else {
-                    "function"
-                },
-                signature: o.signature,
-            }),
-    );
+    hazards.extend(overloads.into_iter().map(|o| match o.kind.as_str() {
+        "definer" => Hazard::SecurityDefinerWithoutSearchPath {
+            schema: o.schema,
+            signature: o.signature,
+        },
+        kind => Hazard::CatalogNameOverloaded {
+            schema: o.schema,
+            kind: if kind == "operator" {
+                "operator"
+            } else {
+                "function"
+            },
+            signature: o.signature,
+        },
+    }));
     Ok(hazards)
 }
 

@@ -7,6 +7,7 @@ use diesel::PgConnection;
 
 use crate::context::current;
 use crate::error::NoActiveTenant;
+use crate::pooler::{pid_check_expr, pid_check_failure, registered_pid};
 use crate::roles::TenantRoles;
 use crate::sql::{quote_ident, work_path, SHARED_SCHEMA};
 use crate::tenant::TenantId;
@@ -17,18 +18,36 @@ use crate::tenant::TenantId;
 /// own path, which may name another tenant) then `pg_temp` (named last, so that no temporary
 /// table left on the connection shadows the tenant's: [`work_path`]), and a cast that fails with
 /// `schema "<tenant>" does not exist` when the schema is gone. `local` (a pooler-mode pool's
-/// timeouts as `SET LOCAL` statements) goes into the same batch, and with a per-tenant `role`, a
-/// `SET LOCAL ROLE` too.
-pub(crate) fn begin_sql(tenant: &TenantId, local: Option<&str>, role: Option<&str>) -> String {
+/// `CLOSE ALL` and timeouts as `SET LOCAL` statements) goes into the same batch, and with a
+/// per-tenant `role`, a `SET LOCAL ROLE` too; in pooler mode without one, the check also puts
+/// the role back to the login's for the transaction (`set_config('role', 'none', true)`, in the
+/// same statement: another client's `SET ROLE` does not apply). With the `pid` of the backend the connection was opened on (a
+/// connection the library opened for [`Pooler::Session`](crate::pooler::Pooler::Session)), the check
+/// also fails when another backend answers: a transaction pooler nobody declared, caught before
+/// any tenant statement.
+pub(crate) fn begin_sql(
+    tenant: &TenantId,
+    local: Option<&str>,
+    role: Option<&str>,
+    pid: Option<i32>,
+) -> String {
     let q = tenant.quoted();
     let path = work_path(&format!("{q}, {SHARED_SCHEMA}"));
     let local = local.map(|l| format!("{l}; ")).unwrap_or_default();
     let set_role = role
         .map(|r| format!("SET LOCAL ROLE {}; ", quote_ident(r)))
         .unwrap_or_default();
+    let backend = pid
+        .map(|pid| format!(", {}", pid_check_expr(pid)))
+        .unwrap_or_default();
+    let reset_role = if !local.is_empty() && role.is_none() {
+        ", pg_catalog.set_config('role', 'none', true)"
+    } else {
+        ""
+    };
     format!(
         "BEGIN; SET LOCAL search_path TO {path}; {local}{set_role}\
-         SELECT '{q}'::pg_catalog.regnamespace"
+         SELECT '{q}'::pg_catalog.regnamespace{backend}{reset_role}"
     )
 }
 
@@ -74,8 +93,16 @@ pub(crate) fn rollback(conn: &mut PgConnection) {
 /// Behind a transaction pooler (PgBouncer `pool_mode = transaction`, see
 /// [`Pooler`](crate::pooler::Pooler)), this is the only safe way to run raw SQL that names tenant tables
 /// without a schema: the session `search_path` then belongs to whichever server connection
-/// answers. On a connection of a pool in pooler mode, the pool's timeouts are set here too, with
-/// `SET LOCAL`, in the same round trip.
+/// answers. On a connection of a pool in pooler mode, the same round trip also makes what another
+/// client left on the server connection harmless for the transaction (the role goes back to the
+/// login's, `CLOSE ALL` closes `WITH HOLD` cursors) and sets the pool's timeouts with
+/// `SET LOCAL`. (A `SET SESSION AUTHORIZATION`, which only a superuser's session can run, is not
+/// undone.) On a connection the library opened for a session
+/// pooler ([`Pooler::Session`](crate::pooler::Pooler::Session): a
+/// [`TenantPool`](crate::pool::TenantPool)'s, or [`connect`](crate::connect)'s), the check at
+/// the end of the batch also compares the backend with the one the connection was opened on,
+/// and fails with [`PoolerNotDeclared`](crate::Error::PoolerNotDeclared) before `f` runs when
+/// they differ (a direct connection needs no such check: its startup setting settled it).
 pub trait TenantConnectionExt {
     /// Runs `f` in a transaction under the active tenant's schema; commits when `f` returns `Ok`,
     /// rolls back when it returns `Err`.
@@ -133,7 +160,9 @@ pub trait TenantConnectionExt {
     /// lookup on the server; tenant tables in Diesel's DSL outside a tenant transaction are not
     /// affected. **Limit**: the role is assumed, not logged in as: SQL that runs `RESET ROLE`
     /// or `SET ROLE` inside `f` gets the connection's own role back, so this contains mistakes
-    /// (a wrong schema, a forgotten filter), not SQL written by an attacker.
+    /// (a wrong schema, a forgotten filter), not SQL written by an attacker. For a boundary the
+    /// database enforces, log in as the tenant's role:
+    /// [`TenantRolePools`](crate::TenantRolePools).
     ///
     /// Fails with `role "<prefix><tenant>" does not exist` (SQLSTATE `42704`) when the tenant has
     /// no role, and with `permission denied to set role` (`42501`) when the connection's role is
@@ -204,10 +233,13 @@ where
     E: From<DieselError>,
 {
     #[cfg(feature = "r2d2")]
-    let local = crate::pool::transaction_settings(conn);
+    let (local, pid) = (
+        crate::pool::transaction_settings(conn),
+        crate::pool::begin_check_pid(conn).or_else(|| registered_pid(conn)),
+    );
     #[cfg(not(feature = "r2d2"))]
-    let local: Option<std::sync::Arc<str>> = None;
-    let begin = begin_sql(tenant, local.as_deref(), role);
+    let (local, pid): (Option<std::sync::Arc<str>>, _) = (None, registered_pid(conn));
+    let begin = begin_sql(tenant, local.as_deref(), role, pid);
     if let Err(e) = AnsiTransactionManager::begin_transaction_sql(conn, &begin) {
         // `BEGIN` may have succeeded before the check failed: end that transaction, which
         // Diesel's transaction manager does not know about.
@@ -218,6 +250,9 @@ where
             .is_none()
         {
             let _ = conn.batch_execute("ROLLBACK");
+        }
+        if let Some(detected) = pid.and_then(|was| pid_check_failure(was, &e)) {
+            return Err(DieselError::from(detected).into());
         }
         return Err(e.into());
     }

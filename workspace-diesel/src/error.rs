@@ -115,6 +115,22 @@ pub enum Error {
     /// message names the setting ([`Pooler::Transaction`](crate::pooler::Pooler::Transaction)).
     #[error("{0}")]
     PoolerNotDeclared(crate::pooler::PoolerDetected),
+    /// The connection goes through a pooler in statement pooling mode (PgBouncer
+    /// `pool_mode = statement`), which refuses the transactions the library runs; nothing was
+    /// run for a tenant.
+    #[error("{0}")]
+    StatementPooling(crate::startup::StatementPooling),
+    /// A tenant's pool of the enforcing roles mode is not logged in as the tenant's role (its
+    /// URL names another user); nothing was run for the tenant.
+    #[error("the pool of tenant `{tenant}` logs in as `{login}`, not as its role `{role}`")]
+    RoleLogin {
+        /// The tenant.
+        tenant: TenantId,
+        /// The tenant's role.
+        role: String,
+        /// The role the pool's connections are logged in as.
+        login: String,
+    },
     /// The database lets roles other than the schema owners change what SQL does (create rights
     /// on the shared or a tenant schema, or overloads of `pg_catalog` names: see
     /// [`Hazard::enables_hijack`](crate::Hazard::enables_hijack)), and the migrator or the pool
@@ -128,6 +144,15 @@ pub enum Error {
     NoLifecycleState {
         /// The registry table, qualified and quoted.
         registry: String,
+    },
+    /// A tenant cannot be cloned from `template` (see
+    /// [`Migrator::clone_tenant`](crate::Migrator::clone_tenant)); nothing was created.
+    #[error("cannot clone tenant `{template}`: {reason}")]
+    CloneRefused {
+        /// The template tenant.
+        template: TenantId,
+        /// Why, for people.
+        reason: String,
     },
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
@@ -160,6 +185,14 @@ impl From<diesel::result::Error> for Error {
             {
                 match inner.downcast::<crate::pooler::PoolerDetected>() {
                     Ok(detected) => Error::PoolerNotDeclared(*detected),
+                    Err(inner) => Error::Query(diesel::result::Error::QueryBuilderError(inner)),
+                }
+            }
+            diesel::result::Error::QueryBuilderError(inner)
+                if inner.is::<crate::startup::StatementPooling>() =>
+            {
+                match inner.downcast::<crate::startup::StatementPooling>() {
+                    Ok(refused) => Error::StatementPooling(*refused),
                     Err(inner) => Error::Query(diesel::result::Error::QueryBuilderError(inner)),
                 }
             }

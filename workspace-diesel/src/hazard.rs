@@ -67,6 +67,18 @@ pub enum Hazard {
         /// Its qualified signature, such as `public.=(character varying,text)`.
         signature: String,
     },
+    /// A `SECURITY DEFINER` function in the shared schema or a tenant schema has no fixed
+    /// `search_path` (`SET search_path = …` on the function): the names in its body resolve
+    /// through the caller's path, so a caller that sets its own path, or leaves a temporary
+    /// table, decides what it reads and writes with its owner's rights, another tenant's rows
+    /// included, whatever role the caller runs as. Fix with
+    /// `ALTER FUNCTION … SET search_path = pg_catalog, pg_temp` (and qualify the names).
+    SecurityDefinerWithoutSearchPath {
+        /// The schema holding it.
+        schema: String,
+        /// Its qualified signature, such as `public.peek()`.
+        signature: String,
+    },
     /// On Citus, a registered tenant's schema is not a distributed schema, or some of its tables
     /// are plain local tables of the coordinator (created by hand, or inside a PL/pgSQL block).
     NotDistributed {
@@ -80,7 +92,8 @@ pub enum Hazard {
 impl Hazard {
     /// Whether this hazard lets another role change what SQL resolving names through a
     /// `search_path` does: create rights on the shared or a tenant schema held by a role other
-    /// than its owner, or a planted overload of a `pg_catalog` name.
+    /// than its owner, a planted overload of a `pg_catalog` name, or a `SECURITY DEFINER`
+    /// function whose `search_path` its caller decides.
     ///
     /// ```
     /// use diesel_workspace::Hazard;
@@ -95,6 +108,7 @@ impl Hazard {
             Hazard::SharedSchemaOpenToAll { .. }
                 | Hazard::SchemaCreateGranted { .. }
                 | Hazard::CatalogNameOverloaded { .. }
+                | Hazard::SecurityDefinerWithoutSearchPath { .. }
         )
     }
 }
@@ -137,6 +151,12 @@ impl fmt::Display for Hazard {
                 f,
                 "{kind} `{signature}` overloads a pg_catalog name: SQL resolving names through a \
                  search_path that includes `{schema}` may call it instead (CVE-2018-1058)"
+            ),
+            Hazard::SecurityDefinerWithoutSearchPath { signature, .. } => write!(
+                f,
+                "function `{signature}` is SECURITY DEFINER without a fixed search_path: its \
+                 caller decides what it reads and writes with its owner's rights; run \
+                 `ALTER FUNCTION {signature} SET search_path = pg_catalog, pg_temp`"
             ),
             Hazard::NotDistributed { tenant, local_tables } if local_tables.is_empty() => write!(
                 f,

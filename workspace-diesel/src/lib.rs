@@ -7,6 +7,8 @@ pub mod citus;
 mod connect;
 mod connection;
 mod context;
+#[cfg(feature = "deadpool")]
+mod deadpool;
 mod dialect;
 mod error;
 mod hazard;
@@ -17,9 +19,12 @@ mod placement;
 pub mod pooler;
 pub mod registry;
 mod report;
+#[cfg(feature = "r2d2")]
+mod role_pool;
 mod roles;
 mod selection;
 mod sql;
+mod startup;
 pub mod statements;
 mod table;
 mod tenant;
@@ -38,11 +43,14 @@ pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::Hazard;
 pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
 pub use crate::options::{
-    Budget, CheckFn, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave, WaveEnd,
+    Budget, CheckFn, CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave,
+    WaveEnd,
 };
 pub use crate::report::{
     FleetRun, MigrationFailure, MigrationReport, RunTenant, TenantMigrations, TenantOutcome,
 };
+#[cfg(feature = "r2d2")]
+pub use crate::role_pool::{TenantRolePools, TenantRolePoolsBuilder};
 pub use crate::roles::TenantRoles;
 pub use crate::selection::Selection;
 pub use crate::table::{TenantModel, TenantTable};

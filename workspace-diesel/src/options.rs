@@ -274,3 +274,16 @@ pub struct Progress {
     /// What happened to it.
     pub outcome: TenantOutcome,
 }
+
+/// What [`Migrator::clone_tenant`](crate::Migrator::clone_tenant) copies from its template
+/// besides the tables, their indexes and constraints, and the ledger (always copied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CloneData {
+    /// Empty tables, sequences at their start.
+    SchemaOnly,
+    /// Every row of every table, and each sequence set where the template's stands (past the
+    /// copied rows).
+    #[default]
+    WithData,
+}

@@ -101,8 +101,12 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection};
 use diesel::PgConnection;
 
 use crate::error::{Error, Result};
-use crate::pooler::{pid_check_expr, pid_check_failure, LiveBackend, Pooler, PoolerDetected};
+use crate::pooler::{
+    check_client, pid_check_expr, pid_check_failure, refused_option, undeclared, LiveBackend,
+    Pooler, PoolerDetected,
+};
 use crate::sql::{escape_literal, quote_ident, work_path};
+use crate::startup::{refuse_statement_pooling, startup_url};
 
 /// A connection pool for tenant routing; build one with [`new`] or [`builder`].
 pub type TenantPool = r2d2::Pool<TenantConnectionManager>;
@@ -477,23 +481,34 @@ impl TenantPoolBuilder {
             .refuse_hijack_hazards
             .then(|| self.shared_schema.clone());
         let (pool, manager) = self.into_parts(database_url.into());
-        if !manager.pooler.is_transaction() {
+        if manager.pooler.is_transaction() {
+            // A statement pooler is refused at once, not after the connection timeout.
+            drop(manager.connect().map_err(probe_error)?);
+        } else {
             manager.probe()?;
         }
         let pool = pool.build(manager)?;
-        {
-            let mut conn = pool.get()?;
-            crate::dialect::Dialect::detect_supported(&mut conn)?;
-            if let Some(shared) = refuse {
-                let hazards = crate::sql::own(&mut conn, |conn| {
-                    crate::audit::hijack_hazards(conn, &shared)
-                })?;
-                if !hazards.is_empty() {
-                    return Err(Error::HijackHazards(hazards));
-                }
-            }
-        }
+        ready(&mut *pool.get()?, refuse.as_deref())?;
         Ok(pool)
+    }
+
+    #[cfg(feature = "deadpool")]
+    /// What [`build`](Self::build) checks before the pool is built (the backend probe in the
+    /// default mode, a statement pooler in pooler mode), and the manager it builds the pool on.
+    pub(crate) fn checked_manager(
+        self,
+        database_url: String,
+    ) -> Result<(TenantConnectionManager, Option<String>)> {
+        let refuse = self
+            .refuse_hijack_hazards
+            .then(|| self.shared_schema.clone());
+        let (_, manager) = self.into_parts(database_url);
+        if manager.pooler.is_transaction() {
+            drop(manager.connect().map_err(probe_error)?);
+        } else {
+            manager.probe()?;
+        }
+        Ok((manager, refuse))
     }
 
     /// Builds the pool without waiting for any connection; they are opened in the background.
@@ -512,8 +527,14 @@ impl TenantPoolBuilder {
         TenantConnectionManager,
     ) {
         let session = Arc::new(SessionDefaults::new(&self));
+        let database_url = match self.pooler {
+            Pooler::Direct => startup_url(&database_url),
+            _ => database_url,
+        };
         let manager = TenantConnectionManager {
-            inner: ConnectionManager::new(database_url),
+            inner: ConnectionManager::new(database_url.clone()),
+            #[cfg(feature = "deadpool")]
+            database_url,
             session: Arc::clone(&session),
             statement_cap: self.statement_cap,
             instrumentation: self.instrumentation,
@@ -567,7 +588,12 @@ impl SessionDefaults {
         };
         if b.pooler.is_transaction() {
             // PgBouncer tracks `application_name` per client; nothing else may be session state.
-            let local = timeouts("SET LOCAL").join("; ");
+            // What another client left on the server connection is made harmless for the
+            // transaction: its cursors here, its role in the check that ends the `BEGIN` batch
+            // (`connection::begin_sql`).
+            let mut local = vec!["CLOSE ALL".to_owned()];
+            local.extend(timeouts("SET LOCAL"));
+            let local = local.join("; ");
             return Self {
                 acquire: application_name,
                 reset: "SELECT 1".to_owned(),
@@ -604,6 +630,20 @@ impl SessionDefaults {
         let rest = self.reset.strip_prefix("SELECT ").unwrap_or(&self.reset);
         format!("SELECT {}, {rest}", pid_check_expr(pid))
     }
+}
+
+/// The checks [`TenantPoolBuilder::build`] makes on one of the pool's connections: the engine
+/// ([`Dialect`](crate::Dialect)), and with `refuse_shared` (the shared schema of a pool built to
+/// refuse them) the hijack hazards.
+pub(crate) fn ready(conn: &mut PgConnection, refuse_shared: Option<&str>) -> Result<()> {
+    crate::dialect::Dialect::detect_supported(conn)?;
+    if let Some(shared) = refuse_shared {
+        let hazards = crate::sql::own(conn, |conn| crate::audit::hijack_hazards(conn, shared))?;
+        if !hazards.is_empty() {
+            return Err(Error::HijackHazards(hazards));
+        }
+    }
+    Ok(())
 }
 
 /// A duration as PostgreSQL milliseconds: rounded up, at most `i32::MAX`.
@@ -656,6 +696,8 @@ impl CustomizeConnection<PgConnection, ManagerError> for SessionCustomizer {
 /// Build it (and the pool) with [`TenantPoolBuilder`].
 pub struct TenantConnectionManager {
     inner: ConnectionManager<PgConnection>,
+    #[cfg(feature = "deadpool")]
+    database_url: String,
     session: Arc<SessionDefaults>,
     statement_cap: usize,
     instrumentation: InstrumentationFactory,
@@ -681,6 +723,8 @@ struct ConnectRow {
     pid: i32,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     started: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    client: Option<String>,
 }
 
 fn refused(detected: PoolerDetected) -> ManagerError {
@@ -708,8 +752,65 @@ impl TenantConnectionManager {
         refused(*slot.get_or_insert(detected))
     }
 
+    /// Makes a newly opened connection the pool's: installs the [`StatementCounter`], and
+    /// either turns the statement cache off and refuses a statement pooler (pooler mode) or reads
+    /// the backend and the startup setting and registers the backend.
+    pub(crate) fn prepare(&self, conn: &mut PgConnection) -> std::result::Result<(), ManagerError> {
+        let mut counter = StatementCounter {
+            cached: 0,
+            inner: (self.instrumentation)(),
+            backend: None,
+            reset: Arc::from(self.session.reset.as_str()),
+            local: self.session.local.clone(),
+            check_begin: self.pooler == Pooler::Session,
+        };
+        if self.pooler.is_transaction() {
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            refuse_statement_pooling(conn)?;
+            conn.set_instrumentation(counter);
+            return Ok(());
+        }
+        // Diesel may prepare statements while connecting, before the counter exists: start from
+        // the server's count (which includes this query's own statement). The same query names
+        // the backend and reads back the startup setting of a direct connection.
+        let row: ConnectRow = diesel::sql_query(format!(
+            "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS held, \
+             {}, {}",
+            crate::pooler::BACKEND_COLUMNS,
+            crate::startup::CLIENT_COLUMN,
+        ))
+        .get_result(conn)?;
+        if self.pooler == Pooler::Direct {
+            if let Err(detected) = check_client(row.client.as_deref()) {
+                // A statement pooler is named as such; anything else is latched.
+                let e = undeclared(conn, detected);
+                self.latch(detected);
+                return Err(ManagerError::QueryError(e));
+            }
+        }
+        let backend = crate::pooler::Backend::new(row.pid, row.started);
+        let live = LiveBackend::register(backend).map_err(|d| self.latch(d))?;
+        counter.cached = usize::try_from(row.held).unwrap_or(usize::MAX);
+        counter.reset = Arc::from(self.session.checked_reset(row.pid));
+        counter.backend = Some(live);
+        conn.set_instrumentation(counter);
+        Ok(())
+    }
+
+    /// The URL connections are opened with (with the startup setting in the default mode).
+    #[cfg(feature = "deadpool")]
+    pub(crate) fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// The session defaults, sent once per physical connection.
+    #[cfg(feature = "deadpool")]
+    pub(crate) fn acquire_sql(&self) -> &str {
+        &self.session.acquire
+    }
+
     /// Opens two connections side by side: on a direct connection they have two backends.
-    fn probe(&self) -> Result<()> {
+    pub(crate) fn probe(&self) -> Result<()> {
         let first = self.connect().map_err(probe_error)?;
         let second = self.connect().map_err(probe_error)?;
         drop((first, second));
@@ -717,7 +818,7 @@ impl TenantConnectionManager {
     }
 }
 
-fn probe_error(e: ManagerError) -> Error {
+pub(crate) fn probe_error(e: ManagerError) -> Error {
     match e {
         ManagerError::QueryError(q) => Error::from(q),
         ManagerError::ConnectionError(c) => Error::Connection(c),
@@ -732,33 +833,14 @@ impl ManageConnection for TenantConnectionManager {
         if let Some(detected) = self.detected() {
             return Err(refused(detected));
         }
-        let mut conn = self.inner.connect()?;
-        let mut counter = StatementCounter {
-            cached: 0,
-            inner: (self.instrumentation)(),
-            backend: None,
-            reset: Arc::from(self.session.reset.as_str()),
-            local: self.session.local.clone(),
-        };
-        if self.pooler.is_transaction() {
-            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
-            conn.set_instrumentation(counter);
-            return Ok(conn);
-        }
-        // Diesel may prepare statements while connecting, before the counter exists: start from
-        // the server's count (which includes this query's own statement). The same query names
-        // the backend.
-        let row: ConnectRow = diesel::sql_query(format!(
-            "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS held, {}",
-            crate::pooler::BACKEND_COLUMNS
-        ))
-        .get_result(&mut conn)?;
-        let backend = crate::pooler::Backend::new(row.pid, row.started);
-        let live = LiveBackend::register(backend).map_err(|d| self.latch(d))?;
-        counter.cached = usize::try_from(row.held).unwrap_or(usize::MAX);
-        counter.reset = Arc::from(self.session.checked_reset(row.pid));
-        counter.backend = Some(live);
-        conn.set_instrumentation(counter);
+        let mut conn = self.inner.connect().map_err(|e| match &e {
+            ManagerError::ConnectionError(c) => match refused_option(c) {
+                Some(detected) if self.pooler == Pooler::Direct => self.latch(detected),
+                _ => e,
+            },
+            ManagerError::QueryError(_) => e,
+        })?;
+        self.prepare(&mut conn)?;
         Ok(conn)
     }
 
@@ -842,6 +924,7 @@ pub struct StatementCounter {
     backend: Option<LiveBackend>,
     reset: Arc<str>,
     local: Option<Arc<str>>,
+    check_begin: bool,
 }
 
 impl fmt::Debug for StatementCounter {
@@ -881,13 +964,24 @@ impl Instrumentation for StatementCounter {
     }
 }
 
-/// In pooler mode, the `SET LOCAL` statements a tenant transaction on this pooled connection
-/// starts with (the pool's timeouts); `None` otherwise.
+/// In pooler mode, the statements a tenant transaction on this pooled connection starts with
+/// (every cursor closed, the pool's timeouts as `SET LOCAL`); `None` otherwise. Its presence also
+/// makes the transaction put the role back (see `connection::begin_sql`).
 pub(crate) fn transaction_settings(conn: &mut PgConnection) -> Option<Arc<str>> {
     conn.instrumentation()
         .downcast_ref::<StatementCounter>()
         .and_then(|c| c.local.clone())
         .filter(|l| !l.is_empty())
+}
+
+/// The backend pid a pooled connection of a pool declared for a session pooler
+/// ([`Pooler::Session`]) was opened on, for the check in a tenant transaction's `BEGIN`; `None`
+/// otherwise (a direct connection's startup setting settled it when it opened).
+pub(crate) fn begin_check_pid(conn: &mut PgConnection) -> Option<i32> {
+    conn.instrumentation()
+        .downcast_ref::<StatementCounter>()
+        .filter(|c| c.check_begin)
+        .and_then(|c| c.backend.as_ref().map(|b| b.backend().pid))
 }
 
 /// The number of prepared statements a pooled connection holds, as counted by its
@@ -945,7 +1039,7 @@ mod tests {
         assert_eq!(s.reset, "SELECT 1");
         assert_eq!(
             s.local.as_deref(),
-            Some("SET LOCAL idle_in_transaction_session_timeout TO 600000")
+            Some("CLOSE ALL; SET LOCAL idle_in_transaction_session_timeout TO 600000")
         );
     }
 }

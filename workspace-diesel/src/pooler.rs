@@ -8,6 +8,15 @@
 //! client, and another client meets it. Two pieces of evidence are definitive, because neither can
 //! happen on a direct connection: two client connections that are both open report the same
 //! `pg_backend_pid()`, or one client connection reports a different backend pid than before.
+//!
+//! Those two depend on timing: a busy pooler may hand two connections two servers, and a held
+//! connection may keep meeting the same one. The check that does not depend on timing is made
+//! when a connection opens: in the default mode ([`Pooler::Direct`]) the library opens every
+//! connection with a setting in the startup packet (`options=-c workspace_diesel.client=<token>`)
+//! and reads it back in the connection's first query. PostgreSQL gives the backend the client's
+//! startup options; a pooler serves the client with server connections it opened itself, so the
+//! setting is missing there (PgBouncer ignores the option when told to, and otherwise refuses the
+//! connection). Either way the connection is refused before any tenant statement.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,7 +24,10 @@ use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+
+pub use crate::startup::StatementPooling;
+use crate::startup::{client_token, is_statement_pooling, refuse_statement_pooling, CLIENT_COLUMN};
 
 /// The environment variable the CLI reads for its `--pooler` flag.
 pub const POOLER_ENV: &str = "WORKSPACE_DIESEL_POOLER";
@@ -25,23 +37,34 @@ pub const POOLER_ENV: &str = "WORKSPACE_DIESEL_POOLER";
 /// Set it with [`pool::TenantPoolBuilder::pooler`](crate::pool::TenantPoolBuilder::pooler),
 /// [`MigratorBuilder::pooler`](crate::MigratorBuilder::pooler), [`connect`](crate::connect) and the CLI's
 /// `--pooler` flag (or the `WORKSPACE_DIESEL_POOLER` environment variable). It parses from
-/// `direct` and `transaction`.
+/// `direct`, `session` and `transaction`.
 ///
 /// ```
 /// use diesel_workspace::pooler::Pooler;
 ///
 /// assert_eq!("transaction".parse::<Pooler>(), Ok(Pooler::Transaction));
+/// assert_eq!("session".parse::<Pooler>(), Ok(Pooler::Session));
 /// assert_eq!(Pooler::default(), Pooler::Direct);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Pooler {
-    /// Direct connections to PostgreSQL, or a pooler in session mode (the default). Session
-    /// state is used (fail-closed session defaults, Diesel's statement cache, a reset on every
-    /// checkout), and a transaction pooler found behind the connection is refused with
-    /// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared).
+    /// Direct connections to PostgreSQL (the default). Session state is used (fail-closed
+    /// session defaults, Diesel's statement cache, a reset on every checkout), and any pooler
+    /// found behind the connection is refused with
+    /// [`Error::PoolerNotDeclared`](crate::Error::PoolerNotDeclared): every connection the
+    /// library opens carries a startup setting that only a direct connection delivers to its
+    /// backend (`options=-c workspace_diesel.client=<token>`: a pooler's server connections never
+    /// have it), checked in the connection's first query.
     #[default]
     Direct,
+    /// A pooler in session mode (PgBouncer `pool_mode = session`): as [`Pooler::Direct`], without
+    /// the startup setting (PgBouncer neither forwards nor, unless configured to ignore it,
+    /// accepts it). A transaction pooler is still refused, by the backend checks at build, at
+    /// every new connection, at every checkout and in every tenant transaction's `BEGIN`; those
+    /// depend on what the pooler does at that moment, so declare a transaction pooler with
+    /// [`Pooler::Transaction`] rather than rely on them.
+    Session,
     /// A transaction pooler such as PgBouncer with `pool_mode = transaction`: Diesel's statement
     /// cache is off on every connection the library opens or hands out (unnamed statements,
     /// parsed on every execution), nothing relies on session state, and every advisory lock is
@@ -61,6 +84,7 @@ impl fmt::Display for Pooler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Pooler::Direct => "direct",
+            Pooler::Session => "session",
             Pooler::Transaction => "transaction",
         })
     }
@@ -74,7 +98,7 @@ impl fmt::Display for ParsePoolerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown pooler `{}`: expected `direct` or `transaction`",
+            "unknown pooler `{}`: expected `direct`, `session` or `transaction`",
             self.0
         )
     }
@@ -87,7 +111,8 @@ impl FromStr for Pooler {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "direct" | "none" | "session" => Ok(Pooler::Direct),
+            "direct" | "none" => Ok(Pooler::Direct),
+            "session" => Ok(Pooler::Session),
             "transaction" | "pgbouncer" => Ok(Pooler::Transaction),
             _ => Err(ParsePoolerError(s.to_owned())),
         }
@@ -110,6 +135,12 @@ pub enum PoolerEvidence {
         /// The backend pid now.
         now: i32,
     },
+    /// The setting a direct connection passes to its backend in the startup packet was missing
+    /// on the backend that answered: a pooler opened that server connection, not this client.
+    StartupSettingLost,
+    /// The pooler refused the startup setting a direct connection carries (PgBouncer:
+    /// `unsupported startup parameter: options`).
+    StartupOptionRefused,
 }
 
 impl fmt::Display for PoolerEvidence {
@@ -122,6 +153,12 @@ impl fmt::Display for PoolerEvidence {
             PoolerEvidence::BackendChanged { was, now } => write!(
                 f,
                 "a connection's backend changed from pid {was} to pid {now}"
+            ),
+            PoolerEvidence::StartupSettingLost => f.write_str(
+                "the backend that answered never received the connection's startup setting                  `workspace_diesel.client`",
+            ),
+            PoolerEvidence::StartupOptionRefused => f.write_str(
+                "the pooler refused the connection's startup setting                  (`unsupported startup parameter: options`)",
             ),
         }
     }
@@ -143,8 +180,8 @@ impl fmt::Display for PoolerDetected {
             f,
             "connected through a transaction pooler (PgBouncer `pool_mode = transaction`?) without \
              declaring it: {}; set `pooler(Pooler::Transaction)` on the pool builder and the \
-             migrator (CLI: `--pooler transaction` or {POOLER_ENV}=transaction), or connect \
-             directly",
+             migrator (CLI: `--pooler transaction` or {POOLER_ENV}=transaction), declare a \
+             session pooler with `pooler(Pooler::Session)`, or connect directly",
             self.evidence
         )
     }
@@ -156,6 +193,39 @@ impl From<PoolerDetected> for diesel::result::Error {
     fn from(e: PoolerDetected) -> Self {
         diesel::result::Error::QueryBuilderError(Box::new(e))
     }
+}
+
+/// The error for a pooler found behind a connection that was not declared to go through one:
+/// [`StatementPooling`](crate::startup::StatementPooling) when the pooler also refuses
+/// transactions (checked only now, on the way out), `detected` otherwise.
+pub(crate) fn undeclared(
+    conn: &mut PgConnection,
+    detected: PoolerDetected,
+) -> diesel::result::Error {
+    match refuse_statement_pooling(conn) {
+        Err(e) if is_statement_pooling(&e) => e,
+        _ => detected.into(),
+    }
+}
+
+/// Fails unless the backend that answered has this process's `workspace_diesel.client`.
+pub(crate) fn check_client(client: Option<&str>) -> Result<(), PoolerDetected> {
+    if client == Some(client_token()) {
+        Ok(())
+    } else {
+        Err(PoolerDetected {
+            evidence: PoolerEvidence::StartupSettingLost,
+        })
+    }
+}
+
+/// The evidence in a connection error when a pooler refused the startup setting.
+pub(crate) fn refused_option(e: &diesel::ConnectionError) -> Option<PoolerDetected> {
+    e.to_string()
+        .contains("unsupported startup parameter")
+        .then_some(PoolerDetected {
+            evidence: PoolerEvidence::StartupOptionRefused,
+        })
 }
 
 /// A backend: its pid and its start time (so that a pid the system recycled for a new backend,
@@ -178,6 +248,8 @@ struct BackendRow {
     pid: i32,
     #[diesel(sql_type = BigInt)]
     started: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    client: Option<String>,
 }
 
 impl Backend {
@@ -185,11 +257,13 @@ impl Backend {
         Self { pid, started }
     }
 
-    /// Asks the connection which backend serves it (one round trip).
-    pub(crate) fn query(conn: &mut PgConnection) -> QueryResult<Self> {
+    /// Asks the connection which backend serves it, and that backend's [`CLIENT_SETTING`]
+    /// (one round trip).
+    pub(crate) fn query(conn: &mut PgConnection) -> QueryResult<(Self, Option<String>)> {
         let row: BackendRow =
-            diesel::sql_query(format!("SELECT {BACKEND_COLUMNS}")).get_result(conn)?;
-        Ok(Self::new(row.pid, row.started))
+            diesel::sql_query(format!("SELECT {BACKEND_COLUMNS}, {CLIENT_COLUMN}"))
+                .get_result(conn)?;
+        Ok((Self::new(row.pid, row.started), row.client))
     }
 }
 
@@ -266,11 +340,12 @@ pub(crate) fn pid_check_failure(was: i32, e: &diesel::result::Error) -> Option<P
     })
 }
 
-/// The instrumentation of a connection opened by [`connect`]: it keeps the connection's backend
+/// The instrumentation of a connection opened by [`connect`](crate::connect): it keeps the connection's backend
 /// registered while the connection lives and forwards every event to Diesel's default
 /// instrumentation.
 struct Registered {
-    _backend: LiveBackend,
+    backend: LiveBackend,
+    check_begin: bool,
     inner: Option<Box<dyn diesel::connection::Instrumentation>>,
 }
 
@@ -282,15 +357,31 @@ impl diesel::connection::Instrumentation for Registered {
     }
 }
 
-/// Registers an opened connection's backend for as long as the connection lives.
+/// The backend pid a connection opened by [`connect`](crate::connect) with [`Pooler::Session`] was opened on,
+/// for the check in a tenant transaction's `BEGIN`; `None` otherwise (a direct connection's
+/// startup setting settled it when it opened).
+pub(crate) fn registered_pid(conn: &mut PgConnection) -> Option<i32> {
+    conn.instrumentation()
+        .downcast_ref::<Registered>()
+        .filter(|r| r.check_begin)
+        .map(|r| r.backend.backend().pid)
+}
+
+/// Registers an opened connection's backend for as long as the connection lives; with `pooler`
+/// [`Pooler::Direct`], the backend must also have this process's startup setting.
 ///
 /// # Errors
 /// [`PoolerDetected`] (as a query builder error) when another open connection of this process has
-/// that backend.
-pub(crate) fn register(conn: &mut PgConnection) -> QueryResult<()> {
-    let backend = LiveBackend::register(Backend::query(conn)?)?;
+/// that backend, or the startup setting is missing.
+pub(crate) fn register(conn: &mut PgConnection, pooler: Pooler) -> QueryResult<()> {
+    let (backend, client) = Backend::query(conn)?;
+    if pooler == Pooler::Direct {
+        check_client(client.as_deref()).map_err(|d| undeclared(conn, d))?;
+    }
+    let backend = LiveBackend::register(backend)?;
     conn.set_instrumentation(Registered {
-        _backend: backend,
+        backend,
+        check_begin: pooler == Pooler::Session,
         inner: diesel::connection::get_default_instrumentation(),
     });
     Ok(())
@@ -306,6 +397,7 @@ mod tests {
         assert_eq!(" Transaction ".parse(), Ok(Pooler::Transaction));
         assert_eq!("pgbouncer".parse(), Ok(Pooler::Transaction));
         assert!("statement".parse::<Pooler>().is_err());
+        assert_eq!("session".parse(), Ok(Pooler::Session));
         assert_eq!(Pooler::Transaction.to_string(), "transaction");
     }
 
@@ -321,6 +413,19 @@ mod tests {
         assert_eq!(again.backend(), b);
         // A recycled pid (or the same pid on another server) is another backend.
         let _other = LiveBackend::register(Backend::new(-7, 2)).expect("other server");
+    }
+
+    #[test]
+    fn the_startup_setting_must_be_this_process() {
+        assert!(check_client(Some(client_token())).is_ok());
+        assert_eq!(
+            check_client(None).unwrap_err().evidence,
+            PoolerEvidence::StartupSettingLost
+        );
+        assert_eq!(
+            check_client(Some("p1t2")).unwrap_err().evidence,
+            PoolerEvidence::StartupSettingLost
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub struct TenantRoles {
     prefix: String,
     members: Vec<String>,
+    login: bool,
 }
 
 impl TenantRoles {
@@ -64,6 +65,7 @@ impl TenantRoles {
             None => Ok(Self {
                 prefix,
                 members: Vec::new(),
+                login: false,
             }),
         }
     }
@@ -74,6 +76,32 @@ impl TenantRoles {
     pub fn member(mut self, role: impl Into<String>) -> Self {
         self.members.push(role.into());
         self
+    }
+
+    /// Creates the roles with `LOGIN`, so that a connection can log in as a tenant's role
+    /// instead of assuming it: the enforcing mode of
+    /// `TenantRolePools` (feature `r2d2`). The library sets no password: the
+    /// server's authentication for these roles (`pg_hba.conf`, `ALTER ROLE … PASSWORD`) is the
+    /// operator's. Defaults to `false` (`NOLOGIN`).
+    ///
+    /// ```
+    /// let roles = diesel_workspace::TenantRoles::new("app_t_")?.login(true);
+    /// assert!(roles.logs_in());
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    pub fn login(mut self, login: bool) -> Self {
+        self.login = login;
+        self
+    }
+
+    /// Whether the roles are created with `LOGIN` ([`login`](Self::login)).
+    pub fn logs_in(&self) -> bool {
+        self.login
+    }
+
+    /// The prefix of every role.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The role of `tenant`.
@@ -109,7 +137,7 @@ impl TenantRoles {
         let role = quote_ident(&self.role_name(tenant)?);
         let schema = tenant.quoted();
         Ok(format!(
-            "CREATE ROLE {role} NOLOGIN; GRANT {role} TO {members}; \
+            "CREATE ROLE {role} {login}; GRANT {role} TO {members}; \
              GRANT USAGE ON SCHEMA {schema} TO {role}; \
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}; \
              GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}; \
@@ -118,6 +146,7 @@ impl TenantRoles {
              ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} \
                GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role}",
             members = self.members_sql(),
+            login = if self.login { "LOGIN" } else { "NOLOGIN" },
         ))
     }
 
@@ -176,5 +205,11 @@ mod tests {
             sql.contains("GRANT \"t_acme\" TO \"app\", \"we\"\"b\";"),
             "{sql}"
         );
+        let sql = TenantRoles::new("t_")
+            .unwrap()
+            .login(true)
+            .create_sql(&acme)
+            .unwrap();
+        assert!(sql.starts_with("CREATE ROLE \"t_acme\" LOGIN;"), "{sql}");
     }
 }

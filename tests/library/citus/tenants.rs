@@ -361,3 +361,38 @@ fn audit_reports_tenants_that_are_not_distributed() {
         .to_string()
         .contains("citus_schema_distribute('legacy')"));
 }
+
+#[test]
+fn a_clone_is_distributed_with_the_templates_rows() {
+    let db = citus_db!("a_clone_is_distributed_with_the_templates_rows");
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    migrator.run_shared(&mut conn).unwrap();
+    let template = id("template_basic");
+    migrator.create_tenant(&mut conn, &template).unwrap();
+    conn.batch_execute(
+        "INSERT INTO template_basic.categories (name) VALUES ('inbox'), ('done'); \
+         INSERT INTO template_basic.notes (category_id, title) SELECT 1 + i % 2, 'n' || i FROM generate_series(1, 50) i",
+    )
+    .unwrap();
+    migrator
+        .clone_tenant(
+            &mut conn,
+            &template,
+            &id("acme"),
+            diesel_workspace::CloneData::WithData,
+        )
+        .unwrap();
+    db.assert_distributed("acme");
+    assert!(check_on(
+        &mut conn,
+        "(SELECT count(*) FROM acme.notes) = 50 AND (SELECT count(*) FROM acme.categories) = 2 \
+         AND (SELECT count(*) FROM acme.__diesel_schema_migrations) = 1"
+    ));
+    let next: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+        "nextval('acme.notes_id_seq')::int",
+    ))
+    .get_result(&mut conn)
+    .unwrap();
+    assert_eq!(next, 51, "the clone's sequence stands past its rows");
+}

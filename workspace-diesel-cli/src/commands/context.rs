@@ -214,9 +214,13 @@ impl Ctx {
         if let Some(dir) = self.shared_dir()? {
             builder = builder.shared(read_dir_migrations(&dir, "shared")?);
         }
+        if let Some(roles) = self.config.tenant_roles()? {
+            builder = builder.tenant_roles(roles);
+        }
         Ok(builder
             .pooler(self.pooler)
             .registry(self.registry.clone())
+            .refuse_hijack_hazards(self.config.refuse_hazards())
             .build()?)
     }
 
@@ -224,9 +228,14 @@ impl Ctx {
     /// migration (drop, rename, the warm pool's list and drain, print-schema's tenant check), so
     /// a half-written migration does not stop them.
     pub(crate) fn registry_migrator(&self) -> Result<Migrator> {
-        Ok(Migrator::builder(EmbeddedMigrations::new(&[]))
+        let mut builder = Migrator::builder(EmbeddedMigrations::new(&[]));
+        if let Some(roles) = self.config.tenant_roles()? {
+            builder = builder.tenant_roles(roles);
+        }
+        Ok(builder
             .pooler(self.pooler)
             .registry(self.registry.clone())
+            .refuse_hijack_hazards(self.config.refuse_hazards())
             .build()?)
     }
 }

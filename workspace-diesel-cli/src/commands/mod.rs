@@ -37,7 +37,7 @@ pub(crate) use self::text::{confirm, plural, shown};
 /// Runs the command of `cli`.
 pub(crate) fn run(cli: Cli) -> Result<()> {
     let cwd = std::env::current_dir().context("could not read the current directory")?;
-    let config = Config::load(cli.config.as_deref(), &cwd)?;
+    let config = Config::load(cli.config.as_deref(), &cwd)?.refusing_hazards(cli.refuse_hazards);
     if cli.format == Format::Json && !supports_json(&cli.command) {
         bail!(
             "`--format json` is not supported by `{}`: it prints human output only",
@@ -70,6 +70,11 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::RevertRun { id, fleet } => runs::revert(&ctx, id, &fleet),
         Command::DropTenant { identifier, yes } => tenant::drop(&ctx, &identifier, yes),
         Command::RenameTenant { from, to } => tenant::rename(&ctx, &from, &to),
+        Command::CloneTenant {
+            template,
+            identifier,
+            schema_only,
+        } => tenant::clone(&ctx, &template, &identifier, schema_only),
         Command::SetTenantStatus { identifier, status } => {
             tenant::set_status(&ctx, &identifier, status)
         }
@@ -89,6 +94,7 @@ fn supports_json(command: &Command) -> bool {
         command,
         Command::Setup
             | Command::CreateTenantSchema { .. }
+            | Command::CloneTenant { .. }
             | Command::MigrateTenant(_)
             | Command::MigrateAll(_)
             | Command::RevertTenant(_)
@@ -118,6 +124,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::RevertRun { .. } => "revert_run",
         Command::DropTenant { .. } => "drop_tenant",
         Command::RenameTenant { .. } => "rename_tenant",
+        Command::CloneTenant { .. } => "clone_tenant",
         Command::SetTenantStatus { .. } => "set_tenant_status",
         Command::LintMigrations => "lint_migrations",
         Command::MoveTenant { .. } => "move_tenant",

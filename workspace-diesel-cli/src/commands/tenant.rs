@@ -1,9 +1,11 @@
 //! Tenant commands: `create_tenant_schema`, `list_tenants` (with each tenant's node and size on
-//! Citus), `drop_tenant`, `rename_tenant`, `set_tenant_status`.
+//! Citus), `drop_tenant`, `rename_tenant`, `clone_tenant`, `set_tenant_status`.
 
 use anyhow::{bail, Context as _, Result};
 
 use std::time::Instant;
+
+use diesel_workspace::CloneData;
 
 use super::{confirm, plural, tenant_id, Ctx};
 use crate::cli::TenantState;
@@ -165,6 +167,42 @@ pub(crate) fn rename(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
     super::ensure_registered(&mut conn, &migrator, &from)?;
     migrator.rename_tenant(&mut conn, &from, &to)?;
     out!("renamed tenant `{from}` to `{to}`");
+    Ok(())
+}
+
+/// `clone_tenant <template> <identifier> [--schema-only]`.
+pub(crate) fn clone(ctx: &Ctx, template: &str, identifier: &str, schema_only: bool) -> Result<()> {
+    let template = tenant_id(template)?;
+    let tenant = tenant_id(identifier)?;
+    let migrator = ctx.migrator()?;
+    let versions = migrator.tenant_versions().to_vec();
+    let mut conn = ctx.connect()?;
+    let data = if schema_only {
+        CloneData::SchemaOnly
+    } else {
+        CloneData::WithData
+    };
+    let started = Instant::now();
+    migrator.clone_tenant(&mut conn, &template, &tenant, data)?;
+    if ctx.json() {
+        let cloned = output::TenantResult::new(&tenant, "cloned", versions);
+        let report = output::Report::new(
+            "clone_tenant",
+            Vec::new(),
+            vec![cloned],
+            started.elapsed().as_secs_f64(),
+        );
+        return output::print(&report);
+    }
+    out!(
+        "cloned tenant `{template}` as `{tenant}` ({}, {:.2}s)",
+        if schema_only {
+            "schema only"
+        } else {
+            "with data"
+        },
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

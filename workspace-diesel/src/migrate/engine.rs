@@ -270,6 +270,7 @@ impl Migrator {
                 create_ledger: true,
             }),
             provisioning: false,
+            one_snapshot: false,
         };
         loop {
             let ledger = tx::begin(conn, dialect, &Plan::new(schema, opening))?;
@@ -311,6 +312,7 @@ impl Migrator {
                 create_ledger: false,
             }),
             provisioning: false,
+            one_snapshot: false,
         };
         let mut plan = Plan::new(schema, opening);
         let ledger = tx::begin(conn, dialect, &plan)?;

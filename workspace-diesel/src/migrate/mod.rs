@@ -2,14 +2,16 @@
 //!
 //! Each file answers one question: `set` (the migration sets, read once), `engine` (one tenant,
 //! both directions), `failure` (classifying what failed), `tenants` (create, drop, rename,
-//! list), `spares` (the warm pool), `fleet` (every tenant, or a selection, in parallel), `workers` (the worker threads and the waves), `runs` (the record of fleet runs, and reverting a run) and `status` (status and
-//! drift).
+//! list), `clone` (a tenant copied from a template tenant), `spares` (the warm pool), `fleet`
+//! (every tenant, or a selection, in parallel), `workers` (the worker threads and the waves),
+//! `runs` (the record of fleet runs, and reverting a run) and `status` (status and drift).
 //!
 //! `migrator` holds the [`Migrator`] and its builder; `door` is the preamble every public
 //! operation enters by; `tx` plans and sends one tenant transaction (`split`: statement by
 //! statement); `shared` runs the shared migrations, the lint and the audit. This file only
 //! declares them and re-exports their public items.
 
+mod clone;
 pub(crate) mod door;
 mod engine;
 mod failure;

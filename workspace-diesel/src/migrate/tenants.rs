@@ -430,7 +430,7 @@ impl Migrator {
     /// Whether a provisioning batch failed because `schema` is already taken: a unique violation
     /// on the registry or the spares table, or `CREATE SCHEMA` of a schema that exists. Not a
     /// migration's error, so the wrapped attempt would fail the same way.
-    fn is_tenant_exists(&self, schema: &TenantId, e: &diesel::result::Error) -> bool {
+    pub(crate) fn is_tenant_exists(&self, schema: &TenantId, e: &diesel::result::Error) -> bool {
         let diesel::result::Error::DatabaseError(kind, info) = e else {
             return false;
         };
@@ -445,7 +445,7 @@ impl Migrator {
 
     /// The rows that provision `schema`: the registry (or spares) row, `CREATE SCHEMA` and
     /// Diesel's ledger (with the tenant alone on the path).
-    fn create_sql(&self, schema: &TenantId, as_: Provision) -> String {
+    pub(crate) fn create_sql(&self, schema: &TenantId, as_: Provision) -> String {
         let lit = quote_literal(schema.as_str());
         let row = match as_ {
             Provision::Tenant => format!("{}; ", self.registry.insert_tenant_sql(schema)),

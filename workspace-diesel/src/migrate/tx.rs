@@ -38,6 +38,9 @@ pub(crate) struct Opening {
     pub(crate) check: Option<Check>,
     /// The dialect's provisioning settings (on Citus, schema-based sharding).
     pub(crate) provisioning: bool,
+    /// `REPEATABLE READ`: every statement reads one snapshot (a clone copies its template's
+    /// tables as of one moment).
+    pub(crate) one_snapshot: bool,
 }
 
 /// The schema check of an [`Opening`].
@@ -133,7 +136,11 @@ impl<'a> Plan<'a> {
     /// `DO` would stay local on Citus).
     fn open_sql(&self, dialect: &Dialect) -> String {
         let schema = self.schema;
-        let mut sql = format!("{BEGIN}; {}; ", tenant_lock(schema.as_str()));
+        let mut sql = format!("{BEGIN}; ");
+        if self.opening.one_snapshot {
+            sql.push_str("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; ");
+        }
+        sql.push_str(&format!("{}; ", tenant_lock(schema.as_str())));
         if let Some(timeout) = self.opening.lock_timeout {
             sql.push_str(&format!(
                 "SET LOCAL lock_timeout = '{}ms'; ",

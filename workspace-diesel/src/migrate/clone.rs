@@ -1,0 +1,365 @@
+//! Cloning a tenant from a template tenant: the new tenant's schema built by the migration set
+//! (as provisioning builds it), the template's shape checked against it, the template's ledger
+//! copied, and, with data, every row copied and every sequence set where the template's stands;
+//! all in one tenant transaction, so the clone appears complete or not at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text};
+
+use crate::error::{Error, Result};
+use crate::migrate::door::Op;
+use crate::migrate::failure::{classify_create_error, connection_lost, db_message};
+use crate::migrate::migrator::Migrator;
+use crate::migrate::set::Compiled;
+use crate::migrate::tenants::Provision;
+use crate::migrate::tx::{self, Failed, Opening, Plan};
+use crate::options::CloneData;
+use crate::sql::{
+    array_literal, own, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD, LEDGER,
+};
+use crate::tenant::TenantId;
+
+/// Raised when the template's ledger is not the migration set's versions.
+const NOT_CURRENT: &str = "workspace-diesel: clone template not current";
+/// Raised when the template's tables differ from the ones its migrations build.
+const DIFFERS: &str = "workspace-diesel: clone template differs from its migrations";
+
+#[derive(QueryableByName)]
+struct TableRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    /// The columns a copy writes (not generated ones), quoted and joined.
+    #[diesel(sql_type = Nullable<Text>)]
+    columns: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct Edge {
+    #[diesel(sql_type = Text)]
+    child: String,
+    #[diesel(sql_type = Text)]
+    parent: String,
+}
+
+#[derive(QueryableByName)]
+struct NameRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+impl Migrator {
+    /// Creates `tenant` as a copy of `template`, an existing tenant (a template per kind of
+    /// tenant, kept current by the fleet runs like any other): the schema the migration set
+    /// builds, the template's ledger (and central record), and with [`CloneData::WithData`]
+    /// every row of the template's tables and every sequence set where the template's stands,
+    /// so the next insert gets the next id. One transaction under both tenants' locks, reading
+    /// the template as of one snapshot: the clone, its registry row included, appears complete
+    /// or not at all, and the template is only read. On Citus the clone is a distributed schema
+    /// like any tenant.
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{CloneData, Migrator, TenantId};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn sign_up(conn: &mut PgConnection, plan: &str, name: &str) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// // One template per kind of tenant, holding its seed data.
+    /// let template = TenantId::new(format!("template_{plan}"))?;
+    /// migrator.clone_tenant(conn, &template, &TenantId::new(name)?, CloneData::WithData)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::TenantNotFound`] when `template` is not registered;
+    /// - [`Error::TenantExists`] when `tenant` is registered or its schema exists;
+    /// - [`Error::CloneRefused`] when the template's ledger is not the migration set's versions
+    ///   (migrate it first), its tables differ from what its migrations build, its tables
+    ///   reference each other in a cycle, or the set has migrations that run outside a
+    ///   transaction;
+    /// - [`Error::TenantMigration`] when a migration fails on the new schema.
+    pub fn clone_tenant(
+        &self,
+        conn: &mut PgConnection,
+        template: &TenantId,
+        tenant: &TenantId,
+        data: CloneData,
+    ) -> Result<()> {
+        let span = crate::trace::op_span!("tenant.clone", tenant = %tenant, template = %template);
+        let _span = self.enter(conn, span, Op::NewTenant(tenant))?;
+        let cloned = self.clone_entered(conn, template, tenant, data);
+        // A template dropped or renamed meanwhile is reported as such.
+        let cloned = self.or_gone(conn, template, cloned);
+        crate::trace::finish(cloned)
+    }
+
+    fn clone_entered(
+        &self,
+        conn: &mut PgConnection,
+        template: &TenantId,
+        tenant: &TenantId,
+        data: CloneData,
+    ) -> Result<()> {
+        self.check_tenant_name(template)?;
+        if !own(conn, |conn| self.registry.contains(conn, template))? {
+            return Err(Error::TenantNotFound(template.clone()));
+        }
+        if template == tenant {
+            return Err(Error::TenantExists(tenant.clone()));
+        }
+        let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
+        if in_tx.len() < self.set.migrations.len() {
+            return Err(refused(
+                template,
+                "the migration set has migrations that run outside a transaction",
+            ));
+        }
+        let copy = match data {
+            CloneData::WithData => own(conn, |conn| copy_sql(conn, template, tenant))?,
+            CloneData::SchemaOnly => String::new(),
+        };
+        let dialect = self.dialect(conn)?;
+        let role = match &self.tenant_roles {
+            Some(roles) => format!("{}; ", roles.create_sql(tenant)?),
+            None => String::new(),
+        };
+        let opening = Opening {
+            provisioning: true,
+            one_snapshot: true,
+            ..Opening::default()
+        };
+        let mut plan = Plan::new(tenant, opening).apply(&in_tx, false);
+        plan.create = format!(
+            "{}{}",
+            self.template_check_sql(template),
+            self.create_sql(tenant, Provision::Tenant)
+        );
+        plan.records = ledger_sql(template, tenant);
+        plan.close = format!("{}{copy}{role}", same_shape_sql(template, tenant));
+        for wrapped in [false, true] {
+            plan.wrapped = wrapped;
+            match tx::send(conn, dialect, &plan, false) {
+                Ok(()) => return Ok(()),
+                Err(Failed::Batch(e))
+                    if !wrapped
+                        && !connection_lost(&e)
+                        && !self.is_tenant_exists(tenant, &e)
+                        && refusal(template, &db_message(&e)).is_none() => {}
+                Err(failed) => {
+                    let e = failed.classify(|e| classify_create_error(tenant, e));
+                    return Err(classify_refusal(template, e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The template's lock, then a `DO` block that fails unless the template's ledger holds
+    /// exactly the migration set's versions. Ends in `; `.
+    fn template_check_sql(&self, template: &TenantId) -> String {
+        let mut versions = self.set.versions.clone();
+        versions.sort();
+        let ledger = format!("{}.{LEDGER}", template.quoted());
+        format!(
+            "{lock}; DO $wd_template$ BEGIN \
+             IF pg_catalog.to_regclass({ledger_lit}) IS NULL THEN \
+               RAISE EXCEPTION '{NOT_CURRENT}' USING ERRCODE = 'object_not_in_prerequisite_state'; \
+             END IF; \
+             IF (SELECT pg_catalog.array_agg(version::pg_catalog.text ORDER BY version::pg_catalog.text COLLATE \"C\") \
+                 FROM {ledger}) IS DISTINCT FROM {versions}::pg_catalog.text[] THEN \
+               RAISE EXCEPTION '{NOT_CURRENT}' USING ERRCODE = 'object_not_in_prerequisite_state'; \
+             END IF; END $wd_template$; ",
+            lock = tenant_lock(template.as_str()),
+            ledger_lit = quote_literal(&ledger),
+            versions = quote_literal(&array_literal(&versions)),
+        )
+    }
+}
+
+/// [`Error::CloneRefused`] for `template`.
+fn refused(template: &TenantId, reason: &str) -> Error {
+    Error::CloneRefused {
+        template: template.clone(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The refusal a server message raised by the clone's checks stands for.
+fn refusal(template: &TenantId, message: &str) -> Option<Error> {
+    if message.contains(NOT_CURRENT) {
+        Some(refused(
+            template,
+            "its ledger is not the migration set's versions (migrate it first)",
+        ))
+    } else if message.contains(DIFFERS) {
+        Some(refused(
+            template,
+            "its tables differ from the ones its migrations build (changed by hand?)",
+        ))
+    } else {
+        None
+    }
+}
+
+/// `e`, or the refusal it carries.
+fn classify_refusal(template: &TenantId, e: Error) -> Error {
+    let message = match &e {
+        Error::Query(q) => db_message(q),
+        Error::TenantMigration { source, .. } => source.message().to_owned(),
+        _ => return e,
+    };
+    refusal(template, &message).unwrap_or(e)
+}
+
+/// The template's ledger rows copied into the clone's ledger (created empty), and the clone's
+/// central record rows. Ends in `; `.
+fn ledger_sql(template: &TenantId, tenant: &TenantId) -> String {
+    format!(
+        "INSERT INTO {t}.{LEDGER} (version, run_on) SELECT version, run_on FROM {f}.{LEDGER}; \
+         INSERT INTO {CENTRAL_RECORD} (schema_name, version) \
+         SELECT {lit}, version FROM {f}.{LEDGER} ON CONFLICT DO NOTHING; ",
+        t = tenant.quoted(),
+        f = template.quoted(),
+        lit = quote_literal(tenant.as_str()),
+    )
+}
+
+/// A `DO` block that fails unless the clone's relations and columns (names, kinds, types,
+/// `NOT NULL`) are the template's: a template changed by hand is refused rather than copied
+/// into a different shape. Ends in `; `.
+fn same_shape_sql(template: &TenantId, tenant: &TenantId) -> String {
+    let shape = |schema: &TenantId| {
+        format!(
+            "SELECT c.relname::pg_catalog.text, c.relkind::pg_catalog.text, \
+             a.attname::pg_catalog.text, a.atttypid, a.atttypmod, a.attnotnull \
+             FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_attribute a \
+             ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE c.relnamespace = {}::pg_catalog.regnamespace",
+            quote_literal(&schema.quoted())
+        )
+    };
+    let (a, b) = (shape(template), shape(tenant));
+    format!(
+        "DO $wd_shape$ BEGIN IF EXISTS (({a} EXCEPT {b}) UNION ALL ({b} EXCEPT {a})) THEN \
+         RAISE EXCEPTION '{DIFFERS}' USING ERRCODE = 'object_not_in_prerequisite_state'; \
+         END IF; END $wd_shape$; "
+    )
+}
+
+/// The statements that copy the template's rows into the clone, parents before children (by
+/// their foreign keys), then set each sequence where the template's stands. Read from the
+/// catalog under the library's own path. Ends in `; ` (empty when there is nothing to copy).
+fn copy_sql(conn: &mut PgConnection, template: &TenantId, tenant: &TenantId) -> Result<String> {
+    let ns = format!(
+        "pg_catalog.to_regnamespace({})",
+        quote_literal(&template.quoted())
+    );
+    let tables: Vec<TableRow> = diesel::sql_query(format!(
+        "SELECT c.relname::pg_catalog.text AS name, \
+         (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) \
+          FROM pg_catalog.pg_attribute a \
+          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns \
+         FROM pg_catalog.pg_class c \
+         WHERE c.relnamespace = {ns} AND c.relkind IN ('r', 'p') AND c.relname <> {ledger} \
+         ORDER BY c.relname COLLATE \"C\"",
+        ledger = quote_literal(LEDGER),
+    ))
+    .load(conn)?;
+    let edges: Vec<Edge> = diesel::sql_query(format!(
+        "SELECT c.relname::pg_catalog.text AS child, p.relname::pg_catalog.text AS parent \
+         FROM pg_catalog.pg_constraint k \
+         JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+         JOIN pg_catalog.pg_class p ON p.oid = k.confrelid \
+         WHERE k.contype = 'f' AND c.oid <> p.oid AND c.relnamespace = {ns} AND p.relnamespace = {ns}"
+    ))
+    .load(conn)?;
+    let sequences: Vec<NameRow> = diesel::sql_query(format!(
+        "SELECT c.relname::pg_catalog.text AS name FROM pg_catalog.pg_class c \
+         WHERE c.relnamespace = {ns} AND c.relkind = 'S' ORDER BY c.relname COLLATE \"C\""
+    ))
+    .load(conn)?;
+    let columns: BTreeMap<String, String> = tables
+        .into_iter()
+        .filter_map(|t| Some((t.name, t.columns?)))
+        .collect();
+    let order = parents_first(&columns.keys().cloned().collect(), &edges)
+        .ok_or_else(|| refused(template, "its tables reference each other in a cycle"))?;
+    let (f, t) = (template.quoted(), tenant.quoted());
+    let mut sql = String::new();
+    for table in order {
+        let table_q = quote_ident(&table);
+        let cols = &columns[&table];
+        sql.push_str(&format!(
+            "INSERT INTO {t}.{table_q} ({cols}) OVERRIDING SYSTEM VALUE \
+             SELECT {cols} FROM ONLY {f}.{table_q}; "
+        ));
+    }
+    for seq in sequences {
+        let seq_q = quote_ident(&seq.name);
+        sql.push_str(&format!(
+            "SELECT pg_catalog.setval({}::pg_catalog.regclass, s.last_value, s.is_called) \
+             FROM {f}.{seq_q} s; ",
+            quote_literal(&format!("{t}.{seq_q}"))
+        ));
+    }
+    Ok(sql)
+}
+
+/// `tables` ordered so that every table comes after the tables it references (`edges`, child
+/// to parent), ties by name; `None` when they reference each other in a cycle.
+fn parents_first(tables: &BTreeSet<String>, edges: &[Edge]) -> Option<Vec<String>> {
+    let mut parents: BTreeMap<&str, BTreeSet<&str>> = tables
+        .iter()
+        .map(|t| (t.as_str(), BTreeSet::new()))
+        .collect();
+    for e in edges {
+        if tables.contains(&e.parent) {
+            if let Some(p) = parents.get_mut(e.child.as_str()) {
+                p.insert(e.parent.as_str());
+            }
+        }
+    }
+    let mut order = Vec::with_capacity(tables.len());
+    while !parents.is_empty() {
+        let ready: Vec<&str> = parents
+            .iter()
+            .filter(|(_, p)| p.is_empty())
+            .map(|(t, _)| *t)
+            .collect();
+        if ready.is_empty() {
+            return None;
+        }
+        for t in ready {
+            parents.remove(t);
+            for p in parents.values_mut() {
+                p.remove(t);
+            }
+            order.push(t.to_owned());
+        }
+    }
+    Some(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(child: &str, parent: &str) -> Edge {
+        Edge {
+            child: child.to_owned(),
+            parent: parent.to_owned(),
+        }
+    }
+
+    #[test]
+    fn parents_come_first_and_cycles_are_refused() {
+        let tables: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let order = parents_first(&tables, &[edge("a", "c"), edge("c", "b")]).unwrap();
+        assert_eq!(order, ["b", "c", "a"]);
+        assert!(parents_first(&tables, &[edge("a", "b"), edge("b", "a")]).is_none());
+    }
+}
