@@ -43,8 +43,7 @@ pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::Hazard;
 pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
 pub use crate::options::{
-    Budget, CheckFn, CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave,
-    WaveEnd,
+    Budget, CheckFn, CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave, WaveEnd,
 };
 pub use crate::report::{
     FleetRun, MigrationFailure, MigrationReport, RunTenant, TenantMigrations, TenantOutcome,

@@ -214,7 +214,8 @@ impl Migrator {
                 None => Err(Error::SchemaMissing(t.clone())),
             },
         );
-        self.record_finish(conn, id, ran)?.into_result()
+        self.record_finish(conn, database_url, id, ran)?
+            .into_result()
     }
 
     /// Creates many tenants, [`MigrateOptions::parallel`] at a time, each atomically as

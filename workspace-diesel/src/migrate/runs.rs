@@ -177,7 +177,8 @@ impl Migrator {
                 Ok(TenantOutcome::from_applied(reverted))
             },
         );
-        self.record_finish(&mut conn, id, ran)?.into_result()
+        self.record_finish(&mut conn, database_url, id, ran)?
+            .into_result()
     }
 
     /// Records the start of a run of `kind` over `tenants` (their versions now) and returns its
@@ -204,6 +205,7 @@ impl Migrator {
     pub(crate) fn record_finish(
         &self,
         conn: &mut PgConnection,
+        database_url: &str,
         id: Option<i64>,
         mut ran: Ran,
     ) -> Result<Ran> {
@@ -242,7 +244,11 @@ impl Migrator {
         } else {
             "failed"
         };
-        own(conn, |conn| runs::finish(conn, id, outcome, &rows)).map_err(Error::Query)?;
+        // The run's connection may be the one a tenant's failure lost: then a new one.
+        if own(conn, |conn| runs::finish(conn, id, outcome, &rows)).is_err() {
+            let mut fresh = self.open(database_url)?;
+            own(&mut fresh, |conn| runs::finish(conn, id, outcome, &rows)).map_err(Error::Query)?;
+        }
         ran.report.run = Some(id);
         Ok(ran)
     }

@@ -65,7 +65,10 @@ impl Migrator {
         // seen (and not served) while its schema is built; the provisioning transaction makes it
         // `active`, and a failed creation deletes the row again.
         let ends = match self.registry.insert_provisioning_sql(tenant) {
-            Some(insert) => Some(self.mark_provisioning(conn, tenant, &insert)?),
+            Some(insert) => match self.mark_provisioning(conn, tenant, &insert) {
+                Ok(ends) => Some(ends),
+                Err(e) => return crate::trace::finish(Err(e)),
+            },
             None => None,
         };
         let pre_registered = ends.is_some();
