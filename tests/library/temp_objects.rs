@@ -153,3 +153,25 @@ fn a_temporary_ledger_never_stands_in_for_the_shared_one() {
     let status = db.migrator().status(&mut conn).unwrap();
     assert_eq!(status.len(), 1);
 }
+
+/// The shared migrations run under a transaction-local path: the session's own `search_path` is
+/// the same afterwards, whether migrations ran or not (Diesel 2.4's harness would set its saved
+/// path back at session level; the library applies shared migrations itself).
+#[test]
+fn shared_migrations_leave_the_session_path_alone() {
+    let db = test_db!("shared_migrations_leave_the_session_path_alone");
+    let mut conn = db.conn();
+    let path = |conn: &mut PgConnection| {
+        diesel::select(diesel::dsl::sql::<Text>(
+            "pg_catalog.current_setting('search_path')",
+        ))
+        .get_result::<String>(conn)
+        .unwrap()
+    };
+    let before = path(&mut conn);
+    let applied = db.migrator().run_shared(&mut conn).unwrap();
+    assert!(!applied.is_empty());
+    assert_eq!(path(&mut conn), before);
+    assert!(db.migrator().run_shared(&mut conn).unwrap().is_empty());
+    assert_eq!(path(&mut conn), before);
+}

@@ -112,7 +112,7 @@ pub mod width {
         label = "the first column past the 16th",
         note = "Diesel is built without its default `32-column-tables` feature; \
                 enable it on diesel in Cargo.toml: \
-                `diesel = {{ version = \"2.3\", features = [\"32-column-tables\"] }}`"
+                `diesel = {{ version = \"2.4\", features = [\"32-column-tables\"] }}`"
     )]
     pub trait Within32 {}
 
@@ -121,7 +121,7 @@ pub mod width {
         message = "this table has more than 32 columns: enable diesel's `64-column-tables` feature",
         label = "the first column past the 32nd",
         note = "enable it on diesel in Cargo.toml: \
-                `diesel = {{ version = \"2.3\", features = [\"64-column-tables\"] }}` \
+                `diesel = {{ version = \"2.4\", features = [\"64-column-tables\"] }}` \
                 (it makes Diesel slower to compile)"
     )]
     pub trait Within64 {}
@@ -131,7 +131,7 @@ pub mod width {
         message = "this table has more than 64 columns: enable diesel's `128-column-tables` feature",
         label = "the first column past the 64th",
         note = "enable it on diesel in Cargo.toml: \
-                `diesel = {{ version = \"2.3\", features = [\"128-column-tables\"] }}` \
+                `diesel = {{ version = \"2.4\", features = [\"128-column-tables\"] }}` \
                 (it makes Diesel much slower to compile)"
     )]
     pub trait Within128 {}

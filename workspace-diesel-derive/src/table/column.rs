@@ -86,6 +86,9 @@ pub(crate) fn items(table: &Table, column: &Column) -> TokenStream {
 
         impl #d::SelectableExpression<table> for #col {}
 
+        /// Selectable in the `RETURNING` clause of an `INSERT`, `UPDATE` or `DELETE` on its table.
+        impl<StmtKind> #d::SelectableExpression<#tm::returning::ReturningQuerySource<StmtKind, table>> for #col {}
+
         /// Selectable from a left join only when the table is on the left; on the right it
         /// can be NULL, so only `.nullable()` of it is.
         impl<Left, Right> #d::SelectableExpression<#tm::Join<Left, Right, #tm::LeftOuter>> for #col
@@ -138,6 +141,16 @@ pub(crate) fn items(table: &Table, column: &Column) -> TokenStream {
             GB: #ex::IsContainedInGroupBy<Self, Output = #ex::is_contained_in_group_by::Yes>,
         {
             type IsAggregate = #ex::is_aggregate::Yes;
+        }
+
+        /// Inside a subquery's `WHERE` (`exists`, `eq_any`): a column of the subquery's own
+        /// `FROM` is never an aggregate there; a column of an outer query keeps its grouping.
+        impl<__GB, __F> #ex::ValidGrouping<#tm::SubselectGroupBy<__GB, __F>> for #col
+        where
+            __F: #qs::AppearsInFromClause<table>,
+            __F::Count: #tm::SubselectFieldGrouping<Self, __GB>,
+        {
+            type IsAggregate = <__F::Count as #tm::SubselectFieldGrouping<Self, __GB>>::IsAggregate;
         }
 
         impl #ex::IsContainedInGroupBy<#col> for #col {

@@ -242,6 +242,16 @@ fn table_items(table: &Table) -> TokenStream {
             type Count = #qs::Never;
         }
 
+        /// What a `RETURNING` clause of a statement on this table selects from: this table,
+        /// once, and no other table.
+        impl<StmtKind> #qs::AppearsInFromClause<table> for #tm::returning::ReturningQuerySource<StmtKind, table> {
+            type Count = #qs::Once;
+        }
+
+        impl<StmtKind, T> #qs::AppearsInFromClause<#tm::returning::ReturningQuerySource<StmtKind, T>> for table {
+            type Count = #qs::Never;
+        }
+
         /// An alias of this table is another source than the table itself.
         impl<S> #qs::AppearsInFromClause<#qs::Alias<S>> for table
         where

@@ -3,11 +3,10 @@
 //! Diesel's migrations as they are instead of parsing `up.sql`, and no later call reads a source.
 
 use diesel::connection::{BoxableConnection, SimpleConnection};
-use diesel::migration::{Migration, MigrationMetadata, MigrationName, MigrationSource};
-use diesel::migration::{MigrationVersion, Result as MigrationResult};
+use diesel::migration::{MigrationSource, CREATE_MIGRATIONS_TABLE};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel_migrations::{EmbeddedMigrations, MigrationError, MigrationHarness};
+use diesel_migrations::{EmbeddedMigrations, MigrationError};
 
 use crate::error::{Error, Result};
 
@@ -83,7 +82,8 @@ impl CompiledSet {
     }
 }
 
-/// A shared migration set, read once and handed to Diesel's harness as a source of its own.
+/// A shared migration set, read once; its pending migrations are applied by
+/// [`run_pending`](SharedSet::run_pending).
 #[derive(Debug, Clone)]
 pub(crate) struct SharedSet {
     migrations: Vec<SharedMigration>,
@@ -94,7 +94,21 @@ struct SharedMigration {
     name: String,
     version: String,
     up: String,
-    in_tx: bool,
+}
+
+/// Why a shared migration did not apply.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SharedMigrationFailure {
+    /// The server refused one of its statements.
+    #[error("shared migration `{name}` failed")]
+    Query {
+        name: String,
+        #[source]
+        source: diesel::result::Error,
+    },
+    /// Its `up.sql` holds no statement (a migration just generated).
+    #[error("shared migration `{name}` has no SQL statement: write its up.sql")]
+    Empty { name: String },
 }
 
 impl SharedSet {
@@ -108,9 +122,9 @@ impl SharedSet {
                 name: m.name().to_string(),
                 version: m.name().version().to_string(),
                 up: up.0,
-                in_tx: m.metadata().run_in_transaction(),
             });
         }
+        migrations.sort_by(|a, b| a.version.cmp(&b.version));
         Ok(Self { migrations })
     }
 
@@ -119,60 +133,54 @@ impl SharedSet {
         self.migrations.iter().map(|m| m.version.as_str())
     }
 
-    /// Runs the pending migrations of the set with Diesel's harness, returning their versions.
+    /// Applies the pending migrations of the set in version order, inside the caller's
+    /// transaction, with the shared schema first on its path: creates Diesel's ledger
+    /// (`__diesel_schema_migrations`, as Diesel's harness does) when it is missing, reads it, then
+    /// sends each pending migration's SQL and its ledger row. Returns the versions applied.
+    ///
+    /// Diesel's harness is not used: from Diesel 2.4 on it reads the `search_path` before the
+    /// migrations and sets it back after each one at session level (`set_config(…, false)`),
+    /// which would make the transaction-local path the connection's session path.
     pub(crate) fn run_pending(
         &self,
         conn: &mut PgConnection,
     ) -> std::result::Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
-        let applied = conn.run_pending_migrations(self)?;
-        Ok(applied.into_iter().map(|v| v.to_string()).collect())
-    }
-}
-
-impl MigrationSource<Pg> for &SharedSet {
-    fn migrations(&self) -> MigrationResult<Vec<Box<dyn Migration<Pg>>>> {
-        Ok(self
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            version: String,
+        }
+        conn.batch_execute(CREATE_MIGRATIONS_TABLE)?;
+        let applied: std::collections::HashSet<String> = diesel::sql_query(
+            "SELECT version::pg_catalog.text AS version FROM __diesel_schema_migrations",
+        )
+        .load::<Row>(conn)?
+        .into_iter()
+        .map(|r| r.version)
+        .collect();
+        let mut done = Vec::new();
+        for m in self
             .migrations
             .iter()
-            .map(|m| Box::new(m.clone()) as Box<dyn Migration<Pg>>)
-            .collect())
-    }
-}
-
-impl Migration<Pg> for SharedMigration {
-    fn run(&self, conn: &mut dyn BoxableConnection<Pg>) -> MigrationResult<()> {
-        Ok(conn.batch_execute(&self.up)?)
-    }
-
-    fn revert(&self, _conn: &mut dyn BoxableConnection<Pg>) -> MigrationResult<()> {
-        // Shared migrations are never reverted by the library.
-        Err(Box::new(MigrationError::NoMigrationRevertFile))
-    }
-
-    fn metadata(&self) -> &dyn MigrationMetadata {
-        self
-    }
-
-    fn name(&self) -> &dyn MigrationName {
-        self
-    }
-}
-
-impl MigrationMetadata for SharedMigration {
-    fn run_in_transaction(&self) -> bool {
-        self.in_tx
-    }
-}
-
-impl MigrationName for SharedMigration {
-    fn version(&self) -> MigrationVersion<'_> {
-        MigrationVersion::from(self.version.as_str())
-    }
-}
-
-impl std::fmt::Display for SharedMigration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)
+            .filter(|m| !applied.contains(&m.version))
+        {
+            if !has_statement(&m.up) {
+                return Err(Box::new(SharedMigrationFailure::Empty {
+                    name: m.name.clone(),
+                }));
+            }
+            let failed = |source| SharedMigrationFailure::Query {
+                name: m.name.clone(),
+                source,
+            };
+            conn.batch_execute(&m.up).map_err(failed)?;
+            diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ($1)")
+                .bind::<diesel::sql_types::Text, _>(&m.version)
+                .execute(conn)
+                .map_err(failed)?;
+            done.push(m.version.clone());
+        }
+        Ok(done)
     }
 }
 
