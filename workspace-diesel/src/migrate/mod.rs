@@ -3,7 +3,8 @@
 //! Each file answers one question: `set` (the migration sets, read once), `engine` (one tenant,
 //! both directions), `failure` (classifying what failed), `tenants` (create, drop, rename,
 //! list), `clone` (a tenant copied from a template tenant), `spares` (the warm pool), `fleet`
-//! (every tenant, in parallel) and `status` (status and drift).
+//! (every tenant, or a selection, in parallel), `workers` (the worker threads and the waves),
+//! `runs` (the record of fleet runs, and reverting a run) and `status` (status and drift).
 //!
 //! `migrator` holds the [`Migrator`] and its builder; `door` is the preamble every public
 //! operation enters by; `tx` plans and sends one tenant transaction (`split`: statement by
@@ -16,6 +17,7 @@ mod engine;
 mod failure;
 mod fleet;
 pub(crate) mod migrator;
+mod runs;
 mod set;
 mod shared;
 mod spares;
@@ -23,6 +25,7 @@ mod split;
 mod status;
 mod tenants;
 mod tx;
+mod workers;
 
 pub use self::migrator::{Migrator, MigratorBuilder};
 pub use self::set::REGISTRY_MIGRATIONS;
