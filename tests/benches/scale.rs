@@ -13,7 +13,9 @@
 //! test): each step provisions the new tenants with `create_tenants` (the example schema: three
 //! tables, five indexes; two workers), then measures, in this order:
 //!
-//! - **requests**, with 1 and with 4 threads on a default `TenantPool` of 4 connections: a request
+//! - **requests**, with 1 and with 4 threads on a `TenantPool` of 4 connections, under two
+//!   recycling policies: `cap` (the default statement cap of 256) and `memory` (no statement cap,
+//!   a `backend_memory_limit` of 128 MiB checked every 32 check-ins): a request
 //!   is one checkout, a switch to a tenant drawn at random from the whole fleet, and three routed
 //!   queries (a row by id, the last ten rows, a count). Per request: median and p99 latency; per
 //!   case: how many new server connections the pool opened per 10,000 requests (the statement cap
@@ -45,6 +47,8 @@ use workspace_diesel_tests::ScratchDb;
 const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
 const ADDITIVE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/additive");
 const POOL_SIZE: u32 = 4;
+/// The `memory` policy's `backend_memory_limit`: 128 MiB per backend.
+const MEMORY_LIMIT: u64 = 128 << 20;
 
 diesel_workspace::tenant_table! {
     notes (id) {
@@ -146,6 +150,7 @@ fn backend_memory(pool: &TenantPool) -> Vec<i64> {
 }
 
 struct RequestRow {
+    policy: &'static str,
     tenants: usize,
     threads: usize,
     p50: f64,
@@ -208,14 +213,20 @@ fn main() {
         let provision = per_tenant_ms(start.elapsed(), new.len());
         ids.extend(new);
 
-        for threads in [1, 4] {
+        for (policy, threads) in [("cap", 1), ("cap", 4), ("memory", 1), ("memory", 4)] {
             let opened = Arc::new(AtomicUsize::new(0));
             let counter = Opened(opened.clone());
-            let pool = pool::builder()
+            let builder = pool::builder()
                 .max_size(POOL_SIZE)
-                .r2d2(move |b| b.event_handler(Box::new(counter)))
-                .build(db.url())
-                .expect("tenant pool");
+                .r2d2(move |b| b.event_handler(Box::new(counter)));
+            // `memory`: no statement cap, the backend's memory bounds each connection instead.
+            let builder = match policy {
+                "memory" => builder
+                    .statement_cap(usize::MAX)
+                    .backend_memory_limit(Some(MEMORY_LIMIT)),
+                _ => builder,
+            };
+            let pool = builder.build(db.url()).expect("tenant pool");
             run_requests(&pool, &ids, threads, warm);
             let before = opened.load(Ordering::Relaxed);
             let mut lat = run_requests(&pool, &ids, threads, requests);
@@ -223,6 +234,7 @@ fn main() {
             lat.sort();
             let memory = backend_memory(&pool);
             request_rows.push(RequestRow {
+                policy,
                 tenants: size,
                 threads,
                 p50: percentile(&lat, 0.50),
@@ -266,7 +278,8 @@ fn main() {
         s.mode
     );
     println!(
-        "  {:>7} {:>7} {:>10} {:>10} {:>9} {:>9} {:>15} {:>12} {:>10}",
+        "  {:>7} {:>7} {:>7} {:>10} {:>10} {:>9} {:>9} {:>15} {:>12} {:>10}",
+        "policy",
         "tenants",
         "threads",
         "p50 us",
@@ -281,10 +294,11 @@ fn main() {
     for r in &request_rows {
         let base = request_rows
             .iter()
-            .find(|b| b.threads == r.threads)
+            .find(|b| b.threads == r.threads && b.policy == r.policy)
             .expect("the first size");
         println!(
-            "  {:>7} {:>7} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>15.0} {:>12.1} {:>10.1}",
+            "  {:>7} {:>7} {:>7} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>15.0} {:>12.1} {:>10.1}",
+            r.policy,
             r.tenants,
             r.threads,
             r.p50,

@@ -46,6 +46,7 @@ mod config;
 mod create;
 mod custom_registry;
 mod errors;
+mod fleet;
 mod generate;
 mod help;
 mod json;

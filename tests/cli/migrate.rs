@@ -92,7 +92,13 @@ fn migrate_all_migrates_the_fleet() {
         );
         assert!(has_x(&db, t));
     }
-    let last = out.lines().last().unwrap();
+    let mut lines = out.lines().rev();
+    assert_eq!(
+        lines.next(),
+        Some("  recorded as run 1 (see runs; undo with revert_run 1)"),
+        "{out}"
+    );
+    let last = lines.next().unwrap();
     assert!(last.starts_with("migrated 3 tenants in "), "{out}");
     assert!(
         last.ends_with(": 3 applied, 0 up to date, 0 failed, 0 skipped"),

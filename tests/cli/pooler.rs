@@ -123,7 +123,8 @@ fn setup_and_status_through_pgbouncer_ignore_a_temporary_ledger() {
         .batch_execute(
             "CREATE TEMP TABLE __diesel_schema_migrations \
              (version varchar(50) PRIMARY KEY, run_on timestamp NOT NULL DEFAULT now()); \
-             INSERT INTO __diesel_schema_migrations (version) VALUES ('00000000000000'); \
+             INSERT INTO __diesel_schema_migrations (version) VALUES ('00000000000000'), \
+             ('00000000000001'); \
              CREATE TEMP TABLE notes (id int4, title text); \
              SET search_path TO pg_temp, public",
         )
@@ -137,7 +138,7 @@ fn setup_and_status_through_pgbouncer_ignore_a_temporary_ledger() {
         MigrationSource::<diesel::pg::Pg>::migrations(&registry)
             .unwrap()
             .len(),
-        1
+        2
     );
     other
         .batch_execute("BEGIN; SET LOCAL search_path TO public")

@@ -119,3 +119,125 @@ fn every_fleet_read_works_past_the_lock_table() {
         listed.stdout.contains("t00000") && listed.stdout.contains(&format!("t{:05}", tenants - 1))
     );
 }
+
+#[derive(QueryableByName)]
+struct Sample {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+    #[diesel(sql_type = BigInt)]
+    bytes: i64,
+}
+
+/// One pass of a pool of 2 over every tenant, with the statement cache off and raw SQL in a
+/// tenant transaction, two threads. At the start of every checkout the test reads the backend's
+/// memory on that connection (its own query on the view, not the pool's). Returns the largest
+/// sample and the number of backends used.
+fn touch_every_tenant(
+    url: &str,
+    ids: &[TenantId],
+    limit: Option<u64>,
+) -> (u64, std::collections::BTreeSet<i32>) {
+    use diesel::connection::CacheSize;
+    use diesel_workspace::prelude::*;
+    use diesel_workspace::{pool, switch};
+
+    let pool = pool::builder()
+        .max_size(2)
+        .backend_memory_limit(limit)
+        .memory_check_every(1)
+        .build(url)
+        .unwrap();
+    let halves: Vec<Vec<TenantId>> = ids
+        .chunks(ids.len().div_ceil(2))
+        .map(<[_]>::to_vec)
+        .collect();
+    let handles: Vec<_> = halves
+        .into_iter()
+        .map(|half| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                let mut most = 0u64;
+                let mut pids = std::collections::BTreeSet::new();
+                for t in &half {
+                    let mut conn = pool.get().unwrap();
+                    conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+                    let s: Sample = diesel::sql_query(
+                        "SELECT pg_catalog.pg_backend_pid() AS pid, \
+                         (SELECT sum(total_bytes)::int8 FROM pg_catalog.pg_backend_memory_contexts) \
+                         AS bytes",
+                    )
+                    .get_result(&mut conn)
+                    .unwrap();
+                    most = most.max(u64::try_from(s.bytes).unwrap());
+                    pids.insert(s.pid);
+                    let n: i64 = switch(t, || {
+                        conn.tenant_transaction(|c| {
+                            diesel::sql_query("SELECT count(*) AS n FROM items")
+                                .get_result::<Number>(c)
+                                .map(|r| r.n)
+                        })
+                    })
+                    .unwrap();
+                    assert_eq!(n, 0);
+                }
+                (most, pids)
+            })
+        })
+        .collect();
+    let mut most = 0;
+    let mut pids = std::collections::BTreeSet::new();
+    for h in handles {
+        let (m, p) = h.join().unwrap();
+        most = most.max(m);
+        pids.extend(p);
+    }
+    (most, pids)
+}
+
+/// The pool's backend memory limit holds for a workload the statement cap cannot see: a pool of
+/// 2 touching 3,000 tenants with the statement cache off. Every backend, sampled at the start of
+/// every checkout, stays under the limit; the control, the same pass without the limit, goes
+/// over it (the catalog cache grows with every tenant a backend touches).
+#[test]
+fn backend_memory_limit_bounds_every_backend() {
+    const TENANTS: usize = 3_000;
+    const LIMIT: u64 = 16 << 20;
+    let db = test_db!("backend_memory_limit_bounds_every_backend");
+    let mut conn = db.conn();
+    let migrator = Migrator::builder(SCALE_MIGRATIONS).build().unwrap();
+    migrator.run_shared(&mut conn).unwrap();
+    let ids: Vec<TenantId> = (0..TENANTS)
+        .map(|i| TenantId::new(format!("m{i:04}")).unwrap())
+        .collect();
+    let opts = MigrateOptions::default().parallel(2);
+    let report = migrator.create_tenants(db.url(), &ids, &opts).unwrap();
+    assert!(report.is_success(), "{}", report.failure_summary());
+
+    let (bounded, bounded_pids) = touch_every_tenant(db.url(), &ids, Some(LIMIT));
+    assert!(
+        bounded <= LIMIT,
+        "a backend held {bounded} bytes, over the limit of {LIMIT}"
+    );
+    assert!(
+        bounded_pids.len() > 2,
+        "the limit recycled no backend ({} used)",
+        bounded_pids.len()
+    );
+
+    let (unbounded, unbounded_pids) = touch_every_tenant(db.url(), &ids, None);
+    assert_eq!(
+        unbounded_pids.len(),
+        2,
+        "nothing recycles without the limit"
+    );
+    assert!(
+        unbounded > LIMIT,
+        "the control stayed at {unbounded} bytes: the pass does not grow a backend past the limit"
+    );
+    eprintln!(
+        "largest backend: {} KiB with the limit ({} backends), {} KiB without",
+        bounded >> 10,
+        bounded_pids.len(),
+        unbounded >> 10
+    );
+}

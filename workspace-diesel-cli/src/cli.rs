@@ -141,11 +141,29 @@ pub(crate) enum Command {
 
     /// List the tenants that are behind: tenant migrations missing from the central record
     #[command(name = "pending", visible_alias = "p:t")]
-    Pending,
+    Pending(SelectArgs),
+
+    /// List the recorded fleet runs, newest first, or one run's tenants with --run
+    #[command(name = "runs", visible_alias = "r:s")]
+    Runs {
+        /// Show this run's tenants: versions before, versions applied, duration, outcome
+        #[arg(long, value_name = "ID")]
+        run: Option<i64>,
+    },
+
+    /// Revert a recorded fleet run: each tenant it advanced back to its versions before the run;
+    /// tenants that moved on since are reported and left alone; safe to rerun
+    #[command(name = "revert_run", visible_alias = "r:r", alias = "revert-run")]
+    RevertRun {
+        /// The run's id (see runs)
+        id: i64,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
 
     /// Show the migration state: shared migrations and a summary of the tenants
     #[command(name = "status", visible_alias = "s:t")]
-    Status,
+    Status(SelectArgs),
 
     /// Drop a tenant: its schema with all its data, its registry row and its migration records
     #[command(name = "drop_tenant", visible_alias = "d:t", alias = "drop-tenant")]
@@ -311,6 +329,49 @@ pub(crate) struct FleetArgs {
     /// Go on with the other tenants when one fails (default: stop starting new ones)
     #[arg(long)]
     pub(crate) continue_on_error: bool,
+    /// Run in stages, in order (repeatable): `tenants:a,b` (a canary set), `10%` (a share of the
+    /// tenants that need work), `rest`; a wave starts only within --failure-budget
+    #[arg(long, value_name = "WAVE")]
+    pub(crate) wave: Vec<String>,
+    /// How many failures (N) or what share of the tenants run so far (N%) the waves tolerate
+    /// before the next wave is not started [default: no limit]
+    #[arg(long, value_name = "N|N%")]
+    pub(crate) failure_budget: Option<String>,
+    /// Seconds to wait between two waves [default: 0]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub(crate) pause: Option<u64>,
+    /// Keep no record of this run (see runs)
+    #[arg(long)]
+    pub(crate) no_record: bool,
+    #[command(flatten)]
+    pub(crate) select: SelectArgs,
+}
+
+/// Which tenants a fleet command or a status view takes (default: every registered tenant; a
+/// fleet run works on the active ones, reports suspended and provisioning ones as held and
+/// leaves archived ones out).
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Tenant selection")]
+pub(crate) struct SelectArgs {
+    /// Only these tenants (comma-separated, repeatable); each must be registered
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub(crate) tenants: Vec<String>,
+    /// Only the tenants named in this file, one per line (blank lines and # comments ignored)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tenants_file: Option<PathBuf>,
+    /// Only tenants whose name matches this glob (*, ?, [a-z]; repeatable: any of them)
+    #[arg(long, value_name = "GLOB")]
+    pub(crate) pattern: Vec<String>,
+    /// Leave these tenants out (comma-separated, repeatable)
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub(crate) except: Vec<String>,
+    /// Take the tenants in this state: provisioning, active, suspended or archived (repeatable)
+    /// [default for a fleet run: active; for a status view: every state]
+    #[arg(long, value_enum, value_name = "STATE", hide_possible_values = true)]
+    pub(crate) state: Vec<TenantState>,
+    /// Only the tenants placed on this node of a Citus cluster
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) node: Option<String>,
 }
 
 /// Options of `print-schema`.
@@ -337,7 +398,7 @@ pub(crate) struct PrintSchemaArgs {
     pub(crate) with_registry: bool,
 }
 
-/// A tenant's life-cycle state, as `set_tenant_status` takes it.
+/// A tenant's life-cycle state, as `set_tenant_status` and `--state` take it.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub(crate) enum TenantState {
     /// Being created: web requests get 503

@@ -114,6 +114,91 @@ pub(crate) struct Report {
     pub(crate) summary: Summary,
     /// Wall time of the tenant phase, in seconds.
     pub(crate) elapsed_seconds: f64,
+    /// The id of the run's record (see `runs`), when it was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) run: Option<i64>,
+    /// Why a run in waves started no further wave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) stopped: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// `runs`: the recorded fleet runs, newest first.
+#[derive(Debug, Serialize)]
+pub(crate) struct Runs {
+    pub(crate) runs: Vec<Run>,
+}
+
+/// One recorded fleet run.
+#[derive(Debug, Serialize)]
+pub(crate) struct Run {
+    pub(crate) id: i64,
+    pub(crate) kind: String,
+    pub(crate) reverts: Option<i64>,
+    pub(crate) started_by: String,
+    pub(crate) started_at: String,
+    pub(crate) finished_at: Option<String>,
+    pub(crate) selection: String,
+    /// `succeeded`, `failed`, `stopped`, or null (running, or killed).
+    pub(crate) outcome: Option<String>,
+    pub(crate) tenants: i64,
+    pub(crate) changed: i64,
+    pub(crate) failed: i64,
+}
+
+/// `runs --run ID`: one run's tenants.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunDetail {
+    pub(crate) run: Run,
+    pub(crate) tenants: Vec<RunTenant>,
+}
+
+/// One tenant of a recorded run.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunTenant {
+    pub(crate) tenant: String,
+    pub(crate) before: Vec<String>,
+    pub(crate) versions: Vec<String>,
+    /// `applied`, `up_to_date`, `failed` or `not_started`.
+    pub(crate) outcome: String,
+    pub(crate) sqlstate: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) duration_ms: Option<i64>,
+}
+
+impl From<&diesel_workspace::FleetRun> for Run {
+    fn from(r: &diesel_workspace::FleetRun) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind.clone(),
+            reverts: r.reverts,
+            started_by: r.started_by.clone(),
+            started_at: r.started_at.to_rfc3339(),
+            finished_at: r.finished_at.map(|t| t.to_rfc3339()),
+            selection: r.selection.clone(),
+            outcome: r.outcome.clone(),
+            tenants: r.tenants,
+            changed: r.changed,
+            failed: r.failed,
+        }
+    }
+}
+
+impl From<&diesel_workspace::RunTenant> for RunTenant {
+    fn from(t: &diesel_workspace::RunTenant) -> Self {
+        Self {
+            tenant: t.tenant.clone(),
+            before: t.before.clone(),
+            versions: t.versions.clone(),
+            outcome: t.outcome.clone(),
+            sqlstate: t.sqlstate.clone(),
+            message: t.message.clone(),
+            duration_ms: t.duration_ms,
+        }
+    }
 }
 
 /// What happened to one tenant.
@@ -159,6 +244,10 @@ pub(crate) struct Summary {
     pub(crate) unchanged: usize,
     pub(crate) failed: usize,
     pub(crate) skipped: usize,
+    /// Tenants selected but left alone (`held`: their life-cycle state, or, for a revert of a
+    /// run, moved on since); left out when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) held: usize,
 }
 
 impl Report {
@@ -177,6 +266,7 @@ impl Report {
             match t.outcome {
                 "failed" => summary.failed += 1,
                 "skipped" => summary.skipped += 1,
+                "held" => summary.held += 1,
                 "up_to_date" | "nothing_to_revert" => summary.unchanged += 1,
                 _ => summary.changed += 1,
             }
@@ -188,6 +278,8 @@ impl Report {
             tenants,
             summary,
             elapsed_seconds,
+            run: None,
+            stopped: None,
         }
     }
 
@@ -198,7 +290,7 @@ impl Report {
         report: &MigrationReport,
         reverting: bool,
     ) -> Self {
-        let tenants = report
+        let mut tenants: Vec<TenantResult> = report
             .tenants
             .iter()
             .map(|(tenant, outcome)| match outcome {
@@ -224,12 +316,21 @@ impl Report {
                 },
             })
             .collect();
-        Self::new(
-            command,
-            shared_applied,
-            tenants,
-            report.elapsed.as_secs_f64(),
-        )
+        // The tenants their state held back: `message` names the state.
+        tenants.extend(report.held.iter().map(|(tenant, state)| TenantResult {
+            message: Some(state.clone()),
+            ..TenantResult::new(tenant, "held", Vec::new())
+        }));
+        Self {
+            run: report.run,
+            stopped: report.stopped.clone(),
+            ..Self::new(
+                command,
+                shared_applied,
+                tenants,
+                report.elapsed.as_secs_f64(),
+            )
+        }
     }
 }
 

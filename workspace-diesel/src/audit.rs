@@ -141,13 +141,23 @@ pub(crate) fn hijack_hazards(conn: &mut PgConnection, shared: &str) -> Result<Ve
 }
 
 #[derive(QueryableByName)]
+struct CatalogRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    schemas: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    relations: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    attributes: i64,
+}
+
+#[derive(QueryableByName)]
 struct NameRow {
     #[diesel(sql_type = Text)]
     name: String,
 }
 
 /// Every hazard ([`Migrator::audit`](crate::Migrator::audit)), with the registered names in
-/// `registry` (a table or derived table the registry spells) and their column `column`. Five catalog queries (six when `distributes_schemas`: the Citus
+/// `registry` (a table or derived table the registry spells) and their column `column`. Six catalog queries (seven when `distributes_schemas`: the Citus
 /// check for tenants that are not fully distributed);
 /// run under the library's own path.
 pub(crate) fn audit(
@@ -198,6 +208,17 @@ pub(crate) fn audit(
                     .into_iter()
                     .map(|r| Hazard::MissingSchema { tenant: r.name }),
             );
+            let sizes: CatalogRow = diesel::sql_query(
+                "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_namespace) AS schemas, \
+                        (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class) AS relations, \
+                        (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute) AS attributes",
+            )
+            .get_result(conn)?;
+            hazards.extend(Hazard::catalog_scale(
+                sizes.schemas,
+                sizes.relations,
+                sizes.attributes,
+            ));
             if distributes_schemas {
                 hazards.extend(
                     undistributed_tenants(conn, registry, column)?

@@ -25,6 +25,21 @@ pub enum Error {
     /// [`switch`](crate::switch); nothing was sent to the database.
     #[error("{0}")]
     NoActiveTenant(NoActiveTenant),
+    /// A tenant selection could not be read: a pattern that is not a valid glob, a list file
+    /// that cannot be read or holds an invalid name. Nothing was run.
+    #[error("invalid tenant selection: {0}")]
+    InvalidSelection(String),
+    /// No fleet run with this id is recorded.
+    #[error("no fleet run {0} is recorded")]
+    RunNotFound(i64),
+    /// A recorded fleet run cannot be reverted as a whole.
+    #[error("fleet run {run} cannot be reverted: {reason}")]
+    RunNotRevertible {
+        /// The run.
+        run: i64,
+        /// Why.
+        reason: &'static str,
+    },
     /// The tenant is already registered, or its schema already exists.
     #[error("tenant `{0}` already exists")]
     TenantExists(TenantId),

@@ -79,6 +79,24 @@ pub enum Hazard {
         /// Its qualified signature, such as `public.peek()`.
         signature: String,
     },
+    /// The catalog is past [`CATALOG_SCALE_RELATIONS`] relations (`pg_class` rows). PostgreSQL
+    /// keeps a catalog cache entry for every relation a backend has touched and never evicts
+    /// it, so a backend that serves every tenant holds about `catalog_bytes_per_backend`
+    /// (estimated at [`CATALOG_BYTES_PER_RELATION`] per relation); catalog scans (`ADD COLUMN …
+    /// DEFAULT`, `pg_dump`, autovacuum of `pg_attribute`) grow with it too. Bound the pool's
+    /// backends with
+    /// [`backend_memory_limit`](crate::pool::TenantPoolBuilder::backend_memory_limit), and
+    /// consider a second database (or Citus) for more tenants.
+    CatalogScale {
+        /// Schemas in the database (`pg_namespace` rows).
+        schemas: i64,
+        /// Relations (`pg_class` rows: tables, indexes, sequences, TOAST tables).
+        relations: i64,
+        /// Columns (`pg_attribute` rows, system columns included).
+        attributes: i64,
+        /// The estimated catalog cache of a backend that has touched every relation.
+        catalog_bytes_per_backend: u64,
+    },
     /// On Citus, a registered tenant's schema is not a distributed schema, or some of its tables
     /// are plain local tables of the coordinator (created by hand, or inside a PL/pgSQL block).
     NotDistributed {
@@ -89,7 +107,38 @@ pub enum Hazard {
     },
 }
 
+/// The `pg_class` rows past which the audit reports [`Hazard::CatalogScale`]: 100,000, about
+/// 6,000 to 7,000 tenants of a schema of three tables and five indexes (each tenant also has
+/// their sequences and TOAST tables), 20,000 of a one-table schema.
+pub const CATALOG_SCALE_RELATIONS: i64 = 100_000;
+
+/// The catalog cache a backend keeps per relation it has touched, as the estimate of
+/// [`Hazard::CatalogScale`] counts it: 2,800 bytes (measured on PostgreSQL 15: a backend that
+/// touched 1,500 tenants of a one-table schema, five relations each, held 19.8 MiB).
+pub const CATALOG_BYTES_PER_RELATION: u64 = 2_800;
+
 impl Hazard {
+    /// [`Hazard::CatalogScale`] for a catalog of these sizes, or `None` under
+    /// [`CATALOG_SCALE_RELATIONS`].
+    ///
+    /// ```
+    /// use diesel_workspace::Hazard;
+    ///
+    /// assert!(Hazard::catalog_scale(10, 5_000, 40_000).is_none());
+    /// let h = Hazard::catalog_scale(20_000, 150_000, 1_200_000).unwrap();
+    /// assert!(h.to_string().contains("150000 relations"));
+    /// ```
+    pub fn catalog_scale(schemas: i64, relations: i64, attributes: i64) -> Option<Hazard> {
+        (relations > CATALOG_SCALE_RELATIONS).then(|| Hazard::CatalogScale {
+            schemas,
+            relations,
+            attributes,
+            catalog_bytes_per_backend: u64::try_from(relations)
+                .unwrap_or(0)
+                .saturating_mul(CATALOG_BYTES_PER_RELATION),
+        })
+    }
+
     /// Whether this hazard lets another role change what SQL resolving names through a
     /// `search_path` does: create rights on the shared or a tenant schema held by a role other
     /// than its owner, a planted overload of a `pg_catalog` name, or a `SECURITY DEFINER`
@@ -157,6 +206,18 @@ impl fmt::Display for Hazard {
                 "function `{signature}` is SECURITY DEFINER without a fixed search_path: its \
                  caller decides what it reads and writes with its owner's rights; run \
                  `ALTER FUNCTION {signature} SET search_path = pg_catalog, pg_temp`"
+            ),
+            Hazard::CatalogScale {
+                schemas,
+                relations,
+                attributes,
+                catalog_bytes_per_backend,
+            } => write!(
+                f,
+                "the catalog holds {schemas} schemas, {relations} relations and {attributes} \
+                 columns: a backend that touches every tenant keeps about {} MiB of catalog \
+                 cache; set the pool's backend_memory_limit",
+                catalog_bytes_per_backend >> 20
             ),
             Hazard::NotDistributed { tenant, local_tables } if local_tables.is_empty() => write!(
                 f,

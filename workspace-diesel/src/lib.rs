@@ -30,6 +30,7 @@ pub mod reporting;
 #[cfg(feature = "r2d2")]
 mod role_pool;
 mod roles;
+mod selection;
 mod sql;
 mod startup;
 pub mod statements;
@@ -47,15 +48,20 @@ pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
-pub use crate::hazard::Hazard;
+pub use crate::hazard::{Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
 #[cfg(feature = "archive")]
 pub use crate::migrate::{ArchiveSummary, TableSummary};
 pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
-pub use crate::options::{CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn};
-pub use crate::report::{MigrationFailure, MigrationReport, TenantMigrations, TenantOutcome};
+pub use crate::options::{
+    Budget, CheckFn, CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave, WaveEnd,
+};
+pub use crate::report::{
+    FleetRun, MigrationFailure, MigrationReport, RunTenant, TenantMigrations, TenantOutcome,
+};
 #[cfg(feature = "r2d2")]
 pub use crate::role_pool::{TenantRolePools, TenantRolePoolsBuilder};
 pub use crate::roles::TenantRoles;
+pub use crate::selection::Selection;
 pub use crate::table::{TenantModel, TenantTable};
 pub use crate::tenant::{TenantId, MAX_TENANT_ID_LEN};
 pub use workspace_diesel_derive::TenantModel;

@@ -72,7 +72,61 @@ pub struct MigrateOptions {
     lock_timeout: Duration,
     retries: u32,
     pub(crate) progress: Option<ProgressFn>,
+    pub(crate) waves: Vec<Wave>,
+    pub(crate) budget: Option<Budget>,
+    pub(crate) pause: Duration,
+    pub(crate) check: Option<CheckFn>,
+    pub(crate) record: bool,
 }
+
+/// One stage of a fleet run in waves (see [`MigrateOptions::waves`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wave {
+    /// These tenants (a canary set), those of them that need work.
+    Tenants(Vec<TenantId>),
+    /// This share of all the tenants that need work (0 to 100 %, rounded up), from those not
+    /// run yet.
+    Percent(u8),
+    /// Every tenant not run yet.
+    Rest,
+}
+
+/// How many failures a run in waves tolerates before it starts no further wave (see
+/// [`MigrateOptions::failure_budget`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// At most this many failed tenants.
+    Count(usize),
+    /// At most this share (0.0 to 1.0) of the tenants run so far failed.
+    Share(f64),
+}
+
+impl Budget {
+    /// Whether `failed` failures among `ran` tenants are within the budget.
+    pub fn allows(self, failed: usize, ran: usize) -> bool {
+        match self {
+            Budget::Count(n) => failed <= n,
+            Budget::Share(share) => ran == 0 || (failed as f64) <= share * ran as f64,
+        }
+    }
+}
+
+/// Where a run in waves stands at the end of a wave, passed to [`MigrateOptions::check`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WaveEnd {
+    /// The wave that just ended (0 for the first).
+    pub wave: usize,
+    /// How many waves the run has.
+    pub waves: usize,
+    /// Tenants run so far.
+    pub ran: usize,
+    /// Tenants failed so far.
+    pub failed: usize,
+}
+
+/// A check called between two waves: `false` stops the run (see [`MigrateOptions::check`]).
+pub type CheckFn = Arc<dyn Fn(&WaveEnd) -> bool + Send + Sync>;
 
 impl Default for MigrateOptions {
     fn default() -> Self {
@@ -84,6 +138,11 @@ impl Default for MigrateOptions {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             retries: DEFAULT_RETRIES,
             progress: None,
+            waves: Vec::new(),
+            budget: None,
+            pause: Duration::ZERO,
+            check: None,
+            record: true,
         }
     }
 }
@@ -96,6 +155,11 @@ impl fmt::Debug for MigrateOptions {
             .field("lock_timeout", &self.lock_timeout)
             .field("retries", &self.retries)
             .field("progress", &self.progress.is_some())
+            .field("waves", &self.waves)
+            .field("budget", &self.budget)
+            .field("pause", &self.pause)
+            .field("check", &self.check.is_some())
+            .field("record", &self.record)
             .finish()
     }
 }
@@ -133,6 +197,54 @@ impl MigrateOptions {
     /// to none.
     pub fn progress(mut self, f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs the tenants that need work in stages, each starting only when the failures so far
+    /// are within the [`failure_budget`](Self::failure_budget) (and after the
+    /// [`pause`](Self::pause) and the [`check`](Self::check)); tenants left over after the last
+    /// wave form one more. When a wave spends the budget, no further wave starts: its tenants are
+    /// reported as [`TenantOutcome::Skipped`] (not started). Defaults to one stage.
+    ///
+    /// ```
+    /// use diesel_workspace::{Budget, FailurePolicy, MigrateOptions, TenantId, Wave};
+    ///
+    /// let opts = MigrateOptions::default()
+    ///     .on_failure(FailurePolicy::Continue)
+    ///     .waves([Wave::Tenants(vec![TenantId::new("canary")?]), Wave::Percent(10), Wave::Rest])
+    ///     .failure_budget(Budget::Count(2));
+    /// # let _ = opts;
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    pub fn waves(mut self, waves: impl IntoIterator<Item = Wave>) -> Self {
+        self.waves = waves.into_iter().collect();
+        self
+    }
+
+    /// The failures a run in [`waves`](Self::waves) tolerates before it starts no further wave.
+    /// Defaults to none (every wave starts).
+    pub fn failure_budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// How long to wait between two waves. Defaults to none.
+    pub fn pause(mut self, pause: Duration) -> Self {
+        self.pause = pause;
+        self
+    }
+
+    /// Called between two waves (after the pause); `false` stops the run as a spent budget
+    /// does. Defaults to none.
+    pub fn check(mut self, f: impl Fn(&WaveEnd) -> bool + Send + Sync + 'static) -> Self {
+        self.check = Some(Arc::new(f));
+        self
+    }
+
+    /// Whether `migrate_all` and the selected runs keep a record of the run in the library's
+    /// tables (see [`Migrator::runs`](crate::Migrator::runs)). Defaults to `true`.
+    pub fn record(mut self, record: bool) -> Self {
+        self.record = record;
         self
     }
 

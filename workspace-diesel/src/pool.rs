@@ -72,6 +72,14 @@
 //! with the defaults (10 connections, cap 256) about 25 MiB. `max_lifetime` (r2d2's default,
 //! 30 minutes) bounds it in time as well.
 //!
+//! The cap counts plans only. Every backend also keeps a catalog cache entry for each relation
+//! it has touched, tens of KiB per tenant, prepared or not, raw SQL included, and never frees
+//! it: a backend that has served thousands of tenants holds hundreds of MiB.
+//! [`backend_memory_limit`](TenantPoolBuilder::backend_memory_limit) bounds that: the pool reads
+//! the backend's own memory (`pg_backend_memory_contexts`) every
+//! [`memory_check_every`](TenantPoolBuilder::memory_check_every) check-ins and closes a
+//! connection over the limit. The README's section on server memory has the measurements.
+//!
 //! # Limits
 //!
 //! - A transaction opened with raw SQL (`batch_execute("BEGIN")`) and left open is invisible to
@@ -117,6 +125,10 @@ pub type TenantPooledConnection = r2d2::PooledConnection<TenantConnectionManager
 /// The default [`statement_cap`](TenantPoolBuilder::statement_cap): 256 prepared statements per
 /// connection.
 pub const DEFAULT_STATEMENT_CAP: usize = 256;
+
+/// The default [`memory_check_every`](TenantPoolBuilder::memory_check_every): the backend's
+/// memory is measured at every 32nd check-in of a connection.
+pub const DEFAULT_MEMORY_CHECK_EVERY: u32 = 32;
 
 /// The default [`application_name`](TenantPoolBuilder::application_name).
 pub const DEFAULT_APPLICATION_NAME: &str = "workspace-diesel";
@@ -189,6 +201,8 @@ pub struct TenantPoolBuilder {
     idle_in_transaction_session_timeout: Option<Duration>,
     session_cleanup: bool,
     statement_cap: usize,
+    backend_memory_limit: Option<u64>,
+    memory_check_every: u32,
     instrumentation: InstrumentationFactory,
     pooler: Pooler,
     refuse_hijack_hazards: bool,
@@ -208,6 +222,8 @@ impl fmt::Debug for TenantPoolBuilder {
             )
             .field("session_cleanup", &self.session_cleanup)
             .field("statement_cap", &self.statement_cap)
+            .field("backend_memory_limit", &self.backend_memory_limit)
+            .field("memory_check_every", &self.memory_check_every)
             .field("pooler", &self.pooler)
             .field("refuse_hijack_hazards", &self.refuse_hijack_hazards)
             .field("pool", &self.pool)
@@ -232,6 +248,8 @@ impl TenantPoolBuilder {
             idle_in_transaction_session_timeout: Some(DEFAULT_IDLE_IN_TRANSACTION_SESSION_TIMEOUT),
             session_cleanup: true,
             statement_cap: DEFAULT_STATEMENT_CAP,
+            backend_memory_limit: None,
+            memory_check_every: DEFAULT_MEMORY_CHECK_EVERY,
             instrumentation: Arc::new(get_default_instrumentation),
             pooler: Pooler::Direct,
             refuse_hijack_hazards: false,
@@ -311,6 +329,44 @@ impl TenantPoolBuilder {
     /// few times the number of query shapes a request uses.
     pub fn statement_cap(mut self, cap: usize) -> Self {
         self.statement_cap = cap;
+        self
+    }
+
+    /// The most memory, in bytes, a connection's backend may hold when it goes back to the
+    /// pool; a backend measured above it is closed at check-in, and r2d2 opens a fresh one.
+    ///
+    /// This bounds what the statement cap does not: the catalog cache a backend keeps for every
+    /// tenant it has touched (about 25 KiB per tenant and table set, whether statements are
+    /// prepared or not, raw SQL included), the plans, and anything else the session allocates.
+    /// The backend's memory is the sum of `pg_backend_memory_contexts` read on the connection
+    /// itself, at every [`memory_check_every`](Self::memory_check_every)-th check-in (one query,
+    /// about a millisecond with a large cache), and once when the connection opens.
+    ///
+    /// Defaults to `None` (no measurement). Reading the view needs a superuser or a role with
+    /// `pg_read_all_stats` (`GRANT pg_read_all_stats TO app`): without it, opening a connection
+    /// fails with PostgreSQL's `permission denied` error, and the pool does not start. Between
+    /// two measurements a backend may grow by what `memory_check_every - 1` checkouts add, so
+    /// leave room for that. In [pooler mode](Self::pooler) the server connections are the
+    /// pooler's, and nothing is measured (set the pooler's `server_lifetime`).
+    ///
+    /// ```no_run
+    /// let pool = diesel_workspace::pool::builder()
+    ///     .backend_memory_limit(Some(64 << 20))
+    ///     .memory_check_every(16)
+    ///     .build("postgres://localhost/app")?;
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    pub fn backend_memory_limit(mut self, bytes: Option<u64>) -> Self {
+        self.backend_memory_limit = bytes;
+        self
+    }
+
+    /// How often the [`backend_memory_limit`](Self::backend_memory_limit) is checked: at every
+    /// `n`-th check-in of a connection (1 checks at every check-in; 0 is taken as 1).
+    ///
+    /// Defaults to 32 ([`DEFAULT_MEMORY_CHECK_EVERY`]).
+    pub fn memory_check_every(mut self, n: u32) -> Self {
+        self.memory_check_every = n.max(1);
         self
     }
 
@@ -537,6 +593,8 @@ impl TenantPoolBuilder {
             database_url,
             session: Arc::clone(&session),
             statement_cap: self.statement_cap,
+            backend_memory_limit: self.backend_memory_limit,
+            memory_check_every: self.memory_check_every,
             instrumentation: self.instrumentation,
             pooler: self.pooler,
             detected: Arc::new(Mutex::new(None)),
@@ -688,7 +746,9 @@ impl CustomizeConnection<PgConnection, ManagerError> for SessionCustomizer {
 ///   documentation](self) instead of `SELECT 1`, led by a check that the backend is the one the
 ///   connection was opened on: one round trip either way. In pooler mode it is `SELECT 1`.
 /// - `has_broken` (every check-in) is Diesel's rule (the thread is panicking, or a transaction is
-///   open or broken), or the connection holds more than the statement cap, or its counter is gone.
+///   open or broken), or the connection holds more than the statement cap, or its counter is gone,
+///   or (with a [`backend_memory_limit`](TenantPoolBuilder::backend_memory_limit), at every
+///   `memory_check_every`-th check-in) its backend holds more memory than the limit.
 ///
 /// Once it has seen a transaction pooler it was not told about, every later `connect` and
 /// `is_valid` fails with the same [`PoolerDetected`] error.
@@ -700,6 +760,8 @@ pub struct TenantConnectionManager {
     database_url: String,
     session: Arc<SessionDefaults>,
     statement_cap: usize,
+    backend_memory_limit: Option<u64>,
+    memory_check_every: u32,
     instrumentation: InstrumentationFactory,
     pooler: Pooler,
     detected: Arc<Mutex<Option<PoolerDetected>>>,
@@ -710,6 +772,8 @@ impl fmt::Debug for TenantConnectionManager {
         f.debug_struct("TenantConnectionManager")
             .field("reset_sql", &self.session.reset)
             .field("statement_cap", &self.statement_cap)
+            .field("backend_memory_limit", &self.backend_memory_limit)
+            .field("memory_check_every", &self.memory_check_every)
             .field("pooler", &self.pooler)
             .finish_non_exhaustive()
     }
@@ -725,6 +789,40 @@ struct ConnectRow {
     started: i64,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     client: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    memory: Option<i64>,
+}
+
+/// The sum of the backend's memory contexts, in bytes (`pg_backend_memory_contexts`).
+const BACKEND_MEMORY: &str =
+    "(SELECT pg_catalog.sum(total_bytes)::int8 FROM pg_catalog.pg_backend_memory_contexts)";
+
+#[derive(QueryableByName)]
+struct MemoryRow {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    memory: Option<i64>,
+}
+
+/// The memory the connection's own backend holds, in bytes: the sum of
+/// `pg_backend_memory_contexts` (catalog caches, plans, prepared statements, everything the
+/// session allocated), read on the connection itself in one query. What
+/// [`TenantPoolBuilder::backend_memory_limit`] measures.
+///
+/// ```no_run
+/// let pool = diesel_workspace::pool::new("postgres://localhost/app")?;
+/// let mut conn = pool.get()?;
+/// let bytes = diesel_workspace::pool::backend_memory(&mut conn)?;
+/// println!("{} MiB", bytes >> 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// PostgreSQL's `permission denied` unless the role is a superuser or has
+/// `pg_read_all_stats`; any error of the connection.
+pub fn backend_memory(conn: &mut PgConnection) -> QueryResult<u64> {
+    let row: MemoryRow =
+        diesel::sql_query(format!("SELECT {BACKEND_MEMORY} AS memory")).get_result(conn)?;
+    Ok(row.memory.and_then(|m| u64::try_from(m).ok()).unwrap_or(0))
 }
 
 fn refused(detected: PoolerDetected) -> ManagerError {
@@ -763,6 +861,7 @@ impl TenantConnectionManager {
             reset: Arc::from(self.session.reset.as_str()),
             local: self.session.local.clone(),
             check_begin: self.pooler == Pooler::Session,
+            checkins: 0,
         };
         if self.pooler.is_transaction() {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
@@ -773,13 +872,32 @@ impl TenantConnectionManager {
         // Diesel may prepare statements while connecting, before the counter exists: start from
         // the server's count (which includes this query's own statement). The same query names
         // the backend and reads back the startup setting of a direct connection.
+        // With a memory bound, the same query reads the backend's memory once: a role that cannot
+        // read it is refused here, when the pool opens, not at some later check-in.
+        let memory = match self.backend_memory_limit {
+            Some(_) => BACKEND_MEMORY,
+            None => "NULL::int8",
+        };
         let row: ConnectRow = diesel::sql_query(format!(
             "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS held, \
-             {}, {}",
+             {}, {}, {memory} AS memory",
             crate::pooler::BACKEND_COLUMNS,
             crate::startup::CLIENT_COLUMN,
         ))
         .get_result(conn)?;
+        if let (Some(limit), Some(held)) = (self.backend_memory_limit, row.memory) {
+            if u64::try_from(held).unwrap_or(0) > limit {
+                return Err(ManagerError::QueryError(
+                    diesel::result::Error::QueryBuilderError(
+                        format!(
+                            "a new backend already holds {held} bytes, over the pool's \
+                         backend_memory_limit of {limit}"
+                        )
+                        .into(),
+                    ),
+                ));
+            }
+        }
         if self.pooler == Pooler::Direct {
             if let Err(detected) = check_client(row.client.as_deref()) {
                 // A statement pooler is named as such; anything else is latched.
@@ -891,9 +1009,50 @@ impl ManageConnection for TenantConnectionManager {
                 tracing::debug!("connection over the statement cap closed at check-in");
                 true
             }
-            Some(_) => false,
+            Some(_) => self.over_memory(conn),
             None => {
                 discarded("its statement counter was replaced");
+                true
+            }
+        }
+    }
+}
+
+impl TenantConnectionManager {
+    /// At every `memory_check_every`-th check-in of a connection with a memory bound, whether its
+    /// backend holds more than the bound (or could not be measured: the connection is closed).
+    fn over_memory(&self, conn: &mut PgConnection) -> bool {
+        let Some(limit) = self.backend_memory_limit else {
+            return false;
+        };
+        if self.pooler.is_transaction() {
+            return false;
+        }
+        let due = match conn.instrumentation().downcast_mut::<StatementCounter>() {
+            Some(counter) => {
+                counter.checkins = counter.checkins.wrapping_add(1);
+                counter.checkins % self.memory_check_every == 0
+            }
+            None => false,
+        };
+        if !due {
+            return false;
+        }
+        match backend_memory(conn) {
+            Ok(bytes) if bytes <= limit => false,
+            Ok(bytes) => {
+                let _span = tracing::debug_span!(
+                    "pool.memory_recycle",
+                    tenant = crate::context::with_current(|t| t.map(|t| t.as_str().to_owned())),
+                    bytes,
+                    limit,
+                )
+                .entered();
+                tracing::debug!("connection over the backend memory limit closed at check-in");
+                true
+            }
+            Err(_) => {
+                discarded("its backend memory could not be read");
                 true
             }
         }
@@ -925,6 +1084,7 @@ pub struct StatementCounter {
     reset: Arc<str>,
     local: Option<Arc<str>>,
     check_begin: bool,
+    checkins: u32,
 }
 
 impl fmt::Debug for StatementCounter {

@@ -40,10 +40,20 @@ impl TenantOutcome {
 /// The result of a fleet operation: one outcome per tenant, in tenant order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrationReport {
-    /// Every tenant of the run with what happened to it, sorted by tenant.
+    /// Every tenant of the run with what happened to it, sorted by tenant. Skipped tenants
+    /// (`TenantOutcome::Skipped`) were not started.
     pub tenants: Vec<(TenantId, TenantOutcome)>,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Tenants the selection named but whose life-cycle state kept them out of the run, with
+    /// that state (`suspended`, `provisioning`); archived tenants are not listed.
+    pub held: Vec<(TenantId, String)>,
+    /// Why a run in waves started no further wave (its failure budget spent, or its check
+    /// said no); the tenants not started are [`TenantOutcome::Skipped`].
+    pub stopped: Option<String>,
+    /// The id of the run's record in the library's tables, when it was recorded (see
+    /// [`Migrator::runs`](crate::Migrator::runs)).
+    pub run: Option<i64>,
 }
 
 impl MigrationReport {
@@ -228,3 +238,53 @@ impl fmt::Display for MigrationFailure {
 }
 
 impl std::error::Error for MigrationFailure {}
+
+/// One fleet run as recorded in the library's tables (see
+/// [`Migrator::runs`](crate::Migrator::runs)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetRun {
+    /// The run's id.
+    pub id: i64,
+    /// `migrate`, or `revert` (a run that reverted another, [`reverts`](Self::reverts)).
+    pub kind: String,
+    /// The run this one reverted.
+    pub reverts: Option<i64>,
+    /// The database role that started it.
+    pub started_by: String,
+    /// When it started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// When it ended; `None` while it runs, or when it was killed.
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The selection it took, as text.
+    pub selection: String,
+    /// `succeeded`, `failed` or `stopped` (a wave's failure budget spent); `None` while it
+    /// runs, or when it was killed.
+    pub outcome: Option<String>,
+    /// How many tenants it took.
+    pub tenants: i64,
+    /// How many of them it changed.
+    pub changed: i64,
+    /// How many of them failed.
+    pub failed: i64,
+}
+
+/// One tenant of a recorded fleet run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunTenant {
+    /// The tenant.
+    pub tenant: String,
+    /// Its applied versions when the run started.
+    pub before: Vec<String>,
+    /// The versions the run applied (or, for a revert, reverted).
+    pub versions: Vec<String>,
+    /// `applied`, `up_to_date`, `failed` or `not_started`.
+    pub outcome: String,
+    /// PostgreSQL's SQLSTATE of a failure, when known.
+    pub sqlstate: Option<String>,
+    /// What failed.
+    pub message: Option<String>,
+    /// How long its migration took, in milliseconds (`None`: not started).
+    pub duration_ms: Option<i64>,
+}

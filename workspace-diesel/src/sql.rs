@@ -22,7 +22,8 @@ pub const SPARE_PREFIX: &str = "_spare_";
 pub(crate) const LEDGER: &str = "__diesel_schema_migrations";
 
 /// The tables the library's registry migration creates in the shared schema `public`: the
-/// built-in registry, the central record of tenant migrations and the warm pool.
+/// built-in registry, the central record of tenant migrations, the warm pool and the record of
+/// fleet runs.
 ///
 /// Tools that print or compare the shared schema (the CLI's `print-schema`) leave them out:
 /// `diesel_workspace` declares them itself ([`workspaces`](crate::registry::workspaces),
@@ -31,10 +32,21 @@ pub(crate) const LEDGER: &str = "__diesel_schema_migrations";
 /// ```
 /// assert_eq!(
 ///     diesel_workspace::registry::LIBRARY_TABLES,
-///     ["workspaces", "workspace_migrations", "workspace_spares"]
+///     ["workspaces", "workspace_migrations", "workspace_spares", "workspace_runs", "workspace_run_tenants"]
 /// );
 /// ```
-pub const LIBRARY_TABLES: &[&str] = &["workspaces", "workspace_migrations", "workspace_spares"];
+pub const LIBRARY_TABLES: &[&str] = &[
+    "workspaces",
+    "workspace_migrations",
+    "workspace_spares",
+    "workspace_runs",
+    "workspace_run_tenants",
+];
+
+/// The record of fleet runs, one row per run.
+pub(crate) const RUNS_TABLE: &str = "public.workspace_runs";
+/// The record of fleet runs, one row per tenant of a run.
+pub(crate) const RUN_TENANTS_TABLE: &str = "public.workspace_run_tenants";
 
 /// First key of the per-tenant advisory locks (`pg_advisory_xact_lock(key, hashtext(schema))`).
 pub(crate) const LOCK_KEY: i32 = 0x5744_0001;
@@ -213,10 +225,17 @@ mod tests {
 
     #[test]
     fn library_tables_are_the_registry_migrations() {
-        let up = include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/migrations/00000000000000_workspace_registry/up.sql"
-        ));
+        let up = [
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/00000000000000_workspace_registry/up.sql"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/00000000000001_workspace_fleet_runs/up.sql"
+            )),
+        ]
+        .concat();
         let created: Vec<&str> = up
             .lines()
             .filter_map(|l| l.trim_start().strip_prefix("CREATE TABLE "))
@@ -225,5 +244,7 @@ mod tests {
         assert_eq!(created, LIBRARY_TABLES);
         assert!(CENTRAL_RECORD.ends_with(LIBRARY_TABLES[1]));
         assert!(SPARES_TABLE.ends_with(LIBRARY_TABLES[2]));
+        assert!(RUNS_TABLE.ends_with(LIBRARY_TABLES[3]));
+        assert!(RUN_TENANTS_TABLE.ends_with(LIBRARY_TABLES[4]));
     }
 }

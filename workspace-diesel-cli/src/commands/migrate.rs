@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use diesel_workspace::{
-    Error, FailurePolicy, MigrateOptions, MigrationReport, Progress, TenantOutcome,
+    Budget, Error, FailurePolicy, MigrateOptions, MigrationReport, Progress, TenantOutcome, Wave,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{ensure_registered, plural, registry_exists, tenant_id, Ctx};
+use super::{ensure_registered, plural, registry_exists, select, tenant_id, Ctx};
 use crate::cli::{FleetArgs, RevertArgs, TenantOrAll};
 use crate::output;
 
@@ -19,6 +19,7 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     let Some(identifier) = args.identifier.as_deref().filter(|_| !args.all) else {
         return fleet_migrate(ctx, &args.fleet, "migrate_tenant");
     };
+    no_selection(&args.fleet)?;
     let tenant = tenant_id(identifier)?;
     let migrator = ctx.migrator()?;
     let mut conn = ctx.connect()?;
@@ -62,12 +63,13 @@ fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<
     let mut conn = ctx.connect()?;
     let shared = migrator.run_shared(&mut conn)?;
     super::lint::before_applying(&mut conn, &migrator)?;
+    let selection = select::selection(&mut conn, &migrator, &fleet.select)?;
     drop(conn);
     if !ctx.json() {
         report_shared(&shared)?;
     }
     let display = Display::new("applied", ctx.json());
-    let result = migrator.migrate_all(&url, &options(fleet, &display));
+    let result = migrator.migrate_selected(&url, &selection, &options(fleet, &display)?);
     display.finish();
     if ctx.json() {
         return fleet_json(command, shared, result, false);
@@ -76,7 +78,7 @@ fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<
 }
 
 /// Prints the JSON report of a fleet run; an error naming the failed tenants when any failed.
-fn fleet_json(
+pub(crate) fn fleet_json(
     command: &'static str,
     shared: Vec<String>,
     result: diesel_workspace::Result<MigrationReport>,
@@ -112,13 +114,11 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
             out!("no tenants");
             return Ok(());
         }
+        let selection = select::selection(&mut conn, &migrator, &target.fleet.select)?;
         drop(conn);
         let display = Display::new("reverted", ctx.json());
-        let opts = options(&target.fleet, &display);
-        let result = match version {
-            Some(v) => migrator.revert_version_all(&url, v, &opts),
-            None => migrator.revert_last_all(&url, &opts),
-        };
+        let opts = options(&target.fleet, &display)?;
+        let result = migrator.revert_selected(&url, version, &selection, &opts);
         display.finish();
         if ctx.json() {
             return fleet_json("revert_tenant", Vec::new(), result, true);
@@ -128,11 +128,12 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
     let Some(identifier) = target.identifier.as_deref() else {
         bail!("name a tenant, or pass --all");
     };
+    no_selection(&target.fleet)?;
     let tenant = tenant_id(identifier)?;
     let mut conn = ctx.connect()?;
     ensure_registered(&mut conn, &migrator, &tenant)?;
     let display = Display::new("reverted", ctx.json());
-    let opts = options(&target.fleet, &display);
+    let opts = options(&target.fleet, &display)?;
     let started = Instant::now();
     let reverted = match version {
         Some(v) => migrator.revert_version(&mut conn, &tenant, v, &opts)?,
@@ -159,6 +160,14 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
     Ok(())
 }
 
+/// Refuses the selection options beside one named tenant.
+fn no_selection(fleet: &FleetArgs) -> Result<()> {
+    if select::is_given(&fleet.select) {
+        bail!("the tenant selection options (--tenants, --pattern, ...) need --all, not a tenant name");
+    }
+    Ok(())
+}
+
 fn report_shared(applied: &[String]) -> Result<()> {
     if !applied.is_empty() {
         out!("shared: applied {}", versions_list(applied));
@@ -171,7 +180,7 @@ fn versions_list(versions: &[String]) -> String {
 }
 
 /// The library's fleet options from the command line, reporting to `display`.
-fn options(fleet: &FleetArgs, display: &Display) -> MigrateOptions {
+pub(crate) fn options(fleet: &FleetArgs, display: &Display) -> Result<MigrateOptions> {
     let mut opts = MigrateOptions::default()
         .on_failure(if fleet.continue_on_error {
             FailurePolicy::Continue
@@ -185,11 +194,64 @@ fn options(fleet: &FleetArgs, display: &Display) -> MigrateOptions {
     if let Some(secs) = fleet.lock_timeout {
         opts = opts.lock_timeout(Duration::from_secs(secs));
     }
-    opts
+    if !fleet.wave.is_empty() {
+        opts = opts.waves(
+            fleet
+                .wave
+                .iter()
+                .map(|w| wave(w))
+                .collect::<Result<Vec<_>>>()?,
+        );
+    }
+    if let Some(budget) = &fleet.failure_budget {
+        opts = opts.failure_budget(failure_budget(budget)?);
+    }
+    if let Some(secs) = fleet.pause {
+        opts = opts.pause(Duration::from_secs(secs));
+    }
+    Ok(opts.record(!fleet.no_record))
+}
+
+/// `--wave`: `tenants:a,b`, `N%` or `rest`.
+fn wave(text: &str) -> Result<Wave> {
+    if text == "rest" {
+        return Ok(Wave::Rest);
+    }
+    if let Some(list) = text.strip_prefix("tenants:") {
+        let names = list
+            .split(',')
+            .map(|n| tenant_id(n.trim()))
+            .collect::<Result<Vec<_>>>()?;
+        if names.is_empty() {
+            bail!("--wave tenants: names no tenant");
+        }
+        return Ok(Wave::Tenants(names));
+    }
+    match text.strip_suffix('%').map(str::parse::<u8>) {
+        Some(Ok(p)) if (1..=100).contains(&p) => Ok(Wave::Percent(p)),
+        _ => bail!(
+            "invalid --wave `{text}`: expected tenants:NAME,..., a share from 1% to 100%, or rest"
+        ),
+    }
+}
+
+/// `--failure-budget`: `N` failures or `N%` of the tenants run so far.
+fn failure_budget(text: &str) -> Result<Budget> {
+    let parsed = match text.strip_suffix('%') {
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= 100)
+            .map(|p| Budget::Share(f64::from(p) / 100.0)),
+        None => text.parse::<usize>().ok().map(Budget::Count),
+    };
+    parsed.ok_or_else(|| {
+        anyhow::anyhow!("invalid --failure-budget `{text}`: expected a count (2) or a share (5%)")
+    })
 }
 
 /// Prints the report's summary; an error naming the failed tenants when any failed.
-fn fleet_result(
+pub(crate) fn fleet_result(
     result: diesel_workspace::Result<MigrationReport>,
     did: &str,
     applied_word: &str,
@@ -219,8 +281,24 @@ fn summary(report: &MigrationReport, did: &str, applied_word: &str) -> Result<()
     for (tenant, _, message) in failed {
         out!("  failed: {tenant}: {message}");
     }
+    if !report.held.is_empty() {
+        let held: Vec<String> = report
+            .held
+            .iter()
+            .map(|(t, state)| format!("{t} ({state})"))
+            .collect();
+        out!("  left alone: {}", held.join(", "));
+    }
+    if let Some(why) = &report.stopped {
+        out!("  stopped: {why}");
+    }
+    if let Some(run) = report.run {
+        out!("  recorded as run {run} (see runs; undo with revert_run {run})");
+    }
     let skipped: Vec<String> = report.skipped().map(|t| t.to_string()).collect();
-    if !skipped.is_empty() {
+    if !skipped.is_empty() && report.stopped.is_some() {
+        out!("  not started: {}", skipped.join(", "));
+    } else if !skipped.is_empty() {
         out!(
             "  skipped after the first failure (pass --continue-on-error to go on): {}",
             skipped.join(", ")
@@ -231,14 +309,14 @@ fn summary(report: &MigrationReport, did: &str, applied_word: &str) -> Result<()
 
 /// Fleet progress: a bar on a terminal (stderr), plain lines on stdout otherwise (none with
 /// `--format json`, whose stdout is the report alone).
-struct Display {
+pub(crate) struct Display {
     bar: Option<ProgressBar>,
     verb: &'static str,
     quiet: bool,
 }
 
 impl Display {
-    fn new(verb: &'static str, quiet: bool) -> Self {
+    pub(crate) fn new(verb: &'static str, quiet: bool) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -294,7 +372,7 @@ impl Display {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

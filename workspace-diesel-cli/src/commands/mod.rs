@@ -16,7 +16,9 @@ mod lint;
 mod migrate;
 mod placement;
 mod redo;
+mod runs;
 mod schema;
+mod select;
 mod setup;
 mod spares;
 mod status;
@@ -63,8 +65,10 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::RevertTenant(args) => migrate::revert_tenant(&ctx, &args),
         Command::RedoTenant { identifier } => redo::redo(&ctx, &identifier),
         Command::ListTenants => tenant::list(&ctx),
-        Command::Pending => setup::pending(&ctx),
-        Command::Status => status::status(&ctx),
+        Command::Pending(select) => setup::pending(&ctx, &select),
+        Command::Status(select) => status::status(&ctx, &select),
+        Command::Runs { run } => runs::list(&ctx, run),
+        Command::RevertRun { id, fleet } => runs::revert(&ctx, id, &fleet),
         Command::DropTenant { identifier, yes } => tenant::drop(&ctx, &identifier, yes),
         Command::RenameTenant { from, to } => tenant::rename(&ctx, &from, &to),
         Command::CloneTenant {
@@ -101,8 +105,10 @@ fn supports_json(command: &Command) -> bool {
             | Command::RevertTenant(_)
             | Command::RedoTenant { .. }
             | Command::ListTenants
-            | Command::Pending
-            | Command::Status
+            | Command::Pending(_)
+            | Command::Status(_)
+            | Command::Runs { .. }
+            | Command::RevertRun { .. }
     )
 }
 
@@ -117,8 +123,10 @@ fn command_name(command: &Command) -> &'static str {
         Command::RevertTenant(_) => "revert_tenant",
         Command::RedoTenant { .. } => "redo_tenant",
         Command::ListTenants => "list_tenants",
-        Command::Pending => "pending",
-        Command::Status => "status",
+        Command::Pending(_) => "pending",
+        Command::Status(_) => "status",
+        Command::Runs { .. } => "runs",
+        Command::RevertRun { .. } => "revert_run",
         Command::DropTenant { .. } => "drop_tenant",
         Command::RenameTenant { .. } => "rename_tenant",
         Command::CloneTenant { .. } => "clone_tenant",

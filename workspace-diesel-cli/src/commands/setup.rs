@@ -10,6 +10,7 @@ use diesel::prelude::*;
 use diesel_workspace::statements::quote_ident;
 
 use super::{plural, registry_exists, Ctx};
+use crate::cli::SelectArgs;
 use crate::output;
 
 /// `setup`: creates the database named in the URL when it does not exist (connecting to the
@@ -84,7 +85,7 @@ fn create_dir(dir: &Path) -> Result<()> {
 
 /// `pending`: the tenants whose central record misses a tenant migration, with the versions.
 /// One query over the central record; the tenants' own ledgers are not read (`status` does).
-pub(crate) fn pending(ctx: &Ctx) -> Result<()> {
+pub(crate) fn pending(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
     let read = ctx.read_only_migrator()?;
     if read.tenant_dir.is_none() {
         bail!(
@@ -96,7 +97,8 @@ pub(crate) fn pending(ctx: &Ctx) -> Result<()> {
     let migrator = &read.migrator;
     let mut conn = ctx.connect()?;
     let statuses = if registry_exists(&mut conn, migrator)? {
-        migrator.status(&mut conn)?
+        let selection = super::select::selection(&mut conn, migrator, select)?;
+        migrator.status_selected(&mut conn, &selection)?
     } else {
         Vec::new()
     };

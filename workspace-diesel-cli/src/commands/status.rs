@@ -10,11 +10,12 @@ use diesel::prelude::*;
 use diesel_workspace::{Migrator, TenantMigrations};
 
 use super::{plural, registry_exists, Ctx, ReadOnly};
+use crate::cli::SelectArgs;
 use crate::output;
 
 /// `status`: the shared migrations, then a summary of the tenants and the ones that need care,
 /// then a `warning:` line on stderr for each hazard [`Migrator::audit`] finds.
-pub(crate) fn status(ctx: &Ctx) -> Result<()> {
+pub(crate) fn status(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
     let read = ctx.read_only_migrator()?;
     let migrator = &read.migrator;
     let known = read.tenant_dir.is_some();
@@ -22,7 +23,16 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
     let shared = migrator.shared_status(&mut conn)?;
     let (applied_shared, pending_shared) = (shared.applied, shared.pending);
     let versions = migrator.tenant_versions().to_vec();
-    let statuses = statuses(&mut conn, migrator)?;
+    let mut statuses = statuses(&mut conn, migrator)?;
+    if super::select::is_given(select) && registry_exists(&mut conn, migrator)? {
+        let selection = super::select::selection(&mut conn, migrator, select)?;
+        let chosen: std::collections::HashSet<_> = migrator
+            .status_selected(&mut conn, &selection)?
+            .into_iter()
+            .map(|s| s.tenant)
+            .collect();
+        statuses.retain(|s| chosen.contains(&s.tenant));
+    }
     let drifted = statuses.iter().filter(|s| s.drift.is_some()).count();
     let up_to_date = statuses
         .iter()

@@ -4,20 +4,19 @@
 //! connections from a database URL: at most [`MigrateOptions::parallel`] worker threads (scoped
 //! threads sharing one work queue), one connection each.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Text};
 
 use crate::error::{Error, Result};
 use crate::migrate::door::Op;
-use crate::migrate::failure::outcome_of;
 use crate::migrate::migrator::Migrator;
-use crate::options::{FailurePolicy, MigrateOptions, Progress};
+use crate::options::MigrateOptions;
+use crate::registry::model::LifecycleState;
 use crate::report::{MigrationReport, TenantOutcome};
+use crate::selection::{Pick, Selection};
 use crate::sql::{own, CENTRAL_RECORD};
 use crate::tenant::TenantId;
 
@@ -85,10 +84,39 @@ impl Migrator {
         database_url: &str,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
+        self.migrate_selected(database_url, &Selection::all(), opts)
+    }
+
+    /// [`migrate_all`](Self::migrate_all) for the tenants of `selection` only: the tenants it
+    /// names, matches and does not leave out, in the states it runs (by default `active`). The
+    /// selected tenants in other states are not touched: `suspended` and `provisioning` ones are
+    /// listed in the report's [`held`](MigrationReport::held), `archived` ones left out.
+    ///
+    /// ```no_run
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{MigrateOptions, Migrator, Selection, TenantId};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// let eu = Selection::all().pattern("eu_*")?.except([TenantId::new("eu_big")?]);
+    /// let report = migrator.migrate_selected("postgres://localhost/app", &eu, &MigrateOptions::default())?;
+    /// println!("{} tenants migrated, {} held", report.applied().count(), report.held.len());
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`migrate_all`](Self::migrate_all); [`Error::TenantNotFound`] before anything runs when
+    /// the selection names a tenant that is not registered.
+    pub fn migrate_selected(
+        &self,
+        database_url: &str,
+        selection: &Selection,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
         let span = crate::trace::fleet_span!("fleet.migrate_all");
         let started = Instant::now();
         let mut conn = span.in_scope(|| self.open(database_url))?;
-        self.migrate_all_from(&mut conn, span, database_url, opts, started)
+        self.migrate_all_from(&mut conn, span, database_url, selection, opts, started)
     }
 
     /// [`migrate_all`](Self::migrate_all), deciding what is pending on `conn` (e.g. a pooled
@@ -105,7 +133,8 @@ impl Migrator {
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let span = crate::trace::fleet_span!("fleet.migrate_all");
-        self.migrate_all_from(conn, span, database_url, opts, Instant::now())
+        let all = Selection::all();
+        self.migrate_all_from(conn, span, database_url, &all, opts, Instant::now())
     }
 
     fn migrate_all_from(
@@ -113,6 +142,7 @@ impl Migrator {
         conn: &mut PgConnection,
         span: tracing::Span,
         database_url: &str,
+        selection: &Selection,
         opts: &MigrateOptions,
         started: Instant,
     ) -> Result<MigrationReport> {
@@ -120,6 +150,8 @@ impl Migrator {
         struct PendingRow {
             #[diesel(sql_type = Text)]
             name: String,
+            #[diesel(sql_type = Text)]
+            state: String,
             #[diesel(sql_type = Array<Text>)]
             pending: Vec<String>,
             #[diesel(sql_type = Bool)]
@@ -128,7 +160,7 @@ impl Migrator {
         let _span = self.enter(conn, span, Op::Fleet)?;
         let rows = own(conn, |conn| {
             diesel::sql_query(format!(
-                "SELECT r.{col}::pg_catalog.text AS name, \
+                "SELECT r.{col}::pg_catalog.text AS name, r.state, \
              ARRAY(SELECT v FROM pg_catalog.unnest($1::pg_catalog.text[]) \
              WITH ORDINALITY AS e (v, n) WHERE NOT EXISTS (SELECT 1 FROM \
              {CENTRAL_RECORD} m WHERE m.schema_name = r.{col} AND m.version = e.v) \
@@ -136,11 +168,14 @@ impl Migrator {
              pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
              FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
                 col = "name",
-                reg = self.registry.names_sql(),
+                reg = self.registry.states_sql(),
             ))
             .bind::<Array<Text>, _>(self.tenant_versions())
             .load::<PendingRow>(conn)
         })?;
+        let picked = self.pick(selection, rows, |r| (r.name.as_str(), r.state.as_str()))?;
+        let held = picked.held;
+        let rows = picked.run;
         let mut tenants = Vec::with_capacity(rows.len());
         // A tenant's plan, or `None` for a registered tenant whose schema is gone: a failure of
         // that tenant even when nothing is pending (the central record alone would say "up to
@@ -157,11 +192,17 @@ impl Migrator {
             }
         }
         let params = opts.params();
-        self.run_fleet(
-            Some(conn),
+        // A run with something to do is recorded; one with nothing to do stays one query.
+        let id = if opts.record && !jobs.is_empty() {
+            self.record_start(conn, "migrate", None, &selection.to_string(), &tenants)?
+        } else {
+            None
+        };
+        let ran = self.run_fleet(
+            Some(&mut *conn),
             database_url,
             opts,
-            started,
+            (started, held),
             tenants,
             jobs,
             |conn, t, plan| match plan {
@@ -172,7 +213,9 @@ impl Migrator {
                 }
                 None => Err(Error::SchemaMissing(t.clone())),
             },
-        )
+        );
+        self.record_finish(conn, database_url, id, ran)?
+            .into_result()
     }
 
     /// Creates many tenants, [`MigrateOptions::parallel`] at a time, each atomically as
@@ -199,7 +242,7 @@ impl Migrator {
             None,
             database_url,
             opts,
-            started,
+            (started, Vec::new()),
             sorted,
             jobs,
             |conn, t, ()| match self.create_tenant(conn, t) {
@@ -211,6 +254,7 @@ impl Migrator {
                 Err(e) => Err(e),
             },
         )
+        .into_result()
     }
 
     /// Reverts the last applied tenant migration of every tenant (see
@@ -226,7 +270,7 @@ impl Migrator {
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let _span = crate::trace::fleet_span!("fleet.revert_last").entered();
-        self.revert_all(database_url, None, opts)
+        self.revert_all(database_url, None, &Selection::all(), opts)
     }
 
     /// Reverts `version` of every tenant whose last applied migration it is (see
@@ -244,25 +288,49 @@ impl Migrator {
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let _span = crate::trace::fleet_span!("fleet.revert_version").entered();
-        self.revert_all(database_url, Some(version), opts)
+        self.revert_all(database_url, Some(version), &Selection::all(), opts)
+    }
+
+    /// [`revert_last_all`](Self::revert_last_all) (with `version`:
+    /// [`revert_version_all`](Self::revert_version_all)) for the tenants of `selection` only,
+    /// its states held back as in [`migrate_selected`](Self::migrate_selected).
+    ///
+    /// # Errors
+    /// As [`revert_last_all`](Self::revert_last_all); [`Error::TenantNotFound`] before anything
+    /// runs when the selection names a tenant that is not registered.
+    pub fn revert_selected(
+        &self,
+        database_url: &str,
+        version: Option<&str>,
+        selection: &Selection,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationReport> {
+        let _span = crate::trace::fleet_span!("fleet.revert_selected").entered();
+        self.revert_all(database_url, version, selection, opts)
     }
 
     fn revert_all(
         &self,
         database_url: &str,
         expected: Option<&str>,
+        selection: &Selection,
         opts: &MigrateOptions,
     ) -> Result<MigrationReport> {
         let started = Instant::now();
         let mut conn = self.open(database_url)?;
-        let tenants = self.list_tenants(&mut conn)?;
+        let _span = self.enter(&mut conn, tracing::Span::none(), Op::Fleet)?;
+        let states = own(&mut conn, |conn| self.registry.lifecycle_states(conn))?;
+        let picked = self.pick(selection, states, |(t, s)| (t.as_str(), s.as_str()))?;
+        let held = picked.held;
+        let mut tenants: Vec<TenantId> = picked.run.into_iter().map(|(t, _)| t).collect();
+        tenants.sort();
         let jobs = (0..tenants.len()).map(|i| (i, ())).collect();
         let params = opts.params();
         self.run_fleet(
             Some(&mut conn),
             database_url,
             opts,
-            started,
+            (started, held),
             tenants,
             jobs,
             |conn, t, ()| {
@@ -272,128 +340,45 @@ impl Migrator {
                 })
             },
         )
+        .into_result()
     }
+}
 
-    /// Runs `op` for each job on up to `opts.parallel` scoped worker threads with a connection
-    /// each (the first worker reuses `first`, when given); tenants without a job are up to date.
-    #[allow(clippy::too_many_arguments)]
-    fn run_fleet<J, F>(
+/// The registry's rows split by a [`Selection`]: those to run, those held back by their state.
+struct Picked<R> {
+    run: Vec<R>,
+    held: Vec<(TenantId, String)>,
+}
+
+impl Migrator {
+    /// Splits `rows` (each giving its name and state) by `selection`; fails with
+    /// [`Error::TenantNotFound`] when the selection names a tenant no row has, and with
+    /// [`Error::InvalidTenantName`] for a row whose name breaks the rules.
+    fn pick<R>(
         &self,
-        first: Option<&mut PgConnection>,
-        database_url: &str,
-        opts: &MigrateOptions,
-        started: Instant,
-        tenants: Vec<TenantId>,
-        jobs: Vec<(usize, J)>,
-        op: F,
-    ) -> Result<MigrationReport>
-    where
-        J: Sync,
-        F: Fn(&mut PgConnection, &TenantId, &J) -> Result<TenantOutcome> + Sync,
-    {
-        let mut outcomes: Vec<TenantOutcome> = vec![TenantOutcome::UpToDate; tenants.len()];
-        for (i, _) in &jobs {
-            outcomes[*i] = TenantOutcome::Skipped;
-        }
-        let outcomes = Mutex::new(outcomes);
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let counters = Mutex::new((0usize, 0usize));
-        let workers = opts.parallel.max(1).min(jobs.len());
-        let mut first = first;
-        // Workers report to the caller's subscriber, under the run's span.
-        let (dispatch, run) = (
-            tracing::dispatcher::get_default(|d| d.clone()),
-            tracing::Span::current(),
-        );
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                let mut conn = match first.take() {
-                    Some(c) => WorkerConn::Borrowed(c),
-                    None => WorkerConn::None,
-                };
-                let (stop, next, jobs, tenants, outcomes, counters, op) =
-                    (&stop, &next, &jobs, &tenants, &outcomes, &counters, &op);
-                let (dispatch, run) = (&dispatch, &run);
-                scope.spawn(move || {
-                    let _dispatch = tracing::dispatcher::set_default(dispatch);
-                    while !stop.load(Ordering::SeqCst) {
-                        let k = next.fetch_add(1, Ordering::SeqCst);
-                        let Some((i, job)) = jobs.get(k) else { break };
-                        let tenant = &tenants[*i];
-                        let _span = crate::trace::fleet_tenant_span!(run, tenant).entered();
-                        let outcome = match conn.get(database_url, self) {
-                            Ok(c) => match op(c, tenant, job) {
-                                Ok(o) => o,
-                                Err(e) => outcome_of(&e),
-                            },
-                            Err(e) => outcome_of(&e),
-                        };
-                        crate::trace::finish_tenant(&outcome);
-                        let failed = matches!(outcome, TenantOutcome::Failed { .. });
-                        if failed {
-                            // A killed backend or a lost connection: reconnect for the next.
-                            if let Ok(c) = conn.get(database_url, self) {
-                                if c.batch_execute("SELECT 1").is_err() {
-                                    conn = WorkerConn::None;
-                                }
-                            }
-                            if opts.on_failure == FailurePolicy::Stop {
-                                stop.store(true, Ordering::SeqCst);
-                            }
-                        }
-                        let (done, nfailed) = {
-                            let mut c = counters.lock().unwrap_or_else(|e| e.into_inner());
-                            c.0 += 1;
-                            c.1 += usize::from(failed);
-                            *c
-                        };
-                        if let Some(progress) = &opts.progress {
-                            progress(&Progress {
-                                done,
-                                total: jobs.len(),
-                                failed: nfailed,
-                                elapsed: started.elapsed(),
-                                tenant: tenant.clone(),
-                                outcome: outcome.clone(),
-                            });
-                        }
-                        outcomes.lock().unwrap_or_else(|e| e.into_inner())[*i] = outcome;
-                    }
-                });
-            }
-        });
-        let outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
-        let report = MigrationReport {
-            tenants: tenants.into_iter().zip(outcomes).collect(),
-            elapsed: started.elapsed(),
+        selection: &Selection,
+        rows: Vec<R>,
+        key: impl Fn(&R) -> (&str, &str),
+    ) -> Result<Picked<R>> {
+        let mut named = BTreeSet::new();
+        let mut picked = Picked {
+            run: Vec::new(),
+            held: Vec::new(),
         };
-        crate::trace::finish_fleet(&report);
-        if report.is_success() {
-            Ok(report)
-        } else {
-            Err(Error::FleetMigration { report })
+        for row in rows {
+            let (name, state) = key(&row);
+            let tenant = TenantId::new(name)?;
+            self.check_tenant_name(&tenant)?;
+            let state: LifecycleState = state.parse().map_err(Error::InvalidSelection)?;
+            match selection.pick(&tenant, state) {
+                Pick::Run => picked.run.push(row),
+                Pick::Hold(state) => picked.held.push((tenant.clone(), state.to_string())),
+                Pick::Omit => {}
+            }
+            named.insert(tenant);
         }
-    }
-}
-
-/// A fleet worker's connection: the caller's (first worker), its own, or none yet.
-enum WorkerConn<'a> {
-    Borrowed(&'a mut PgConnection),
-    Owned(PgConnection),
-    None,
-}
-
-impl WorkerConn<'_> {
-    /// The connection, opened from `url` when there is none.
-    fn get(&mut self, url: &str, migrator: &Migrator) -> Result<&mut PgConnection> {
-        if let WorkerConn::None = self {
-            *self = WorkerConn::Owned(migrator.open(url)?);
-        }
-        match self {
-            WorkerConn::Borrowed(c) => Ok(c),
-            WorkerConn::Owned(c) => Ok(c),
-            WorkerConn::None => unreachable!("just opened"),
-        }
+        selection.check_named(&named.iter().collect())?;
+        picked.held.sort();
+        Ok(picked)
     }
 }

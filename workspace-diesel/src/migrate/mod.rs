@@ -2,9 +2,10 @@
 //!
 //! Each file answers one question: `set` (the migration sets, read once), `engine` (one tenant,
 //! both directions), `failure` (classifying what failed), `tenants` (create, drop, rename,
-//! list), `clone` (a tenant copied from a template tenant), `export` and `import` (a tenant to an
-//! archive and back, `archive` its format), `spares` (the warm pool), `fleet`
-//! (every tenant, in parallel) and `status` (status and drift).
+//! list), `clone` (a tenant copied from a template tenant), `export` and `import`
+//! (a tenant to an archive and back, `archive` its format), `spares` (the warm pool), `fleet`
+//! (every tenant, or a selection, in parallel), `workers` (the worker threads and the waves),
+//! `runs` (the record of fleet runs, and reverting a run) and `status` (status and drift).
 //!
 //! `migrator` holds the [`Migrator`] and its builder; `door` is the preamble every public
 //! operation enters by; `tx` plans and sends one tenant transaction (`split`: statement by
@@ -23,6 +24,7 @@ mod fleet;
 #[cfg(feature = "archive")]
 mod import;
 pub(crate) mod migrator;
+mod runs;
 mod set;
 mod shared;
 mod spares;
@@ -30,6 +32,7 @@ mod split;
 mod status;
 mod tenants;
 mod tx;
+mod workers;
 
 #[cfg(feature = "archive")]
 pub use self::archive::{ArchiveSummary, TableSummary};

@@ -10,7 +10,9 @@ use crate::error::Result;
 use crate::migrate::door::Op;
 use crate::migrate::migrator::Migrator;
 use crate::migrate::tx::read_ledger;
+use crate::registry::model::LifecycleState;
 use crate::report::TenantMigrations;
+use crate::selection::Selection;
 use crate::sql::{own, quote_literal, CENTRAL_RECORD, LEDGER, SHARED_SCHEMA};
 use crate::tenant::TenantId;
 
@@ -71,6 +73,35 @@ impl Migrator {
             .status_rows(conn)?
             .into_iter()
             .map(|(status, _)| status)
+            .collect())
+    }
+
+    /// [`status`](Self::status) of the tenants `selection` takes (by name, and by state when it
+    /// names states: a status view shows every state otherwise).
+    ///
+    /// # Errors
+    /// As [`status`](Self::status); [`Error::TenantNotFound`](crate::Error::TenantNotFound) when
+    /// the selection names a tenant that is not registered.
+    pub fn status_selected(
+        &self,
+        conn: &mut PgConnection,
+        selection: &Selection,
+    ) -> Result<Vec<TenantMigrations>> {
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
+        let states: HashMap<TenantId, LifecycleState> =
+            own(conn, |conn| self.registry.lifecycle_states(conn))?
+                .into_iter()
+                .collect();
+        selection.check_named(&states.keys().collect())?;
+        Ok(self
+            .status_rows(conn)?
+            .into_iter()
+            .map(|(status, _)| status)
+            .filter(|s| {
+                states
+                    .get(&s.tenant)
+                    .is_some_and(|state| selection.matches(&s.tenant, *state))
+            })
             .collect())
     }
 

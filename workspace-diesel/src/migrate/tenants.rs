@@ -24,7 +24,10 @@ use crate::tenant::TenantId;
 /// Whether [`Migrator::provision`] registers a tenant or a spare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Provision {
+    /// A tenant: its registry row is inserted with the schema.
     Tenant,
+    /// A tenant whose registry row is already there (committed as `provisioning`).
+    Registered,
     Spare,
 }
 
@@ -58,23 +61,104 @@ impl Migrator {
             Some(roles) => format!("{}; ", roles.create_sql(tenant)?),
             None => String::new(),
         };
+        // With a status column, the row is committed first as `provisioning`, so the tenant is
+        // seen (and not served) while its schema is built; the provisioning transaction makes it
+        // `active`, and a failed creation deletes the row again.
+        let ends = match self.registry.insert_provisioning_sql(tenant) {
+            Some(insert) => match self.mark_provisioning(conn, tenant, &insert) {
+                Ok(ends) => Some(ends),
+                Err(e) => return crate::trace::finish(Err(e)),
+            },
+            None => None,
+        };
+        let pre_registered = ends.is_some();
+        let in_tx_only = self.set.migrations.iter().all(|m| m.in_tx);
+        let close = match &ends {
+            Some((activate, _)) if in_tx_only => format!("{activate}; {role}"),
+            _ => role,
+        };
         // A current spare (one that no `fill_spares` is upgrading: its row and its lock are both
         // free) is claimed; otherwise the tenant is provisioned from scratch.
-        let sql = |tag: &str, otherwise: &str| self.claim_sql(tenant, tag, otherwise);
-        let claimed = |conn: &mut PgConnection| Ok(self.registry.contains(conn, tenant)?);
+        let sql =
+            |tag: &str, otherwise: &str| self.claim_sql(tenant, tag, otherwise, !pre_registered);
+        let claimed = |conn: &mut PgConnection| -> Result<bool> {
+            Ok(if pre_registered {
+                self.registry.presence(conn, tenant)?.schema
+            } else {
+                self.registry.contains(conn, tenant)?
+            })
+        };
         let claim = Claim {
             sql: &sql,
             claimed: &claimed,
         };
-        let created = self.provision_as(conn, tenant, Provision::Tenant, Some(claim), role);
+        let as_ = if pre_registered {
+            Provision::Registered
+        } else {
+            Provision::Tenant
+        };
+        let mut created = self.provision_as(conn, tenant, as_, Some(claim), close);
+        if let Some((activate, delete)) = &ends {
+            created = match created {
+                Ok(()) if !in_tx_only => own(conn, |conn| Ok(conn.batch_execute(activate)?)),
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // The schema is not there (the transaction rolled back): the row goes too.
+                    let lock = tenant_lock(tenant.as_str());
+                    let _ = own(conn, |conn| {
+                        conn.batch_execute(&format!("{lock}; {delete}"))
+                    });
+                    Err(e)
+                }
+            };
+        }
         crate::trace::finish(created)
+    }
+
+    /// Commits `insert` (the tenant's registry row in state `provisioning`) and returns the
+    /// statements that end the provisioning. A row that is still `provisioning` without a
+    /// schema (a creation killed before its schema was built) is taken over.
+    fn mark_provisioning(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        insert: &str,
+    ) -> Result<(String, String)> {
+        let ends = self
+            .registry
+            .provisioning_end_sql(tenant)
+            .expect("a registry with a status column");
+        // Under the tenant's lock, as every change of a tenant's row.
+        let lock = tenant_lock(tenant.as_str());
+        let inserted = own(conn, |conn| {
+            conn.batch_execute(&format!("{lock}; {insert}"))
+        });
+        match inserted {
+            Ok(()) => Ok(ends),
+            Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                let left_over = own(conn, |conn| {
+                    let presence = self.registry.presence(conn, tenant)?;
+                    let state = self.registry.lifecycle_state(conn, tenant)?;
+                    Ok::<_, Error>(
+                        !presence.schema
+                            && state == Some(crate::registry::model::LifecycleState::Provisioning),
+                    )
+                })?;
+                if left_over {
+                    Ok(ends)
+                } else {
+                    Err(Error::TenantExists(tenant.clone()))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A `DO` block that claims the oldest current warm spare for `tenant` (its registry row, the
     /// rename, its central record and spares rows) or, when there is none, runs `otherwise`. A
     /// spare that a `fill_spares` is upgrading (its row or its lock taken) is skipped. Runs under
     /// the library's own path.
-    fn claim_sql(&self, tenant: &TenantId, tag: &str, otherwise: &str) -> String {
+    fn claim_sql(&self, tenant: &TenantId, tag: &str, otherwise: &str, register: bool) -> String {
         let t = quote_literal(tenant.as_str());
         let versions = &self.set.versions;
         format!(
@@ -91,14 +175,17 @@ impl Migrator {
                END IF; \
              END LOOP; \
              IF spare IS NULL THEN {otherwise} ELSE \
-             {insert}; \
+             {insert}\
              EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', spare, {t}); \
              UPDATE {CENTRAL_RECORD} SET schema_name = {t} WHERE schema_name = spare; \
              DELETE FROM {SPARES_TABLE} WHERE schema_name = spare; \
              END IF; END {tag}",
             versions = quote_literal(&array_literal(versions)),
             n = versions.len(),
-            insert = self.registry.insert_sql(&t),
+            insert = match self.registry.ensure_provisioning_sql(&t) {
+                Some(ensure) if !register => format!("{ensure}; "),
+                _ => format!("{}; ", self.registry.insert_sql(&t)),
+            },
         )
     }
 
@@ -365,6 +452,10 @@ impl Migrator {
         let lit = quote_literal(schema.as_str());
         let row = match as_ {
             Provision::Tenant => format!("{}; ", self.registry.insert_tenant_sql(schema)),
+            Provision::Registered => match self.registry.ensure_provisioning_sql(&lit) {
+                Some(ensure) => format!("{ensure}; "),
+                None => String::new(),
+            },
             Provision::Spare => {
                 format!("INSERT INTO {SPARES_TABLE} (schema_name) VALUES ({lit}); ")
             }

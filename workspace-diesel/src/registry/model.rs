@@ -56,7 +56,7 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(workspaces, workspace_migrations);
 
 /// A tenant's life-cycle state (`public.workspace_status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, diesel_derive_enum::DbEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, diesel_derive_enum::DbEnum)]
 #[ExistingTypePath = "crate::registry::model::sql_types::WorkspaceStatus"]
 pub enum LifecycleState {
     /// Being created.
@@ -67,6 +67,53 @@ pub enum LifecycleState {
     Suspended,
     /// Kept for the record only.
     Archived,
+}
+
+impl LifecycleState {
+    /// Every state, in the enum's order.
+    pub const ALL: [LifecycleState; 4] = [
+        LifecycleState::Provisioning,
+        LifecycleState::Active,
+        LifecycleState::Suspended,
+        LifecycleState::Archived,
+    ];
+
+    /// The state's name in the database (`provisioning`, `active`, `suspended`, `archived`).
+    ///
+    /// ```
+    /// use diesel_workspace::registry::LifecycleState;
+    ///
+    /// assert_eq!(LifecycleState::Suspended.as_str(), "suspended");
+    /// assert_eq!("archived".parse::<LifecycleState>(), Ok(LifecycleState::Archived));
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleState::Provisioning => "provisioning",
+            LifecycleState::Active => "active",
+            LifecycleState::Suspended => "suspended",
+            LifecycleState::Archived => "archived",
+        }
+    }
+}
+
+impl std::str::FromStr for LifecycleState {
+    type Err = String;
+
+    /// A state from its name in the database; the error names the four states.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown state `{s}`: expected provisioning, active, suspended or archived")
+            })
+    }
+}
+
+impl std::fmt::Display for LifecycleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The Rust form of a registry table's row: anything that names a tenant.

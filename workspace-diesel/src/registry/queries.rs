@@ -60,6 +60,66 @@ impl Registry {
         )
     }
 
+    /// The registered names with their life-cycle state as a derived table with two text
+    /// columns, `name` and `state` (`active` for every row of a registry without a
+    /// [`status_column`](Registry::status_column)).
+    pub(crate) fn states_sql(&self) -> String {
+        let state = match &self.status_column {
+            Some(column) => format!("{}::pg_catalog.text", quote_ident(column)),
+            None => "'active'::pg_catalog.text".to_owned(),
+        };
+        format!(
+            "(SELECT {}::pg_catalog.text AS name, {state} AS state FROM {})",
+            self.quoted_identifier_column(),
+            self.qualified_table()
+        )
+    }
+
+    /// With a [`status_column`](Registry::status_column): the `INSERT` of `tenant` as a new
+    /// row in state `provisioning`, what `create_tenant` commits before it builds the schema.
+    pub(crate) fn insert_provisioning_sql(&self, tenant: &TenantId) -> Option<String> {
+        let status = self.status_column.as_ref()?;
+        Some(format!(
+            "INSERT INTO {} ({}, {}) VALUES ({}, 'provisioning')",
+            self.qualified_table(),
+            self.quoted_identifier_column(),
+            quote_ident(status),
+            quote_literal(tenant.as_str()),
+        ))
+    }
+
+    /// [`insert_sql`](Self::insert_sql) of `tenant_sql` in state `provisioning` that does
+    /// nothing when the row is there: what the provisioning transaction runs for a row committed
+    /// before it, so a drop in between cannot leave a schema without its row.
+    pub(crate) fn ensure_provisioning_sql(&self, tenant_sql: &str) -> Option<String> {
+        let status = self.status_column.as_ref()?;
+        Some(format!(
+            "INSERT INTO {} ({id}, {}) VALUES ({tenant_sql}, 'provisioning') ON CONFLICT ({id}) DO NOTHING",
+            self.qualified_table(),
+            quote_ident(status),
+            id = self.quoted_identifier_column(),
+        ))
+    }
+
+    /// With a [`status_column`](Registry::status_column): the `UPDATE` that makes a
+    /// `provisioning` row of `tenant` `active`, and the `DELETE` of such a row (a creation that
+    /// failed), without a trailing `;`.
+    pub(crate) fn provisioning_end_sql(&self, tenant: &TenantId) -> Option<(String, String)> {
+        let status = quote_ident(self.status_column.as_ref()?);
+        let filter = format!(
+            "WHERE {} = {} AND {status} = 'provisioning'",
+            self.quoted_identifier_column(),
+            quote_literal(tenant.as_str()),
+        );
+        Some((
+            format!(
+                "UPDATE {} SET {status} = 'active' {filter}",
+                self.qualified_table()
+            ),
+            format!("DELETE FROM {} {filter}", self.qualified_table()),
+        ))
+    }
+
     /// Whether the registry has a row for `tenant`.
     pub(crate) fn contains(&self, conn: &mut PgConnection, tenant: &TenantId) -> QueryResult<bool> {
         let row: Flag = diesel::sql_query(format!(

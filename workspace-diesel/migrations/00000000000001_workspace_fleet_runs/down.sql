@@ -1,0 +1,2 @@
+DROP TABLE workspace_run_tenants;
+DROP TABLE workspace_runs;
