@@ -1,4 +1,4 @@
-//! `drop_tenant`, `rename_tenant`, `clone_tenant`.
+//! `drop_tenant`, `rename_tenant`, `clone_tenant`, `export_tenant`, `import_tenant`.
 
 use super::*;
 
@@ -125,4 +125,52 @@ fn clone_tenant_copies_a_template() {
     w.run(&db, &["clone_tenant", "template_basic", "acme"])
         .fails_with("tenant `acme` already exists");
     assert!(!db.schema_exists("x"));
+}
+
+#[test]
+fn export_tenant_and_import_tenant_move_a_tenant_through_a_file() {
+    let db = test_db!("export_tenant_and_import_tenant_move_a_tenant_through_a_file");
+    let w = Workdir::new();
+    w.run(&db, &["c:t:s", "acme"]).ok();
+    db.conn()
+        .batch_execute(
+            "INSERT INTO acme.categories (name) VALUES ('inbox'), ('done'); \
+             INSERT INTO acme.notes (category_id, title) SELECT 1, 'acme ' || i FROM generate_series(1, 50) i",
+        )
+        .unwrap();
+    let file = w.path().join("acme.wdt");
+    let file = file.to_str().unwrap();
+    let out = w.run(&db, &["export_tenant", "acme", file]).ok().to_owned();
+    assert!(
+        out.starts_with("exported tenant `acme` (3 tables, 52 rows, "),
+        "{out}"
+    );
+    w.run(&db, &["export_tenant", "acme", file])
+        .fails_with("exists: the archive is not written over a file");
+    let json = w
+        .run(
+            &db,
+            &["--format", "json", "import_tenant", "acme_copy", file],
+        )
+        .ok()
+        .to_owned();
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["command"], "import_tenant");
+    assert_eq!(doc["tenant"], "acme_copy");
+    assert_eq!(doc["exported_as"], "acme");
+    assert_eq!(doc["tables"][2]["name"], "notes");
+    assert_eq!(doc["tables"][2]["rows"], 50);
+    assert!(db.check("(SELECT count(*) FROM acme_copy.notes WHERE title LIKE 'acme %') = 50"));
+    // A corrupted archive: refused, nothing created.
+    let mut bytes = std::fs::read(file).unwrap();
+    let at = bytes.len() - 30;
+    bytes[at] ^= 0x01;
+    let bad = w.path().join("bad.wdt");
+    std::fs::write(&bad, bytes).unwrap();
+    w.run(&db, &["import_tenant", "other", bad.to_str().unwrap()])
+        .fails_with("tenant archive refused for `other`");
+    assert!(!db.schema_exists("other"));
+    assert!(db.check("NOT EXISTS (SELECT 1 FROM public.workspaces WHERE schema_name = 'other')"));
+    w.run(&db, &["import_tenant", "acme_copy", file])
+        .fails_with("tenant `acme_copy` already exists");
 }

@@ -9,6 +9,7 @@ use workspace_diesel_tests::test_db;
 
 mod across;
 mod architecture;
+mod archive;
 mod audit;
 mod busy_pooler;
 mod cache;

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod db;
 pub mod pgbouncer;
 pub mod schema;
+pub mod throwaway;
 pub mod trojan;
 
 pub use db::{admin_url, ScratchDb};

@@ -201,6 +201,26 @@ pub(crate) enum Command {
         schema_only: bool,
     },
 
+    /// Write a tenant to an archive: its ledger, a manifest (migration checksums, row counts and
+    /// checksums) and its rows through COPY, as of one snapshot
+    #[command(name = "export_tenant", visible_alias = "e:t", alias = "export-tenant")]
+    ExportTenant {
+        /// The tenant
+        identifier: String,
+        /// The archive to write (`-`: stdout); an existing file is refused
+        file: String,
+    },
+
+    /// Create a tenant from an archive (of this or another database or server), in one
+    /// transaction, refused with nothing created when a version or a checksum does not match
+    #[command(name = "import_tenant", visible_alias = "i:t", alias = "import-tenant")]
+    ImportTenant {
+        /// The new tenant's identifier (any name: not necessarily the exported one)
+        identifier: String,
+        /// The archive to read (`-`: stdin)
+        file: String,
+    },
+
     /// Set a tenant's state in the registry; web services serve only active tenants
     #[command(
         name = "set_tenant_status",

@@ -347,3 +347,60 @@ pub(crate) struct Setup {
     pub(crate) created_directories: Vec<String>,
     pub(crate) shared_applied: Vec<String>,
 }
+
+/// The report of `export_tenant` and `import_tenant`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Archive {
+    pub(crate) command: &'static str,
+    pub(crate) ok: bool,
+    /// The tenant exported, or created by the import.
+    pub(crate) tenant: String,
+    /// The name the tenant had when it was exported.
+    pub(crate) exported_as: String,
+    /// The archive's path (`-`: stdout or stdin).
+    pub(crate) file: String,
+    /// The archive's size.
+    pub(crate) bytes: u64,
+    /// The versions of the tenant's ledger.
+    pub(crate) versions: Vec<String>,
+    /// Each table's rows and checksum (equal on both sides).
+    pub(crate) tables: Vec<ArchiveTable>,
+    pub(crate) elapsed_seconds: f64,
+}
+
+/// One table of an [`Archive`].
+#[derive(Debug, Serialize)]
+pub(crate) struct ArchiveTable {
+    pub(crate) name: String,
+    pub(crate) rows: i64,
+    pub(crate) checksum: String,
+}
+
+impl Archive {
+    pub(crate) fn new(
+        command: &'static str,
+        s: &diesel_workspace::ArchiveSummary,
+        file: &str,
+        elapsed_seconds: f64,
+    ) -> Self {
+        Self {
+            command,
+            ok: true,
+            tenant: s.tenant.to_string(),
+            exported_as: s.exported_as.clone(),
+            file: file.to_owned(),
+            bytes: s.bytes,
+            versions: s.versions.clone(),
+            tables: s
+                .tables
+                .iter()
+                .map(|t| ArchiveTable {
+                    name: t.name.clone(),
+                    rows: t.rows,
+                    checksum: t.checksum.clone(),
+                })
+                .collect(),
+            elapsed_seconds,
+        }
+    }
+}

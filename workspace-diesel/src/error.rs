@@ -161,6 +161,26 @@ pub enum Error {
         /// Why, for people.
         reason: String,
     },
+    /// A tenant archive was refused (`Migrator::import_tenant`: a version the migration set
+    /// does not know or whose `up.sql` differs, a corrupted or truncated archive, rows that do
+    /// not match their checksums; `Migrator::export_tenant`: a ledger the set does not know);
+    /// nothing was created.
+    #[error("tenant archive refused for `{tenant}`: {reason}")]
+    ArchiveRefused {
+        /// The tenant exported, or to be imported.
+        tenant: TenantId,
+        /// Why, for people.
+        reason: String,
+    },
+    /// Exporting or importing a tenant archive failed: reading or writing the archive, or the
+    /// `COPY` connection; nothing was created.
+    #[error("tenant archive of `{tenant}` failed: {reason}")]
+    ArchiveFailed {
+        /// The tenant exported, or to be imported.
+        tenant: TenantId,
+        /// What failed, for people.
+        reason: String,
+    },
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]

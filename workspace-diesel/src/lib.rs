@@ -49,6 +49,8 @@ pub use crate::context::{
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::{Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
+#[cfg(feature = "archive")]
+pub use crate::migrate::{ArchiveSummary, TableSummary};
 pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
 pub use crate::options::{
     Budget, CheckFn, CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave, WaveEnd,

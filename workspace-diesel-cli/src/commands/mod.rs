@@ -9,6 +9,7 @@ macro_rules! out {
     }};
 }
 
+mod archive;
 mod context;
 mod generate;
 mod lint;
@@ -75,6 +76,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             identifier,
             schema_only,
         } => tenant::clone(&ctx, &template, &identifier, schema_only),
+        Command::ExportTenant { identifier, file } => archive::export(&ctx, &identifier, &file),
+        Command::ImportTenant { identifier, file } => archive::import(&ctx, &identifier, &file),
         Command::SetTenantStatus { identifier, status } => {
             tenant::set_status(&ctx, &identifier, status)
         }
@@ -95,6 +98,8 @@ fn supports_json(command: &Command) -> bool {
         Command::Setup
             | Command::CreateTenantSchema { .. }
             | Command::CloneTenant { .. }
+            | Command::ExportTenant { .. }
+            | Command::ImportTenant { .. }
             | Command::MigrateTenant(_)
             | Command::MigrateAll(_)
             | Command::RevertTenant(_)
@@ -125,6 +130,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::DropTenant { .. } => "drop_tenant",
         Command::RenameTenant { .. } => "rename_tenant",
         Command::CloneTenant { .. } => "clone_tenant",
+        Command::ExportTenant { .. } => "export_tenant",
+        Command::ImportTenant { .. } => "import_tenant",
         Command::SetTenantStatus { .. } => "set_tenant_status",
         Command::LintMigrations => "lint_migrations",
         Command::MoveTenant { .. } => "move_tenant",

@@ -35,12 +35,13 @@ struct TableRow {
     columns: Option<String>,
 }
 
+/// A foreign key between two tables of a schema, child to parent (also read by the export).
 #[derive(QueryableByName)]
-struct Edge {
+pub(crate) struct Edge {
     #[diesel(sql_type = Text)]
-    child: String,
+    pub(crate) child: String,
     #[diesel(sql_type = Text)]
-    parent: String,
+    pub(crate) parent: String,
 }
 
 #[derive(QueryableByName)]
@@ -311,7 +312,7 @@ fn copy_sql(conn: &mut PgConnection, template: &TenantId, tenant: &TenantId) -> 
 
 /// `tables` ordered so that every table comes after the tables it references (`edges`, child
 /// to parent), ties by name; `None` when they reference each other in a cycle.
-fn parents_first(tables: &BTreeSet<String>, edges: &[Edge]) -> Option<Vec<String>> {
+pub(crate) fn parents_first(tables: &BTreeSet<String>, edges: &[Edge]) -> Option<Vec<String>> {
     let mut parents: BTreeMap<&str, BTreeSet<&str>> = tables
         .iter()
         .map(|t| (t.as_str(), BTreeSet::new()))

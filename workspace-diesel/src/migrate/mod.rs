@@ -2,7 +2,8 @@
 //!
 //! Each file answers one question: `set` (the migration sets, read once), `engine` (one tenant,
 //! both directions), `failure` (classifying what failed), `tenants` (create, drop, rename,
-//! list), `clone` (a tenant copied from a template tenant), `spares` (the warm pool), `fleet`
+//! list), `clone` (a tenant copied from a template tenant), `export` and `import`
+//! (a tenant to an archive and back, `archive` its format), `spares` (the warm pool), `fleet`
 //! (every tenant, or a selection, in parallel), `workers` (the worker threads and the waves),
 //! `runs` (the record of fleet runs, and reverting a run) and `status` (status and drift).
 //!
@@ -11,11 +12,17 @@
 //! statement); `shared` runs the shared migrations, the lint and the audit. This file only
 //! declares them and re-exports their public items.
 
+#[cfg(feature = "archive")]
+mod archive;
 mod clone;
 pub(crate) mod door;
 mod engine;
+#[cfg(feature = "archive")]
+mod export;
 mod failure;
 mod fleet;
+#[cfg(feature = "archive")]
+mod import;
 pub(crate) mod migrator;
 mod runs;
 mod set;
@@ -27,6 +34,8 @@ mod tenants;
 mod tx;
 mod workers;
 
+#[cfg(feature = "archive")]
+pub use self::archive::{ArchiveSummary, TableSummary};
 pub use self::migrator::{Migrator, MigratorBuilder};
 pub use self::set::REGISTRY_MIGRATIONS;
 pub use self::status::SharedMigrations;

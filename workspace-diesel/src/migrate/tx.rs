@@ -209,6 +209,21 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// The whole of `plan` as one batch, its transaction left open (no `COMMIT`: an import goes on
+/// with `COPY`); `None` where the dialect sends statement by statement, or with a claim.
+#[cfg(feature = "archive")]
+pub(crate) fn batch_sql(dialect: &Dialect, plan: &Plan<'_>) -> Option<String> {
+    if dialect.splits_statements() || plan.claim.is_some() {
+        return None;
+    }
+    Some(format!(
+        "{}{}{}",
+        plan.open_sql(dialect),
+        plan.body(),
+        plan.close
+    ))
+}
+
 /// The ledger and central record rows of `migrations` (nothing when empty), ending in `; `.
 pub(crate) fn records(schema: &TenantId, migrations: &[&Compiled]) -> String {
     if migrations.is_empty() {
