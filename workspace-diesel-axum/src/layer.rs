@@ -1,26 +1,21 @@
 //! The routing layer: resolve, check the registry, hand the tenant to the route.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use diesel::prelude::*;
 use diesel_workspace::registry::{LifecycleState, Registry};
 use diesel_workspace::{Migrator, TenantId};
-use tracing::Instrument;
 
 use crate::access::{Access, AccessKind, Members};
 use crate::bridge::DieselPool;
 use crate::cache::RegistryCache;
-use crate::extract::{TenantDb, TenantMarker};
 use crate::limit::TenantLimiter;
 use crate::rejection::TenantRejection;
 use crate::resolve::{Resolution, Resolver};
+use crate::service::TenantLayer;
 
 type RejectFn = dyn Fn(TenantRejection) -> Response + Send + Sync;
 
@@ -44,17 +39,17 @@ type RejectFn = dyn Fn(TenantRejection) -> Response + Send + Sync;
 ///
 /// Cloning is cheap (one `Arc`).
 pub struct Routing<P> {
-    inner: Arc<Inner<P>>,
+    pub(crate) inner: Arc<Inner<P>>,
 }
 
-struct Inner<P> {
+pub(crate) struct Inner<P> {
     resolver: Box<dyn Resolver>,
     access: Access,
     cache: Arc<RegistryCache>,
-    pool: P,
+    pub(crate) pool: P,
     registry_pool: P,
-    limiter: TenantLimiter,
-    wait: Duration,
+    pub(crate) limiter: TenantLimiter,
+    pub(crate) wait: Duration,
     reject: Option<Box<RejectFn>>,
     registry: Registry,
     registry_reads: AtomicU64,
@@ -129,7 +124,7 @@ impl<P: DieselPool> RoutingBuilder<P> {
 
     /// The longest a request waits for a database connection before it is answered 503
     /// `database_unavailable` (pool exhausted, database down), and for a slot in its tenant's
-    /// share before it is answered 429 `tenant_busy`. Each [`TenantDb::run`] waits at most this
+    /// share before it is answered 429 `tenant_busy`. Each [`TenantDb::run`](crate::TenantDb::run) waits at most this
     /// long for its connection. Defaults to [`DEFAULT_WAIT`] (3 seconds).
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = wait;
@@ -228,9 +223,7 @@ impl<P: DieselPool> Routing<P> {
 
     /// The tower layer for routes that need a tenant.
     pub fn layer(&self) -> TenantLayer<P> {
-        TenantLayer {
-            routing: self.clone(),
-        }
+        TenantLayer::new(self.clone())
     }
 
     /// The registry cache (to [`listen`](RegistryCache::listen), or to invalidate by hand).
@@ -353,7 +346,7 @@ impl<P: DieselPool> Routing<P> {
         }
     }
 
-    fn reject(&self, rejection: TenantRejection) -> Response {
+    pub(crate) fn reject(&self, rejection: TenantRejection) -> Response {
         if matches!(rejection, TenantRejection::Unavailable(_)) {
             tracing::error!(code = rejection.code(), %rejection, "request refused");
         } else {
@@ -444,123 +437,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
-}
-
-/// The tower layer of a [`Routing`] (see [`Routing::layer`]).
-pub struct TenantLayer<P> {
-    routing: Routing<P>,
-}
-
-impl<P> Clone for TenantLayer<P> {
-    fn clone(&self) -> Self {
-        Self {
-            routing: self.routing.clone(),
-        }
-    }
-}
-
-impl<P> std::fmt::Debug for TenantLayer<P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantLayer").finish_non_exhaustive()
-    }
-}
-
-impl<S, P: DieselPool> tower_layer::Layer<S> for TenantLayer<P> {
-    type Service = TenantService<S, P>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        TenantService {
-            inner,
-            routing: self.routing.clone(),
-        }
-    }
-}
-
-/// The service [`TenantLayer`] wraps around routes.
-///
-/// For each request it opens a `request` span (`method`, `path`, `tenant`), resolves and checks
-/// the tenant, records it on the span, and calls the route with the tenant in the request's
-/// extensions (read by the [`Tenant`](crate::Tenant) and [`TenantDb`] extractors).
-pub struct TenantService<S, P> {
-    inner: S,
-    routing: Routing<P>,
-}
-
-impl<S: Clone, P> Clone for TenantService<S, P> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            routing: self.routing.clone(),
-        }
-    }
-}
-
-impl<S, P> std::fmt::Debug for TenantService<S, P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantService").finish_non_exhaustive()
-    }
-}
-
-impl<S, P> tower_service::Service<Request> for TenantService<S, P>
-where
-    S: tower_service::Service<Request, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    P: DieselPool,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        // The clone that was polled ready serves this request (tower's idiom).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let routing = self.routing.clone();
-        let span = tracing::info_span!(
-            "request",
-            method = %req.method(),
-            path = req.uri().path(),
-            tenant = tracing::field::Empty,
-        );
-        Box::pin(
-            async move {
-                let (mut parts, body) = req.into_parts();
-                let admitted = match routing.resolve(&parts).await {
-                    Ok(tenant) => {
-                        let inner = &routing.inner;
-                        match inner.limiter.acquire(&tenant, inner.wait).await {
-                            Some(slot) => Ok((tenant, slot)),
-                            None => Err(TenantRejection::Busy(tenant)),
-                        }
-                    }
-                    Err(rejection) => Err(rejection),
-                };
-                match admitted {
-                    Ok((tenant, slot)) => {
-                        tracing::Span::current().record("tenant", tenant.as_str());
-                        parts.extensions.insert(TenantMarker(tenant.clone()));
-                        parts.extensions.insert(TenantDb {
-                            tenant,
-                            pool: routing.inner.pool.clone(),
-                            wait: routing.inner.wait,
-                        });
-                        let response = inner.call(Request::from_parts(parts, body)).await;
-                        drop(slot);
-                        response
-                    }
-                    Err(rejection) => {
-                        if let Some(tenant) = rejection.tenant() {
-                            tracing::Span::current().record("tenant", tenant.as_str());
-                        }
-                        Ok(routing.reject(rejection))
-                    }
-                }
-            }
-            .instrument(span),
-        )
-    }
 }

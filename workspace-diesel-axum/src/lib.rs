@@ -75,6 +75,7 @@ mod layer;
 mod limit;
 mod rejection;
 mod resolve;
+mod service;
 mod user;
 
 pub use crate::access::{bearer_token, Access};
@@ -83,12 +84,13 @@ pub use crate::cache::{
     install_notify_trigger, install_notify_trigger_for, Listener, RegistryCache, NOTIFY_CHANNEL,
 };
 pub use crate::extract::{Tenant, TenantDb, TenantLayerMissing};
-pub use crate::layer::{Routing, RoutingBuilder, TenantLayer, TenantService, DEFAULT_WAIT};
+pub use crate::layer::{Routing, RoutingBuilder, DEFAULT_WAIT};
 pub use crate::rejection::{TenantRejection, ECHO_LIMIT};
 pub use crate::resolve::{
     Agreeing, Either, FirstMatch, Header, PathPrefix, Resolution, ResolveFuture, Resolver,
     Subdomain,
 };
+pub use crate::service::{TenantLayer, TenantService};
 pub use crate::user::UserWorkspace;
 
 /// The default pool of [`TenantDb`]: the library's r2d2 pool.
