@@ -1,6 +1,7 @@
 //! A second PostgreSQL server of the tests' own, from the installed PostgreSQL 15 binaries, on a
 //! free loopback port in a temporary directory (run as the `postgres` OS user when the tests run
-//! as root, since `initdb` refuses root); stopped and removed on drop.
+//! as root, since `initdb` refuses root); it can be stopped and resumed (an outage), and is
+//! stopped and removed on drop.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -45,29 +46,14 @@ impl Throwaway {
             port,
             as_postgres,
         };
-        let data = server.dir.join("data");
-        server.run(server.command("initdb").arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-        ]));
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
-            server.port,
-            server.dir.display()
-        );
         server.run(
             server
-                .command("pg_ctl")
-                .arg("start")
+                .command("initdb")
                 .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(server.dir.join("log"))
-                .args(["-w", "-o", &options]),
+                .arg(server.dir.join("data"))
+                .args(["-U", "postgres", "-A", "trust", "--no-sync"]),
         );
+        server.resume();
         server
     }
 
@@ -95,6 +81,36 @@ impl Throwaway {
     /// The `postgres` database's URL.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        self.run(
+            self.command("pg_ctl")
+                .arg("start")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .arg("-l")
+                .arg(self.dir.join("log"))
+                .args(["-w", "-o", &options]),
+        );
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended); [`resume`](Self::resume) starts it
+    /// again.
+    pub fn stop(&self) {
+        self.run(
+            self.command("pg_ctl")
+                .arg("stop")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "fast", "-w"]),
+        );
     }
 }
 

@@ -185,7 +185,7 @@ async fn a_noisy_tenant_holds_only_its_share_and_the_others_keep_being_served() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_database_is_a_prompt_503_with_a_fixed_body_and_service_resumes() {
-    let server = support::Throwaway::start("outage");
+    let server = workspace_diesel_tests::throwaway::Throwaway::start("outage");
     let url = server.url();
     support::provision_at(&url, &["acme", "globex"]);
     let mut conn = PgConnection::establish(&url).expect("connect");
