@@ -314,8 +314,7 @@ impl CitusDb {
                 w.host, w.port
             ));
         }
-        conn.batch_execute(&sql)
-            .unwrap_or_else(|e| panic!("register the workers in {name}: {e}"));
+        register(&mut conn, &sql, &name);
         Some(Self {
             _permit: permit,
             name,
@@ -355,6 +354,27 @@ impl CitusDb {
     pub fn check(&self, sql: &str) -> bool {
         check_on(&mut self.conn(), sql)
     }
+}
+
+/// Registers the workers. The coordinator's first connection to a worker's new database can be
+/// refused while that worker is busy creating other tests' databases ("failure on connection
+/// marked as essential"); registration is idempotent, so it is retried a few times before the
+/// test fails with the last error.
+fn register(conn: &mut PgConnection, sql: &str, name: &str) {
+    let mut last = None;
+    for attempt in 0..6u64 {
+        match conn.batch_execute(sql) {
+            Ok(()) => return,
+            Err(e) => {
+                last = Some(e.to_string());
+                std::thread::sleep(std::time::Duration::from_millis(250 << attempt.min(3)));
+            }
+        }
+    }
+    panic!(
+        "register the workers in {name} (6 attempts): {}",
+        last.unwrap_or_default()
+    );
 }
 
 /// Runs one SQL query returning one boolean.
