@@ -37,6 +37,7 @@ mod routing;
 mod runs;
 mod scale;
 mod selection;
+mod snapshots;
 mod statements;
 mod temp_objects;
 mod tenancy;

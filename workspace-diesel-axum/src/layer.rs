@@ -342,6 +342,7 @@ impl<P: DieselPool> Routing<P> {
             Some(LifecycleState::Suspended) => Err(TenantRejection::Suspended(tenant)),
             Some(LifecycleState::Archived) => Err(TenantRejection::Archived(tenant)),
             Some(LifecycleState::Provisioning) => Err(TenantRejection::Provisioning(tenant)),
+            Some(LifecycleState::Restoring) => Err(TenantRejection::Restoring(tenant)),
             None => Err(TenantRejection::Unknown(tenant)),
         }
     }

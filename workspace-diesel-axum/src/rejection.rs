@@ -19,6 +19,7 @@ use http::{header, HeaderValue, StatusCode};
 /// | [`Suspended`](Self::Suspended) | 403 | `tenant_suspended` |
 /// | [`Archived`](Self::Archived) | 410 | `tenant_archived` |
 /// | [`Provisioning`](Self::Provisioning) | 503 | `tenant_provisioning` |
+/// | [`Restoring`](Self::Restoring) | 503 | `tenant_restoring` |
 /// | [`Busy`](Self::Busy) | 429 | `tenant_busy` |
 /// | [`Unavailable`](Self::Unavailable) | 503 | `registry_unavailable` |
 ///
@@ -58,6 +59,9 @@ pub enum TenantRejection {
     Archived(TenantId),
     /// The tenant is still being provisioned.
     Provisioning(TenantId),
+    /// The tenant is being restored from a snapshot
+    /// ([`Migrator::restore_snapshot`](diesel_workspace::Migrator::restore_snapshot)).
+    Restoring(TenantId),
     /// The registry could not be read; the request is refused rather than guessed.
     Unavailable(String),
 }
@@ -72,7 +76,9 @@ impl TenantRejection {
             Self::Unknown(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) | Self::Suspended(_) => StatusCode::FORBIDDEN,
             Self::Archived(_) => StatusCode::GONE,
-            Self::Provisioning(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Provisioning(_) | Self::Restoring(_) | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -89,6 +95,7 @@ impl TenantRejection {
             Self::Suspended(_) => "tenant_suspended",
             Self::Archived(_) => "tenant_archived",
             Self::Provisioning(_) => "tenant_provisioning",
+            Self::Restoring(_) => "tenant_restoring",
             Self::Unavailable(_) => "registry_unavailable",
         }
     }
@@ -101,6 +108,7 @@ impl TenantRejection {
             | Self::Suspended(t)
             | Self::Archived(t)
             | Self::Provisioning(t)
+            | Self::Restoring(t)
             | Self::Busy(t) => Some(t),
             Self::Malformed { .. }
             | Self::Required
@@ -126,6 +134,7 @@ impl std::fmt::Display for TenantRejection {
             Self::Suspended(t) => write!(f, "tenant `{t}` is suspended"),
             Self::Archived(t) => write!(f, "tenant `{t}` is archived"),
             Self::Provisioning(t) => write!(f, "tenant `{t}` is being provisioned"),
+            Self::Restoring(t) => write!(f, "tenant `{t}` is being restored from a snapshot"),
             Self::Unavailable(why) => write!(f, "the tenant registry could not be read: {why}"),
         }
     }

@@ -181,6 +181,22 @@ pub enum Error {
         /// What failed, for people.
         reason: String,
     },
+    /// No snapshot of this name is recorded (see
+    /// [`Migrator::snapshots`](crate::Migrator::snapshots)).
+    #[error("snapshot `{0}` does not exist")]
+    SnapshotNotFound(String),
+    /// A snapshot could not be taken or restored (see
+    /// [`MigrateOptions::snapshot`](crate::MigrateOptions::snapshot) and
+    /// [`Migrator::restore_snapshot`](crate::Migrator::restore_snapshot)): a dialect that does
+    /// not support them, a snapshot whose versions the migration set does not know, rows that
+    /// do not match its checksums. Nothing was changed.
+    #[error("snapshot of tenant `{tenant}` refused: {reason}")]
+    SnapshotRefused {
+        /// The tenant.
+        tenant: TenantId,
+        /// Why, for people.
+        reason: String,
+    },
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]

@@ -51,9 +51,10 @@ pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::{Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
 #[cfg(feature = "archive")]
 pub use crate::migrate::{ArchiveSummary, TableSummary};
-pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
+pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations, Snapshot, SnapshotTable};
 pub use crate::options::{
     Budget, CheckFn, CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave, WaveEnd,
+    DEFAULT_SNAPSHOT_RETENTION,
 };
 pub use crate::report::{
     FleetRun, MigrationFailure, MigrationReport, RunTenant, TenantMigrations, TenantOutcome,

@@ -13,6 +13,8 @@ use crate::tenant::TenantId;
 pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default of [`MigrateOptions::retries`].
 pub(crate) const DEFAULT_RETRIES: u32 = 3;
+/// The retention of a snapshot when none is given: 7 days.
+pub const DEFAULT_SNAPSHOT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Knobs of one tenant's migration, from the caller's
 /// [`MigrateOptions`] (or their defaults).
@@ -24,6 +26,8 @@ pub(crate) struct MigrateParams {
     /// it when a claim holds it), and fails with [`Error::SchemaMissing`] when it is not a spare
     /// any more, so an upgrade and a claim never interleave.
     pub(crate) spare: bool,
+    /// Keep a snapshot of the tenant, for this long, in the transaction that changes it.
+    pub(crate) snapshot: Option<Duration>,
 }
 
 impl Default for MigrateParams {
@@ -32,6 +36,7 @@ impl Default for MigrateParams {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             retries: DEFAULT_RETRIES,
             spare: false,
+            snapshot: None,
         }
     }
 }
@@ -77,6 +82,7 @@ pub struct MigrateOptions {
     pub(crate) pause: Duration,
     pub(crate) check: Option<CheckFn>,
     pub(crate) record: bool,
+    snapshot: Option<Duration>,
 }
 
 /// One stage of a fleet run in waves (see [`MigrateOptions::waves`]).
@@ -143,6 +149,7 @@ impl Default for MigrateOptions {
             pause: Duration::ZERO,
             check: None,
             record: true,
+            snapshot: None,
         }
     }
 }
@@ -160,6 +167,7 @@ impl fmt::Debug for MigrateOptions {
             .field("pause", &self.pause)
             .field("check", &self.check.is_some())
             .field("record", &self.record)
+            .field("snapshot", &self.snapshot)
             .finish()
     }
 }
@@ -248,11 +256,33 @@ impl MigrateOptions {
         self
     }
 
+    /// Keeps a snapshot of each tenant the call migrates, taken in the transaction that applies
+    /// its first pending migration (so no tenant is changed without its snapshot) and kept for
+    /// `retain` ([`DEFAULT_SNAPSHOT_RETENTION`] is 7 days): a schema `_snap_<hex>` holding a
+    /// copy of its tables, recorded with its versions, row counts, checksums and size (see
+    /// [`Migrator::snapshots`](crate::Migrator::snapshots),
+    /// [`Migrator::restore_snapshot`](crate::Migrator::restore_snapshot) and
+    /// [`Migrator::prune_snapshots`](crate::Migrator::prune_snapshots)). Tenants with nothing
+    /// pending get none. Applies to migrating only (not to reverting). Defaults to no snapshot.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use diesel_workspace::MigrateOptions;
+    ///
+    /// let opts = MigrateOptions::default().snapshot(Duration::from_secs(3 * 24 * 3600));
+    /// # let _ = opts;
+    /// ```
+    pub fn snapshot(mut self, retain: Duration) -> Self {
+        self.snapshot = Some(retain);
+        self
+    }
+
     pub(crate) fn params(&self) -> MigrateParams {
         MigrateParams {
             lock_timeout: self.lock_timeout,
             retries: self.retries,
             spare: false,
+            snapshot: self.snapshot,
         }
     }
 }

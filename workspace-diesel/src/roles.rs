@@ -135,18 +135,27 @@ impl TenantRoles {
     /// the schema, after the schema and its tables exist.
     pub(crate) fn create_sql(&self, tenant: &TenantId) -> Result<String> {
         let role = quote_ident(&self.role_name(tenant)?);
+        Ok(format!(
+            "CREATE ROLE {role} {login}; GRANT {role} TO {members}; {grants}",
+            members = self.members_sql(),
+            login = if self.login { "LOGIN" } else { "NOLOGIN" },
+            grants = self.grants_sql(tenant)?,
+        ))
+    }
+
+    /// The privileges `tenant`'s role holds on its schema, its tables and sequences, and the
+    /// default privileges there (what a schema rebuilt by a restore gets again).
+    pub(crate) fn grants_sql(&self, tenant: &TenantId) -> Result<String> {
+        let role = quote_ident(&self.role_name(tenant)?);
         let schema = tenant.quoted();
         Ok(format!(
-            "CREATE ROLE {role} {login}; GRANT {role} TO {members}; \
-             GRANT USAGE ON SCHEMA {schema} TO {role}; \
+            "GRANT USAGE ON SCHEMA {schema} TO {role}; \
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}; \
              GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}; \
              ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} \
                GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}; \
              ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} \
-               GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role}",
-            members = self.members_sql(),
-            login = if self.login { "LOGIN" } else { "NOLOGIN" },
+               GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role}"
         ))
     }
 

@@ -18,12 +18,18 @@ pub(crate) const SPARES_TABLE: &str = "public.workspace_spares";
 /// Schema names of warm spares start with this (no tenant name may).
 pub const SPARE_PREFIX: &str = "_spare_";
 
+/// Schema names of snapshots start with this (no tenant name may).
+pub const SNAPSHOT_PREFIX: &str = "_snap_";
+
+/// The record of snapshots, schema-qualified.
+pub(crate) const SNAPSHOTS_TABLE: &str = "public.workspace_snapshots";
+
 /// Diesel's migration ledger, one per schema (unqualified: it resolves through `search_path`).
 pub(crate) const LEDGER: &str = "__diesel_schema_migrations";
 
 /// The tables the library's registry migration creates in the shared schema `public`: the
-/// built-in registry, the central record of tenant migrations, the warm pool and the record of
-/// fleet runs.
+/// built-in registry, the central record of tenant migrations, the warm pool, the record of
+/// fleet runs and the record of snapshots.
 ///
 /// Tools that print or compare the shared schema (the CLI's `print-schema`) leave them out:
 /// `diesel_workspace` declares them itself ([`workspaces`](crate::registry::workspaces),
@@ -32,7 +38,14 @@ pub(crate) const LEDGER: &str = "__diesel_schema_migrations";
 /// ```
 /// assert_eq!(
 ///     diesel_workspace::registry::LIBRARY_TABLES,
-///     ["workspaces", "workspace_migrations", "workspace_spares", "workspace_runs", "workspace_run_tenants"]
+///     [
+///         "workspaces",
+///         "workspace_migrations",
+///         "workspace_spares",
+///         "workspace_runs",
+///         "workspace_run_tenants",
+///         "workspace_snapshots",
+///     ]
 /// );
 /// ```
 pub const LIBRARY_TABLES: &[&str] = &[
@@ -41,6 +54,7 @@ pub const LIBRARY_TABLES: &[&str] = &[
     "workspace_spares",
     "workspace_runs",
     "workspace_run_tenants",
+    "workspace_snapshots",
 ];
 
 /// The record of fleet runs, one row per run.
@@ -234,6 +248,10 @@ mod tests {
                 env!("CARGO_MANIFEST_DIR"),
                 "/migrations/00000000000001_workspace_fleet_runs/up.sql"
             )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/00000000000002_workspace_snapshots/up.sql"
+            )),
         ]
         .concat();
         let created: Vec<&str> = up
@@ -246,5 +264,6 @@ mod tests {
         assert!(SPARES_TABLE.ends_with(LIBRARY_TABLES[2]));
         assert!(RUNS_TABLE.ends_with(LIBRARY_TABLES[3]));
         assert!(RUN_TENANTS_TABLE.ends_with(LIBRARY_TABLES[4]));
+        assert!(SNAPSHOTS_TABLE.ends_with(LIBRARY_TABLES[5]));
     }
 }

@@ -21,7 +21,7 @@ use tracing::Span;
 use crate::connection::no_outer_transaction;
 use crate::error::{Error, Result};
 use crate::migrate::migrator::Migrator;
-use crate::sql::{own, SHARED_SCHEMA, SPARE_PREFIX};
+use crate::sql::{own, SHARED_SCHEMA, SNAPSHOT_PREFIX, SPARE_PREFIX};
 use crate::tenant::TenantId;
 
 /// The kind of a public operation, which decides the checks of its preamble (see the module's
@@ -143,7 +143,7 @@ impl Migrator {
         }
     }
 
-    /// Rejects the registry's schema and the spares' prefix as tenant names.
+    /// Rejects the registry's schema, the spares' and the snapshots' prefixes as tenant names.
     pub(crate) fn check_tenant_name(&self, tenant: &TenantId) -> Result<()> {
         if tenant.as_str() == self.registry.schema() {
             return Err(Error::InvalidTenantName {
@@ -155,6 +155,12 @@ impl Migrator {
             return Err(Error::InvalidTenantName {
                 name: tenant.to_string(),
                 reason: "names starting with `_spare_` are reserved for spare schemas",
+            });
+        }
+        if tenant.as_str().starts_with(SNAPSHOT_PREFIX) {
+            return Err(Error::InvalidTenantName {
+                name: tenant.to_string(),
+                reason: "names starting with `_snap_` are reserved for snapshot schemas",
             });
         }
         Ok(())

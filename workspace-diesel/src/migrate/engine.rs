@@ -25,6 +25,7 @@ use crate::migrate::failure::{
 };
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
+use crate::migrate::snapshot::snapshot_create;
 use crate::migrate::split::Step;
 use crate::migrate::tx::{self, read_ledger, Check, Failed, Opening, Plan};
 use crate::options::{MigrateOptions, MigrateParams};
@@ -77,6 +78,24 @@ impl Migrator {
         let span = crate::trace::op_span!("tenant.migrate", tenant = %tenant);
         let _span = self.enter(conn, span, Op::Tenant(tenant))?;
         let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default());
+        let applied = self.or_gone(conn, tenant, applied);
+        crate::trace::finish_with(applied, |a| Some(a.len())).map(TenantOutcome::from_applied)
+    }
+
+    /// [`migrate_tenant`](Self::migrate_tenant) under `opts`' lock timeout and retries, and
+    /// its [`snapshot`](MigrateOptions::snapshot) when set.
+    ///
+    /// # Errors
+    /// As [`migrate_tenant`](Self::migrate_tenant).
+    pub fn migrate_tenant_with(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        opts: &MigrateOptions,
+    ) -> Result<TenantOutcome> {
+        let span = crate::trace::op_span!("tenant.migrate", tenant = %tenant);
+        let _span = self.enter(conn, span, Op::Tenant(tenant))?;
+        let applied = self.migrate_schema(conn, tenant, None, &opts.params());
         let applied = self.or_gone(conn, tenant, applied);
         crate::trace::finish_with(applied, |a| Some(a.len())).map(TenantOutcome::from_applied)
     }
@@ -216,7 +235,8 @@ impl Migrator {
                     lock_timeout: Some(params.lock_timeout),
                     ..Opening::default()
                 };
-                let fast = Plan::new(schema, opening).apply(&planned, false);
+                let mut fast = Plan::new(schema, opening).apply(&planned, false);
+                fast.create = snapshot_create(dialect, schema, params)?;
                 match tx::send(conn, dialect, &fast, false) {
                     Ok(()) => return Ok(plan.to_vec()),
                     Err(Failed::Batch(e)) => {
@@ -245,7 +265,8 @@ impl Migrator {
             }
         }
         let mut applied = Vec::new();
-        match self.apply_checked(conn, dialect, schema, params, &mut applied) {
+        let mut snapshot = params.snapshot.is_some();
+        match self.apply_checked(conn, dialect, schema, params, &mut snapshot, &mut applied) {
             Ok(()) => Ok(applied),
             Err(e) => Err(with_committed(schema, e, applied)),
         }
@@ -254,13 +275,15 @@ impl Migrator {
     /// The checked path of [`migrate_schema`](Self::migrate_schema): the ledger read after the
     /// lock decides; the pending transactional migrations go in one transaction, wrapped (or
     /// statement by statement), the next non-transactional one on its own path, and so on.
-    /// Pushes each version it commits to `applied` (also when a later step fails).
+    /// Pushes each version it commits to `applied` (also when a later step fails). While
+    /// `snapshot`, the first transaction with something pending takes the snapshot.
     fn apply_checked(
         &self,
         conn: &mut PgConnection,
         dialect: &Dialect,
         schema: &TenantId,
         params: &MigrateParams,
+        snapshot: &mut bool,
         applied: &mut Vec<String>,
     ) -> Result<()> {
         let opening = Opening {
@@ -281,7 +304,19 @@ impl Migrator {
                 .filter(|m| !ledger.contains(&m.version))
                 .collect();
             let batch: Vec<&Compiled> = pending.iter().copied().take_while(|m| m.in_tx).collect();
-            let plan = Plan::new(schema, opening).apply(&batch, true);
+            let mut plan = Plan::new(schema, opening).apply(&batch, true);
+            if *snapshot && !pending.is_empty() {
+                // Committed with the first batch, or alone before a migration that runs
+                // outside a transaction.
+                match snapshot_create(dialect, schema, params) {
+                    Ok(sql) => plan.create = sql,
+                    Err(e) => {
+                        rollback(conn);
+                        return Err(e);
+                    }
+                }
+                *snapshot = false;
+            }
             tx::send(conn, dialect, &plan, true)
                 .map_err(|f| f.classify(|e| classify_migrate_error(schema, e)))?;
             applied.extend(batch.iter().map(|m| m.version.clone()));

@@ -3,7 +3,8 @@
 //! Each file answers one question: `set` (the migration sets, read once), `engine` (one tenant,
 //! both directions), `failure` (classifying what failed), `tenants` (create, drop, rename,
 //! list), `clone` (a tenant copied from a template tenant), `export` and `import`
-//! (a tenant to an archive and back, `archive` its format), `spares` (the warm pool), `fleet`
+//! (a tenant to an archive and back, `archive` its format), `snapshot` and `restore` (snapshots before a migration, and
+//! restoring one), `spares` (the warm pool), `fleet`
 //! (every tenant, or a selection, in parallel), `workers` (the worker threads and the waves),
 //! `runs` (the record of fleet runs, and reverting a run) and `status` (status and drift).
 //!
@@ -24,9 +25,11 @@ mod fleet;
 #[cfg(feature = "archive")]
 mod import;
 pub(crate) mod migrator;
+mod restore;
 mod runs;
 mod set;
 mod shared;
+mod snapshot;
 mod spares;
 mod split;
 mod status;
@@ -38,4 +41,5 @@ mod workers;
 pub use self::archive::{ArchiveSummary, TableSummary};
 pub use self::migrator::{Migrator, MigratorBuilder};
 pub use self::set::REGISTRY_MIGRATIONS;
+pub use self::snapshot::{Snapshot, SnapshotTable};
 pub use self::status::SharedMigrations;

@@ -15,4 +15,4 @@ pub use self::model::{
     WorkspaceConfigInterface,
 };
 pub use crate::migrate::REGISTRY_MIGRATIONS;
-pub use crate::sql::{LIBRARY_TABLES, SPARE_PREFIX};
+pub use crate::sql::{LIBRARY_TABLES, SNAPSHOT_PREFIX, SPARE_PREFIX};

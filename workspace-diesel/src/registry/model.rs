@@ -67,18 +67,24 @@ pub enum LifecycleState {
     Suspended,
     /// Kept for the record only.
     Archived,
+    /// Being brought back to a snapshot
+    /// ([`Migrator::restore_snapshot`](crate::Migrator::restore_snapshot)): not served until
+    /// the restore ends, when the tenant gets its state before it back.
+    Restoring,
 }
 
 impl LifecycleState {
     /// Every state, in the enum's order.
-    pub const ALL: [LifecycleState; 4] = [
+    pub const ALL: [LifecycleState; 5] = [
         LifecycleState::Provisioning,
         LifecycleState::Active,
         LifecycleState::Suspended,
         LifecycleState::Archived,
+        LifecycleState::Restoring,
     ];
 
-    /// The state's name in the database (`provisioning`, `active`, `suspended`, `archived`).
+    /// The state's name in the database (`provisioning`, `active`, `suspended`, `archived`,
+    /// `restoring`).
     ///
     /// ```
     /// use diesel_workspace::registry::LifecycleState;
@@ -92,6 +98,7 @@ impl LifecycleState {
             LifecycleState::Active => "active",
             LifecycleState::Suspended => "suspended",
             LifecycleState::Archived => "archived",
+            LifecycleState::Restoring => "restoring",
         }
     }
 }
@@ -99,13 +106,13 @@ impl LifecycleState {
 impl std::str::FromStr for LifecycleState {
     type Err = String;
 
-    /// A state from its name in the database; the error names the four states.
+    /// A state from its name in the database; the error names the five states.
     fn from_str(s: &str) -> Result<Self, String> {
         Self::ALL
             .into_iter()
             .find(|state| state.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown state `{s}`: expected provisioning, active, suspended or archived")
+                format!("unknown state `{s}`: expected provisioning, active, suspended, archived or restoring")
             })
     }
 }

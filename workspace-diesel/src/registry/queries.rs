@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use crate::error::Result;
-use crate::registry::model::Registry;
+use crate::registry::model::{LifecycleState, Registry};
 use crate::sql::{quote_ident, quote_literal};
 use crate::tenant::TenantId;
 
@@ -117,6 +117,19 @@ impl Registry {
                 self.qualified_table()
             ),
             format!("DELETE FROM {} {filter}", self.qualified_table()),
+        ))
+    }
+
+    /// With a [`status_column`](Registry::status_column): the `UPDATE` that sets `tenant`'s
+    /// state, without a trailing `;`.
+    pub(crate) fn set_state_sql(&self, tenant: &TenantId, state: LifecycleState) -> Option<String> {
+        let status = quote_ident(self.status_column.as_ref()?);
+        Some(format!(
+            "UPDATE {} SET {status} = '{}' WHERE {} = {}",
+            self.qualified_table(),
+            state.as_str(),
+            self.quoted_identifier_column(),
+            quote_literal(tenant.as_str()),
         ))
     }
 

@@ -1,0 +1,3 @@
+DROP TABLE notes;
+DROP TABLE tags;
+DROP TABLE categories;

@@ -1,0 +1,293 @@
+//! Restoring a tenant from a snapshot: the tenant marked `restoring` (not served), then one
+//! tenant transaction that rebuilds its schema with the migrations of the snapshot's versions,
+//! puts its ledger and central record back, copies the snapshot's rows in (parents first),
+//! sets each sequence, checks every table's row count and checksum against the snapshot's and
+//! gives the tenant its state back; a restore that fails leaves the tenant as it was.
+
+use diesel::migration::CREATE_MIGRATIONS_TABLE;
+use diesel::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::migrate::door::Op;
+use crate::migrate::failure::{classify_migrate_error, db_message};
+use crate::migrate::migrator::Migrator;
+use crate::migrate::set::Compiled;
+use crate::migrate::snapshot::{read_snapshots, with_stable_text, Snapshot, MISMATCH, TABLE_SUM};
+use crate::migrate::tx::{self, Opening, Plan};
+use crate::registry::model::LifecycleState;
+use crate::sql::{in_schema, own, quote_literal, CENTRAL_RECORD, LEDGER, SNAPSHOTS_TABLE};
+use crate::tenant::TenantId;
+
+/// Raised when the snapshot was pruned between its read and the tenant's lock.
+const GONE: &str = "workspace-diesel: snapshot pruned meanwhile";
+
+impl Migrator {
+    /// Brings the snapshot's tenant back to it, row for row: its schema as the migrations of
+    /// the snapshot's versions build it, every row of the snapshot, each sequence where it
+    /// stood, its ledger and central record as they were; checked table by table against the
+    /// snapshot's row counts and checksums before it commits. While it runs the tenant is
+    /// [`LifecycleState::Restoring`] (a web service refuses its requests, as the
+    /// `workspace-diesel-axum` crate does with a 503), then gets its state before back, in the
+    /// restore's transaction. A restore that fails changes nothing but puts the state back.
+    /// The snapshot is kept (prune it with [`prune_snapshots`](Self::prune_snapshots)).
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::{Migrator, TenantId};
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// let acme = TenantId::new("acme")?;
+    /// if let Some(last) = migrator.snapshots(conn, Some(&acme))?.pop() {
+    ///     migrator.restore_snapshot(conn, &last.name)?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::SnapshotNotFound`] when no snapshot has this name;
+    /// - [`Error::TenantNotFound`] when its tenant is not registered any more;
+    /// - [`Error::SnapshotRefused`] when the migration set does not know one of its versions
+    ///   (or runs one outside a transaction), the tenant is `restoring` already, the engine is
+    ///   Citus, or the restored rows do not match the snapshot's checksums (nothing changed);
+    /// - [`Error::TenantMigration`] when a migration fails on the rebuilt schema (nothing
+    ///   changed).
+    pub fn restore_snapshot(&self, conn: &mut PgConnection, snapshot: &str) -> Result<Snapshot> {
+        let span = crate::trace::op_span!("tenant.restore", snapshot = snapshot);
+        let _span = self.enter(conn, span, Op::Fleet)?;
+        let filter = format!(
+            "s.snapshot_name OPERATOR(pg_catalog.=) {}",
+            quote_literal(snapshot)
+        );
+        let found = own(conn, |conn| read_snapshots(conn, &filter))?;
+        let Some(snap) = found.into_iter().next() else {
+            return crate::trace::finish(Err(Error::SnapshotNotFound(snapshot.to_owned())));
+        };
+        let restored = self.restore_entered(conn, &snap);
+        let restored = self.or_gone(conn, &snap.tenant, restored);
+        crate::trace::finish(restored.map(|()| snap))
+    }
+
+    fn restore_entered(&self, conn: &mut PgConnection, snap: &Snapshot) -> Result<()> {
+        let tenant = &snap.tenant;
+        self.check_tenant_name(tenant)?;
+        if !own(conn, |conn| self.registry.contains(conn, tenant))? {
+            return Err(Error::TenantNotFound(tenant.clone()));
+        }
+        let dialect = self.dialect(conn)?;
+        if dialect.splits_statements() {
+            return Err(refused(tenant, "snapshots are not supported on Citus"));
+        }
+        let migrations = self.migrations_of(snap)?;
+        let before = match self
+            .registry
+            .set_lifecycle_state(conn, tenant, LifecycleState::Restoring)
+        {
+            Ok(LifecycleState::Restoring) => {
+                return Err(refused(
+                    tenant,
+                    "the tenant is `restoring` already (another restore, or one interrupted: \
+                     set its state first)",
+                ))
+            }
+            Ok(state) => Some(state),
+            Err(Error::NoLifecycleState { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let plan_close = self.restore_close(snap, before)?;
+        let mut plan = Plan::new(tenant, Opening::default()).apply(&migrations, true);
+        plan.create = format!(
+            "{check}DROP SCHEMA {t} CASCADE; CREATE SCHEMA {t}; {ledger}",
+            check = gone_check(snap),
+            t = tenant.quoted(),
+            ledger = in_schema(&tenant.quoted(), CREATE_MIGRATIONS_TABLE),
+        );
+        plan.records = records_sql(snap);
+        plan.close = plan_close;
+        let sent = tx::send(conn, dialect, &plan, false).map_err(|failed| {
+            failed.classify(|e| {
+                let message = db_message(&e);
+                if message.contains(MISMATCH) {
+                    refused(tenant, &message.replace("workspace-diesel: ", ""))
+                } else if message.contains(GONE) {
+                    Error::SnapshotNotFound(snap.name.clone())
+                } else {
+                    classify_migrate_error(tenant, e)
+                }
+            })
+        });
+        if let (Err(_), Some(before)) = (&sent, before) {
+            // The transaction rolled back: the tenant is as it was but for its state.
+            let _ = self.registry.set_lifecycle_state(conn, tenant, before);
+        }
+        sent
+    }
+
+    /// The set's migrations of the snapshot's versions, in the set's order: every version must
+    /// be in the set, and run in a transaction.
+    fn migrations_of<'a>(&'a self, snap: &Snapshot) -> Result<Vec<&'a Compiled>> {
+        for version in &snap.versions {
+            match self.set.migrations.iter().find(|m| &m.version == version) {
+                None => {
+                    return Err(refused(
+                        &snap.tenant,
+                        &format!("version {version} is not in the migration set"),
+                    ))
+                }
+                Some(m) if !m.in_tx => {
+                    return Err(refused(
+                        &snap.tenant,
+                        &format!("version {version} runs outside a transaction"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(self
+            .set
+            .migrations
+            .iter()
+            .filter(|m| snap.versions.contains(&m.version))
+            .collect())
+    }
+
+    /// What the restore runs after the migrations: the rows, the sequences, the check, the
+    /// state before and the tenant role's privileges. Ends in `; `.
+    fn restore_close(&self, snap: &Snapshot, before: Option<LifecycleState>) -> Result<String> {
+        let tenant = &snap.tenant;
+        let state = before
+            .and_then(|b| self.registry.set_state_sql(tenant, b))
+            .map(|s| format!("{s}; "))
+            .unwrap_or_default();
+        let grants = match &self.tenant_roles {
+            Some(roles) => format!("{}; ", roles.grants_sql(tenant)?),
+            None => String::new(),
+        };
+        Ok(format!("{}{state}{grants}", copy_sql(snap)))
+    }
+}
+
+/// [`Error::SnapshotRefused`] for `tenant`.
+fn refused(tenant: &TenantId, reason: &str) -> Error {
+    Error::SnapshotRefused {
+        tenant: tenant.clone(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// A `DO` block that fails unless the snapshot's record and schema are still there (read after
+/// the tenant's lock, which a prune takes too). Ends in `; `.
+fn gone_check(snap: &Snapshot) -> String {
+    format!(
+        "DO $wd_gone$ BEGIN IF NOT EXISTS (SELECT FROM {SNAPSHOTS_TABLE} \
+         WHERE snapshot_name OPERATOR(pg_catalog.=) {name}) \
+         OR pg_catalog.to_regnamespace(pg_catalog.quote_ident({name})) IS NULL THEN \
+         RAISE EXCEPTION '{GONE}' USING ERRCODE = 'object_not_in_prerequisite_state'; \
+         END IF; END $wd_gone$; ",
+        name = quote_literal(&snap.name),
+    )
+}
+
+/// The ledger and central record as the snapshot has them. Ends in `; `.
+fn records_sql(snap: &Snapshot) -> String {
+    let name = quote_literal(&snap.name);
+    let lit = quote_literal(snap.tenant.as_str());
+    format!(
+        "DELETE FROM {CENTRAL_RECORD} WHERE schema_name OPERATOR(pg_catalog.=) {lit}; \
+         INSERT INTO {t}.{LEDGER} (version, run_on) SELECT x.version, x.run_on \
+         FROM {SNAPSHOTS_TABLE} s, pg_catalog.jsonb_to_recordset(s.ledger) \
+           AS x(version pg_catalog.text, run_on pg_catalog.timestamp) \
+         WHERE s.snapshot_name OPERATOR(pg_catalog.=) {name}; \
+         INSERT INTO {CENTRAL_RECORD} (schema_name, version, run_on) SELECT {lit}, x.version, x.run_on \
+         FROM {SNAPSHOTS_TABLE} s, pg_catalog.jsonb_to_recordset(s.central) \
+           AS x(version pg_catalog.text, run_on pg_catalog.timestamptz) \
+         WHERE s.snapshot_name OPERATOR(pg_catalog.=) {name}; ",
+        t = snap.tenant.quoted(),
+    )
+}
+
+/// A `DO` block that copies the snapshot's rows into the rebuilt tables, parents before
+/// children (read from the rebuilt schema's foreign keys), the generated columns left to
+/// compute; sets each sequence; then checks that the tables are the snapshot's and that each
+/// one's row count and checksum are the snapshot's. Fails with [`MISMATCH`]. Ends in `; `.
+fn copy_sql(snap: &Snapshot) -> String {
+    let t = quote_literal(snap.tenant.as_str());
+    let s = quote_literal(&snap.name);
+    let ns = format!(
+        "pg_catalog.to_regnamespace({})",
+        quote_literal(&snap.tenant.quoted())
+    );
+    let rel = format!(
+        "(SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) {ns} \
+          AND c.relname OPERATOR(pg_catalog.=) r.rel)"
+    );
+    let check = format!(
+        "FOR r IN SELECT e.key AS rel, e.value AS v FROM pg_catalog.jsonb_each(expected) e LOOP \
+           EXECUTE pg_catalog.format({TABLE_SUM}, {t}, r.rel) INTO n, chk; \
+           IF n OPERATOR(pg_catalog.<>) (r.v OPERATOR(pg_catalog.->>) 'rows')::pg_catalog.int8 \
+              OR chk OPERATOR(pg_catalog.<>) (r.v OPERATOR(pg_catalog.->>) 'checksum') THEN \
+             RAISE EXCEPTION '{MISMATCH}: table % has % rows (checksum %), the snapshot % (checksum %)', \
+               r.rel, n, chk, r.v OPERATOR(pg_catalog.->>) 'rows', r.v OPERATOR(pg_catalog.->>) 'checksum' \
+               USING ERRCODE = 'data_exception'; \
+           END IF; \
+         END LOOP; "
+    );
+    format!(
+        "DO $wd_restore$ DECLARE r record; remaining pg_catalog.text[]; progress boolean; \
+           cols pg_catalog.text; n pg_catalog.int8; chk pg_catalog.text; expected pg_catalog.jsonb; \
+           seqs pg_catalog.jsonb; saved pg_catalog.text[]; \
+         BEGIN \
+         SELECT x.tables, x.sequences INTO expected, seqs FROM {SNAPSHOTS_TABLE} x \
+           WHERE x.snapshot_name OPERATOR(pg_catalog.=) {s}; \
+         remaining := ARRAY(SELECT c.relname::pg_catalog.text FROM pg_catalog.pg_class c \
+           WHERE c.relnamespace OPERATOR(pg_catalog.=) {ns} AND c.relkind OPERATOR(pg_catalog.=) 'r' \
+             AND c.relname OPERATOR(pg_catalog.<>) {ledger} ORDER BY c.relname::pg_catalog.text COLLATE \"C\"); \
+         IF remaining IS DISTINCT FROM ARRAY(SELECT k FROM pg_catalog.jsonb_object_keys(expected) k \
+             ORDER BY k COLLATE \"C\") THEN \
+           RAISE EXCEPTION '{MISMATCH}: its migrations build the tables %, the snapshot has %', \
+             remaining, ARRAY(SELECT pg_catalog.jsonb_object_keys(expected)) \
+             USING ERRCODE = 'data_exception'; \
+         END IF; \
+         WHILE pg_catalog.cardinality(remaining) OPERATOR(pg_catalog.>) 0 LOOP \
+           progress := false; \
+           FOR r IN SELECT u AS rel FROM pg_catalog.unnest(remaining) u LOOP \
+             CONTINUE WHEN EXISTS (SELECT FROM pg_catalog.pg_constraint k \
+               JOIN pg_catalog.pg_class p ON p.oid OPERATOR(pg_catalog.=) k.confrelid \
+               WHERE k.contype OPERATOR(pg_catalog.=) 'f' AND k.conrelid OPERATOR(pg_catalog.=) {rel} \
+                 AND k.confrelid OPERATOR(pg_catalog.<>) k.conrelid \
+                 AND p.relnamespace OPERATOR(pg_catalog.=) {ns} \
+                 AND p.relname::pg_catalog.text OPERATOR(pg_catalog.=) ANY (remaining)); \
+             SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols \
+               FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) {rel} \
+                 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+                 AND a.attgenerated OPERATOR(pg_catalog.=) ''; \
+             IF cols IS NOT NULL THEN \
+               EXECUTE pg_catalog.format('INSERT INTO %I.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %I.%I', \
+                 {t}, r.rel, cols, cols, {s}, r.rel); \
+             END IF; \
+             remaining := pg_catalog.array_remove(remaining, r.rel); \
+             progress := true; \
+           END LOOP; \
+           IF NOT progress THEN \
+             RAISE EXCEPTION '{MISMATCH}: the tables % reference each other in a cycle', remaining \
+               USING ERRCODE = 'data_exception'; \
+           END IF; \
+         END LOOP; \
+         FOR r IN SELECT e.key AS rel, e.value AS v FROM pg_catalog.jsonb_each(seqs) e LOOP \
+           IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', {t}, r.rel)) IS NULL THEN \
+             RAISE EXCEPTION '{MISMATCH}: its migrations build no sequence %', r.rel \
+               USING ERRCODE = 'data_exception'; \
+           END IF; \
+           PERFORM pg_catalog.setval(pg_catalog.format('%I.%I', {t}, r.rel)::pg_catalog.regclass, \
+             (r.v OPERATOR(pg_catalog.->>) 'last_value')::pg_catalog.int8, \
+             (r.v OPERATOR(pg_catalog.->>) 'is_called')::boolean); \
+         END LOOP; \
+         {checked} \
+         END $wd_restore$; ",
+        ledger = quote_literal(LEDGER),
+        checked = with_stable_text(&check),
+    )
+}
