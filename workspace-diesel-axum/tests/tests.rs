@@ -9,5 +9,6 @@ mod bulkheads;
 mod custom_registry;
 mod readme;
 mod resolvers;
+mod restoring;
 mod role_pools;
 mod routing;
