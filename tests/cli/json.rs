@@ -29,7 +29,7 @@ fn create_migrate_revert_and_redo_reports() {
         json!({
             "command": "create_tenant_schema",
             "ok": true,
-            "shared_applied": ["00000000000000", "00000000000001", "20260101000001"],
+            "shared_applied": ["00000000000000", "00000000000001", "00000000000002", "20260101000001"],
             "tenants": [{"tenant": "acme", "outcome": "created", "versions": ["20260101000001"]}],
             "summary": {"total": 1, "changed": 1, "unchanged": 0, "failed": 0, "skipped": 0},
         })
@@ -170,7 +170,7 @@ fn list_tenants_status_and_pending() {
     assert_eq!(
         status,
         json!({
-            "shared": {"applied": ["00000000000000", "00000000000001", "20260101000001"], "pending": []},
+            "shared": {"applied": ["00000000000000", "00000000000001", "00000000000002", "20260101000001"], "pending": []},
             "tenant_migrations": {
                 "directory": "migrations_tenant",
                 "versions": ["20260101000001", "20260201000000"],

@@ -55,6 +55,7 @@ mod pooler;
 mod revert;
 mod schema;
 mod setup;
+mod snapshot_commands;
 mod spares;
 mod status;
 mod tenants;

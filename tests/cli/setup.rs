@@ -31,7 +31,7 @@ fn setup_creates_a_missing_database_then_runs_the_shared_migrations() {
         format!(
             "created database `{}`\n\
              created directory migrations_shared\n\
-             shared: applied 00000000000000, 00000000000001\n",
+             shared: applied 00000000000000, 00000000000001, 00000000000002\n",
             scratch.name()
         )
     );
@@ -70,7 +70,7 @@ fn setup_on_an_existing_database_and_a_dead_server() {
         w.run(&db, &["setup"]).ok(),
         "database `".to_owned()
             + db.url().rsplit('/').next().unwrap()
-            + "` exists\nshared: applied 00000000000000, 00000000000001, 20260101000001\n"
+            + "` exists\nshared: applied 00000000000000, 00000000000001, 00000000000002, 20260101000001\n"
     );
     assert!(db.registry_exists());
     assert_eq!(

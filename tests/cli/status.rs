@@ -31,7 +31,7 @@ fn status_summarises_shared_and_tenant_migrations() {
     let w = Workdir::new();
     assert_eq!(
         w.run(&db, &["status"]).ok(),
-        "shared migrations: 0 applied, 3 pending (00000000000000, 00000000000001, 20260101000001)\n\
+        "shared migrations: 0 applied, 4 pending (00000000000000, 00000000000001, 00000000000002, 20260101000001)\n\
          tenant migrations: 1 migration, latest 20260101000001\n\
          tenants: 0 (0 up to date, 0 with pending migrations, 0 drifted)\n"
     );
@@ -54,7 +54,7 @@ fn status_summarises_shared_and_tenant_migrations() {
          warning: shared table `notes` has the name of a tenant table: unqualified names in raw SQL, triggers and functions may reach it\n"
     );
     assert!(
-        out.starts_with("shared migrations: 3 applied, 0 pending\n"),
+        out.starts_with("shared migrations: 4 applied, 0 pending\n"),
         "{out}"
     );
     assert!(

@@ -304,7 +304,7 @@ fn setup_and_status_through_pgbouncer_ignore_a_temporary_ledger() {
             "CREATE TEMP TABLE __diesel_schema_migrations \
              (version varchar(50) PRIMARY KEY, run_on timestamp NOT NULL DEFAULT now()); \
              INSERT INTO __diesel_schema_migrations (version) VALUES ('00000000000000'), \
-             ('00000000000001'); \
+             ('00000000000001'), ('00000000000002'); \
              CREATE TEMP TABLE notes (id int4, title text); \
              SET search_path TO pg_temp, public",
         )

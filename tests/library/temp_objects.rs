@@ -123,7 +123,8 @@ fn a_temporary_ledger_never_stands_in_for_the_shared_one() {
     conn.batch_execute(
         "CREATE TEMP TABLE __diesel_schema_migrations \
          (version varchar(50) PRIMARY KEY, run_on timestamp NOT NULL DEFAULT now()); \
-         INSERT INTO __diesel_schema_migrations (version) VALUES ('00000000000000'), ('00000000000001')",
+         INSERT INTO __diesel_schema_migrations (version) VALUES ('00000000000000'), ('00000000000001'), \
+         ('00000000000002')",
     )
     .unwrap();
     let shared = MigrationSource::<Pg>::migrations(&SHARED_MIGRATIONS).unwrap();

@@ -35,7 +35,8 @@ pub(crate) struct Cli {
     pub(crate) config: Option<PathBuf>,
 
     /// How results are printed on stdout; json (one document, fields documented in the README) for
-    /// list_tenants, status, pending, setup and the create, migrate, revert and redo reports
+    /// list_tenants, status, pending, setup, snapshots and the create, migrate, revert, redo,
+    /// restore and prune reports
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
     pub(crate) format: Format,
     /// What sits between the tool and PostgreSQL: `direct`, `session` behind PgBouncer in session
@@ -221,6 +222,42 @@ pub(crate) enum Command {
         file: String,
     },
 
+    /// List the snapshots kept by `--snapshot` runs, oldest first, with their size and expiry
+    #[command(name = "snapshots", visible_alias = "l:sn", alias = "list_snapshots")]
+    Snapshots {
+        /// Only this tenant's snapshots
+        #[arg(long, value_name = "IDENTIFIER")]
+        tenant: Option<String>,
+    },
+
+    /// Bring a tenant back to a snapshot, row for row (schema, data, sequences, ledger), checked
+    /// by checksums; its requests are refused (state `restoring`) meanwhile; atomic
+    #[command(
+        name = "restore_tenant",
+        visible_alias = "rs:t",
+        alias = "restore-tenant"
+    )]
+    RestoreTenant {
+        /// The snapshot (see snapshots); its tenant is the one restored
+        snapshot: String,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
+    /// Remove the expired snapshots (or, with --older-than, those taken longer ago than that)
+    #[command(
+        name = "prune_snapshots",
+        visible_alias = "p:sn",
+        alias = "prune-snapshots"
+    )]
+    PruneSnapshots {
+        /// Remove the snapshots taken longer ago than this, expired or not: N followed by s, m,
+        /// h or d (30m, 12h, 7d)
+        #[arg(long, value_name = "AGE", value_parser = crate::cli::duration)]
+        older_than: Option<std::time::Duration>,
+    },
+
     /// Set a tenant's state in the registry; web services serve only active tenants
     #[command(
         name = "set_tenant_status",
@@ -343,6 +380,14 @@ pub(crate) struct FleetArgs {
     /// Keep no record of this run (see runs)
     #[arg(long)]
     pub(crate) no_record: bool,
+    /// Keep a snapshot of each tenant the run changes, taken in the transaction of its first
+    /// pending migration, so restore_tenant can bring it back (see snapshots)
+    #[arg(long)]
+    pub(crate) snapshot: bool,
+    /// How long the snapshots are kept before prune_snapshots removes them: N followed by s, m,
+    /// h or d (30m, 12h, 7d) [default: 7d]
+    #[arg(long, value_name = "AGE", requires = "snapshot", value_parser = crate::cli::duration)]
+    pub(crate) retain: Option<std::time::Duration>,
     #[command(flatten)]
     pub(crate) select: SelectArgs,
 }
@@ -365,7 +410,8 @@ pub(crate) struct SelectArgs {
     /// Leave these tenants out (comma-separated, repeatable)
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub(crate) except: Vec<String>,
-    /// Take the tenants in this state: provisioning, active, suspended or archived (repeatable)
+    /// Take the tenants in this state: provisioning, active, suspended, archived or restoring
+    /// (repeatable)
     /// [default for a fleet run: active; for a status view: every state]
     #[arg(long, value_enum, value_name = "STATE", hide_possible_values = true)]
     pub(crate) state: Vec<TenantState>,
@@ -409,4 +455,24 @@ pub(crate) enum TenantState {
     Suspended,
     /// Kept for the record: web requests get 410
     Archived,
+    /// Being restored from a snapshot: web requests get 503
+    Restoring,
+}
+
+/// An age or a retention: a whole number followed by `s`, `m`, `h` or `d`.
+pub(crate) fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("invalid duration `{text}`: expected N followed by s, m, h or d (7d)");
+    let unit = text.chars().last().ok_or_else(invalid)?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(invalid()),
+    };
+    let n: u64 = text[..text.len() - 1].parse().map_err(|_| invalid())?;
+    n.checked_mul(seconds)
+        .filter(|s| *s <= 100 * 365 * 86_400)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(invalid)
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use diesel_workspace::{
     Budget, Error, FailurePolicy, MigrateOptions, MigrationReport, Progress, TenantOutcome, Wave,
+    DEFAULT_SNAPSHOT_RETENTION,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -26,9 +27,10 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     ensure_registered(&mut conn, &migrator, &tenant)?;
     let shared = migrator.run_shared(&mut conn)?;
     super::lint::before_applying(&mut conn, &migrator)?;
+    let opts = snapshot_options(&args.fleet, MigrateOptions::default());
     if ctx.json() {
         let started = Instant::now();
-        let result = match migrator.migrate_tenant(&mut conn, &tenant)? {
+        let result = match migrator.migrate_tenant_with(&mut conn, &tenant, &opts)? {
             TenantOutcome::Applied(versions) => {
                 output::TenantResult::new(&tenant, "applied", versions)
             }
@@ -43,9 +45,14 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
         ));
     }
     report_shared(&shared)?;
-    match migrator.migrate_tenant(&mut conn, &tenant)? {
+    match migrator.migrate_tenant_with(&mut conn, &tenant, &opts)? {
         TenantOutcome::Applied(versions) => {
-            out!("tenant `{tenant}`: applied {}", versions_list(&versions))
+            out!("tenant `{tenant}`: applied {}", versions_list(&versions));
+            if args.fleet.snapshot {
+                if let Some(s) = migrator.snapshots(&mut conn, Some(&tenant))?.pop() {
+                    out!("tenant `{tenant}`: snapshot {} kept (restore_tenant {})", s.name, s.name);
+                }
+            }
         }
         _ => out!("tenant `{tenant}` is up to date"),
     }
@@ -69,10 +76,17 @@ fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<
         report_shared(&shared)?;
     }
     let display = Display::new("applied", ctx.json());
-    let result = migrator.migrate_selected(&url, &selection, &options(fleet, &display)?);
+    let opts = snapshot_options(fleet, options(fleet, &display)?);
+    let result = migrator.migrate_selected(&url, &selection, &opts);
     display.finish();
     if ctx.json() {
         return fleet_json(command, shared, result, false);
+    }
+    if fleet.snapshot {
+        if let Ok(report) = &result {
+            let taken = report.applied().count();
+            out!("kept {} (see snapshots)", plural(taken, "snapshot"));
+        }
     }
     fleet_result(result, "migrated", "applied")
 }
@@ -96,6 +110,7 @@ pub(crate) fn fleet_json(
 
 /// `revert_tenant <identifier>` or `revert_tenant --all`, optionally `--version V`.
 pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
+    no_snapshot(&args.target.fleet, "revert_tenant")?;
     let migrator = ctx.migrator()?;
     let target = &args.target;
     let version = args.version.as_deref();
@@ -156,6 +171,23 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
         (Some(version), _) => out!("tenant `{tenant}`: reverted {version}"),
         (None, Some(v)) => out!("tenant `{tenant}`: {v} is not applied, nothing to revert"),
         (None, None) => out!("tenant `{tenant}` has no applied migration to revert"),
+    }
+    Ok(())
+}
+
+/// `opts` with the snapshot of `--snapshot [--retain AGE]`.
+fn snapshot_options(fleet: &FleetArgs, opts: MigrateOptions) -> MigrateOptions {
+    if fleet.snapshot {
+        opts.snapshot(fleet.retain.unwrap_or(DEFAULT_SNAPSHOT_RETENTION))
+    } else {
+        opts
+    }
+}
+
+/// Refuses `--snapshot` where nothing is migrated forward (a revert takes no snapshot).
+pub(crate) fn no_snapshot(fleet: &FleetArgs, command: &str) -> Result<()> {
+    if fleet.snapshot {
+        bail!("`{command}` takes no snapshot: --snapshot is for migrate_tenant and migrate_all");
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ mod runs;
 mod schema;
 mod select;
 mod setup;
+mod snapshots;
 mod spares;
 mod status;
 mod tenant;
@@ -78,6 +79,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         } => tenant::clone(&ctx, &template, &identifier, schema_only),
         Command::ExportTenant { identifier, file } => archive::export(&ctx, &identifier, &file),
         Command::ImportTenant { identifier, file } => archive::import(&ctx, &identifier, &file),
+        Command::Snapshots { tenant } => snapshots::list(&ctx, tenant.as_deref()),
+        Command::RestoreTenant { snapshot, yes } => snapshots::restore(&ctx, &snapshot, yes),
+        Command::PruneSnapshots { older_than } => snapshots::prune(&ctx, older_than),
         Command::SetTenantStatus { identifier, status } => {
             tenant::set_status(&ctx, &identifier, status)
         }
@@ -109,6 +113,9 @@ fn supports_json(command: &Command) -> bool {
             | Command::Status(_)
             | Command::Runs { .. }
             | Command::RevertRun { .. }
+            | Command::Snapshots { .. }
+            | Command::RestoreTenant { .. }
+            | Command::PruneSnapshots { .. }
     )
 }
 
@@ -132,6 +139,9 @@ fn command_name(command: &Command) -> &'static str {
         Command::CloneTenant { .. } => "clone_tenant",
         Command::ExportTenant { .. } => "export_tenant",
         Command::ImportTenant { .. } => "import_tenant",
+        Command::Snapshots { .. } => "snapshots",
+        Command::RestoreTenant { .. } => "restore_tenant",
+        Command::PruneSnapshots { .. } => "prune_snapshots",
         Command::SetTenantStatus { .. } => "set_tenant_status",
         Command::LintMigrations => "lint_migrations",
         Command::MoveTenant { .. } => "move_tenant",

@@ -88,6 +88,7 @@ pub(crate) fn revert(ctx: &Ctx, id: i64, fleet: &FleetArgs) -> Result<()> {
     if super::select::is_given(&fleet.select) || !fleet.wave.is_empty() {
         anyhow::bail!("revert_run takes the run's tenants: no selection or waves");
     }
+    super::migrate::no_snapshot(fleet, "revert_run")?;
     let migrator = ctx.migrator()?;
     let url = ctx.database_url()?;
     let display = Display::new("reverted", ctx.json());

@@ -16,6 +16,7 @@ pub(crate) fn lifecycle(state: TenantState) -> LifecycleState {
         TenantState::Active => LifecycleState::Active,
         TenantState::Suspended => LifecycleState::Suspended,
         TenantState::Archived => LifecycleState::Archived,
+        TenantState::Restoring => LifecycleState::Restoring,
     }
 }
 

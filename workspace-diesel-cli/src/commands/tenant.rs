@@ -215,6 +215,7 @@ pub(crate) fn set_status(ctx: &Ctx, identifier: &str, status: TenantState) -> Re
         TenantState::Active => LifecycleState::Active,
         TenantState::Suspended => LifecycleState::Suspended,
         TenantState::Archived => LifecycleState::Archived,
+        TenantState::Restoring => LifecycleState::Restoring,
     };
     let mut conn = ctx.connect()?;
     let before = ctx
@@ -235,5 +236,6 @@ fn state_name(s: diesel_workspace::registry::LifecycleState) -> &'static str {
         Active => "active",
         Suspended => "suspended",
         Archived => "archived",
+        Restoring => "restoring",
     }
 }
