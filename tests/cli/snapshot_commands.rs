@@ -45,12 +45,19 @@ fn snapshot_migrate_restore_and_prune_from_the_command_line() {
     let one = w.run(&db, &["m:t", "acme", "--snapshot", "--retain", "2h"]);
     assert!(one.ok().contains("snapshot _snap_"), "{}", one.ok());
     let fleet = w.run(&db, &["m:a", "--snapshot", "--retain", "0s"]);
-    assert!(fleet.ok().contains("\nkept 1 snapshot (see snapshots)\n"), "{}", fleet.ok());
+    assert!(
+        fleet.ok().contains("\nkept 1 snapshot (see snapshots)\n"),
+        "{}",
+        fleet.ok()
+    );
     assert!(!has_body(&db, "acme"));
 
     let listed = json(&w.run(&db, &["--format", "json", "snapshots"]));
     let snaps = listed["snapshots"].as_array().unwrap();
-    let tenants: Vec<&str> = snaps.iter().map(|s| s["tenant"].as_str().unwrap()).collect();
+    let tenants: Vec<&str> = snaps
+        .iter()
+        .map(|s| s["tenant"].as_str().unwrap())
+        .collect();
     assert_eq!(tenants, ["acme", "globex"], "{listed}");
     let acme = &snaps[0];
     assert_eq!(acme["versions"], serde_json::json!(["20260101000001"]));
@@ -64,16 +71,25 @@ fn snapshot_migrate_restore_and_prune_from_the_command_line() {
     assert_eq!(notes["rows"], 25);
     let name = acme["name"].as_str().unwrap().to_owned();
     let text = w.run(&db, &["snapshots", "--tenant", "acme"]);
-    assert!(text.ok().contains(&name) && text.ok().contains("tenant `acme`"), "{}", text.ok());
+    assert!(
+        text.ok().contains(&name) && text.ok().contains("tenant `acme`"),
+        "{}",
+        text.ok()
+    );
     let last = text.ok().lines().last().unwrap_or_default();
     assert!(last.starts_with("1 snapshot, "), "{last}");
 
     // Refused: a revert takes no snapshot; an unknown snapshot; --retain without --snapshot.
-    w.run(&db, &["r:t", "acme", "--snapshot"]).fails_with("takes no snapshot");
-    w.run(&db, &["restore_tenant", "_snap_nothing", "-y"]).fails_with("does not exist");
+    w.run(&db, &["r:t", "acme", "--snapshot"])
+        .fails_with("takes no snapshot");
+    w.run(&db, &["restore_tenant", "_snap_nothing", "-y"])
+        .fails_with("does not exist");
     for (args, needle) in [
         (&["m:a", "--retain", "1d"][..], "--snapshot"),
-        (&["prune_snapshots", "--older-than", "7w"][..], "invalid duration `7w`"),
+        (
+            &["prune_snapshots", "--older-than", "7w"][..],
+            "invalid duration `7w`",
+        ),
     ] {
         let run = w.run(&db, args);
         assert_eq!(run.code, 2, "{args:?}: {run:#?}");

@@ -92,11 +92,16 @@ fn a_destructive_migration_is_undone_by_restoring_its_snapshot_row_for_row() {
         .migrate_tenant_with(&mut conn, &acme, &snapshot_opts())
         .unwrap();
     assert_eq!(outcome, TenantOutcome::Applied(vec![V2.to_owned()]));
-    assert!(!has_body(&mut conn, "acme"), "the migration dropped the column");
+    assert!(
+        !has_body(&mut conn, "acme"),
+        "the migration dropped the column"
+    );
     let snaps = after.snapshots(&mut conn, Some(&acme)).unwrap();
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     let snap = &snaps[0];
-    assert!(snap.name.starts_with(diesel_workspace::registry::SNAPSHOT_PREFIX));
+    assert!(snap
+        .name
+        .starts_with(diesel_workspace::registry::SNAPSHOT_PREFIX));
     assert_eq!(snap.tenant, acme);
     assert_eq!(snap.versions, [V1]);
     assert!(snap.size_bytes > 0);
@@ -117,7 +122,11 @@ fn a_destructive_migration_is_undone_by_restoring_its_snapshot_row_for_row() {
     assert_eq!(&restored, snap);
     assert!(has_body(&mut conn, "acme"), "the column is back");
     assert_eq!(fingerprint(&mut conn, "acme"), original, "identical rows");
-    assert_eq!(central(&mut conn, "acme"), [V1], "the central record is back");
+    assert_eq!(
+        central(&mut conn, "acme"),
+        [V1],
+        "the central record is back"
+    );
     assert_eq!(
         after.status(&mut conn).unwrap()[0].pending,
         [V2],
@@ -165,7 +174,9 @@ fn only_tenants_a_run_changes_get_a_snapshot() {
     assert_eq!(after.snapshots(&mut conn, None).unwrap().len(), 2);
     // Negative control: without the option, no snapshot.
     let plain = before_and_after(&mut conn, &["b1"]);
-    plain.migrate_all(db.url(), &MigrateOptions::default()).unwrap();
+    plain
+        .migrate_all(db.url(), &MigrateOptions::default())
+        .unwrap();
     assert_eq!(after.snapshots(&mut conn, None).unwrap().len(), 2);
 }
 
@@ -307,26 +318,37 @@ fn prune_removes_only_expired_snapshots() {
         .unwrap();
     let all = after.snapshots(&mut conn, None).unwrap();
     assert_eq!(all.len(), 2);
-    let (short, long) = (&all[0], &all[1]);
-    assert_eq!((short.tenant.as_str(), long.tenant.as_str()), ("short", "long"));
+    let (short, long) = (all[0].clone(), all[1].clone());
+    assert_eq!(
+        (short.tenant.as_str(), long.tenant.as_str()),
+        ("short", "long")
+    );
 
     let removed = after.prune_snapshots(&mut conn, None).unwrap();
-    assert_eq!(removed, [short.clone()]);
+    assert_eq!(removed, vec![short.clone()]);
     assert!(!db.schema_exists(&short.name), "its schema is dropped");
     assert!(db.schema_exists(&long.name), "the unexpired one is kept");
-    assert_eq!(after.snapshots(&mut conn, None).unwrap(), [long.clone()]);
+    assert_eq!(after.snapshots(&mut conn, None).unwrap(), vec![long.clone()]);
     // Nothing else expired: a second prune removes nothing.
     assert!(after.prune_snapshots(&mut conn, None).unwrap().is_empty());
     // By age: older than a day keeps it, older than nothing removes it.
     let day = Duration::from_secs(24 * 3600);
-    assert!(after.prune_snapshots(&mut conn, Some(day)).unwrap().is_empty());
+    assert!(after
+        .prune_snapshots(&mut conn, Some(day))
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        after.prune_snapshots(&mut conn, Some(Duration::ZERO)).unwrap(),
-        [long.clone()]
+        after
+            .prune_snapshots(&mut conn, Some(Duration::ZERO))
+            .unwrap(),
+        vec![long.clone()]
     );
     assert!(!db.schema_exists(&long.name));
     // The tenants themselves are untouched.
-    assert_eq!(after.list_tenants(&mut conn).unwrap(), [id("long"), id("short")]);
+    assert_eq!(
+        after.list_tenants(&mut conn).unwrap(),
+        [id("long"), id("short")]
+    );
 }
 
 #[test]
@@ -346,10 +368,15 @@ fn a_snapshot_schema_is_never_a_tenant() {
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].tenant, id("acme"));
     let report = after.migrate_all(db.url(), &snapshot_opts()).unwrap();
-    assert!(report.tenants.iter().all(|(t, _)| t != &as_tenant), "{report:?}");
+    assert!(
+        report.tenants.iter().all(|(t, _)| t != &as_tenant),
+        "{report:?}"
+    );
     let hazards = after.audit(&mut conn).unwrap();
     assert!(
-        hazards.iter().all(|h| !format!("{h:?}").contains(&snap.name)),
+        hazards
+            .iter()
+            .all(|h| !format!("{h:?}").contains(&snap.name)),
         "{hazards:?}"
     );
     // Every tenant operation refuses its name.

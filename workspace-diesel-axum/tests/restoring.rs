@@ -103,5 +103,6 @@ async fn requests_during_a_restore_get_503_and_are_served_after_it() {
     })
     .await;
     // The restore brought the dropped column back.
-    conn.batch_execute("SELECT body FROM acme.notes").expect("body is back");
+    conn.batch_execute("SELECT body FROM acme.notes")
+        .expect("body is back");
 }

@@ -50,7 +50,11 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
             out!("tenant `{tenant}`: applied {}", versions_list(&versions));
             if args.fleet.snapshot {
                 if let Some(s) = migrator.snapshots(&mut conn, Some(&tenant))?.pop() {
-                    out!("tenant `{tenant}`: snapshot {} kept (restore_tenant {})", s.name, s.name);
+                    out!(
+                        "tenant `{tenant}`: snapshot {} kept (restore_tenant {})",
+                        s.name,
+                        s.name
+                    );
                 }
             }
         }

@@ -82,21 +82,22 @@ impl Migrator {
             return Err(refused(tenant, "snapshots are not supported on Citus"));
         }
         let migrations = self.migrations_of(snap)?;
-        let before = match self
-            .registry
-            .set_lifecycle_state(conn, tenant, LifecycleState::Restoring)
-        {
-            Ok(LifecycleState::Restoring) => {
-                return Err(refused(
-                    tenant,
-                    "the tenant is `restoring` already (another restore, or one interrupted: \
+        let before =
+            match self
+                .registry
+                .set_lifecycle_state(conn, tenant, LifecycleState::Restoring)
+            {
+                Ok(LifecycleState::Restoring) => {
+                    return Err(refused(
+                        tenant,
+                        "the tenant is `restoring` already (another restore, or one interrupted: \
                      set its state first)",
-                ))
-            }
-            Ok(state) => Some(state),
-            Err(Error::NoLifecycleState { .. }) => None,
-            Err(e) => return Err(e),
-        };
+                    ))
+                }
+                Ok(state) => Some(state),
+                Err(Error::NoLifecycleState { .. }) => None,
+                Err(e) => return Err(e),
+            };
         let plan_close = self.restore_close(snap, before)?;
         let mut plan = Plan::new(tenant, Opening::default()).apply(&migrations, true);
         plan.create = format!(

@@ -72,7 +72,11 @@ pub(crate) fn snapshot_name() -> String {
 
 /// The snapshot a plan takes before its migrations when `params` ask for one (empty
 /// otherwise); refused where the dialect sends statement by statement.
-pub(crate) fn snapshot_create(dialect: &Dialect, schema: &TenantId, params: &MigrateParams) -> Result<String> {
+pub(crate) fn snapshot_create(
+    dialect: &Dialect,
+    schema: &TenantId,
+    params: &MigrateParams,
+) -> Result<String> {
     let Some(retain) = params.snapshot else {
         return Ok(String::new());
     };
