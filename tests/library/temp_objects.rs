@@ -142,7 +142,7 @@ fn a_temporary_ledger_never_stands_in_for_the_shared_one() {
     assert_eq!(fooled, 0, "the harness must see the temporary ledger here");
 
     let applied = db.migrator().run_shared(&mut conn).unwrap();
-    assert_eq!(applied.len(), 2 + shared.len(), "{applied:?}");
+    assert_eq!(applied.len(), 3 + shared.len(), "{applied:?}");
     assert!(db.registry_exists());
     // And the tenant life cycle on the same connection, temporary ledger still in place.
     let acme = TenantId::new("acme").unwrap();
