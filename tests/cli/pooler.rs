@@ -138,7 +138,7 @@ fn setup_and_status_through_pgbouncer_ignore_a_temporary_ledger() {
         MigrationSource::<diesel::pg::Pg>::migrations(&registry)
             .unwrap()
             .len(),
-        2
+        3
     );
     other
         .batch_execute("BEGIN; SET LOCAL search_path TO public")
