@@ -160,23 +160,17 @@ fn published_crates_have_keywords_categories_and_docs_rs_settings() {
 }
 
 #[test]
-fn ci_runs_the_readmes_test_command() {
+fn ci_leaves_the_set_up_to_the_test_command() {
     let root = repo_root();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
-    let command = "cargo xtask test";
-    assert!(
-        readme.lines().any(|l| l.trim() == command),
-        "the README's test command is not `{command}`"
-    );
     let last = ci
         .lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty() && !l.starts_with('#'))
         .unwrap();
-    assert_eq!(last, command, ".ci/run ends with the README's test command");
+    assert_eq!(last, "cargo xtask test", ".ci/run ends with the test command");
     // The set-up is the xtask's, not the script's.
-    for install in ["apt-get", "cluster.sh", "install.sh"] {
+    for install in ["apt-get", "cluster.sh", "install.sh", "pg_ctlcluster"] {
         assert!(!ci.contains(install), ".ci/run runs {install} itself");
     }
     let alias = std::fs::read_to_string(root.join(".cargo/config.toml")).unwrap();

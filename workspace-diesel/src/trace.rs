@@ -1,6 +1,7 @@
 //! The library's `tracing` instrumentation: the spans of its operations and the event that closes
 //! each one, with the outcome and the duration (`elapsed_ms`) recorded on the span. The names and
-//! fields are listed in the README ("Tracing the engine"). Nothing here runs on the `switch` path.
+//! fields are listed in the repository's tracing guide (`docs/tracing.md`). Nothing here runs on
+//! the `switch` path.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};

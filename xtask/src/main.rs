@@ -1,7 +1,7 @@
 //! The repository's own tasks, run with `cargo xtask <task>` (the alias in `.cargo/config.toml`).
 //!
 //! `cargo xtask test` installs or starts what the suites need (PgBouncer, Chromium, the Citus
-//! cluster) and runs every suite with nothing left to pass vacuously; see docs/contributing.md.
+//! cluster) and runs every suite with nothing left to pass vacuously; see CONTRIBUTING.md.
 
 mod citus;
 mod services;
