@@ -168,7 +168,10 @@ fn ci_leaves_the_set_up_to_the_test_command() {
         .map(str::trim)
         .rfind(|l| !l.is_empty() && !l.starts_with('#'))
         .unwrap();
-    assert_eq!(last, "cargo xtask test", ".ci/run ends with the test command");
+    assert_eq!(
+        last, "cargo xtask test",
+        ".ci/run ends with the test command"
+    );
     // The set-up is the xtask's, not the script's.
     for install in ["apt-get", "cluster.sh", "install.sh", "pg_ctlcluster"] {
         assert!(!ci.contains(install), ".ci/run runs {install} itself");
