@@ -27,6 +27,7 @@ mod lifecycle;
 mod mobility;
 mod multi_table;
 mod packaging;
+mod plan;
 mod pool;
 mod pooler;
 mod quickstart;

@@ -1,9 +1,18 @@
-//! A lint for tenant migrations on Citus: what a distributed schema cannot hold.
+//! The lints of tenant migrations, read from their SQL: what a Citus distributed schema cannot
+//! hold (this file), which lock each statement takes (`locks`), and which statements cost more
+//! the larger the table or the fleet (`cost`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::statements::{split_statements, Kind, Lexer, SplitError};
+
+mod cost;
+mod locks;
+
+pub(crate) use self::cost::statement_costs;
+pub use self::cost::{CostFinding, CostLint, CostRule, FLEET_SCALE_TENANTS};
+pub use self::locks::{statement_locks, LockLevel, StatementLocks, TableLock};
 
 /// A rule of the [`CitusLint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
