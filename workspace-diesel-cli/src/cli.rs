@@ -262,11 +262,11 @@ pub(crate) enum Command {
         yes: bool,
     },
 
-    /// Check the tenant migrations for what a Citus distributed schema cannot hold (triggers,
-    /// ADD COLUMN ... serial, foreign keys to other schemas or to shared tables that are not
-    /// reference tables, tables without a primary key); run before applying on Citus
-    /// Also lists the statements whose cost grows with the table or the fleet (rewrites, full
-    /// scans under a strong lock, index builds that block writes), each with its safe rewrite.
+    /// Check the tenant migrations: the statements whose cost grows with the table or the fleet
+    /// (rewrites, full scans under a strong lock, index builds that block writes), each with its
+    /// safe rewrite; and what a Citus distributed schema cannot hold (triggers, ADD COLUMN ...
+    /// serial, foreign keys to other schemas or to shared tables that are not reference tables,
+    /// tables without a primary key), which fails; run before applying on Citus
     #[command(
         name = "lint_migrations",
         visible_alias = "l:m",
@@ -362,11 +362,11 @@ pub(crate) struct FleetArgs {
 /// `migrate_all`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct MigrateAllArgs {
-    #[command(flatten)]
-    pub(crate) fleet: FleetArgs,
     /// Print the plan (as the plan command) and apply nothing
     #[arg(long)]
     pub(crate) dry_run: bool,
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
     #[command(flatten)]
     pub(crate) budget: BudgetArgs,
 }

@@ -4,8 +4,10 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::locks::{alter_table, index_target, StatementLocks, CONSTRAINT_WORDS};
-use super::{name_at, tokens, LintError, Tok};
+use super::locks::StatementLocks;
+use super::tokens::{
+    alter_table, index_target, name_at, tokens, LintError, Name, Tok, CONSTRAINT_WORDS,
+};
 use crate::statements::{split_statements, SplitError};
 
 /// From how many tenants on one database [`CostRule::DefaultAtFleetScale`] is reported.
@@ -270,15 +272,11 @@ impl CostLint {
 
     /// The rules one statement breaks, with the table each concerns; `created` holds the
     /// tables created before it in the same migration (exempt), and gains the one it creates.
-    fn statement(
-        &self,
-        t: &[Tok],
-        created: &mut BTreeSet<String>,
-    ) -> Vec<(CostRule, (Option<String>, String))> {
+    fn statement(&self, t: &[Tok], created: &mut BTreeSet<String>) -> Vec<(CostRule, Name)> {
         let mut out = Vec::new();
         if t.first().is_some_and(|w| w.is("create")) {
-            if let Some((table, lock)) = index_target(t) {
-                if lock == super::locks::LockLevel::Share && !created.contains(&table.1) {
+            if let Some((table, concurrently)) = index_target(t) {
+                if !concurrently && !created.contains(&table.1) {
                     out.push((CostRule::IndexWithoutConcurrently, table));
                 }
             } else if let Some(table) = super::locks::classify(t).creates {
@@ -358,7 +356,7 @@ pub(crate) fn statement_costs(
     lint: &CostLint,
     sql: &str,
     created: &mut BTreeSet<String>,
-) -> Result<(StatementLocks, Vec<(CostRule, (Option<String>, String))>), SplitError> {
+) -> Result<(StatementLocks, Vec<(CostRule, Name)>), SplitError> {
     let toks = tokens(sql)?;
     let locks = super::locks::classify(&toks);
     let costs = lint.statement(&toks, created);

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{name_at, references, tokens, Tok};
+use super::tokens::{
+    alter_table, index_target, name_at, references, skip_if_exists, tokens, Tok, CONSTRAINT_WORDS,
+};
 use crate::statements::SplitError;
 
 /// A table-level lock mode of PostgreSQL, weakest first (the order is their strength: each
@@ -196,8 +198,15 @@ pub(super) fn classify(t: &[Tok]) -> StatementLocks {
     };
     match first {
         "create" => {
-            if let Some((name, lock)) = index_target(t) {
-                out.take(name, lock);
+            if let Some((name, concurrently)) = index_target(t) {
+                out.take(
+                    name,
+                    if concurrently {
+                        ShareUpdateExclusive
+                    } else {
+                        Share
+                    },
+                );
             } else if let Some(created) = created_relation(t) {
                 out.creates = Some(created);
             } else if let Some(i) = trigger_on(t) {
@@ -372,15 +381,6 @@ pub(super) fn classify(t: &[Tok]) -> StatementLocks {
     out
 }
 
-/// `IF EXISTS` at `i`: how many tokens it takes.
-fn skip_if_exists(t: &[Tok], i: usize) -> usize {
-    if t.get(i).is_some_and(|w| w.is("if")) && t.get(i + 1).is_some_and(|w| w.is("exists")) {
-        2
-    } else {
-        0
-    }
-}
-
 /// The names of a comma-separated list from `i` on (`DROP TABLE a, b`, `TRUNCATE a, b`).
 fn name_list(t: &[Tok], mut i: usize) -> Vec<(Option<String>, String)> {
     let mut out = Vec::new();
@@ -392,31 +392,6 @@ fn name_list(t: &[Tok], mut i: usize) -> Vec<(Option<String>, String)> {
         i = after + 1;
     }
     out
-}
-
-/// `CREATE [UNIQUE] INDEX [CONCURRENTLY] [IF NOT EXISTS] [name] ON [ONLY] table`: the table and
-/// the lock (`SHARE`, or `SHARE UPDATE EXCLUSIVE` concurrently).
-pub(super) fn index_target(t: &[Tok]) -> Option<((Option<String>, String), LockLevel)> {
-    let mut i = 1;
-    if t.get(i)?.is("unique") {
-        i += 1;
-    }
-    if !t.get(i)?.is("index") {
-        return None;
-    }
-    let concurrently = t.get(i + 1).is_some_and(|w| w.is("concurrently"));
-    let on = (i + 1..t.len()).find(|&j| t[j].is("on"))?;
-    let mut j = on + 1;
-    if t.get(j)?.is("only") {
-        j += 1;
-    }
-    let (s, n, _) = name_at(t, j)?;
-    let lock = if concurrently {
-        LockLevel::ShareUpdateExclusive
-    } else {
-        LockLevel::Share
-    };
-    Some(((s, n), lock))
 }
 
 /// `CREATE [GLOBAL|LOCAL] [UNLOGGED] TABLE|MATERIALIZED VIEW [IF NOT EXISTS] name`, not
@@ -448,47 +423,6 @@ fn trigger_on(t: &[Tok]) -> Option<usize> {
     (at + 1..t.len()).find(|&i| t[i].is("on")).map(|i| i + 1)
 }
 
-/// `ALTER TABLE [IF EXISTS] [ONLY] name action [, action ...]`: the table and each action's
-/// tokens (split at the commas outside parentheses).
-pub(super) fn alter_table(t: &[Tok]) -> Option<((Option<String>, String), Vec<&[Tok]>)> {
-    if !(t.first()?.is("alter") && t.get(1)?.is("table")) {
-        return None;
-    }
-    let mut i = 2 + skip_if_exists(t, 2);
-    if t.get(i)?.is("only") {
-        i += 1;
-    }
-    let (s, n, mut start) = name_at(t, i)?;
-    if t.get(start) == Some(&Tok::Punct(b'*')) {
-        start += 1;
-    }
-    let mut actions = Vec::new();
-    let mut depth = 0usize;
-    for j in start..t.len() {
-        match t[j] {
-            Tok::Punct(b'(') => depth += 1,
-            Tok::Punct(b')') => depth = depth.saturating_sub(1),
-            Tok::Punct(b',') if depth == 0 => {
-                actions.push(&t[start..j]);
-                start = j + 1;
-            }
-            _ => {}
-        }
-    }
-    actions.push(&t[start..]);
-    Some(((s, n), actions))
-}
-
-/// The words that start a table constraint in `ADD`.
-pub(super) const CONSTRAINT_WORDS: &[&str] = &[
-    "constraint",
-    "primary",
-    "unique",
-    "foreign",
-    "check",
-    "exclude",
-];
-
 /// The locks one `ALTER TABLE` action takes: on the table, and on a table it references.
 fn action_locks(
     table: &(Option<String>, String),
@@ -508,9 +442,11 @@ fn action_locks(
             out.extend(refs.into_iter().map(|r| (r, ShareRowExclusive)));
             AccessExclusive
         }
-    } else if w(0, "validate") || w(0, "cluster") || w(0, "reset") {
-        ShareUpdateExclusive
-    } else if w(0, "set") && (a.get(1) == Some(&Tok::Punct(b'(')) || w(1, "without")) {
+    } else if w(0, "validate")
+        || w(0, "cluster")
+        || w(0, "reset")
+        || (w(0, "set") && (a.get(1) == Some(&Tok::Punct(b'(')) || w(1, "without")))
+    {
         ShareUpdateExclusive
     } else if w(0, "alter") {
         // ALTER [COLUMN] c SET STATISTICS / SET (...) / RESET (...): SHARE UPDATE EXCLUSIVE.
