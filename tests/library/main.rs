@@ -30,6 +30,7 @@ mod mobility;
 mod multi_table;
 mod newcomer;
 mod packaging;
+mod plan;
 mod pool;
 mod pooler;
 mod quickstart;
