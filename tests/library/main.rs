@@ -28,6 +28,7 @@ mod lifecycle;
 mod metadata;
 mod mobility;
 mod multi_table;
+mod newcomer;
 mod packaging;
 mod plan;
 mod pool;
