@@ -48,7 +48,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{Migrator, TenantId, TenantOutcome};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;
@@ -127,7 +127,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{MigrateOptions, Migrator, TenantId};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;
