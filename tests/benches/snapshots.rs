@@ -44,7 +44,9 @@ fn main() {
     let n = settings.iters;
     let db = ScratchDb::create("bench_snapshots");
     let before = Migrator::builder(BEFORE).build().expect("the example set");
-    let after = Migrator::builder(AFTER).build().expect("the destructive set");
+    let after = Migrator::builder(AFTER)
+        .build()
+        .expect("the destructive set");
     let mut conn = PgConnection::establish(db.url()).expect("connect");
     before.run_shared(&mut conn).expect("shared migrations");
     // (label, workers, snapshot): each fleet its own tenants, all alike.
@@ -77,11 +79,19 @@ fn main() {
             .migrate_selected(db.url(), &selection, &opts)
             .expect("the run");
         let elapsed = started.elapsed();
-        assert_eq!(report.applied().count(), n, "{label}: every tenant migrated");
+        assert_eq!(
+            report.applied().count(),
+            n,
+            "{label}: every tenant migrated"
+        );
         timed.push((label, workers, snapshot, elapsed));
     }
     let snapshots = after.snapshots(&mut conn, None).unwrap();
-    assert_eq!(snapshots.len(), 2 * n, "one snapshot per tenant of the runs with it");
+    assert_eq!(
+        snapshots.len(),
+        2 * n,
+        "one snapshot per tenant of the runs with it"
+    );
     let mut sizes: Vec<f64> = snapshots.iter().map(|s| s.size_bytes as f64).collect();
     let size = median(&mut sizes);
     let sample = n.min(10);

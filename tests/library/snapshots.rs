@@ -328,7 +328,10 @@ fn prune_removes_only_expired_snapshots() {
     assert_eq!(removed, vec![short.clone()]);
     assert!(!db.schema_exists(&short.name), "its schema is dropped");
     assert!(db.schema_exists(&long.name), "the unexpired one is kept");
-    assert_eq!(after.snapshots(&mut conn, None).unwrap(), vec![long.clone()]);
+    assert_eq!(
+        after.snapshots(&mut conn, None).unwrap(),
+        vec![long.clone()]
+    );
     // Nothing else expired: a second prune removes nothing.
     assert!(after.prune_snapshots(&mut conn, None).unwrap().is_empty());
     // By age: older than a day keeps it, older than nothing removes it.

@@ -19,6 +19,8 @@ mod hazard;
 #[cfg(feature = "jobs")]
 pub mod jobs;
 mod lint;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod migrate;
 mod options;
 mod placement;
@@ -49,9 +51,16 @@ pub use crate::context::{
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::{Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
+pub use crate::lint::{
+    statement_locks, CostFinding, CostLint, CostRule, LockLevel, StatementLocks, TableLock,
+    FLEET_SCALE_TENANTS,
+};
 #[cfg(feature = "archive")]
 pub use crate::migrate::{ArchiveSummary, TableSummary};
-pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations, Snapshot, SnapshotTable};
+pub use crate::migrate::{
+    LockOverBudget, MigrationPlan, Migrator, MigratorBuilder, PlannedMigration, PlannedStatement,
+    SharedMigrations, Snapshot, SnapshotTable, TableSize, TenantPlan,
+};
 pub use crate::options::{
     Budget, CheckFn, CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave, WaveEnd,
     DEFAULT_SNAPSHOT_RETENTION,
