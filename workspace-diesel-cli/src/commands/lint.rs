@@ -14,15 +14,26 @@ pub(crate) fn lint(ctx: &Ctx) -> Result<()> {
     let findings = migrator
         .lint_citus(&mut conn)
         .context("could not check the tenant migrations")?;
-    if findings.is_empty() {
+    if ctx.json() {
+        let findings: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        crate::output::print(&serde_json::json!({
+            "command": "lint_migrations",
+            "ok": findings.is_empty(),
+            "checked": migrator.tenant_versions().len(),
+            "findings": findings,
+        }))?;
+    } else if findings.is_empty() {
         out!(
             "{} checked: nothing Citus cannot do in a distributed schema",
             plural(migrator.tenant_versions().len(), "tenant migration")
         );
-        return Ok(());
+    } else {
+        for f in &findings {
+            out!("{f}");
+        }
     }
-    for f in &findings {
-        out!("{f}");
+    if findings.is_empty() {
+        return Ok(());
     }
     bail!(
         "{} in the tenant migrations that Citus cannot apply in a distributed schema",
