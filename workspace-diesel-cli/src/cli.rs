@@ -321,8 +321,8 @@ pub(crate) enum MigrationCommand {
     /// Revert the last tenant migration of every tenant (-n N, --all as for revert), then apply
     /// the pending migrations again
     Redo(StepArgs),
-    /// List the shared and tenant migrations, each marked applied ([X]), partly applied ([~]:
-    /// on some tenants) or pending ([ ])
+    /// List the shared and tenant migrations, each marked `[X]` (applied), `[~]` (applied on some
+    /// tenants) or `[ ]` (pending)
     List {
         #[command(flatten)]
         select: SelectArgs,
