@@ -6,7 +6,7 @@
 //! | 0 | success |
 //! | 1 | failure: the database, a migration, a refusal |
 //! | 2 | usage error: the command line is wrong; nothing was done |
-//! | 3 | `pending --exit-code`: tenants are behind |
+//! | 3 | a check the command was asked for failed: `pending --exit-code` with tenants behind, a plan over its lock budget (`--max-lock-table-size`) |
 
 use std::process::ExitCode;
 
@@ -18,8 +18,9 @@ const FAILURE: u8 = 1;
 /// Status 2: the command line is wrong (clap's own status for its usage errors).
 pub(crate) const USAGE: u8 = 2;
 
-/// Status 3: `pending --exit-code` found tenants behind.
-pub(crate) const BEHIND: u8 = 3;
+/// Status 3: a check the command was asked for failed (`pending --exit-code` found tenants
+/// behind; a plan is over its lock budget).
+pub(crate) const CHECK: u8 = 3;
 
 /// An error in how the command was called (a value out of range, an option the command does not
 /// take with the others given); nothing was done. Exits with status 2.
@@ -59,7 +60,7 @@ pub(crate) use usage;
 #[derive(Serialize)]
 struct ErrorDoc<'a> {
     ok: bool,
-    /// `usage` (status 2) or `failure` (status 1).
+    /// `usage` (status 2), `check` (status 3) or `failure` (status 1).
     kind: &'static str,
     exit_code: u8,
     error: ErrorBody<'a>,
@@ -90,6 +91,8 @@ pub(crate) fn report(e: &anyhow::Error, json: bool) -> ExitCode {
 fn describe(e: &anyhow::Error) -> (String, Vec<String>, u8) {
     let code = if e.downcast_ref::<Usage>().is_some() {
         USAGE
+    } else if e.downcast_ref::<crate::commands::OverBudget>().is_some() {
+        CHECK
     } else {
         FAILURE
     };
@@ -128,7 +131,11 @@ fn print_error(message: &str, causes: Vec<String>, code: u8, json: bool) {
     }
     let doc = ErrorDoc {
         ok: false,
-        kind: if code == USAGE { "usage" } else { "failure" },
+        kind: match code {
+            USAGE => "usage",
+            CHECK => "check",
+            _ => "failure",
+        },
         exit_code: code,
         error: ErrorBody { message, causes },
     };

@@ -3,7 +3,8 @@
 //! Parses the command line, loads `.env`, installs a tracing subscriber (`RUST_LOG`, to stderr,
 //! through the progress bar), runs the command, and on failure prints the error with its causes
 //! on one line `error: ...` (with `--format json`: one JSON document on stderr) and exits with
-//! the status the error calls for: 1, or 2 for a usage error.
+//! the status the error calls for: 1, 2 for a usage error, 3 when a check the command was asked
+//! for fails (a plan over its lock budget, `pending --exit-code` with tenants behind).
 
 mod cli;
 mod commands;

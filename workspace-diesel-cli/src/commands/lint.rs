@@ -1,4 +1,5 @@
-//! `lint_migrations`, and the same check before anything is applied on Citus.
+//! `lint_migrations` (the fleet-cost lint and the Citus lint), and the Citus check before
+//! anything is applied on Citus.
 
 use anyhow::{bail, Context as _, Result};
 use diesel::PgConnection;
@@ -6,31 +7,56 @@ use diesel_workspace::Migrator;
 
 use super::{plural, Ctx};
 
-/// `lint_migrations`: prints what Citus could not apply in a distributed schema; fails when
-/// anything is found.
-pub(crate) fn lint(ctx: &Ctx) -> Result<()> {
+/// `lint_migrations`: prints the statements whose cost grows with the table or the fleet (a
+/// failure with `--deny-costs`), then what Citus could not apply in a distributed schema (always
+/// a failure).
+pub(crate) fn lint(ctx: &Ctx, deny_costs: bool) -> Result<()> {
     let migrator = ctx.migrator()?;
     let mut conn = ctx.connect()?;
+    let costs = migrator
+        .lint_costs(&mut conn)
+        .context("could not check the tenant migrations")?;
     let findings = migrator
         .lint_citus(&mut conn)
         .context("could not check the tenant migrations")?;
+    let denied_costs = deny_costs && !costs.is_empty();
     if ctx.json() {
-        let findings: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        let shown = |list: &[_]| -> Vec<String> { list.iter().map(ToString::to_string).collect() };
         crate::output::print(&serde_json::json!({
             "command": "lint_migrations",
-            "ok": findings.is_empty(),
+            "ok": findings.is_empty() && !denied_costs,
             "checked": migrator.tenant_versions().len(),
-            "findings": findings,
+            "costs": costs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "findings": shown(&findings),
         }))?;
-    } else if findings.is_empty() {
-        out!(
-            "{} checked: nothing Citus cannot do in a distributed schema",
-            plural(migrator.tenant_versions().len(), "tenant migration")
-        );
     } else {
+        for f in &costs {
+            out!("cost: {f}");
+        }
+        if findings.is_empty() && !denied_costs {
+            out!(
+                "{} checked: nothing Citus cannot do in a distributed schema",
+                plural(migrator.tenant_versions().len(), "tenant migration")
+            );
+        }
         for f in &findings {
             out!("{f}");
         }
+    }
+    if denied_costs {
+        bail!(
+            "{} in the tenant migrations whose cost grows with the table or the fleet \
+             (--deny-costs){}",
+            plural(costs.len(), "statement"),
+            if findings.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", and {} Citus cannot apply",
+                    plural(findings.len(), "problem")
+                )
+            }
+        );
     }
     if findings.is_empty() {
         return Ok(());

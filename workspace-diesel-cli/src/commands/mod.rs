@@ -16,6 +16,7 @@ mod generate;
 mod lint;
 mod migrate;
 mod placement;
+mod plan;
 mod redo;
 mod runs;
 mod schema;
@@ -35,6 +36,7 @@ use crate::config::Config;
 pub(crate) use self::context::{
     ensure_registered, registry_exists, tenant_id, Ctx, ReadOnly, DEFAULT_SHARED_DIR,
 };
+pub(crate) use self::plan::{Budget, OverBudget};
 pub(crate) use self::text::{confirm, plural, shown};
 
 /// Runs the command of `cli`.
@@ -72,7 +74,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             generate::makemigrations(&ctx, &args, "makemigrations_tenant")
         }
         Command::MigrateTenant(args) => migrate::migrate_tenant(&ctx, &args),
-        Command::MigrateAll(fleet) => migrate::migrate_all(&ctx, &fleet),
+        Command::MigrateAll(args) => migrate::migrate_all(&ctx, &args, "migrate_all"),
+        Command::Plan(args) => plan::plan(&ctx, &args.select, &args.budget),
         Command::RevertTenant(args) => migrate::revert_tenant(&ctx, &args),
         Command::RedoTenant { identifier } => redo::redo(&ctx, &identifier),
         Command::ListTenants => tenant::list(&ctx),
@@ -95,12 +98,12 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::FillSpares { target } => spares::fill(&ctx, &target),
         Command::ListSpares => spares::list(&ctx),
         Command::DrainSpares { yes } => spares::drain(&ctx, yes),
-        Command::LintMigrations => lint::lint(&ctx),
+        Command::LintMigrations { deny_costs } => lint::lint(&ctx, deny_costs),
         Command::MoveTenant { identifier, to } => placement::move_tenant(&ctx, &identifier, &to),
         Command::Rebalance { no_wait, status } => placement::rebalance(&ctx, no_wait, status),
         Command::PrintSchema(args) => schema::print_schema(&ctx, &args),
-        Command::Migration(MigrationCommand::Run(fleet)) => {
-            migrate::fleet_migrate(&ctx, &fleet, "migration run")
+        Command::Migration(MigrationCommand::Run(args)) => {
+            migrate::migrate_all(&ctx, &args, "migration run")
         }
         Command::Migration(MigrationCommand::Revert(args)) => conventions::revert(&ctx, &args),
         Command::Migration(MigrationCommand::Redo(args)) => conventions::redo(&ctx, &args),

@@ -201,7 +201,7 @@ pub(crate) fn pending(ctx: &Ctx, select: &SelectArgs, exit_code: bool) -> Result
         .filter(|s| !s.pending.is_empty())
         .collect();
     let status = if exit_code && !behind.is_empty() {
-        Err(anyhow::Error::new(crate::exit::Status(crate::exit::BEHIND)))
+        Err(anyhow::Error::new(crate::exit::Status(crate::exit::CHECK)))
     } else {
         Ok(())
     };
