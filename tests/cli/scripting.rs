@@ -173,7 +173,8 @@ fn every_command_prints_a_versioned_json_document() {
     );
     assert_eq!(
         json_doc(&w, &db, &["lint_migrations"]),
-        json!({"format": 1, "command": "lint_migrations", "ok": true, "checked": 2, "findings": []})
+        json!({"format": 1, "command": "lint_migrations", "ok": true, "checked": 2,
+               "costs": [], "findings": []})
     );
     let schema = json_doc(&w, &db, &["print-schema", "-o", "notes"]);
     assert_eq!(schema["file"], Value::Null);
