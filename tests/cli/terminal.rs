@@ -56,13 +56,21 @@ fn progress_bar_and_log_records_do_not_interleave() {
     let bar = format!("/{TENANTS} tenants, ");
     assert!(raw.matches(&bar).count() >= 3, "the bar was drawn: {raw:?}");
     let lines: Vec<&str> = screen.lines().collect();
+    let record_of =
+        regex::Regex::new(r"fleet\.tenant\{tenant=(t\d\d)( elapsed_ms=\d+)? applied=1\}: ")
+            .unwrap();
     for name in &names {
-        let record = format!("fleet.tenant{{tenant={name} applied=1}}");
-        assert_eq!(
-            lines.iter().filter(|l| l.contains(&record)).count(),
-            1,
-            "{record} in\n{screen}"
-        );
+        let record = format!("fleet.tenant{{tenant={name} ");
+        let whole = lines
+            .iter()
+            .filter(|l| l.contains(&record))
+            .filter(|l| {
+                record_of
+                    .captures(l)
+                    .is_some_and(|c| &c[1] == name.as_str())
+            })
+            .count();
+        assert_eq!(whole, 1, "{record} in\n{screen}");
     }
     // No line holds both a record and bar fragments, and no bar line is left behind (the bar is
     // cleared when the run ends).
