@@ -24,6 +24,7 @@ mod ids;
 mod jobs;
 mod leftovers;
 mod lifecycle;
+mod metadata;
 mod mobility;
 mod multi_table;
 mod packaging;
