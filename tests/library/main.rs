@@ -17,6 +17,7 @@ mod citus;
 mod compiletest;
 mod concurrency;
 mod custom_registry;
+mod docs;
 mod enforcing_roles;
 mod fleet;
 mod guards;
