@@ -49,9 +49,16 @@ pub use crate::context::{
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
 pub use crate::hazard::{Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
+pub use crate::lint::{
+    statement_locks, CostFinding, CostLint, CostRule, LockLevel, StatementLocks, TableLock,
+    FLEET_SCALE_TENANTS,
+};
 #[cfg(feature = "archive")]
 pub use crate::migrate::{ArchiveSummary, TableSummary};
-pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
+pub use crate::migrate::{
+    LockOverBudget, MigrationPlan, Migrator, MigratorBuilder, PlannedMigration, PlannedStatement,
+    SharedMigrations, TableSize, TenantPlan,
+};
 pub use crate::options::{
     Budget, CheckFn, CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave, WaveEnd,
 };
