@@ -80,6 +80,7 @@ mod extract;
 mod gate;
 mod layer;
 mod limit;
+mod observe;
 mod rejection;
 mod resolve;
 mod service;
