@@ -32,6 +32,48 @@ fn lock_table_size(conn: &mut PgConnection) -> i64 {
     .n
 }
 
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    flag: bool,
+}
+
+/// Whether `public.<table>` has been analyzed by an `ANALYZE` command (not by autovacuum).
+fn analyzed(conn: &mut PgConnection, table: &str) -> bool {
+    diesel::sql_query(
+        "SELECT last_analyze IS NOT NULL AS flag FROM pg_catalog.pg_stat_user_tables \
+         WHERE schemaname = 'public' AND relname = $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(table)
+    .get_result::<Flag>(conn)
+    .unwrap()
+    .flag
+}
+
+/// A bulk call that adds few rows leaves the registry to autovacuum; one that adds many
+/// analyzes it (the control for the fleet test's check).
+#[test]
+fn small_bulk_calls_do_not_analyze_the_registry() {
+    let db = test_db!("small_bulk_calls_do_not_analyze_the_registry");
+    let mut conn = db.conn();
+    let migrator = Migrator::builder(SCALE_MIGRATIONS).build().unwrap();
+    migrator.run_shared(&mut conn).unwrap();
+    let ids: Vec<TenantId> = (0..5)
+        .map(|i| TenantId::new(format!("s{i}")).unwrap())
+        .collect();
+    let report = migrator
+        .create_tenants(db.url(), &ids, &MigrateOptions::default())
+        .unwrap();
+    assert_eq!(report.applied().count(), 5);
+    migrator.fill_spares(&mut conn, 3).unwrap();
+    assert!(!analyzed(&mut conn, "workspaces"));
+    assert!(!analyzed(&mut conn, "workspace_spares"));
+    // Past the threshold, the warm pool's filling analyzes too.
+    migrator.fill_spares(&mut conn, 203).unwrap();
+    assert!(analyzed(&mut conn, "workspace_spares"));
+    assert!(analyzed(&mut conn, "workspaces"));
+}
+
 #[test]
 fn every_fleet_read_works_past_the_lock_table() {
     let db = test_db!("every_fleet_read_works_past_the_lock_table");
@@ -48,6 +90,9 @@ fn every_fleet_read_works_past_the_lock_table() {
     let report = migrator.create_tenants(db.url(), &ids, &opts).unwrap();
     assert!(report.is_success(), "{}", report.failure_summary());
     assert_eq!(report.applied().count(), tenants);
+    // A bulk creation this large analyzes the registry's tables itself.
+    assert!(analyzed(&mut conn, "workspaces"));
+    assert!(analyzed(&mut conn, "workspace_migrations"));
 
     // The control: reading every ledger in one transaction does run out of locks here.
     let one_transaction = conn.transaction(|c| {
