@@ -17,12 +17,13 @@
 //! `create_tenants` (the example schema: three tables, five indexes; two workers). At each larger
 //! size:
 //!
-//! - **requests**, with 1 and with 4 threads, on a pool of 4 connections, under four policies:
+//! - **requests**, with 1 and with 4 threads, on a pool of 4 connections, under five policies:
 //!   `cap` (a plain `TenantPool`, the default statement cap of 256), `memory` (no statement cap,
 //!   a `backend_memory_limit` of 128 MiB checked every 32 check-ins), `affine` (an
 //!   `AffinePool` of 4 shards of one connection: each tenant always served by the same backend;
-//!   no statement cap, a `backend_memory_limit` of `BENCH_AFFINE_LIMIT_MIB`, default 256 MiB)
-//!   and `spill` (the same, taking another shard's idle connection rather than waiting). A
+//!   no statement cap, a `backend_memory_limit` of `BENCH_AFFINE_LIMIT_MIB`, default 256 MiB,
+//!   checked every 32 check-ins), `rare` (the same, checked every 1,024 check-ins) and `spill`
+//!   (as `affine`, taking another shard's idle connection rather than waiting). A
 //!   request is one checkout, a switch to a tenant drawn at random from the whole fleet, and
 //!   three routed queries (a row by id, the last ten rows, a count). Both pools (baseline and
 //!   this size) are warmed first with every tenant once and a tenth of the measured requests;
@@ -39,7 +40,7 @@
 //!
 //! Settings: `BENCH_QUICK=1` (2,000 requests per case instead of 10,000), `BENCH_ITERS`
 //! (requests per case), `BENCH_SCALE_SIZES`, `BENCH_SCALE_POLICIES` (a comma-separated subset of
-//! `cap,memory,affine,spill`), `BENCH_AFFINE_LIMIT_MIB`, `BENCH_SCALE_ADDITIVE`. Run without
+//! `cap,memory,affine,rare,spill`), `BENCH_AFFINE_LIMIT_MIB`, `BENCH_SCALE_ADDITIVE`. Run without
 //! `--bench` (as `cargo test --benches` does), it only smoke-tests.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,6 +60,8 @@ use workspace_diesel_tests::ScratchDb;
 const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
 const ADDITIVE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/additive");
 const POOL_SIZE: u32 = 4;
+/// The `rare` policy's `memory_check_every`.
+const RARE_CHECK: u32 = 1_024;
 /// The measured requests of a case run in this many blocks, alternating with the baseline's.
 const BLOCKS: usize = 10;
 /// The `memory` policy's `backend_memory_limit`: 128 MiB per backend.
@@ -265,11 +268,17 @@ fn build_pool(policy: &str, url: &str, opened: &Arc<AtomicUsize>, affine_limit: 
                 .max_size(1)
                 .statement_cap(usize::MAX)
                 .backend_memory_limit(Some(affine_limit)),
+            // The memory read walks every memory context of a large backend: rarely.
+            "rare" => builder
+                .max_size(1)
+                .statement_cap(usize::MAX)
+                .backend_memory_limit(Some(affine_limit))
+                .memory_check_every(RARE_CHECK),
             _ => builder.max_size(POOL_SIZE),
         }
     };
     match policy {
-        "affine" | "spill" => Pools::Affine(
+        "affine" | "spill" | "rare" => Pools::Affine(
             AffinePool::build(POOL_SIZE as usize, url, make)
                 .expect("affine pool")
                 .spill(policy == "spill"),
@@ -341,7 +350,7 @@ fn main() {
     let warm = (requests / 10).max(4);
     let policies =
         std::env::var("BENCH_SCALE_POLICIES").unwrap_or_else(|_| "cap,memory,affine,spill".into());
-    let cases: Vec<(&'static str, usize)> = ["cap", "memory", "affine", "spill"]
+    let cases: Vec<(&'static str, usize)> = ["cap", "memory", "affine", "rare", "spill"]
         .into_iter()
         .filter(|p| policies.split(',').any(|q| q.trim() == *p))
         .flat_map(|p| [(p, 1), (p, 4)])
