@@ -121,11 +121,11 @@ fn the_tenant_template_agrees_with_the_readme() {
         .strip_prefix("Creating ")
         .unwrap();
     let template = fs::read_to_string(w.path().join(up)).unwrap();
-    // The README's folder convention: the tenant schema is alone on the search_path.
-    let readme = fs::read_to_string(support::repo_root().join("README.md")).unwrap();
+    // The migrations guide's folder convention: the tenant schema is alone on the search_path.
+    let readme = fs::read_to_string(support::repo_root().join("docs/migrations.md")).unwrap();
     assert!(
         readme.contains("with the tenant's schema alone on the `search_path`"),
-        "README"
+        "docs/migrations.md"
     );
     assert!(
         template.contains("with that schema alone on the search_path"),

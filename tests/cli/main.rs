@@ -51,6 +51,7 @@ mod generate;
 mod help;
 mod json;
 mod migrate;
+mod plan;
 mod pooler;
 mod revert;
 mod schema;

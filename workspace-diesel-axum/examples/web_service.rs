@@ -1,4 +1,4 @@
-//! The README's "Web services" example; a test keeps the README's copy identical.
+//! The example of this crate's README; a test keeps the README's copy identical.
 
 use axum::extract::{Request, State};
 use axum::middleware::{from_fn_with_state, Next};

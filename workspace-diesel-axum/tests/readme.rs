@@ -1,8 +1,8 @@
-//! The README's "Web services" example is `examples/web_service.rs`, which cargo compiles.
+//! The crate README's example is `examples/web_service.rs`, which cargo compiles.
 
 #[test]
 fn the_readme_example_is_the_compiled_example() {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../README.md");
     let example = include_str!("../examples/web_service.rs");
     let code: String = example
         .lines()
@@ -10,9 +10,9 @@ fn the_readme_example_is_the_compiled_example() {
         .map(|l| format!("{l}\n"))
         .collect();
     let section = readme
-        .split("\n## Web services")
+        .split("\n## Example\n")
         .nth(1)
-        .expect("a `## Web services` section");
+        .expect("an `## Example` section");
     let block = section
         .split("```rust,ignore\n")
         .nth(1)
@@ -21,6 +21,6 @@ fn the_readme_example_is_the_compiled_example() {
     assert_eq!(
         format!("{block}\n"),
         code,
-        "README's web example differs from examples/web_service.rs"
+        "the crate README's example differs from examples/web_service.rs"
     );
 }

@@ -116,7 +116,13 @@ pub(crate) enum Command {
 
     /// Apply the shared migrations, then the pending tenant migrations to every tenant
     #[command(name = "migrate_all", visible_alias = "m:a", alias = "migrate-all")]
-    MigrateAll(FleetArgs),
+    MigrateAll(MigrateAllArgs),
+
+    /// Show what migrate_all would do, changing nothing: per tenant the pending migrations, each
+    /// statement with the lock it takes on which table and that table's size, and the
+    /// statements whose cost grows with the table or the fleet
+    #[command(name = "plan", visible_alias = "p:l")]
+    Plan(PlanArgs),
 
     /// Revert the last applied tenant migration of one tenant, or of every tenant with --all
     #[command(
@@ -256,15 +262,21 @@ pub(crate) enum Command {
         yes: bool,
     },
 
-    /// Check the tenant migrations for what a Citus distributed schema cannot hold (triggers,
-    /// ADD COLUMN ... serial, foreign keys to other schemas or to shared tables that are not
-    /// reference tables, tables without a primary key); run before applying on Citus
+    /// Check the tenant migrations: the statements whose cost grows with the table or the fleet
+    /// (rewrites, full scans under a strong lock, index builds that block writes), each with its
+    /// safe rewrite; and what a Citus distributed schema cannot hold (triggers, ADD COLUMN ...
+    /// serial, foreign keys to other schemas or to shared tables that are not reference tables,
+    /// tables without a primary key), which fails; run before applying on Citus
     #[command(
         name = "lint_migrations",
         visible_alias = "l:m",
         alias = "lint-migrations"
     )]
-    LintMigrations,
+    LintMigrations {
+        /// Also fail (exit status 1) when a statement's cost grows with the table or the fleet
+        #[arg(long)]
+        deny_costs: bool,
+    },
 
     /// Move a tenant to another node of a Citus cluster (citus_schema_move)
     #[command(name = "move_tenant", visible_alias = "mv:t", alias = "move-tenant")]
@@ -345,6 +357,42 @@ pub(crate) struct FleetArgs {
     pub(crate) no_record: bool,
     #[command(flatten)]
     pub(crate) select: SelectArgs,
+}
+
+/// `migrate_all`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct MigrateAllArgs {
+    /// Print the plan (as the plan command) and apply nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
+    #[command(flatten)]
+    pub(crate) budget: BudgetArgs,
+}
+
+/// `plan`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    #[command(flatten)]
+    pub(crate) budget: BudgetArgs,
+    #[command(flatten)]
+    pub(crate) select: SelectArgs,
+}
+
+/// The lock budget of `plan` and `migrate_all`.
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Lock budget")]
+pub(crate) struct BudgetArgs {
+    /// Exit with status 3, applying nothing, when a statement would take a lock of
+    /// --strong-lock or stronger on a table larger than SIZE (bytes, or with a unit: kB, MB,
+    /// GB, TB, 1024-based as PostgreSQL counts)
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) max_lock_table_size: Option<String>,
+    /// The weakest lock --max-lock-table-size counts [default: share, the weakest that blocks
+    /// writes; access_exclusive: only the locks that block reads too]
+    #[arg(long, value_name = "LEVEL", requires = "max_lock_table_size")]
+    pub(crate) strong_lock: Option<String>,
 }
 
 /// Which tenants a fleet command or a status view takes (default: every registered tenant; a

@@ -1,7 +1,8 @@
 //! `workspace-diesel`: the command-line tool of workspace-diesel.
 //!
 //! Parses the command line, loads `.env`, installs a tracing subscriber (`RUST_LOG`, to stderr),
-//! runs the command, and on failure prints one line `error: ...` and exits with status 1.
+//! runs the command, and on failure prints one line `error: ...` and exits with status 1 (3 when
+//! a plan is over its lock budget; clap's usage errors exit with 2).
 
 mod cli;
 mod commands;
@@ -35,7 +36,13 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&format!("{e:#}")));
-            ExitCode::FAILURE
+            // A plan over its lock budget: a status of its own, apart from failures (1) and
+            // usage errors (2).
+            if e.downcast_ref::<commands::OverBudget>().is_some() {
+                ExitCode::from(commands::OverBudget::EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -8,6 +8,9 @@
 //! `dwx_<pid>_<time>_quickstart` on the local PostgreSQL (127.0.0.1:5432, user `postgres`), a name
 //! unique to the run, and drops it at the end. When no server answers (at `DATABASE_URL`, or at the
 //! local server), it says so in one line with what to do.
+//!
+//! Its tenant migrations are this crate's `migrations_tenant/` (one table, `notes`), so the
+//! example builds from the published crate as well as from a checkout.
 
 use std::process::ExitCode;
 
@@ -17,16 +20,13 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::prelude::*;
 use diesel_workspace::{switch, tenant_table, Migrator, TenantId};
 
-const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations_tenant");
 
 tenant_table! {
     notes (id) {
         id -> Int4,
-        category_id -> Nullable<Int4>,
-        tag_id -> Nullable<Int4>,
         title -> Text,
         body -> Text,
-        created_at -> Timestamptz,
     }
 }
 

@@ -50,10 +50,19 @@ pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
-pub use crate::hazard::{CatalogSize, Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
+pub use crate::hazard::{
+    CatalogSize, Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS,
+};
+pub use crate::lint::{
+    statement_locks, CostFinding, CostLint, CostRule, LockLevel, StatementLocks, TableLock,
+    FLEET_SCALE_TENANTS,
+};
 #[cfg(feature = "archive")]
 pub use crate::migrate::{ArchiveSummary, TableSummary};
-pub use crate::migrate::{Migrator, MigratorBuilder, SharedMigrations};
+pub use crate::migrate::{
+    LockOverBudget, MigrationPlan, Migrator, MigratorBuilder, PlannedMigration, PlannedStatement,
+    SharedMigrations, TableSize, TenantPlan,
+};
 pub use crate::options::{
     Budget, CheckFn, CloneData, FailurePolicy, MigrateOptions, Progress, ProgressFn, Wave, WaveEnd,
 };

@@ -57,7 +57,7 @@
 //!
 //! No extra round trip: the reset replaces the ping, though the server does a little more work
 //! than for `SELECT 1`. The pool benchmark (`cargo bench -p workspace-diesel-tests --bench pool`)
-//! measures it against a stock Diesel pool; its figures are in the README's benchmark section.
+//! measures it against a stock Diesel pool; its figures are in the repository's `BENCHMARKS.md`.
 //!
 //! # Bound on server memory
 //!
@@ -78,7 +78,8 @@
 //! [`backend_memory_limit`](TenantPoolBuilder::backend_memory_limit) bounds that: the pool reads
 //! the backend's own memory (`pg_backend_memory_contexts`) every
 //! [`memory_check_every`](TenantPoolBuilder::memory_check_every) check-ins and closes a
-//! connection over the limit. The README's section on server memory has the measurements.
+//! connection over the limit. The repository's pool guide (`docs/pool.md`, "Server memory") has
+//! the measurements.
 //!
 //! # Limits
 //!

@@ -183,6 +183,7 @@ pub(crate) fn quote_literal(s: &str) -> String {
 
 /// A string literal that means the same whatever `standard_conforming_strings` is, with characters
 /// other than printable ASCII replaced by `?` (as PostgreSQL does for `application_name`).
+#[cfg_attr(not(feature = "r2d2"), allow(dead_code))]
 pub(crate) fn escape_literal(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 3);
     out.push_str("E'");

@@ -1,6 +1,6 @@
 //! The library's `tracing` instrumentation: the spans of its operations and the event that closes
 //! each one, with the outcome recorded on the span. The names and fields are listed in the
-//! README ("Tracing the engine"). Nothing here runs on the `switch` path.
+//! repository's tracing guide (`docs/tracing.md`). Nothing here runs on the `switch` path.
 
 use crate::error::Result;
 use crate::report::{MigrationReport, TenantOutcome};

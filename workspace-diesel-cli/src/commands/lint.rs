@@ -1,4 +1,5 @@
-//! `lint_migrations`, and the same check before anything is applied on Citus.
+//! `lint_migrations` (the fleet-cost lint and the Citus lint), and the Citus check before
+//! anything is applied on Citus.
 
 use anyhow::{bail, Context as _, Result};
 use diesel::PgConnection;
@@ -6,14 +7,39 @@ use diesel_workspace::Migrator;
 
 use super::{plural, Ctx};
 
-/// `lint_migrations`: prints what Citus could not apply in a distributed schema; fails when
-/// anything is found.
-pub(crate) fn lint(ctx: &Ctx) -> Result<()> {
+/// `lint_migrations`: prints the statements whose cost grows with the table or the fleet (a
+/// failure with `--deny-costs`), then what Citus could not apply in a distributed schema (always
+/// a failure).
+pub(crate) fn lint(ctx: &Ctx, deny_costs: bool) -> Result<()> {
     let migrator = ctx.migrator()?;
     let mut conn = ctx.connect()?;
+    let costs = migrator
+        .lint_costs(&mut conn)
+        .context("could not check the tenant migrations")?;
+    for f in &costs {
+        out!("cost: {f}");
+    }
     let findings = migrator
         .lint_citus(&mut conn)
         .context("could not check the tenant migrations")?;
+    if deny_costs && !costs.is_empty() {
+        for f in &findings {
+            out!("{f}");
+        }
+        bail!(
+            "{} in the tenant migrations whose cost grows with the table or the fleet \
+             (--deny-costs){}",
+            plural(costs.len(), "statement"),
+            if findings.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", and {} Citus cannot apply",
+                    plural(findings.len(), "problem")
+                )
+            }
+        );
+    }
     if findings.is_empty() {
         out!(
             "{} checked: nothing Citus cannot do in a distributed schema",

@@ -11,7 +11,7 @@ use diesel_workspace::{
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ensure_registered, plural, registry_exists, select, tenant_id, Ctx};
-use crate::cli::{FleetArgs, RevertArgs, TenantOrAll};
+use crate::cli::{FleetArgs, MigrateAllArgs, RevertArgs, TenantOrAll};
 use crate::output;
 
 /// `migrate_tenant <identifier>` or `migrate_tenant --all`.
@@ -52,9 +52,16 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     Ok(())
 }
 
-/// `migrate_all` (and `migrate_tenant --all`): the shared migrations, then every tenant.
-pub(crate) fn migrate_all(ctx: &Ctx, fleet: &FleetArgs) -> Result<()> {
-    fleet_migrate(ctx, fleet, "migrate_all")
+/// `migrate_all`: the shared migrations, then every tenant; with `--dry-run`, the plan only;
+/// with `--max-lock-table-size`, the plan checked first and nothing applied when it is over.
+pub(crate) fn migrate_all(ctx: &Ctx, args: &MigrateAllArgs) -> Result<()> {
+    if args.dry_run {
+        return super::plan::plan(ctx, &args.fleet.select, &args.budget);
+    }
+    if args.budget.max_lock_table_size.is_some() {
+        super::plan::check_budget(ctx, &args.fleet.select, &args.budget)?;
+    }
+    fleet_migrate(ctx, &args.fleet, "migrate_all")
 }
 
 fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<()> {

@@ -15,6 +15,7 @@ mod generate;
 mod lint;
 mod migrate;
 mod placement;
+mod plan;
 mod redo;
 mod runs;
 mod schema;
@@ -33,6 +34,7 @@ use crate::config::Config;
 pub(crate) use self::context::{
     ensure_registered, registry_exists, tenant_id, Ctx, ReadOnly, DEFAULT_SHARED_DIR,
 };
+pub(crate) use self::plan::{Budget, OverBudget};
 pub(crate) use self::text::{confirm, plural, shown};
 
 /// Runs the command of `cli`.
@@ -61,7 +63,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             generate::makemigrations(&ctx, &name, shared)
         }
         Command::MigrateTenant(args) => migrate::migrate_tenant(&ctx, &args),
-        Command::MigrateAll(fleet) => migrate::migrate_all(&ctx, &fleet),
+        Command::MigrateAll(args) => migrate::migrate_all(&ctx, &args),
+        Command::Plan(args) => plan::plan(&ctx, &args.select, &args.budget),
         Command::RevertTenant(args) => migrate::revert_tenant(&ctx, &args),
         Command::RedoTenant { identifier } => redo::redo(&ctx, &identifier),
         Command::ListTenants => tenant::list(&ctx),
@@ -84,7 +87,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::FillSpares { target } => spares::fill(&ctx, &target),
         Command::ListSpares => spares::list(&ctx),
         Command::DrainSpares { yes } => spares::drain(&ctx, yes),
-        Command::LintMigrations => lint::lint(&ctx),
+        Command::LintMigrations { deny_costs } => lint::lint(&ctx, deny_costs),
         Command::MoveTenant { identifier, to } => placement::move_tenant(&ctx, &identifier, &to),
         Command::Rebalance { no_wait, status } => placement::rebalance(&ctx, no_wait, status),
         Command::PrintSchema(args) => schema::print_schema(&ctx, &args),
@@ -102,6 +105,7 @@ fn supports_json(command: &Command) -> bool {
             | Command::ImportTenant { .. }
             | Command::MigrateTenant(_)
             | Command::MigrateAll(_)
+            | Command::Plan(_)
             | Command::RevertTenant(_)
             | Command::RedoTenant { .. }
             | Command::ListTenants
@@ -120,6 +124,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::MakemigrationsTenant { .. } => "makemigrations_tenant",
         Command::MigrateTenant(_) => "migrate_tenant",
         Command::MigrateAll(_) => "migrate_all",
+        Command::Plan(_) => "plan",
         Command::RevertTenant(_) => "revert_tenant",
         Command::RedoTenant { .. } => "redo_tenant",
         Command::ListTenants => "list_tenants",
@@ -133,7 +138,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::ExportTenant { .. } => "export_tenant",
         Command::ImportTenant { .. } => "import_tenant",
         Command::SetTenantStatus { .. } => "set_tenant_status",
-        Command::LintMigrations => "lint_migrations",
+        Command::LintMigrations { .. } => "lint_migrations",
         Command::MoveTenant { .. } => "move_tenant",
         Command::Rebalance { .. } => "rebalance",
         Command::FillSpares { .. } => "fill_spares",

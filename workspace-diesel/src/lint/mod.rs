@@ -1,9 +1,22 @@
-//! A lint for tenant migrations on Citus: what a distributed schema cannot hold.
+//! The lints of tenant migrations, read from their SQL: what a Citus distributed schema cannot
+//! hold (this file), which lock each statement takes (`locks`), and which statements cost more
+//! the larger the table or the fleet (`cost`); `tokens` reads a statement for all three.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::statements::{split_statements, Kind, Lexer, SplitError};
+use crate::statements::split_statements;
+
+mod cost;
+mod locks;
+mod tokens;
+
+pub use self::tokens::LintError;
+use self::tokens::{name_at, references, tokens, Tok};
+
+pub(crate) use self::cost::statement_costs;
+pub use self::cost::{CostFinding, CostLint, CostRule, FLEET_SCALE_TENANTS};
+pub use self::locks::{statement_locks, LockLevel, StatementLocks, TableLock};
 
 /// A rule of the [`CitusLint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,36 +77,6 @@ impl fmt::Display for LintFinding {
     }
 }
 
-/// A migration the lint could not read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LintError {
-    version: String,
-    source: SplitError,
-}
-
-impl LintError {
-    /// The migration's version.
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-}
-
-impl fmt::Display for LintError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot split migration `{}` into statements",
-            self.version
-        )
-    }
-}
-
-impl std::error::Error for LintError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
 /// Checks tenant migrations for what Citus cannot do in a distributed schema: triggers,
 /// `ADD COLUMN ... serial`, foreign keys to another schema or to a shared table that is not a
 /// reference table, and tables without a primary key (one added by a later `ALTER TABLE ... ADD
@@ -124,43 +107,6 @@ impl Default for CitusLint {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// One token of a statement, identifiers normalised (unquoted, key words lower-cased).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    Word(String),
-    Ident(String),
-    Punct(u8),
-    Other,
-}
-
-impl Tok {
-    fn is(&self, word: &str) -> bool {
-        matches!(self, Tok::Word(w) if w == word)
-    }
-
-    fn name(&self) -> Option<&str> {
-        match self {
-            Tok::Word(w) | Tok::Ident(w) => Some(w),
-            _ => None,
-        }
-    }
-}
-
-fn tokens(sql: &str) -> Result<Vec<Tok>, SplitError> {
-    Lexer::new(sql)
-        .map(|t| {
-            let t = t?;
-            let text = &sql[t.start..t.end];
-            Ok(match t.kind {
-                Kind::Word => Tok::Word(text.to_ascii_lowercase()),
-                Kind::QuotedIdent => Tok::Ident(text[1..text.len() - 1].replace("\"\"", "\"")),
-                Kind::Punct(b) => Tok::Punct(b),
-                Kind::String | Kind::Other => Tok::Other,
-            })
-        })
-        .collect()
 }
 
 const SERIAL_TYPES: &[&str] = &[
@@ -342,17 +288,6 @@ fn is_trigger(t: &[Tok]) -> bool {
     t.get(i).is_some_and(|w| w.is("trigger"))
 }
 
-/// A name (`a` or `a.b`) at `i`: (schema, name, index after it).
-fn name_at(t: &[Tok], i: usize) -> Option<(Option<String>, String, usize)> {
-    let first = t.get(i)?.name()?.to_owned();
-    if t.get(i + 1) == Some(&Tok::Punct(b'.')) {
-        let second = t.get(i + 2)?.name()?.to_owned();
-        Some((Some(first), second, i + 3))
-    } else {
-        Some((None, first, i + 1))
-    }
-}
-
 /// `CREATE [GLOBAL|LOCAL] [UNLOGGED] TABLE [IF NOT EXISTS] name ...` (not temporary, not a
 /// partition): the table's name and whether the statement declares a primary key.
 fn created_table(t: &[Tok]) -> Option<(String, bool)> {
@@ -456,15 +391,6 @@ fn adds_primary_key(t: &[Tok]) -> bool {
             t.get(j).is_some_and(|p| p.is("primary")) && t.get(j + 1).is_some_and(|k| k.is("key"))
         }
     })
-}
-
-/// The tables named after every `REFERENCES`: (schema if qualified, table).
-fn references(t: &[Tok]) -> Vec<(Option<String>, String)> {
-    t.iter()
-        .enumerate()
-        .filter(|(_, w)| w.is("references"))
-        .filter_map(|(i, _)| name_at(t, i + 1).map(|(s, n, _)| (s, n)))
-        .collect()
 }
 
 #[cfg(test)]

@@ -146,33 +146,8 @@ impl Migrator {
         opts: &MigrateOptions,
         started: Instant,
     ) -> Result<MigrationReport> {
-        #[derive(QueryableByName)]
-        struct PendingRow {
-            #[diesel(sql_type = Text)]
-            name: String,
-            #[diesel(sql_type = Text)]
-            state: String,
-            #[diesel(sql_type = Array<Text>)]
-            pending: Vec<String>,
-            #[diesel(sql_type = Bool)]
-            has_schema: bool,
-        }
         let _span = self.enter(conn, span, Op::Fleet)?;
-        let rows = own(conn, |conn| {
-            diesel::sql_query(format!(
-                "SELECT r.{col}::pg_catalog.text AS name, r.state, \
-             ARRAY(SELECT v FROM pg_catalog.unnest($1::pg_catalog.text[]) \
-             WITH ORDINALITY AS e (v, n) WHERE NOT EXISTS (SELECT 1 FROM \
-             {CENTRAL_RECORD} m WHERE m.schema_name = r.{col} AND m.version = e.v) \
-             ORDER BY e.n) AS pending, \
-             pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
-             FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
-                col = "name",
-                reg = self.registry.states_sql(),
-            ))
-            .bind::<Array<Text>, _>(self.tenant_versions())
-            .load::<PendingRow>(conn)
-        })?;
+        let rows = self.pending_rows(conn)?;
         let picked = self.pick(selection, rows, |r| (r.name.as_str(), r.state.as_str()))?;
         let held = picked.held;
         let rows = picked.run;
@@ -345,17 +320,51 @@ impl Migrator {
     }
 }
 
+/// A registered tenant as a fleet run sees it: its state, the versions of the set missing from
+/// the central record (in order), whether its schema exists.
+#[derive(QueryableByName)]
+pub(crate) struct PendingRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) name: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) state: String,
+    #[diesel(sql_type = Array<Text>)]
+    pub(crate) pending: Vec<String>,
+    #[diesel(sql_type = Bool)]
+    pub(crate) has_schema: bool,
+}
+
 /// The registry's rows split by a [`Selection`]: those to run, those held back by their state.
-struct Picked<R> {
-    run: Vec<R>,
-    held: Vec<(TenantId, String)>,
+pub(crate) struct Picked<R> {
+    pub(crate) run: Vec<R>,
+    pub(crate) held: Vec<(TenantId, String)>,
 }
 
 impl Migrator {
+    /// Every registered tenant's [`PendingRow`], from one query over the registry and the
+    /// central record, sorted by name.
+    pub(crate) fn pending_rows(&self, conn: &mut PgConnection) -> Result<Vec<PendingRow>> {
+        Ok(own(conn, |conn| {
+            diesel::sql_query(format!(
+                "SELECT r.{col}::pg_catalog.text AS name, r.state, \
+             ARRAY(SELECT v FROM pg_catalog.unnest($1::pg_catalog.text[]) \
+             WITH ORDINALITY AS e (v, n) WHERE NOT EXISTS (SELECT 1 FROM \
+             {CENTRAL_RECORD} m WHERE m.schema_name = r.{col} AND m.version = e.v) \
+             ORDER BY e.n) AS pending, \
+             pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
+             FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
+                col = "name",
+                reg = self.registry.states_sql(),
+            ))
+            .bind::<Array<Text>, _>(self.tenant_versions())
+            .load::<PendingRow>(conn)
+        })?)
+    }
+
     /// Splits `rows` (each giving its name and state) by `selection`; fails with
     /// [`Error::TenantNotFound`] when the selection names a tenant no row has, and with
     /// [`Error::InvalidTenantName`] for a row whose name breaks the rules.
-    fn pick<R>(
+    pub(crate) fn pick<R>(
         &self,
         selection: &Selection,
         rows: Vec<R>,

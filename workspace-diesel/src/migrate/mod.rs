@@ -5,7 +5,8 @@
 //! list), `clone` (a tenant copied from a template tenant), `export` and `import`
 //! (a tenant to an archive and back, `archive` its format), `spares` (the warm pool), `fleet`
 //! (every tenant, or a selection, in parallel), `workers` (the worker threads and the waves),
-//! `runs` (the record of fleet runs, and reverting a run) and `status` (status and drift).
+//! `runs` (the record of fleet runs, and reverting a run), `plan` (the dry-run plan of a fleet
+//! run) and `status` (status and drift).
 //!
 //! `migrator` holds the [`Migrator`] and its builder; `door` is the preamble every public
 //! operation enters by; `tx` plans and sends one tenant transaction (`split`: statement by
@@ -24,6 +25,7 @@ mod fleet;
 #[cfg(feature = "archive")]
 mod import;
 pub(crate) mod migrator;
+mod plan;
 mod runs;
 mod set;
 mod shared;
@@ -37,5 +39,8 @@ mod workers;
 #[cfg(feature = "archive")]
 pub use self::archive::{ArchiveSummary, TableSummary};
 pub use self::migrator::{Migrator, MigratorBuilder};
+pub use self::plan::{
+    LockOverBudget, MigrationPlan, PlannedMigration, PlannedStatement, TableSize, TenantPlan,
+};
 pub use self::set::REGISTRY_MIGRATIONS;
 pub use self::status::SharedMigrations;

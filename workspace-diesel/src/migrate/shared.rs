@@ -1,5 +1,5 @@
-//! What a [`Migrator`] does outside any one tenant: the shared migrations, the lint of the tenant
-//! set for Citus, and the audit.
+//! What a [`Migrator`] does outside any one tenant: the shared migrations, the lints of the
+//! tenant set (Citus, fleet cost), and the audit.
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -7,7 +7,7 @@ use diesel::sql_types::Text;
 
 use crate::error::{Error, Result};
 use crate::hazard::{CatalogSize, Hazard};
-use crate::lint::{shared_references, CitusLint, LintFinding};
+use crate::lint::{shared_references, CitusLint, CostFinding, CostLint, LintFinding};
 use crate::migrate::door::Op;
 use crate::migrate::migrator::Migrator;
 use crate::sql::{own, SHARED_LOCK_KEY, SHARED_SCHEMA};
@@ -116,6 +116,43 @@ impl Migrator {
         CitusLint::new()
             .shared_schema(SHARED_SCHEMA)
             .reference_tables(reference)
+            .check(
+                self.set
+                    .migrations
+                    .iter()
+                    .map(|m| (m.version.as_str(), m.up.as_str())),
+            )
+            .map_err(|e| Error::MigrationSource(Box::new(e)))
+    }
+
+    /// Checks the tenant migration set with the [`CostLint`]: the statements whose cost grows
+    /// with a table's size or with the fleet, each finding naming the safe rewrite. The fleet
+    /// size is the number of registered tenants (none before the registry exists); empty when
+    /// nothing is costly.
+    ///
+    /// ```no_run
+    /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
+    /// for finding in migrator.lint_costs(conn)? {
+    ///     eprintln!("{finding}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the registry cannot be read; [`Error::MigrationSource`] when a
+    /// migration cannot be split into statements.
+    pub fn lint_costs(&self, conn: &mut PgConnection) -> Result<Vec<CostFinding>> {
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
+        let fleet = own(conn, |conn| {
+            if self.registry.exists(conn)? {
+                Ok::<_, Error>(self.registry.list(conn)?.len())
+            } else {
+                Ok(0)
+            }
+        })?;
+        CostLint::new()
+            .fleet_size(fleet)
             .check(
                 self.set
                     .migrations

@@ -1,0 +1,5 @@
+DROP TABLE labels;
+ALTER TABLE notes DROP CONSTRAINT notes_author_fk;
+ALTER TABLE notes ALTER COLUMN n TYPE INTEGER;
+ALTER TABLE notes DROP COLUMN priority;
+DROP INDEX notes_n_idx;
