@@ -332,7 +332,11 @@ fn affine_pool_serves_each_tenant_from_its_shard() {
         let shard = pool.shard_of(t);
         assert_eq!(*by_shard.entry(shard).or_insert(first), first, "{t}");
     }
-    assert_eq!(by_shard.len(), 3, "twelve tenants all hashed onto fewer than 3 shards");
+    assert_eq!(
+        by_shard.len(),
+        3,
+        "twelve tenants all hashed onto fewer than 3 shards"
+    );
     let backends: std::collections::BTreeSet<_> = by_shard.values().collect();
     assert_eq!(backends.len(), 3, "one backend per shard");
 
@@ -361,7 +365,10 @@ fn affine_pool_serves_each_tenant_from_its_shard() {
     })
     .unwrap();
     let index = ids.iter().position(|t| t == other).unwrap() as i64;
-    assert_eq!(own, index, "the row of the active tenant, not of the shard's");
+    assert_eq!(
+        own, index,
+        "the row of the active tenant, not of the shard's"
+    );
     drop(c);
     // `get` with an active tenant takes that tenant's shard.
     let expected = by_shard[&pool.shard_of(other)];

@@ -23,6 +23,7 @@
 //!         .max_size(1)
 //!         .statement_cap(usize::MAX)
 //!         .backend_memory_limit(Some(256 << 20))
+//!         .memory_check_every(1_024)
 //! })?;
 //! let acme = TenantId::new("acme")?;
 //! let mut conn = pool.get_for(&acme)?;

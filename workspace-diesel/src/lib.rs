@@ -50,9 +50,7 @@ pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
-pub use crate::hazard::{
-    CatalogSize, Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS,
-};
+pub use crate::hazard::{CatalogSize, Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
 pub use crate::lint::{
     statement_locks, CostFinding, CostLint, CostRule, LockLevel, StatementLocks, TableLock,
     FLEET_SCALE_TENANTS,
