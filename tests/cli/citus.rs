@@ -75,3 +75,98 @@ fn placement_commands_on_the_cluster() {
     assert!(refused.stderr.contains("CREATE TRIGGER"), "{refused:?}");
     assert!(db.check("pg_catalog.to_regprocedure('acme.touch()') IS NULL"));
 }
+
+/// `--node`: a fleet run takes exactly the tenants placed on that worker (checked against
+/// Citus's placement and in each tenant's schema), and a node without tenants is refused.
+#[test]
+fn node_selection_takes_the_tenants_placed_there() {
+    let db = citus_db!("node_selection_takes_the_tenants_placed_there");
+    let _moves = workspace_diesel_tests::citus::move_lock();
+    let w = Workdir::new();
+    let tenants = ["n_a", "n_b", "n_c", "n_d", "n_e", "n_f"];
+    for t in tenants {
+        w.run_url(db.url(), &["c:t:s", t]).ok();
+    }
+    // Both workers hold tenants: move one when the cluster put them all on one.
+    let first = db.assert_distributed(tenants[0]).clone();
+    if tenants.iter().all(|t| *db.assert_distributed(t) == first) {
+        let other = db.workers().iter().find(|n| **n != first).unwrap();
+        let there = format!("{}:{}", other.host, other.port);
+        w.run_url(db.url(), &["move_tenant", tenants[0], &there])
+            .ok();
+    }
+    let placed = |node: &workspace_diesel_tests::citus::Node| -> Vec<&str> {
+        tenants
+            .iter()
+            .copied()
+            .filter(|t| db.assert_distributed(t) == node)
+            .collect()
+    };
+    let node = db.workers()[0].clone();
+    let here = format!("{}:{}", node.host, node.port);
+    let on_node = placed(&node);
+    let elsewhere: Vec<&str> = tenants
+        .iter()
+        .copied()
+        .filter(|t| !on_node.contains(t))
+        .collect();
+    assert!(!on_node.is_empty() && !elsewhere.is_empty(), "{on_node:?}");
+
+    add_column_migration(&w);
+    // The plan and the run take the same tenants: exactly those placed on the node.
+    let plan: serde_json::Value = serde_json::from_str(
+        w.run_url(db.url(), &["--format", "json", "plan", "--node", &here])
+            .ok(),
+    )
+    .unwrap();
+    let planned: Vec<&str> = plan["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(planned, on_node);
+    let run: serde_json::Value = serde_json::from_str(
+        w.run_url(
+            db.url(),
+            &["--format", "json", "migrate_all", "--node", &here],
+        )
+        .ok(),
+    )
+    .unwrap();
+    let ran: Vec<(&str, &str)> = run["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tenant"].as_str().unwrap(),
+                t["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ran,
+        on_node.iter().map(|t| (*t, "applied")).collect::<Vec<_>>()
+    );
+    for t in &on_node {
+        assert!(
+            db.check(&format!(
+                "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '{t}' \
+                 AND table_name = 'notes' AND column_name = 'x')"
+            )),
+            "{t} migrated"
+        );
+    }
+    for t in &elsewhere {
+        assert!(
+            db.check(&format!(
+                "NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '{t}' \
+                 AND table_name = 'notes' AND column_name = 'x')"
+            )),
+            "{t} untouched"
+        );
+    }
+    w.run_url(db.url(), &["migrate_all", "--node", "127.0.0.1:1"])
+        .fails_with("no tenant is placed on node `127.0.0.1:1`");
+}

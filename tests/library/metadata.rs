@@ -158,3 +158,24 @@ fn published_crates_have_keywords_categories_and_docs_rs_settings() {
     let security = std::fs::read_to_string(repo_root().join("SECURITY.md")).expect("SECURITY.md");
     assert!(security.contains("Reporting a vulnerability"), "{security}");
 }
+
+#[test]
+fn ci_leaves_the_set_up_to_the_test_command() {
+    let root = repo_root();
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let last = ci
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap();
+    assert_eq!(
+        last, "cargo xtask test",
+        ".ci/run ends with the test command"
+    );
+    // The set-up is the xtask's, not the script's.
+    for install in ["apt-get", "cluster.sh", "install.sh", "pg_ctlcluster"] {
+        assert!(!ci.contains(install), ".ci/run runs {install} itself");
+    }
+    let alias = std::fs::read_to_string(root.join(".cargo/config.toml")).unwrap();
+    assert!(alias.contains("xtask = \"run -p xtask --\""), "{alias}");
+}

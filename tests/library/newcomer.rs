@@ -3,7 +3,9 @@
 //! others from the registry), the files of the README's blocks written to the paths their first
 //! line names (tenant migrations, `build.rs`, `src/main.rs`), and then the CLI example runs step by
 //! step against a scratch database: `setup` creates it, a tenant is created, the library example
-//! (`cargo run`) creates another and writes and reads a note, `migrate_all` and `list_tenants`.
+//! (`cargo run`) creates another and writes and reads a note, `migrate_all` and `list_tenants`;
+//! the test support crate's README adds its development dependency and its test file, which
+//! `cargo test` runs.
 //!
 //! The crate is built under the target directory (`newcomer/`), with a target directory of its
 //! own that later runs reuse; the first build compiles Diesel and takes a few minutes.
@@ -80,14 +82,16 @@ fn named_path(block: &Block) -> Option<PathBuf> {
 }
 
 /// The dependency lines `cargo add` writes for one README line, with this workspace's crates
-/// by path.
-fn dependency(args: &[String], workspace: &Path) -> Vec<String> {
+/// by path, and whether they are development dependencies (`--dev`).
+fn dependency(args: &[String], workspace: &Path) -> (bool, Vec<String>) {
     assert_eq!(&args[..2], ["cargo", "add"], "{args:?}");
     let mut names = Vec::new();
     let mut features = Vec::new();
+    let mut dev = false;
     let mut rest = args[2..].iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
+            "--dev" => dev = true,
             "--features" | "-F" => features.extend(
                 rest.next()
                     .expect("a feature list")
@@ -100,7 +104,7 @@ fn dependency(args: &[String], workspace: &Path) -> Vec<String> {
             }
         }
     }
-    names
+    let lines = names
         .into_iter()
         .map(|name| {
             let local = workspace.join(&name);
@@ -111,7 +115,8 @@ fn dependency(args: &[String], workspace: &Path) -> Vec<String> {
             };
             format!("{name} = {{ {source}, features = {features:?} }}")
         })
-        .collect()
+        .collect();
+    (dev, lines)
 }
 
 /// The version of `name` in the workspace's lock file, so the scratch crate builds what the
@@ -157,6 +162,9 @@ fn the_readme_first_hour_works_in_a_fresh_crate() {
     let root = repo_root().canonicalize().unwrap();
     let readme = fs::read_to_string(root.join("README.md")).unwrap();
     let blocks = blocks(&readme);
+    // The test support crate's README: its installation line and its test file.
+    let testing = fs::read_to_string(root.join("workspace-diesel-test/README.md")).unwrap();
+    let testing = self::blocks(&testing);
 
     // Every Rust block names the file it belongs in, so every one is compiled below.
     for block in blocks.iter().filter(|b| b.lang == "rust") {
@@ -178,10 +186,21 @@ fn the_readme_first_hour_works_in_a_fresh_crate() {
         .find(|b| b.section == "Installation" && b.lang == "sh")
         .expect("an installation block");
     let mut deps = Vec::new();
+    let mut dev_deps = Vec::new();
     let mut installs_cli = false;
-    for args in commands(install) {
+    let testing_install = testing
+        .iter()
+        .find(|b| b.section == "Installation" && b.lang == "sh")
+        .expect("the test crate's installation block");
+    for args in commands(install)
+        .into_iter()
+        .chain(commands(testing_install))
+    {
         match args.get(1).map(String::as_str) {
-            Some("add") => deps.extend(dependency(&args, &root)),
+            Some("add") => match dependency(&args, &root) {
+                (false, lines) => deps.extend(lines),
+                (true, lines) => dev_deps.extend(lines),
+            },
             Some("install") => {
                 assert_eq!(args, ["cargo", "install", "workspace-diesel-cli"]);
                 installs_cli = true;
@@ -198,8 +217,10 @@ fn the_readme_first_hour_works_in_a_fresh_crate() {
         krate.join("Cargo.toml"),
         format!(
             "[package]\nname = \"notes_app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
-             # Not a member of the repository's workspace.\n[workspace]\n\n[dependencies]\n{}\n",
-            deps.join("\n")
+             # Not a member of the repository's workspace.\n[workspace]\n\n[dependencies]\n{}\n\n\
+             [dev-dependencies]\n{}\n",
+            deps.join("\n"),
+            dev_deps.join("\n")
         ),
     )
     .unwrap();
@@ -207,7 +228,7 @@ fn the_readme_first_hour_works_in_a_fresh_crate() {
 
     // Paste every block that names its file.
     let mut written = Vec::new();
-    for block in &blocks {
+    for block in blocks.iter().chain(&testing) {
         if let Some(path) = named_path(block) {
             let file = krate.join(&path);
             fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -215,7 +236,7 @@ fn the_readme_first_hour_works_in_a_fresh_crate() {
             written.push(path);
         }
     }
-    for needed in ["src/main.rs", "build.rs"] {
+    for needed in ["src/main.rs", "build.rs", "tests/notes.rs"] {
         assert!(written.iter().any(|p| p == Path::new(needed)), "{needed}");
     }
     assert!(
@@ -312,6 +333,12 @@ fn the_readme_first_hour_works_in_a_fresh_crate() {
     };
     assert_eq!(count(&mut conn, "acme"), 1);
     assert_eq!(count(&mut conn, "globex"), 0);
+
+    // The test support crate's example test: a database and a tenant of its own.
+    let mut test = cargo_in_crate(&["test", "--quiet"]);
+    test.env("DATABASE_URL", admin_url());
+    let out = run(test, "cargo test");
+    assert!(out.contains("1 passed"), "{out}");
 
     // Run again, as a newcomer would: the tenant exists, a second note is added.
     let mut again = cargo_in_crate(&["run", "--quiet"]);

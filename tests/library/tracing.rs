@@ -179,6 +179,15 @@ fn single_tenant_operations_have_spans_naming_the_tenant() {
     let migrate = span_for(&seen, "tenant.migrate", "acme");
     assert_eq!(seen[migrate].field("applied"), Some("0"), "up to date");
     assert_eq!(events_in(&seen, migrate), ["done"]);
+    // Every operation span carries its duration.
+    for span in [initech, migrate] {
+        assert!(
+            seen[span]
+                .field("elapsed_ms")
+                .is_some_and(|ms| ms.parse::<u64>().is_ok()),
+            "{seen:#?}"
+        );
+    }
 
     let rename = span_for(&seen, "tenant.rename", "acme");
     assert_eq!(seen[rename].field("to"), Some("globex"));
@@ -223,6 +232,12 @@ fn fleet_runs_have_a_span_per_tenant_on_the_workers() {
         assert_eq!(seen[run].field("applied"), Some("3"), "{seen:#?}");
         assert_eq!(seen[run].field("failed"), Some("0"), "{seen:#?}");
         assert_eq!(events_in(&seen, run), ["done"]);
+        assert!(
+            seen[run]
+                .field("elapsed_ms")
+                .is_some_and(|ms| ms.parse::<u64>().is_ok()),
+            "{seen:#?}"
+        );
 
         let children: Vec<usize> = spans(&seen, "fleet.tenant")
             .into_iter()
@@ -244,6 +259,12 @@ fn fleet_runs_have_a_span_per_tenant_on_the_workers() {
             assert_ne!(seen[t].thread, test_thread, "a worker thread's span");
             assert_eq!(seen[t].field("applied"), Some(applied), "{seen:#?}");
             assert_eq!(events_in(&seen, t), ["done"], "{tenant}");
+            assert!(
+                seen[t]
+                    .field("elapsed_ms")
+                    .is_some_and(|ms| ms.parse::<u64>().is_ok()),
+                "{tenant}: {seen:#?}"
+            );
             // Whatever the library does inside a tenant's span concerns that tenant only.
             for inner in seen.iter().filter(|s| !s.is_event && s.parent == Some(t)) {
                 let named = inner.field("tenant").or(inner.field("schema"));

@@ -8,7 +8,7 @@
 //! leftovers of ended runs are dropped on every node.
 //!
 //! When no coordinator answers, [`CitusDb::create`] prints why and returns `None` (the test
-//! returns early); with `WORKSPACE_DIESEL_REQUIRE_CITUS=1` (set by `.ci/run`) it panics instead,
+//! returns early); with `WORKSPACE_DIESEL_REQUIRE_CITUS=1` (set by `cargo xtask test`) it panics instead,
 //! so a CI run never passes without the cluster.
 
 use std::collections::hash_map::DefaultHasher;

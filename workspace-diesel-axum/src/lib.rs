@@ -73,6 +73,7 @@ mod cache;
 mod extract;
 mod layer;
 mod limit;
+mod observe;
 mod rejection;
 mod resolve;
 mod service;

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use crate::bridge::DieselPool;
 use crate::extract::{TenantDb, TenantMarker};
 use crate::layer::Routing;
+use crate::observe::served;
 use crate::rejection::TenantRejection;
 
 /// The tower layer of a [`Routing`] (see [`Routing::layer`]).
@@ -54,7 +55,10 @@ impl<S, P: DieselPool> tower_layer::Layer<S> for TenantLayer<P> {
 ///
 /// For each request it opens a `request` span (`method`, `path`, `tenant`), resolves and checks
 /// the tenant, records it on the span, and calls the route with the tenant in the request's
-/// extensions (read by the [`Tenant`](crate::Tenant) and [`TenantDb`] extractors).
+/// extensions (read by the [`Tenant`](crate::Tenant) and [`TenantDb`] extractors). Each served
+/// request, refusals included, ends with an info event `finished processing request` with
+/// `status` and `latency` (tower-http's conventions), and, with the `metrics` feature, counts in
+/// the request metrics (docs/metrics.md).
 pub struct TenantService<S, P> {
     inner: S,
     routing: Routing<P>,
@@ -94,6 +98,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let routing = self.routing.clone();
+        let began = std::time::Instant::now();
         let span = tracing::info_span!(
             "request",
             method = %req.method(),
@@ -116,6 +121,7 @@ where
                 match admitted {
                     Ok((tenant, slot)) => {
                         tracing::Span::current().record("tenant", tenant.as_str());
+                        let name = tenant.clone();
                         parts.extensions.insert(TenantMarker(tenant.clone()));
                         parts.extensions.insert(TenantDb {
                             tenant,
@@ -124,13 +130,23 @@ where
                         });
                         let response = inner.call(Request::from_parts(parts, body)).await;
                         drop(slot);
+                        if let Ok(response) = &response {
+                            served(Some(name.as_str()), response.status(), began.elapsed());
+                        }
                         response
                     }
                     Err(rejection) => {
-                        if let Some(tenant) = rejection.tenant() {
+                        let tenant = rejection.tenant().cloned();
+                        if let Some(tenant) = &tenant {
                             tracing::Span::current().record("tenant", tenant.as_str());
                         }
-                        Ok(routing.reject(rejection))
+                        let response = routing.reject(rejection);
+                        served(
+                            tenant.as_ref().map(|t| t.as_str()),
+                            response.status(),
+                            began.elapsed(),
+                        );
+                        Ok(response)
                     }
                 }
             }

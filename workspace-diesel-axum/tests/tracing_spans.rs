@@ -22,9 +22,12 @@ use support::{get as http_get, serve};
 /// A span as seen: its id, its name, and its fields as `name=value`.
 type Seen = (Id, String, Vec<String>);
 
-/// Every span, in the order seen.
+/// An event as seen: the span it happened in and its fields as `name=value`.
+type Event = (Option<Id>, Vec<String>);
+
+/// Every span and every event, in the order seen.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Seen>>>);
+struct Capture(Arc<Mutex<Vec<Seen>>>, Arc<Mutex<Vec<Event>>>);
 
 struct Fields<'a>(&'a mut Vec<String>);
 
@@ -46,6 +49,12 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
             .unwrap()
             .push((id.clone(), attrs.metadata().name().to_owned(), fields));
     }
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let mut fields = Vec::new();
+        event.record(&mut Fields(&mut fields));
+        let span = ctx.current_span().id().cloned();
+        self.1.lock().unwrap().push((span, fields));
+    }
     fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
         let mut spans = self.0.lock().unwrap();
         if let Some((_, _, fields)) = spans.iter_mut().rev().find(|(i, _, _)| i == id) {
@@ -55,6 +64,22 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
 }
 
 impl Capture {
+    /// The fields of each event inside a span named `span` whose fields include `with`.
+    fn events_in(&self, span: &str, with: &str) -> Vec<Vec<String>> {
+        let spans = self.0.lock().unwrap();
+        self.1
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| {
+                spans.iter().any(|(i, n, f)| {
+                    Some(i) == id.as_ref() && n == span && f.iter().any(|x| x == with)
+                })
+            })
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+
     fn spans(&self, name: &str) -> Vec<Vec<String>> {
         self.0
             .lock()
@@ -134,6 +159,30 @@ fn spans_carry_the_tenant() {
         ),
         "{requests:?}"
     );
+    // Each served request logs one line in its span, as tower-http's TraceLayer does: status
+    // and latency.
+    for (tenant, status) in [("acme", "200"), ("nobody", "404")] {
+        let lines = capture.events_in("request", &format!("tenant={tenant}"));
+        let finished: Vec<&Vec<String>> = lines
+            .iter()
+            .filter(|f| f.contains(&"message=finished processing request".to_owned()))
+            .collect();
+        assert_eq!(finished.len(), 1, "{tenant}: {lines:?}");
+        assert!(
+            finished[0].contains(&format!("status={status}")),
+            "{finished:?}"
+        );
+        let latency = finished[0]
+            .iter()
+            .find_map(|f| f.strip_prefix("latency="))
+            .expect("a latency");
+        assert!(
+            latency
+                .strip_suffix(" ms")
+                .is_some_and(|ms| ms.parse::<u64>().is_ok()),
+            "{latency}"
+        );
+    }
     // A refused request's span names the tenant it asked for, too.
     assert!(
         requests

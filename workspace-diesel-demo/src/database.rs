@@ -32,7 +32,8 @@ pub enum Database {
         dir: PathBuf,
         bin: PathBuf,
         server: Child,
-        as_postgres: bool,
+        /// The `postgres` user's uid and gid when the demo runs as root (initdb refuses root).
+        owner: Option<(u32, u32)>,
     },
 }
 
@@ -101,22 +102,23 @@ impl Database {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         // initdb refuses to run as root: run the server as the `postgres` user then.
-        let as_postgres = is_root();
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .context("run chown")?;
-            if !status.success() {
-                bail!(
+        let owner = if is_root() {
+            let Some(ids) = postgres_ids() else {
+                let _ = std::fs::remove_dir_all(&dir);
+                bail!("running as root and there is no `postgres` user to run the throwaway PostgreSQL as (initdb refuses root)");
+            };
+            std::os::unix::fs::chown(&dir, Some(ids.0), Some(ids.1)).with_context(|| {
+                format!(
                     "running as root and could not hand {} to the postgres user",
                     dir.display()
-                );
-            }
-        }
+                )
+            })?;
+            Some(ids)
+        } else {
+            None
+        };
         let data = dir.join("data");
-        let out = run_as(as_postgres, &bin.join("initdb"))
+        let out = run_as(owner, &bin.join("initdb"))
             .arg("-D")
             .arg(&data)
             .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
@@ -131,7 +133,7 @@ impl Database {
             );
         }
         let port = free_port()?;
-        let server = run_as(as_postgres, &bin.join("postgres"))
+        let server = run_as(owner, &bin.join("postgres"))
             .arg("-D")
             .arg(&data)
             .args([
@@ -154,7 +156,7 @@ impl Database {
             dir,
             bin,
             server,
-            as_postgres,
+            owner,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -183,10 +185,10 @@ impl Drop for Database {
                 dir,
                 bin,
                 server,
-                as_postgres,
+                owner,
                 ..
             } => {
-                let stopped = run_as(*as_postgres, &bin.join("pg_ctl"))
+                let stopped = run_as(*owner, &bin.join("pg_ctl"))
                     .arg("stop")
                     .arg("-D")
                     .arg(dir.join("data"))
@@ -206,11 +208,27 @@ impl Drop for Database {
     }
 }
 
-/// The newest installed server binaries, PostgreSQL 15 first.
+/// PostgreSQL's server binaries, found the portable way: `PGBIN`, the directory `pg_config
+/// --bindir` names, the directory of `initdb` on the `PATH`, else the newest
+/// `/usr/lib/postgresql/<version>/bin` (Debian's layout, which keeps them off the `PATH`).
 fn server_binaries() -> Option<PathBuf> {
-    let preferred = Path::new("/usr/lib/postgresql/15/bin");
-    if preferred.join("initdb").exists() {
-        return Some(preferred.to_owned());
+    let has_initdb = |dir: &Path| dir.join("initdb").is_file();
+    if let Some(dir) = std::env::var_os("PGBIN").map(PathBuf::from) {
+        return has_initdb(&dir).then_some(dir);
+    }
+    if let Ok(out) = Command::new("pg_config")
+        .arg("--bindir")
+        .stderr(Stdio::null())
+        .output()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_initdb(&dir) {
+            return Some(dir);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(dir) = std::env::split_paths(&path).find(|d| has_initdb(d)) {
+        return Some(dir);
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
@@ -218,28 +236,45 @@ fn server_binaries() -> Option<PathBuf> {
         .filter_map(|e| {
             let version = e.file_name().to_str()?.parse().ok()?;
             let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
+            has_initdb(&bin).then_some((version, bin))
         })
         .collect();
     found.sort();
     found.pop().map(|(_, bin)| bin)
 }
 
-fn run_as(as_postgres: bool, program: &Path) -> Command {
-    if as_postgres {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
+/// `program`, run as `owner` (uid, gid) when given: the process drops to that user itself, so
+/// no `runuser`, `su` or `sudo` is needed.
+fn run_as(owner: Option<(u32, u32)>, program: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(program);
+    if let Some((uid, gid)) = owner {
+        c.uid(uid).gid(gid);
     }
+    c
+}
+
+/// The `postgres` user's uid and gid (`id -u postgres`, `id -g postgres`).
+fn postgres_ids() -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    Some((id("-u")?, id("-g")?))
 }
 
 fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn free_port() -> anyhow::Result<u16> {

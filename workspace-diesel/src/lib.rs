@@ -21,6 +21,8 @@ mod hazard;
 #[cfg(feature = "jobs")]
 pub mod jobs;
 mod lint;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod migrate;
 mod options;
 mod placement;

@@ -1,26 +1,73 @@
 //! The library's `tracing` instrumentation: the spans of its operations and the event that closes
-//! each one, with the outcome recorded on the span. The names and fields are listed in the
-//! repository's tracing guide (`docs/tracing.md`). Nothing here runs on the `switch` path.
+//! each one, with the outcome and the duration (`elapsed_ms`) recorded on the span. The names and
+//! fields are listed in the repository's tracing guide (`docs/tracing.md`). Nothing here runs on
+//! the `switch` path.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::report::{MigrationReport, TenantOutcome};
 
-/// An info span for one library operation, with the caller's fields plus `applied` and `error`,
-/// filled in by [`finish`] / [`finish_with`].
+/// How many operation spans of one thread may be timed at once (an operation refused before its
+/// closing event leaves its start behind; the oldest is forgotten past this).
+const TIMED: usize = 32;
+
+thread_local! {
+    /// The start of each open operation span of this thread, by span id.
+    static STARTS: RefCell<Vec<(tracing::Id, Instant)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Notes when `span` started (only a span some subscriber records has an id: without one,
+/// nothing is kept).
+pub(crate) fn started(span: tracing::Span) -> tracing::Span {
+    if let Some(id) = span.id() {
+        STARTS.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() >= TIMED {
+                s.remove(0);
+            }
+            s.push((id, Instant::now()));
+        });
+    }
+    span
+}
+
+/// How long ago `span` started, forgetting it.
+fn elapsed(span: &tracing::Span) -> Option<Duration> {
+    let id = span.id()?;
+    STARTS.with(|s| {
+        let mut s = s.borrow_mut();
+        let i = s.iter().rposition(|(x, _)| *x == id)?;
+        Some(s.remove(i).1.elapsed())
+    })
+}
+
+/// Records `elapsed_ms` on `span`.
+pub(crate) fn record_elapsed(span: &tracing::Span, took: Duration) {
+    span.record(
+        "elapsed_ms",
+        u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+    );
+}
+
+/// An info span for one library operation, with the caller's fields plus `applied`, `error` and
+/// `elapsed_ms`, filled in by [`finish`] / [`finish_with`].
 macro_rules! op_span {
     ($name:literal $(, $($fields:tt)+)?) => {
-        ::tracing::info_span!(
+        crate::trace::started(::tracing::info_span!(
             $name,
             $($($fields)+,)?
             applied = ::tracing::field::Empty,
-            error = ::tracing::field::Empty
-        )
+            error = ::tracing::field::Empty,
+            elapsed_ms = ::tracing::field::Empty
+        ))
     };
 }
 pub(crate) use op_span;
 
-/// An info span for a fleet run: `tenants`, `applied`, `up_to_date` and `failed`, filled in by
-/// [`finish_fleet`].
+/// An info span for a fleet run: `tenants`, `applied`, `up_to_date`, `failed` and `elapsed_ms`,
+/// filled in by [`finish_fleet`].
 macro_rules! fleet_span {
     ($name:literal) => {
         ::tracing::info_span!(
@@ -28,7 +75,8 @@ macro_rules! fleet_span {
             tenants = ::tracing::field::Empty,
             applied = ::tracing::field::Empty,
             up_to_date = ::tracing::field::Empty,
-            failed = ::tracing::field::Empty
+            failed = ::tracing::field::Empty,
+            elapsed_ms = ::tracing::field::Empty
         )
     };
 }
@@ -44,7 +92,8 @@ macro_rules! fleet_tenant_span {
             tenant = %$tenant,
             applied = ::tracing::field::Empty,
             sqlstate = ::tracing::field::Empty,
-            error = ::tracing::field::Empty
+            error = ::tracing::field::Empty,
+            elapsed_ms = ::tracing::field::Empty
         )
     };
 }
@@ -62,6 +111,9 @@ pub(crate) fn finish_with<T>(
     applied: impl FnOnce(&T) -> Option<usize>,
 ) -> Result<T> {
     let span = tracing::Span::current();
+    if let Some(took) = elapsed(&span) {
+        record_elapsed(&span, took);
+    }
     match &result {
         Ok(value) => {
             if let Some(n) = applied(value) {
@@ -77,9 +129,11 @@ pub(crate) fn finish_with<T>(
     result
 }
 
-/// Records one tenant's outcome on the current `fleet.tenant` span and emits its closing event.
-pub(crate) fn finish_tenant(outcome: &TenantOutcome) {
+/// Records one tenant's outcome and duration on the current `fleet.tenant` span and emits its
+/// closing event.
+pub(crate) fn finish_tenant(outcome: &TenantOutcome, took: Duration) {
     let span = tracing::Span::current();
+    record_elapsed(&span, took);
     match outcome {
         TenantOutcome::Applied(versions) => {
             span.record("applied", versions.len());
@@ -104,6 +158,7 @@ pub(crate) fn finish_fleet(report: &MigrationReport) {
     span.record("applied", report.applied().count());
     span.record("up_to_date", report.up_to_date().count());
     span.record("failed", report.failed().count());
+    record_elapsed(&span, report.elapsed);
     if report.is_success() {
         tracing::info!("done");
     } else {

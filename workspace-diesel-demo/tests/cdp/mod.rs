@@ -30,7 +30,8 @@ impl Chromium {
         ));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).expect("profile dir");
-        let mut child = Command::new("chromium")
+        let binary = std::env::var_os("CHROMIUM_BIN").unwrap_or_else(|| "chromium".into());
+        let mut child = Command::new(&binary)
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -49,7 +50,14 @@ impl Chromium {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("run chromium (`apt-get install -y chromium`): {e}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not run {} ({e}): `cargo xtask test` installs Chromium when run as root \
+                     (`apt-get install chromium`), CHROMIUM_BIN names another binary, and \
+                     `cargo xtask test --skip chromium` runs the other suites without this test",
+                    binary.to_string_lossy()
+                )
+            });
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let url = loop {
             let line = lines

@@ -7,6 +7,7 @@ use std::fmt;
 use super::locks::StatementLocks;
 use super::tokens::{
     alter_table, index_target, name_at, tokens, LintError, Name, Tok, CONSTRAINT_WORDS,
+    SERIAL_TYPES,
 };
 use crate::statements::{split_statements, SplitError};
 
@@ -216,16 +217,6 @@ const NON_VOLATILE: &[&str] = &[
     "md5",
 ];
 
-/// Column types that draw from a sequence (a volatile default).
-const SERIAL: &[&str] = &[
-    "bigserial",
-    "serial",
-    "serial2",
-    "serial4",
-    "serial8",
-    "smallserial",
-];
-
 impl CostLint {
     /// A lint for a small fleet (the fleet-size rule off).
     pub fn new() -> Self {
@@ -327,7 +318,7 @@ impl CostLint {
             let default = rest.iter().position(|t| t.is("default"));
             let generated_stored =
                 rest.iter().any(|t| t.is("generated")) && rest.iter().any(|t| t.is("stored"));
-            let rewrites = SERIAL.contains(&ty)
+            let rewrites = SERIAL_TYPES.contains(&ty)
                 || generated_stored
                 || rest.iter().any(|t| t.is("identity"))
                 || default.is_some_and(|d| volatile_call(&rest[d + 1..]));

@@ -12,7 +12,7 @@ mod locks;
 mod tokens;
 
 pub use self::tokens::LintError;
-use self::tokens::{name_at, references, tokens, Tok};
+use self::tokens::{name_at, references, tokens, Tok, CONSTRAINT_WORDS, SERIAL_TYPES};
 
 pub(crate) use self::cost::statement_costs;
 pub use self::cost::{CostFinding, CostLint, CostRule, FLEET_SCALE_TENANTS};
@@ -108,15 +108,6 @@ impl Default for CitusLint {
         Self::new()
     }
 }
-
-const SERIAL_TYPES: &[&str] = &[
-    "bigserial",
-    "serial",
-    "serial2",
-    "serial4",
-    "serial8",
-    "smallserial",
-];
 
 impl CitusLint {
     /// A lint with the shared schema `public` and no reference table.
@@ -349,18 +340,10 @@ fn added_columns(t: &[Tok]) -> Vec<(String, String)> {
                 let mut j = i + 1;
                 if t.get(j).is_some_and(|w| w.is("column")) {
                     j += 1;
-                } else if t.get(j).is_some_and(|w| {
-                    [
-                        "constraint",
-                        "primary",
-                        "unique",
-                        "foreign",
-                        "check",
-                        "exclude",
-                    ]
-                    .iter()
-                    .any(|k| w.is(k))
-                }) {
+                } else if t
+                    .get(j)
+                    .is_some_and(|w| CONSTRAINT_WORDS.iter().any(|k| w.is(k)))
+                {
                     continue;
                 }
                 if t.get(j).is_some_and(|w| w.is("if")) {

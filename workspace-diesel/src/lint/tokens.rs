@@ -168,3 +168,13 @@ pub(super) const CONSTRAINT_WORDS: &[&str] = &[
     "check",
     "exclude",
 ];
+
+/// Column types that draw from a sequence (a volatile default, and one Citus cannot add).
+pub(super) const SERIAL_TYPES: &[&str] = &[
+    "bigserial",
+    "serial",
+    "serial2",
+    "serial4",
+    "serial8",
+    "smallserial",
+];

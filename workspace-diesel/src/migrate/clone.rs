@@ -64,7 +64,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{CloneData, Migrator, TenantId};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn sign_up(conn: &mut PgConnection, plan: &str, name: &str) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;

@@ -48,7 +48,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{Migrator, TenantId, TenantOutcome};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;
@@ -76,8 +76,12 @@ impl Migrator {
     ) -> Result<TenantOutcome> {
         let span = crate::trace::op_span!("tenant.migrate", tenant = %tenant);
         let _span = self.enter(conn, span, Op::Tenant(tenant))?;
+        #[cfg(feature = "metrics")]
+        let began = std::time::Instant::now();
         let applied = self.migrate_schema(conn, tenant, None, &MigrateParams::default());
         let applied = self.or_gone(conn, tenant, applied);
+        #[cfg(feature = "metrics")]
+        crate::metrics::tenant_migration(applied.is_ok(), began.elapsed());
         crate::trace::finish_with(applied, |a| Some(a.len())).map(TenantOutcome::from_applied)
     }
 
@@ -123,7 +127,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{MigrateOptions, Migrator, TenantId};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;
@@ -160,11 +164,15 @@ impl Migrator {
     ) -> Result<Option<String>> {
         let span = crate::trace::op_span!("tenant.revert", tenant = %tenant);
         let _span = self.enter(conn, span, Op::Tenant(tenant))?;
+        #[cfg(feature = "metrics")]
+        let began = std::time::Instant::now();
         let dialect = self.dialect(conn)?;
         let reverted = with_retries(tenant, params, || {
             self.revert_once(conn, dialect, tenant, expected, params)
         });
         let reverted = self.or_gone(conn, tenant, reverted);
+        #[cfg(feature = "metrics")]
+        crate::metrics::tenant_migration(reverted.is_ok(), began.elapsed());
         crate::trace::finish_with(reverted, |r| Some(r.len())).map(|mut r| r.pop())
     }
 

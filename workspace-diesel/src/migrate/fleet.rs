@@ -28,7 +28,7 @@ impl Migrator {
     /// ```no_run
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{MigrateOptions, Migrator};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// let migrator = Migrator::builder(TENANT).build()?;
     /// let report = migrator.startup("postgres://localhost/app", &MigrateOptions::default())?;
@@ -59,7 +59,7 @@ impl Migrator {
     /// ```no_run
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{Error, FailurePolicy, MigrateOptions, Migrator};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// let migrator = Migrator::builder(TENANT).build()?;
     /// let opts = MigrateOptions::default().on_failure(FailurePolicy::Continue);
@@ -95,7 +95,7 @@ impl Migrator {
     /// ```no_run
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{MigrateOptions, Migrator, Selection, TenantId};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// let migrator = Migrator::builder(TENANT).build()?;
     /// let eu = Selection::all().pattern("eu_*")?.except([TenantId::new("eu_big")?]);

@@ -37,7 +37,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{Migrator, TenantId};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn restore(conn: &mut PgConnection, url: &str) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;

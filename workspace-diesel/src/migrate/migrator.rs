@@ -25,7 +25,7 @@ use crate::roles::TenantRoles;
 /// use diesel_workspace::{Migrator, TenantId};
 ///
 /// const SHARED: EmbeddedMigrations = embed_migrations!("../migrations_shared");
-/// const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+/// const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
 ///
 /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
 /// let migrator = Migrator::builder(TENANT).shared(SHARED).build()?;
@@ -135,7 +135,7 @@ impl MigratorBuilder {
     /// ```no_run
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{Migrator, pooler::Pooler};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// let migrator = Migrator::builder(TENANT).pooler(Pooler::Transaction).build()?;
     /// let mut conn = diesel_workspace::connect("postgres://app@127.0.0.1:6432/app", Pooler::Transaction)?;

@@ -194,7 +194,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{LockLevel, Migrator, Selection};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;

@@ -116,12 +116,7 @@ impl Migrator {
         CitusLint::new()
             .shared_schema(SHARED_SCHEMA)
             .reference_tables(reference)
-            .check(
-                self.set
-                    .migrations
-                    .iter()
-                    .map(|m| (m.version.as_str(), m.up.as_str())),
-            )
+            .check(self.tenant_sources())
             .map_err(|e| Error::MigrationSource(Box::new(e)))
     }
 
@@ -153,12 +148,7 @@ impl Migrator {
         })?;
         CostLint::new()
             .fleet_size(fleet)
-            .check(
-                self.set
-                    .migrations
-                    .iter()
-                    .map(|m| (m.version.as_str(), m.up.as_str())),
-            )
+            .check(self.tenant_sources())
             .map_err(|e| Error::MigrationSource(Box::new(e)))
     }
 
@@ -223,6 +213,14 @@ impl Migrator {
     pub fn catalog_size(&self, conn: &mut PgConnection) -> Result<CatalogSize> {
         let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
         Ok(own(conn, crate::audit::catalog_size)?)
+    }
+
+    /// The tenant migrations as the lints read them: `(version, up.sql)`, in order.
+    fn tenant_sources(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.set
+            .migrations
+            .iter()
+            .map(|m| (m.version.as_str(), m.up.as_str()))
     }
 }
 

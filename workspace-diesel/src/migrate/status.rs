@@ -52,7 +52,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::Migrator;
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;
@@ -228,7 +228,7 @@ impl Migrator {
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::Migrator;
     /// # const SHARED: EmbeddedMigrations = embed_migrations!("../migrations_shared");
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).shared(SHARED).build()?;

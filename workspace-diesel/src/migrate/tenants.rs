@@ -295,7 +295,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::Migrator;
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;
@@ -321,7 +321,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::Migrator;
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;
@@ -357,7 +357,7 @@ impl Migrator {
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     /// use diesel_workspace::{Migrator, TenantId};
-    /// # const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
     /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
     /// let migrator = Migrator::builder(TENANT).build()?;

@@ -115,6 +115,14 @@ impl Migrator {
             .durations
             .into_inner()
             .unwrap_or_else(|e| e.into_inner());
+        // The tenants no worker ran (up to date without a job, or not started) count in the
+        // run's progress now.
+        #[cfg(feature = "metrics")]
+        for (outcome, took) in outcomes.iter().zip(&durations) {
+            if took.is_none() {
+                crate::metrics::fleet_tenant_not_run(outcome);
+            }
+        }
         Ran {
             report: MigrationReport {
                 tenants: tenants.into_iter().zip(outcomes).collect(),
@@ -167,7 +175,9 @@ impl Migrator {
                             Err(e) => outcome_of(&e),
                         };
                         let took = began.elapsed();
-                        crate::trace::finish_tenant(&outcome);
+                        crate::trace::finish_tenant(&outcome, took);
+                        #[cfg(feature = "metrics")]
+                        crate::metrics::fleet_tenant(&outcome, took);
                         let failed = matches!(outcome, TenantOutcome::Failed { .. });
                         if failed {
                             // A killed backend or a lost connection: reconnect for the next.
