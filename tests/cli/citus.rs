@@ -169,4 +169,23 @@ fn node_selection_takes_the_tenants_placed_there() {
     }
     w.run_url(db.url(), &["migrate_all", "--node", "127.0.0.1:1"])
         .fails_with("no tenant is placed on node `127.0.0.1:1`");
+    // `--node` narrows the other options: a named tenant placed elsewhere is not taken.
+    let narrowed: serde_json::Value = serde_json::from_str(
+        w.run_url(
+            db.url(),
+            &[
+                "--format",
+                "json",
+                "plan",
+                "--node",
+                &here,
+                "--tenants",
+                elsewhere[0],
+            ],
+        )
+        .ok(),
+    )
+    .unwrap();
+    assert_eq!(narrowed["tenants"], serde_json::json!([]), "{narrowed}");
+    assert_eq!(narrowed["up_to_date"], 0, "{narrowed}");
 }

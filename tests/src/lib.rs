@@ -31,6 +31,26 @@ pub const SHARED_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 /// One small table per tenant, for the tests that create thousands of tenants.
 pub const SCALE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/scale");
 
+/// The example schema, then an additive migration (`notes.priority` with a default, and an
+/// index on it): a release and the one after it, with [`Prefix`].
+pub const ADDITIVE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/additive");
+
+/// The first `n` migrations of a source, in version order: the tenant set of a release before.
+pub struct Prefix<S>(pub S, pub usize);
+
+impl<S: diesel::migration::MigrationSource<diesel::pg::Pg>>
+    diesel::migration::MigrationSource<diesel::pg::Pg> for Prefix<S>
+{
+    fn migrations(
+        &self,
+    ) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<diesel::pg::Pg>>>> {
+        let mut all = self.0.migrations()?;
+        all.sort_by(|a, b| a.name().version().cmp(&b.name().version()));
+        all.truncate(self.1);
+        Ok(all)
+    }
+}
+
 /// The migrator for the example schemas (tenant set and the tests' shared tables).
 pub fn example_migrator() -> Migrator {
     Migrator::builder(TENANT_MIGRATIONS)

@@ -3,7 +3,9 @@
 //! hand-written axum handler that hard-codes the tenant's schema: same pool, same query, same
 //! server, one run, requests over loopback from a Rust client (reqwest, keep-alive, one request
 //! in flight); the same query through the tenant table in `switch` without the layer; a route
-//! without database work with and without the layer. Plus the registry cache's hit cost.
+//! without database work with and without the layer; the layer with the version gate of rolling
+//! deploys on (every tenant current, so every request is served). Plus the registry cache's hit
+//! cost, with and without the gate.
 //!
 //! `cargo bench -p workspace-diesel-axum --bench web` (`BENCH_QUICK=1` for a short run; without
 //! `--bench` it only smoke-tests each case).
@@ -165,8 +167,20 @@ fn main() {
         )
         .cache_ttl(Duration::from_secs(3600))
         .build();
+    // The same routing with the version gate on: each tenant's version held beside its state.
+    let gated = Routing::builder(pool.clone())
+        .resolver(Header::behind_trusted_proxy("x-tenant"))
+        .access(
+            Access::members(|parts| parts.headers.get("x-user")?.to_str().ok()?.parse().ok())
+                .members_table("public", "users", "id", "workspace_id"),
+        )
+        .cache_ttl(Duration::from_secs(3600))
+        .expect_migrations(&migrator)
+        .build();
+    assert!(gated.expected_version().is_some());
     diesel_workspace_axum::install_notify_trigger(&mut conn).expect("trigger");
     let _listener = routing.cache().listen(db.url()).expect("listen");
+    let _gated_listener = gated.cache().listen(db.url()).expect("listen");
     let baseline_pool = pool.clone();
     let switched_pool = pool.clone();
     let app = Router::new()
@@ -179,67 +193,84 @@ fn main() {
         .layer(routing.layer())
         .route("/nodb", get(|| async { "acme note" }))
         .route("/fixed", get(move || hand_written(baseline_pool.clone())))
-        .route("/switched", get(move || switched(switched_pool.clone())));
+        .route("/switched", get(move || switched(switched_pool.clone())))
+        .merge(
+            Router::new()
+                .route("/gated", get(routed))
+                .layer(gated.layer()),
+        );
 
-    let (routed_lat, fixed_lat, switched_lat, layer_nodb, plain_nodb) = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()
-            .unwrap();
-        let routed_url = format!("http://{addr}/routed");
-        let fixed_url = format!("http://{addr}/fixed");
-        let switched_url = format!("http://{addr}/switched");
-        let layer_nodb_url = format!("http://{addr}/routed-nodb");
-        let plain_nodb_url = format!("http://{addr}/nodb");
-        let one = |url: &str, tenant: bool| {
-            let mut req = client.get(url);
-            if tenant {
-                req = req.header("x-tenant", "acme").header("x-user", "1");
+    let (routed_lat, fixed_lat, switched_lat, layer_nodb, plain_nodb, gated_lat) = runtime
+        .block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr: SocketAddr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
+            let routed_url = format!("http://{addr}/routed");
+            let fixed_url = format!("http://{addr}/fixed");
+            let switched_url = format!("http://{addr}/switched");
+            let layer_nodb_url = format!("http://{addr}/routed-nodb");
+            let plain_nodb_url = format!("http://{addr}/nodb");
+            let gated_url = format!("http://{addr}/gated");
+            let one = |url: &str, tenant: bool| {
+                let mut req = client.get(url);
+                if tenant {
+                    req = req.header("x-tenant", "acme").header("x-user", "1");
+                }
+                async move {
+                    let start = Instant::now();
+                    let resp = req.send().await.expect("request");
+                    assert_eq!(resp.status(), 200);
+                    let body = resp.text().await.expect("body");
+                    let elapsed = start.elapsed();
+                    assert_eq!(body, "acme note");
+                    elapsed
+                }
+            };
+            // Warm-up: connections, prepared statements, the registry cache.
+            for _ in 0..200.min(settings.iters * 2) {
+                one(&routed_url, true).await;
+                one(&fixed_url, false).await;
+                one(&switched_url, false).await;
+                one(&layer_nodb_url, true).await;
+                one(&plain_nodb_url, false).await;
+                one(&gated_url, true).await;
             }
-            async move {
-                let start = Instant::now();
-                let resp = req.send().await.expect("request");
-                assert_eq!(resp.status(), 200);
-                let body = resp.text().await.expect("body");
-                let elapsed = start.elapsed();
-                assert_eq!(body, "acme note");
-                elapsed
-            }
-        };
-        // Warm-up: connections, prepared statements, the registry cache.
-        for _ in 0..200.min(settings.iters * 2) {
-            one(&routed_url, true).await;
-            one(&fixed_url, false).await;
-            one(&switched_url, false).await;
-            one(&layer_nodb_url, true).await;
-            one(&plain_nodb_url, false).await;
-        }
-        let mut routed_lat = Vec::new();
-        let mut fixed_lat = Vec::new();
-        let mut switched_lat = Vec::new();
-        let mut layer_nodb = Vec::new();
-        let mut plain_nodb = Vec::new();
-        // Interleaved blocks, rotating which side goes first, so drifts in machine load hit
-        // every side alike.
-        for round in 0..settings.rounds {
-            for k in 0..5 {
-                let side = (round + k) % 5;
-                for _ in 0..settings.iters {
-                    match side {
-                        0 => routed_lat.push(one(&routed_url, true).await),
-                        1 => fixed_lat.push(one(&fixed_url, false).await),
-                        2 => switched_lat.push(one(&switched_url, false).await),
-                        3 => layer_nodb.push(one(&layer_nodb_url, true).await),
-                        _ => plain_nodb.push(one(&plain_nodb_url, false).await),
+            let mut routed_lat = Vec::new();
+            let mut fixed_lat = Vec::new();
+            let mut switched_lat = Vec::new();
+            let mut layer_nodb = Vec::new();
+            let mut plain_nodb = Vec::new();
+            let mut gated_lat = Vec::new();
+            // Interleaved blocks, rotating which side goes first, so drifts in machine load hit
+            // every side alike.
+            for round in 0..settings.rounds {
+                for k in 0..6 {
+                    let side = (round + k) % 6;
+                    for _ in 0..settings.iters {
+                        match side {
+                            0 => routed_lat.push(one(&routed_url, true).await),
+                            1 => fixed_lat.push(one(&fixed_url, false).await),
+                            2 => switched_lat.push(one(&switched_url, false).await),
+                            3 => layer_nodb.push(one(&layer_nodb_url, true).await),
+                            4 => plain_nodb.push(one(&plain_nodb_url, false).await),
+                            _ => gated_lat.push(one(&gated_url, true).await),
+                        }
                     }
                 }
             }
-        }
-        (routed_lat, fixed_lat, switched_lat, layer_nodb, plain_nodb)
-    });
+            (
+                routed_lat,
+                fixed_lat,
+                switched_lat,
+                layer_nodb,
+                plain_nodb,
+                gated_lat,
+            )
+        });
 
     // The registry check on a cache hit, without HTTP.
     let acme = TenantId::new("acme").unwrap();
@@ -275,12 +306,22 @@ fn main() {
         }
         start.elapsed().as_secs_f64() * 1e9 / n as f64
     });
+    let gated_check_ns = runtime.block_on(async {
+        gated.check(acme.clone()).await.expect("current");
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(gated.check(black_box(acme.clone())).await.expect("current"));
+        }
+        start.elapsed().as_secs_f64() * 1e9 / n as f64
+    });
 
     let mut r = routed_lat;
     let mut f = fixed_lat;
     let mut w = switched_lat;
     let mut ln = layer_nodb;
     let mut pn = plain_nodb;
+    let mut g = gated_lat;
+    g.sort();
     r.sort();
     f.sort();
     w.sort();
@@ -314,6 +355,16 @@ fn main() {
         "| ratio, layer vs hand-written (target ≤ 1.05× median, ≤ 1.10× p99) | {median_ratio:.3}× | {p99_ratio:.3}× |"
     );
     println!(
+        "| the same `TenantLayer` with the version gate on (`expect_migrations`, tenant current) + `TenantDb::run` | {:.1} | {:.1} |",
+        us(percentile(&g, 0.5)),
+        us(percentile(&g, 0.99))
+    );
+    println!(
+        "| ratio, gate on vs gate off | {:.3}× | {:.3}× |",
+        percentile(&g, 0.5).as_secs_f64() / percentile(&r, 0.5).as_secs_f64(),
+        percentile(&g, 0.99).as_secs_f64() / percentile(&r, 0.99).as_secs_f64()
+    );
+    println!(
         "| ratio, layer vs the same handler in `switch` | {:.3}× | {:.3}× |",
         percentile(&r, 0.5).as_secs_f64() / percentile(&w, 0.5).as_secs_f64(),
         percentile(&r, 0.99).as_secs_f64() / percentile(&w, 0.99).as_secs_f64()
@@ -343,6 +394,8 @@ fn main() {
     println!(
         "| `Routing::check` on a hit (lookup + state check + `TenantId` clone) | {check_ns:.0} |"
     );
+    println!("| the same with the version gate on (+ version comparison) | {gated_check_ns:.0} |");
     drop(pool);
     drop(routing);
+    drop(gated);
 }

@@ -6,19 +6,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel_workspace::registry::{LifecycleState, Registry};
+use diesel_workspace::registry::{LifecycleState, Registry, TenantRecord};
 use diesel_workspace::TenantId;
 
 /// The notification channel registry changes are sent on (see [`install_notify_trigger`]).
 pub const NOTIFY_CHANNEL: &str = "workspace_diesel_registry";
 
-/// Tenant states read from the registry, kept for at most a time-to-live and at most
+/// Tenant states read from the registry, each with the tenant's latest applied migration version
+/// ([`TenantRecord`], read in the same statement), kept for at most a time-to-live and at most
 /// `capacity` entries. Unknown names are cached too (as `None`), so a flood of requests for a
 /// tenant that does not exist costs one query per TTL.
 ///
 /// While [`listen`](Self::listen) runs and the registry has the trigger of
 /// [`install_notify_trigger`], the cache also holds every registered name and its
-/// state, read on the listener's own connection and kept current by the notifications: every
+/// record, read on the listener's own connection and kept current by the notifications (of
+/// registry changes and of the central record of applied migrations): every
 /// name, registered or not, is then answered from memory (a flood of distinct random names
 /// costs no query, and the check takes no pooled connection). When the listener loses its
 /// connection, the per-name entries and their TTL take over until it has reconnected and read
@@ -66,14 +68,14 @@ struct Names {
     live: bool,
     /// The listener should read the whole registry again (after [`RegistryCache::clear`]).
     reload: bool,
-    states: HashMap<TenantId, LifecycleState>,
+    records: HashMap<TenantId, TenantRecord>,
     /// Invalidated in-process and not yet read again by the listener: asked on the pool.
     stale: HashSet<TenantId>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
-    status: Option<LifecycleState>,
+    record: Option<TenantRecord>,
     expires: Instant,
 }
 
@@ -114,15 +116,31 @@ impl RegistryCache {
     /// The cached state of `tenant`: `Some(None)` for a cached "not registered", `None` on a
     /// miss (never cached, expired or invalidated).
     pub fn get(&self, tenant: &TenantId) -> Option<Option<LifecycleState>> {
+        self.lookup(tenant, |record| record.map(|r| r.state))
+    }
+
+    /// The cached [`TenantRecord`] of `tenant` (state and latest applied version), as
+    /// [`get`](Self::get).
+    pub fn get_record(&self, tenant: &TenantId) -> Option<Option<TenantRecord>> {
+        self.lookup(tenant, |record| record.cloned())
+    }
+
+    /// `f` of the cached record of `tenant` (`None` inside: not registered), called under the
+    /// cache's lock; `None` on a miss.
+    pub(crate) fn lookup<T>(
+        &self,
+        tenant: &TenantId,
+        f: impl FnOnce(Option<&TenantRecord>) -> T,
+    ) -> Option<T> {
         {
             let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
             if names.live && !names.stale.contains(tenant) {
-                return Some(names.states.get(tenant).copied());
+                return Some(f(names.records.get(tenant)));
             }
         }
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         match entries.get(tenant) {
-            Some(e) if e.expires > Instant::now() => Some(e.status),
+            Some(e) if e.expires > Instant::now() => Some(f(e.record.as_ref())),
             _ => None,
         }
     }
@@ -133,10 +151,22 @@ impl RegistryCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Stores what the registry said about `tenant`, unless an invalidation happened since
-    /// `generation` was read (the answer may predate it). When full, expired entries are
-    /// dropped first, then the entry closest to expiry.
+    /// Stores what the registry said about `tenant`'s state, with no version known (a routing
+    /// with a [version gate](crate::RoutingBuilder::expect_version) treats the tenant as
+    /// behind: use [`insert_record`](Self::insert_record) there), unless an invalidation
+    /// happened since `generation` was read.
     pub fn insert(&self, tenant: TenantId, status: Option<LifecycleState>, generation: u64) {
+        let record = status.map(|state| TenantRecord {
+            state,
+            version: None,
+        });
+        self.insert_record(tenant, record, generation);
+    }
+
+    /// Stores what the registry said about `tenant` ([`Registry::tenant_record`]), unless an
+    /// invalidation happened since `generation` was read (the answer may predate it). When
+    /// full, expired entries are dropped first, then the entry closest to expiry.
+    pub fn insert_record(&self, tenant: TenantId, record: Option<TenantRecord>, generation: u64) {
         if self.ttl.is_zero() {
             return;
         }
@@ -160,7 +190,7 @@ impl RegistryCache {
         entries.insert(
             tenant,
             Entry {
-                status,
+                record,
                 expires: now + self.ttl,
             },
         );
@@ -189,24 +219,33 @@ impl RegistryCache {
         };
     }
 
-    /// Stores the listener's reading of one tenant, unless an invalidation happened since
-    /// `generation` was read (then the tenant stays asked on the pool until its notification).
-    fn learn(&self, tenant: TenantId, status: Option<LifecycleState>, generation: u64) {
+    /// Stores the listener's reading of some tenants (those of `tenants` missing from `read`
+    /// are not registered), unless an invalidation happened since `generation` was read (then
+    /// they stay asked on the pool until their next notification).
+    fn learn(
+        &self,
+        tenants: Vec<TenantId>,
+        mut read: HashMap<TenantId, TenantRecord>,
+        generation: u64,
+    ) {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         if !names.live {
             return;
         }
-        match status {
-            Some(s) => names.states.insert(tenant.clone(), s),
-            None => names.states.remove(&tenant),
-        };
-        if self.generation.load(Ordering::Acquire) == generation {
-            names.stale.remove(&tenant);
+        let current = self.generation.load(Ordering::Acquire) == generation;
+        for tenant in tenants {
+            match read.remove(&tenant) {
+                Some(r) => names.records.insert(tenant.clone(), r),
+                None => names.records.remove(&tenant),
+            };
+            if current {
+                names.stale.remove(&tenant);
+            }
         }
     }
 
     /// Stores the listener's reading of the whole registry.
-    fn learn_all(&self, states: HashMap<TenantId, LifecycleState>, generation: u64) -> bool {
+    fn learn_all(&self, records: HashMap<TenantId, TenantRecord>, generation: u64) -> bool {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         if self.generation.load(Ordering::Acquire) != generation {
             names.reload = true;
@@ -215,7 +254,7 @@ impl RegistryCache {
         *names = Names {
             live: true,
             reload: false,
-            states,
+            records,
             stale: HashSet::new(),
         };
         true
@@ -244,9 +283,10 @@ impl RegistryCache {
     }
 
     /// Invalidates entries when another process changes the registry: a thread holding one
-    /// connection of its own that `LISTEN`s on [`NOTIFY_CHANNEL`] and forgets each tenant named
-    /// in a notification (the trigger of [`install_notify_trigger`] sends one on every insert,
-    /// update and delete of a registry row; `''` clears everything). It checks for
+    /// connection of its own that `LISTEN`s on [`NOTIFY_CHANNEL`] and reads again each tenant
+    /// named in a notification (the triggers of [`install_notify_trigger`] send one on every
+    /// insert, update and delete of a registry row and of a row of the central record of
+    /// applied migrations; `''` clears everything). It checks for
     /// notifications every 50 ms. When the connection is lost it clears the cache and
     /// reconnects (notifications may have been missed meanwhile); the TTL still bounds
     /// staleness.
@@ -311,13 +351,13 @@ fn load_all(conn: &mut PgConnection, cache: &RegistryCache) -> QueryResult<()> {
         return Ok(());
     }
     let generation = cache.generation();
-    let states = cache
+    let records = cache
         .registry
-        .lifecycle_states(conn)
+        .tenant_records(conn)
         .map_err(into_query)?
         .into_iter()
         .collect();
-    cache.learn_all(states, generation);
+    cache.learn_all(records, generation);
     Ok(())
 }
 
@@ -344,17 +384,23 @@ fn apply_notifications(conn: &mut PgConnection, cache: &RegistryCache) -> bool {
     if cache.wants_reload() {
         return load_all(conn, cache).is_ok();
     }
-    for id in changed {
-        let generation = cache.generation();
-        match cache.registry.lifecycle_state(conn, &id) {
-            Ok(status) => cache.learn(id, status, generation),
-            Err(e) => {
-                tracing::warn!(error = %e, "registry listener could not read a tenant");
-                return false;
-            }
+    if changed.is_empty() {
+        return true;
+    }
+    // Every tenant named since the last tick, in one statement (a fleet run names many).
+    changed.sort_unstable();
+    changed.dedup();
+    let generation = cache.generation();
+    match cache.registry.tenant_records_of(conn, &changed) {
+        Ok(read) => {
+            cache.learn(changed, read.into_iter().collect(), generation);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "registry listener could not read the tenants named");
+            false
         }
     }
-    true
 }
 
 fn listen_loop(
@@ -411,8 +457,12 @@ impl Drop for Listener {
 /// Installs (once; idempotent, safe to call from several processes at start-up) a trigger on
 /// the built-in registry `public.workspaces` that sends a notification on [`NOTIFY_CHANNEL`]
 /// naming the tenant whenever a row is inserted, updated (both names on a rename) or deleted,
-/// and `''` on `TRUNCATE`. The notification is sent when the transaction commits, so a
-/// listener never invalidates before the change is visible.
+/// and `''` on `TRUNCATE`, and the same trigger on the central record of applied tenant
+/// migrations (`public.workspace_migrations`), so each tenant's version is pushed too (what the
+/// [version gate](crate::RoutingBuilder::expect_version) reads). The notification is sent when
+/// the transaction commits, so a listener never invalidates before the change is visible. Call
+/// it at every start-up: on a database installed by an older release it adds the central
+/// record's trigger.
 ///
 /// ```no_run
 /// # fn run(conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {

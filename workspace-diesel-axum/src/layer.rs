@@ -12,6 +12,7 @@ use diesel_workspace::{Migrator, TenantId};
 use crate::access::{Access, AccessKind, Members};
 use crate::bridge::DieselPool;
 use crate::cache::RegistryCache;
+use crate::gate::{Gate, OnRequest};
 use crate::limit::TenantLimiter;
 use crate::rejection::TenantRejection;
 use crate::resolve::{Resolution, Resolver};
@@ -29,7 +30,8 @@ type RejectFn = dyn Fn(TenantRejection) -> Response + Send + Sync;
 /// tenant that its access policy admits, and a free slot in that tenant's share; otherwise it
 /// gets the [`TenantRejection`]'s response (400 malformed, ambiguous or no tenant, 401 not
 /// authenticated, 403 no member or suspended, 404 unknown, 410 archived, 429 the tenant's share
-/// in flight, 503 provisioning or database unavailable), never a run against the shared schema.
+/// in flight, 503 provisioning, behind the [version gate](RoutingBuilder::expect_version) or
+/// database unavailable), never a run against the shared schema.
 ///
 /// In order: with [`Access::members`], 401 without a principal; the resolver; with
 /// [`Access::members`], 403 for a non-member (registered tenant or not); the registry check; a
@@ -45,14 +47,15 @@ pub struct Routing<P> {
 pub(crate) struct Inner<P> {
     resolver: Box<dyn Resolver>,
     access: Access,
-    cache: Arc<RegistryCache>,
+    pub(crate) cache: Arc<RegistryCache>,
     pub(crate) pool: P,
-    registry_pool: P,
+    pub(crate) registry_pool: P,
     pub(crate) limiter: TenantLimiter,
     pub(crate) wait: Duration,
     reject: Option<Box<RejectFn>>,
     registry: Registry,
     registry_reads: AtomicU64,
+    pub(crate) gate: Option<Gate>,
 }
 
 impl<P> Clone for Routing<P> {
@@ -83,6 +86,8 @@ pub struct RoutingBuilder<P> {
     tenant_limit: Option<usize>,
     reject: Option<Box<RejectFn>>,
     registry: Registry,
+    pub(crate) expected: Option<String>,
+    pub(crate) on_request: Option<(Migrator, Duration)>,
 }
 
 impl<P> std::fmt::Debug for RoutingBuilder<P> {
@@ -93,6 +98,7 @@ impl<P> std::fmt::Debug for RoutingBuilder<P> {
             .field("access", &self.access)
             .field("wait", &self.wait)
             .field("tenant_limit", &self.tenant_limit)
+            .field("expected", &self.expected)
             .finish_non_exhaustive()
     }
 }
@@ -198,6 +204,12 @@ impl<P: DieselPool> RoutingBuilder<P> {
                 reject: self.reject,
                 registry: self.registry,
                 registry_reads: AtomicU64::new(0),
+                gate: self.expected.map(|expected| Gate {
+                    expected,
+                    on_request: self
+                        .on_request
+                        .map(|(migrator, wait)| OnRequest::new(migrator, wait)),
+                }),
             }),
         }
     }
@@ -218,6 +230,8 @@ impl<P: DieselPool> Routing<P> {
             tenant_limit: None,
             reject: None,
             registry: Registry::default(),
+            expected: None,
+            on_request: None,
         }
     }
 
@@ -300,7 +314,8 @@ impl<P: DieselPool> Routing<P> {
         Ok(member)
     }
 
-    /// The registry check: `tenant` must be registered and `active`. Served from the cache
+    /// The registry check: `tenant` must be registered and `active` (and, with the
+    /// [version gate](RoutingBuilder::expect_version), not behind). Served from the cache
     /// when it can; a miss reads the registry ([`RoutingBuilder::registry`]) on the registry pool.
     pub async fn check(&self, tenant: TenantId) -> Result<TenantId, TenantRejection> {
         self.check_by(tenant, Instant::now() + self.inner.wait)
@@ -313,7 +328,13 @@ impl<P: DieselPool> Routing<P> {
         deadline: Instant,
     ) -> Result<TenantId, TenantRejection> {
         let cache = &self.inner.cache;
-        let status = match cache.get(&tenant) {
+        let gate = self.inner.gate.as_ref();
+        // The state, and whether the version gate holds the tenant back: under the cache's lock,
+        // no copy of the record.
+        let seen = |record: Option<&diesel_workspace::registry::TenantRecord>| {
+            record.map(|r| (r.state, gate.is_some_and(|g| g.is_behind(r))))
+        };
+        let status = match cache.lookup(&tenant, seen) {
             Some(status) => status,
             None => {
                 let generation = cache.generation();
@@ -325,23 +346,25 @@ impl<P: DieselPool> Routing<P> {
                     .registry_pool
                     .interact(
                         deadline.saturating_duration_since(Instant::now()),
-                        move |conn| registry.lifecycle_state(conn, &id),
+                        move |conn| registry.tenant_record(conn, &id),
                     )
                     .await;
-                let status = match read {
-                    Ok(Ok(status)) => status,
+                let record = match read {
+                    Ok(Ok(record)) => record,
                     Ok(Err(e)) => return Err(TenantRejection::Unavailable(error_chain(&e))),
                     Err(e) => return Err(TenantRejection::Unavailable(e.to_string())),
                 };
-                cache.insert(tenant.clone(), status, generation);
+                let status = seen(record.as_ref());
+                cache.insert_record(tenant.clone(), record, generation);
                 status
             }
         };
         match status {
-            Some(LifecycleState::Active) => Ok(tenant),
-            Some(LifecycleState::Suspended) => Err(TenantRejection::Suspended(tenant)),
-            Some(LifecycleState::Archived) => Err(TenantRejection::Archived(tenant)),
-            Some(LifecycleState::Provisioning) => Err(TenantRejection::Provisioning(tenant)),
+            Some((LifecycleState::Active, false)) => Ok(tenant),
+            Some((LifecycleState::Active, true)) => self.behind(tenant, deadline).await,
+            Some((LifecycleState::Suspended, _)) => Err(TenantRejection::Suspended(tenant)),
+            Some((LifecycleState::Archived, _)) => Err(TenantRejection::Archived(tenant)),
+            Some((LifecycleState::Provisioning, _)) => Err(TenantRejection::Provisioning(tenant)),
             None => Err(TenantRejection::Unknown(tenant)),
         }
     }

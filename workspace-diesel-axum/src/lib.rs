@@ -13,6 +13,12 @@
 //!   time-to-live (invalidated at once in-process; with [`RegistryCache::listen`], every name is
 //!   answered from memory and kept current by `LISTEN`/`NOTIFY`); only `active` tenants are
 //!   served, everything else gets a [`TenantRejection`] response.
+//! - A version gate for rolling deploys ([`RoutingBuilder::expect_migrations`]): a tenant whose
+//!   recorded migration version is behind the set the binary was built with gets 503
+//!   `tenant_migrating` with `Retry-After`, its route never runs; the version is held in the
+//!   cache beside the state (no query per request) and pushed by `NOTIFY` when a migration
+//!   commits. Opt-in [`RoutingBuilder::migrate_on_request`] migrates such a tenant on its first
+//!   request, once, within a bounded wait.
 //! - Bulkheads and bounded waits: at most a share of the pool per tenant in flight (429
 //!   beyond), at most [`RoutingBuilder::wait`] for a connection (503 with a fixed body beyond),
 //!   a [`pool_builder`] with a default `statement_timeout`, and an optional registry pool of its
@@ -71,6 +77,7 @@ mod access;
 mod bridge;
 mod cache;
 mod extract;
+mod gate;
 mod layer;
 mod limit;
 mod observe;
@@ -86,7 +93,7 @@ pub use crate::cache::{
 };
 pub use crate::extract::{Tenant, TenantDb, TenantLayerMissing};
 pub use crate::layer::{Routing, RoutingBuilder, DEFAULT_WAIT};
-pub use crate::rejection::{TenantRejection, ECHO_LIMIT};
+pub use crate::rejection::{TenantRejection, ECHO_LIMIT, MIGRATING_RETRY_AFTER};
 pub use crate::resolve::{
     Agreeing, Either, FirstMatch, Header, PathPrefix, Resolution, ResolveFuture, Resolver,
     Subdomain,

@@ -19,12 +19,14 @@ use http::{header, HeaderValue, StatusCode};
 /// | [`Suspended`](Self::Suspended) | 403 | `tenant_suspended` |
 /// | [`Archived`](Self::Archived) | 410 | `tenant_archived` |
 /// | [`Provisioning`](Self::Provisioning) | 503 | `tenant_provisioning` |
+/// | [`Migrating`](Self::Migrating) | 503 | `tenant_migrating` |
 /// | [`Busy`](Self::Busy) | 429 | `tenant_busy` |
 /// | [`Unavailable`](Self::Unavailable) | 503 | `registry_unavailable` |
 ///
 /// A refused request never reaches the route, so it never runs against the shared schema.
-/// Echoed input is capped at [`ECHO_LIMIT`] characters, and the response of `Unavailable` is a
-/// fixed text: the database's error goes to the log only.
+/// Echoed input is capped at [`ECHO_LIMIT`] characters, and the responses of `Unavailable` and
+/// `Migrating` are fixed texts: the database's error and the versions go to the log only.
+/// `Migrating` carries `Retry-After: 5` ([`MIGRATING_RETRY_AFTER`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TenantRejection {
@@ -58,6 +60,11 @@ pub enum TenantRejection {
     Archived(TenantId),
     /// The tenant is still being provisioned.
     Provisioning(TenantId),
+    /// The tenant's schema is behind the version this service was built for (a rolling deploy
+    /// has not migrated it yet; see
+    /// [`RoutingBuilder::expect_version`](crate::RoutingBuilder::expect_version)), or migrating
+    /// it on request did not finish within the bounded wait.
+    Migrating(TenantId),
     /// The registry could not be read; the request is refused rather than guessed.
     Unavailable(String),
 }
@@ -72,7 +79,9 @@ impl TenantRejection {
             Self::Unknown(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) | Self::Suspended(_) => StatusCode::FORBIDDEN,
             Self::Archived(_) => StatusCode::GONE,
-            Self::Provisioning(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Provisioning(_) | Self::Migrating(_) | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -89,6 +98,7 @@ impl TenantRejection {
             Self::Suspended(_) => "tenant_suspended",
             Self::Archived(_) => "tenant_archived",
             Self::Provisioning(_) => "tenant_provisioning",
+            Self::Migrating(_) => "tenant_migrating",
             Self::Unavailable(_) => "registry_unavailable",
         }
     }
@@ -101,6 +111,7 @@ impl TenantRejection {
             | Self::Suspended(t)
             | Self::Archived(t)
             | Self::Provisioning(t)
+            | Self::Migrating(t)
             | Self::Busy(t) => Some(t),
             Self::Malformed { .. }
             | Self::Required
@@ -126,6 +137,7 @@ impl std::fmt::Display for TenantRejection {
             Self::Suspended(t) => write!(f, "tenant `{t}` is suspended"),
             Self::Archived(t) => write!(f, "tenant `{t}` is archived"),
             Self::Provisioning(t) => write!(f, "tenant `{t}` is being provisioned"),
+            Self::Migrating(t) => write!(f, "tenant `{t}` is behind this service's schema version"),
             Self::Unavailable(why) => write!(f, "the tenant registry could not be read: {why}"),
         }
     }
@@ -137,8 +149,15 @@ impl IntoResponse for TenantRejection {
     fn into_response(self) -> Response {
         let mut response = match &self {
             Self::Unavailable(_) => json_error(self.status(), self.code(), UNAVAILABLE_MESSAGE),
+            Self::Migrating(_) => json_error(self.status(), self.code(), MIGRATING_MESSAGE),
             _ => json_error(self.status(), self.code(), &self.to_string()),
         };
+        if matches!(self, Self::Migrating(_)) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(MIGRATING_RETRY_AFTER.as_secs()),
+            );
+        }
         if matches!(self, Self::Unauthenticated) {
             response
                 .headers_mut()
@@ -151,6 +170,13 @@ impl IntoResponse for TenantRejection {
 /// The fixed message of every 503 about the database: its error text (hosts, ports, SQL) goes
 /// to the log, never to the client.
 pub(crate) const UNAVAILABLE_MESSAGE: &str = "the service is temporarily unavailable; try again";
+
+/// The fixed message of the 503 `tenant_migrating`.
+pub(crate) const MIGRATING_MESSAGE: &str =
+    "this workspace is being upgraded to a new version; try again shortly";
+
+/// The `Retry-After` of the 503 `tenant_migrating`: 5 seconds.
+pub const MIGRATING_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The most characters of request input a rejection echoes.
 pub const ECHO_LIMIT: usize = 64;

@@ -7,6 +7,7 @@ mod access;
 mod async_pools;
 mod bulkheads;
 mod custom_registry;
+mod gate;
 mod readme;
 mod resolvers;
 mod role_pools;

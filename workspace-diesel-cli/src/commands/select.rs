@@ -30,7 +30,7 @@ pub(crate) fn is_given(args: &SelectArgs) -> bool {
 }
 
 /// The selection the options describe; `--node` is resolved from the cluster's placement (on
-/// `conn`), and fails when no tenant is placed there.
+/// `conn`), narrows the other options, and fails when no tenant is placed there.
 pub(crate) fn selection(
     conn: &mut PgConnection,
     migrator: &Migrator,
@@ -54,15 +54,23 @@ pub(crate) fn selection(
         selection = selection.states(args.state.iter().map(|s| lifecycle(*s)));
     }
     if let Some(node) = &args.node {
-        let placed: Vec<TenantId> = migrator
+        // The tenants placed elsewhere (or nowhere) are left out, so that `--node` narrows the
+        // other options (`--tenants a --node n`: `a` only if it is on `n`) instead of adding to
+        // them.
+        let mut placed = 0usize;
+        let mut elsewhere = Vec::new();
+        for p in migrator
             .placement(conn)
             .context("reading the tenants' placement (--node needs Citus)")?
-            .into_iter()
-            .filter(|p| p.node.as_deref() == Some(node.as_str()))
-            .map(|p| tenant_id(&p.tenant))
-            .collect::<Result<_>>()?;
-        anyhow::ensure!(!placed.is_empty(), "no tenant is placed on node `{node}`");
-        selection = selection.tenants(placed);
+        {
+            if p.node.as_deref() == Some(node.as_str()) {
+                placed += 1;
+            } else {
+                elsewhere.push(tenant_id(&p.tenant)?);
+            }
+        }
+        anyhow::ensure!(placed > 0, "no tenant is placed on node `{node}`");
+        selection = selection.except(elsewhere);
     }
     Ok(selection)
 }

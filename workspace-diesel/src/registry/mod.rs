@@ -11,7 +11,7 @@ pub(crate) mod runs;
 
 pub use self::lifecycle::{lifecycle_state, set_lifecycle_state};
 pub use self::model::{
-    sql_types, workspace_migrations, workspaces, LifecycleState, Registry, Workspace,
+    sql_types, workspace_migrations, workspaces, LifecycleState, Registry, TenantRecord, Workspace,
     WorkspaceConfigInterface,
 };
 pub use crate::migrate::REGISTRY_MIGRATIONS;

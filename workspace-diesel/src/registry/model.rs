@@ -116,6 +116,43 @@ impl std::fmt::Display for LifecycleState {
     }
 }
 
+/// What a web service holds about a registered tenant: its life-cycle state and the latest
+/// tenant migration version the central record
+/// ([`workspace_migrations`](crate::registry::workspace_migrations)) says it has applied, read
+/// together in one statement ([`Registry::tenant_record`], [`Registry::tenant_records`]).
+///
+/// Versions are compared as Diesel orders them (byte order of the version string, as in its
+/// ledger: `2026-03-01-000001_add_priority` is `20260301000001`).
+///
+/// ```
+/// use diesel_workspace::registry::{LifecycleState, TenantRecord};
+///
+/// let record = TenantRecord {
+///     state: LifecycleState::Active,
+///     version: Some("20260101000001".into()),
+/// };
+/// assert!(record.is_behind("20260301000001"));
+/// assert!(!record.is_behind("20260101000001"));
+/// assert!(TenantRecord { state: LifecycleState::Active, version: None }.is_behind("1"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantRecord {
+    /// The tenant's life-cycle state.
+    pub state: LifecycleState,
+    /// The latest applied tenant migration version, `None` when none is recorded.
+    pub version: Option<String>,
+}
+
+impl TenantRecord {
+    /// Whether the tenant's latest applied version is older than `expected` (or nothing is
+    /// applied): its schema lacks what a binary built with `expected` needs.
+    pub fn is_behind(&self, expected: &str) -> bool {
+        self.version
+            .as_deref()
+            .is_none_or(|v| v.as_bytes() < expected.as_bytes())
+    }
+}
+
 /// The Rust form of a registry table's row: anything that names a tenant.
 ///
 /// The library needs only the identifier; an application with its own registry table implements

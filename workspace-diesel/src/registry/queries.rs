@@ -6,11 +6,11 @@
 //! [`own`](crate::sql::own)); the ones that return SQL text return it for such a transaction.
 
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
+use diesel::sql_types::{Array, Bool, Nullable, Text};
 
-use crate::error::Result;
-use crate::registry::model::Registry;
-use crate::sql::{quote_ident, quote_literal, CENTRAL_RECORD, SPARES_TABLE};
+use crate::error::{Error, Result};
+use crate::registry::model::{sql_types, LifecycleState, Registry, TenantRecord};
+use crate::sql::{own, quote_ident, quote_literal, CENTRAL_RECORD, SPARES_TABLE, SPARE_PREFIX};
 use crate::tenant::TenantId;
 
 /// How many registry rows a bulk call ([`create_tenants`](crate::Migrator::create_tenants),
@@ -271,27 +271,46 @@ impl Registry {
     /// a web service's registry cache listens to. One trigger function,
     /// `public.workspace_notify_change()`, serves every registry: each table's triggers pass it
     /// their identifier column.
+    ///
+    /// The same function goes on the central record of applied tenant migrations
+    /// ([`workspace_migrations`](crate::registry::workspace_migrations)), naming the tenant
+    /// whose versions changed: every migration, revert, creation, drop and rename of a tenant
+    /// is announced when it commits, so a listener holding each tenant's version
+    /// ([`TenantRecord`]) learns it without asking. Warm spares (names starting with
+    /// [`SPARE_PREFIX`](crate::registry::SPARE_PREFIX)) are not announced. Each trigger is
+    /// created when missing, so running the SQL again on a database installed by an older
+    /// release adds the central record's.
     pub fn notify_trigger_sql(&self, channel: &str) -> String {
         let channel = quote_literal(channel);
         let table = self.qualified_table();
         let regclass = quote_literal(&table);
         let column = quote_literal(&self.identifier_column);
+        let central = quote_literal(CENTRAL_RECORD);
+        let spare = quote_literal(SPARE_PREFIX);
+        let spare_len = SPARE_PREFIX.len();
         format!(
             r#"SELECT pg_catalog.pg_advisory_xact_lock(1463025665, 1);
 CREATE OR REPLACE FUNCTION public.workspace_notify_change() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog AS $wdn$
 DECLARE
     col text := COALESCE(TG_ARGV[0], 'schema_name');
+    name text;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         PERFORM pg_catalog.pg_notify({channel}, '');
         RETURN NULL;
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        PERFORM pg_catalog.pg_notify({channel}, pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.->>) col);
+        name := pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.->>) col;
+        IF pg_catalog.left(name, {spare_len}) OPERATOR(pg_catalog.<>) {spare} THEN
+            PERFORM pg_catalog.pg_notify({channel}, name);
+        END IF;
     END IF;
     IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        PERFORM pg_catalog.pg_notify({channel}, pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) col);
+        name := pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) col;
+        IF pg_catalog.left(name, {spare_len}) OPERATOR(pg_catalog.<>) {spare} THEN
+            PERFORM pg_catalog.pg_notify({channel}, name);
+        END IF;
     END IF;
     RETURN NULL;
 END
@@ -307,6 +326,22 @@ BEGIN
         CREATE TRIGGER workspaces_notify_truncate
             AFTER TRUNCATE ON {table}
             FOR EACH STATEMENT EXECUTE FUNCTION public.workspace_notify_change({column});
+    END IF;
+    IF pg_catalog.to_regclass({central}) IS NOT NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                       WHERE tgrelid = {central}::pg_catalog.regclass
+                         AND tgname = 'workspace_migrations_notify_change') THEN
+            CREATE TRIGGER workspace_migrations_notify_change
+                AFTER INSERT OR UPDATE OR DELETE ON {CENTRAL_RECORD}
+                FOR EACH ROW EXECUTE FUNCTION public.workspace_notify_change('schema_name');
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                       WHERE tgrelid = {central}::pg_catalog.regclass
+                         AND tgname = 'workspace_migrations_notify_truncate') THEN
+            CREATE TRIGGER workspace_migrations_notify_truncate
+                AFTER TRUNCATE ON {CENTRAL_RECORD}
+                FOR EACH STATEMENT EXECUTE FUNCTION public.workspace_notify_change('schema_name');
+        END IF;
     END IF;
 END
 $wdn$;
@@ -338,8 +373,10 @@ $wdn$;
         )
     }
 
-    /// Whether the trigger of [`notify_trigger_sql`](Self::notify_trigger_sql) is on this
-    /// registry table (one catalog query, under the library's own path).
+    /// Whether the triggers of [`notify_trigger_sql`](Self::notify_trigger_sql) are in place:
+    /// on this registry table, and on the central record when it exists (one catalog query,
+    /// under the library's own path). `false` on a database whose central record lacks its
+    /// trigger (installed by an older release): run the SQL again.
     ///
     /// # Errors
     /// [`Error::Query`](crate::Error::Query) when the query fails (a registry table that does
@@ -349,9 +386,14 @@ $wdn$;
             diesel::sql_query(
                 "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger \
                  WHERE tgrelid = $1::pg_catalog.regclass \
-                   AND tgname = 'workspaces_notify_change') AS flag",
+                   AND tgname = 'workspaces_notify_change') \
+                 AND (pg_catalog.to_regclass($2) IS NULL OR EXISTS (\
+                   SELECT 1 FROM pg_catalog.pg_trigger \
+                   WHERE tgrelid = pg_catalog.to_regclass($2) \
+                     AND tgname = 'workspace_migrations_notify_change')) AS flag",
             )
             .bind::<Text, _>(self.qualified_table())
+            .bind::<Text, _>(CENTRAL_RECORD)
             .get_result(conn)
         })?;
         Ok(row.flag)
@@ -377,5 +419,120 @@ $wdn$;
             reg = self.qualified_table(),
             key = quote_ident(&self.key_column),
         )
+    }
+}
+
+#[derive(QueryableByName)]
+struct RecordRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = sql_types::WorkspaceStatus)]
+    status: LifecycleState,
+    #[diesel(sql_type = Nullable<Text>)]
+    version: Option<String>,
+}
+
+impl Registry {
+    /// `tenant`'s [`TenantRecord`] (its life-cycle state and its latest applied version in the
+    /// central record), or `None` when it is not registered: one statement under the library's
+    /// own path, what a web service reads for a name it does not hold.
+    ///
+    /// ```no_run
+    /// use diesel::prelude::*;
+    /// use diesel_workspace::{registry::Registry, TenantId};
+    ///
+    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
+    /// if let Some(record) = Registry::default().tenant_record(conn, &TenantId::new("acme")?)? {
+    ///     println!("{} at {:?}", record.state, record.version);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the query fails.
+    pub fn tenant_record(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+    ) -> Result<Option<TenantRecord>> {
+        let mut rows = self.tenant_records_of(conn, std::slice::from_ref(tenant))?;
+        Ok(rows.pop().map(|(_, record)| record))
+    }
+
+    /// Every registered tenant's [`TenantRecord`], in one statement under the library's own path:
+    /// what a web service holds in memory. Names the registry holds that are not valid tenant
+    /// names are left out.
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the query fails.
+    pub fn tenant_records(&self, conn: &mut PgConnection) -> Result<Vec<(TenantId, TenantRecord)>> {
+        self.records(conn, None)
+    }
+
+    /// The [`TenantRecord`]s of those of `tenants` that are registered, in one statement (what a
+    /// listener reads after notifications named them).
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the query fails.
+    pub fn tenant_records_of(
+        &self,
+        conn: &mut PgConnection,
+        tenants: &[TenantId],
+    ) -> Result<Vec<(TenantId, TenantRecord)>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
+        self.records(conn, Some(&names))
+    }
+
+    fn records(
+        &self,
+        conn: &mut PgConnection,
+        names: Option<&[&str]>,
+    ) -> Result<Vec<(TenantId, TenantRecord)>> {
+        let status = match &self.status_column {
+            Some(column) => format!("w.{}", quote_ident(column)),
+            None => "'active'::public.workspace_status".to_owned(),
+        };
+        // The latest version in byte order (`COLLATE "C"`), as Diesel sorts its versions.
+        let sql = format!(
+            "SELECT w.{id}::pg_catalog.text AS name, {status} AS status, \
+             (SELECT pg_catalog.max(m.version::pg_catalog.text COLLATE \"C\") FROM {CENTRAL_RECORD} m \
+              WHERE m.schema_name OPERATOR(pg_catalog.=) w.{id}::pg_catalog.text) AS version \
+             FROM {reg} w{filter}",
+            id = self.quoted_identifier_column(),
+            reg = self.qualified_table(),
+            filter = if names.is_some() {
+                format!(
+                    " WHERE w.{}::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1)",
+                    self.quoted_identifier_column()
+                )
+            } else {
+                String::new()
+            },
+        );
+        let rows: Vec<RecordRow> = own(conn, |conn| match names {
+            Some(names) => diesel::sql_query(&sql)
+                .bind::<Array<Text>, _>(names)
+                .load(conn),
+            None => diesel::sql_query(&sql).load(conn),
+        })
+        .map_err(Error::Query)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                TenantId::new(r.name).ok().map(|t| {
+                    (
+                        t,
+                        TenantRecord {
+                            state: r.status,
+                            version: r.version,
+                        },
+                    )
+                })
+            })
+            .collect())
     }
 }
