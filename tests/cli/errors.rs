@@ -34,7 +34,19 @@ fn every_database_command_reports_an_unreachable_database_in_one_line() {
                 .output()
                 .unwrap(),
         );
-        let line = run.fails_with("could not connect to the database");
+        let line = if args[0] == "--format" {
+            // The error is a JSON document on stderr; stdout holds nothing.
+            assert_eq!(run.stdout, "", "{args:?}");
+            let doc = run.json_error(1);
+            assert_eq!(
+                doc["error"]["causes"][0],
+                "could not connect to the database"
+            );
+            doc["error"]["message"].as_str().unwrap().to_owned()
+        } else {
+            run.fails_with("could not connect to the database")
+                .to_owned()
+        };
         assert!(line.contains("127.0.0.1"), "{args:?}: {line}");
     }
 }

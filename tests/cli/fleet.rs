@@ -46,9 +46,9 @@ fn select_record_and_revert_a_run() {
     w.run(&db, &["migrate_all", "--tenants", "nobody"])
         .fails_with("tenant `nobody` does not exist");
     w.run(&db, &["migrate_all", "--wave", "half"])
-        .fails_with("invalid --wave `half`");
+        .fails_usage("invalid --wave `half`");
     w.run(&db, &["migrate_all", "--failure-budget", "lots"])
-        .fails_with("invalid --failure-budget `lots`");
+        .fails_usage("invalid --failure-budget `lots`");
 
     // The eu tenants but eu_b, in waves; the suspended tenant is not matched.
     let run = doc(&w.run(

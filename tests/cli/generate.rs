@@ -67,10 +67,10 @@ fn makemigrations_tenant_rejects_bad_input() {
     let w = Workdir::new();
     for bad in ["Add", "add-invoices", "../escape", "a b"] {
         w.run(&db, &["m:m:t", bad])
-            .fails_with(&format!("invalid migration name `{bad}`"));
+            .fails_usage(&format!("invalid migration name `{bad}`"));
     }
     w.run(&db, &["m:m:t", ""])
-        .fails_with("invalid migration name ``");
+        .fails_usage("invalid migration name ``");
     w.run(&db, &["m:m:t", "create_notes"])
         .fails_with("a migration named `create_notes` already exists");
     w.run(&db, &["--migrations-dir", "nope", "m:m:t", "x"])
@@ -139,5 +139,5 @@ fn a_newline_in_a_migration_name_is_shown_escaped() {
     let db = test_db!("a_newline_in_a_migration_name_is_shown_escaped");
     let w = Workdir::new();
     w.run(&db, &["m:m:t", "add\nx"])
-        .fails_with("invalid migration name `add\\nx`: only lower-case ASCII letters");
+        .fails_usage("invalid migration name `add\\nx`: only lower-case ASCII letters");
 }

@@ -29,9 +29,23 @@ fn help_is_pinned() {
         "move_tenant",
         "rebalance",
         "print-schema",
+        "completions",
     ] {
         let run = w.run(&db, &[command, "--help"]);
         insta::assert_snapshot!(format!("help_{command}"), run.ok());
+    }
+    for (group, commands) in [
+        (
+            "migration",
+            &["run", "revert", "redo", "list", "generate"][..],
+        ),
+        ("database", &["setup", "reset", "drop"]),
+    ] {
+        insta::assert_snapshot!(format!("help_{group}"), w.run(&db, &[group, "--help"]).ok());
+        for command in commands {
+            let run = w.run(&db, &[group, command, "--help"]);
+            insta::assert_snapshot!(format!("help_{group}_{command}"), run.ok());
+        }
     }
 }
 

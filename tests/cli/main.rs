@@ -43,6 +43,7 @@ fn has_x(db: &TestDb, tenant: &str) -> bool {
 
 mod citus;
 mod config;
+mod conventions;
 mod create;
 mod custom_registry;
 mod errors;
@@ -55,9 +56,11 @@ mod plan;
 mod pooler;
 mod revert;
 mod schema;
+mod scripting;
 mod setup;
 mod spares;
 mod status;
 mod tenants;
+mod terminal;
 mod tracing;
 mod trojans;

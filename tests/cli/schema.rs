@@ -355,7 +355,13 @@ fn print_schema_filters_tables_and_names_what_it_skips() {
     );
     let run = w.run(
         &db,
-        &["print-schema", "--only-tables", "audit", "-o", "other.rs"],
+        &[
+            "print-schema",
+            "--only-tables",
+            "audit",
+            "--output-file",
+            "other.rs",
+        ],
     );
     run.ok();
     let other = fs::read_to_string(w.path().join("other.rs")).unwrap();

@@ -31,6 +31,7 @@ fn setup_creates_a_missing_database_then_runs_the_shared_migrations() {
         format!(
             "created database `{}`\n\
              created directory migrations_shared\n\
+             created config file workspace-diesel.toml\n\
              shared: applied 00000000000000, 00000000000001\n",
             scratch.name()
         )
@@ -56,7 +57,7 @@ fn setup_creates_a_missing_database_then_runs_the_shared_migrations() {
     assert_eq!(
         v,
         serde_json::json!({
-            "command": "setup", "ok": true, "database": scratch.name(),
+            "format": 1, "command": "setup", "ok": true, "database": scratch.name(),
             "created_database": false, "created_directories": [], "shared_applied": [],
         })
     );
@@ -70,7 +71,8 @@ fn setup_on_an_existing_database_and_a_dead_server() {
         w.run(&db, &["setup"]).ok(),
         "database `".to_owned()
             + db.url().rsplit('/').next().unwrap()
-            + "` exists\nshared: applied 00000000000000, 00000000000001, 20260101000001\n"
+            + "` exists\ncreated config file workspace-diesel.toml\n\
+               shared: applied 00000000000000, 00000000000001, 20260101000001\n"
     );
     assert!(db.registry_exists());
     assert_eq!(

@@ -123,7 +123,7 @@ fn fill_spares_rejects_bad_input() {
     let w = Workdir::new();
     // Checked before connecting: nothing reaches the database.
     for bad in ["-3", "1001", "99999999999999999999999", "three", "2.5", ""] {
-        w.run(&db, &["fill_spares", bad]).fails_with(&format!(
+        w.run(&db, &["fill_spares", bad]).fails_usage(&format!(
             "invalid spare count `{bad}`: expected a whole number from 0 to 1000"
         ));
     }

@@ -138,7 +138,7 @@ fn read_only_commands_work_without_the_migrations_directory() {
         .batch_execute("DELETE FROM globex.__diesel_schema_migrations")
         .unwrap();
     fs::remove_dir_all(w.path().join("migrations_tenant")).unwrap();
-    let warning = "warning: the tenant migrations directory `migrations_tenant` does not exist: pending migrations are unknown (see --migrations-dir)";
+    let warning = "warning: the tenant migrations directory `migrations_tenant` does not exist: pending migrations are unknown (see --migration-dir)";
     let run = w.run(&db, &["list_tenants"]);
     let list = run.ok().to_owned();
     assert_eq!(run.stderr.lines().next(), Some(warning), "{run:#?}");

@@ -162,11 +162,42 @@ impl Run {
         &self.stdout
     }
 
+    /// Asserts a usage error: exit code 2 and exactly one stderr line `error: ...` containing
+    /// `needle`; returns that line.
+    #[track_caller]
+    pub fn fails_usage(&self, needle: &str) -> &str {
+        self.fails_with_code(2, needle)
+    }
+
+    /// The JSON document on stderr of a run with `--format json` that failed with `code`; its
+    /// `format`, `ok`, `exit_code` and `kind` are checked.
+    #[track_caller]
+    pub fn json_error(&self, code: i32) -> serde_json::Value {
+        assert_eq!(self.code, code, "expected exit code {code}, got {self:#?}");
+        assert_eq!(self.stderr.lines().count(), 1, "{self:#?}");
+        let doc: serde_json::Value =
+            serde_json::from_str(self.stderr.trim()).unwrap_or_else(|e| panic!("{e}: {self:#?}"));
+        assert_eq!(doc["format"], 1, "{doc}");
+        assert_eq!(doc["ok"], false, "{doc}");
+        assert_eq!(doc["exit_code"], code, "{doc}");
+        assert_eq!(
+            doc["kind"],
+            if code == 2 { "usage" } else { "failure" },
+            "{doc}"
+        );
+        doc
+    }
+
     /// Asserts failure with exit code 1 and exactly one stderr line `error: ...` containing
     /// `needle`; returns that line.
     #[track_caller]
     pub fn fails_with(&self, needle: &str) -> &str {
-        assert_eq!(self.code, 1, "expected exit code 1, got {self:#?}");
+        self.fails_with_code(1, needle)
+    }
+
+    #[track_caller]
+    fn fails_with_code(&self, code: i32, needle: &str) -> &str {
+        assert_eq!(self.code, code, "expected exit code {code}, got {self:#?}");
         let lines: Vec<&str> = self.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "expected one line on stderr, got {self:#?}");
         assert!(lines[0].starts_with("error: "), "{self:#?}");

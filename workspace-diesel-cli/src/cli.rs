@@ -10,8 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "workspace-diesel",
     version,
-    propagate_version = true,
-    after_help = "Every command also answers to its kebab-case spelling (create-tenant-schema)."
+    after_help = "Every command also answers to its kebab-case spelling (create-tenant-schema).\n\
+                  Exit status: 0 success, 1 failure, 2 usage error, 3 `pending --exit-code` with \
+                  tenants behind."
 )]
 pub(crate) struct Cli {
     /// The database to connect to (postgres://user:password@host:port/database) [env:
@@ -21,7 +22,12 @@ pub(crate) struct Cli {
 
     /// The tenant migrations directory, run once per tenant schema [default: the config file's,
     /// else migrations_tenant]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        long = "migration-dir",
+        visible_alias = "migrations-dir",
+        global = true,
+        value_name = "DIR"
+    )]
     pub(crate) migrations_dir: Option<PathBuf>,
 
     /// The shared migrations directory, run once in the shared schema [default: the config
@@ -31,11 +37,16 @@ pub(crate) struct Cli {
 
     /// The config file [default: workspace-diesel.toml in the current directory or the nearest
     /// parent directory that has one]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long = "config-file",
+        visible_alias = "config",
+        global = true,
+        value_name = "FILE"
+    )]
     pub(crate) config: Option<PathBuf>,
 
-    /// How results are printed on stdout; json (one document, fields documented in the README) for
-    /// list_tenants, status, pending, setup and the create, migrate, revert and redo reports
+    /// How results are printed on stdout: human lines, or json (one document per run, with a
+    /// `format` version field; an error is a JSON document on stderr)
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
     pub(crate) format: Format,
     /// What sits between the tool and PostgreSQL: `direct`, `session` behind PgBouncer in session
@@ -86,11 +97,7 @@ pub(crate) enum Command {
         visible_alias = "c:t:s",
         alias = "create-tenant-schema"
     )]
-    CreateTenantSchema {
-        /// The tenant's identifier, which is also its schema name: lower-case ASCII letters, digits
-        /// and _, not starting with a digit, at most 63 bytes
-        identifier: String,
-    },
+    CreateTenantSchema(CreateArgs),
 
     /// Write a new, empty migration (up.sql and down.sql) into the tenant migrations directory
     #[command(
@@ -98,13 +105,7 @@ pub(crate) enum Command {
         visible_alias = "m:m:t",
         alias = "makemigrations-tenant"
     )]
-    MakemigrationsTenant {
-        /// The migration's name: lower-case ASCII letters, digits and _ (e.g. add_invoices)
-        name: String,
-        /// Write into the shared migrations directory instead
-        #[arg(long)]
-        shared: bool,
-    },
+    MakemigrationsTenant(GenerateArgs),
 
     /// Apply the pending tenant migrations to one tenant, or to every tenant with --all
     #[command(
@@ -125,12 +126,7 @@ pub(crate) enum Command {
     Plan(PlanArgs),
 
     /// Revert the last applied tenant migration of one tenant, or of every tenant with --all
-    #[command(
-        name = "revert_tenant",
-        visible_alias = "r:t",
-        alias = "revert-tenant",
-        disable_version_flag = true
-    )]
+    #[command(name = "revert_tenant", visible_alias = "r:t", alias = "revert-tenant")]
     RevertTenant(RevertArgs),
 
     /// Revert the last applied tenant migration of one tenant and apply it again (with any other
@@ -147,7 +143,13 @@ pub(crate) enum Command {
 
     /// List the tenants that are behind: tenant migrations missing from the central record
     #[command(name = "pending", visible_alias = "p:t")]
-    Pending(SelectArgs),
+    Pending {
+        /// Exit with status 3 when a tenant is behind (0 when none is)
+        #[arg(long)]
+        exit_code: bool,
+        #[command(flatten)]
+        select: SelectArgs,
+    },
 
     /// List the recorded fleet runs, newest first, or one run's tenants with --run
     #[command(name = "runs", visible_alias = "r:s")]
@@ -303,6 +305,110 @@ pub(crate) enum Command {
     /// (tenant_table!), read from the live database
     #[command(name = "print-schema", visible_alias = "p:s", alias = "print_schema")]
     PrintSchema(PrintSchemaArgs),
+
+    /// diesel_cli's `migration` commands, run on every tenant (the shared migrations first)
+    #[command(name = "migration", subcommand)]
+    Migration(MigrationCommand),
+
+    /// diesel_cli's `database` commands: create, reset or drop the database
+    #[command(name = "database", subcommand)]
+    Database(DatabaseCommand),
+
+    /// Print a shell completion script (bash, elvish, fish, powershell or zsh) on stdout
+    #[command(name = "completions")]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `migration ...`, as diesel_cli spells it, mapped onto the fleet commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum MigrationCommand {
+    /// Apply the shared migrations, then the pending tenant migrations to every tenant (as
+    /// migrate_all, with its --dry-run and lock budget); writes the config file's
+    /// print_schema.file again
+    Run(MigrateAllArgs),
+    /// Revert the last tenant migration of every tenant (-n N: the last N; --all: all of them)
+    Revert(StepArgs),
+    /// Revert the last tenant migration of every tenant (-n N, --all as for revert), then apply
+    /// the pending migrations again
+    Redo(StepArgs),
+    /// List the shared and tenant migrations, each marked `[X]` (applied), `[~]` (applied on some
+    /// tenants) or `[ ]` (pending)
+    List {
+        #[command(flatten)]
+        select: SelectArgs,
+    },
+    /// Write a new, empty migration (as makemigrations_tenant)
+    Generate(GenerateArgs),
+}
+
+/// `database ...`, as diesel_cli spells it.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DatabaseCommand {
+    /// Create the database if it does not exist, then apply the shared migrations (as setup,
+    /// without writing a config file or directories)
+    Setup,
+    /// Drop the database, then set it up again (every tenant and its data is lost)
+    Reset {
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Drop the database (every tenant and its data is lost)
+    Drop {
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `create_tenant_schema`'s arguments: one or several names, or a file of names.
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// The tenants' identifiers, which are also their schema names: lower-case ASCII letters,
+    /// digits and _, not starting with a digit, at most 63 bytes
+    #[arg(value_name = "IDENTIFIER", required_unless_present = "file")]
+    pub(crate) identifiers: Vec<String>,
+    /// Also create the tenants named in this file, one per line (blank lines and # comments
+    /// ignored)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// How many tenants to create at once, one connection each, when creating several [default:
+    /// the number of CPUs]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) parallel: Option<u16>,
+    /// Go on with the other tenants when one cannot be created (default: stop starting new ones)
+    #[arg(long)]
+    pub(crate) continue_on_error: bool,
+}
+
+/// `makemigrations_tenant` and `migration generate`.
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// The migration's name: lower-case ASCII letters, digits and _ (e.g. add_invoices)
+    pub(crate) name: String,
+    /// Write into the shared migrations directory instead
+    #[arg(long)]
+    pub(crate) shared: bool,
+    /// The migration's version, the directory name's prefix (digits and -, e.g.
+    /// 2026-03-01-120000 or 20260301120000) [default: the current time, as diesel_cli]
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) version: Option<String>,
+}
+
+/// How many migrations `migration revert` and `migration redo` take back.
+#[derive(Debug, Args)]
+pub(crate) struct StepArgs {
+    /// Every applied tenant migration
+    #[arg(long, conflicts_with = "number")]
+    pub(crate) all: bool,
+    /// How many of the last applied tenant migrations [default: 1]
+    #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) number: Option<u32>,
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
 }
 
 /// One tenant, or `--all` of them.
@@ -431,14 +537,20 @@ pub(crate) struct PrintSchemaArgs {
     pub(crate) tenant: Option<String>,
     /// Write to this file instead of stdout [default: the config file's print_schema.file, else
     /// stdout]
-    #[arg(long, short = 'o', value_name = "FILE")]
-    pub(crate) output: Option<PathBuf>,
+    #[arg(long, alias = "output", value_name = "FILE")]
+    pub(crate) output_file: Option<PathBuf>,
     /// Print only the tables whose name matches one of these regular expressions (matched
     /// against the bare table name, anywhere in it unless anchored with ^ and $)
-    #[arg(long, value_name = "REGEX", num_args = 1.., conflicts_with = "except_tables")]
+    #[arg(
+        long,
+        short = 'o',
+        value_name = "REGEX",
+        num_args = 1..,
+        conflicts_with = "except_tables"
+    )]
     pub(crate) only_tables: Vec<String>,
     /// Leave out the tables whose name matches one of these regular expressions
-    #[arg(long, value_name = "REGEX", num_args = 1..)]
+    #[arg(long, short = 'e', value_name = "REGEX", num_args = 1..)]
     pub(crate) except_tables: Vec<String>,
     /// Also print the registry's own tables (public.workspaces, public.workspace_migrations),
     /// which the library already declares

@@ -1,16 +1,47 @@
-//! The JSON documents of `--format json`: one per command run, on stdout. Their fields are part
-//! of the tool's interface (documented in the README); add fields, never rename or remove one.
+//! The JSON documents of `--format json`: one per command run, on stdout (an error's on
+//! stderr). Each carries `"format": FORMAT`, the version of these documents. Their fields are
+//! part of the tool's interface (documented in the CLI's reference); fields are added without a
+//! new version, and a renamed or removed field would bump it.
 
 use diesel_workspace::{MigrationReport, TenantId, TenantOutcome};
 use serde::Serialize;
+
+/// The version of the JSON documents, their `format` field.
+pub(crate) const FORMAT: u32 = 1;
+
+/// A document with its `format` field first.
+#[derive(Serialize)]
+struct Versioned<'a, T: Serialize> {
+    format: u32,
+    #[serde(flatten)]
+    doc: &'a T,
+}
+
+/// `doc` as one line of JSON, with its `format` field.
+pub(crate) fn to_line<T: Serialize>(doc: &T) -> serde_json::Result<String> {
+    serde_json::to_string(&Versioned {
+        format: FORMAT,
+        doc,
+    })
+}
 
 /// Writes `doc` as one line of JSON on stdout.
 pub(crate) fn print<T: Serialize>(doc: &T) -> anyhow::Result<()> {
     use std::io::Write as _;
     // Serialised first, so that a closed stdout is a plain I/O error (ended quietly by `main`).
-    let text = serde_json::to_string(doc)?;
+    let text = to_line(doc)?;
     writeln!(std::io::stdout().lock(), "{text}")?;
     Ok(())
+}
+
+/// Writes the document of a command with no report of its own: `{"command", "ok": true}` and
+/// the fields of `fields` (a JSON object).
+pub(crate) fn done(command: &str, fields: serde_json::Value) -> anyhow::Result<()> {
+    let mut doc = serde_json::json!({"command": command, "ok": true});
+    if let (Some(doc), serde_json::Value::Object(fields)) = (doc.as_object_mut(), fields) {
+        doc.extend(fields);
+    }
+    print(&doc)
 }
 
 /// One tenant's migration state (`list_tenants`, `status`, `pending`).
@@ -54,6 +85,39 @@ impl Tenant {
 #[derive(Debug, Serialize)]
 pub(crate) struct TenantList {
     pub(crate) tenants: Vec<Tenant>,
+}
+
+/// `migration list`: every migration with where it is applied.
+#[derive(Debug, Serialize)]
+pub(crate) struct MigrationList {
+    pub(crate) command: &'static str,
+    /// The shared migrations, in order.
+    pub(crate) shared: Vec<SharedMigration>,
+    /// The tenant migrations, in order.
+    pub(crate) tenant: Vec<TenantMigration>,
+    /// How many tenants were looked at.
+    pub(crate) tenants: usize,
+}
+
+/// One shared migration of [`MigrationList`].
+#[derive(Debug, Serialize)]
+pub(crate) struct SharedMigration {
+    pub(crate) version: String,
+    pub(crate) applied: bool,
+}
+
+/// One tenant migration of [`MigrationList`].
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantMigration {
+    pub(crate) version: String,
+    /// Its directory name (`<version>_<name>`).
+    pub(crate) name: String,
+    /// `applied` (every tenant), `partial` (some) or `pending` (none; also with no tenant).
+    pub(crate) state: &'static str,
+    /// The tenants where it is applied (central record).
+    pub(crate) applied: Vec<String>,
+    /// The tenants where it is pending.
+    pub(crate) pending: Vec<String>,
 }
 
 /// `status`.
@@ -132,6 +196,9 @@ pub(crate) struct Report {
     /// Why a run in waves started no further wave.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) stopped: Option<String>,
+    /// The schema file (the config file's `print_schema.file`) written after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) schema_file: Option<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -225,6 +292,9 @@ pub(crate) struct TenantResult {
     /// For `redone`: the version reverted before the migrations were applied again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) reverted: Option<String>,
+    /// For `redone` by `migration redo`: every version reverted, in the order they were.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) reverted_versions: Vec<String>,
     /// For `failed`: PostgreSQL's SQLSTATE when known, and the message (naming the version).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) sqlstate: Option<String>,
@@ -240,6 +310,7 @@ impl TenantResult {
             outcome,
             versions,
             reverted: None,
+            reverted_versions: Vec::new(),
             sqlstate: None,
             message: None,
         }
@@ -292,23 +363,29 @@ impl Report {
             elapsed_seconds,
             run: None,
             stopped: None,
+            schema_file: None,
         }
     }
 
-    /// A fleet report of the library; `reverting` names the outcomes of a revert.
+    /// A fleet report of the library; `verb` names the outcomes.
     pub(crate) fn fleet(
         command: &'static str,
         shared_applied: Vec<String>,
         report: &MigrationReport,
-        reverting: bool,
+        verb: Verb,
     ) -> Self {
+        let reverting = verb == Verb::Revert;
         let mut tenants: Vec<TenantResult> = report
             .tenants
             .iter()
             .map(|(tenant, outcome)| match outcome {
                 TenantOutcome::Applied(versions) => TenantResult::new(
                     tenant,
-                    if reverting { "reverted" } else { "applied" },
+                    match verb {
+                        Verb::Apply => "applied",
+                        Verb::Revert => "reverted",
+                        Verb::Create => "created",
+                    },
                     versions.clone(),
                 ),
                 TenantOutcome::UpToDate => TenantResult::new(
@@ -346,6 +423,17 @@ impl Report {
     }
 }
 
+/// What a fleet run did to each tenant it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    /// `applied` (migrations applied).
+    Apply,
+    /// `reverted`.
+    Revert,
+    /// `created` (tenants created).
+    Create,
+}
+
 /// `setup`.
 #[derive(Debug, Serialize)]
 pub(crate) struct Setup {
@@ -355,8 +443,14 @@ pub(crate) struct Setup {
     pub(crate) database: String,
     /// Whether `setup` created it.
     pub(crate) created_database: bool,
+    /// `database reset`: whether the database existed and was dropped first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dropped_database: Option<bool>,
     /// Migration directories `setup` created (they did not exist).
     pub(crate) created_directories: Vec<String>,
+    /// The starter config file `setup` wrote (there was none), if it wrote one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) created_config: Option<String>,
     pub(crate) shared_applied: Vec<String>,
 }
 

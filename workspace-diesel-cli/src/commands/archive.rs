@@ -17,7 +17,7 @@ use crate::output;
 pub(crate) fn export(ctx: &Ctx, identifier: &str, file: &str) -> Result<()> {
     let tenant = tenant_id(identifier)?;
     if file == "-" && ctx.json() {
-        anyhow::bail!("`--format json` needs an archive file: stdout carries the archive");
+        crate::exit::usage!("`--format json` needs an archive file: stdout carries the archive");
     }
     let migrator = ctx.migrator()?;
     let url = ctx.database_url()?;
@@ -89,7 +89,7 @@ fn bar(len: Option<u64>, hidden: bool) -> ProgressBar {
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    bar
+    crate::progress::add(bar)
 }
 
 fn report(

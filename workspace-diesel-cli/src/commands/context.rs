@@ -131,7 +131,7 @@ impl Ctx {
         let dir = self.tenant_dir_path();
         if !dir.is_dir() {
             bail!(
-                "the tenant migrations directory `{}` does not exist (see --migrations-dir)",
+                "the tenant migrations directory `{}` does not exist (see --migration-dir)",
                 dir.display()
             );
         }

@@ -7,6 +7,8 @@ use anyhow::{bail, Context as _, Result};
 use chrono::{NaiveDateTime, SubsecRound as _, TimeDelta, Utc};
 
 use super::Ctx;
+use crate::cli::GenerateArgs;
+use crate::exit::usage;
 
 /// Diesel's version format: the part of the directory name before the first `_`.
 const VERSION_FORMAT: &str = "%Y-%m-%d-%H%M%S";
@@ -27,10 +29,15 @@ const SHARED_UP: &str = "\
 
 const DOWN: &str = "-- This file should undo anything in `up.sql`.\n";
 
-/// Writes `<YYYY-MM-DD-HHMMSS>_<name>/{up.sql,down.sql}` into the tenant (or, with `shared`, the
-/// shared) migrations directory and prints the two paths.
-pub(crate) fn makemigrations(ctx: &Ctx, name: &str, shared: bool) -> Result<()> {
+/// Writes `<YYYY-MM-DD-HHMMSS>_<name>/{up.sql,down.sql}` (or `<VERSION>_<name>` with
+/// `--version`) into the tenant (or, with `shared`, the shared) migrations directory and prints
+/// the two paths.
+pub(crate) fn makemigrations(ctx: &Ctx, args: &GenerateArgs, command: &str) -> Result<()> {
+    let (name, shared) = (args.name.as_str(), args.shared);
     check_name(name)?;
+    if let Some(version) = &args.version {
+        check_version(version)?;
+    }
     let dir = if shared {
         match ctx.shared_dir()? {
             Some(dir) => dir.to_path_buf(),
@@ -49,14 +56,54 @@ pub(crate) fn makemigrations(ctx: &Ctx, name: &str, shared: bool) -> Result<()> 
             dir.join(format!("{version}_{name}")).display()
         );
     }
-    let version = next_version(
-        Utc::now().naive_utc(),
-        existing.iter().map(|(v, _)| v.as_str()),
-    );
+    let version = match &args.version {
+        Some(version) => {
+            // Diesel compares versions without their dashes.
+            let bare = |v: &str| v.replace('-', "");
+            if let Some((v, n)) = existing.iter().find(|(v, _)| bare(v) == bare(version)) {
+                bail!(
+                    "version {version} is taken: `{}`",
+                    dir.join(format!("{v}_{n}")).display()
+                );
+            }
+            version.clone()
+        }
+        None => next_version(
+            Utc::now().naive_utc(),
+            existing.iter().map(|(v, _)| v.as_str()),
+        ),
+    };
     let path = dir.join(format!("{version}_{name}"));
     write_migration(&path, if shared { SHARED_UP } else { TENANT_UP })?;
+    if ctx.json() {
+        let file = |f: &str| path.join(f).display().to_string();
+        return crate::output::done(
+            command,
+            serde_json::json!({
+                "directory": path.display().to_string(),
+                "version": version.replace('-', ""),
+                "files": [file("up.sql"), file("down.sql")],
+            }),
+        );
+    }
     out!("Creating {}", path.join("up.sql").display());
     out!("Creating {}", path.join("down.sql").display());
+    Ok(())
+}
+
+/// `--version`: ASCII digits and `-`, starting and ending with a digit, so it stays the part of
+/// the directory name before the first `_` and sorts with the timestamps.
+fn check_version(version: &str) -> Result<()> {
+    let ok = version.len() <= 32
+        && version.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+        && version.starts_with(|c: char| c.is_ascii_digit())
+        && version.ends_with(|c: char| c.is_ascii_digit());
+    if !ok {
+        usage!(
+            "invalid migration version `{}`: expected digits and `-` (e.g. 2026-03-01-120000 or 20260301120000)",
+            super::shown(version)
+        );
+    }
     Ok(())
 }
 
@@ -64,10 +111,10 @@ pub(crate) fn makemigrations(ctx: &Ctx, name: &str, shared: bool) -> Result<()> 
 /// and Diesel's version (the part before the first `_`) stays the timestamp.
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() {
-        bail!("invalid migration name ``: a migration name cannot be empty");
+        usage!("invalid migration name ``: a migration name cannot be empty");
     }
     if name.len() > MAX_NAME_LEN {
-        bail!(
+        usage!(
             "invalid migration name `{}`: a migration name is at most {MAX_NAME_LEN} bytes long",
             super::shown(name)
         );
@@ -76,7 +123,7 @@ fn check_name(name: &str) -> Result<()> {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        bail!(
+        usage!(
             "invalid migration name `{}`: only lower-case ASCII letters, digits and `_` are allowed",
             super::shown(name)
         );
@@ -154,6 +201,16 @@ mod tests {
             next_version(now, ["2026-03-04-050607", "junk"].into_iter()),
             "2026-03-04-050608"
         );
+    }
+
+    #[test]
+    fn versions_are_checked() {
+        for good in ["20260301120000", "2026-03-01-120000", "1"] {
+            assert!(check_version(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-1", "1-", "2026_03", "v1", "../1", "1 2"] {
+            assert!(check_version(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -16,16 +16,34 @@ pub(crate) fn lint(ctx: &Ctx, deny_costs: bool) -> Result<()> {
     let costs = migrator
         .lint_costs(&mut conn)
         .context("could not check the tenant migrations")?;
-    for f in &costs {
-        out!("cost: {f}");
-    }
     let findings = migrator
         .lint_citus(&mut conn)
         .context("could not check the tenant migrations")?;
-    if deny_costs && !costs.is_empty() {
+    let denied_costs = deny_costs && !costs.is_empty();
+    if ctx.json() {
+        let shown = |list: &[_]| -> Vec<String> { list.iter().map(ToString::to_string).collect() };
+        crate::output::print(&serde_json::json!({
+            "command": "lint_migrations",
+            "ok": findings.is_empty() && !denied_costs,
+            "checked": migrator.tenant_versions().len(),
+            "costs": costs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "findings": shown(&findings),
+        }))?;
+    } else {
+        for f in &costs {
+            out!("cost: {f}");
+        }
+        if findings.is_empty() && !denied_costs {
+            out!(
+                "{} checked: nothing Citus cannot do in a distributed schema",
+                plural(migrator.tenant_versions().len(), "tenant migration")
+            );
+        }
         for f in &findings {
             out!("{f}");
         }
+    }
+    if denied_costs {
         bail!(
             "{} in the tenant migrations whose cost grows with the table or the fleet \
              (--deny-costs){}",
@@ -41,14 +59,7 @@ pub(crate) fn lint(ctx: &Ctx, deny_costs: bool) -> Result<()> {
         );
     }
     if findings.is_empty() {
-        out!(
-            "{} checked: nothing Citus cannot do in a distributed schema",
-            plural(migrator.tenant_versions().len(), "tenant migration")
-        );
         return Ok(());
-    }
-    for f in &findings {
-        out!("{f}");
     }
     bail!(
         "{} in the tenant migrations that Citus cannot apply in a distributed schema",

@@ -12,7 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ensure_registered, plural, registry_exists, select, tenant_id, Ctx};
 use crate::cli::{FleetArgs, MigrateAllArgs, RevertArgs, TenantOrAll};
-use crate::output;
+use crate::exit::usage;
+use crate::output::{self, Verb};
 
 /// `migrate_tenant <identifier>` or `migrate_tenant --all`.
 pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
@@ -26,45 +27,48 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     ensure_registered(&mut conn, &migrator, &tenant)?;
     let shared = migrator.run_shared(&mut conn)?;
     super::lint::before_applying(&mut conn, &migrator)?;
+    let started = Instant::now();
+    let outcome = migrator.migrate_tenant(&mut conn, &tenant)?;
+    drop(conn);
+    let schema_file = super::schema::regenerate(ctx)?;
     if ctx.json() {
-        let started = Instant::now();
-        let result = match migrator.migrate_tenant(&mut conn, &tenant)? {
+        let result = match outcome {
             TenantOutcome::Applied(versions) => {
                 output::TenantResult::new(&tenant, "applied", versions)
             }
             _ => output::TenantResult::new(&tenant, "up_to_date", Vec::new()),
         };
         let elapsed = started.elapsed().as_secs_f64();
-        return output::print(&output::Report::new(
-            "migrate_tenant",
-            shared,
-            vec![result],
-            elapsed,
-        ));
+        return output::print(&output::Report {
+            schema_file,
+            ..output::Report::new("migrate_tenant", shared, vec![result], elapsed)
+        });
     }
     report_shared(&shared)?;
-    match migrator.migrate_tenant(&mut conn, &tenant)? {
+    match outcome {
         TenantOutcome::Applied(versions) => {
             out!("tenant `{tenant}`: applied {}", versions_list(&versions))
         }
         _ => out!("tenant `{tenant}` is up to date"),
     }
-    Ok(())
+    report_schema_file(schema_file.as_deref())
 }
 
 /// `migrate_all`: the shared migrations, then every tenant; with `--dry-run`, the plan only;
 /// with `--max-lock-table-size`, the plan checked first and nothing applied when it is over.
-pub(crate) fn migrate_all(ctx: &Ctx, args: &MigrateAllArgs) -> Result<()> {
+/// `command` names it in the report (`migrate_all`, `migration run`).
+pub(crate) fn migrate_all(ctx: &Ctx, args: &MigrateAllArgs, command: &'static str) -> Result<()> {
     if args.dry_run {
         return super::plan::plan(ctx, &args.fleet.select, &args.budget);
     }
     if args.budget.max_lock_table_size.is_some() {
         super::plan::check_budget(ctx, &args.fleet.select, &args.budget)?;
     }
-    fleet_migrate(ctx, &args.fleet, "migrate_all")
+    fleet_migrate(ctx, &args.fleet, command)
 }
 
-fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<()> {
+/// The shared migrations, then the selected tenants; the report under `command`.
+pub(crate) fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<()> {
     let migrator = ctx.migrator()?;
     let url = ctx.database_url()?;
     let mut conn = ctx.connect()?;
@@ -78,27 +82,51 @@ fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str) -> Result<
     let display = Display::new("applied", ctx.json());
     let result = migrator.migrate_selected(&url, &selection, &options(fleet, &display)?);
     display.finish();
-    if ctx.json() {
-        return fleet_json(command, shared, result, false);
-    }
-    fleet_result(result, "migrated", "applied")
+    finish_fleet(ctx, command, shared, result, Verb::Apply)
 }
 
-/// Prints the JSON report of a fleet run; an error naming the failed tenants when any failed.
-pub(crate) fn fleet_json(
+/// Ends a fleet run: the JSON report or the summary; when no tenant failed, the schema file is
+/// written again (after a run that applied or reverted migrations); an error naming the failed
+/// tenants when any failed.
+pub(crate) fn finish_fleet(
+    ctx: &Ctx,
     command: &'static str,
     shared: Vec<String>,
     result: diesel_workspace::Result<MigrationReport>,
-    reverting: bool,
+    verb: Verb,
 ) -> Result<()> {
-    match result {
-        Ok(report) => output::print(&output::Report::fleet(command, shared, &report, reverting)),
+    let report = match result {
+        Ok(report) => report,
         Err(Error::FleetMigration { report }) => {
-            output::print(&output::Report::fleet(command, shared, &report, reverting))?;
+            if ctx.json() {
+                output::print(&output::Report::fleet(command, shared, &report, verb))?;
+            } else {
+                summary(&report, verb)?;
+            }
             bail!("{}", report.failure_summary());
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    let schema_file = match verb {
+        Verb::Create => None,
+        Verb::Apply | Verb::Revert => super::schema::regenerate(ctx)?,
+    };
+    if ctx.json() {
+        return output::print(&output::Report {
+            schema_file,
+            ..output::Report::fleet(command, shared, &report, verb)
+        });
     }
+    summary(&report, verb)?;
+    report_schema_file(schema_file.as_deref())
+}
+
+/// The line saying the schema file was written again, if it was.
+pub(crate) fn report_schema_file(file: Option<&str>) -> Result<()> {
+    if let Some(file) = file {
+        out!("schema: wrote {file}");
+    }
+    Ok(())
 }
 
 /// `revert_tenant <identifier>` or `revert_tenant --all`, optionally `--version V`.
@@ -127,13 +155,10 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
         let opts = options(&target.fleet, &display)?;
         let result = migrator.revert_selected(&url, version, &selection, &opts);
         display.finish();
-        if ctx.json() {
-            return fleet_json("revert_tenant", Vec::new(), result, true);
-        }
-        return fleet_result(result, "reverted", "reverted");
+        return finish_fleet(ctx, "revert_tenant", Vec::new(), result, Verb::Revert);
     }
     let Some(identifier) = target.identifier.as_deref() else {
-        bail!("name a tenant, or pass --all");
+        usage!("name a tenant, or pass --all");
     };
     no_selection(&target.fleet)?;
     let tenant = tenant_id(identifier)?;
@@ -146,31 +171,31 @@ pub(crate) fn revert_tenant(ctx: &Ctx, args: &RevertArgs) -> Result<()> {
         Some(v) => migrator.revert_version(&mut conn, &tenant, v, &opts)?,
         None => migrator.revert_last_with(&mut conn, &tenant, &opts)?,
     };
+    drop(conn);
+    let schema_file = super::schema::regenerate(ctx)?;
     if ctx.json() {
         let result = match reverted {
             Some(version) => output::TenantResult::new(&tenant, "reverted", vec![version]),
             None => output::TenantResult::new(&tenant, "nothing_to_revert", Vec::new()),
         };
         let elapsed = started.elapsed().as_secs_f64();
-        return output::print(&output::Report::new(
-            "revert_tenant",
-            Vec::new(),
-            vec![result],
-            elapsed,
-        ));
+        return output::print(&output::Report {
+            schema_file,
+            ..output::Report::new("revert_tenant", Vec::new(), vec![result], elapsed)
+        });
     }
     match (reverted, version) {
         (Some(version), _) => out!("tenant `{tenant}`: reverted {version}"),
         (None, Some(v)) => out!("tenant `{tenant}`: {v} is not applied, nothing to revert"),
         (None, None) => out!("tenant `{tenant}` has no applied migration to revert"),
     }
-    Ok(())
+    report_schema_file(schema_file.as_deref())
 }
 
 /// Refuses the selection options beside one named tenant.
 fn no_selection(fleet: &FleetArgs) -> Result<()> {
     if select::is_given(&fleet.select) {
-        bail!("the tenant selection options (--tenants, --pattern, ...) need --all, not a tenant name");
+        usage!("the tenant selection options (--tenants, --pattern, ...) need --all, not a tenant name");
     }
     Ok(())
 }
@@ -230,13 +255,13 @@ fn wave(text: &str) -> Result<Wave> {
             .map(|n| tenant_id(n.trim()))
             .collect::<Result<Vec<_>>>()?;
         if names.is_empty() {
-            bail!("--wave tenants: names no tenant");
+            usage!("--wave tenants: names no tenant");
         }
         return Ok(Wave::Tenants(names));
     }
     match text.strip_suffix('%').map(str::parse::<u8>) {
         Some(Ok(p)) if (1..=100).contains(&p) => Ok(Wave::Percent(p)),
-        _ => bail!(
+        _ => usage!(
             "invalid --wave `{text}`: expected tenants:NAME,..., a share from 1% to 100%, or rest"
         ),
     }
@@ -252,29 +277,19 @@ fn failure_budget(text: &str) -> Result<Budget> {
             .map(|p| Budget::Share(f64::from(p) / 100.0)),
         None => text.parse::<usize>().ok().map(Budget::Count),
     };
-    parsed.ok_or_else(|| {
-        anyhow::anyhow!("invalid --failure-budget `{text}`: expected a count (2) or a share (5%)")
-    })
+    match parsed {
+        Some(budget) => Ok(budget),
+        None => usage!("invalid --failure-budget `{text}`: expected a count (2) or a share (5%)"),
+    }
 }
 
-/// Prints the report's summary; an error naming the failed tenants when any failed.
-pub(crate) fn fleet_result(
-    result: diesel_workspace::Result<MigrationReport>,
-    did: &str,
-    applied_word: &str,
-) -> Result<()> {
-    let report = match result {
-        Ok(report) => report,
-        Err(Error::FleetMigration { report }) => {
-            summary(&report, did, applied_word)?;
-            bail!("{}", report.failure_summary());
-        }
-        Err(e) => return Err(e.into()),
+/// The summary of a fleet run for people.
+fn summary(report: &MigrationReport, verb: Verb) -> Result<()> {
+    let (did, applied_word) = match verb {
+        Verb::Apply => ("migrated", "applied"),
+        Verb::Revert => ("reverted", "reverted"),
+        Verb::Create => ("created", "created"),
     };
-    summary(&report, did, applied_word)
-}
-
-fn summary(report: &MigrationReport, did: &str, applied_word: &str) -> Result<()> {
     let applied = report.applied().count();
     let up_to_date = report.up_to_date().count();
     let failed: Vec<_> = report.failed().collect();
@@ -325,7 +340,7 @@ pub(crate) struct Display {
 impl Display {
     pub(crate) fn new(verb: &'static str, quiet: bool) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(0);
+            let bar = crate::progress::add(ProgressBar::new(0));
             bar.set_style(
                 ProgressStyle::with_template("[{bar:30}] {pos}/{len} tenants, {msg}, eta {eta}")
                     .expect("a valid template")
@@ -336,7 +351,7 @@ impl Display {
         Self { bar, verb, quiet }
     }
 
-    fn callback(&self) -> impl Fn(&Progress) + Send + Sync + 'static {
+    pub(crate) fn callback(&self) -> impl Fn(&Progress) + Send + Sync + 'static {
         let bar = self.bar.clone();
         let verb = self.verb;
         let quiet = self.quiet;

@@ -11,6 +11,7 @@ macro_rules! out {
 
 mod archive;
 mod context;
+mod conventions;
 mod generate;
 mod lint;
 mod migrate;
@@ -26,9 +27,10 @@ mod status;
 mod tenant;
 mod text;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
+use clap::CommandFactory as _;
 
-use crate::cli::{Cli, Command, Format};
+use crate::cli::{Cli, Command, DatabaseCommand, MigrationCommand};
 use crate::config::Config;
 
 pub(crate) use self::context::{
@@ -40,13 +42,16 @@ pub(crate) use self::text::{confirm, plural, shown};
 /// Runs the command of `cli`.
 pub(crate) fn run(cli: Cli) -> Result<()> {
     let cwd = std::env::current_dir().context("could not read the current directory")?;
-    let config = Config::load(cli.config.as_deref(), &cwd)?.refusing_hazards(cli.refuse_hazards);
-    if cli.format == Format::Json && !supports_json(&cli.command) {
-        bail!(
-            "`--format json` is not supported by `{}`: it prints human output only",
-            command_name(&cli.command)
-        );
+    if let Command::Completions { shell } = cli.command {
+        return completions(shell, cli.format == crate::cli::Format::Json);
     }
+    // `setup --config-file FILE` writes FILE when it does not exist yet.
+    let config_target = match (&cli.command, &cli.config) {
+        (Command::Setup, Some(path)) if !path.exists() => Some(path.clone()),
+        _ => None,
+    };
+    let explicit = cli.config.as_deref().filter(|_| config_target.is_none());
+    let config = Config::load(explicit, &cwd)?.refusing_hazards(cli.refuse_hazards);
     let ctx = Ctx::new(
         cli.database_url,
         cli.migrations_dir,
@@ -57,18 +62,24 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         cli.registry,
     )?;
     match cli.command {
-        Command::Setup => setup::setup(&ctx),
-        Command::CreateTenantSchema { identifier } => tenant::create(&ctx, &identifier),
-        Command::MakemigrationsTenant { name, shared } => {
-            generate::makemigrations(&ctx, &name, shared)
+        Command::Setup => setup::setup(
+            &ctx,
+            setup::Scope::Project,
+            "setup",
+            config_target.as_deref(),
+            None,
+        ),
+        Command::CreateTenantSchema(args) => tenant::create(&ctx, &args),
+        Command::MakemigrationsTenant(args) => {
+            generate::makemigrations(&ctx, &args, "makemigrations_tenant")
         }
         Command::MigrateTenant(args) => migrate::migrate_tenant(&ctx, &args),
-        Command::MigrateAll(args) => migrate::migrate_all(&ctx, &args),
+        Command::MigrateAll(args) => migrate::migrate_all(&ctx, &args, "migrate_all"),
         Command::Plan(args) => plan::plan(&ctx, &args.select, &args.budget),
         Command::RevertTenant(args) => migrate::revert_tenant(&ctx, &args),
         Command::RedoTenant { identifier } => redo::redo(&ctx, &identifier),
         Command::ListTenants => tenant::list(&ctx),
-        Command::Pending(select) => setup::pending(&ctx, &select),
+        Command::Pending { exit_code, select } => setup::pending(&ctx, &select, exit_code),
         Command::Status(select) => status::status(&ctx, &select),
         Command::Runs { run } => runs::list(&ctx, run),
         Command::RevertRun { id, fleet } => runs::revert(&ctx, id, &fleet),
@@ -91,59 +102,58 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::MoveTenant { identifier, to } => placement::move_tenant(&ctx, &identifier, &to),
         Command::Rebalance { no_wait, status } => placement::rebalance(&ctx, no_wait, status),
         Command::PrintSchema(args) => schema::print_schema(&ctx, &args),
+        Command::Migration(MigrationCommand::Run(args)) => {
+            migrate::migrate_all(&ctx, &args, "migration run")
+        }
+        Command::Migration(MigrationCommand::Revert(args)) => conventions::revert(&ctx, &args),
+        Command::Migration(MigrationCommand::Redo(args)) => conventions::redo(&ctx, &args),
+        Command::Migration(MigrationCommand::List { select }) => conventions::list(&ctx, &select),
+        Command::Migration(MigrationCommand::Generate(args)) => {
+            generate::makemigrations(&ctx, &args, "migration generate")
+        }
+        Command::Database(DatabaseCommand::Setup) => {
+            setup::setup(&ctx, setup::Scope::Database, "database setup", None, None)
+        }
+        Command::Database(DatabaseCommand::Reset { yes }) => {
+            let (_, existed) = conventions::drop_database(&ctx, yes)?;
+            setup::setup(
+                &ctx,
+                setup::Scope::Database,
+                "database reset",
+                None,
+                Some(existed),
+            )
+        }
+        Command::Database(DatabaseCommand::Drop { yes }) => {
+            let (database, dropped) = conventions::drop_database(&ctx, yes)?;
+            if ctx.json() {
+                return crate::output::done(
+                    "database drop",
+                    serde_json::json!({"database": database, "dropped": dropped}),
+                );
+            }
+            Ok(())
+        }
+        Command::Completions { .. } => unreachable!("handled before the config file is read"),
     }
 }
 
-/// Whether `command` prints a JSON document with `--format json`.
-fn supports_json(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::Setup
-            | Command::CreateTenantSchema { .. }
-            | Command::CloneTenant { .. }
-            | Command::ExportTenant { .. }
-            | Command::ImportTenant { .. }
-            | Command::MigrateTenant(_)
-            | Command::MigrateAll(_)
-            | Command::Plan(_)
-            | Command::RevertTenant(_)
-            | Command::RedoTenant { .. }
-            | Command::ListTenants
-            | Command::Pending(_)
-            | Command::Status(_)
-            | Command::Runs { .. }
-            | Command::RevertRun { .. }
-    )
-}
-
-/// The snake_case name of `command`, for messages.
-fn command_name(command: &Command) -> &'static str {
-    match command {
-        Command::Setup => "setup",
-        Command::CreateTenantSchema { .. } => "create_tenant_schema",
-        Command::MakemigrationsTenant { .. } => "makemigrations_tenant",
-        Command::MigrateTenant(_) => "migrate_tenant",
-        Command::MigrateAll(_) => "migrate_all",
-        Command::Plan(_) => "plan",
-        Command::RevertTenant(_) => "revert_tenant",
-        Command::RedoTenant { .. } => "redo_tenant",
-        Command::ListTenants => "list_tenants",
-        Command::Pending(_) => "pending",
-        Command::Status(_) => "status",
-        Command::Runs { .. } => "runs",
-        Command::RevertRun { .. } => "revert_run",
-        Command::DropTenant { .. } => "drop_tenant",
-        Command::RenameTenant { .. } => "rename_tenant",
-        Command::CloneTenant { .. } => "clone_tenant",
-        Command::ExportTenant { .. } => "export_tenant",
-        Command::ImportTenant { .. } => "import_tenant",
-        Command::SetTenantStatus { .. } => "set_tenant_status",
-        Command::LintMigrations { .. } => "lint_migrations",
-        Command::MoveTenant { .. } => "move_tenant",
-        Command::Rebalance { .. } => "rebalance",
-        Command::FillSpares { .. } => "fill_spares",
-        Command::ListSpares => "list_spares",
-        Command::DrainSpares { .. } => "drain_spares",
-        Command::PrintSchema(_) => "print-schema",
+/// `completions <shell>`: clap_complete's script for the tool, on stdout (in a JSON document's
+/// `script` field with `--format json`).
+fn completions(shell: clap_complete::Shell, json: bool) -> Result<()> {
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "workspace-diesel", &mut script);
+    if json {
+        return crate::output::done(
+            "completions",
+            serde_json::json!({
+                "shell": shell.to_string(),
+                "script": String::from_utf8_lossy(&script),
+            }),
+        );
     }
+    use std::io::Write as _;
+    std::io::stdout().lock().write_all(&script)?;
+    Ok(())
 }

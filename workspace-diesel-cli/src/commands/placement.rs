@@ -27,6 +27,12 @@ pub(crate) fn move_tenant(ctx: &Ctx, identifier: &str, to: &str) -> Result<()> {
     migrator
         .move_tenant(&mut conn, &tenant, host, port)
         .with_context(|| format!("could not move tenant `{tenant}` to {to}"))?;
+    if ctx.json() {
+        return crate::output::done(
+            "move_tenant",
+            serde_json::json!({"tenant": tenant.as_str(), "node": format!("{host}:{port}")}),
+        );
+    }
     out!("moved tenant `{tenant}` to {host}:{port}");
     Ok(())
 }
@@ -42,19 +48,32 @@ fn progress_line(s: &RebalanceStatus) -> String {
 pub(crate) fn rebalance(ctx: &Ctx, no_wait: bool, status: bool) -> Result<()> {
     let mut conn = ctx.connect()?;
     if status {
-        match diesel_workspace::citus::rebalance_status(&mut conn)? {
+        let status = diesel_workspace::citus::rebalance_status(&mut conn)?;
+        if ctx.json() {
+            return crate::output::done("rebalance", rebalance_doc(status.as_ref()));
+        }
+        match status {
             Some(s) => out!("{}", progress_line(&s)),
             None => out!("no rebalance has run"),
         }
         return Ok(());
     }
     let Some(job) = diesel_workspace::citus::start_rebalance(&mut conn)? else {
+        if ctx.json() {
+            return crate::output::done("rebalance", rebalance_doc(None));
+        }
         out!("nothing to move: the tenants are balanced");
         return Ok(());
     };
-    out!("started rebalance job {job}");
     if no_wait {
+        if ctx.json() {
+            return crate::output::done("rebalance", serde_json::json!({"job": job}));
+        }
+        out!("started rebalance job {job}");
         return Ok(());
+    }
+    if !ctx.json() {
+        out!("started rebalance job {job}");
     }
     let mut last = String::new();
     let mut failure = None;
@@ -72,6 +91,9 @@ pub(crate) fn rebalance(ctx: &Ctx, no_wait: bool, status: bool) -> Result<()> {
         }
     }
     match (end, failure) {
+        (Some(s), None) if ctx.json() => {
+            crate::output::done("rebalance", rebalance_doc(Some(&s)))?;
+        }
         (Some(s), None) => out!(
             "rebalance job {} finished: {}",
             s.job_id,
@@ -86,6 +108,16 @@ pub(crate) fn rebalance(ctx: &Ctx, no_wait: bool, status: bool) -> Result<()> {
         (None, _) => bail!("rebalance job {job} disappeared from citus_rebalance_status()"),
     }
     Ok(())
+}
+
+/// The JSON fields of a rebalance job (`job: null` when there is none).
+fn rebalance_doc(s: Option<&RebalanceStatus>) -> serde_json::Value {
+    match s {
+        Some(s) => serde_json::json!({
+            "job": s.job_id, "state": s.state, "done": s.done, "total": s.total,
+        }),
+        None => serde_json::json!({"job": null}),
+    }
 }
 
 /// The engine, when it is Citus: then `list_tenants` and `status` show placement.

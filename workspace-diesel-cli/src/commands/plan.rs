@@ -8,14 +8,10 @@ use super::{plural, registry_exists, select, Ctx};
 use crate::cli::{BudgetArgs, SelectArgs};
 use crate::output;
 
-/// A plan over its lock budget: `main` exits with [`EXIT_CODE`](Self::EXIT_CODE).
+/// A plan over its lock budget: the command exits with status 3 ([`crate::exit::CHECK`]; 1 is
+/// any other failure, 2 a usage error).
 #[derive(Debug)]
 pub(crate) struct OverBudget(String);
-
-impl OverBudget {
-    /// The exit status of a plan over its budget (1 is any other failure, 2 a usage error).
-    pub(crate) const EXIT_CODE: u8 = 3;
-}
 
 impl std::fmt::Display for OverBudget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -30,17 +30,22 @@ pub(crate) fn redo(ctx: &Ctx, identifier: &str) -> Result<()> {
             )))
         }
     };
+    drop(conn);
+    let schema_file = super::schema::regenerate(ctx)?;
     if ctx.json() {
         let result = output::TenantResult {
             reverted: Some(reverted),
             ..output::TenantResult::new(&tenant, "redone", applied)
         };
-        let report = output::Report::new(
-            "redo_tenant",
-            Vec::new(),
-            vec![result],
-            started.elapsed().as_secs_f64(),
-        );
+        let report = output::Report {
+            schema_file,
+            ..output::Report::new(
+                "redo_tenant",
+                Vec::new(),
+                vec![result],
+                started.elapsed().as_secs_f64(),
+            )
+        };
         return output::print(&report);
     }
     out!("tenant `{tenant}`: reverted {reverted}");
@@ -52,5 +57,5 @@ pub(crate) fn redo(ctx: &Ctx, identifier: &str) -> Result<()> {
             applied.join(", ")
         }
     );
-    Ok(())
+    super::migrate::report_schema_file(schema_file.as_deref())
 }

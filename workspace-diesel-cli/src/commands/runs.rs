@@ -2,10 +2,11 @@
 
 use anyhow::Result;
 
-use super::migrate::{fleet_json, fleet_result, options, Display};
+use super::migrate::{finish_fleet, options, Display};
 use super::{plural, registry_exists, Ctx};
 use crate::cli::FleetArgs;
-use crate::output;
+use crate::exit::usage;
+use crate::output::{self, Verb};
 
 /// `runs [--run ID]`.
 pub(crate) fn list(ctx: &Ctx, run: Option<i64>) -> Result<()> {
@@ -86,7 +87,7 @@ pub(crate) fn list(ctx: &Ctx, run: Option<i64>) -> Result<()> {
 /// `revert_run ID`.
 pub(crate) fn revert(ctx: &Ctx, id: i64, fleet: &FleetArgs) -> Result<()> {
     if super::select::is_given(&fleet.select) || !fleet.wave.is_empty() {
-        anyhow::bail!("revert_run takes the run's tenants: no selection or waves");
+        usage!("revert_run takes the run's tenants: no selection or waves");
     }
     let migrator = ctx.migrator()?;
     let url = ctx.database_url()?;
@@ -94,8 +95,5 @@ pub(crate) fn revert(ctx: &Ctx, id: i64, fleet: &FleetArgs) -> Result<()> {
     let opts = options(fleet, &display)?;
     let result = migrator.revert_run(&url, id, &opts);
     display.finish();
-    if ctx.json() {
-        return fleet_json("revert_run", Vec::new(), result, true);
-    }
-    fleet_result(result, "reverted", "reverted")
+    finish_fleet(ctx, "revert_run", Vec::new(), result, Verb::Revert)
 }

@@ -13,10 +13,28 @@ use super::{plural, registry_exists, Ctx};
 use crate::cli::SelectArgs;
 use crate::output;
 
-/// `setup`: creates the database named in the URL when it does not exist (connecting to the
-/// server's `postgres` database for that), creates the migration directories that are missing,
-/// then applies the pending shared migrations (the registry's included).
-pub(crate) fn setup(ctx: &Ctx) -> Result<()> {
+/// What `setup` sets up besides the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// `setup`: also the migration directories and a starter config file, where missing.
+    Project,
+    /// `database setup`, `database reset`: the database alone.
+    Database,
+}
+
+/// `setup` (and `database setup`, `database reset`, named by `command`): creates the database
+/// named in the URL when it does not exist (connecting to the server's `postgres` database for
+/// that); for `setup`, writes a starter config file when none was found (at `--config-file`'s
+/// path when given, else `workspace-diesel.toml` in the current directory) and creates the
+/// migration directories that are missing; then applies the pending shared migrations (the
+/// registry's included).
+pub(crate) fn setup(
+    ctx: &Ctx,
+    scope: Scope,
+    command: &'static str,
+    config_target: Option<&Path>,
+    dropped_database: Option<bool>,
+) -> Result<()> {
     let url = ctx.database_url()?;
     let (database, maintenance_url) = split_database(&url)?;
     let mut created_database = false;
@@ -41,25 +59,37 @@ pub(crate) fn setup(ctx: &Ctx) -> Result<()> {
         Err(e) => return Err(anyhow::Error::new(e)),
     };
     let mut created_directories = Vec::new();
-    let tenant_dir = ctx.tenant_dir_path();
-    let shared_dir = ctx
-        .shared_dir_setting()
-        .unwrap_or_else(|| ctx.default_dir(super::DEFAULT_SHARED_DIR));
-    for dir in [&tenant_dir, &shared_dir] {
-        if !dir.is_dir() {
-            create_dir(dir)?;
-            created_directories.push(dir.display().to_string());
+    let mut created_config = None;
+    if scope == Scope::Project {
+        let tenant_dir = ctx.tenant_dir_path();
+        let shared_dir = ctx
+            .shared_dir_setting()
+            .unwrap_or_else(|| ctx.default_dir(super::DEFAULT_SHARED_DIR));
+        for dir in [&tenant_dir, &shared_dir] {
+            if !dir.is_dir() {
+                create_dir(dir)?;
+                created_directories.push(dir.display().to_string());
+            }
+        }
+        if ctx.config().path().is_none() {
+            let target = config_target
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| Path::new(crate::config::FILE_NAME).to_path_buf());
+            write_starter_config(ctx, &target, &tenant_dir, &shared_dir)?;
+            created_config = Some(target.display().to_string());
         }
     }
     let migrator = ctx.shared_migrator()?;
     let shared_applied = migrator.run_shared(&mut conn)?;
     if ctx.json() {
         return output::print(&output::Setup {
-            command: "setup",
+            command,
             ok: true,
             database,
             created_database,
+            dropped_database,
             created_directories,
+            created_config,
             shared_applied,
         });
     }
@@ -71,6 +101,9 @@ pub(crate) fn setup(ctx: &Ctx) -> Result<()> {
     for dir in &created_directories {
         out!("created directory {dir}");
     }
+    if let Some(file) = &created_config {
+        out!("created config file {file}");
+    }
     if shared_applied.is_empty() {
         out!("shared migrations are up to date");
     } else {
@@ -79,17 +112,77 @@ pub(crate) fn setup(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Writes the starter config file at `target` (which does not exist): the database URL's
+/// variable, the two migration directories (relative to the file), and `print_schema.file` as
+/// `src/schema.rs` when a `src/` directory sits beside the file (a Cargo package), else
+/// commented out.
+fn write_starter_config(
+    ctx: &Ctx,
+    target: &Path,
+    tenant_dir: &Path,
+    shared_dir: &Path,
+) -> Result<()> {
+    let cwd = std::env::current_dir().context("could not read the current directory")?;
+    let base = cwd.join(target);
+    let base = base.parent().unwrap_or(&cwd);
+    let relative = |dir: &Path| -> String {
+        let absolute = cwd.join(dir);
+        let shown = absolute.strip_prefix(base).unwrap_or(&absolute);
+        toml_string(&shown.display().to_string())
+    };
+    let schema_line = if base.join("src").is_dir() {
+        "file = \"src/schema.rs\""
+    } else {
+        "# file = \"src/schema.rs\""
+    };
+    let text = format!(
+        "# The workspace-diesel CLI's configuration (its diesel.toml), written by `setup`.\n\
+         # Relative paths are relative to this file; command-line flags override it.\n\
+         \n\
+         [database]\n\
+         # The environment variable holding the database URL.\n\
+         url_env = {}\n\
+         \n\
+         [migrations]\n\
+         # Run once per tenant schema.\n\
+         tenant_dir = {}\n\
+         # Run once, in the shared schema.\n\
+         shared_dir = {}\n\
+         \n\
+         [print_schema]\n\
+         # Written by print-schema, and again after each command that applies or reverts migrations.\n\
+         {schema_line}\n",
+        toml_string(ctx.config().url_var()),
+        relative(tenant_dir),
+        relative(shared_dir),
+    );
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .with_context(|| format!("could not create the config file `{}`", target.display()))?;
+    use std::io::Write as _;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("could not write the config file `{}`", target.display()))
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
 fn create_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("could not create `{}`", dir.display()))
 }
 
 /// `pending`: the tenants whose central record misses a tenant migration, with the versions.
 /// One query over the central record; the tenants' own ledgers are not read (`status` does).
-pub(crate) fn pending(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
+/// With `exit_code`, a run that finds tenants behind ends with status 3 (after printing them).
+pub(crate) fn pending(ctx: &Ctx, select: &SelectArgs, exit_code: bool) -> Result<()> {
     let read = ctx.read_only_migrator()?;
     if read.tenant_dir.is_none() {
         bail!(
-            "the tenant migrations directory `{}` does not exist (see --migrations-dir): what is pending cannot be known without it",
+            "the tenant migrations directory `{}` does not exist (see --migration-dir): what is pending cannot be known without it",
             ctx.tenant_dir_path().display()
         );
     }
@@ -107,19 +200,25 @@ pub(crate) fn pending(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
         .into_iter()
         .filter(|s| !s.pending.is_empty())
         .collect();
+    let status = if exit_code && !behind.is_empty() {
+        Err(anyhow::Error::new(crate::exit::Status(crate::exit::CHECK)))
+    } else {
+        Ok(())
+    };
     if ctx.json() {
         let tenants = behind
             .iter()
             .map(|s| output::Tenant::from_status(s, true))
             .collect();
-        return output::print(&output::TenantList { tenants });
+        output::print(&output::TenantList { tenants })?;
+        return status;
     }
     if behind.is_empty() {
         match total {
             0 => out!("no tenants"),
             n => out!("no tenant is behind ({} up to date)", plural(n, "tenant")),
         }
-        return Ok(());
+        return status;
     }
     for s in &behind {
         out!(
@@ -130,7 +229,7 @@ pub(crate) fn pending(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
         );
     }
     out!("{} of {total} behind", plural(behind.len(), "tenant"));
-    Ok(())
+    status
 }
 
 /// The database named by a `postgres://` URL (percent-decoded), and the same URL naming the

@@ -9,6 +9,8 @@ use diesel::PgConnection;
 use diesel_workspace::{Migrator, TenantId};
 
 use super::{confirm, plural, Ctx};
+use crate::exit::usage;
+use crate::output;
 
 /// The most spare schemas `fill_spares` keeps: each one is a full tenant schema.
 pub(crate) const MAX_SPARES: usize = 1000;
@@ -17,7 +19,7 @@ pub(crate) const MAX_SPARES: usize = 1000;
 fn spare_count(text: &str) -> Result<usize> {
     match text.parse::<usize>() {
         Ok(n) if n <= MAX_SPARES => Ok(n),
-        _ => bail!("invalid spare count `{text}`: expected a whole number from 0 to {MAX_SPARES}"),
+        _ => usage!("invalid spare count `{text}`: expected a whole number from 0 to {MAX_SPARES}"),
     }
 }
 
@@ -33,6 +35,12 @@ pub(crate) fn fill(ctx: &Ctx, target: &str) -> Result<()> {
         .fill_spares(&mut conn, target)
         .context("could not fill the warm pool")?;
     let total = migrator.spares(&mut conn)?.len();
+    if ctx.json() {
+        return output::done(
+            "fill_spares",
+            serde_json::json!({"created": created, "spares": total}),
+        );
+    }
     out!(
         "created {} ({total} in the warm pool)",
         plural(created, "spare schema")
@@ -45,6 +53,10 @@ pub(crate) fn list(ctx: &Ctx) -> Result<()> {
     let migrator = ctx.registry_migrator()?;
     let mut conn = ctx.connect()?;
     let spares = spares(&mut conn, &migrator)?;
+    if ctx.json() {
+        let names: Vec<&str> = spares.iter().map(TenantId::as_str).collect();
+        return output::print(&serde_json::json!({"spares": names}));
+    }
     if spares.is_empty() {
         out!("no spares");
         return Ok(());
@@ -61,6 +73,9 @@ pub(crate) fn drain(ctx: &Ctx, yes: bool) -> Result<()> {
     let mut conn = ctx.connect()?;
     let n = spares(&mut conn, &migrator)?.len();
     if n == 0 {
+        if ctx.json() {
+            return output::done("drain_spares", serde_json::json!({"dropped": 0}));
+        }
         out!("no spares");
         return Ok(());
     }
@@ -79,6 +94,9 @@ pub(crate) fn drain(ctx: &Ctx, yes: bool) -> Result<()> {
     let dropped = migrator
         .drain_spares(&mut conn)
         .context("could not drain the warm pool")?;
+    if ctx.json() {
+        return output::done("drain_spares", serde_json::json!({"dropped": dropped}));
+    }
     out!("dropped {}", plural(dropped, "spare schema"));
     Ok(())
 }
@@ -107,7 +125,9 @@ mod tests {
         assert_eq!(spare_count("3").unwrap(), 3);
         assert_eq!(spare_count("1000").unwrap(), MAX_SPARES);
         for bad in ["-1", "1001", "18446744073709551616", "three", "", " 3", "+"] {
-            let message = spare_count(bad).unwrap_err().to_string();
+            let error = spare_count(bad).unwrap_err();
+            assert!(error.downcast_ref::<crate::exit::Usage>().is_some());
+            let message = error.to_string();
             assert_eq!(
                 message,
                 format!("invalid spare count `{bad}`: expected a whole number from 0 to 1000")

@@ -159,7 +159,7 @@ fn warn_hazards(hazards: &[String]) -> Result<()> {
 pub(crate) fn warn_unknown(ctx: &Ctx, read: &ReadOnly) {
     if read.tenant_dir.is_none() {
         eprintln!(
-            "warning: the tenant migrations directory `{}` does not exist: pending migrations are unknown (see --migrations-dir)",
+            "warning: the tenant migrations directory `{}` does not exist: pending migrations are unknown (see --migration-dir)",
             ctx.tenant_dir_path().display()
         );
     }

@@ -8,13 +8,75 @@ use std::time::Instant;
 use diesel_workspace::CloneData;
 
 use super::{confirm, plural, tenant_id, Ctx};
-use crate::cli::TenantState;
-use crate::output;
+use crate::cli::{CreateArgs, TenantState};
+use crate::exit::usage;
+use crate::output::{self, Verb};
+
+/// `create_tenant_schema <identifier>...` or `--file FILE`: one tenant as [`create_one`]; several
+/// through the library's `create_tenants`, `--parallel` at a time, each in its own transaction.
+pub(crate) fn create(ctx: &Ctx, args: &CreateArgs) -> Result<()> {
+    let mut names = args.identifiers.clone();
+    if let Some(file) = &args.file {
+        names.extend(names_in_file(file)?);
+    }
+    if let ([one], None) = (names.as_slice(), &args.file) {
+        if args.parallel.is_some() || args.continue_on_error {
+            usage!("--parallel and --continue-on-error take several tenants");
+        }
+        return create_one(ctx, one);
+    }
+    let tenants = names
+        .iter()
+        .map(|n| tenant_id(n))
+        .collect::<Result<Vec<_>>>()?;
+    if tenants.is_empty() {
+        usage!("name a tenant to create: the file names none");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = tenants.iter().find(|t| !seen.insert(t.as_str())) {
+        usage!("tenant `{twice}` is named twice");
+    }
+    let migrator = ctx.migrator()?;
+    let url = ctx.database_url()?;
+    let mut conn = ctx.connect()?;
+    let shared = migrator.run_shared(&mut conn)?;
+    super::lint::before_applying(&mut conn, &migrator)?;
+    std::mem::drop(conn);
+    if !ctx.json() && !shared.is_empty() {
+        out!("shared: applied {}", shared.join(", "));
+    }
+    let display = super::migrate::Display::new("created", ctx.json());
+    let mut opts = diesel_workspace::MigrateOptions::default()
+        .on_failure(if args.continue_on_error {
+            diesel_workspace::FailurePolicy::Continue
+        } else {
+            diesel_workspace::FailurePolicy::Stop
+        })
+        .progress(display.callback());
+    if let Some(n) = args.parallel {
+        opts = opts.parallel(usize::from(n));
+    }
+    let result = migrator.create_tenants(&url, &tenants, &opts);
+    display.finish();
+    super::migrate::finish_fleet(ctx, "create_tenant_schema", shared, result, Verb::Create)
+}
+
+/// The names in a file, one per line; blank lines and `#` comments are skipped.
+fn names_in_file(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read `{}`", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
 
 /// `create_tenant_schema <identifier>`: applies pending shared migrations (the registry table
 /// comes with them), then registers the tenant and creates its schema with every tenant
 /// migration, in one transaction.
-pub(crate) fn create(ctx: &Ctx, identifier: &str) -> Result<()> {
+fn create_one(ctx: &Ctx, identifier: &str) -> Result<()> {
     let tenant = tenant_id(identifier)?;
     let migrator = ctx.migrator()?;
     let versions = migrator.tenant_versions().to_vec();
@@ -154,6 +216,12 @@ pub(crate) fn drop(ctx: &Ctx, identifier: &str, yes: bool) -> Result<()> {
         bail!("tenant `{tenant}` was not dropped: not confirmed (pass --yes to skip the question)");
     }
     migrator.drop_tenant(&mut conn, &tenant)?;
+    if ctx.json() {
+        return output::done(
+            "drop_tenant",
+            serde_json::json!({"tenant": tenant.as_str()}),
+        );
+    }
     out!("dropped tenant `{tenant}`");
     Ok(())
 }
@@ -166,6 +234,12 @@ pub(crate) fn rename(ctx: &Ctx, from: &str, to: &str) -> Result<()> {
     let mut conn = ctx.connect()?;
     super::ensure_registered(&mut conn, &migrator, &from)?;
     migrator.rename_tenant(&mut conn, &from, &to)?;
+    if ctx.json() {
+        return output::done(
+            "rename_tenant",
+            serde_json::json!({"from": from.as_str(), "to": to.as_str()}),
+        );
+    }
     out!("renamed tenant `{from}` to `{to}`");
     Ok(())
 }
@@ -220,6 +294,16 @@ pub(crate) fn set_status(ctx: &Ctx, identifier: &str, status: TenantState) -> Re
     let before = ctx
         .registry()
         .set_lifecycle_state(&mut conn, &tenant, status)?;
+    if ctx.json() {
+        return output::done(
+            "set_tenant_status",
+            serde_json::json!({
+                "tenant": tenant.as_str(),
+                "before": state_name(before),
+                "status": state_name(status),
+            }),
+        );
+    }
     out!(
         "tenant `{tenant}`: {} -> {}",
         state_name(before),

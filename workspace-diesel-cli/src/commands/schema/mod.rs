@@ -46,23 +46,69 @@ pub(crate) fn print_schema(ctx: &Ctx, args: &PrintSchemaArgs) -> Result<()> {
         config.except_tables(),
     )?;
     let with_registry = args.with_registry || config.with_registry();
-    let output = args.output.clone().or_else(|| config.print_schema_file());
-    let mut conn = ctx.connect()?;
-    AnsiTransactionManager::begin_transaction(&mut conn).context("could not open a transaction")?;
-    let result = read_and_render(ctx, &mut conn, tenant.as_ref(), with_registry, &filter);
-    // Always roll back: the scratch schema (if any) goes away with the transaction.
-    let rolled_back = AnsiTransactionManager::rollback_transaction(&mut conn);
-    let text = result?;
-    rolled_back.context("could not roll back the transaction")?;
+    let output = args
+        .output_file
+        .clone()
+        .or_else(|| config.print_schema_file());
+    let text = schema_text(ctx, tenant.as_ref(), with_registry, &filter)?;
     match &output {
-        Some(path) => fs::write(path, text)
+        Some(path) => fs::write(path, &text)
             .with_context(|| format!("could not write `{}`", path.display()))?,
+        None if ctx.json() => {}
         None => {
             use std::io::Write as _;
             std::io::stdout().lock().write_all(text.as_bytes())?;
         }
     }
+    if ctx.json() {
+        return crate::output::done(
+            "print-schema",
+            match &output {
+                Some(path) => serde_json::json!({"file": path.display().to_string()}),
+                None => serde_json::json!({"file": null, "schema": text}),
+            },
+        );
+    }
     Ok(())
+}
+
+/// After a command applied or reverted migrations: writes the config file's
+/// `print_schema.file` again, as `print-schema` would (its tables, filters and first tenant), as
+/// diesel_cli's `migration run` does. Returns the file written, if one is configured.
+pub(crate) fn regenerate(ctx: &Ctx) -> Result<Option<String>> {
+    let config = ctx.config();
+    let Some(path) = config.print_schema_file() else {
+        return Ok(None);
+    };
+    let filter = TableFilter::new(&[], &[], config.only_tables(), config.except_tables())?;
+    schema_text(ctx, None, config.with_registry(), &filter)
+        .and_then(|text| {
+            fs::write(&path, text).with_context(|| format!("could not write `{}`", path.display()))
+        })
+        .with_context(|| {
+            format!(
+                "the migrations ran, but the schema file `{}` (print_schema.file) was not written again",
+                path.display()
+            )
+        })?;
+    Ok(Some(path.display().to_string()))
+}
+
+/// The Rust declarations, read in a transaction that is rolled back.
+fn schema_text(
+    ctx: &Ctx,
+    tenant: Option<&TenantId>,
+    with_registry: bool,
+    filter: &TableFilter,
+) -> Result<String> {
+    let mut conn = ctx.connect()?;
+    AnsiTransactionManager::begin_transaction(&mut conn).context("could not open a transaction")?;
+    let result = read_and_render(ctx, &mut conn, tenant, with_registry, filter);
+    // Always roll back: the scratch schema (if any) goes away with the transaction.
+    let rolled_back = AnsiTransactionManager::rollback_transaction(&mut conn);
+    let text = result?;
+    rolled_back.context("could not roll back the transaction")?;
+    Ok(text)
 }
 
 fn read_and_render(
