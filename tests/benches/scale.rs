@@ -348,8 +348,8 @@ fn main() {
     let s = Settings::from_env((1, 40), (1, 2_000), (1, 10_000));
     let requests = env_usize("BENCH_ITERS").unwrap_or(s.iters).max(BLOCKS * 4);
     let warm = (requests / 10).max(4);
-    let policies =
-        std::env::var("BENCH_SCALE_POLICIES").unwrap_or_else(|_| "cap,memory,affine,spill".into());
+    let policies = std::env::var("BENCH_SCALE_POLICIES")
+        .unwrap_or_else(|_| "cap,memory,affine,rare,spill".into());
     let cases: Vec<(&'static str, usize)> = ["cap", "memory", "affine", "rare", "spill"]
         .into_iter()
         .filter(|p| policies.split(',').any(|q| q.trim() == *p))
