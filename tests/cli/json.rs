@@ -182,6 +182,18 @@ fn list_tenants_status_and_pending() {
     assert_eq!(run.stderr.lines().count(), warnings.len(), "{run:#?}");
     let mut status = status;
     status.as_object_mut().unwrap().remove("warnings");
+    // The catalog's size: counts that depend on the server, and the estimate drawn from them.
+    let catalog = status.as_object_mut().unwrap().remove("catalog").unwrap();
+    let relations = catalog["relations"].as_u64().unwrap();
+    assert!(catalog["schemas"].as_u64().unwrap() >= 4, "{catalog}");
+    assert!(
+        catalog["attributes"].as_u64().unwrap() > relations,
+        "{catalog}"
+    );
+    assert_eq!(
+        catalog["backend_bytes"].as_u64().unwrap(),
+        relations * diesel_workspace::CATALOG_BYTES_PER_RELATION
+    );
     assert_eq!(
         status,
         json!({

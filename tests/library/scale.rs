@@ -32,6 +32,48 @@ fn lock_table_size(conn: &mut PgConnection) -> i64 {
     .n
 }
 
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    flag: bool,
+}
+
+/// Whether `public.<table>` has been analyzed by an `ANALYZE` command (not by autovacuum).
+fn analyzed(conn: &mut PgConnection, table: &str) -> bool {
+    diesel::sql_query(
+        "SELECT last_analyze IS NOT NULL AS flag FROM pg_catalog.pg_stat_user_tables \
+         WHERE schemaname = 'public' AND relname = $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(table)
+    .get_result::<Flag>(conn)
+    .unwrap()
+    .flag
+}
+
+/// A bulk call that adds few rows leaves the registry to autovacuum; one that adds many
+/// analyzes it (the control for the fleet test's check).
+#[test]
+fn small_bulk_calls_do_not_analyze_the_registry() {
+    let db = test_db!("small_bulk_calls_do_not_analyze_the_registry");
+    let mut conn = db.conn();
+    let migrator = Migrator::builder(SCALE_MIGRATIONS).build().unwrap();
+    migrator.run_shared(&mut conn).unwrap();
+    let ids: Vec<TenantId> = (0..5)
+        .map(|i| TenantId::new(format!("s{i}")).unwrap())
+        .collect();
+    let report = migrator
+        .create_tenants(db.url(), &ids, &MigrateOptions::default())
+        .unwrap();
+    assert_eq!(report.applied().count(), 5);
+    migrator.fill_spares(&mut conn, 3).unwrap();
+    assert!(!analyzed(&mut conn, "workspaces"));
+    assert!(!analyzed(&mut conn, "workspace_spares"));
+    // Past the threshold, the warm pool's filling analyzes too.
+    migrator.fill_spares(&mut conn, 203).unwrap();
+    assert!(analyzed(&mut conn, "workspace_spares"));
+    assert!(analyzed(&mut conn, "workspaces"));
+}
+
 #[test]
 fn every_fleet_read_works_past_the_lock_table() {
     let db = test_db!("every_fleet_read_works_past_the_lock_table");
@@ -48,6 +90,9 @@ fn every_fleet_read_works_past_the_lock_table() {
     let report = migrator.create_tenants(db.url(), &ids, &opts).unwrap();
     assert!(report.is_success(), "{}", report.failure_summary());
     assert_eq!(report.applied().count(), tenants);
+    // A bulk creation this large analyzes the registry's tables itself.
+    assert!(analyzed(&mut conn, "workspaces"));
+    assert!(analyzed(&mut conn, "workspace_migrations"));
 
     // The control: reading every ledger in one transaction does run out of locks here.
     let one_transaction = conn.transaction(|c| {
@@ -240,4 +285,93 @@ fn backend_memory_limit_bounds_every_backend() {
         bounded_pids.len(),
         unbounded >> 10
     );
+}
+
+/// An affine pool serves a tenant from its own shard: every checkout for the same tenant reaches
+/// the same backend, tenants of different shards reach different backends, and a connection
+/// checked out for one tenant still reaches only the tenant that is active (the pool chooses a
+/// backend, never a tenant).
+#[test]
+fn affine_pool_serves_each_tenant_from_its_shard() {
+    use diesel_workspace::affinity::AffinePool;
+    use diesel_workspace::prelude::*;
+    use diesel_workspace::{pool, switch};
+
+    let db = test_db!("affine_pool_serves_each_tenant_from_its_shard");
+    let mut conn = db.conn();
+    let migrator = Migrator::builder(SCALE_MIGRATIONS).build().unwrap();
+    migrator.run_shared(&mut conn).unwrap();
+    let ids: Vec<TenantId> = (0..12)
+        .map(|i| TenantId::new(format!("a{i:02}")).unwrap())
+        .collect();
+    let report = migrator
+        .create_tenants(db.url(), &ids, &MigrateOptions::default())
+        .unwrap();
+    assert!(report.is_success(), "{}", report.failure_summary());
+    for (i, t) in ids.iter().enumerate() {
+        switch(t, || {
+            conn.tenant_transaction(|c| {
+                diesel::sql_query(format!("INSERT INTO items (id) VALUES ({i})")).execute(c)
+            })
+        })
+        .unwrap();
+    }
+
+    let pool = AffinePool::build(3, db.url(), || pool::builder().max_size(1)).unwrap();
+    let pid = |c: &mut PgConnection| {
+        diesel::sql_query("SELECT pg_catalog.pg_backend_pid()::int8 AS n")
+            .get_result::<Number>(c)
+            .unwrap()
+            .n
+    };
+    let mut by_shard = std::collections::BTreeMap::new();
+    for t in &ids {
+        let first = pid(&mut pool.get_for(t).unwrap());
+        let again = pid(&mut pool.get_for(t).unwrap());
+        assert_eq!(first, again, "{t}: two checkouts, two backends");
+        let shard = pool.shard_of(t);
+        assert_eq!(*by_shard.entry(shard).or_insert(first), first, "{t}");
+    }
+    assert_eq!(
+        by_shard.len(),
+        3,
+        "twelve tenants all hashed onto fewer than 3 shards"
+    );
+    let backends: std::collections::BTreeSet<_> = by_shard.values().collect();
+    assert_eq!(backends.len(), 3, "one backend per shard");
+
+    // A connection of a's shard, used for another tenant, reads that tenant's rows only.
+    let a = &ids[0];
+    let other = ids
+        .iter()
+        .find(|t| pool.shard_of(t) != pool.shard_of(a))
+        .unwrap();
+    let mut c = pool.get_for(a).unwrap();
+    let rows: i64 = switch(other, || {
+        c.tenant_transaction(|c| {
+            diesel::sql_query("SELECT pg_catalog.count(*) AS n FROM items")
+                .get_result::<Number>(c)
+                .map(|r| r.n)
+        })
+    })
+    .unwrap();
+    assert_eq!(rows, 1);
+    let own: i64 = switch(other, || {
+        c.tenant_transaction(|c| {
+            diesel::sql_query("SELECT id::int8 AS n FROM items")
+                .get_result::<Number>(c)
+                .map(|r| r.n)
+        })
+    })
+    .unwrap();
+    let index = ids.iter().position(|t| t == other).unwrap() as i64;
+    assert_eq!(
+        own, index,
+        "the row of the active tenant, not of the shard's"
+    );
+    drop(c);
+    // `get` with an active tenant takes that tenant's shard.
+    let expected = by_shard[&pool.shard_of(other)];
+    let got = switch(other, || pid(&mut pool.get().unwrap()));
+    assert_eq!(got, expected);
 }

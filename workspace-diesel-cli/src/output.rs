@@ -128,6 +128,18 @@ pub(crate) struct Status {
     pub(crate) tenants: TenantSummary,
     /// What `Migrator::audit` finds (also printed on stderr as `warning:` lines).
     pub(crate) warnings: Vec<String>,
+    /// The catalog's size (`null` before the registry exists).
+    pub(crate) catalog: Option<Catalog>,
+}
+
+/// The catalog's size in `status`: `pg_namespace`, `pg_class` and `pg_attribute` rows, and the
+/// estimated catalog cache of a backend that touches every tenant, in bytes.
+#[derive(Debug, Serialize)]
+pub(crate) struct Catalog {
+    pub(crate) schemas: i64,
+    pub(crate) relations: i64,
+    pub(crate) attributes: i64,
+    pub(crate) backend_bytes: u64,
 }
 
 /// The shared migrations of `status`.

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use crate::error::Result;
-use crate::hazard::Hazard;
+use crate::hazard::{CatalogSize, Hazard};
 use crate::sql::{quote_literal, SHARED_SCHEMA};
 
 #[derive(QueryableByName)]
@@ -150,6 +150,21 @@ struct CatalogRow {
     attributes: i64,
 }
 
+/// The catalog's size: `pg_namespace`, `pg_class` and `pg_attribute` rows, in one query.
+pub(crate) fn catalog_size(conn: &mut PgConnection) -> QueryResult<CatalogSize> {
+    let sizes: CatalogRow = diesel::sql_query(
+        "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_namespace) AS schemas, \
+                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class) AS relations, \
+                (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute) AS attributes",
+    )
+    .get_result(conn)?;
+    Ok(CatalogSize::new(
+        sizes.schemas,
+        sizes.relations,
+        sizes.attributes,
+    ))
+}
+
 #[derive(QueryableByName)]
 struct NameRow {
     #[diesel(sql_type = Text)]
@@ -208,17 +223,7 @@ pub(crate) fn audit(
                     .into_iter()
                     .map(|r| Hazard::MissingSchema { tenant: r.name }),
             );
-            let sizes: CatalogRow = diesel::sql_query(
-                "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_namespace) AS schemas, \
-                        (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class) AS relations, \
-                        (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute) AS attributes",
-            )
-            .get_result(conn)?;
-            hazards.extend(Hazard::catalog_scale(
-                sizes.schemas,
-                sizes.relations,
-                sizes.attributes,
-            ));
+            hazards.extend(catalog_size(conn)?.hazard());
             if distributes_schemas {
                 hazards.extend(
                     undistributed_tenants(conn, registry, column)?

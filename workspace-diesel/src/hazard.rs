@@ -108,14 +108,76 @@ pub enum Hazard {
 }
 
 /// The `pg_class` rows past which the audit reports [`Hazard::CatalogScale`]: 100,000, about
-/// 6,000 to 7,000 tenants of a schema of three tables and five indexes (each tenant also has
-/// their sequences and TOAST tables), 20,000 of a one-table schema.
+/// 4,500 tenants of a schema of three tables and five indexes (22 relations per tenant with
+/// their sequences, TOAST tables and the ledger, measured).
 pub const CATALOG_SCALE_RELATIONS: i64 = 100_000;
 
 /// The catalog cache a backend keeps per relation it has touched, as the estimate of
 /// [`Hazard::CatalogScale`] counts it: 2,800 bytes (measured on PostgreSQL 15: a backend that
 /// touched 1,500 tenants of a one-table schema, five relations each, held 19.8 MiB).
 pub const CATALOG_BYTES_PER_RELATION: u64 = 2_800;
+
+/// How large a database's catalog is, and what that costs each backend: what
+/// [`Migrator::catalog_size`](crate::Migrator::catalog_size) reads (three counts, one query) and
+/// the CLI's `status` prints.
+///
+/// ```
+/// use diesel_workspace::CatalogSize;
+///
+/// let size = CatalogSize::new(10_004, 220_435, 1_053_211);
+/// assert_eq!(size.backend_bytes(), 220_435 * diesel_workspace::CATALOG_BYTES_PER_RELATION);
+/// assert!(size.hazard().is_some());
+/// assert!(CatalogSize::new(14, 400, 3_000).hazard().is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CatalogSize {
+    /// Schemas (`pg_namespace` rows).
+    pub schemas: i64,
+    /// Relations (`pg_class` rows: tables, indexes, sequences, TOAST tables).
+    pub relations: i64,
+    /// Columns (`pg_attribute` rows, system columns included).
+    pub attributes: i64,
+}
+
+impl CatalogSize {
+    /// A catalog of these sizes.
+    pub fn new(schemas: i64, relations: i64, attributes: i64) -> Self {
+        Self {
+            schemas,
+            relations,
+            attributes,
+        }
+    }
+
+    /// The estimated catalog cache of one backend that has touched every relation:
+    /// `relations ×` [`CATALOG_BYTES_PER_RELATION`]. A backend that serves a share of the
+    /// tenants (an [`AffinePool`](crate::affinity::AffinePool) shard) holds that share of it.
+    pub fn backend_bytes(&self) -> u64 {
+        u64::try_from(self.relations)
+            .unwrap_or(0)
+            .saturating_mul(CATALOG_BYTES_PER_RELATION)
+    }
+
+    /// [`Hazard::CatalogScale`] past [`CATALOG_SCALE_RELATIONS`], `None` under it.
+    pub fn hazard(&self) -> Option<Hazard> {
+        Hazard::catalog_scale(self.schemas, self.relations, self.attributes)
+    }
+}
+
+impl fmt::Display for CatalogSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} schemas, {} relations, {} columns; a backend that touches every tenant keeps \
+             about {} MiB of catalog cache",
+            self.schemas,
+            self.relations,
+            self.attributes,
+            self.backend_bytes().div_ceil(1 << 20)
+        )
+    }
+}
 
 impl Hazard {
     /// [`Hazard::CatalogScale`] for a catalog of these sizes, or `None` under

@@ -2,6 +2,8 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+#[cfg(feature = "r2d2")]
+pub mod affinity;
 mod audit;
 #[cfg(feature = "cache")]
 pub mod cache;
@@ -50,7 +52,7 @@ pub use crate::context::{
     bind, bind_fn, current, on_switch, spawn, switch, with_current, SwitchListener, TenantFuture,
 };
 pub use crate::error::{Error, NoActiveTenant, Result};
-pub use crate::hazard::{Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
+pub use crate::hazard::{CatalogSize, Hazard, CATALOG_BYTES_PER_RELATION, CATALOG_SCALE_RELATIONS};
 pub use crate::lint::{
     statement_locks, CostFinding, CostLint, CostRule, LockLevel, StatementLocks, TableLock,
     FLEET_SCALE_TENANTS,

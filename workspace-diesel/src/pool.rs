@@ -365,7 +365,11 @@ impl TenantPoolBuilder {
     /// How often the [`backend_memory_limit`](Self::backend_memory_limit) is checked: at every
     /// `n`-th check-in of a connection (1 checks at every check-in; 0 is taken as 1).
     ///
-    /// Defaults to 32 ([`DEFAULT_MEMORY_CHECK_EVERY`]).
+    /// Defaults to 32 ([`DEFAULT_MEMORY_CHECK_EVERY`]). The read walks every memory context of
+    /// the backend: on a backend that holds thousands of tenants' plans and catalog entries it
+    /// is the slowest check-in of all, and at every 32nd check-in it lands in the 99th
+    /// percentile of request latency (measured by the scale benchmark). With a limit of hundreds
+    /// of MiB, check every 1,024 check-ins or so.
     pub fn memory_check_every(mut self, n: u32) -> Self {
         self.memory_check_every = n.max(1);
         self

@@ -45,14 +45,17 @@ pub(crate) fn status(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
         .collect();
     // What weakens isolation in this database's set-up (superuser, CVE-2018-1058, shadowing
     // shared tables, tenants without a schema), on stderr so the summary stays parseable.
-    let hazards: Vec<String> = if registry_exists(&mut conn, migrator)? {
-        migrator
+    // The catalog's size (schemas, relations, columns), what a backend serving every tenant
+    // keeps of it, beside the hazards (among them `CatalogScale` past its threshold).
+    let (hazards, catalog): (Vec<String>, _) = if registry_exists(&mut conn, migrator)? {
+        let hazards = migrator
             .audit(&mut conn)?
             .iter()
             .map(ToString::to_string)
-            .collect()
+            .collect();
+        (hazards, Some(migrator.catalog_size(&mut conn)?))
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     warn_unknown(ctx, &read);
     if ctx.json() {
@@ -78,6 +81,12 @@ pub(crate) fn status(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
                     .collect(),
             },
             warnings: hazards.clone(),
+            catalog: catalog.map(|c| output::Catalog {
+                schemas: c.schemas,
+                relations: c.relations,
+                attributes: c.attributes,
+                backend_bytes: c.backend_bytes(),
+            }),
         };
         output::print(&doc)?;
         return warn_hazards(&hazards);
@@ -125,6 +134,9 @@ pub(crate) fn status(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
     }
     for s in attention {
         out!("  {}: {}", s.tenant, state(s, known));
+    }
+    if let Some(catalog) = catalog {
+        out!("catalog: {catalog}");
     }
     if let Some(dialect) = super::placement::citus(&mut conn)? {
         if registry_exists(&mut conn, migrator)? {

@@ -213,7 +213,7 @@ impl Migrator {
         sorted.sort();
         sorted.dedup();
         let jobs = (0..sorted.len()).map(|i| (i, ())).collect();
-        self.run_fleet(
+        let ran = self.run_fleet(
             None,
             database_url,
             opts,
@@ -228,8 +228,9 @@ impl Migrator {
                 }),
                 Err(e) => Err(e),
             },
-        )
-        .into_result()
+        );
+        self.analyze_registry(database_url, ran.report.applied().count())?;
+        ran.into_result()
     }
 
     /// Reverts the last applied tenant migration of every tenant (see

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use crate::error::{Error, Result};
-use crate::hazard::Hazard;
+use crate::hazard::{CatalogSize, Hazard};
 use crate::lint::{shared_references, CitusLint, CostFinding, CostLint, LintFinding};
 use crate::migrate::door::Op;
 use crate::migrate::migrator::Migrator;
@@ -195,6 +195,26 @@ impl Migrator {
 }
 
 impl Migrator {
+    /// The size of the database's catalog (schemas, relations, columns) and, through
+    /// [`CatalogSize::backend_bytes`], the catalog cache a backend that touches every tenant
+    /// keeps: one query on the catalog, whatever the number of tenants. [`audit`](Self::audit)
+    /// reports [`Hazard::CatalogScale`] past [`CATALOG_SCALE_RELATIONS`](crate::CATALOG_SCALE_RELATIONS).
+    ///
+    /// ```no_run
+    /// # fn run(migrator: &diesel_workspace::Migrator, conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
+    /// let size = migrator.catalog_size(conn)?;
+    /// println!("catalog: {size}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Query`] when the catalog cannot be read.
+    pub fn catalog_size(&self, conn: &mut PgConnection) -> Result<CatalogSize> {
+        let _span = self.enter(conn, tracing::Span::none(), Op::ReadOnly)?;
+        Ok(own(conn, crate::audit::catalog_size)?)
+    }
+
     /// The tenant migrations as the lints read them: `(version, up.sql)`, in order.
     fn tenant_sources(&self) -> impl Iterator<Item = (&str, &str)> {
         self.set

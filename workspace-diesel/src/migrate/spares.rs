@@ -62,7 +62,9 @@ impl Migrator {
             // Behind a transaction pooler a session lock would stay on whichever server
             // connection took it. Without it, the count is read again before every spare: two
             // concurrent callers may each create one of the last missing spares.
-            return self.fill_spares_locked(conn, target);
+            let created = self.fill_spares_locked(conn, target)?;
+            own(conn, |conn| self.registry.analyze_after_bulk(conn, created))?;
+            return Ok(created);
         }
         // One filler at a time (a session lock: the work spans several transactions), so two
         // concurrent calls do not both top up from the same count.
@@ -77,6 +79,7 @@ impl Migrator {
         );
         let created = crate::trace::finish_with(result, |n| Some(*n))?;
         unlocked?;
+        own(conn, |conn| self.registry.analyze_after_bulk(conn, created))?;
         Ok(created)
     }
 

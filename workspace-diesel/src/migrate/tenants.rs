@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{Bool, Text};
 
+use crate::connect::open;
 use crate::connection::no_outer_transaction;
 use crate::error::{Error, Result};
 use crate::migrate::door::Op;
@@ -15,6 +16,7 @@ use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::tx::{self, Claim, Failed, Opening, Plan};
 use crate::options::MigrateParams;
+use crate::registry::queries::ANALYZE_AFTER_ROWS;
 use crate::sql::{
     array_literal, in_schema, own, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD,
     LIBRARY_TABLES, LOCK_KEY, SHARED_SCHEMA, SPARES_TABLE,
@@ -375,6 +377,20 @@ impl Migrator {
             return Ok(false);
         }
         Ok(own(conn, |conn| self.registry.contains(conn, tenant))?)
+    }
+
+    /// After a bulk call that added `changed` registry (or spares) rows: analyzes the registry's
+    /// tables on a connection of its own when they are enough
+    /// ([`Registry::analyze_after_bulk`](crate::registry::Registry)).
+    pub(crate) fn analyze_registry(&self, database_url: &str, changed: usize) -> Result<()> {
+        if changed < ANALYZE_AFTER_ROWS {
+            return Ok(());
+        }
+        let mut conn = open(database_url, self.pooler())?;
+        own(&mut conn, |conn| {
+            self.registry.analyze_after_bulk(conn, changed)
+        })?;
+        Ok(())
     }
 
     /// Creates `schema` with every tenant migration, in one transaction, and records it as a

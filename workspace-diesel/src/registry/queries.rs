@@ -10,8 +10,13 @@ use diesel::sql_types::{Array, Bool, Nullable, Text};
 
 use crate::error::{Error, Result};
 use crate::registry::model::{sql_types, LifecycleState, Registry, TenantRecord};
-use crate::sql::{own, quote_ident, quote_literal, CENTRAL_RECORD, SPARE_PREFIX};
+use crate::sql::{own, quote_ident, quote_literal, CENTRAL_RECORD, SPARES_TABLE, SPARE_PREFIX};
 use crate::tenant::TenantId;
+
+/// How many registry rows a bulk call ([`create_tenants`](crate::Migrator::create_tenants),
+/// [`fill_spares`](crate::Migrator::fill_spares)) must add before it analyzes the registry's
+/// tables: 200.
+pub(crate) const ANALYZE_AFTER_ROWS: usize = 200;
 
 #[derive(QueryableByName)]
 struct Flag {
@@ -180,6 +185,33 @@ impl Registry {
             .bind::<Text, _>(self.qualified_table())
             .get_result(conn)?;
         Ok(row.flag)
+    }
+
+    /// After a bulk call that added or removed `changed` rows: when they are at least
+    /// [`ANALYZE_AFTER_ROWS`], `ANALYZE` of the registry table and of the library's tables that
+    /// exist (the central record, the spares), so the planner's statistics follow the fleet's
+    /// size instead of waiting for autovacuum. A role that does not own a table gets
+    /// PostgreSQL's warning and skips it. Returns whether it analyzed.
+    pub(crate) fn analyze_after_bulk(
+        &self,
+        conn: &mut PgConnection,
+        changed: usize,
+    ) -> QueryResult<bool> {
+        if changed < ANALYZE_AFTER_ROWS {
+            return Ok(false);
+        }
+        let mut tables = vec![self.qualified_table()];
+        for table in [CENTRAL_RECORD, SPARES_TABLE] {
+            let row: Flag =
+                diesel::sql_query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS flag")
+                    .bind::<Text, _>(table)
+                    .get_result(conn)?;
+            if row.flag && !tables.iter().any(|t| t.as_str() == table) {
+                tables.push(table.to_owned());
+            }
+        }
+        diesel::sql_query(format!("ANALYZE {}", tables.join(", "))).execute(conn)?;
+        Ok(true)
     }
 
     /// `INSERT` of `tenant_sql` (an SQL expression: a literal, or a PL/pgSQL variable) as a new
