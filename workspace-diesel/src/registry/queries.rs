@@ -125,8 +125,7 @@ impl Registry {
         ))
     }
 
-    /// With a [`status_column`](Registry::status_column): the `UPDATE` that sets `tenant`'s
-    /// state, without a trailing `;`.
+    /// With a [`status_column`](Registry::status_column): the `UPDATE` of `tenant`'s state.
     pub(crate) fn set_state_sql(&self, tenant: &TenantId, state: LifecycleState) -> Option<String> {
         let status = quote_ident(self.status_column.as_ref()?);
         Some(format!(
