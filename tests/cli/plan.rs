@@ -174,7 +174,7 @@ fn plan_budget_and_dry_run() {
         .ok()
         .contains("lock budget: SHARE or stronger on tables up to 1024 MB: within"));
     w.run(&db, &["plan", "--max-lock-table-size", "lots"])
-        .fails_with("invalid size `lots`");
+        .fails_usage("invalid size `lots`");
     w.run(
         &db,
         &[
@@ -185,7 +185,7 @@ fn plan_budget_and_dry_run() {
             "sharp",
         ],
     )
-    .fails_with("unknown lock level `sharp`");
+    .fails_usage("unknown lock level `sharp`");
     assert_eq!(snapshot(&db, &tenants), was, "plan changed something");
 
     // migrate_all --dry-run is the plan; over the budget migrate_all applies nothing.

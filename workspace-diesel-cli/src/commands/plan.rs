@@ -6,6 +6,7 @@ use diesel_workspace::{LockLevel, LockOverBudget, MigrationPlan, TableLock};
 
 use super::{plural, registry_exists, select, Ctx};
 use crate::cli::{BudgetArgs, SelectArgs};
+use crate::exit::Usage;
 use crate::output;
 
 /// A plan over its lock budget: the command exits with status 3 ([`crate::exit::CHECK`]; 1 is
@@ -33,15 +34,17 @@ impl Budget {
         let Some(size) = &args.max_lock_table_size else {
             return Ok(None);
         };
+        // A value the flags cannot take is a usage error (status 2), like clap's own.
         let at_least = match &args.strong_lock {
             Some(level) => level
                 .parse()
-                .map_err(|e| anyhow::anyhow!("--strong-lock: {e}"))?,
+                .map_err(|e| anyhow::Error::new(Usage(format!("--strong-lock: {e}"))))?,
             None => LockLevel::Share,
         };
+        let max_bytes = parse_size(size).map_err(|e| anyhow::Error::new(Usage(e.to_string())))?;
         Ok(Some(Self {
             at_least,
-            max_bytes: parse_size(size)?,
+            max_bytes,
         }))
     }
 }
