@@ -27,7 +27,7 @@ fn migration_run_revert_redo_and_list_work_on_every_tenant() {
     assert_eq!(
         w.run(&db, &["migration", "list"]).ok(),
         "Shared migrations:\n  [X] 00000000000000\n  [X] 00000000000001\n  \
-         [X] 2026-01-01-000001_create_plans\n\
+         [X] 00000000000002\n  [X] 2026-01-01-000001_create_plans\n\
          Tenant migrations (2 tenants):\n  [X] 2026-01-01-000001_create_notes (2/2)\n  \
          [ ] 2026-02-01-000000_add_x (0/2; pending: acme, globex)\n"
     );
@@ -233,9 +233,9 @@ fn database_setup_reset_and_drop() {
             "EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = '{name}')"
         ))
     };
-    assert!(run(&["database", "setup"])
-        .ok()
-        .contains("shared: applied 00000000000000, 00000000000001, 20260101000001"));
+    assert!(run(&["database", "setup"]).ok().contains(
+        "shared: applied 00000000000000, 00000000000001, 00000000000002, 20260101000001"
+    ));
     // `database setup` writes no config file.
     assert!(!w.path().join("workspace-diesel.toml").exists());
     run(&["c:t:s", "acme"]).ok();
