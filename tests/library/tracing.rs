@@ -104,7 +104,13 @@ impl Capture {
     fn during(f: impl FnOnce()) -> Vec<Seen> {
         let capture = Capture::default();
         let subscriber = tracing_subscriber::registry().with(capture.clone());
-        ::tracing::subscriber::with_default(subscriber, f);
+        ::tracing::subscriber::with_default(subscriber, || {
+            // A callsite another test thread registers while this dispatcher is being registered
+            // can keep the interest it computed without it (the tests share one process); have
+            // every callsite ask again now that this dispatcher exists.
+            ::tracing::callsite::rebuild_interest_cache();
+            f()
+        });
         let seen = capture.0.lock().unwrap().clone();
         seen
     }
