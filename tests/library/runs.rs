@@ -191,7 +191,7 @@ fn a_run_is_recorded_and_reverted_as_a_whole() {
     }
 
     // The revert is killed while it waits behind a reader of t_050 (one worker, in name
-    // order: t_005..t_049 are back by then).
+    // order: t_049 is back by then).
     let mut reader = db.conn();
     reader
         .batch_execute("BEGIN; LOCK TABLE t_050.step_2 IN ACCESS SHARE MODE")
@@ -235,8 +235,10 @@ fn a_run_is_recorded_and_reverted_as_a_whole() {
         .iter()
         .filter(|(t, v)| t != "t_042" && v.len() == 1)
         .count();
+    // Killed mid-way: some tenants back, not all (a tenant retried after a lock timeout may come
+    // back after t_049, so the count is not pinned to the name order).
     assert!(
-        (45..94).contains(&back_before_rerun),
+        (1..94).contains(&back_before_rerun),
         "{back_before_rerun} back"
     );
 
