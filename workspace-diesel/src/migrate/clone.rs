@@ -105,10 +105,7 @@ impl Migrator {
         tenant: &TenantId,
         data: CloneData,
     ) -> Result<()> {
-        self.check_tenant_name(template)?;
-        if !own(conn, |conn| self.registry.contains(conn, template))? {
-            return Err(Error::TenantNotFound(template.clone()));
-        }
+        self.admit(conn, template)?;
         if template == tenant {
             return Err(Error::TenantExists(tenant.clone()));
         }

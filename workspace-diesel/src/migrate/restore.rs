@@ -73,13 +73,10 @@ impl Migrator {
 
     fn restore_entered(&self, conn: &mut PgConnection, snap: &Snapshot) -> Result<()> {
         let tenant = &snap.tenant;
-        self.check_tenant_name(tenant)?;
-        if !own(conn, |conn| self.registry.contains(conn, tenant))? {
-            return Err(Error::TenantNotFound(tenant.clone()));
-        }
+        self.admit(conn, tenant)?;
         let dialect = self.dialect(conn)?;
-        if dialect.splits_statements() {
-            return Err(refused(tenant, "snapshots are not supported on Citus"));
+        if let Some(reason) = dialect.snapshots_refused() {
+            return Err(refused(tenant, reason));
         }
         let migrations = self.migrations_of(snap)?;
         let before =
