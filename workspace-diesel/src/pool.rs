@@ -1145,9 +1145,11 @@ struct ConnectRow {
     readable: bool,
 }
 
-/// Whether the session's role may read its backend's memory.
+/// Whether the session's role may read its backend's memory: the view, and the function behind
+/// it (`pg_read_all_data` grants the one without the other).
 const MEMORY_READABLE: &str =
-    "pg_catalog.has_table_privilege('pg_catalog.pg_backend_memory_contexts', 'SELECT')";
+    "(pg_catalog.has_table_privilege('pg_catalog.pg_backend_memory_contexts', 'SELECT') AND \
+     pg_catalog.has_function_privilege('pg_catalog.pg_get_backend_memory_contexts()', 'EXECUTE'))";
 
 /// The sum of the backend's memory contexts, in bytes (`pg_backend_memory_contexts`).
 const BACKEND_MEMORY: &str =
