@@ -2,7 +2,10 @@
 //! provisioned from its migrations, for a set of 20 migrations (`tests/migrations/twenty/`: the
 //! example schema, nine tables each created and then extended, an added column), with and
 //! without seed data (the template holds the seed rows; provisioning inserts them afterwards,
-//! in a transaction of their own, as sign-up code does).
+//! in a transaction of their own, as sign-up code does). Each way runs twice: with the warm
+//! pool of spare schemas empty (the schema built by the migrations) and with it filled
+//! beforehand (`fill_spares`, not timed: `create_tenant` and `clone_tenant` claim a spare).
+//! The ways take turns tenant by tenant, so a load that comes and goes weighs on each alike.
 //!
 //! ```text
 //! export DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
@@ -44,17 +47,6 @@ fn seed_sql(schema: &str) -> String {
     sql
 }
 
-fn per_tenant(mut run: impl FnMut(usize), n: usize) -> Duration {
-    let mut times: Vec<Duration> = (0..n)
-        .map(|i| {
-            let started = Instant::now();
-            run(i);
-            started.elapsed()
-        })
-        .collect();
-    median(&mut times)
-}
-
 fn main() {
     let settings = Settings::from_env((1, 3), (1, 20), (1, 100));
     let n = settings.iters;
@@ -72,53 +64,77 @@ fn main() {
         .unwrap();
     let id = |prefix: &str, i: usize| TenantId::new(format!("{prefix}_{i:04}")).unwrap();
 
-    let provision = per_tenant(
-        |i| migrator.create_tenant(&mut conn, &id("p", i)).unwrap(),
-        n,
-    );
-    let provision_seed = per_tenant(
-        |i| {
-            let t = id("ps", i);
-            migrator.create_tenant(&mut conn, &t).unwrap();
-            conn.batch_execute(&format!("BEGIN; {}COMMIT", seed_sql(t.as_str())))
-                .unwrap();
-        },
-        n,
-    );
-    let clone_schema = per_tenant(
-        |i| {
-            migrator
-                .clone_tenant(&mut conn, &bare, &id("cs", i), CloneData::SchemaOnly)
-                .unwrap()
-        },
-        n,
-    );
-    let clone_data = per_tenant(
-        |i| {
-            migrator
-                .clone_tenant(&mut conn, &template, &id("cd", i), CloneData::WithData)
-                .unwrap()
-        },
-        n,
-    );
+    // The ways, in the order of the table; `true`: from the warm pool.
+    let ways: [(&str, &str, bool); 8] = [
+        ("p", "provision (`create_tenant`)", false),
+        ("cs", "clone, schema only", false),
+        (
+            "ps",
+            "provision + seed rows (1,680 rows, a second transaction)",
+            false,
+        ),
+        ("cd", "clone with data (the same rows)", false),
+        ("wp", "provision from the warm pool", true),
+        ("wcs", "clone, schema only, from the warm pool", true),
+        ("wps", "provision from the warm pool + seed rows", true),
+        ("wcd", "clone with data, from the warm pool", true),
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); ways.len()];
+    for i in 0..n {
+        // The ways without spares run with the pool empty; then it is filled with one spare
+        // per way that claims one.
+        let mut order: Vec<usize> = (0..ways.len()).collect();
+        if i % 2 == 1 {
+            order[..4].reverse();
+            order[4..].reverse();
+        }
+        for (k, &w) in order.iter().enumerate() {
+            if k == 4 {
+                migrator.fill_spares(&mut conn, 4).expect("fill the pool");
+            }
+            let (prefix, _, _) = ways[w];
+            let t = id(prefix, i);
+            let started = Instant::now();
+            match prefix {
+                "p" | "wp" => migrator.create_tenant(&mut conn, &t).unwrap(),
+                "ps" | "wps" => {
+                    migrator.create_tenant(&mut conn, &t).unwrap();
+                    conn.batch_execute(&format!("BEGIN; {}COMMIT", seed_sql(t.as_str())))
+                        .unwrap();
+                }
+                "cs" | "wcs" => migrator
+                    .clone_tenant(&mut conn, &bare, &t, CloneData::SchemaOnly)
+                    .unwrap(),
+                _ => migrator
+                    .clone_tenant(&mut conn, &template, &t, CloneData::WithData)
+                    .unwrap(),
+            }
+            times[w].push(started.elapsed());
+        }
+        assert!(
+            migrator.spares(&mut conn).unwrap().is_empty(),
+            "every warm way claimed its spare"
+        );
+    }
     drop(conn);
     drop(db);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let medians: Vec<f64> = times.iter_mut().map(|t| ms(median(t))).collect();
     println!();
     println!(
         "mobility benchmark ({}): 20 tenant migrations, {n} tenants per way, median per tenant",
         settings.mode
     );
     println!();
-    println!("| way | ms per tenant | vs provisioning |");
-    println!("| --- | ---: | ---: |");
-    for (way, d) in [
-        ("provision (create_tenant)", provision),
-        ("clone, schema only", clone_schema),
-        ("provision + seed rows (1,680 rows)", provision_seed),
-        ("clone with data (the same rows)", clone_data),
-    ] {
-        println!("| {way} | {:.1} | {:.2}× |", ms(d), ms(d) / ms(provision));
+    println!("| way | ms per tenant | vs provisioning | vs the warm pool |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (w, (_, way, _)) in ways.iter().enumerate() {
+        println!(
+            "| {way} | {:.1} | {:.2}× | {:.2}× |",
+            medians[w],
+            medians[w] / medians[0],
+            medians[w] / medians[4]
+        );
     }
 }

@@ -211,6 +211,7 @@ fn list_tenants_status_and_pending() {
                      "pending": ["20260201000000"], "drift": null, "state": "pending"},
                 ],
             },
+            "snapshots": [],
         })
     );
 }

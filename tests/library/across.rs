@@ -200,6 +200,21 @@ fn five_hundred_tenants_read_across_by_fan_out_and_by_view() {
     assert_eq!(label(&mut as_reader, "t_renamed"), 5);
     assert_eq!(label(&mut as_reader, tenants[5].as_str()), 0);
     assert_eq!(in_view(&mut as_reader), expected + 3 - 6);
+    // A spare of the warm pool is not a tenant: its row stays out of the view until a create
+    // claims it, and then shows under the new tenant's label, still with no refresh.
+    migrator.fill_spares(&mut conn, 1).unwrap();
+    let spare = migrator.spares(&mut conn).unwrap().remove(0);
+    conn.batch_execute(&format!(
+        "INSERT INTO \"{spare}\".items (title) VALUES ('in the spare')"
+    ))
+    .unwrap();
+    assert_eq!(in_view(&mut as_reader), expected + 3 - 6);
+    assert_eq!(label(&mut as_reader, spare.as_str()), 0);
+    let claimed = TenantId::new("t_claimed").unwrap();
+    migrator.create_tenant(&mut conn, &claimed).unwrap();
+    assert_eq!(migrator.spares(&mut conn).unwrap(), []);
+    assert_eq!(label(&mut as_reader, "t_claimed"), 1);
+    assert_eq!(in_view(&mut as_reader), expected + 3 - 6 + 1);
 
     // The reader writes nowhere: the view, a tenant table, the registry.
     for write in [
@@ -210,6 +225,12 @@ fn five_hundred_tenants_read_across_by_fan_out_and_by_view() {
         "DELETE FROM t001.items",
         "UPDATE public.workspaces SET display_name = 'x'",
         "CREATE TABLE reporting.mine (id int)",
+        "TRUNCATE t000.items",
+        "CREATE TABLE t000.mine (id int)",
+        "ALTER TABLE t000.items ADD COLUMN x int",
+        "CREATE SCHEMA mine",
+        "DROP VIEW reporting.items",
+        "INSERT INTO public.workspaces (schema_name) VALUES ('x')",
     ] {
         assert_eq!(sqlstate(&mut as_reader, write), "42501", "{write}");
     }

@@ -5,10 +5,11 @@
 //! of the same physical connection) and through PgBouncer in pooler mode (the next client served
 //! by the same server connection). The next client, for globex, reads with the DSL and with raw
 //! SQL in `tenant_transaction`, fetches the cursor, and asks who it is: 0 rows of acme, the
-//! cursor gone, the login's own role. The negative controls run the same next client on a stock
-//! Diesel pool with the path written by hand (`"globex", public`), and see acme's rows, the cursor
-//! and the role. Shared migrations and status through the pooler are right with the temporary
-//! ledger in place.
+//! cursor gone, the login's own role. The negative controls run the same next client on stock
+//! Diesel r2d2 and deadpool-diesel pools and a plain client of the bouncer, with the path written
+//! by hand (`"globex", public`), and see acme's rows, the cursor and the role. Shared migrations
+//! and status through the pooler are right with the temporary ledger in place, where Diesel's
+//! harness on the bare path (the negative control) believes every shared migration applied.
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -224,6 +225,36 @@ fn leftovers_on_a_direct_connection_never_reach_the_next_checkout() {
         "stock r2d2",
     );
     drop(stock);
+
+    // Negative control: a deadpool-diesel pool of one built with its own manager (recycling by
+    // `SELECT 1`) keeps all of it too.
+    let stock = deadpool_diesel::postgres::Pool::builder(deadpool_diesel::postgres::Manager::new(
+        db.url(),
+        deadpool_diesel::Runtime::Tokio1,
+    ))
+    .max_size(1)
+    .build()
+    .unwrap();
+    let seen = rt.block_on(async {
+        let left = leftovers(&role);
+        stock
+            .get()
+            .await
+            .unwrap()
+            .interact(move |c| c.batch_execute(&left))
+            .await
+            .unwrap()
+            .unwrap();
+        stock
+            .get()
+            .await
+            .unwrap()
+            .interact(stock_next_client)
+            .await
+            .unwrap()
+    });
+    assert_control_leaks(seen, &role, "stock deadpool");
+    drop(stock);
     drop_role(&db, &role);
 }
 
@@ -316,6 +347,19 @@ fn setup_and_status_through_pgbouncer_ignore_a_temporary_ledger() {
             .execute(&mut other)
             .unwrap();
     }
+    // Negative control: on the bare shared path, through the same server connection, Diesel's
+    // harness believes nothing is pending.
+    other
+        .batch_execute("BEGIN; SET LOCAL search_path TO public")
+        .unwrap();
+    let fooled = diesel_migrations::MigrationHarness::pending_migrations(
+        &mut other,
+        crate::support::SHARED_MIGRATIONS,
+    )
+    .unwrap()
+    .len();
+    other.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(fooled, 0, "the harness must see the temporary ledger here");
     drop(other);
     let migrator = diesel_workspace::Migrator::builder(crate::support::TENANT_MIGRATIONS)
         .shared(crate::support::SHARED_MIGRATIONS)

@@ -149,6 +149,89 @@ fn a_clone_has_the_templates_rows_sequences_and_ledger() {
 }
 
 #[test]
+fn a_clone_claims_a_warm_spare_and_is_the_same() {
+    let db = crate::test_db!("a_clone_claims_a_warm_spare_and_is_the_same");
+    let template = &db.provision(&["template_warm"])[0];
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    seed(&mut conn, "template_warm", 300);
+    // The template's ledger ran long before the spares: the clone carries the template's.
+    conn.batch_execute(
+        "UPDATE template_warm.__diesel_schema_migrations SET run_on = '2020-01-02 03:04:05'",
+    )
+    .unwrap();
+    let before = fingerprint(&mut conn, "template_warm");
+    assert_eq!(migrator.fill_spares(&mut conn, 2).unwrap(), 2);
+    let spares = migrator.spares(&mut conn).unwrap();
+
+    // A template that is not current is refused before any spare is taken.
+    conn.batch_execute(
+        "INSERT INTO template_warm.__diesel_schema_migrations (version) VALUES ('29990101000000')",
+    )
+    .unwrap();
+    let err = migrator
+        .clone_tenant(&mut conn, template, &id("early"), CloneData::WithData)
+        .unwrap_err();
+    assert!(err.to_string().contains("migrate it first"), "{err}");
+    assert_eq!(traces(&mut conn, "early"), (0, 0, 0));
+    assert_eq!(
+        migrator.spares(&mut conn).unwrap(),
+        spares,
+        "no spare taken"
+    );
+    conn.batch_execute(
+        "DELETE FROM template_warm.__diesel_schema_migrations WHERE version = '29990101000000'",
+    )
+    .unwrap();
+
+    let acme = id("acme");
+    migrator
+        .clone_tenant(&mut conn, template, &acme, CloneData::WithData)
+        .unwrap();
+    let left = migrator.spares(&mut conn).unwrap();
+    assert_eq!(left.len(), 1, "the clone claimed a spare");
+    assert!(!db.check(&format!(
+        "EXISTS (SELECT 1 FROM pg_namespace WHERE nspname IN ('{}', '{}') AND nspname <> '{}')",
+        spares[0], spares[1], left[0]
+    )));
+    assert_eq!(
+        fingerprint(&mut conn, "acme"),
+        before,
+        "rows and ledger equal"
+    );
+    assert_eq!(traces(&mut conn, "acme"), (1, 1, 1));
+    let max = count(&mut conn, "SELECT max(id)::bigint AS n FROM acme.notes");
+    let next = count(
+        &mut conn,
+        "INSERT INTO acme.notes (title) VALUES ('new') RETURNING id::bigint AS n",
+    );
+    assert_eq!(next, max + 1);
+    assert!(db.check("pg_get_serial_sequence('acme.notes', 'id') = 'acme.notes_id_seq'"));
+
+    // Schema only, from the last spare: empty tables, sequences at their start.
+    let bare = id("bare");
+    migrator
+        .clone_tenant(&mut conn, template, &bare, CloneData::SchemaOnly)
+        .unwrap();
+    assert!(migrator.spares(&mut conn).unwrap().is_empty());
+    let shape = fingerprint(&mut conn, "bare");
+    assert_eq!(shape[3], before[3], "the ledger is the template's");
+    assert!(shape[..3].iter().all(|(_, n, _)| *n == 0), "{shape:?}");
+    assert_eq!(
+        count(
+            &mut conn,
+            "INSERT INTO bare.notes (title) VALUES ('x') RETURNING id::bigint AS n"
+        ),
+        1
+    );
+    assert_eq!(
+        fingerprint(&mut conn, "template_warm"),
+        before,
+        "the template is unchanged"
+    );
+}
+
+#[test]
 fn a_clone_is_refused_with_nothing_created() {
     let db = crate::test_db!("a_clone_is_refused_with_nothing_created");
     let tenants = db.provision(&["template_a", "taken"]);

@@ -21,6 +21,9 @@ pub enum Kind {
     Build,
     /// `build_unchecked(url)`, then a checkout (default mode, no build check).
     Unchecked,
+    /// `diesel_workspace::pool::builder().deadpool(url)`, then a deadpool-diesel pool of one
+    /// and a checkout (default mode), the operations run in its `interact`.
+    Deadpool,
     /// A stock Diesel r2d2 pool (statement cache on, no check at all): the negative control.
     Stock,
 }
@@ -31,6 +34,7 @@ impl Kind {
         match s {
             "build" => Some(Kind::Build),
             "unchecked" => Some(Kind::Unchecked),
+            "deadpool" => Some(Kind::Deadpool),
             "stock" => Some(Kind::Stock),
             _ => None,
         }
@@ -41,6 +45,7 @@ impl Kind {
         match self {
             Kind::Build => "build",
             Kind::Unchecked => "unchecked",
+            Kind::Deadpool => "deadpool",
             Kind::Stock => "stock",
         }
     }
@@ -98,6 +103,32 @@ impl Outcome {
     }
 }
 
+/// The words of the refusal (`Error::PoolerNotDeclared`'s message), also found in the text of a
+/// failed checkout's cause (r2d2 and deadpool report the manager's error as text).
+const REFUSAL: &str = "without declaring it";
+
+/// Every message of `e`'s chain of causes, joined by `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain = format!("{chain}: {s}");
+        source = s.source();
+    }
+    chain
+}
+
+/// Records `e`: the refusal, or an error.
+fn refused(out: &mut Outcome, e: Error) {
+    let chain = chain(&e);
+    out.refused = matches!(e, Error::PoolerNotDeclared(_))
+        || matches!(e, Error::Pool(_)) && chain.contains(REFUSAL);
+    out.message = chain;
+    if !out.refused {
+        out.errors += 1;
+    }
+}
+
 /// One client: builds a pool of `kind` on `url`, holds one checkout and runs `ops` operations
 /// over `tenants` (starting at `offset`, so two clients prepare the same statement names for
 /// different tenants): a DSL read of the tenant's rows, an insert returning its row, and a read
@@ -106,22 +137,6 @@ pub fn run(url: &str, kind: Kind, tenants: &[TenantId], offset: usize, ops: usiz
     let mut out = Outcome::default();
     // A refused connection fails at once; r2d2's checkout still waits out its timeout.
     let timeout = Duration::from_secs(3);
-    // The refusal: `Error::PoolerNotDeclared` from `build`, or the same words in the cause of a
-    // failed checkout (r2d2 reports the manager's last error as text).
-    let refused = |out: &mut Outcome, e: Error| {
-        let mut chain = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            chain = format!("{chain}: {s}");
-            source = s.source();
-        }
-        out.refused = matches!(e, Error::PoolerNotDeclared(_))
-            || matches!(e, Error::Pool(_)) && chain.contains("without declaring it");
-        out.message = chain;
-        if !out.refused {
-            out.errors += 1;
-        }
-    };
     let stock;
     let ours;
     let mut held: Box<dyn std::ops::DerefMut<Target = PgConnection>> = match kind {
@@ -154,8 +169,56 @@ pub fn run(url: &str, kind: Kind, tenants: &[TenantId], offset: usize, ops: usiz
                 }
             }
         }
+        Kind::Deadpool => return run_deadpool(url, tenants, offset, ops),
     };
-    let conn: &mut PgConnection = &mut held;
+    operations(&mut held, tenants, offset, ops, &mut out);
+    out
+}
+
+/// [`run`] on a deadpool-diesel pool built by the library (default mode) in a runtime of its
+/// own: the refusal is `Error::PoolerNotDeclared` from `deadpool(url)`, or the same words in
+/// the text of a failed checkout (its `post_create` hook, which fails at once); otherwise the
+/// operations run on the held checkout, in its `interact`.
+fn run_deadpool(url: &str, tenants: &[TenantId], offset: usize, ops: usize) -> Outcome {
+    let mut out = Outcome::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let _in_runtime = rt.enter();
+    let pool = match pool::builder().deadpool(url) {
+        Ok(builder) => builder.max_size(1).build().expect("a deadpool-diesel pool"),
+        Err(e) => {
+            refused(&mut out, e);
+            return out;
+        }
+    };
+    let held = match rt.block_on(pool.get()) {
+        Ok(held) => held,
+        Err(e) => {
+            out.message = chain(&e);
+            out.refused = out.message.contains(REFUSAL);
+            out.errors += usize::from(!out.refused);
+            return out;
+        }
+    };
+    let tenants = tenants.to_vec();
+    rt.block_on(held.interact(move |conn| {
+        operations(conn, &tenants, offset, ops, &mut out);
+        out
+    }))
+    .expect("the deadpool client's operations")
+}
+
+/// The operations of [`run`] on the held connection, counted into `out`.
+fn operations(
+    conn: &mut PgConnection,
+    tenants: &[TenantId],
+    offset: usize,
+    ops: usize,
+    out: &mut Outcome,
+) {
     for i in 0..ops {
         let t = &tenants[(offset + i / 3) % tenants.len()];
         out.ops += 1;
@@ -195,5 +258,4 @@ pub fn run(url: &str, kind: Kind, tenants: &[TenantId], offset: usize, ops: usiz
             }
         }
     }
-    out
 }

@@ -16,7 +16,8 @@ use crate::rejection::{json_error, UNAVAILABLE_MESSAGE};
 /// Implemented for the library's r2d2 pool ([`TenantPool`](diesel_workspace::pool::TenantPool),
 /// checked out with `get_timeout` and used inside `tokio::task::spawn_blocking`) and, with the
 /// `deadpool` feature, for deadpool-diesel's `deadpool_diesel::postgres::Pool` (its `get`
-/// under a timeout, then `interact`). The current tracing
+/// under a timeout, then `interact`; build it with `diesel_workspace::pool::builder().deadpool(url)`
+/// for the r2d2 pool's checks and session reset). The current tracing
 /// span follows the closure into the blocking task.
 ///
 /// The closure gets no tenant: [`TenantDb::run`](crate::TenantDb::run) wraps it in

@@ -98,6 +98,9 @@ pub struct TenantDb<P = crate::DefaultPool> {
     pub(crate) tenant: TenantId,
     pub(crate) pool: P,
     pub(crate) wait: std::time::Duration,
+    /// The tenant-work bulkhead of a pool shared with the checks
+    /// ([`Routing::reserved_for_checks`](crate::Routing::reserved_for_checks)).
+    pub(crate) work: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl<P: DieselPool> TenantDb<P> {
@@ -115,6 +118,11 @@ impl<P: DieselPool> TenantDb<P> {
     /// [`switch`](diesel_workspace::switch)`(tenant, ..)`: the thread-local is set in that task,
     /// on the thread running the queries, and ends with `f`. The `request` span follows.
     ///
+    /// When the registry and membership checks share this pool (no
+    /// [`registry_pool`](crate::RoutingBuilder::registry_pool)), tenant work holds at most the
+    /// pool's size less [`Routing::reserved_for_checks`](crate::Routing::reserved_for_checks)
+    /// connections at once; the wait for that share counts in the same bound.
+    ///
     /// # Errors
     /// `f`'s error converted into [`DbError`], or the pool's (see [`DieselPool::interact`]):
     /// [`DbError::Pool`] when no connection came within the routing's
@@ -126,8 +134,25 @@ impl<P: DieselPool> TenantDb<P> {
         E: Into<DbError> + Send + 'static,
     {
         let tenant = self.tenant.clone();
+        let deadline = std::time::Instant::now() + self.wait;
+        let share = match &self.work {
+            None => None,
+            Some(work) => Some(
+                crate::limit::acquire_until(work, deadline)
+                    .await
+                    .ok_or_else(|| {
+                        DbError::Pool(format!(
+                            "tenant work held its share of the pool for {:?}",
+                            self.wait
+                        ))
+                    })?,
+            ),
+        };
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
         self.pool
-            .interact_as(&self.tenant, self.wait, move |conn| {
+            .interact_as(&self.tenant, wait, move |conn| {
+                // Held until the work ends, even when the request is dropped meanwhile.
+                let _share = share;
                 switch(&tenant, || f(conn))
             })
             .await?

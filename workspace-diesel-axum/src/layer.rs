@@ -13,7 +13,7 @@ use crate::access::{Access, AccessKind, Members};
 use crate::bridge::DieselPool;
 use crate::cache::RegistryCache;
 use crate::gate::{Gate, OnRequest};
-use crate::limit::TenantLimiter;
+use crate::limit::{reserved_for_checks, TenantLimiter};
 use crate::rejection::TenantRejection;
 use crate::resolve::{Resolution, Resolver};
 use crate::service::TenantLayer;
@@ -51,6 +51,9 @@ pub(crate) struct Inner<P> {
     pub(crate) pool: P,
     pub(crate) registry_pool: P,
     pub(crate) limiter: TenantLimiter,
+    /// Tenant work's share of the main pool when the checks run on it too.
+    pub(crate) work: Option<Arc<tokio::sync::Semaphore>>,
+    reserved: usize,
     pub(crate) wait: Duration,
     reject: Option<Box<RejectFn>>,
     registry: Registry,
@@ -148,8 +151,10 @@ impl<P: DieselPool> RoutingBuilder<P> {
 
     /// A pool of its own for the registry check and the membership check (a small one: they
     /// are cache misses), so they never wait behind tenant work for a connection. Defaults to
-    /// the main pool. With [`RegistryCache::listen`], the registry check needs no connection
-    /// at all.
+    /// the main pool, of which tenant work ([`TenantDb::run`](crate::TenantDb::run)) then holds
+    /// at most all but [`Routing::reserved_for_checks`] connections at once, so the checks do
+    /// not wait behind it there either. With [`RegistryCache::listen`], the registry check
+    /// needs no connection at all.
     pub fn registry_pool(mut self, pool: P) -> Self {
         self.registry_pool = Some(pool);
         self
@@ -186,6 +191,15 @@ impl<P: DieselPool> RoutingBuilder<P> {
         let limit = self
             .tenant_limit
             .unwrap_or_else(|| self.pool.max_size().map_or(4, |max| (max / 4).max(1)));
+        // Checks on the main pool: tenant work leaves them a few connections.
+        let reserved = match (&self.registry_pool, self.pool.max_size()) {
+            (None, Some(max)) => reserved_for_checks(max),
+            _ => 0,
+        };
+        let work = (reserved > 0).then(|| {
+            let max = self.pool.max_size().unwrap_or(reserved);
+            Arc::new(tokio::sync::Semaphore::new(max - reserved))
+        });
         Routing {
             inner: Arc::new(Inner {
                 resolver: self
@@ -200,6 +214,8 @@ impl<P: DieselPool> RoutingBuilder<P> {
                 registry_pool: self.registry_pool.unwrap_or_else(|| self.pool.clone()),
                 pool: self.pool,
                 limiter: TenantLimiter::new(limit),
+                work,
+                reserved,
                 wait: self.wait,
                 reject: self.reject,
                 registry: self.registry,
@@ -255,6 +271,15 @@ impl<P: DieselPool> Routing<P> {
         self.inner.limiter.per_tenant()
     }
 
+    /// How many of the main pool's connections tenant work leaves to the registry and
+    /// membership checks: with no [`registry_pool`](RoutingBuilder::registry_pool), an eighth
+    /// of the pool's [`max_size`](DieselPool::max_size), at least 1; 0 with a registry pool of
+    /// its own, a pool of one connection, or a pool that does not say its size
+    /// ([`RolePools`](crate::RolePools) runs tenant work on pools of their own).
+    pub fn reserved_for_checks(&self) -> usize {
+        self.inner.reserved
+    }
+
     /// How many times the registry check has read the registry on the pool (cache misses).
     pub fn registry_reads(&self) -> u64 {
         self.inner.registry_reads.load(Ordering::Relaxed)
@@ -273,7 +298,7 @@ impl<P: DieselPool> Routing<P> {
             ),
             AccessKind::Public => None,
         };
-        let tenant = match self.inner.resolver.resolve(parts).await {
+        let tenant = match self.resolution(parts, deadline).await {
             Resolution::Tenant(id) => id,
             Resolution::NoMatch => return Err(TenantRejection::Required),
             Resolution::Reject(r) => return Err(r),
@@ -284,6 +309,28 @@ impl<P: DieselPool> Routing<P> {
             }
         }
         self.check_by(tenant, deadline).await
+    }
+
+    /// The resolver's answer, within the same bound: a resolver that asks the database
+    /// ([`UserWorkspace`](crate::UserWorkspace)) and gets no answer by `deadline` is 503.
+    async fn resolution(&self, parts: &http::request::Parts, deadline: Instant) -> Resolution {
+        let mut resolving = self.inner.resolver.resolve(parts);
+        // Most resolvers answer at once: no timer for them.
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(resolving.as_mut(), cx))
+        })
+        .await;
+        if let std::task::Poll::Ready(resolution) = first {
+            return resolution;
+        }
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(deadline, resolving).await {
+            Ok(resolution) => resolution,
+            Err(_) => Resolution::Reject(TenantRejection::Unavailable(format!(
+                "the resolver did not answer within {:?}",
+                self.inner.wait
+            ))),
+        }
     }
 
     async fn is_member(

@@ -1,8 +1,9 @@
-//! The per-tenant bulkhead: at most so many requests of one tenant in flight.
+//! The bulkheads: at most so many requests of one tenant in flight, and tenant work on a pool
+//! shared with the registry and membership checks leaving some connections to them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel_workspace::TenantId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -43,12 +44,32 @@ impl TenantLimiter {
                     .clone(),
             }
         };
-        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
-            return Some(permit);
-        }
-        match tokio::time::timeout(wait, semaphore.acquire_owned()).await {
-            Ok(Ok(permit)) => Some(permit),
-            _ => None,
-        }
+        acquire_until(&semaphore, Instant::now() + wait).await
+    }
+}
+
+/// How many of a shared pool's `max_size` connections tenant work leaves to the registry and
+/// membership checks: an eighth, at least 1 (0 for a pool of one connection, which cannot be
+/// split).
+pub(crate) fn reserved_for_checks(max_size: usize) -> usize {
+    if max_size < 2 {
+        0
+    } else {
+        (max_size / 8).max(1)
+    }
+}
+
+/// A permit of `semaphore`, waiting until `deadline` at most (no timer when one is free).
+pub(crate) async fn acquire_until(
+    semaphore: &Arc<Semaphore>,
+    deadline: Instant,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    let deadline = tokio::time::Instant::from_std(deadline);
+    match tokio::time::timeout_at(deadline, semaphore.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Some(permit),
+        _ => None,
     }
 }

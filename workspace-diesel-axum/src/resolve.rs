@@ -274,7 +274,7 @@ impl Subdomain {
             };
             if label.contains('.') {
                 return Resolution::Reject(TenantRejection::Malformed {
-                    input: label.to_owned(),
+                    input: capped(label),
                     reason: format!("only one subdomain level under `{apex}` names a tenant"),
                 });
             }

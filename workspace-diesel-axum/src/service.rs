@@ -127,6 +127,7 @@ where
                             tenant,
                             pool: routing.inner.pool.clone(),
                             wait: routing.inner.wait,
+                            work: routing.inner.work.clone(),
                         });
                         let response = inner.call(Request::from_parts(parts, body)).await;
                         drop(slot);

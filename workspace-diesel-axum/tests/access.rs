@@ -290,11 +290,36 @@ async fn requests_naming_their_tenant_twice_or_in_disagreement_get_400() {
     }
     assert_eq!(reached.load(Ordering::SeqCst), 0);
 
-    // A huge name is echoed capped.
+    // A huge name is echoed capped, whichever source carries it.
     let long = "a".repeat(100_000);
-    let (s, body) = http_get(addr, "/notes", &[("x-tenant", &long)]).await;
-    assert_eq!((s, code(&body).as_str()), (400, "tenant_malformed"));
-    assert!(body.len() < 400, "{} bytes echoed", body.len());
+    for (path, headers) in [
+        ("/notes".to_owned(), vec![("x-tenant", long.clone())]),
+        (
+            "/notes".to_owned(),
+            vec![("host", format!("{long}.localhost"))],
+        ),
+        // A nested subdomain: `aaa….b` under the apex.
+        (
+            "/notes".to_owned(),
+            vec![("host", format!("{long}.b.localhost"))],
+        ),
+        // (a URI holds at most 64 KB)
+        (format!("/t/{}/notes", &long[..30_000]), vec![]),
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (s, body) = http_get(addr, &path, &h).await;
+        assert_eq!(
+            (s, code(&body).as_str()),
+            (400, "tenant_malformed"),
+            "{path}"
+        );
+        assert!(
+            body.len() < 400,
+            "{} bytes echoed: {path} {:?}",
+            body.len(),
+            headers.first().map(|h| h.0)
+        );
+    }
 
     // Negative control: the explicit precedence serves the first source.
     let first = Routing::builder(pool(db.url()))

@@ -1,6 +1,7 @@
 //! `RolePools` under the layer: each request's tenant work runs logged in as the tenant's own
 //! role, so a handler that reaches for another tenant's rows (DSL or raw SQL) is refused by the
-//! database, while the registry check runs on the shared pool. The negative control: the same
+//! database, while the registry check runs on the shared pool; a tenant created through the
+//! routing gets its role and is served as it. The negative control: the same
 //! handler on a `TenantPool` of the application's role reads the other tenant.
 
 use axum::routing::get;
@@ -21,6 +22,20 @@ fn router<P: DieselPool>(routing: &Routing<P>) -> Router {
                     .run(|conn| notes::table.select(notes::title).load(conn))
                     .await?;
                 Ok::<_, DbError>(Json(titles))
+            }),
+        )
+        .route(
+            "/who",
+            get(|db: TenantDb<P>| async move {
+                let who: String = db
+                    .run(|conn| {
+                        diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+                            "current_user::text",
+                        ))
+                        .get_result(conn)
+                    })
+                    .await?;
+                Ok::<_, DbError>(Json(who))
             }),
         )
         .route(
@@ -75,6 +90,24 @@ async fn each_request_runs_as_its_tenants_role() {
     assert_eq!(s, 200);
     assert_eq!(pools.tenants().open_pools(), 2);
 
+    // A tenant the web crate creates (`Routing::create_tenant`, with the migrator of roles) gets
+    // its login role at once, and its requests run as it.
+    let initech = TenantId::new("initech").unwrap();
+    routing
+        .create_tenant(&migrator, &mut conn, &initech)
+        .unwrap();
+    support::add_note(&mut conn, &initech, "note of initech");
+    let (s, body) = http_get(addr, "/notes", &[("x-tenant", "initech")]).await;
+    assert_eq!((s, body.as_str()), (200, r#"["note of initech"]"#));
+    let (s, body) = http_get(addr, "/who", &[("x-tenant", "initech")]).await;
+    assert_eq!(
+        (s, body),
+        (200, format!("\"{}\"", roles.role_name(&initech).unwrap()))
+    );
+    let (s, body) = http_get(addr, "/globex", &[("x-tenant", "initech")]).await;
+    assert_eq!(s, 500, "{body}");
+    assert!(!body.contains("note of globex"), "{body}");
+
     // Negative control: the application's own role reads globex from acme's request.
     let routing = Routing::builder(pool::new(db.url()).unwrap())
         .resolver(Header::behind_trusted_proxy("x-tenant"))
@@ -85,7 +118,7 @@ async fn each_request_runs_as_its_tenants_role() {
     assert_eq!((s, body.as_str()), (200, r#"["note of globex"]"#));
 
     drop((routing, pools));
-    for t in ["acme", "globex"] {
+    for t in ["acme", "globex", "initech"] {
         let role = roles.role_name(&TenantId::new(t).unwrap()).unwrap();
         conn.batch_execute(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""))
             .unwrap();

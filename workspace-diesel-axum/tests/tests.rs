@@ -5,6 +5,7 @@ mod support;
 
 mod access;
 mod async_pools;
+mod bounds;
 mod bulkheads;
 mod custom_registry;
 mod gate;

@@ -135,6 +135,8 @@ pub(crate) struct Status {
     pub(crate) warnings: Vec<String>,
     /// The catalog's size (`null` before the registry exists).
     pub(crate) catalog: Option<Catalog>,
+    /// Every selected tenant's snapshots, by tenant then oldest first, with their sizes.
+    pub(crate) snapshots: Vec<StatusSnapshot>,
 }
 
 /// The catalog's size in `status`: `pg_namespace`, `pg_class` and `pg_attribute` rows, and the
@@ -305,6 +307,9 @@ pub(crate) struct TenantResult {
     pub(crate) sqlstate: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) message: Option<String>,
+    /// With `--snapshot`: the snapshot taken before the tenant's migrations (`restore_tenant`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) snapshot: Option<String>,
 }
 
 impl TenantResult {
@@ -318,6 +323,7 @@ impl TenantResult {
             reverted_versions: Vec::new(),
             sqlstate: None,
             message: None,
+            snapshot: None,
         }
     }
 }

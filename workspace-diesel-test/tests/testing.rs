@@ -1,13 +1,14 @@
 //! The test support against the local server: a database per test (migrated, dropped, kept
 //! after a failure only when asked), tenants from the warm pool that never see each other's
-//! rows (100 at once in one database), r2d2 and async use, and the outer-transaction refusal.
+//! rows (100 at once in one database), r2d2 and async use (a single-threaded executor, and tokio's
+//! multi-threaded runtime with a deadpool-diesel pool), and the outer-transaction refusal.
 
 use std::sync::{Arc, Barrier};
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use diesel_workspace::{tenant_table, Error, Migrator, TenantConnectionExt};
+use diesel_workspace::{current, switch, tenant_table, Error, Migrator, TenantConnectionExt};
 use diesel_workspace_test::{TestDatabase, ADMIN_URL_ENV};
 
 const SHARED: EmbeddedMigrations = embed_migrations!("../migrations_shared");
@@ -201,6 +202,96 @@ fn an_async_test_runs_under_its_tenant() {
     let outside =
         futures_executor::block_on(async { notes::table.count().get_result::<i64>(&mut conn) });
     assert!(outside.is_err());
+}
+
+#[test]
+fn async_tests_on_a_multi_threaded_runtime_each_keep_their_tenant() {
+    const TASKS: usize = 16;
+    let migrator = migrator();
+    let db = TestDatabase::builder(&migrator)
+        .label("tokio")
+        .spares(TASKS)
+        .create()
+        .unwrap();
+    let tenants: Vec<_> = (0..TASKS).map(|_| db.tenant().unwrap()).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .build()
+        .unwrap();
+    let _in_runtime = rt.enter();
+    let pool = diesel_workspace::pool::builder()
+        .deadpool(db.url())
+        .unwrap()
+        .max_size(4)
+        .build()
+        .unwrap();
+    // Each task is one async test with its tenant: it yields between its writes, so it resumes
+    // on whichever worker is free while the other tasks run on the same workers in between.
+    let tasks: Vec<_> = tenants
+        .into_iter()
+        .enumerate()
+        .map(|(i, tenant)| {
+            let pool = pool.clone();
+            rt.spawn(async move {
+                let seen = tenant
+                    .scope(async {
+                        for n in 0..=i {
+                            tokio::task::yield_now().await;
+                            let active = current().expect("the test's tenant after an await");
+                            let title = format!("{active}-{n}");
+                            // deadpool runs the closure on a blocking thread: the tenant goes
+                            // there by name.
+                            pool.get()
+                                .await
+                                .unwrap()
+                                .interact(move |c| {
+                                    switch(&active, || {
+                                        diesel::insert_into(notes::table)
+                                            .values(notes::title.eq(title))
+                                            .execute(c)
+                                    })
+                                })
+                                .await
+                                .unwrap()
+                                .unwrap();
+                        }
+                        let active = current().expect("the test's tenant");
+                        pool.get()
+                            .await
+                            .unwrap()
+                            .interact(move |c| {
+                                switch(&active, || {
+                                    notes::table.select(notes::title).load::<String>(c)
+                                })
+                            })
+                            .await
+                            .unwrap()
+                            .unwrap()
+                    })
+                    .await;
+                (tenant, seen)
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (tenant, seen) = rt.block_on(task).unwrap();
+        // Task `i` wrote `i + 1` rows, so a row written in another task's tenant shows.
+        assert_eq!(seen.len(), i + 1, "{}", tenant.id());
+        let prefix = format!("{}-", tenant.id());
+        assert!(seen.iter().all(|t| t.starts_with(&prefix)), "{seen:?}");
+    }
+    // A task outside any scope has no tenant: its query fails closed.
+    let outside = rt.block_on(async {
+        pool.get()
+            .await
+            .unwrap()
+            .interact(|c| notes::table.count().get_result::<i64>(c))
+            .await
+            .unwrap()
+    });
+    assert!(Error::from(outside.unwrap_err())
+        .to_string()
+        .starts_with("no tenant is active"));
 }
 
 #[test]

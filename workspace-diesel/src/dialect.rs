@@ -311,6 +311,13 @@ impl Dialect {
         self.distributes_schemas()
     }
 
+    /// Why this engine refuses snapshots (`None` where it takes them): on Citus, whose
+    /// statement-by-statement sending leaves no room for the snapshot's PL/pgSQL copy.
+    pub(crate) fn snapshots_refused(&self) -> Option<&'static str> {
+        self.splits_statements()
+            .then_some("snapshots are not supported on Citus")
+    }
+
     /// On Citus, a statement that fails the transaction with [`NOT_DISTRIBUTED_MESSAGE`] and the
     /// local tables when `schema` is not a distributed schema or one of its tables is not a tenant
     /// table of it; sent

@@ -69,6 +69,7 @@ pub use crate::options::{
 };
 pub use crate::report::{
     FleetRun, MigrationFailure, MigrationReport, RunTenant, TenantMigrations, TenantOutcome,
+    TenantSnapshot,
 };
 #[cfg(feature = "r2d2")]
 pub use crate::role_pool::{TenantRolePools, TenantRolePoolsBuilder};

@@ -155,10 +155,12 @@ impl fmt::Display for PoolerEvidence {
                 "a connection's backend changed from pid {was} to pid {now}"
             ),
             PoolerEvidence::StartupSettingLost => f.write_str(
-                "the backend that answered never received the connection's startup setting                  `workspace_diesel.client`",
+                "the backend that answered never received the connection's startup setting \
+                 `workspace_diesel.client`",
             ),
             PoolerEvidence::StartupOptionRefused => f.write_str(
-                "the pooler refused the connection's startup setting                  (`unsupported startup parameter: options`)",
+                "the pooler refused the connection's startup setting \
+                 (`unsupported startup parameter: options`)",
             ),
         }
     }
@@ -426,6 +428,14 @@ mod tests {
             check_client(Some("p1t2")).unwrap_err().evidence,
             PoolerEvidence::StartupSettingLost
         );
+        for evidence in [
+            PoolerEvidence::StartupSettingLost,
+            PoolerEvidence::StartupOptionRefused,
+        ] {
+            let message = PoolerDetected { evidence }.to_string();
+            assert!(!message.contains("  "), "{message}");
+            assert!(message.contains("startup setting"), "{message}");
+        }
     }
 
     #[test]

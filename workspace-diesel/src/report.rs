@@ -139,6 +139,24 @@ pub struct TenantMigrations {
     /// ledgers; [`Migrator::status_with_drift`](crate::Migrator::status_with_drift) and
     /// [`Migrator::drift`](crate::Migrator::drift) do).
     pub drift: Option<String>,
+    /// The tenant's snapshots, oldest first (see
+    /// [`MigrateOptions::snapshot`](crate::MigrateOptions::snapshot)).
+    pub snapshots: Vec<TenantSnapshot>,
+}
+
+/// One snapshot of a tenant as [`Migrator::status`](crate::Migrator::status) lists it (the
+/// whole record, with its tables, is [`Migrator::snapshots`](crate::Migrator::snapshots)').
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TenantSnapshot {
+    /// The snapshot's schema (`_snap_<hex>`), which names it.
+    pub name: String,
+    /// When it was taken.
+    pub taken_at: chrono::DateTime<chrono::Utc>,
+    /// When it expires; `None`: kept until pruned by age.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its size on disk, in bytes.
+    pub size_bytes: i64,
 }
 
 /// Why one tenant migration failed: the source of

@@ -102,8 +102,10 @@ pub fn refresh(conn: &mut PgConnection) -> Result<()> {
 }
 
 fn install_sql(registry: &Registry, schema: &str, reader: &str) -> String {
-    let reg = registry.qualified_table();
-    let id = registry.quoted_identifier_column();
+    // The registered names (one text column, `name`) and the trigger, as the registry spells them.
+    let names = registry.names_sql();
+    let trigger =
+        registry.deferred_trigger_sql("workspaces_reporting", "public.workspace_reporting_changed");
     let schema_q = quote_ident(schema);
     let reader_q = quote_ident(reader);
     let reader_l = quote_literal(reader);
@@ -152,9 +154,9 @@ BEGIN
         chunks := '{{}}';
         found_types := NULL;
         FOR t IN
-            SELECT w.{id}::text AS tenant, c.oid AS rel
-            FROM {reg} w
-            JOIN pg_catalog.pg_namespace n ON n.nspname = w.{id}::text
+            SELECT w.name AS tenant, c.oid AS rel
+            FROM {names} w
+            JOIN pg_catalog.pg_namespace n ON n.nspname = w.name
             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = v.table_name
                                       AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
             WHERE (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
@@ -227,20 +229,8 @@ BEGIN
     RETURN NULL;
 END
 $wdr$;
-DO $wdr$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
-                   WHERE tgrelid = {reg_l}::pg_catalog.regclass
-                     AND tgname = 'workspaces_reporting') THEN
-        CREATE CONSTRAINT TRIGGER workspaces_reporting
-            AFTER INSERT OR UPDATE OR DELETE ON {reg}
-            DEFERRABLE INITIALLY DEFERRED
-            FOR EACH ROW EXECUTE FUNCTION public.workspace_reporting_changed();
-    END IF;
-END
-$wdr$;
+{trigger}
 "#,
         schema_l = quote_literal(schema),
-        reg_l = quote_literal(&reg),
     )
 }

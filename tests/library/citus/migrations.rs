@@ -209,3 +209,32 @@ fn killed_migrators_converge_on_a_rerun() {
     }
     assert_eq!(central_rows(&mut conn).len(), all.len() * 5);
 }
+
+#[test]
+fn a_snapshot_is_refused_with_the_migration_and_nothing_changes() {
+    let db = citus_db!("a_snapshot_is_refused_with_the_migration_and_nothing_changes");
+    let mut conn = db.conn();
+    let before = migrator_for(&mut conn, Prefix(CITUS_ADDITIVE, 1));
+    let after = migrator_for(&mut conn, CITUS_ADDITIVE);
+    let acme = TenantId::new("acme").unwrap();
+    before.create_tenant(&mut conn, &acme).unwrap();
+    let snapshot = MigrateOptions::default().snapshot(std::time::Duration::from_secs(60));
+    let err = after
+        .migrate_tenant_with(&mut conn, &acme, &snapshot)
+        .unwrap_err();
+    assert!(matches!(err, Error::SnapshotRefused { .. }), "{err:?}");
+    assert!(err.to_string().contains("not supported on Citus"), "{err}");
+    assert!(check_on(
+        &mut conn,
+        "(SELECT count(*) FROM acme.__diesel_schema_migrations) = 1 \
+         AND to_regclass('acme.labels') IS NULL \
+         AND NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname LIKE '\\_snap\\_%')"
+    ));
+    assert!(after.snapshots(&mut conn, None).unwrap().is_empty());
+    // Negative control: without the snapshot, the same migration runs.
+    after.migrate_tenant(&mut conn, &acme).unwrap();
+    assert!(check_on(
+        &mut conn,
+        "to_regclass('acme.labels') IS NOT NULL"
+    ));
+}

@@ -396,3 +396,36 @@ fn a_clone_is_distributed_with_the_templates_rows() {
     .unwrap();
     assert_eq!(next, 51, "the clone's sequence stands past its rows");
 }
+
+#[test]
+fn a_clone_from_a_warm_spare_is_distributed() {
+    let db = citus_db!("a_clone_from_a_warm_spare_is_distributed");
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    migrator.run_shared(&mut conn).unwrap();
+    let template = id("template_warm");
+    migrator.create_tenant(&mut conn, &template).unwrap();
+    conn.batch_execute(
+        "INSERT INTO template_warm.notes (title) SELECT 'n' || i FROM generate_series(1, 20) i",
+    )
+    .unwrap();
+    assert_eq!(migrator.fill_spares(&mut conn, 1).unwrap(), 1);
+    migrator
+        .clone_tenant(
+            &mut conn,
+            &template,
+            &id("acme"),
+            diesel_workspace::CloneData::WithData,
+        )
+        .unwrap();
+    assert!(
+        migrator.spares(&mut conn).unwrap().is_empty(),
+        "the spare was claimed"
+    );
+    db.assert_distributed("acme");
+    assert!(check_on(
+        &mut conn,
+        "(SELECT count(*) FROM acme.notes) = 20 \
+         AND (SELECT count(*) FROM acme.__diesel_schema_migrations) = 1"
+    ));
+}

@@ -1,4 +1,4 @@
-//! The second process of the busy-pooler test: `busy-client <url> <build|unchecked|stock>
+//! The second process of the busy-pooler test: `busy-client <url> <build|unchecked|deadpool|stock>
 //! <offset> <ops> <tenant>...` runs [`workspace_diesel_tests::busy::run`] and prints its outcome
 //! on one line.
 
@@ -8,10 +8,12 @@ use workspace_diesel_tests::busy::{run, Kind};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, kind, offset, ops, tenants @ ..] = args.as_slice() else {
-        eprintln!("usage: busy-client <url> <build|unchecked|stock> <offset> <ops> <tenant>...");
+        eprintln!(
+            "usage: busy-client <url> <build|unchecked|deadpool|stock> <offset> <ops> <tenant>..."
+        );
         std::process::exit(2);
     };
-    let kind = Kind::parse(kind).expect("build, unchecked or stock");
+    let kind = Kind::parse(kind).expect("build, unchecked, deadpool or stock");
     let tenants: Vec<TenantId> = tenants
         .iter()
         .map(|t| TenantId::new(t).expect("a tenant name"))

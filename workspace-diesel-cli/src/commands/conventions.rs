@@ -239,6 +239,7 @@ fn empty_result() -> TenantResult {
         reverted_versions: Vec::new(),
         sqlstate: None,
         message: None,
+        snapshot: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Migration commands: `migrate_tenant`, `migrate_all`, `revert_tenant`, and the fleet progress
 //! display.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
@@ -41,9 +42,10 @@ pub(crate) fn migrate_tenant(ctx: &Ctx, args: &TenantOrAll) -> Result<()> {
     let schema_file = super::schema::regenerate(ctx)?;
     if ctx.json() {
         let result = match outcome {
-            TenantOutcome::Applied(versions) => {
-                output::TenantResult::new(&tenant, "applied", versions)
-            }
+            TenantOutcome::Applied(versions) => output::TenantResult {
+                snapshot: kept.map(|s| s.name),
+                ..output::TenantResult::new(&tenant, "applied", versions)
+            },
             _ => output::TenantResult::new(&tenant, "up_to_date", Vec::new()),
         };
         let elapsed = started.elapsed().as_secs_f64();
@@ -90,6 +92,13 @@ pub(crate) fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str)
     let shared = migrator.run_shared(&mut conn)?;
     super::lint::before_applying(&mut conn, &migrator)?;
     let selection = select::selection(&mut conn, &migrator, &fleet.select)?;
+    // The snapshots there before the run: the new ones are this run's.
+    let before: BTreeSet<String> = if fleet.snapshot {
+        let all = migrator.snapshots(&mut conn, None)?;
+        all.into_iter().map(|s| s.name).collect()
+    } else {
+        BTreeSet::new()
+    };
     drop(conn);
     if !ctx.json() {
         report_shared(&shared)?;
@@ -98,13 +107,19 @@ pub(crate) fn fleet_migrate(ctx: &Ctx, fleet: &FleetArgs, command: &'static str)
     let opts = snapshot_options(fleet, options(fleet, &display)?);
     let result = migrator.migrate_selected(&url, &selection, &opts);
     display.finish();
-    if fleet.snapshot && !ctx.json() {
-        if let Ok(report) = &result {
-            let taken = report.applied().count();
-            out!("kept {} (see snapshots)", plural(taken, "snapshot"));
+    let mut taken = BTreeMap::new();
+    if fleet.snapshot {
+        let mut conn = ctx.connect()?;
+        for s in migrator.snapshots(&mut conn, None)? {
+            if !before.contains(&s.name) {
+                taken.insert(s.tenant.to_string(), s.name);
+            }
+        }
+        if !ctx.json() {
+            out!("kept {} (see snapshots)", plural(taken.len(), "snapshot"));
         }
     }
-    finish_fleet(ctx, command, shared, result, Verb::Apply)
+    finish_fleet_with(ctx, command, shared, result, Verb::Apply, &taken)
 }
 
 /// Ends a fleet run: the JSON report or the summary; when no tenant failed, the schema file is
@@ -117,11 +132,30 @@ pub(crate) fn finish_fleet(
     result: diesel_workspace::Result<MigrationReport>,
     verb: Verb,
 ) -> Result<()> {
+    finish_fleet_with(ctx, command, shared, result, verb, &BTreeMap::new())
+}
+
+/// [`finish_fleet`], the JSON report naming the snapshot `taken` of each tenant (by name).
+fn finish_fleet_with(
+    ctx: &Ctx,
+    command: &'static str,
+    shared: Vec<String>,
+    result: diesel_workspace::Result<MigrationReport>,
+    verb: Verb,
+    taken: &BTreeMap<String, String>,
+) -> Result<()> {
+    let fleet = |report: &MigrationReport, shared| {
+        let mut doc = output::Report::fleet(command, shared, report, verb);
+        for t in &mut doc.tenants {
+            t.snapshot = taken.get(&t.tenant).cloned();
+        }
+        doc
+    };
     let report = match result {
         Ok(report) => report,
         Err(Error::FleetMigration { report }) => {
             if ctx.json() {
-                output::print(&output::Report::fleet(command, shared, &report, verb))?;
+                output::print(&fleet(&report, shared))?;
             } else {
                 summary(&report, verb)?;
             }
@@ -136,7 +170,7 @@ pub(crate) fn finish_fleet(
     if ctx.json() {
         return output::print(&output::Report {
             schema_file,
-            ..output::Report::fleet(command, shared, &report, verb)
+            ..fleet(&report, shared)
         });
     }
     summary(&report, verb)?;

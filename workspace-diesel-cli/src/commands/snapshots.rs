@@ -166,7 +166,7 @@ fn versions(versions: &[String]) -> String {
 }
 
 /// A size for people, in binary units.
-fn size(bytes: i64) -> String {
+pub(crate) fn size(bytes: i64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

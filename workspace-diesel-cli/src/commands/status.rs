@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use diesel::prelude::*;
-use diesel_workspace::{Migrator, TenantMigrations};
+use diesel_workspace::{Migrator, TenantMigrations, TenantSnapshot};
 
 use super::{plural, registry_exists, Ctx, ReadOnly};
 use crate::cli::SelectArgs;
@@ -58,6 +58,10 @@ pub(crate) fn status(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
         (Vec::new(), None)
     };
     warn_unknown(ctx, &read);
+    let snapshots: Vec<(&TenantMigrations, &TenantSnapshot)> = statuses
+        .iter()
+        .flat_map(|s| s.snapshots.iter().map(move |snap| (s, snap)))
+        .collect();
     if ctx.json() {
         let doc = output::Status {
             shared: output::Shared {
@@ -87,6 +91,16 @@ pub(crate) fn status(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
                 attributes: c.attributes,
                 backend_bytes: c.backend_bytes(),
             }),
+            snapshots: snapshots
+                .iter()
+                .map(|(s, snap)| output::StatusSnapshot {
+                    tenant: s.tenant.to_string(),
+                    name: snap.name.clone(),
+                    taken_at: snap.taken_at.to_rfc3339(),
+                    expires_at: snap.expires_at.map(|e| e.to_rfc3339()),
+                    size_bytes: snap.size_bytes,
+                })
+                .collect(),
         };
         output::print(&doc)?;
         return warn_hazards(&hazards);
@@ -134,6 +148,23 @@ pub(crate) fn status(ctx: &Ctx, select: &SelectArgs) -> Result<()> {
     }
     for s in attention {
         out!("  {}: {}", s.tenant, state(s, known));
+    }
+    if !snapshots.is_empty() {
+        let total: i64 = snapshots.iter().map(|(_, snap)| snap.size_bytes).sum();
+        out!(
+            "snapshots: {} ({})",
+            snapshots.len(),
+            super::snapshots::size(total)
+        );
+        for (s, snap) in &snapshots {
+            out!(
+                "  {}: {} taken {}, {}",
+                s.tenant,
+                snap.name,
+                snap.taken_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                super::snapshots::size(snap.size_bytes)
+            );
+        }
     }
     if let Some(catalog) = catalog {
         out!("catalog: {catalog}");

@@ -43,6 +43,18 @@ impl Snapshot {
     }
 }
 
+/// One snapshot in `status`: its tenant, name, times and size.
+#[derive(Debug, Serialize)]
+pub(crate) struct StatusSnapshot {
+    pub(crate) tenant: String,
+    pub(crate) name: String,
+    /// RFC 3339, UTC.
+    pub(crate) taken_at: String,
+    /// RFC 3339, UTC; `null`: kept until pruned by age.
+    pub(crate) expires_at: Option<String>,
+    pub(crate) size_bytes: i64,
+}
+
 /// `snapshots`.
 #[derive(Debug, Serialize)]
 pub(crate) struct Snapshots {

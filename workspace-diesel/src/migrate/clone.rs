@@ -1,11 +1,13 @@
 //! Cloning a tenant from a template tenant: the new tenant's schema built by the migration set
-//! (as provisioning builds it), the template's shape checked against it, the template's ledger
-//! copied, and, with data, every row copied and every sequence set where the template's stands;
-//! all in one tenant transaction, so the clone appears complete or not at all.
+//! (a current warm spare claimed, or provisioned as `create_tenant` provisions), the template's
+//! shape checked against it, the template's ledger copied, and, with data, every row copied and
+//! every sequence set where the template's stands; all in one tenant transaction sent as one
+//! batch, so the clone appears complete or not at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use diesel::prelude::*;
+use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{Nullable, Text};
 
 use crate::error::{Error, Result};
@@ -14,7 +16,7 @@ use crate::migrate::failure::{classify_create_error, connection_lost, db_message
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::tenants::Provision;
-use crate::migrate::tx::{self, Failed, Opening, Plan};
+use crate::migrate::tx::{self, Claim, Failed, Opening, Plan};
 use crate::options::CloneData;
 use crate::sql::{
     array_literal, own, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD, LEDGER,
@@ -26,13 +28,17 @@ const NOT_CURRENT: &str = "workspace-diesel: clone template not current";
 /// Raised when the template's tables differ from the ones its migrations build.
 const DIFFERS: &str = "workspace-diesel: clone template differs from its migrations";
 
+/// One row of the template's structure, read in one catalog query: a table (`t`: its name and
+/// the columns a copy writes, not generated ones, quoted and joined), a foreign key (`f`: child
+/// and parent) or a sequence (`s`: its name).
 #[derive(QueryableByName)]
-struct TableRow {
+struct CatalogRow {
+    #[diesel(sql_type = Text)]
+    kind: String,
     #[diesel(sql_type = Text)]
     name: String,
-    /// The columns a copy writes (not generated ones), quoted and joined.
     #[diesel(sql_type = Nullable<Text>)]
-    columns: Option<String>,
+    other: Option<String>,
 }
 
 /// A foreign key between two tables of a schema, child to parent (also read by the export).
@@ -42,12 +48,6 @@ pub(crate) struct Edge {
     pub(crate) child: String,
     #[diesel(sql_type = Text)]
     pub(crate) parent: String,
-}
-
-#[derive(QueryableByName)]
-struct NameRow {
-    #[diesel(sql_type = Text)]
-    name: String,
 }
 
 impl Migrator {
@@ -105,10 +105,7 @@ impl Migrator {
         tenant: &TenantId,
         data: CloneData,
     ) -> Result<()> {
-        self.check_tenant_name(template)?;
-        if !own(conn, |conn| self.registry.contains(conn, template))? {
-            return Err(Error::TenantNotFound(template.clone()));
-        }
+        self.admit(conn, template)?;
         if template == tenant {
             return Err(Error::TenantExists(tenant.clone()));
         }
@@ -133,30 +130,49 @@ impl Migrator {
             one_snapshot: true,
             ..Opening::default()
         };
+        // A current warm spare, when there is one, is claimed (renamed to the clone, with no
+        // table DDL); otherwise the schema is provisioned by the migrations. Either way the
+        // closing statements check the template and the clone's shape and copy the rows.
+        let claim_sql = |tag: &str, otherwise: &str| self.claim_sql(tenant, tag, otherwise, true);
+        let claimed =
+            |conn: &mut PgConnection| -> Result<bool> { Ok(self.registry.contains(conn, tenant)?) };
         let mut plan = Plan::new(tenant, opening).apply(&in_tx, false);
-        plan.create = format!(
-            "{}{}",
+        plan.claim = Some(Claim {
+            sql: &claim_sql,
+            claimed: &claimed,
+        });
+        plan.create = self.create_sql(tenant, Provision::Tenant);
+        plan.records = central_sql(template, tenant);
+        plan.close = format!(
+            "{}{}{}{copy}{role}",
             self.template_check_sql(template),
-            self.create_sql(tenant, Provision::Tenant)
+            ledger_sql(template, tenant),
+            same_shape_sql(template, tenant)
         );
-        plan.records = ledger_sql(template, tenant);
-        plan.close = format!("{}{copy}{role}", same_shape_sql(template, tenant));
-        for wrapped in [false, true] {
-            plan.wrapped = wrapped;
+        let mut conflicts = 0;
+        loop {
             match tx::send(conn, dialect, &plan, false) {
                 Ok(()) => return Ok(()),
+                // A spare claimed by a concurrent creation after this transaction's snapshot:
+                // the claim is tried again with a new one.
+                Err(Failed::Batch(diesel::result::Error::DatabaseError(
+                    DatabaseErrorKind::SerializationFailure,
+                    _,
+                ))) if conflicts < 3 => conflicts += 1,
                 Err(Failed::Batch(e))
-                    if !wrapped
+                    if !plan.wrapped
                         && !connection_lost(&e)
                         && !self.is_tenant_exists(tenant, &e)
-                        && refusal(template, &db_message(&e)).is_none() => {}
+                        && refusal(template, &db_message(&e)).is_none() =>
+                {
+                    plan.wrapped = true;
+                }
                 Err(failed) => {
                     let e = failed.classify(|e| classify_create_error(tenant, e));
                     return Err(classify_refusal(template, e));
                 }
             }
         }
-        Ok(())
     }
 
     /// The template's lock, then a `DO` block that fails unless the template's ledger holds
@@ -216,77 +232,95 @@ fn classify_refusal(template: &TenantId, e: Error) -> Error {
     refusal(template, &message).unwrap_or(e)
 }
 
-/// The template's ledger rows copied into the clone's ledger (created empty), and the clone's
-/// central record rows. Ends in `; `.
-fn ledger_sql(template: &TenantId, tenant: &TenantId) -> String {
+/// The clone's central record rows, as the template's ledger lists them. Ends in `; `.
+fn central_sql(template: &TenantId, tenant: &TenantId) -> String {
     format!(
-        "INSERT INTO {t}.{LEDGER} (version, run_on) SELECT version, run_on FROM {f}.{LEDGER}; \
-         INSERT INTO {CENTRAL_RECORD} (schema_name, version) \
+        "INSERT INTO {CENTRAL_RECORD} (schema_name, version) \
          SELECT {lit}, version FROM {f}.{LEDGER} ON CONFLICT DO NOTHING; ",
-        t = tenant.quoted(),
         f = template.quoted(),
         lit = quote_literal(tenant.as_str()),
     )
 }
 
+/// The clone's ledger made the template's (`run_on` included): emptied (a claimed spare's
+/// ledger holds its own rows) and filled from the template's. Ends in `; `.
+fn ledger_sql(template: &TenantId, tenant: &TenantId) -> String {
+    format!(
+        "DELETE FROM {t}.{LEDGER}; \
+         INSERT INTO {t}.{LEDGER} (version, run_on) SELECT version, run_on FROM {f}.{LEDGER}; ",
+        t = tenant.quoted(),
+        f = template.quoted(),
+    )
+}
+
 /// A `DO` block that fails unless the clone's relations and columns (names, kinds, types,
 /// `NOT NULL`) are the template's: a template changed by hand is refused rather than copied
-/// into a different shape. Ends in `; `.
+/// into a different shape. One pass over the catalog: each schema's relations and columns are
+/// hashed in one order, and the two hashes must be equal. Ends in `; `.
 fn same_shape_sql(template: &TenantId, tenant: &TenantId) -> String {
-    let shape = |schema: &TenantId| {
+    let ns = |schema: &TenantId| {
         format!(
-            "SELECT c.relname::pg_catalog.text, c.relkind::pg_catalog.text, \
-             a.attname::pg_catalog.text, a.atttypid, a.atttypmod, a.attnotnull \
-             FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_attribute a \
-             ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-             WHERE c.relnamespace = {}::pg_catalog.regnamespace",
+            "{}::pg_catalog.regnamespace",
             quote_literal(&schema.quoted())
         )
     };
-    let (a, b) = (shape(template), shape(tenant));
     format!(
-        "DO $wd_shape$ BEGIN IF EXISTS (({a} EXCEPT {b}) UNION ALL ({b} EXCEPT {a})) THEN \
+        "DO $wd_shape$ BEGIN IF (SELECT pg_catalog.count(DISTINCT h) <> 1 OR pg_catalog.count(*) <> 2 FROM \
+           (SELECT pg_catalog.md5(pg_catalog.string_agg(ROW(c.relname, c.relkind, a.attname, \
+              a.atttypid, a.atttypmod, a.attnotnull)::pg_catalog.text, ',' \
+              ORDER BY c.relname COLLATE \"C\", a.attname COLLATE \"C\")) AS h \
+            FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_attribute a \
+              ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+            WHERE c.relnamespace IN ({f}, {t}) GROUP BY c.relnamespace) s) THEN \
          RAISE EXCEPTION '{DIFFERS}' USING ERRCODE = 'object_not_in_prerequisite_state'; \
-         END IF; END $wd_shape$; "
+         END IF; END $wd_shape$; ",
+        f = ns(template),
+        t = ns(tenant),
     )
 }
 
 /// The statements that copy the template's rows into the clone, parents before children (by
-/// their foreign keys), then set each sequence where the template's stands. Read from the
-/// catalog under the library's own path. Ends in `; ` (empty when there is nothing to copy).
+/// their foreign keys), then set each sequence where the template's stands. The template's
+/// tables, foreign keys and sequences are read in one catalog query, under the library's own
+/// path. Ends in `; ` (empty when there is nothing to copy).
 fn copy_sql(conn: &mut PgConnection, template: &TenantId, tenant: &TenantId) -> Result<String> {
-    let ns = format!(
-        "pg_catalog.to_regnamespace({})",
-        quote_literal(&template.quoted())
-    );
-    let tables: Vec<TableRow> = diesel::sql_query(format!(
-        "SELECT c.relname::pg_catalog.text AS name, \
+    // The schema's relations are read once (by the index on names and namespaces) and the
+    // tables, foreign keys and sequences drawn from them.
+    let rows: Vec<CatalogRow> = diesel::sql_query(format!(
+        "WITH rel AS MATERIALIZED (SELECT c.oid, c.relname, c.relkind FROM pg_catalog.pg_class c \
+           WHERE c.relnamespace = pg_catalog.to_regnamespace({ns})) \
+         SELECT 't' AS kind, r.relname::pg_catalog.text AS name, \
          (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) \
           FROM pg_catalog.pg_attribute a \
-          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns \
-         FROM pg_catalog.pg_class c \
-         WHERE c.relnamespace = {ns} AND c.relkind IN ('r', 'p') AND c.relname <> {ledger} \
-         ORDER BY c.relname COLLATE \"C\"",
+          WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS other \
+         FROM rel r WHERE r.relkind IN ('r', 'p') AND r.relname <> {ledger} \
+         UNION ALL \
+         SELECT 'f', r.relname::pg_catalog.text, p.relname::pg_catalog.text \
+         FROM rel r JOIN pg_catalog.pg_constraint k ON k.conrelid = r.oid AND k.contype = 'f' \
+         JOIN rel p ON p.oid = k.confrelid WHERE r.oid <> p.oid \
+         UNION ALL \
+         SELECT 's', r.relname::pg_catalog.text, NULL FROM rel r WHERE r.relkind = 'S'",
+        ns = quote_literal(&template.quoted()),
         ledger = quote_literal(LEDGER),
     ))
     .load(conn)?;
-    let edges: Vec<Edge> = diesel::sql_query(format!(
-        "SELECT c.relname::pg_catalog.text AS child, p.relname::pg_catalog.text AS parent \
-         FROM pg_catalog.pg_constraint k \
-         JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
-         JOIN pg_catalog.pg_class p ON p.oid = k.confrelid \
-         WHERE k.contype = 'f' AND c.oid <> p.oid AND c.relnamespace = {ns} AND p.relnamespace = {ns}"
-    ))
-    .load(conn)?;
-    let sequences: Vec<NameRow> = diesel::sql_query(format!(
-        "SELECT c.relname::pg_catalog.text AS name FROM pg_catalog.pg_class c \
-         WHERE c.relnamespace = {ns} AND c.relkind = 'S' ORDER BY c.relname COLLATE \"C\""
-    ))
-    .load(conn)?;
-    let columns: BTreeMap<String, String> = tables
-        .into_iter()
-        .filter_map(|t| Some((t.name, t.columns?)))
-        .collect();
+    let mut columns = BTreeMap::new();
+    let mut edges = Vec::new();
+    let mut sequences = Vec::new();
+    for row in rows {
+        match (row.kind.as_str(), row.other) {
+            ("t", Some(cols)) => {
+                columns.insert(row.name, cols);
+            }
+            ("f", Some(parent)) => edges.push(Edge {
+                child: row.name,
+                parent,
+            }),
+            ("s", _) => sequences.push(row.name),
+            _ => {}
+        }
+    }
+    sequences.sort();
     let order = parents_first(&columns.keys().cloned().collect(), &edges)
         .ok_or_else(|| refused(template, "its tables reference each other in a cycle"))?;
     let (f, t) = (template.quoted(), tenant.quoted());
@@ -300,7 +334,7 @@ fn copy_sql(conn: &mut PgConnection, template: &TenantId, tenant: &TenantId) -> 
         ));
     }
     for seq in sequences {
-        let seq_q = quote_ident(&seq.name);
+        let seq_q = quote_ident(&seq);
         sql.push_str(&format!(
             "SELECT pg_catalog.setval({}::pg_catalog.regclass, s.last_value, s.is_called) \
              FROM {f}.{seq_q} s; ",

@@ -12,6 +12,10 @@
 //! | [`Op::Fleet`] (fleet runs, the warm pool) | refused | — | — | checked | per tenant, in the body |
 //! | [`Op::Shared`] (the shared migrations: one library transaction, joining the caller's) | joined | — | — | checked | detected |
 //! | [`Op::ReadOnly`] (status, lists, audit, lint, placement) | — | — | — | — | — |
+//!
+//! A tenant an operation learns of only after its preamble (the template of a clone, the
+//! tenant of the snapshot a restore reads) is admitted by [`Migrator::admit`]: the preamble's
+//! own name and registry checks, in its order.
 
 use diesel::prelude::*;
 
@@ -63,7 +67,8 @@ impl Migrator {
         self.ready(conn);
         let (outer, names, registered, hazards, dialect): (bool, &[&TenantId], _, bool, bool) =
             match &op {
-                Op::Tenant(t) => (true, std::slice::from_ref(t), Some(*t), true, true),
+                // Its name is checked with its registration ([`admit`](Self::admit)).
+                Op::Tenant(t) => (true, &[], Some(*t), true, true),
                 Op::Tenants(ts) => (false, ts, None, true, false),
                 Op::NewTenant(t) => (true, std::slice::from_ref(t), None, true, true),
                 Op::Fleet => (true, &[], None, true, false),
@@ -82,9 +87,7 @@ impl Migrator {
             self.check_tenant_name(name)?;
         }
         if let Some(tenant) = registered {
-            if !own(conn, |conn| self.registry.contains(conn, tenant))? {
-                return Err(Error::TenantNotFound(tenant.clone()));
-            }
+            self.admit(conn, tenant)?;
         }
         if hazards {
             self.refuse_hazards(conn)?;
@@ -93,6 +96,21 @@ impl Migrator {
             self.dialect(conn)?;
         }
         Ok(entered)
+    }
+
+    /// The preamble's name and registry checks of `tenant`, which must be registered: for a
+    /// tenant an operation learns of after its preamble (a clone's template, a restored
+    /// snapshot's tenant), and for [`Op::Tenant`]'s.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTenantName`], [`Error::TenantNotFound`].
+    pub(crate) fn admit(&self, conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
+        self.check_tenant_name(tenant)?;
+        if own(conn, |conn| self.registry.contains(conn, tenant))? {
+            Ok(())
+        } else {
+            Err(Error::TenantNotFound(tenant.clone()))
+        }
     }
 
     /// With [`MigratorBuilder::refuse_hijack_hazards`], fails with [`Error::HijackHazards`] when

@@ -15,11 +15,23 @@ use crate::migrate::set::Compiled;
 use crate::migrate::snapshot::{read_snapshots, with_stable_text, Snapshot, MISMATCH, TABLE_SUM};
 use crate::migrate::tx::{self, Opening, Plan};
 use crate::registry::model::LifecycleState;
-use crate::sql::{in_schema, own, quote_literal, CENTRAL_RECORD, LEDGER, SNAPSHOTS_TABLE};
+use crate::sql::{
+    in_schema, own, quote_literal, CENTRAL_RECORD, LEDGER, LOCK_KEY, SNAPSHOTS_TABLE,
+};
 use crate::tenant::TenantId;
 
 /// Raised when the snapshot was pruned between its read and the tenant's lock.
 const GONE: &str = "workspace-diesel: snapshot pruned meanwhile";
+/// The start of the comment a restore leaves on the tenant's schema while it is `restoring`,
+/// followed by the state before it: what a restore run again after an interrupted one gives
+/// the tenant back (the restore's `DROP SCHEMA` removes the comment with the schema).
+const STATE_BEFORE: &str = "workspace-diesel restore; state before: ";
+
+#[derive(QueryableByName)]
+struct Comment {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    comment: Option<String>,
+}
 
 impl Migrator {
     /// Brings the snapshot's tenant back to it, row for row: its schema as the migrations of
@@ -29,6 +41,9 @@ impl Migrator {
     /// [`LifecycleState::Restoring`] (a web service refuses its requests, as the
     /// `workspace-diesel-axum` crate does with a 503), then gets its state before back, in the
     /// restore's transaction. A restore that fails changes nothing but puts the state back.
+    /// A restore whose process was killed after the mark leaves the tenant as it was but
+    /// `restoring`: run the restore again (of this snapshot or another), and it completes and
+    /// gives the tenant its state before the first one back.
     /// The snapshot is kept (prune it with [`prune_snapshots`](Self::prune_snapshots)).
     ///
     /// ```no_run
@@ -51,8 +66,9 @@ impl Migrator {
     /// - [`Error::SnapshotNotFound`] when no snapshot has this name;
     /// - [`Error::TenantNotFound`] when its tenant is not registered any more;
     /// - [`Error::SnapshotRefused`] when the migration set does not know one of its versions
-    ///   (or runs one outside a transaction), the tenant is `restoring` already, the engine is
-    ///   Citus, or the restored rows do not match the snapshot's checksums (nothing changed);
+    ///   (or runs one outside a transaction), another restore of the tenant is running, the
+    ///   engine is Citus, or the restored rows do not match the snapshot's checksums (nothing
+    ///   changed);
     /// - [`Error::TenantMigration`] when a migration fails on the rebuilt schema (nothing
     ///   changed).
     pub fn restore_snapshot(&self, conn: &mut PgConnection, snapshot: &str) -> Result<Snapshot> {
@@ -73,31 +89,13 @@ impl Migrator {
 
     fn restore_entered(&self, conn: &mut PgConnection, snap: &Snapshot) -> Result<()> {
         let tenant = &snap.tenant;
-        self.check_tenant_name(tenant)?;
-        if !own(conn, |conn| self.registry.contains(conn, tenant))? {
-            return Err(Error::TenantNotFound(tenant.clone()));
-        }
+        self.admit(conn, tenant)?;
         let dialect = self.dialect(conn)?;
-        if dialect.splits_statements() {
-            return Err(refused(tenant, "snapshots are not supported on Citus"));
+        if let Some(reason) = dialect.snapshots_refused() {
+            return Err(refused(tenant, reason));
         }
         let migrations = self.migrations_of(snap)?;
-        let before =
-            match self
-                .registry
-                .set_lifecycle_state(conn, tenant, LifecycleState::Restoring)
-            {
-                Ok(LifecycleState::Restoring) => {
-                    return Err(refused(
-                        tenant,
-                        "the tenant is `restoring` already (another restore, or one interrupted: \
-                     set its state first)",
-                    ))
-                }
-                Ok(state) => Some(state),
-                Err(Error::NoLifecycleState { .. }) => None,
-                Err(e) => return Err(e),
-            };
+        let before = self.mark_restoring(conn, tenant)?;
         let plan_close = self.restore_close(snap, before)?;
         let mut plan = Plan::new(tenant, Opening::default()).apply(&migrations, true);
         plan.create = format!(
@@ -125,6 +123,79 @@ impl Migrator {
             let _ = self.registry.set_lifecycle_state(conn, tenant, before);
         }
         sent
+    }
+
+    /// Marks `tenant` `restoring` and returns its state before (`None` without a status
+    /// column). The state before is first written as a comment on the tenant's schema, so a
+    /// restore interrupted after the mark (its process killed: its transaction rolled back,
+    /// the tenant still `restoring`) can be run again: it then reads the state before from the
+    /// comment (`active` when there is none). A tenant that another restore holds (its lock
+    /// taken) is refused.
+    fn mark_restoring(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+    ) -> Result<Option<LifecycleState>> {
+        if self
+            .registry
+            .set_state_sql(tenant, LifecycleState::Active)
+            .is_none()
+        {
+            // No status column: every registered tenant is served.
+            return Ok(None);
+        }
+        let Some(state) = self.registry.lifecycle_state(conn, tenant)? else {
+            return Err(Error::TenantNotFound(tenant.clone()));
+        };
+        let schema = quote_literal(&tenant.quoted());
+        if state == LifecycleState::Restoring {
+            // Held by a restore in its transaction, or interrupted.
+            let free = own(conn, |conn| {
+                diesel::sql_query(format!(
+                    "SELECT CASE WHEN pg_catalog.pg_try_advisory_lock({LOCK_KEY}, pg_catalog.hashtext({t})) \
+                     THEN pg_catalog.pg_advisory_unlock({LOCK_KEY}, pg_catalog.hashtext({t})) END AS flag",
+                    t = quote_literal(tenant.as_str()),
+                ))
+                .get_result::<Flag>(conn)
+            })?
+            .flag;
+            if free != Some(true) {
+                return Err(refused(tenant, "another restore of the tenant is running"));
+            }
+            let comment = own(conn, |conn| {
+                diesel::sql_query(format!(
+                    "SELECT pg_catalog.obj_description(pg_catalog.to_regnamespace({schema})::pg_catalog.oid, \
+                     'pg_namespace') AS comment"
+                ))
+                .get_result::<Comment>(conn)
+            })?
+            .comment;
+            let before = comment
+                .as_deref()
+                .and_then(|c| c.strip_prefix(STATE_BEFORE))
+                .and_then(|s| s.parse().ok())
+                .filter(|s| *s != LifecycleState::Restoring)
+                .unwrap_or(LifecycleState::Active);
+            return Ok(Some(before));
+        }
+        own(conn, |conn| {
+            diesel::sql_query(format!(
+                "COMMENT ON SCHEMA {} IS {}",
+                tenant.quoted(),
+                quote_literal(&format!("{STATE_BEFORE}{state}"))
+            ))
+            .execute(conn)
+        })?;
+        match self
+            .registry
+            .set_lifecycle_state(conn, tenant, LifecycleState::Restoring)?
+        {
+            // Marked by a restore that started meanwhile.
+            LifecycleState::Restoring => {
+                Err(refused(tenant, "another restore of the tenant is running"))
+            }
+            before => Ok(Some(before)),
+        }
     }
 
     /// The set's migrations of the snapshot's versions, in the set's order: every version must
@@ -169,6 +240,12 @@ impl Migrator {
         };
         Ok(format!("{}{state}{grants}", copy_sql(snap)))
     }
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
+    flag: Option<bool>,
 }
 
 /// [`Error::SnapshotRefused`] for `tenant`.

@@ -80,10 +80,10 @@ pub(crate) fn snapshot_create(
     let Some(retain) = params.snapshot else {
         return Ok(String::new());
     };
-    if dialect.splits_statements() {
+    if let Some(reason) = dialect.snapshots_refused() {
         return Err(Error::SnapshotRefused {
             tenant: schema.clone(),
-            reason: "snapshots are not supported on Citus".to_owned(),
+            reason: reason.to_owned(),
         });
     }
     Ok(snapshot_sql(schema, &snapshot_name(), retain))

@@ -9,11 +9,12 @@ use diesel::sql_types::{Array, Bool, Text};
 use crate::error::Result;
 use crate::migrate::door::Op;
 use crate::migrate::migrator::Migrator;
+use crate::migrate::snapshot::read_snapshots;
 use crate::migrate::tx::read_ledger;
 use crate::registry::model::LifecycleState;
-use crate::report::TenantMigrations;
+use crate::report::{TenantMigrations, TenantSnapshot};
 use crate::selection::Selection;
-use crate::sql::{own, quote_literal, CENTRAL_RECORD, LEDGER, SHARED_SCHEMA};
+use crate::sql::{own, quote_literal, CENTRAL_RECORD, LEDGER, SHARED_SCHEMA, SNAPSHOTS_TABLE};
 use crate::tenant::TenantId;
 
 /// Where the shared migrations stand (see [`Migrator::shared_status`]).
@@ -44,9 +45,42 @@ struct StatusRow {
     has_ledger: bool,
 }
 
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    flag: bool,
+}
+
+/// Every tenant's snapshots, oldest first, by tenant name (none before the snapshots' registry
+/// migration has run).
+fn tenant_snapshots(conn: &mut PgConnection) -> Result<HashMap<String, Vec<TenantSnapshot>>> {
+    let recorded = diesel::sql_query(format!(
+        "SELECT pg_catalog.to_regclass({}) IS NOT NULL AS flag",
+        quote_literal(SNAPSHOTS_TABLE)
+    ))
+    .get_result::<Flag>(conn)?
+    .flag;
+    let mut by_tenant: HashMap<String, Vec<TenantSnapshot>> = HashMap::new();
+    if recorded {
+        for s in read_snapshots(conn, "true")? {
+            by_tenant
+                .entry(s.tenant.as_str().to_owned())
+                .or_default()
+                .push(TenantSnapshot {
+                    name: s.name,
+                    taken_at: s.taken_at,
+                    expires_at: s.expires_at,
+                    size_bytes: s.size_bytes,
+                });
+        }
+    }
+    Ok(by_tenant)
+}
+
 impl Migrator {
     /// Every registered tenant's applied and pending versions, from one query over the registry
-    /// and the central record (no tenant schema is read; `drift` is `None`). Sorted by tenant.
+    /// and the central record (no tenant schema is read; `drift` is `None`), with each tenant's
+    /// snapshots and their sizes from the snapshots' record. Sorted by tenant.
     ///
     /// ```no_run
     /// # use diesel::prelude::*;
@@ -119,6 +153,7 @@ impl Migrator {
             reg = self.registry.names_sql(),
         ))
         .load::<StatusRow>(conn)?;
+            let mut snapshots = tenant_snapshots(conn)?;
             rows.into_iter()
                 .map(|r| {
                     let pending = expected
@@ -132,6 +167,7 @@ impl Migrator {
                             applied: r.versions,
                             pending,
                             drift: None,
+                            snapshots: snapshots.remove(&r.name).unwrap_or_default(),
                         },
                         r.has_ledger,
                     ))

@@ -160,7 +160,13 @@ impl Migrator {
     /// rename, its central record and spares rows) or, when there is none, runs `otherwise`. A
     /// spare that a `fill_spares` is upgrading (its row or its lock taken) is skipped. Runs under
     /// the library's own path.
-    fn claim_sql(&self, tenant: &TenantId, tag: &str, otherwise: &str, register: bool) -> String {
+    pub(crate) fn claim_sql(
+        &self,
+        tenant: &TenantId,
+        tag: &str,
+        otherwise: &str,
+        register: bool,
+    ) -> String {
         let t = quote_literal(tenant.as_str());
         let versions = &self.set.versions;
         format!(

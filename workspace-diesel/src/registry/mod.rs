@@ -7,6 +7,7 @@
 mod lifecycle;
 pub(crate) mod model;
 pub(crate) mod queries;
+mod records;
 pub(crate) mod runs;
 
 pub use self::lifecycle::{lifecycle_state, set_lifecycle_state};

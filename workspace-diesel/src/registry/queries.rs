@@ -1,16 +1,17 @@
 //! Every statement on the registry table, in one place: the library's engine, the life-cycle
-//! state, the web crate's check, its cache trigger and its user lookup all take their registry
-//! SQL from here, so a custom [`Registry`] works wherever the built-in one does.
+//! state, the reporting views, the web crate's check, its cache trigger and its user lookup
+//! all take their registry SQL from here (each tenant's record from `records.rs` beside it),
+//! so a custom [`Registry`] works wherever the built-in one does.
 //!
 //! The functions that run a query expect the library's own path (run them inside
 //! [`own`](crate::sql::own)); the ones that return SQL text return it for such a transaction.
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bool, Nullable, Text};
+use diesel::sql_types::{Bool, Text};
 
-use crate::error::{Error, Result};
-use crate::registry::model::{sql_types, LifecycleState, Registry, TenantRecord};
-use crate::sql::{own, quote_ident, quote_literal, CENTRAL_RECORD, SPARES_TABLE, SPARE_PREFIX};
+use crate::error::Result;
+use crate::registry::model::{LifecycleState, Registry};
+use crate::sql::{quote_ident, quote_literal, CENTRAL_RECORD, SPARES_TABLE, SPARE_PREFIX};
 use crate::tenant::TenantId;
 
 /// How many registry rows a bulk call ([`create_tenants`](crate::Migrator::create_tenants),
@@ -270,6 +271,25 @@ impl Registry {
         )
     }
 
+    /// A `DO` block that adds, when the registry table has none of that name, the deferred
+    /// constraint trigger `trigger` that runs `function` (schema-qualified, no arguments) at
+    /// commit after any row of the registry was inserted, updated or deleted: what the
+    /// reporting views' rebuild hangs on.
+    #[cfg(feature = "reporting")]
+    pub(crate) fn deferred_trigger_sql(&self, trigger: &str, function: &str) -> String {
+        let table = self.qualified_table();
+        format!(
+            "DO $wdt$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger \
+             WHERE tgrelid = {regclass}::pg_catalog.regclass AND tgname = {name}) THEN \
+             CREATE CONSTRAINT TRIGGER {trigger_q} AFTER INSERT OR UPDATE OR DELETE ON {table} \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {function}(); \
+             END IF; END $wdt$;",
+            regclass = quote_literal(&table),
+            name = quote_literal(trigger),
+            trigger_q = quote_ident(trigger),
+        )
+    }
+
     /// Whether `schema.table` (unquoted, as a server error names them) is the registry table.
     pub(crate) fn is_table(&self, schema: &str, table: &str) -> bool {
         format!("{}.{}", quote_ident(schema), quote_ident(table)) == self.qualified_table()
@@ -288,7 +308,7 @@ impl Registry {
     /// ([`workspace_migrations`](crate::registry::workspace_migrations)), naming the tenant
     /// whose versions changed: every migration, revert, creation, drop and rename of a tenant
     /// is announced when it commits, so a listener holding each tenant's version
-    /// ([`TenantRecord`]) learns it without asking. Warm spares (names starting with
+    /// ([`TenantRecord`](crate::registry::TenantRecord)) learns it without asking. Warm spares (names starting with
     /// [`SPARE_PREFIX`](crate::registry::SPARE_PREFIX)) are not announced. Each trigger is
     /// created when missing, so running the SQL again on a database installed by an older
     /// release adds the central record's.
@@ -431,120 +451,5 @@ $wdn$;
             reg = self.qualified_table(),
             key = quote_ident(&self.key_column),
         )
-    }
-}
-
-#[derive(QueryableByName)]
-struct RecordRow {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = sql_types::WorkspaceStatus)]
-    status: LifecycleState,
-    #[diesel(sql_type = Nullable<Text>)]
-    version: Option<String>,
-}
-
-impl Registry {
-    /// `tenant`'s [`TenantRecord`] (its life-cycle state and its latest applied version in the
-    /// central record), or `None` when it is not registered: one statement under the library's
-    /// own path, what a web service reads for a name it does not hold.
-    ///
-    /// ```no_run
-    /// use diesel::prelude::*;
-    /// use diesel_workspace::{registry::Registry, TenantId};
-    ///
-    /// # fn run(conn: &mut PgConnection) -> diesel_workspace::Result<()> {
-    /// if let Some(record) = Registry::default().tenant_record(conn, &TenantId::new("acme")?)? {
-    ///     println!("{} at {:?}", record.state, record.version);
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Query`] when the query fails.
-    pub fn tenant_record(
-        &self,
-        conn: &mut PgConnection,
-        tenant: &TenantId,
-    ) -> Result<Option<TenantRecord>> {
-        let mut rows = self.tenant_records_of(conn, std::slice::from_ref(tenant))?;
-        Ok(rows.pop().map(|(_, record)| record))
-    }
-
-    /// Every registered tenant's [`TenantRecord`], in one statement under the library's own path:
-    /// what a web service holds in memory. Names the registry holds that are not valid tenant
-    /// names are left out.
-    ///
-    /// # Errors
-    /// [`Error::Query`] when the query fails.
-    pub fn tenant_records(&self, conn: &mut PgConnection) -> Result<Vec<(TenantId, TenantRecord)>> {
-        self.records(conn, None)
-    }
-
-    /// The [`TenantRecord`]s of those of `tenants` that are registered, in one statement (what a
-    /// listener reads after notifications named them).
-    ///
-    /// # Errors
-    /// [`Error::Query`] when the query fails.
-    pub fn tenant_records_of(
-        &self,
-        conn: &mut PgConnection,
-        tenants: &[TenantId],
-    ) -> Result<Vec<(TenantId, TenantRecord)>> {
-        if tenants.is_empty() {
-            return Ok(Vec::new());
-        }
-        let names: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
-        self.records(conn, Some(&names))
-    }
-
-    fn records(
-        &self,
-        conn: &mut PgConnection,
-        names: Option<&[&str]>,
-    ) -> Result<Vec<(TenantId, TenantRecord)>> {
-        let status = match &self.status_column {
-            Some(column) => format!("w.{}", quote_ident(column)),
-            None => "'active'::public.workspace_status".to_owned(),
-        };
-        // The latest version in byte order (`COLLATE "C"`), as Diesel sorts its versions.
-        let sql = format!(
-            "SELECT w.{id}::pg_catalog.text AS name, {status} AS status, \
-             (SELECT pg_catalog.max(m.version::pg_catalog.text COLLATE \"C\") FROM {CENTRAL_RECORD} m \
-              WHERE m.schema_name OPERATOR(pg_catalog.=) w.{id}::pg_catalog.text) AS version \
-             FROM {reg} w{filter}",
-            id = self.quoted_identifier_column(),
-            reg = self.qualified_table(),
-            filter = if names.is_some() {
-                format!(
-                    " WHERE w.{}::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1)",
-                    self.quoted_identifier_column()
-                )
-            } else {
-                String::new()
-            },
-        );
-        let rows: Vec<RecordRow> = own(conn, |conn| match names {
-            Some(names) => diesel::sql_query(&sql)
-                .bind::<Array<Text>, _>(names)
-                .load(conn),
-            None => diesel::sql_query(&sql).load(conn),
-        })
-        .map_err(Error::Query)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| {
-                TenantId::new(r.name).ok().map(|t| {
-                    (
-                        t,
-                        TenantRecord {
-                            state: r.status,
-                            version: r.version,
-                        },
-                    )
-                })
-            })
-            .collect())
     }
 }

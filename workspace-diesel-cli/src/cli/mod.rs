@@ -1,8 +1,23 @@
-//! The command line: every clap-derive type of the tool.
+//! The command line: every clap-derive type of the tool. The top level and the commands here;
+//! the arguments by command group in `fleet.rs` (fleet runs and tenant selection), `tenant.rs`
+//! (named tenants, life-cycle states), `files.rs` (new migrations, the Rust schema) and
+//! `conventions.rs` (diesel_cli's `migration` and `database` groups).
+
+mod conventions;
+mod files;
+mod fleet;
+mod tenant;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub(crate) use self::conventions::{DatabaseCommand, MigrationCommand, StepArgs};
+pub(crate) use self::files::{GenerateArgs, PrintSchemaArgs};
+pub(crate) use self::fleet::{
+    duration, BudgetArgs, FleetArgs, MigrateAllArgs, PlanArgs, SelectArgs,
+};
+pub(crate) use self::tenant::{CreateArgs, RevertArgs, TenantOrAll, TenantState};
 
 /// Schema-per-tenant migrations for Diesel and PostgreSQL: create, migrate, list, rename and drop
 /// tenants, write new migrations, and print the Rust schema of the shared and tenant tables.
@@ -261,7 +276,7 @@ pub(crate) enum Command {
     PruneSnapshots {
         /// Remove the snapshots taken longer ago than this, expired or not: N followed by s, m,
         /// h or d (30m, 12h, 7d)
-        #[arg(long, value_name = "AGE", value_parser = crate::cli::duration)]
+        #[arg(long, value_name = "AGE", value_parser = duration)]
         older_than: Option<std::time::Duration>,
     },
 
@@ -356,282 +371,4 @@ pub(crate) enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
-}
-
-/// `migration ...`, as diesel_cli spells it, mapped onto the fleet commands.
-#[derive(Debug, Subcommand)]
-pub(crate) enum MigrationCommand {
-    /// Apply the shared migrations, then the pending tenant migrations to every tenant (as
-    /// migrate_all, with its --dry-run and lock budget); writes the config file's
-    /// print_schema.file again
-    Run(MigrateAllArgs),
-    /// Revert the last tenant migration of every tenant (-n N: the last N; --all: all of them)
-    Revert(StepArgs),
-    /// Revert the last tenant migration of every tenant (-n N, --all as for revert), then apply
-    /// the pending migrations again
-    Redo(StepArgs),
-    /// List the shared and tenant migrations, each marked `[X]` (applied), `[~]` (applied on some
-    /// tenants) or `[ ]` (pending)
-    List {
-        #[command(flatten)]
-        select: SelectArgs,
-    },
-    /// Write a new, empty migration (as makemigrations_tenant)
-    Generate(GenerateArgs),
-}
-
-/// `database ...`, as diesel_cli spells it.
-#[derive(Debug, Subcommand)]
-pub(crate) enum DatabaseCommand {
-    /// Create the database if it does not exist, then apply the shared migrations (as setup,
-    /// without writing a config file or directories)
-    Setup,
-    /// Drop the database, then set it up again (every tenant and its data is lost)
-    Reset {
-        /// Do not ask for confirmation
-        #[arg(long, short = 'y')]
-        yes: bool,
-    },
-    /// Drop the database (every tenant and its data is lost)
-    Drop {
-        /// Do not ask for confirmation
-        #[arg(long, short = 'y')]
-        yes: bool,
-    },
-}
-
-/// `create_tenant_schema`'s arguments: one or several names, or a file of names.
-#[derive(Debug, Args)]
-pub(crate) struct CreateArgs {
-    /// The tenants' identifiers, which are also their schema names: lower-case ASCII letters,
-    /// digits and _, not starting with a digit, at most 63 bytes
-    #[arg(value_name = "IDENTIFIER", required_unless_present = "file")]
-    pub(crate) identifiers: Vec<String>,
-    /// Also create the tenants named in this file, one per line (blank lines and # comments
-    /// ignored)
-    #[arg(long, value_name = "FILE")]
-    pub(crate) file: Option<PathBuf>,
-    /// How many tenants to create at once, one connection each, when creating several [default:
-    /// the number of CPUs]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub(crate) parallel: Option<u16>,
-    /// Go on with the other tenants when one cannot be created (default: stop starting new ones)
-    #[arg(long)]
-    pub(crate) continue_on_error: bool,
-}
-
-/// `makemigrations_tenant` and `migration generate`.
-#[derive(Debug, Args)]
-pub(crate) struct GenerateArgs {
-    /// The migration's name: lower-case ASCII letters, digits and _ (e.g. add_invoices)
-    pub(crate) name: String,
-    /// Write into the shared migrations directory instead
-    #[arg(long)]
-    pub(crate) shared: bool,
-    /// The migration's version, the directory name's prefix (digits and -, e.g.
-    /// 2026-03-01-120000 or 20260301120000) [default: the current time, as diesel_cli]
-    #[arg(long, value_name = "VERSION")]
-    pub(crate) version: Option<String>,
-}
-
-/// How many migrations `migration revert` and `migration redo` take back.
-#[derive(Debug, Args)]
-pub(crate) struct StepArgs {
-    /// Every applied tenant migration
-    #[arg(long, conflicts_with = "number")]
-    pub(crate) all: bool,
-    /// How many of the last applied tenant migrations [default: 1]
-    #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) number: Option<u32>,
-    #[command(flatten)]
-    pub(crate) fleet: FleetArgs,
-}
-
-/// One tenant, or `--all` of them.
-#[derive(Debug, Args)]
-pub(crate) struct TenantOrAll {
-    /// The tenant
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
-    pub(crate) identifier: Option<String>,
-    /// Every registered tenant
-    #[arg(long)]
-    pub(crate) all: bool,
-    #[command(flatten)]
-    pub(crate) fleet: FleetArgs,
-}
-
-/// `revert_tenant`'s arguments.
-#[derive(Debug, Args)]
-pub(crate) struct RevertArgs {
-    #[command(flatten)]
-    pub(crate) target: TenantOrAll,
-    /// Revert this version only, and only where it is the last applied migration; where it is not applied, do nothing (so a rerun after an interruption reverts nothing twice)
-    #[arg(long, value_name = "VERSION")]
-    pub(crate) version: Option<String>,
-}
-
-/// How a command that walks the fleet of tenants runs.
-#[derive(Debug, Args)]
-pub(crate) struct FleetArgs {
-    /// How many tenants to work on at once, one connection each [default: the number of CPUs]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub(crate) parallel: Option<u16>,
-    /// How long a tenant's DDL may wait for a table lock before it gives up and is retried, 1 to
-    /// 3600 (0, which PostgreSQL takes as "wait for ever", is rejected) [default: 5]
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub(crate) lock_timeout: Option<u64>,
-    /// Go on with the other tenants when one fails (default: stop starting new ones)
-    #[arg(long)]
-    pub(crate) continue_on_error: bool,
-    /// Run in stages, in order (repeatable): `tenants:a,b` (a canary set), `10%` (a share of the
-    /// tenants that need work), `rest`; a wave starts only within --failure-budget
-    #[arg(long, value_name = "WAVE")]
-    pub(crate) wave: Vec<String>,
-    /// How many failures (N) or what share of the tenants run so far (N%) the waves tolerate
-    /// before the next wave is not started [default: no limit]
-    #[arg(long, value_name = "N|N%")]
-    pub(crate) failure_budget: Option<String>,
-    /// Seconds to wait between two waves [default: 0]
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86400))]
-    pub(crate) pause: Option<u64>,
-    /// Keep no record of this run (see runs)
-    #[arg(long)]
-    pub(crate) no_record: bool,
-    /// Keep a snapshot of each tenant the run changes, taken in the transaction of its first
-    /// pending migration, so restore_tenant can bring it back (see snapshots)
-    #[arg(long)]
-    pub(crate) snapshot: bool,
-    /// How long the snapshots are kept before prune_snapshots removes them: N followed by s, m,
-    /// h or d (30m, 12h, 7d) [default: 7d]
-    #[arg(long, value_name = "AGE", requires = "snapshot", value_parser = crate::cli::duration)]
-    pub(crate) retain: Option<std::time::Duration>,
-    #[command(flatten)]
-    pub(crate) select: SelectArgs,
-}
-
-/// `migrate_all`'s arguments.
-#[derive(Debug, Args)]
-pub(crate) struct MigrateAllArgs {
-    /// Print the plan (as the plan command) and apply nothing
-    #[arg(long)]
-    pub(crate) dry_run: bool,
-    #[command(flatten)]
-    pub(crate) fleet: FleetArgs,
-    #[command(flatten)]
-    pub(crate) budget: BudgetArgs,
-}
-
-/// `plan`'s arguments.
-#[derive(Debug, Args)]
-pub(crate) struct PlanArgs {
-    #[command(flatten)]
-    pub(crate) budget: BudgetArgs,
-    #[command(flatten)]
-    pub(crate) select: SelectArgs,
-}
-
-/// The lock budget of `plan` and `migrate_all`.
-#[derive(Debug, Args, Default)]
-#[command(next_help_heading = "Lock budget")]
-pub(crate) struct BudgetArgs {
-    /// Exit with status 3, applying nothing, when a statement would take a lock of
-    /// --strong-lock or stronger on a table larger than SIZE (bytes, or with a unit: kB, MB,
-    /// GB, TB, 1024-based as PostgreSQL counts)
-    #[arg(long, value_name = "SIZE")]
-    pub(crate) max_lock_table_size: Option<String>,
-    /// The weakest lock --max-lock-table-size counts [default: share, the weakest that blocks
-    /// writes; access_exclusive: only the locks that block reads too]
-    #[arg(long, value_name = "LEVEL", requires = "max_lock_table_size")]
-    pub(crate) strong_lock: Option<String>,
-}
-
-/// Which tenants a fleet command or a status view takes (default: every registered tenant; a
-/// fleet run works on the active ones, reports suspended and provisioning ones as held and
-/// leaves archived ones out).
-#[derive(Debug, Args, Default)]
-#[command(next_help_heading = "Tenant selection")]
-pub(crate) struct SelectArgs {
-    /// Only these tenants (comma-separated, repeatable); each must be registered
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub(crate) tenants: Vec<String>,
-    /// Only the tenants named in this file, one per line (blank lines and # comments ignored)
-    #[arg(long, value_name = "FILE")]
-    pub(crate) tenants_file: Option<PathBuf>,
-    /// Only tenants whose name matches this glob (*, ?, [a-z]; repeatable: any of them)
-    #[arg(long, value_name = "GLOB")]
-    pub(crate) pattern: Vec<String>,
-    /// Leave these tenants out (comma-separated, repeatable)
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub(crate) except: Vec<String>,
-    /// Take the tenants in this state: provisioning, active, suspended, archived or restoring
-    /// (repeatable)
-    /// [default for a fleet run: active; for a status view: every state]
-    #[arg(long, value_enum, value_name = "STATE", hide_possible_values = true)]
-    pub(crate) state: Vec<TenantState>,
-    /// Only the tenants placed on this node of a Citus cluster
-    #[arg(long, value_name = "HOST:PORT")]
-    pub(crate) node: Option<String>,
-}
-
-/// Options of `print-schema`.
-#[derive(Debug, Args)]
-pub(crate) struct PrintSchemaArgs {
-    /// The tenant whose schema holds the tenant tables [default: the first registered tenant, or a
-    /// scratch schema built from the tenant migrations and rolled back]
-    #[arg(long, value_name = "IDENTIFIER")]
-    pub(crate) tenant: Option<String>,
-    /// Write to this file instead of stdout [default: the config file's print_schema.file, else
-    /// stdout]
-    #[arg(long, alias = "output", value_name = "FILE")]
-    pub(crate) output_file: Option<PathBuf>,
-    /// Print only the tables whose name matches one of these regular expressions (matched
-    /// against the bare table name, anywhere in it unless anchored with ^ and $)
-    #[arg(
-        long,
-        short = 'o',
-        value_name = "REGEX",
-        num_args = 1..,
-        conflicts_with = "except_tables"
-    )]
-    pub(crate) only_tables: Vec<String>,
-    /// Leave out the tables whose name matches one of these regular expressions
-    #[arg(long, short = 'e', value_name = "REGEX", num_args = 1..)]
-    pub(crate) except_tables: Vec<String>,
-    /// Also print the registry's own tables (public.workspaces, public.workspace_migrations),
-    /// which the library already declares
-    #[arg(long)]
-    pub(crate) with_registry: bool,
-}
-
-/// A tenant's life-cycle state, as `set_tenant_status` and `--state` take it.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub(crate) enum TenantState {
-    /// Being created: web requests get 503
-    Provisioning,
-    /// Served
-    Active,
-    /// Kept, not served: web requests get 403
-    Suspended,
-    /// Kept for the record: web requests get 410
-    Archived,
-    /// Being restored from a snapshot: web requests get 503
-    Restoring,
-}
-
-/// An age or a retention: a whole number followed by `s`, `m`, `h` or `d`.
-pub(crate) fn duration(text: &str) -> Result<std::time::Duration, String> {
-    let invalid = || format!("invalid duration `{text}`: expected N followed by s, m, h or d (7d)");
-    let unit = text.chars().last().ok_or_else(invalid)?;
-    let seconds = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(invalid()),
-    };
-    let n: u64 = text[..text.len() - 1].parse().map_err(|_| invalid())?;
-    n.checked_mul(seconds)
-        .filter(|s| *s <= 100 * 365 * 86_400)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(invalid)
 }
