@@ -19,6 +19,7 @@ mod concurrency;
 mod custom_registry;
 mod docs;
 mod enforcing_roles;
+mod failure_paths;
 mod fleet;
 mod guards;
 mod ids;
