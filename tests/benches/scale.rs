@@ -17,8 +17,12 @@
 //! `create_tenants` (the example schema: three tables, five indexes; two workers). At each larger
 //! size:
 //!
-//! - **requests**, with 1 and with 4 threads, on a pool of 4 connections, under five policies:
-//!   `cap` (a plain `TenantPool`, the default statement cap of 256), `memory` (no statement cap,
+//! - **requests**, with 1 and with 4 threads, on a pool of 4 connections, under six policies:
+//!   `default` (`pool::builder().max_size(4)` and nothing else: four shards of one connection,
+//!   each tenant checked out with `get_for`, the default memory bound of 256 MiB read every
+//!   1,024 check-ins, no statement cap), `cap` (the default pool before it was sharded: one
+//!   plain r2d2 pool, the statement cap of 256, no memory bound), `memory` (one plain pool, no
+//!   statement cap,
 //!   a `backend_memory_limit` of 128 MiB checked every 32 check-ins), `affine` (an
 //!   `AffinePool` of 4 shards of one connection: each tenant always served by the same backend;
 //!   no statement cap, a `backend_memory_limit` of `BENCH_AFFINE_LIMIT_MIB`, default 256 MiB,
@@ -36,11 +40,18 @@
 //! - **an additive `migrate_all`** (`ALTER TABLE notes ADD COLUMN … DEFAULT`, one index) per
 //!   tenant, then reverted (not measured), so the next step starts from the same schema
 //!   (`BENCH_SCALE_ADDITIVE=0` skips it);
-//! - **provisioning** per tenant (the step's `create_tenants`).
+//! - **provisioning** per tenant (the step's `create_tenants`);
+//! - with `BENCH_SCALE_COMMANDS=1`, **every fleet command once**, timed, in the library
+//!   (`status`, `status_with_drift`, `list_tenants`, `catalog_size`, `audit`, `migrate_all`
+//!   with nothing pending) and in the CLI (`status`, `status --format json`, `list_tenants`,
+//!   `pending`, `migrate_all`; the binary is built first, in the bench's profile), each
+//!   checked to succeed: `BENCH_SCALE_SIZES=10,50000 BENCH_SCALE_POLICIES=none
+//!   BENCH_SCALE_ADDITIVE=0 BENCH_SCALE_COMMANDS=1` is the 50,000-tenant run.
 //!
 //! Settings: `BENCH_QUICK=1` (2,000 requests per case instead of 10,000), `BENCH_ITERS`
 //! (requests per case), `BENCH_SCALE_SIZES`, `BENCH_SCALE_POLICIES` (a comma-separated subset of
-//! `cap,memory,affine,rare,spill`), `BENCH_AFFINE_LIMIT_MIB`, `BENCH_SCALE_ADDITIVE`. Run without
+//! `default,cap,memory,affine,rare,spill`; default `default,cap,rare`), `BENCH_AFFINE_LIMIT_MIB`,
+//! `BENCH_SCALE_ADDITIVE`. Run without
 //! `--bench` (as `cargo test --benches` does), it only smoke-tests.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,10 +62,11 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use diesel_workspace::affinity::AffinePool;
-use diesel_workspace::pool::TenantPool;
+use diesel_workspace::pool::{ShardPool, TenantPool};
 use diesel_workspace::{pool, switch, MigrateOptions, Migrator, TenantId};
 
 use workspace_diesel_tests::bench::{env_usize, Mode, Settings};
+use workspace_diesel_tests::cli::{copy_dir, repo_root, Workdir};
 use workspace_diesel_tests::ScratchDb;
 
 const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
@@ -106,16 +118,20 @@ enum Pools {
 impl Pools {
     fn get(&self, tenant: &TenantId) -> pool::TenantPooledConnection {
         match self {
-            Pools::Plain(p) => p.get(),
+            Pools::Plain(p) => p.get_for(tenant),
             Pools::Affine(p) => p.get_for(tenant),
         }
         .expect("checkout")
     }
 
-    fn shards(&self) -> Vec<TenantPool> {
+    fn shards(&self) -> Vec<ShardPool> {
         match self {
-            Pools::Plain(p) => vec![p.clone()],
-            Pools::Affine(p) => p.shards().to_vec(),
+            Pools::Plain(p) => p.shards().to_vec(),
+            Pools::Affine(p) => p
+                .shards()
+                .iter()
+                .flat_map(|t| t.shards().to_vec())
+                .collect(),
         }
     }
 }
@@ -256,25 +272,35 @@ fn sizes(mode: Mode) -> Vec<usize> {
 /// The pool of one policy on `url`, counting the connections it opens in `opened`.
 fn build_pool(policy: &str, url: &str, opened: &Arc<AtomicUsize>, affine_limit: u64) -> Pools {
     let make = || {
-        let counter = Opened(opened.clone());
-        let builder = pool::builder().r2d2(move |b| b.event_handler(Box::new(counter)));
+        let opened = opened.clone();
+        let builder =
+            pool::builder().r2d2(move |b| b.event_handler(Box::new(Opened(opened.clone()))));
         match policy {
+            "default" => builder.max_size(POOL_SIZE),
             // No statement cap: the backend's memory bounds each connection instead.
             "memory" => builder
                 .max_size(POOL_SIZE)
+                .shards(1)
                 .statement_cap(usize::MAX)
-                .backend_memory_limit(Some(MEMORY_LIMIT)),
+                .backend_memory_limit(Some(MEMORY_LIMIT))
+                .memory_check_every(32),
             "affine" | "spill" => builder
                 .max_size(1)
                 .statement_cap(usize::MAX)
-                .backend_memory_limit(Some(affine_limit)),
+                .backend_memory_limit(Some(affine_limit))
+                .memory_check_every(32),
             // The memory read walks every memory context of a large backend: rarely.
             "rare" => builder
                 .max_size(1)
                 .statement_cap(usize::MAX)
                 .backend_memory_limit(Some(affine_limit))
                 .memory_check_every(RARE_CHECK),
-            _ => builder.max_size(POOL_SIZE),
+            // The default pool before it was sharded.
+            _ => builder
+                .max_size(POOL_SIZE)
+                .shards(1)
+                .statement_cap(256)
+                .backend_memory_limit(None),
         }
     };
     match policy {
@@ -328,6 +354,78 @@ fn fleet_row(
     }
 }
 
+/// One command of the fleet, timed: its name, the size, the time.
+struct CommandRow {
+    command: String,
+    tenants: usize,
+    took: Duration,
+}
+
+/// Every fleet command once on the `size` tenants of `url`, in the library and in the CLI, each
+/// checked to succeed.
+fn command_rows(
+    url: &str,
+    admin: &mut PgConnection,
+    migrator: &Migrator,
+    size: usize,
+) -> Vec<CommandRow> {
+    let mut rows = Vec::new();
+    let mut time = |command: &str, f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        f();
+        rows.push(CommandRow {
+            command: command.to_owned(),
+            tenants: size,
+            took: start.elapsed(),
+        });
+    };
+    time("library status", &mut || {
+        assert_eq!(migrator.status(admin).expect("status").len(), size);
+    });
+    time("library status_with_drift", &mut || {
+        let drifted = migrator.status_with_drift(admin).expect("drift");
+        assert_eq!(drifted.len(), size);
+        assert!(drifted.iter().all(|s| s.drift.is_none()));
+    });
+    time("library list_tenants", &mut || {
+        assert_eq!(migrator.list_tenants(admin).expect("list").len(), size);
+    });
+    time("library catalog_size", &mut || {
+        let catalog = migrator.catalog_size(admin).expect("catalog size");
+        assert!(catalog.schemas >= size as i64, "{catalog:?}");
+    });
+    time("library audit", &mut || {
+        migrator.audit(admin).expect("audit");
+    });
+    time("library migrate_all (nothing pending)", &mut || {
+        let report = migrator
+            .migrate_all(url, &MigrateOptions::default().parallel(2))
+            .expect("migrate_all");
+        assert_eq!(report.up_to_date().count(), size);
+    });
+    // The CLI on the benchmark's own tenant migrations.
+    let w = Workdir::new();
+    let tenant_dir = w.path().join("migrations_tenant");
+    std::fs::remove_dir_all(&tenant_dir).expect("remove the example migrations");
+    copy_dir(&repo_root().join("tests/migrations/tenant"), &tenant_dir);
+    // The shared migrations of the CLI's directory are applied once, untimed.
+    let setup = w.run_url(url, &["migrate_all"]);
+    assert_eq!(setup.code, 0, "migrate_all: {}", setup.stderr);
+    for args in [
+        &["status"][..],
+        &["status", "--format", "json"],
+        &["list_tenants"],
+        &["pending"],
+        &["migrate_all"],
+    ] {
+        time(&format!("CLI {}", args.join(" ")), &mut || {
+            let run = w.run_url(url, args);
+            assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        });
+    }
+    rows
+}
+
 /// Creates the tenants `ids[from..]` in `url`; returns the cost per tenant.
 fn provision(migrator: &Migrator, url: &str, ids: &[TenantId]) -> f64 {
     let start = Instant::now();
@@ -348,9 +446,9 @@ fn main() {
     let s = Settings::from_env((1, 40), (1, 2_000), (1, 10_000));
     let requests = env_usize("BENCH_ITERS").unwrap_or(s.iters).max(BLOCKS * 4);
     let warm = (requests / 10).max(4);
-    let policies = std::env::var("BENCH_SCALE_POLICIES")
-        .unwrap_or_else(|_| "cap,memory,affine,rare,spill".into());
-    let cases: Vec<(&'static str, usize)> = ["cap", "memory", "affine", "rare", "spill"]
+    let policies =
+        std::env::var("BENCH_SCALE_POLICIES").unwrap_or_else(|_| "default,cap,rare".into());
+    let cases: Vec<(&'static str, usize)> = ["default", "cap", "memory", "affine", "rare", "spill"]
         .into_iter()
         .filter(|p| policies.split(',').any(|q| q.trim() == *p))
         .flat_map(|p| [(p, 1), (p, 4)])
@@ -381,6 +479,8 @@ fn main() {
     migrator.run_shared(&mut admin).expect("shared migrations");
     let mut ids: Vec<TenantId> = Vec::new();
     let mut request_rows = Vec::new();
+    let mut commands = Vec::new();
+    let run_commands = std::env::var("BENCH_SCALE_COMMANDS").as_deref() == Ok("1");
     for &size in &sizes[1..] {
         let new = tenant_ids(ids.len()..size);
         let provision = provision(&migrator, db.url(), &new);
@@ -433,6 +533,9 @@ fn main() {
             size,
             provision,
         ));
+        if run_commands {
+            commands.extend(command_rows(db.url(), &mut admin, &migrator, size));
+        }
     }
 
     println!(
@@ -491,5 +594,21 @@ fn main() {
             f.additive.map_or("-".to_owned(), |a| format!("{a:.3}")),
             f.provision
         );
+    }
+    if !commands.is_empty() {
+        println!(
+            "  {:<40} {:>7} {:>12} {:>12}",
+            "command", "tenants", "ms", "ms/tenant"
+        );
+        for c in &commands {
+            let ms = c.took.as_secs_f64() * 1e3;
+            println!(
+                "  {:<40} {:>7} {:>12.1} {:>12.4}",
+                c.command,
+                c.tenants,
+                ms,
+                ms / c.tenants as f64
+            );
+        }
     }
 }

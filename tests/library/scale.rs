@@ -6,6 +6,7 @@
 //! per tenant until it ends; past about 6,000 tenants on a default server that fails with `out
 //! of shared memory`. The fleet here is larger than the server's own limit, read from the server.
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_workspace::{Hazard, MigrateOptions, Migrator, TenantId};
@@ -389,4 +390,248 @@ fn affine_pool_serves_each_tenant_from_its_shard() {
     let expected = by_shard[&pool.shard_of(other)];
     let got = switch(other, || pid(&mut pool.get().unwrap()));
     assert_eq!(got, expected);
+}
+
+/// The default pool is tenant-affine: `pool::builder().max_size(3)` makes three shards of one
+/// connection, each tenant's checkouts reach its shard's backend, a connection of one shard
+/// still reads only the active tenant's rows, and a tenant whose shard is busy gets another
+/// shard's idle connection after the affinity wait instead of waiting for its own.
+#[test]
+fn default_pool_serves_each_tenant_from_its_shard() {
+    use diesel_workspace::prelude::*;
+    use diesel_workspace::{pool, switch};
+
+    let db = test_db!("default_pool_serves_each_tenant_from_its_shard");
+    let mut conn = db.conn();
+    let migrator = Migrator::builder(SCALE_MIGRATIONS).build().unwrap();
+    migrator.run_shared(&mut conn).unwrap();
+    let ids: Vec<TenantId> = (0..12)
+        .map(|i| TenantId::new(format!("d{i:02}")).unwrap())
+        .collect();
+    let report = migrator
+        .create_tenants(db.url(), &ids, &MigrateOptions::default())
+        .unwrap();
+    assert!(report.is_success(), "{}", report.failure_summary());
+    for (i, t) in ids.iter().enumerate() {
+        switch(t, || {
+            conn.tenant_transaction(|c| {
+                diesel::sql_query(format!("INSERT INTO items (id) VALUES ({i})")).execute(c)
+            })
+        })
+        .unwrap();
+    }
+
+    let pool = pool::builder().max_size(3).build(db.url()).unwrap();
+    assert_eq!(pool.shards().len(), 3);
+    assert_eq!(pool.max_size(), 3);
+    let pid = |c: &mut PgConnection| {
+        diesel::sql_query("SELECT pg_catalog.pg_backend_pid()::int8 AS n")
+            .get_result::<Number>(c)
+            .unwrap()
+            .n
+    };
+    let mut by_shard = std::collections::BTreeMap::new();
+    for t in &ids {
+        let first = pid(&mut pool.get_for(t).unwrap());
+        let again = switch(t, || pid(&mut pool.get().unwrap()));
+        assert_eq!(
+            first, again,
+            "{t}: get_for and get under switch, two backends"
+        );
+        assert_eq!(
+            *by_shard.entry(pool.shard_of(t)).or_insert(first),
+            first,
+            "{t}"
+        );
+    }
+    let backends: std::collections::BTreeSet<_> = by_shard.values().collect();
+    assert_eq!(backends.len(), 3, "one backend per shard");
+
+    // A connection of a's shard, used under another tenant, reads that tenant's row only.
+    let a = &ids[0];
+    let (index, other) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, t)| pool.shard_of(t) != pool.shard_of(a))
+        .unwrap();
+    let mut held = pool.get_for(a).unwrap();
+    let row: i64 = switch(other, || {
+        held.tenant_transaction(|c| {
+            diesel::sql_query("SELECT id::int8 AS n FROM items")
+                .get_result::<Number>(c)
+                .map(|r| r.n)
+        })
+    })
+    .unwrap();
+    assert_eq!(
+        row, index as i64,
+        "the active tenant's row, not the shard's"
+    );
+
+    // a's shard is busy (held above): a's next checkout spills to another shard's backend.
+    let start = std::time::Instant::now();
+    let spilled = pid(&mut pool.get_for(a).unwrap());
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    assert_ne!(spilled, by_shard[&pool.shard_of(a)], "a busy shard spills");
+    drop(held);
+    assert_eq!(
+        pid(&mut pool.get_for(a).unwrap()),
+        by_shard[&pool.shard_of(a)]
+    );
+
+    // The control: one shard is one plain pool, every tenant on whichever connection is idle.
+    let plain = pool::builder()
+        .max_size(3)
+        .shards(1)
+        .build(db.url())
+        .unwrap();
+    assert_eq!(plain.shards().len(), 1);
+    let seen: std::collections::BTreeSet<i64> = ids
+        .iter()
+        .map(|t| pid(&mut plain.get_for(t).unwrap()))
+        .collect();
+    assert_eq!(
+        seen.len(),
+        1,
+        "one idle connection serves every tenant in turn"
+    );
+}
+
+diesel_workspace::tenant_table! {
+    items (id) {
+        id -> Int4,
+    }
+}
+
+/// `url` with its user replaced by `role` (and no password).
+fn as_role(url: &str, role: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{role}@{host}")
+}
+
+/// The default memory bound needs a role that can read its backend's memory. For one that
+/// cannot (no `pg_read_all_stats`), the default pool falls back to the statement cap of 256 and
+/// recycles a connection that passes it, where a superuser's default pool (memory-bounded,
+/// no cap) keeps its one backend; a limit set on the builder refuses such a role when the pool
+/// starts.
+#[test]
+fn the_default_pool_falls_back_to_the_statement_cap() {
+    use diesel_workspace::{pool, switch};
+
+    const TENANTS: usize = 300;
+    let db = test_db!("the_default_pool_falls_back_to_the_statement_cap");
+    let mut conn = db.conn();
+    let migrator = Migrator::builder(SCALE_MIGRATIONS).build().unwrap();
+    migrator.run_shared(&mut conn).unwrap();
+    let ids: Vec<TenantId> = (0..TENANTS)
+        .map(|i| TenantId::new(format!("f{i:03}")).unwrap())
+        .collect();
+    let report = migrator
+        .create_tenants(db.url(), &ids, &MigrateOptions::default().parallel(2))
+        .unwrap();
+    assert!(report.is_success(), "{}", report.failure_summary());
+    // Roles are the server's: named after this test's database, which is unique to the run.
+    let name = db.url().rsplit('/').next().unwrap();
+    let role = format!("{}_reader", &name[name.len().saturating_sub(50)..]);
+    conn.batch_execute(&format!(
+        "DROP ROLE IF EXISTS \"{role}\"; CREATE ROLE \"{role}\" LOGIN; \
+         GRANT pg_read_all_data TO \"{role}\""
+    ))
+    .unwrap();
+
+    let backends = |url: &str| {
+        let pool = pool::builder().max_size(1).build(url).unwrap();
+        let mut pids = std::collections::BTreeSet::new();
+        for t in &ids {
+            let mut c = pool.get_for(t).unwrap();
+            switch(t, || items::table.count().get_result::<i64>(&mut c)).unwrap();
+            pids.insert(
+                diesel::sql_query("SELECT pg_catalog.pg_backend_pid()::int8 AS n")
+                    .get_result::<Number>(&mut c)
+                    .unwrap()
+                    .n,
+            );
+        }
+        pids.len()
+    };
+    let reader = as_role(db.url(), &role);
+    assert!(
+        backends(&reader) > 1,
+        "{TENANTS} statements on one connection, over the fallback cap of 256: recycled"
+    );
+    assert_eq!(
+        backends(db.url()),
+        1,
+        "the memory-bounded default has no statement cap"
+    );
+    let refused = pool::builder()
+        .max_size(1)
+        .backend_memory_limit(Some(64 << 20))
+        .build(&reader)
+        .unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("permission denied"),
+        "{refused:?}"
+    );
+    conn.batch_execute(&format!("DROP ROLE \"{role}\""))
+        .unwrap();
+}
+
+/// `CATALOG_BYTES_PER_RELATION` against a measurement: a fresh backend that reads every table of
+/// 300 tenants of the example schema (three tables, five indexes; statement cache off, so only the
+/// catalog cache grows) holds, per tenant, what the estimate says for that tenant's relations,
+/// within a quarter.
+#[test]
+fn the_catalog_estimate_matches_a_backend() {
+    use crate::support::TENANT_MIGRATIONS;
+    use diesel::connection::CacheSize;
+
+    const WARM: usize = 100;
+    const TENANTS: usize = 400;
+    let db = test_db!("the_catalog_estimate_matches_a_backend");
+    let mut conn = db.conn();
+    let migrator = Migrator::builder(TENANT_MIGRATIONS).build().unwrap();
+    migrator.run_shared(&mut conn).unwrap();
+    let before = migrator.catalog_size(&mut conn).unwrap();
+    let ids: Vec<TenantId> = (0..TENANTS)
+        .map(|i| TenantId::new(format!("c{i:03}")).unwrap())
+        .collect();
+    let report = migrator
+        .create_tenants(db.url(), &ids, &MigrateOptions::default().parallel(2))
+        .unwrap();
+    assert!(report.is_success(), "{}", report.failure_summary());
+    let after = migrator.catalog_size(&mut conn).unwrap();
+    let relations = (after.relations - before.relations) as f64 / TENANTS as f64;
+
+    let mut fresh = PgConnection::establish(db.url()).unwrap();
+    fresh.set_prepared_statement_cache_size(CacheSize::Disabled);
+    let memory = |c: &mut PgConnection| diesel_workspace::pool::backend_memory(c).unwrap() as f64;
+    let touch = |c: &mut PgConnection, tenants: &[TenantId]| {
+        for t in tenants {
+            let q = t.quoted();
+            c.batch_execute(&format!(
+                "SELECT title FROM {q}.notes WHERE id = 1; \
+                 SELECT count(*) FROM {q}.notes; SELECT count(*) FROM {q}.tags; \
+                 SELECT count(*) FROM {q}.categories; \
+                 SELECT count(*) FROM {q}.__diesel_schema_migrations"
+            ))
+            .unwrap();
+        }
+    };
+    // The first tenants also grow the caches' hash tables: measured past them.
+    touch(&mut fresh, &ids[..WARM]);
+    let start = memory(&mut fresh);
+    touch(&mut fresh, &ids[WARM..]);
+    let per_tenant = (memory(&mut fresh) - start) / (TENANTS - WARM) as f64;
+    let estimate = relations * diesel_workspace::CATALOG_BYTES_PER_RELATION as f64;
+    eprintln!(
+        "catalog cache: {per_tenant:.0} bytes per tenant measured, {estimate:.0} estimated \
+         ({relations} relations per tenant, {:.0} bytes per relation measured)",
+        per_tenant / relations
+    );
+    assert!(
+        (0.75..=1.25).contains(&(estimate / per_tenant)),
+        "estimated {estimate:.0} bytes per tenant, measured {per_tenant:.0}"
+    );
 }

@@ -187,6 +187,37 @@ impl DieselPool for diesel_workspace::pool::TenantPool {
             }
         }
     }
+
+    /// Checks the connection out of `tenant`'s shard
+    /// ([`TenantPool::get_for_timeout`](diesel_workspace::pool::TenantPool::get_for_timeout)),
+    /// so each backend keeps serving the same share of the tenants.
+    fn interact_as<R, F>(
+        &self,
+        tenant: &diesel_workspace::TenantId,
+        wait: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<R, DbError>> + Send
+    where
+        F: FnOnce(&mut PgConnection) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (pool, tenant) = (self.clone(), tenant.clone());
+        let span = tracing::Span::current();
+        async move {
+            let task = tokio::task::spawn_blocking(move || {
+                span.in_scope(|| {
+                    let mut conn = pool
+                        .get_for_timeout(&tenant, wait)
+                        .map_err(|e| DbError::Pool(e.to_string()))?;
+                    Ok(f(&mut conn))
+                })
+            });
+            match task.await {
+                Ok(result) => result,
+                Err(_) => Err(DbError::Panicked),
+            }
+        }
+    }
 }
 
 #[cfg(feature = "deadpool")]

@@ -11,6 +11,10 @@
 //! backend then serves `tenants / shards` tenants: its catalog cache and its statements stay
 //! warm, and its memory is bounded by that share of the fleet rather than the whole of it.
 //!
+//! A [`TenantPool`] does this by itself (one shard per connection by default, see
+//! [`TenantPoolBuilder::shards`]); an `AffinePool` is for shards built apart, each with settings
+//! of its own, and for a strict affinity: a tenant waits for its own shard's connection.
+//!
 //! ```no_run
 //! use diesel::prelude::*;
 //! use diesel_workspace::affinity::AffinePool;

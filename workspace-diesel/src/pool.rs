@@ -10,7 +10,7 @@
 //! // or: pool::builder().max_size(8).statement_cap(256).build("postgres://localhost/app")?;
 //!
 //! let acme = TenantId::new("acme")?;
-//! let mut conn = pool.get()?;
+//! let mut conn = pool.get_for(&acme)?; // acme's shard: a backend that has served acme before
 //! let n: i64 = switch(&acme, || {
 //!     conn.tenant_transaction(|conn| {
 //!         diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
@@ -50,8 +50,17 @@
 //!   cache would still believe its statements exist.
 //! - **Dirty or bloated connections are discarded at check-in.** As with Diesel's manager, a
 //!   connection is closed instead of returned when the thread is panicking or the connection
-//!   holds an open or broken transaction. It is also closed when it holds more than
-//!   [`statement_cap`](TenantPoolBuilder::statement_cap) prepared statements.
+//!   holds an open or broken transaction. It is also closed when its backend holds more memory
+//!   than the [`backend_memory_limit`](TenantPoolBuilder::backend_memory_limit) (256 MiB by
+//!   default, read every 1,024 check-ins), or, where that memory cannot be read or a cap is set,
+//!   more than [`statement_cap`](TenantPoolBuilder::statement_cap) prepared statements.
+//! - **Each tenant keeps to a few backends.** The connections are split into shards (one
+//!   connection each by default) and each tenant is hashed onto one: a checkout for a tenant
+//!   ([`TenantPool::get_for`], or [`TenantPool::get`] under [`switch`](crate::switch)) takes its
+//!   shard's connection, waiting up to [`affinity_wait`](TenantPoolBuilder::affinity_wait)
+//!   (5 ms) before it takes any idle one. Each backend then serves `tenants / shards` tenants and
+//!   keeps their catalog entries and statements warm: with thousands of tenants a request costs
+//!   about what it costs with ten (the repository's `docs/scale.md` has the measurements).
 //!
 //! # Cost per checkout
 //!
@@ -63,23 +72,22 @@
 //!
 //! Tenant tables render `"<tenant>"."<table>"`, so Diesel's statement cache (unbounded, with no
 //! eviction) keeps one prepared statement per tenant and query shape on every connection: about
-//! 10 KiB of backend plan-cache memory each (the pool benchmark measures it). The pool
-//! counts the statements each connection has prepared (a [`StatementCounter`] installed as the
-//! connection's [`Instrumentation`]) and closes a connection that goes back to the pool with more
-//! than the cap; r2d2 then opens a fresh one. A connection therefore starts every checkout with at
-//! most `statement_cap` statements, and the prepared-statement memory of the whole pool stays
-//! below about `max_size × (statement_cap + statements prepared during one checkout) × 10 KiB`:
-//! with the defaults (10 connections, cap 256) about 25 MiB. `max_lifetime` (r2d2's default,
-//! 30 minutes) bounds it in time as well.
+//! 10 KiB of backend plan-cache memory each (the pool benchmark measures it). Every backend also
+//! keeps a catalog cache entry for each relation it has touched, prepared or not, raw SQL
+//! included, and never frees it. [`backend_memory_limit`](TenantPoolBuilder::backend_memory_limit)
+//! bounds both: the pool reads the backend's own memory (`pg_backend_memory_contexts`, on the
+//! connection itself) every [`memory_check_every`](TenantPoolBuilder::memory_check_every)
+//! check-ins and closes a connection over the limit; r2d2 then opens a fresh one. By default
+//! the limit is 256 MiB per backend, read every 1,024 check-ins, and no statement cap applies.
 //!
-//! The cap counts plans only. Every backend also keeps a catalog cache entry for each relation
-//! it has touched, tens of KiB per tenant, prepared or not, raw SQL included, and never frees
-//! it: a backend that has served thousands of tenants holds hundreds of MiB.
-//! [`backend_memory_limit`](TenantPoolBuilder::backend_memory_limit) bounds that: the pool reads
-//! the backend's own memory (`pg_backend_memory_contexts`) every
-//! [`memory_check_every`](TenantPoolBuilder::memory_check_every) check-ins and closes a
-//! connection over the limit. The repository's pool guide (`docs/pool.md`, "Server memory") has
-//! the measurements.
+//! Reading that view needs a superuser or `pg_read_all_stats`. For a role without it the
+//! default is the [`statement_cap`](TenantPoolBuilder::statement_cap) of 256 instead (decided
+//! per connection when it opens): the pool counts the statements each connection has prepared
+//! (a [`StatementCounter`] installed as the connection's [`Instrumentation`]) and closes one that
+//! goes back with more, so the plans of the pool stay below about `max_size × (statement_cap +
+//! statements prepared during one checkout) × 10 KiB` (25 MiB for 10 connections); the catalog
+//! cache is then bounded in time only, by `max_lifetime` (30 minutes). The repository's pool
+//! guide (`docs/pool.md`, "Server memory") has the measurements.
 //!
 //! # Limits
 //!
@@ -117,19 +125,210 @@ use crate::pooler::{
 use crate::sql::{escape_literal, quote_ident, work_path};
 use crate::startup::{refuse_statement_pooling, startup_url};
 
-/// A connection pool for tenant routing; build one with [`new`] or [`builder`].
-pub type TenantPool = r2d2::Pool<TenantConnectionManager>;
+/// One shard of a [`TenantPool`]: a plain r2d2 pool of the same connections.
+pub type ShardPool = r2d2::Pool<TenantConnectionManager>;
 
 /// A connection checked out of a [`TenantPool`]; it derefs to [`PgConnection`].
 pub type TenantPooledConnection = r2d2::PooledConnection<TenantConnectionManager>;
 
-/// The default [`statement_cap`](TenantPoolBuilder::statement_cap): 256 prepared statements per
-/// connection.
+/// The statement cap a connection gets when no [`statement_cap`](TenantPoolBuilder::statement_cap)
+/// is set and its backend's memory is not bounded (the limit is off, or the role cannot read
+/// the backend's memory): 256 prepared statements per connection.
 pub const DEFAULT_STATEMENT_CAP: usize = 256;
 
+/// The default [`backend_memory_limit`](TenantPoolBuilder::backend_memory_limit): 256 MiB per
+/// backend, where the role can read its backend's memory.
+pub const DEFAULT_BACKEND_MEMORY_LIMIT: u64 = 256 << 20;
+
 /// The default [`memory_check_every`](TenantPoolBuilder::memory_check_every): the backend's
-/// memory is measured at every 32nd check-in of a connection.
-pub const DEFAULT_MEMORY_CHECK_EVERY: u32 = 32;
+/// memory is measured at every 1,024th check-in of a connection.
+pub const DEFAULT_MEMORY_CHECK_EVERY: u32 = 1_024;
+
+/// The default [`affinity_wait`](TenantPoolBuilder::affinity_wait): a tenant waits up to 5 ms
+/// for a connection of its own shard before it takes another shard's idle connection.
+pub const DEFAULT_AFFINITY_WAIT: Duration = Duration::from_millis(5);
+
+/// A connection pool for tenant routing; build one with [`new`] or [`builder`].
+///
+/// Its connections are split into shards ([`ShardPool`]s, one connection each by default), and
+/// each tenant is hashed onto one: a checkout for a tenant ([`get`](Self::get) under
+/// [`switch`](crate::switch), or [`get_for`](Self::get_for)) takes its shard's connection, so
+/// each backend serves `tenants / shards` of the fleet and keeps their catalog entries and
+/// prepared statements warm. When that connection is busy for longer than
+/// [`affinity_wait`](TenantPoolBuilder::affinity_wait), the checkout takes any idle
+/// connection, so a busy tenant still gets the whole pool. A checkout outside any tenant takes
+/// the first idle connection. [`shards(1)`](TenantPoolBuilder::shards) makes it one plain r2d2
+/// pool.
+///
+/// Cloning is cheap (the shards are shared).
+#[derive(Clone)]
+pub struct TenantPool {
+    shards: Arc<[ShardPool]>,
+    timeout: Duration,
+    affinity_wait: Duration,
+}
+
+impl fmt::Debug for TenantPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantPool")
+            .field("shards", &self.shards.len())
+            .field("max_size", &self.max_size())
+            .field("affinity_wait", &self.affinity_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many connections a [`TenantPool`] holds and how many of them are idle, over all its
+/// shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolState {
+    /// The connections the pool holds, in use or idle.
+    pub connections: u32,
+    /// The connections idle in the pool.
+    pub idle_connections: u32,
+}
+
+/// How long one wait on a shard lasts before the other shards are looked at again.
+const WAIT_SLICE: Duration = Duration::from_millis(2);
+
+impl TenantPool {
+    /// Checks a connection out: of the active tenant's shard under [`switch`](crate::switch)
+    /// (see [`get_for`](Self::get_for)), otherwise the first idle one; waits up to the
+    /// [`connection_timeout`](TenantPoolBuilder::connection_timeout).
+    ///
+    /// # Errors
+    /// r2d2's timeout error when no connection could be had within the connection timeout.
+    pub fn get(&self) -> std::result::Result<TenantPooledConnection, r2d2::Error> {
+        self.get_timeout(self.timeout)
+    }
+
+    /// As [`get`](Self::get), waiting up to `timeout`.
+    ///
+    /// # Errors
+    /// r2d2's timeout error when no connection could be had within `timeout`.
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<TenantPooledConnection, r2d2::Error> {
+        let home = crate::context::with_current(|t| t.map(|t| self.shard_of(t)));
+        self.checkout(home, timeout)
+    }
+
+    /// Checks a connection out of `tenant`'s shard; when its connection stays busy for
+    /// [`affinity_wait`](TenantPoolBuilder::affinity_wait), any idle connection. It does not make
+    /// `tenant` active: [`switch`](crate::switch) does.
+    ///
+    /// ```no_run
+    /// # use diesel_workspace::{pool, switch, TenantId};
+    /// let pool = pool::new("postgres://localhost/app")?;
+    /// let acme = TenantId::new("acme")?;
+    /// let mut conn = pool.get_for(&acme)?;
+    /// # let _ = &mut conn;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// r2d2's timeout error when no connection could be had within the connection timeout.
+    pub fn get_for(
+        &self,
+        tenant: &crate::tenant::TenantId,
+    ) -> std::result::Result<TenantPooledConnection, r2d2::Error> {
+        self.checkout(Some(self.shard_of(tenant)), self.timeout)
+    }
+
+    /// As [`get_for`](Self::get_for), waiting up to `timeout`.
+    ///
+    /// # Errors
+    /// r2d2's timeout error when no connection could be had within `timeout`.
+    pub fn get_for_timeout(
+        &self,
+        tenant: &crate::tenant::TenantId,
+        timeout: Duration,
+    ) -> std::result::Result<TenantPooledConnection, r2d2::Error> {
+        self.checkout(Some(self.shard_of(tenant)), timeout)
+    }
+
+    /// An idle connection, without waiting (the active tenant's shard first).
+    pub fn try_get(&self) -> Option<TenantPooledConnection> {
+        let n = self.shards.len();
+        let home = crate::context::with_current(|t| t.map(|t| self.shard_of(t))).unwrap_or(0);
+        (0..n).find_map(|k| self.shards[(home + k) % n].try_get())
+    }
+
+    /// The most connections the pool opens, over all its shards.
+    pub fn max_size(&self) -> u32 {
+        self.shards.iter().map(ShardPool::max_size).sum()
+    }
+
+    /// The connections held and idle, over all the shards.
+    pub fn state(&self) -> PoolState {
+        self.shards.iter().fold(
+            PoolState {
+                connections: 0,
+                idle_connections: 0,
+            },
+            |sum, shard| {
+                let s = shard.state();
+                PoolState {
+                    connections: sum.connections + s.connections,
+                    idle_connections: sum.idle_connections + s.idle_connections,
+                }
+            },
+        )
+    }
+
+    /// The shards, in hashing order.
+    pub fn shards(&self) -> &[ShardPool] {
+        &self.shards
+    }
+
+    /// The index of the shard that serves `tenant`: a hash of its name (SipHash with fixed keys),
+    /// the same for the life of the process and across processes of one build.
+    pub fn shard_of(&self, tenant: &crate::tenant::TenantId) -> usize {
+        shard_index(tenant.as_str(), self.shards.len())
+    }
+
+    fn checkout(
+        &self,
+        home: Option<usize>,
+        timeout: Duration,
+    ) -> std::result::Result<TenantPooledConnection, r2d2::Error> {
+        let n = self.shards.len();
+        if n == 1 {
+            return self.shards[0].get_timeout(timeout);
+        }
+        let start = std::time::Instant::now();
+        let own = home.unwrap_or(0);
+        if let Some(conn) = self.shards[own].try_get() {
+            return Ok(conn);
+        }
+        if home.is_some() && !self.affinity_wait.is_zero() {
+            if let Ok(conn) = self.shards[own].get_timeout(self.affinity_wait.min(timeout)) {
+                return Ok(conn);
+            }
+        }
+        loop {
+            if let Some(conn) = (1..n).find_map(|k| self.shards[(own + k) % n].try_get()) {
+                return Ok(conn);
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            match self.shards[own].get_timeout(left.min(WAIT_SLICE).max(Duration::from_millis(1))) {
+                Ok(conn) => return Ok(conn),
+                Err(e) if left <= WAIT_SLICE => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// The shard of the tenant named `name` among `shards`.
+pub(crate) fn shard_index(name: &str, shards: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
 
 /// The default [`application_name`](TenantPoolBuilder::application_name).
 pub const DEFAULT_APPLICATION_NAME: &str = "workspace-diesel";
@@ -188,7 +387,10 @@ pub fn builder() -> TenantPoolBuilder {
 /// | [`idle_in_transaction_session_timeout`](Self::idle_in_transaction_session_timeout) | 10 minutes |
 /// | [`session_cleanup`](Self::session_cleanup) | `true` |
 ///
-/// Pool settings: [`statement_cap`](Self::statement_cap) (256),
+/// Pool settings: [`backend_memory_limit`](Self::backend_memory_limit) (256 MiB where the role
+/// can read its backend's memory), [`memory_check_every`](Self::memory_check_every) (1,024),
+/// [`statement_cap`](Self::statement_cap) (none under the memory limit, else 256),
+/// [`shards`](Self::shards) (`max_size`), [`affinity_wait`](Self::affinity_wait) (5 ms),
 /// [`instrumentation`](Self::instrumentation) (Diesel's default instrumentation), and r2d2's
 /// [`max_size`](Self::max_size) (10), [`min_idle`](Self::min_idle) (`None`: `max_size`),
 /// [`max_lifetime`](Self::max_lifetime) (30 minutes), [`idle_timeout`](Self::idle_timeout)
@@ -201,14 +403,28 @@ pub struct TenantPoolBuilder {
     lock_timeout: Option<Duration>,
     idle_in_transaction_session_timeout: Option<Duration>,
     session_cleanup: bool,
-    statement_cap: usize,
+    statement_cap: Option<usize>,
     backend_memory_limit: Option<u64>,
+    memory_limit_set: bool,
     memory_check_every: u32,
     instrumentation: InstrumentationFactory,
     pooler: Pooler,
     refuse_hijack_hazards: bool,
-    pool: r2d2::Builder<TenantConnectionManager>,
+    shards: Option<u32>,
+    affinity_wait: Duration,
+    max_size: u32,
+    min_idle: Option<u32>,
+    max_lifetime: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    connection_timeout: Duration,
+    configure: Vec<R2d2Configure>,
 }
+
+type R2d2Configure = Arc<
+    dyn Fn(r2d2::Builder<TenantConnectionManager>) -> r2d2::Builder<TenantConnectionManager>
+        + Send
+        + Sync,
+>;
 
 impl fmt::Debug for TenantPoolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -227,7 +443,13 @@ impl fmt::Debug for TenantPoolBuilder {
             .field("memory_check_every", &self.memory_check_every)
             .field("pooler", &self.pooler)
             .field("refuse_hijack_hazards", &self.refuse_hijack_hazards)
-            .field("pool", &self.pool)
+            .field("shards", &self.shards)
+            .field("affinity_wait", &self.affinity_wait)
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("connection_timeout", &self.connection_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -248,13 +470,21 @@ impl TenantPoolBuilder {
             lock_timeout: None,
             idle_in_transaction_session_timeout: Some(DEFAULT_IDLE_IN_TRANSACTION_SESSION_TIMEOUT),
             session_cleanup: true,
-            statement_cap: DEFAULT_STATEMENT_CAP,
-            backend_memory_limit: None,
+            statement_cap: None,
+            backend_memory_limit: Some(DEFAULT_BACKEND_MEMORY_LIMIT),
+            memory_limit_set: false,
             memory_check_every: DEFAULT_MEMORY_CHECK_EVERY,
             instrumentation: Arc::new(get_default_instrumentation),
             pooler: Pooler::Direct,
             refuse_hijack_hazards: false,
-            pool: r2d2::Pool::builder(),
+            shards: None,
+            affinity_wait: DEFAULT_AFFINITY_WAIT,
+            max_size: 10,
+            min_idle: None,
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            connection_timeout: Duration::from_secs(30),
+            configure: Vec::new(),
         }
     }
 
@@ -325,11 +555,14 @@ impl TenantPoolBuilder {
     /// The most prepared statements a connection may hold when it goes back to the pool; a
     /// connection holding more is closed at check-in, and r2d2 opens a fresh one.
     ///
-    /// Defaults to 256 ([`DEFAULT_STATEMENT_CAP`]), about 2.5 MiB of server memory per
-    /// connection. Diesel prepares one statement per query shape and tenant, so size it at a
-    /// few times the number of query shapes a request uses.
+    /// Defaults to none where the [`backend_memory_limit`](Self::backend_memory_limit) bounds
+    /// the backend (the default when the role can read its backend's memory: the memory bound
+    /// covers the statements, and closing a connection every few hundred tenants would start
+    /// backends cold), and to 256 ([`DEFAULT_STATEMENT_CAP`], about 2.5 MiB of server memory per
+    /// connection) where it does not. Diesel prepares one statement per query shape and
+    /// tenant; a cap set here applies in every case.
     pub fn statement_cap(mut self, cap: usize) -> Self {
-        self.statement_cap = cap;
+        self.statement_cap = Some(cap);
         self
     }
 
@@ -343,9 +576,13 @@ impl TenantPoolBuilder {
     /// itself, at every [`memory_check_every`](Self::memory_check_every)-th check-in (one query,
     /// about a millisecond with a large cache), and once when the connection opens.
     ///
-    /// Defaults to `None` (no measurement). Reading the view needs a superuser or a role with
-    /// `pg_read_all_stats` (`GRANT pg_read_all_stats TO app`): without it, opening a connection
-    /// fails with PostgreSQL's `permission denied` error, and the pool does not start. Between
+    /// Defaults to 256 MiB ([`DEFAULT_BACKEND_MEMORY_LIMIT`]) where the role can read the view,
+    /// with no statement cap; where it cannot, the default is no measurement and the statement
+    /// cap of 256 (one query at each new connection decides). Reading the view needs a
+    /// superuser or a role with `pg_read_all_stats` (`GRANT pg_read_all_stats TO app`): with a
+    /// limit set here and without that right, opening a connection fails with PostgreSQL's
+    /// `permission denied` error, and the pool does not start. `None` turns the measurement off
+    /// (the statement cap then defaults to 256). Between
     /// two measurements a backend may grow by what `memory_check_every - 1` checkouts add, so
     /// leave room for that. In [pooler mode](Self::pooler) the server connections are the
     /// pooler's, and nothing is measured (set the pooler's `server_lifetime`).
@@ -359,17 +596,18 @@ impl TenantPoolBuilder {
     /// ```
     pub fn backend_memory_limit(mut self, bytes: Option<u64>) -> Self {
         self.backend_memory_limit = bytes;
+        self.memory_limit_set = true;
         self
     }
 
     /// How often the [`backend_memory_limit`](Self::backend_memory_limit) is checked: at every
     /// `n`-th check-in of a connection (1 checks at every check-in; 0 is taken as 1).
     ///
-    /// Defaults to 32 ([`DEFAULT_MEMORY_CHECK_EVERY`]). The read walks every memory context of
-    /// the backend: on a backend that holds thousands of tenants' plans and catalog entries it
-    /// is the slowest check-in of all, and at every 32nd check-in it lands in the 99th
-    /// percentile of request latency (measured by the scale benchmark). With a limit of hundreds
-    /// of MiB, check every 1,024 check-ins or so.
+    /// Defaults to 1,024 ([`DEFAULT_MEMORY_CHECK_EVERY`]). The read walks every memory context
+    /// of the backend: on a backend that holds thousands of tenants' plans and catalog entries
+    /// it is the slowest check-in of all (tens of milliseconds), and read at every 32nd
+    /// check-in it made the 99th percentile of request latency (measured by the scale
+    /// benchmark). Checking more often bounds the growth between two reads more tightly.
     pub fn memory_check_every(mut self, n: u32) -> Self {
         self.memory_check_every = n.max(1);
         self
@@ -443,22 +681,55 @@ impl TenantPoolBuilder {
         self
     }
 
-    /// The most connections the pool opens.
+    /// The most connections the pool opens, over all its shards.
     ///
     /// Defaults to 10.
     ///
     /// # Panics
-    /// When `max_size` is 0 (r2d2's check).
+    /// When `max_size` is 0.
     pub fn max_size(mut self, max_size: u32) -> Self {
-        self.pool = self.pool.max_size(max_size);
+        assert!(max_size > 0, "max_size must be positive");
+        self.max_size = max_size;
         self
     }
 
-    /// The number of idle connections the pool keeps open.
+    /// How many shards the connections are split into; each tenant is hashed onto one, and
+    /// its checkouts take that shard's connections first (see [`TenantPool`]). At most
+    /// `max_size`; `max_size / shards` connections each (the first shards get the remainder).
+    ///
+    /// Defaults to `max_size`: one connection per shard, so each backend serves the smallest
+    /// share of the tenants. `1` makes the pool one plain r2d2 pool, every connection open to
+    /// every tenant.
+    ///
+    /// ```
+    /// let builder = diesel_workspace::pool::builder().max_size(8).shards(4);
+    /// # let _ = builder;
+    /// ```
+    ///
+    /// # Panics
+    /// When `shards` is 0.
+    pub fn shards(mut self, shards: u32) -> Self {
+        assert!(shards > 0, "a pool needs at least one shard");
+        self.shards = Some(shards);
+        self
+    }
+
+    /// How long a checkout for a tenant waits for a connection of its own shard before it takes
+    /// an idle connection of another shard (which then serves one more tenant, cold).
+    ///
+    /// Defaults to 5 ms ([`DEFAULT_AFFINITY_WAIT`]). `Duration::ZERO` takes another shard's idle
+    /// connection at once; a long wait keeps each tenant on its shard at the price of queueing
+    /// behind that shard's connections.
+    pub fn affinity_wait(mut self, wait: Duration) -> Self {
+        self.affinity_wait = wait;
+        self
+    }
+
+    /// The number of idle connections the pool keeps open, over all its shards.
     ///
     /// Defaults to `None`: `max_size`.
     pub fn min_idle(mut self, min_idle: Option<u32>) -> Self {
-        self.pool = self.pool.min_idle(min_idle);
+        self.min_idle = min_idle;
         self
     }
 
@@ -467,7 +738,7 @@ impl TenantPoolBuilder {
     ///
     /// Defaults to 30 minutes. `None` keeps connections forever.
     pub fn max_lifetime(mut self, max_lifetime: Option<Duration>) -> Self {
-        self.pool = self.pool.max_lifetime(max_lifetime);
+        self.max_lifetime = max_lifetime;
         self
     }
 
@@ -475,24 +746,24 @@ impl TenantPoolBuilder {
     ///
     /// Defaults to 10 minutes.
     pub fn idle_timeout(mut self, idle_timeout: Option<Duration>) -> Self {
-        self.pool = self.pool.idle_timeout(idle_timeout);
+        self.idle_timeout = idle_timeout;
         self
     }
 
-    /// How long [`Pool::get`](r2d2::Pool::get) (and [`build`](Self::build)) wait for a
-    /// connection.
+    /// How long [`TenantPool::get`] (and [`build`](Self::build)) wait for a connection.
     ///
     /// Defaults to 30 seconds.
     ///
     /// # Panics
-    /// When `timeout` is zero (r2d2's check).
+    /// When `timeout` is zero.
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
-        self.pool = self.pool.connection_timeout(timeout);
+        assert!(!timeout.is_zero(), "connection_timeout must be positive");
+        self.connection_timeout = timeout;
         self
     }
 
-    /// Applies any other r2d2 setting (error and event handlers, thread pool) to the underlying
-    /// [`r2d2::Builder`].
+    /// Applies any other r2d2 setting (error and event handlers, thread pool) to the
+    /// [`r2d2::Builder`] of every shard (`configure` runs once per shard).
     ///
     /// `test_on_check_out` and the connection customizer are set by [`build`](Self::build) after
     /// `configure` runs: the per-checkout reset and the session defaults cannot be switched off.
@@ -504,11 +775,12 @@ impl TenantPoolBuilder {
     /// ```
     pub fn r2d2(
         mut self,
-        configure: impl FnOnce(
-            r2d2::Builder<TenantConnectionManager>,
-        ) -> r2d2::Builder<TenantConnectionManager>,
+        configure: impl Fn(r2d2::Builder<TenantConnectionManager>) -> r2d2::Builder<TenantConnectionManager>
+            + Send
+            + Sync
+            + 'static,
     ) -> Self {
-        self.pool = configure(self.pool);
+        self.configure.push(Arc::new(configure));
         self
     }
 
@@ -541,14 +813,18 @@ impl TenantPoolBuilder {
         let refuse = self
             .refuse_hijack_hazards
             .then(|| self.shared_schema.clone());
-        let (pool, manager) = self.into_parts(database_url.into());
+        let (shards, manager, settings) = self.into_parts(database_url.into());
         if manager.pooler.is_transaction() {
             // A statement pooler is refused at once, not after the connection timeout.
             drop(manager.connect().map_err(probe_error)?);
         } else {
             manager.probe()?;
         }
-        let pool = pool.build(manager)?;
+        let shards = shards
+            .into_iter()
+            .map(|b| b.build(manager.clone()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let pool = settings.pool(shards);
         ready(&mut *pool.get()?, refuse.as_deref())?;
         Ok(pool)
     }
@@ -563,7 +839,7 @@ impl TenantPoolBuilder {
         let refuse = self
             .refuse_hijack_hazards
             .then(|| self.shared_schema.clone());
-        let (_, manager) = self.into_parts(database_url);
+        let (_, manager, _) = self.into_parts(database_url);
         if manager.pooler.is_transaction() {
             drop(manager.connect().map_err(probe_error)?);
         } else {
@@ -576,16 +852,24 @@ impl TenantPoolBuilder {
     /// (The two-connection check of [`build`](Self::build) is skipped; the checks at every new
     /// connection and every checkout remain.)
     pub fn build_unchecked(self, database_url: impl Into<String>) -> TenantPool {
-        let (pool, manager) = self.into_parts(database_url.into());
-        pool.build_unchecked(manager)
+        let (shards, manager, settings) = self.into_parts(database_url.into());
+        settings.pool(
+            shards
+                .into_iter()
+                .map(|b| b.build_unchecked(manager.clone()))
+                .collect(),
+        )
     }
 
+    /// The r2d2 builder of each shard, the manager they share (cloned), and what the
+    /// [`TenantPool`] itself keeps.
     fn into_parts(
         self,
         database_url: String,
     ) -> (
-        r2d2::Builder<TenantConnectionManager>,
+        Vec<r2d2::Builder<TenantConnectionManager>>,
         TenantConnectionManager,
+        PoolSettings,
     ) {
         let session = Arc::new(SessionDefaults::new(&self));
         let database_url = match self.pooler {
@@ -594,21 +878,64 @@ impl TenantPoolBuilder {
         };
         let manager = TenantConnectionManager {
             inner: ConnectionManager::new(database_url.clone()),
-            #[cfg(feature = "deadpool")]
             database_url,
             session: Arc::clone(&session),
             statement_cap: self.statement_cap,
             backend_memory_limit: self.backend_memory_limit,
+            memory_limit_set: self.memory_limit_set,
             memory_check_every: self.memory_check_every,
             instrumentation: self.instrumentation,
             pooler: self.pooler,
             detected: Arc::new(Mutex::new(None)),
         };
-        let pool = self
-            .pool
-            .test_on_check_out(true)
-            .connection_customizer(Box::new(SessionCustomizer { session }));
-        (pool, manager)
+        let count = self.shards.unwrap_or(self.max_size).min(self.max_size);
+        // One thread pool for every shard's background work (r2d2 starts three per pool).
+        let threads = Arc::new(
+            scheduled_thread_pool::ScheduledThreadPool::builder()
+                .num_threads(3)
+                .thread_name_pattern("r2d2-worker-{}")
+                .build(),
+        );
+        let share = |total: u32, i: u32| total / count + u32::from(i < total % count);
+        let shards = (0..count)
+            .map(|i| {
+                let mut b = r2d2::Pool::builder()
+                    .max_size(share(self.max_size, i))
+                    .min_idle(self.min_idle.map(|m| share(m, i)))
+                    .max_lifetime(self.max_lifetime)
+                    .idle_timeout(self.idle_timeout)
+                    .connection_timeout(self.connection_timeout)
+                    .thread_pool(Arc::clone(&threads));
+                for configure in &self.configure {
+                    b = configure(b);
+                }
+                b.test_on_check_out(true)
+                    .connection_customizer(Box::new(SessionCustomizer {
+                        session: Arc::clone(&session),
+                    }))
+            })
+            .collect();
+        let settings = PoolSettings {
+            timeout: self.connection_timeout,
+            affinity_wait: self.affinity_wait,
+        };
+        (shards, manager, settings)
+    }
+}
+
+/// What a [`TenantPool`] keeps besides its shards.
+struct PoolSettings {
+    timeout: Duration,
+    affinity_wait: Duration,
+}
+
+impl PoolSettings {
+    fn pool(self, shards: Vec<ShardPool>) -> TenantPool {
+        TenantPool {
+            shards: shards.into(),
+            timeout: self.timeout,
+            affinity_wait: self.affinity_wait,
+        }
     }
 }
 
@@ -761,15 +1088,33 @@ impl CustomizeConnection<PgConnection, ManagerError> for SessionCustomizer {
 /// Build it (and the pool) with [`TenantPoolBuilder`].
 pub struct TenantConnectionManager {
     inner: ConnectionManager<PgConnection>,
-    #[cfg(feature = "deadpool")]
     database_url: String,
     session: Arc<SessionDefaults>,
-    statement_cap: usize,
+    statement_cap: Option<usize>,
     backend_memory_limit: Option<u64>,
+    memory_limit_set: bool,
     memory_check_every: u32,
     instrumentation: InstrumentationFactory,
     pooler: Pooler,
     detected: Arc<Mutex<Option<PoolerDetected>>>,
+}
+
+/// Each shard gets a clone: the same settings, and one pooler latch for all of them.
+impl Clone for TenantConnectionManager {
+    fn clone(&self) -> Self {
+        Self {
+            inner: ConnectionManager::new(self.database_url.clone()),
+            database_url: self.database_url.clone(),
+            session: Arc::clone(&self.session),
+            statement_cap: self.statement_cap,
+            backend_memory_limit: self.backend_memory_limit,
+            memory_limit_set: self.memory_limit_set,
+            memory_check_every: self.memory_check_every,
+            instrumentation: Arc::clone(&self.instrumentation),
+            pooler: self.pooler,
+            detected: Arc::clone(&self.detected),
+        }
+    }
 }
 
 impl fmt::Debug for TenantConnectionManager {
@@ -796,7 +1141,15 @@ struct ConnectRow {
     client: Option<String>,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
     memory: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    readable: bool,
 }
+
+/// Whether the session's role may read its backend's memory: the view, and the function behind
+/// it (`pg_read_all_data` grants the one without the other).
+const MEMORY_READABLE: &str =
+    "(pg_catalog.has_table_privilege('pg_catalog.pg_backend_memory_contexts', 'SELECT') AND \
+     pg_catalog.has_function_privilege('pg_catalog.pg_get_backend_memory_contexts()', 'EXECUTE'))";
 
 /// The sum of the backend's memory contexts, in bytes (`pg_backend_memory_contexts`).
 const BACKEND_MEMORY: &str =
@@ -835,8 +1188,10 @@ fn refused(detected: PoolerDetected) -> ManagerError {
 }
 
 impl TenantConnectionManager {
-    /// The most prepared statements a connection may hold when it is checked in.
-    pub fn statement_cap(&self) -> usize {
+    /// The most prepared statements a connection may hold when it is checked in, when set with
+    /// [`TenantPoolBuilder::statement_cap`]; otherwise each connection gets none or
+    /// [`DEFAULT_STATEMENT_CAP`] when it opens, by whether its backend's memory is bounded.
+    pub fn statement_cap(&self) -> Option<usize> {
         self.statement_cap
     }
 
@@ -867,6 +1222,8 @@ impl TenantConnectionManager {
             local: self.session.local.clone(),
             check_begin: self.pooler == Pooler::Session,
             checkins: 0,
+            cap: self.statement_cap.unwrap_or(DEFAULT_STATEMENT_CAP),
+            memory_limit: None,
         };
         if self.pooler.is_transaction() {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
@@ -879,13 +1236,15 @@ impl TenantConnectionManager {
         // the backend and reads back the startup setting of a direct connection.
         // With a memory bound, the same query reads the backend's memory once: a role that cannot
         // read it is refused here, when the pool opens, not at some later check-in.
+        // The default limit applies where the role can read the view (the same query says);
+        // a limit set on the builder is read here, so a role that cannot is refused.
         let memory = match self.backend_memory_limit {
-            Some(_) => BACKEND_MEMORY,
-            None => "NULL::int8",
+            Some(_) if self.memory_limit_set => BACKEND_MEMORY,
+            _ => "NULL::int8",
         };
         let row: ConnectRow = diesel::sql_query(format!(
             "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements) AS held, \
-             {}, {}, {memory} AS memory",
+             {}, {}, {memory} AS memory, {MEMORY_READABLE} AS readable",
             crate::pooler::BACKEND_COLUMNS,
             crate::startup::CLIENT_COLUMN,
         ))
@@ -913,6 +1272,12 @@ impl TenantConnectionManager {
         }
         let backend = crate::pooler::Backend::new(row.pid, row.started);
         let live = LiveBackend::register(backend).map_err(|d| self.latch(d))?;
+        counter.memory_limit = self
+            .backend_memory_limit
+            .filter(|_| self.memory_limit_set || row.readable);
+        if counter.memory_limit.is_some() {
+            counter.cap = self.statement_cap.unwrap_or(usize::MAX);
+        }
         counter.cached = usize::try_from(row.held).unwrap_or(usize::MAX);
         counter.reset = Arc::from(self.session.checked_reset(row.pid));
         counter.backend = Some(live);
@@ -1000,15 +1365,19 @@ impl ManageConnection for TenantConnectionManager {
             });
             return true;
         }
-        match cached_statements(conn) {
-            Some(n) if n > self.statement_cap => {
+        let counted = conn
+            .instrumentation()
+            .downcast_ref::<StatementCounter>()
+            .map(|c| (c.cached, c.cap));
+        match counted {
+            Some((n, cap)) if n > cap => {
                 // The span is entered only on this rare path: a check-in under the cap costs
                 // nothing here.
                 let _span = tracing::debug_span!(
                     "pool.cap_recycle",
                     tenant = crate::context::with_current(|t| t.map(|t| t.as_str().to_owned())),
                     statements = n,
-                    cap = self.statement_cap,
+                    cap,
                 )
                 .entered();
                 tracing::debug!("connection over the statement cap closed at check-in");
@@ -1027,22 +1396,19 @@ impl TenantConnectionManager {
     /// At every `memory_check_every`-th check-in of a connection with a memory bound, whether its
     /// backend holds more than the bound (or could not be measured: the connection is closed).
     fn over_memory(&self, conn: &mut PgConnection) -> bool {
-        let Some(limit) = self.backend_memory_limit else {
-            return false;
-        };
         if self.pooler.is_transaction() {
             return false;
         }
         let due = match conn.instrumentation().downcast_mut::<StatementCounter>() {
-            Some(counter) => {
+            Some(counter) => counter.memory_limit.filter(|_| {
                 counter.checkins = counter.checkins.wrapping_add(1);
                 counter.checkins % self.memory_check_every == 0
-            }
-            None => false,
+            }),
+            None => None,
         };
-        if !due {
+        let Some(limit) = due else {
             return false;
-        }
+        };
         match backend_memory(conn) {
             Ok(bytes) if bytes <= limit => false,
             Ok(bytes) => {
@@ -1090,6 +1456,10 @@ pub struct StatementCounter {
     local: Option<Arc<str>>,
     check_begin: bool,
     checkins: u32,
+    /// This connection's statement cap (none: `usize::MAX`).
+    cap: usize,
+    /// This connection's backend memory limit, when its backend's memory is measured.
+    memory_limit: Option<u64>,
 }
 
 impl fmt::Debug for StatementCounter {

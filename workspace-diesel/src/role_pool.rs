@@ -114,7 +114,8 @@ impl TenantRolePoolsBuilder {
     }
 
     /// The builder each tenant's pool starts from (its size, timeouts, pooler…). Defaults to
-    /// [`pool::builder()`](crate::pool::builder) with `max_size(2)` and `min_idle(Some(0))`.
+    /// [`pool::builder()`](crate::pool::builder) with `max_size(2)`, `min_idle(Some(0))` and
+    /// `shards(1)` (a pool serves one tenant: nothing to spread).
     /// [`refuse_hijack_hazards(true)`](TenantPoolBuilder::refuse_hijack_hazards) is set on top.
     pub fn pool(mut self, make: impl Fn() -> TenantPoolBuilder + Send + Sync + 'static) -> Self {
         self.make = Arc::new(make);
@@ -153,7 +154,12 @@ impl TenantRolePools {
             roles,
             database_url: database_url.into(),
             url_for: None,
-            make: Arc::new(|| crate::pool::builder().max_size(2).min_idle(Some(0))),
+            make: Arc::new(|| {
+                crate::pool::builder()
+                    .max_size(2)
+                    .min_idle(Some(0))
+                    .shards(1)
+            }),
             max_pools: 32,
         }
     }

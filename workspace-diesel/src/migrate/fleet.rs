@@ -347,12 +347,20 @@ impl Migrator {
         Ok(own(conn, |conn| {
             diesel::sql_query(format!(
                 "SELECT r.{col}::pg_catalog.text AS name, r.state, \
-             ARRAY(SELECT v FROM pg_catalog.unnest($1::pg_catalog.text[]) \
-             WITH ORDINALITY AS e (v, n) WHERE NOT EXISTS (SELECT 1 FROM \
-             {CENTRAL_RECORD} m WHERE m.schema_name = r.{col} AND m.version = e.v) \
-             ORDER BY e.n) AS pending, \
-             pg_catalog.to_regnamespace(pg_catalog.quote_ident(r.{col})) IS NOT NULL AS has_schema \
-             FROM {reg} r ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
+             CASE WHEN m.applied OPERATOR(pg_catalog.@>) $1::pg_catalog.text[] \
+             THEN '{{}}'::pg_catalog.text[] \
+             ELSE ARRAY(SELECT v FROM pg_catalog.unnest($1::pg_catalog.text[]) \
+             WITH ORDINALITY AS e (v, n) \
+             WHERE v OPERATOR(pg_catalog.<>) ALL (COALESCE(m.applied, '{{}}')) \
+             ORDER BY e.n) END AS pending, \
+             s.nspname IS NOT NULL AS has_schema \
+             FROM {reg} r \
+             LEFT JOIN (SELECT schema_name, \
+             pg_catalog.array_agg(version::pg_catalog.text) AS applied \
+             FROM {CENTRAL_RECORD} GROUP BY schema_name) m ON m.schema_name = r.{col} \
+             LEFT JOIN pg_catalog.pg_namespace s \
+             ON s.nspname::pg_catalog.text = r.{col} \
+             ORDER BY r.{col}::pg_catalog.text COLLATE \"C\"",
                 col = "name",
                 reg = self.registry.states_sql(),
             ))
