@@ -384,3 +384,157 @@ fn setup_and_status_through_pgbouncer_ignore_a_temporary_ledger() {
         .unwrap();
     assert_eq!(left.len(), 3 + shared.len());
 }
+
+/// The owners of `schema` and of every relation in it other than the login's (`postgres`), as
+/// `name: owner`.
+fn foreign_owners(conn: &mut PgConnection, schema: &str) -> Vec<String> {
+    diesel::sql_query(
+        "SELECT n.nspname::text || ': ' || pg_catalog.pg_get_userbyid(n.nspowner)::text AS title \
+         FROM pg_catalog.pg_namespace n WHERE n.nspname = $1 AND n.nspowner <> 'postgres'::regrole \
+         UNION ALL \
+         SELECT c.relname::text || ': ' || pg_catalog.pg_get_userbyid(c.relowner)::text \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relowner <> 'postgres'::regrole ORDER BY 1",
+    )
+    .bind::<Text, _>(schema)
+    .load::<Title>(conn)
+    .unwrap()
+    .into_iter()
+    .map(|r| r.title)
+    .collect()
+}
+
+/// The number of tables in `schema`.
+fn tables(conn: &mut PgConnection, schema: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+    )
+    .bind::<Text, _>(schema)
+    .get_result::<Count>(conn)
+    .unwrap()
+    .n
+}
+
+/// Through PgBouncer (one server connection), another client leaves a session `SET ROLE` to a
+/// role that may create schemas and write the registry. The migrator in pooler mode creates a
+/// tenant, reverts and migrates it again, and clones it: the schemas and every table are owned
+/// by the login, not the leftover role, which is still on the server connection afterwards
+/// (ignored for the migrator's transactions, not removed). Negative controls: the same migrator
+/// declared [`Pooler::Direct`] (a role set on purpose is kept) creates a tenant owned by the
+/// leftover role, and so does a plain client creating a schema and a table in a transaction.
+#[test]
+fn a_leftover_role_owns_nothing_the_migrator_creates_through_pgbouncer() {
+    let db = test_db!("leftover_role_pgbouncer");
+    let role = format!("dwx_leftr_{}", std::process::id());
+    let mut admin = db.conn();
+    let migrator = |pooler| {
+        diesel_workspace::Migrator::builder(crate::support::TENANT_MIGRATIONS)
+            .shared(crate::support::SHARED_MIGRATIONS)
+            .pooler(pooler)
+            .build()
+            .unwrap()
+    };
+    migrator(Pooler::Direct).run_shared(&mut admin).unwrap();
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role}; \
+             DO $$ BEGIN EXECUTE pg_catalog.format('GRANT CREATE ON DATABASE %I TO {role}', \
+             pg_catalog.current_database()); END $$; \
+             GRANT USAGE, CREATE ON SCHEMA public TO {role}; \
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; \
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"
+        ))
+        .unwrap();
+    let bouncer = PgBouncer::start(Config::transaction(1));
+    let url = bouncer.url(db.url());
+    let leave = || {
+        let mut other = PgConnection::establish(&url).unwrap();
+        other.batch_execute(&format!("SET ROLE {role}")).unwrap();
+    };
+    let who = || {
+        let mut plain = PgConnection::establish(&url).unwrap();
+        plain.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        diesel::sql_query("SELECT current_user::text AS who")
+            .get_result::<Who>(&mut plain)
+            .unwrap()
+            .who
+    };
+
+    let pooled = migrator(Pooler::Transaction);
+    let mut conn = diesel_workspace::connect(&url, Pooler::Transaction).unwrap();
+    let acme = TenantId::new("acme").unwrap();
+    leave();
+    pooled.create_tenant(&mut conn, &acme).unwrap();
+    leave();
+    assert!(pooled.revert_last(&mut conn, &acme).unwrap().is_some());
+    leave();
+    let outcome = pooled.migrate_tenant(&mut conn, &acme).unwrap();
+    assert!(
+        matches!(&outcome, diesel_workspace::TenantOutcome::Applied(v) if v.len() == 1),
+        "{outcome:?}"
+    );
+    leave();
+    let copy = TenantId::new("acme_copy").unwrap();
+    pooled
+        .clone_tenant(
+            &mut conn,
+            &acme,
+            &copy,
+            diesel_workspace::CloneData::WithData,
+        )
+        .unwrap();
+    for schema in ["acme", "acme_copy"] {
+        assert!(tables(&mut admin, schema) >= 2, "{schema}: its tables");
+        assert_eq!(
+            foreign_owners(&mut admin, schema),
+            Vec::<String>::new(),
+            "{schema}: owned by the login"
+        );
+    }
+    assert_eq!(who(), role, "the leftover role is ignored, not removed");
+
+    // Negative control: the same migrator declared direct keeps the session's role.
+    let direct = migrator(Pooler::Direct);
+    let globex = TenantId::new("globex").unwrap();
+    leave();
+    direct.create_tenant(&mut conn, &globex).unwrap();
+    let owners = foreign_owners(&mut admin, "globex");
+    for owned in [
+        "globex",
+        "notes",
+        "categories",
+        "tags",
+        "__diesel_schema_migrations",
+    ] {
+        assert!(
+            owners.contains(&format!("{owned}: {role}")),
+            "the leftover role must own {owned} here: {owners:?}"
+        );
+    }
+    // Negative control: a plain client's transaction through the same server connection.
+    leave();
+    let mut plain = PgConnection::establish(&url).unwrap();
+    plain.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+    plain
+        .transaction(|c| c.batch_execute("CREATE SCHEMA stock; CREATE TABLE stock.t (id int4)"))
+        .unwrap();
+    assert_eq!(
+        foreign_owners(&mut admin, "stock"),
+        [format!("stock: {role}"), format!("t: {role}")],
+        "a plain client's transaction runs as the leftover role"
+    );
+    plain.batch_execute("RESET ROLE").unwrap();
+    drop((plain, conn, bouncer));
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA globex, stock CASCADE; DROP OWNED BY {role}; DROP ROLE {role}"
+        ))
+        .unwrap();
+}

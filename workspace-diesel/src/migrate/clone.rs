@@ -128,7 +128,7 @@ impl Migrator {
         let opening = Opening {
             provisioning: true,
             one_snapshot: true,
-            ..Opening::default()
+            ..self.opening()
         };
         // A current warm spare, when there is one, is claimed (renamed to the clone, with no
         // table DDL); otherwise the schema is provisioned by the migrations. Either way the

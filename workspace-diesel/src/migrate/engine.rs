@@ -241,7 +241,7 @@ impl Migrator {
                 // timeout goes to the caller's retries without waiting for it a second time.
                 let opening = Opening {
                     lock_timeout: Some(params.lock_timeout),
-                    ..Opening::default()
+                    ..self.opening()
                 };
                 let mut fast = Plan::new(schema, opening).apply(&planned, false);
                 fast.create = snapshot_create(dialect, schema, params)?;
@@ -300,8 +300,7 @@ impl Migrator {
                 spare: params.spare,
                 create_ledger: true,
             }),
-            provisioning: false,
-            one_snapshot: false,
+            ..self.opening()
         };
         loop {
             let ledger = tx::begin(conn, dialect, &Plan::new(schema, opening))?;
@@ -354,8 +353,7 @@ impl Migrator {
                 spare: params.spare,
                 create_ledger: false,
             }),
-            provisioning: false,
-            one_snapshot: false,
+            ..self.opening()
         };
         let mut plan = Plan::new(schema, opening);
         let ledger = tx::begin(conn, dialect, &plan)?;

@@ -89,7 +89,7 @@ impl Migrator {
             tenant,
             Opening {
                 provisioning: true,
-                ..Opening::default()
+                ..self.opening()
             },
         )
         .apply(&migrations, false);

@@ -13,7 +13,7 @@ use crate::migrate::failure::{classify_migrate_error, db_message};
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::snapshot::{read_snapshots, with_stable_text, Snapshot, MISMATCH, TABLE_SUM};
-use crate::migrate::tx::{self, Opening, Plan};
+use crate::migrate::tx::{self, Plan};
 use crate::registry::model::LifecycleState;
 use crate::sql::{
     in_schema, own, quote_literal, CENTRAL_RECORD, LEDGER, LOCK_KEY, SNAPSHOTS_TABLE,
@@ -97,7 +97,7 @@ impl Migrator {
         let migrations = self.migrations_of(snap)?;
         let before = self.mark_restoring(conn, tenant)?;
         let plan_close = self.restore_close(snap, before)?;
-        let mut plan = Plan::new(tenant, Opening::default()).apply(&migrations, true);
+        let mut plan = Plan::new(tenant, self.opening()).apply(&migrations, true);
         plan.create = format!(
             "{check}DROP SCHEMA {t} CASCADE; CREATE SCHEMA {t}; {ledger}",
             check = gone_check(snap),

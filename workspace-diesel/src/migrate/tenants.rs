@@ -431,7 +431,7 @@ impl Migrator {
         let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
         let opening = Opening {
             provisioning: true,
-            ..Opening::default()
+            ..self.opening()
         };
         let mut plan = Plan::new(schema, opening).apply(&in_tx, false);
         plan.claim = claim;

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::migrate::failure::{
     classify_migrate_error, dollar_tags, raise_if_schema_missing, wrap, SCHEMA_MISSING,
 };
+use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::split::{self, Step};
 use crate::sql::{
@@ -28,9 +29,16 @@ use crate::sql::{
 use crate::statements::split_statements;
 use crate::tenant::TenantId;
 
-/// How a tenant transaction opens, after [`BEGIN`] and the tenant's lock (always first).
-#[derive(Debug, Clone, Copy, Default)]
+/// How a tenant transaction opens, after [`BEGIN`] and the tenant's lock (always first). Made
+/// by [`Migrator::opening`] only (no `Default`): the role reset comes from the migrator's
+/// pooler, in one place, for every site.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Opening {
+    /// In pooler mode: the role put back to the login's for the transaction (`SET LOCAL ROLE
+    /// NONE`, in the opening batch), so that a session `SET ROLE` another client left on the
+    /// shared server connection neither owns what the transaction creates nor lends it its
+    /// privileges. Off in direct mode: a role the caller set on purpose is kept.
+    pub(crate) reset_role: bool,
     /// `SET LOCAL lock_timeout` for the DDL (apply, revert).
     pub(crate) lock_timeout: Option<Duration>,
     /// The schema check (it must exist; for a spare, its row free): fails with
@@ -41,6 +49,21 @@ pub(crate) struct Opening {
     /// `REPEATABLE READ`: every statement reads one snapshot (a clone copies its template's
     /// tables as of one moment).
     pub(crate) one_snapshot: bool,
+}
+
+impl Migrator {
+    /// The [`Opening`] every tenant transaction of this migrator starts from: nothing asked for
+    /// but, in pooler mode, the role reset. Sites set the fields they need and take the rest
+    /// from here (`..self.opening()`).
+    pub(crate) fn opening(&self) -> Opening {
+        Opening {
+            reset_role: self.pooler().is_transaction(),
+            lock_timeout: None,
+            check: None,
+            provisioning: false,
+            one_snapshot: false,
+        }
+    }
 }
 
 /// The schema check of an [`Opening`].
@@ -130,7 +153,8 @@ impl<'a> Plan<'a> {
         self
     }
 
-    /// The SQL that opens the transaction: [`BEGIN`], the lock, then what `opening` asks for.
+    /// The SQL that opens the transaction: [`BEGIN`], the role reset when asked for, the lock,
+    /// then what `opening` asks for.
     /// The ledger, when created, is created inside the check's `DO` block in one batch, and as
     /// a top-level `CREATE TABLE IF NOT EXISTS` statement by statement (a table created inside
     /// `DO` would stay local on Citus).
@@ -139,6 +163,9 @@ impl<'a> Plan<'a> {
         let mut sql = format!("{BEGIN}; ");
         if self.opening.one_snapshot {
             sql.push_str("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; ");
+        }
+        if self.opening.reset_role {
+            sql.push_str("SET LOCAL ROLE NONE; ");
         }
         sql.push_str(&format!("{}; ", tenant_lock(schema.as_str())));
         if let Some(timeout) = self.opening.lock_timeout {
