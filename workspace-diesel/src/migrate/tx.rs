@@ -23,8 +23,10 @@ use crate::migrate::failure::{
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::split::{self, Step};
+#[cfg(feature = "archive")]
+use crate::sql::OWN_PATH;
 use crate::sql::{
-    in_schema, quote_literal, tenant_lock, BEGIN, CENTRAL_RECORD, LEDGER, OWN_PATH, SPARES_TABLE,
+    in_schema, quote_literal, tenant_lock, BEGIN, CENTRAL_RECORD, LEDGER, SPARES_TABLE,
 };
 use crate::statements::split_statements;
 use crate::tenant::TenantId;
