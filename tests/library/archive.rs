@@ -28,7 +28,7 @@ fn export(migrator: &Migrator, url: &str, tenant: &TenantId) -> Vec<u8> {
 }
 
 /// The registry rows, schemas and central record rows named `schema` on the server of `url`.
-fn traces(url: &str, schema: &str) -> i64 {
+pub(crate) fn traces(url: &str, schema: &str) -> i64 {
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = diesel::sql_types::BigInt)]

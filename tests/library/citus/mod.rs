@@ -3,6 +3,7 @@
 //! node; without a cluster the tests print why and return, unless
 //! `WORKSPACE_DIESEL_REQUIRE_CITUS=1`, which makes them fail.
 
+mod archive;
 mod detection;
 mod lint;
 mod migrations;

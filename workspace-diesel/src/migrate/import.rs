@@ -31,7 +31,9 @@ impl Migrator {
     /// `COPY` (streamed), its sequences; then each table's row count and checksum compared with
     /// the manifest's. One transaction on the `COPY` connection (`database_url`, the database
     /// `conn` is connected to): the tenant appears complete or not at all. The archive may come
-    /// from another database or server, under another name.
+    /// from another database or server, under another name. On Citus the tenant becomes a
+    /// distributed schema: the migrations' statements are sent one by one, as `create_tenant`
+    /// sends them, and nothing commits unless every table of the schema is distributed.
     ///
     /// ```no_run
     /// # use diesel::prelude::*;
@@ -53,7 +55,7 @@ impl Migrator {
     ///   migration set does not know or whose `up.sql` differs, when it is corrupted or
     ///   truncated, when its tables are not the ones the migrations build, or when a table's
     ///   rows do not match their count and checksum; also when the set has migrations that run
-    ///   outside a transaction, or on Citus (use `move_tenant` between its nodes);
+    ///   outside a transaction;
     /// - [`Error::ArchiveFailed`], nothing created, when reading `input` or the `COPY`
     ///   connection fails.
     pub fn import_tenant(
@@ -95,14 +97,11 @@ impl Migrator {
         if let Some(roles) = &self.tenant_roles {
             plan.close = format!("{}; ", roles.create_sql(tenant)?);
         }
-        let Some(batch) = tx::batch_sql(dialect, &plan) else {
-            return Err(refused(
-                tenant,
-                "importing is not supported on Citus (move_tenant moves a tenant between its nodes)",
-            ));
+        let Some(commands) = tx::commands(dialect, &plan)? else {
+            return Err(failed(tenant, "a provisioning plan that claims a spare"));
         };
         let mut pg = open_copy(database_url, tenant)?;
-        match import_rows(&mut pg, &batch, tenant, &manifest, &mut reader) {
+        match import_rows(&mut pg, &commands, tenant, &manifest, &mut reader) {
             Ok(()) => {
                 pg.batch_execute("COMMIT")
                     .map_err(|e| pg_failed(tenant, &e))?;
@@ -157,24 +156,27 @@ impl Migrator {
     }
 }
 
-/// Provisions `tenant` (`batch`, left open), copies the archive's rows in and checks them.
+/// Provisions `tenant` (`commands`, sent in order, the transaction left open), copies the
+/// archive's rows in and checks them.
 fn import_rows(
     pg: &mut postgres::Client,
-    batch: &str,
+    commands: &[String],
     tenant: &TenantId,
     manifest: &Manifest,
     reader: &mut archive::Reader<'_>,
 ) -> Result<()> {
     let fail = |e: postgres::Error| pg_failed(tenant, &e);
-    pg.batch_execute(batch).map_err(|e| match e.code() {
-        Some(c)
-            if *c == postgres::error::SqlState::UNIQUE_VIOLATION
-                || *c == postgres::error::SqlState::DUPLICATE_SCHEMA =>
-        {
-            Error::TenantExists(tenant.clone())
-        }
-        _ => pg_failed(tenant, &e),
-    })?;
+    for command in commands {
+        pg.batch_execute(command).map_err(|e| match e.code() {
+            Some(c)
+                if *c == postgres::error::SqlState::UNIQUE_VIOLATION
+                    || *c == postgres::error::SqlState::DUPLICATE_SCHEMA =>
+            {
+                Error::TenantExists(tenant.clone())
+            }
+            _ => pg_failed(tenant, &e),
+        })?;
+    }
     pg.batch_execute(STABLE_TEXT).map_err(fail)?;
     let built: BTreeMap<String, Vec<String>> = ordered_tables(pg, tenant)?.into_iter().collect();
     let archived: BTreeMap<String, Vec<String>> = manifest

@@ -108,7 +108,7 @@ pub(crate) fn run(
 }
 
 /// `schema` alone on the transaction's path: what the statements of its migrations run under.
-fn tenant_path(schema: &TenantId) -> String {
+pub(crate) fn tenant_path(schema: &TenantId) -> String {
     format!("SET LOCAL search_path TO {}", work_path(&schema.quoted()))
 }
 

@@ -23,6 +23,8 @@ use crate::migrate::failure::{
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::split::{self, Step};
+#[cfg(feature = "archive")]
+use crate::sql::OWN_PATH;
 use crate::sql::{
     in_schema, quote_literal, tenant_lock, BEGIN, CENTRAL_RECORD, LEDGER, SPARES_TABLE,
 };
@@ -236,19 +238,45 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// The whole of `plan` as one batch, its transaction left open (no `COMMIT`: an import goes on
-/// with `COPY`); `None` where the dialect sends statement by statement, or with a claim.
+/// The whole of `plan` as the commands to send in order, its transaction left open (no
+/// `COMMIT`: an import goes on with `COPY`); `None` with a claim. One batch on PostgreSQL;
+/// where the dialect sends statement by statement, what [`send`] sends there: the opening with
+/// the created rows, the tenant alone on the path, each statement of the steps as a command of
+/// its own, then the records and `close` under the library's path and the dialect's
+/// distribution check.
+///
+/// # Errors
+/// [`Error::TenantMigration`] naming a step whose SQL cannot be split.
 #[cfg(feature = "archive")]
-pub(crate) fn batch_sql(dialect: &Dialect, plan: &Plan<'_>) -> Option<String> {
-    if dialect.splits_statements() || plan.claim.is_some() {
-        return None;
+pub(crate) fn commands(dialect: &Dialect, plan: &Plan<'_>) -> Result<Option<Vec<String>>> {
+    if plan.claim.is_some() {
+        return Ok(None);
     }
-    Some(format!(
-        "{}{}{}",
-        plan.open_sql(dialect),
-        plan.body(),
-        plan.close
-    ))
+    if !dialect.splits_statements() {
+        return Ok(Some(vec![format!(
+            "{}{}{}",
+            plan.open_sql(dialect),
+            plan.body(),
+            plan.close
+        )]));
+    }
+    let mut commands = vec![format!("{}{}", plan.open_sql(dialect), plan.create)];
+    if !plan.steps.is_empty() {
+        commands.push(split::tenant_path(plan.schema));
+    }
+    for step in &plan.steps {
+        commands.extend(
+            split::statements(plan.schema, step)?
+                .into_iter()
+                .map(|s| s.sql.to_owned()),
+        );
+    }
+    let check = dialect
+        .distribution_check(plan.schema)
+        .map(|c| format!("{c}; "))
+        .unwrap_or_default();
+    commands.push(format!("{OWN_PATH}; {}{}{check}", plan.records, plan.close));
+    Ok(Some(commands))
 }
 
 /// The ledger and central record rows of `migrations` (nothing when empty), ending in `; `.
