@@ -34,6 +34,7 @@ mod packaging;
 mod plan;
 mod pool;
 mod pooler;
+mod pooler_lifecycle;
 mod quickstart;
 mod registry;
 mod revert;
