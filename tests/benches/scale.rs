@@ -35,7 +35,12 @@
 //!   see the same machine load. Per case: median and p99 of both and their ratios, how many new
 //!   server connections the large pool opened per 10,000 requests (a statement cap or a memory
 //!   limit recycles connections), and the memory of each of its backends afterwards (its own
-//!   `pg_backend_memory_contexts`), the largest and the pool's sum;
+//!   `pg_backend_memory_contexts`), the largest and the pool's sum; and where the slowest 1% of
+//!   each side's requests spent their time: each request is timed in three phases (checkout,
+//!   switch and queries, check-in) and marked cold when its connection prepared a statement (a
+//!   tenant its backend had not served: a spill to another shard, or a recycled backend), so the
+//!   table says how many of the slowest were cold, waited at checkout (the affinity wait) or at
+//!   check-in (the pool's memory read), and how many of all requests checked in slowly;
 //! - **`status`** (median of three calls) and **`migrate_all` with nothing pending**, per tenant;
 //! - **an additive `migrate_all`** (`ALTER TABLE notes ADD COLUMN … DEFAULT`, one index) per
 //!   tenant, then reverted (not measured), so the next step starts from the same schema
@@ -56,203 +61,30 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use diesel_workspace::affinity::AffinePool;
-use diesel_workspace::pool::{ShardPool, TenantPool};
-use diesel_workspace::{pool, switch, MigrateOptions, Migrator, TenantId};
+use diesel_workspace::{Migrator, TenantId};
 
 use workspace_diesel_tests::bench::{env_usize, Mode, Settings};
-use workspace_diesel_tests::cli::{copy_dir, repo_root, Workdir};
 use workspace_diesel_tests::ScratchDb;
+
+#[path = "scale/fleet.rs"]
+mod fleet;
+#[path = "scale/report.rs"]
+mod report;
+#[path = "scale/requests.rs"]
+mod requests;
+
+use fleet::{command_rows, fleet_row, provision, tenant_ids};
+use report::{RequestRow, Tail};
+use requests::{backend_memory, build_pool, percentile, run_requests, Sample};
 
 const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
 const ADDITIVE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/additive");
 const POOL_SIZE: u32 = 4;
-/// The `rare` policy's `memory_check_every`.
-const RARE_CHECK: u32 = 1_024;
 /// The measured requests of a case run in this many blocks, alternating with the baseline's.
 const BLOCKS: usize = 10;
-/// The `memory` policy's `backend_memory_limit`: 128 MiB per backend.
-const MEMORY_LIMIT: u64 = 128 << 20;
-
-diesel_workspace::tenant_table! {
-    notes (id) {
-        id -> Int4,
-        title -> Text,
-    }
-}
-
-/// Counts the connections the pool opens.
-#[derive(Debug, Default)]
-struct Opened(Arc<AtomicUsize>);
-
-impl r2d2::HandleEvent for Opened {
-    fn handle_acquire(&self, _: r2d2::event::AcquireEvent) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A small deterministic generator (xorshift), one per thread.
-struct Draw(u64);
-
-impl Draw {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
-/// Where a request's connection comes from: a plain pool, or an affine pool by tenant.
-#[derive(Clone)]
-enum Pools {
-    Plain(TenantPool),
-    Affine(AffinePool),
-}
-
-impl Pools {
-    fn get(&self, tenant: &TenantId) -> pool::TenantPooledConnection {
-        match self {
-            Pools::Plain(p) => p.get_for(tenant),
-            Pools::Affine(p) => p.get_for(tenant),
-        }
-        .expect("checkout")
-    }
-
-    fn shards(&self) -> Vec<ShardPool> {
-        match self {
-            Pools::Plain(p) => p.shards().to_vec(),
-            Pools::Affine(p) => p
-                .shards()
-                .iter()
-                .flat_map(|t| t.shards().to_vec())
-                .collect(),
-        }
-    }
-}
-
-fn request(pool: &Pools, tenant: &TenantId) {
-    let mut conn = pool.get(tenant);
-    switch(tenant, || -> QueryResult<()> {
-        notes::table
-            .filter(notes::id.eq(1))
-            .select(notes::title)
-            .first::<String>(&mut conn)
-            .optional()?;
-        notes::table
-            .order(notes::id.desc())
-            .limit(10)
-            .select(notes::title)
-            .load::<String>(&mut conn)?;
-        notes::table.count().get_result::<i64>(&mut conn)?;
-        Ok(())
-    })
-    .expect("tenant queries");
-}
-
-/// Per-request latencies of `requests` requests over `threads` threads, each to a tenant drawn
-/// at random (`sweep`: instead, every tenant once, in a shuffled order, split over the threads).
-fn run_requests(
-    pool: &Pools,
-    ids: &[TenantId],
-    threads: usize,
-    requests: usize,
-    sweep: bool,
-) -> Vec<Duration> {
-    let order: Vec<usize> = if sweep {
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        let mut draw = Draw(0x2545_F491_4F6C_DD1D);
-        for i in (1..order.len()).rev() {
-            order.swap(i, draw.below(i + 1));
-        }
-        order
-    } else {
-        Vec::new()
-    };
-    let order = &order;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|k| {
-                scope.spawn(move || {
-                    let mut draw = Draw(0x9E37_79B9_7F4A_7C15 ^ (k as u64 + 1));
-                    let picks: Vec<usize> = if sweep {
-                        order.iter().copied().skip(k).step_by(threads).collect()
-                    } else {
-                        (0..requests / threads)
-                            .map(|_| draw.below(ids.len()))
-                            .collect()
-                    };
-                    picks
-                        .into_iter()
-                        .map(|i| {
-                            let start = Instant::now();
-                            request(pool, &ids[i]);
-                            start.elapsed()
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a request thread"))
-            .collect()
-    })
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
-}
-
-/// The memory of each pooled connection's backend, in bytes (each shard's connections all
-/// checked out at once).
-fn backend_memory(pool: &Pools) -> Vec<i64> {
-    let mut out = Vec::new();
-    for shard in pool.shards() {
-        let mut held: Vec<_> = (0..shard.max_size())
-            .map(|_| shard.get().expect("checkout"))
-            .collect();
-        out.extend(held.iter_mut().map(|conn| {
-            diesel::select(diesel::dsl::sql::<BigInt>(
-                "(SELECT sum(total_bytes)::int8 FROM pg_catalog.pg_backend_memory_contexts)",
-            ))
-            .get_result::<i64>(&mut **conn)
-            .expect("read pg_backend_memory_contexts")
-        }));
-    }
-    out
-}
-
-struct RequestRow {
-    policy: &'static str,
-    tenants: usize,
-    threads: usize,
-    base_p50: f64,
-    base_p99: f64,
-    p50: f64,
-    p99: f64,
-    opened_per_10k: f64,
-    max_backend: i64,
-    pool_sum: i64,
-}
-
-struct FleetRow {
-    tenants: usize,
-    status: f64,
-    idle_migrate: f64,
-    additive: Option<f64>,
-    provision: f64,
-}
-
-fn per_tenant_ms(d: Duration, tenants: usize) -> f64 {
-    d.as_secs_f64() * 1e3 / tenants as f64
-}
 
 fn sizes(mode: Mode) -> Vec<usize> {
     if let Ok(list) = std::env::var("BENCH_SCALE_SIZES") {
@@ -267,179 +99,6 @@ fn sizes(mode: Mode) -> Vec<usize> {
         Mode::Smoke => vec![10, 40],
         Mode::Quick | Mode::Full => vec![10, 1_000, 10_000],
     }
-}
-
-/// The pool of one policy on `url`, counting the connections it opens in `opened`.
-fn build_pool(policy: &str, url: &str, opened: &Arc<AtomicUsize>, affine_limit: u64) -> Pools {
-    let make = || {
-        let opened = opened.clone();
-        let builder =
-            pool::builder().r2d2(move |b| b.event_handler(Box::new(Opened(opened.clone()))));
-        match policy {
-            "default" => builder.max_size(POOL_SIZE),
-            // No statement cap: the backend's memory bounds each connection instead.
-            "memory" => builder
-                .max_size(POOL_SIZE)
-                .shards(1)
-                .statement_cap(usize::MAX)
-                .backend_memory_limit(Some(MEMORY_LIMIT))
-                .memory_check_every(32),
-            "affine" | "spill" => builder
-                .max_size(1)
-                .statement_cap(usize::MAX)
-                .backend_memory_limit(Some(affine_limit))
-                .memory_check_every(32),
-            // The memory read walks every memory context of a large backend: rarely.
-            "rare" => builder
-                .max_size(1)
-                .statement_cap(usize::MAX)
-                .backend_memory_limit(Some(affine_limit))
-                .memory_check_every(RARE_CHECK),
-            // The default pool before it was sharded.
-            _ => builder
-                .max_size(POOL_SIZE)
-                .shards(1)
-                .statement_cap(256)
-                .backend_memory_limit(None),
-        }
-    };
-    match policy {
-        "affine" | "spill" | "rare" => Pools::Affine(
-            AffinePool::build(POOL_SIZE as usize, url, make)
-                .expect("affine pool")
-                .spill(policy == "spill"),
-        ),
-        _ => Pools::Plain(make().build(url).expect("tenant pool")),
-    }
-}
-
-/// `status` (median of three), `migrate_all` with nothing pending and (unless
-/// `BENCH_SCALE_ADDITIVE=0`) an additive `migrate_all`, reverted after, per tenant.
-fn fleet_row(
-    url: &str,
-    admin: &mut PgConnection,
-    migrators: (&Migrator, &Migrator),
-    size: usize,
-    provision: f64,
-) -> FleetRow {
-    let (migrator, additive) = migrators;
-    let opts = MigrateOptions::default().parallel(2);
-    let mut status = (0..3)
-        .map(|_| {
-            let start = Instant::now();
-            assert_eq!(migrator.status(admin).expect("status").len(), size);
-            start.elapsed()
-        })
-        .collect::<Vec<_>>();
-    status.sort();
-    let start = Instant::now();
-    let idle = migrator.migrate_all(url, &opts).expect("migrate_all");
-    let idle_migrate = per_tenant_ms(start.elapsed(), size);
-    assert_eq!(idle.up_to_date().count(), size);
-    let additive_ms = (std::env::var("BENCH_SCALE_ADDITIVE").as_deref() != Ok("0")).then(|| {
-        let start = Instant::now();
-        let applied = additive.migrate_all(url, &opts).expect("additive");
-        let ms = per_tenant_ms(start.elapsed(), size);
-        assert_eq!(applied.applied().count(), size);
-        let reverted = additive.revert_last_all(url, &opts).expect("revert");
-        assert!(reverted.is_success(), "{}", reverted.failure_summary());
-        ms
-    });
-    FleetRow {
-        tenants: size,
-        status: per_tenant_ms(status[1], size),
-        idle_migrate,
-        additive: additive_ms,
-        provision,
-    }
-}
-
-/// One command of the fleet, timed: its name, the size, the time.
-struct CommandRow {
-    command: String,
-    tenants: usize,
-    took: Duration,
-}
-
-/// Every fleet command once on the `size` tenants of `url`, in the library and in the CLI, each
-/// checked to succeed.
-fn command_rows(
-    url: &str,
-    admin: &mut PgConnection,
-    migrator: &Migrator,
-    size: usize,
-) -> Vec<CommandRow> {
-    let mut rows = Vec::new();
-    let mut time = |command: &str, f: &mut dyn FnMut()| {
-        let start = Instant::now();
-        f();
-        rows.push(CommandRow {
-            command: command.to_owned(),
-            tenants: size,
-            took: start.elapsed(),
-        });
-    };
-    time("library status", &mut || {
-        assert_eq!(migrator.status(admin).expect("status").len(), size);
-    });
-    time("library status_with_drift", &mut || {
-        let drifted = migrator.status_with_drift(admin).expect("drift");
-        assert_eq!(drifted.len(), size);
-        assert!(drifted.iter().all(|s| s.drift.is_none()));
-    });
-    time("library list_tenants", &mut || {
-        assert_eq!(migrator.list_tenants(admin).expect("list").len(), size);
-    });
-    time("library catalog_size", &mut || {
-        let catalog = migrator.catalog_size(admin).expect("catalog size");
-        assert!(catalog.schemas >= size as i64, "{catalog:?}");
-    });
-    time("library audit", &mut || {
-        migrator.audit(admin).expect("audit");
-    });
-    time("library migrate_all (nothing pending)", &mut || {
-        let report = migrator
-            .migrate_all(url, &MigrateOptions::default().parallel(2))
-            .expect("migrate_all");
-        assert_eq!(report.up_to_date().count(), size);
-    });
-    // The CLI on the benchmark's own tenant migrations.
-    let w = Workdir::new();
-    let tenant_dir = w.path().join("migrations_tenant");
-    std::fs::remove_dir_all(&tenant_dir).expect("remove the example migrations");
-    copy_dir(&repo_root().join("tests/migrations/tenant"), &tenant_dir);
-    // The shared migrations of the CLI's directory are applied once, untimed.
-    let setup = w.run_url(url, &["migrate_all"]);
-    assert_eq!(setup.code, 0, "migrate_all: {}", setup.stderr);
-    for args in [
-        &["status"][..],
-        &["status", "--format", "json"],
-        &["list_tenants"],
-        &["pending"],
-        &["migrate_all"],
-    ] {
-        time(&format!("CLI {}", args.join(" ")), &mut || {
-            let run = w.run_url(url, args);
-            assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
-        });
-    }
-    rows
-}
-
-/// Creates the tenants `ids[from..]` in `url`; returns the cost per tenant.
-fn provision(migrator: &Migrator, url: &str, ids: &[TenantId]) -> f64 {
-    let start = Instant::now();
-    let report = migrator
-        .create_tenants(url, ids, &MigrateOptions::default().parallel(2))
-        .expect("create tenants");
-    assert!(report.is_success(), "{}", report.failure_summary());
-    per_tenant_ms(start.elapsed(), ids.len())
-}
-
-fn tenant_ids(range: std::ops::Range<usize>) -> Vec<TenantId> {
-    range
-        .map(|k| TenantId::new(format!("t{k:06}")).unwrap())
-        .collect()
 }
 
 fn main() {
@@ -498,20 +157,24 @@ fn main() {
             }
             // Interleaved blocks: the baseline and this size see the same machine load.
             let before = opened.load(Ordering::Relaxed);
-            let (mut base_lat, mut lat) = (Vec::new(), Vec::new());
+            let (mut base_samples, mut samples) = (Vec::new(), Vec::new());
             for _ in 0..BLOCKS {
-                base_lat.extend(run_requests(
+                base_samples.extend(run_requests(
                     &base_pool,
                     &base_ids,
                     threads,
                     requests / BLOCKS,
                     false,
                 ));
-                lat.extend(run_requests(&pool, &ids, threads, requests / BLOCKS, false));
+                samples.extend(run_requests(&pool, &ids, threads, requests / BLOCKS, false));
             }
             let opened_now = opened.load(Ordering::Relaxed) - before;
-            base_lat.sort();
-            lat.sort();
+            let total = |s: &[Sample]| {
+                let mut d: Vec<_> = s.iter().map(|s| s.total).collect();
+                d.sort();
+                d
+            };
+            let (base_lat, lat) = (total(&base_samples), total(&samples));
             let memory = backend_memory(&pool);
             request_rows.push(RequestRow {
                 policy,
@@ -524,6 +187,7 @@ fn main() {
                 opened_per_10k: opened_now as f64 * 10_000.0 / lat.len() as f64,
                 max_backend: memory.iter().copied().max().unwrap_or(0),
                 pool_sum: memory.iter().sum(),
+                tails: [Tail::of(&base_samples), Tail::of(&samples)],
             });
         }
         fleet_rows.push(fleet_row(
@@ -544,71 +208,5 @@ fn main() {
          baseline: {} tenants)",
         s.mode, sizes[0]
     );
-    println!(
-        "  {:>7} {:>7} {:>7} {:>11} {:>11} {:>10} {:>10} {:>7} {:>7} {:>15} {:>12} {:>10}",
-        "policy",
-        "tenants",
-        "threads",
-        "base p50 us",
-        "base p99 us",
-        "p50 us",
-        "p99 us",
-        "p50 x",
-        "p99 x",
-        "reconnects/10k",
-        "backend MiB",
-        "pool MiB"
-    );
-    let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
-    for r in &request_rows {
-        println!(
-            "  {:>7} {:>7} {:>7} {:>11.0} {:>11.0} {:>10.0} {:>10.0} {:>7.2} {:>7.2} {:>15.0} {:>12.1} {:>10.1}",
-            r.policy,
-            r.tenants,
-            r.threads,
-            r.base_p50,
-            r.base_p99,
-            r.p50,
-            r.p99,
-            r.p50 / r.base_p50,
-            r.p99 / r.base_p99,
-            r.opened_per_10k,
-            mib(r.max_backend),
-            mib(r.pool_sum)
-        );
-    }
-    println!(
-        "  {:>7} {:>18} {:>22} {:>20} {:>20}",
-        "tenants",
-        "status ms/tenant",
-        "idle migrate ms/tenant",
-        "additive ms/tenant",
-        "create ms/tenant"
-    );
-    for f in &fleet_rows {
-        println!(
-            "  {:>7} {:>18.4} {:>22.4} {:>20} {:>20.3}",
-            f.tenants,
-            f.status,
-            f.idle_migrate,
-            f.additive.map_or("-".to_owned(), |a| format!("{a:.3}")),
-            f.provision
-        );
-    }
-    if !commands.is_empty() {
-        println!(
-            "  {:<40} {:>7} {:>12} {:>12}",
-            "command", "tenants", "ms", "ms/tenant"
-        );
-        for c in &commands {
-            let ms = c.took.as_secs_f64() * 1e3;
-            println!(
-                "  {:<40} {:>7} {:>12.1} {:>12.4}",
-                c.command,
-                c.tenants,
-                ms,
-                ms / c.tenants as f64
-            );
-        }
-    }
+    report::print(&request_rows, &fleet_rows, &commands);
 }
