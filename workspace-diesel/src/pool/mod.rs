@@ -92,6 +92,7 @@ mod manager;
 mod session;
 mod shards;
 
+#[cfg(feature = "deadpool")]
 pub(crate) use self::build::ready;
 pub use self::builder::{
     TenantPoolBuilder, DEFAULT_AFFINITY_WAIT, DEFAULT_BACKEND_MEMORY_LIMIT,
@@ -99,6 +100,7 @@ pub use self::builder::{
 };
 pub(crate) use self::counter::{begin_check_pid, transaction_settings};
 pub use self::counter::{cached_statements, StatementCounter};
+#[cfg(feature = "deadpool")]
 pub(crate) use self::manager::probe_error;
 pub use self::manager::{
     backend_memory, ManagerError, SessionCustomizer, TenantConnectionManager, DEFAULT_STATEMENT_CAP,
