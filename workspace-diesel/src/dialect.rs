@@ -17,7 +17,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer, Nullable, Text};
 
 use crate::error::{Error, Result};
-use crate::sql::{quote_ident, quote_literal};
+use crate::sql::{quote_ident, quote_literal, SNAPSHOT_PREFIX};
 use crate::tenant::TenantId;
 
 /// The engine behind a connection, as [`Dialect::detect`] found it.
@@ -311,11 +311,22 @@ impl Dialect {
         self.distributes_schemas()
     }
 
-    /// Why this engine refuses snapshots (`None` where it takes them): on Citus, whose
-    /// statement-by-statement sending leaves no room for the snapshot's PL/pgSQL copy.
-    pub(crate) fn snapshots_refused(&self) -> Option<&'static str> {
-        self.splits_statements()
-            .then_some("snapshots are not supported on Citus")
+    /// On Citus, the size of each snapshot schema now (`schema`, `size`), summed over its
+    /// shards: a snapshot there is a distributed schema whose coordinator tables are empty
+    /// shells, and its shards' sizes cannot be read in the transaction that writes them.
+    /// `None` on PostgreSQL, where the size recorded with the snapshot is its size.
+    pub(crate) fn snapshot_sizes_sql(&self) -> Option<String> {
+        self.distributes_schemas().then(|| {
+            format!(
+                "SELECT n.nspname::pg_catalog.text AS schema, \
+                 pg_catalog.sum(s.shard_size)::pg_catalog.int8 AS size \
+                 FROM pg_catalog.citus_shards s \
+                 JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.table_name \
+                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+                 WHERE pg_catalog.starts_with(n.nspname::pg_catalog.text, {}) GROUP BY 1",
+                quote_literal(SNAPSHOT_PREFIX)
+            )
+        })
     }
 
     /// On Citus, a statement that fails the transaction with [`NOT_DISTRIBUTED_MESSAGE`] and the
