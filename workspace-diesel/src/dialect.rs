@@ -311,18 +311,14 @@ impl Dialect {
         self.distributes_schemas()
     }
 
-    /// On Citus, the size of each snapshot schema now (`schema`, `size`), summed over its
-    /// shards: a snapshot there is a distributed schema whose coordinator tables are empty
-    /// shells, and its shards' sizes cannot be read in the transaction that writes them.
-    /// `None` on PostgreSQL, where the size recorded with the snapshot is its size.
+    /// On Citus, each snapshot schema's size now (`schema`, `size`), from its shards (its
+    /// coordinator tables are empty shells); `None` on PostgreSQL, where the recorded one is.
     pub(crate) fn snapshot_sizes_sql(&self) -> Option<String> {
         self.distributes_schemas().then(|| {
             format!(
-                "SELECT n.nspname::pg_catalog.text AS schema, \
-                 pg_catalog.sum(s.shard_size)::pg_catalog.int8 AS size \
-                 FROM pg_catalog.citus_shards s \
-                 JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.table_name \
-                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+                "SELECT n.nspname::pg_catalog.text AS schema, pg_catalog.sum(s.shard_size)::pg_catalog.int8 \
+                 AS size FROM pg_catalog.citus_shards s JOIN pg_catalog.pg_class c ON c.oid = s.table_name \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE pg_catalog.starts_with(n.nspname::pg_catalog.text, {}) GROUP BY 1",
                 quote_literal(SNAPSHOT_PREFIX)
             )

@@ -227,8 +227,7 @@ impl Migrator {
         params: &MigrateParams,
     ) -> Result<Vec<String>> {
         let set = &*self.set;
-        // A snapshot whose statements are generated from the catalog under the lock is taken
-        // on the checked path only.
+        // A snapshot generated from the catalog under the lock is for the checked path only.
         let unread = snapshot_unread(dialect, schema, params);
         if let (Some(plan), Some(snapshot)) = (plan, unread) {
             let planned: Option<Vec<&Compiled>> = plan
