@@ -7,5 +7,6 @@ mod archive;
 mod detection;
 mod lint;
 mod migrations;
+mod servers;
 mod snapshots;
 mod tenants;

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 
 use diesel::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ENGINE_CHANGED};
 use crate::migrate::archive::{
     self, ArchiveSummary, Manifest, MigrationEntry, ReadError, SequenceEntry, TableEntry,
     TableHash, CHUNK, DATA, TABLE_END,
@@ -315,6 +315,14 @@ pub(crate) fn failed(tenant: &TenantId, reason: &str) -> Error {
 
 /// [`Error::ArchiveFailed`] with the server's message.
 pub(crate) fn pg_failed(tenant: &TenantId, e: &postgres::Error) -> Error {
+    if let Some(found) = e
+        .as_db_error()
+        .and_then(|db| db.message().strip_prefix(ENGINE_CHANGED))
+    {
+        return Error::EngineChanged {
+            found: found.to_owned(),
+        };
+    }
     let reason = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),

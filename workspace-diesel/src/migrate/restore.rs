@@ -89,7 +89,7 @@ impl Migrator {
             quote_literal(snapshot)
         );
         let dialect = self.dialect(conn)?;
-        let found = own(conn, |conn| read_snapshots(conn, dialect, &filter))?;
+        let found = own(conn, |conn| read_snapshots(conn, &dialect, &filter))?;
         let Some(snap) = found.into_iter().next() else {
             return crate::trace::finish(Err(Error::SnapshotNotFound(snapshot.to_owned())));
         };
@@ -101,7 +101,8 @@ impl Migrator {
     fn restore_entered(&self, conn: &mut PgConnection, snap: &Snapshot) -> Result<()> {
         let tenant = &snap.tenant;
         self.admit(conn, tenant)?;
-        let dialect = self.dialect(conn)?;
+        // Detected on this connection, not assumed (the plan's guard still checks it).
+        let dialect = self.detect(conn)?;
         let migrations = self.migrations_of(snap)?;
         let before = self.mark_restoring(conn, tenant)?;
         let plan_close = self.restore_close(snap, before)?;
@@ -119,7 +120,7 @@ impl Migrator {
         );
         plan.records = records_sql(snap);
         plan.close = plan_close;
-        let sent = tx::send(conn, dialect, &plan, false).map_err(|failed| {
+        let sent = tx::send(conn, &dialect, &plan, false).map_err(|failed| {
             let e = failed.classify(|e| {
                 refusal(snap, &db_message(&e)).unwrap_or_else(|| classify_migrate_error(tenant, e))
             });

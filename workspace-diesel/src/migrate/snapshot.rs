@@ -417,7 +417,7 @@ impl Migrator {
             None => "true".to_owned(),
         };
         let dialect = self.dialect(conn)?;
-        own(conn, |conn| read_snapshots(conn, dialect, &filter))
+        own(conn, |conn| read_snapshots(conn, &dialect, &filter))
     }
 
     /// Removes the snapshots that have expired, or with `older_than`, those taken longer ago
@@ -459,7 +459,7 @@ impl Migrator {
             None => "s.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()".to_owned(),
         };
         let dialect = self.dialect(conn)?;
-        let candidates = own(conn, |conn| read_snapshots(conn, dialect, &filter))?;
+        let candidates = own(conn, |conn| read_snapshots(conn, &dialect, &filter))?;
         let mut removed = Vec::with_capacity(candidates.len());
         for snapshot in candidates {
             // Each a top-level command (on Citus, a `DROP SCHEMA` in PL/pgSQL would not reach

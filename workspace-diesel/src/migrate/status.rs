@@ -158,7 +158,7 @@ impl Migrator {
             reg = self.registry.names_sql(),
         ))
         .load::<StatusRow>(conn)?;
-            let mut snapshots = tenant_snapshots(conn, dialect)?;
+            let mut snapshots = tenant_snapshots(conn, &dialect)?;
             rows.into_iter()
                 .map(|r| {
                     let pending = expected

@@ -11,7 +11,7 @@ use crate::connect::open;
 use crate::connection::no_outer_transaction;
 use crate::error::{Error, Result};
 use crate::migrate::door::Op;
-use crate::migrate::failure::{classify_create_error, connection_lost};
+use crate::migrate::failure::{classify_create_error, unretryable};
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::tx::{self, Claim, Failed, Opening, Plan};
@@ -427,7 +427,6 @@ impl Migrator {
         claim: Option<Claim<'_>>,
         close: String,
     ) -> Result<()> {
-        let dialect = self.dialect(conn)?;
         let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
         let opening = Opening {
             provisioning: true,
@@ -437,15 +436,20 @@ impl Migrator {
         plan.claim = claim;
         plan.create = self.create_sql(schema, as_);
         plan.close = close;
-        for wrapped in [false, true] {
-            plan.wrapped = wrapped;
-            match tx::send(conn, dialect, &plan, false) {
-                Ok(()) => break,
-                Err(Failed::Batch(e))
-                    if !wrapped && !connection_lost(&e) && !self.is_tenant_exists(schema, &e) => {}
-                Err(failed) => return Err(failed.classify(|e| classify_create_error(schema, e))),
+        self.with_dialect(conn, |conn, dialect| {
+            for wrapped in [false, true] {
+                plan.wrapped = wrapped;
+                match tx::send(conn, dialect, &plan, false) {
+                    Ok(()) => break,
+                    Err(Failed::Batch(e))
+                        if !wrapped && !unretryable(&e) && !self.is_tenant_exists(schema, &e) => {}
+                    Err(failed) => {
+                        return Err(failed.classify(|e| classify_create_error(schema, e)))
+                    }
+                }
             }
-        }
+            Ok(())
+        })?;
         if in_tx.len() < self.set.migrations.len() {
             self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
         }
