@@ -285,8 +285,8 @@ fn a_restore_whose_connection_is_killed_leaves_the_tenant_as_it_was() {
     let migrated = fingerprint(&mut conn, "acme");
     let node = nodes_of(&mut conn, "acme");
 
-    // An application transaction holds a table: the restore's `DROP SCHEMA` waits behind it,
-    // and its connection is killed there, its transaction open.
+    // An application transaction holds a table: the restore's opening batch (its lock, its
+    // `DROP SCHEMA`) waits behind it, and its connection is killed there, its transaction open.
     let mut holder = db.conn();
     holder
         .batch_execute("BEGIN; LOCK TABLE acme.notes IN ACCESS SHARE MODE")
@@ -298,9 +298,12 @@ fn a_restore_whose_connection_is_killed_leaves_the_tenant_as_it_was() {
         migrator_for(&mut conn, DESTRUCTIVE).restore_snapshot(&mut conn, &name)
     });
     let waiting = "FROM pg_catalog.pg_stat_activity WHERE pid <> pg_catalog.pg_backend_pid() \
-                   AND wait_event_type = 'Lock' AND query LIKE '%DROP SCHEMA%acme%'";
+                   AND wait_event_type = 'Lock' AND query LIKE '%hashtext(''acme'')%'";
     let started = std::time::Instant::now();
     while !db.check(&format!("EXISTS (SELECT 1 {waiting})")) {
+        if restore.is_finished() {
+            panic!("the restore ended: {:?}", restore.join().unwrap());
+        }
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the restore never waited"
