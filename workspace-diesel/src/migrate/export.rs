@@ -80,7 +80,7 @@ impl Migrator {
         let mut pg = open_copy(database_url, tenant)?;
         let lock = tenant_session_lock(tenant.as_str(), true);
         pg.batch_execute(&lock).map_err(|e| pg_failed(tenant, &e))?;
-        let exported = self.export_locked(&mut pg, &dialect, tenant, out);
+        let exported = self.export_locked(&mut pg, dialect, tenant, out);
         // A closed connection releases both; an open one is left clean.
         let _ = pg.batch_execute("ROLLBACK");
         let _ = pg.batch_execute(&tenant_session_lock(tenant.as_str(), false));

@@ -103,7 +103,7 @@ impl Migrator {
             return Err(failed(tenant, "a provisioning plan that claims a spare"));
         };
         let mut pg = open_copy(database_url, tenant)?;
-        match import_rows(&mut pg, &commands, &dialect, tenant, &manifest, &mut reader) {
+        match import_rows(&mut pg, &commands, dialect, tenant, &manifest, &mut reader) {
             Ok(tables) => {
                 pg.batch_execute("COMMIT")
                     .map_err(|e| pg_failed(tenant, &e))?;
