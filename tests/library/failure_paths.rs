@@ -1,12 +1,12 @@
 //! The migration engine's failure paths: fast-path failures (a lock timeout, a lost
 //! connection), versions committed before a failure, an unreadable `down.sql`, what
-//! `create_tenant` retries, the warm pool's lock and stale spares, and a session `search_path`
-//! that cannot be restored.
+//! `create_tenant` retries, a spare's claim (one transaction, nothing left by a kill), the warm
+//! pool's lock and stale spares, and a session `search_path` that cannot be restored.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
@@ -243,7 +243,7 @@ fn create_tenant_retries_only_what_a_migration_can_fail() {
     assert_eq!(
         sent.load(Ordering::SeqCst),
         0,
-        "a registered tenant is refused by its provisioning row, before any claim"
+        "a registered tenant is refused by its row, with no provisioning transaction"
     );
 
     conn.batch_execute("CREATE SCHEMA orphan").unwrap();
@@ -266,6 +266,69 @@ fn create_tenant_retries_only_what_a_migration_can_fail() {
     let err = failing.create_tenant(&mut conn, &globex).unwrap_err();
     assert!(failure(&err).version().is_some(), "{err:?}");
     assert_eq!(sent.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_spare_claim_is_one_transaction_and_a_kill_leaves_no_half_tenant() {
+    let db = test_db!("a_spare_claim_is_one_transaction_and_a_kill_leaves_no_half_tenant");
+    db.provision(&[]);
+    let migrator = db.migrator();
+    let mut conn = db.conn();
+    assert_eq!(migrator.fill_spares(&mut conn, 2).unwrap(), 2);
+    migrator.dialect(&mut conn).unwrap();
+    // One statement sent: the claim's batch (`BEGIN` to `COMMIT`), no `provisioning` row first.
+    let sent = count_sent(&mut conn, "");
+    migrator
+        .create_tenant(&mut conn, &TenantId::new("acme").unwrap())
+        .unwrap();
+    assert_eq!(sent.load(Ordering::SeqCst), 1, "one round trip");
+    let mut conn = db.conn();
+    assert_eq!(migrator.spares(&mut conn).unwrap().len(), 1);
+    // The name taken: refused, and the spare is not used up.
+    assert!(matches!(
+        migrator.create_tenant(&mut conn, &TenantId::new("acme").unwrap()),
+        Err(Error::TenantExists(_))
+    ));
+    let spare = migrator.spares(&mut conn).unwrap().remove(0);
+
+    // A claim killed after its rename and registry row, waiting on the central record.
+    let mut holder = db.conn();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE public.workspace_migrations IN SHARE MODE")
+        .unwrap();
+    let url = db.url().to_owned();
+    let claiming = std::thread::spawn(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        crate::support::example_migrator()
+            .create_tenant(&mut conn, &TenantId::new("victim").unwrap())
+    });
+    let waiting = "FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock' AND query LIKE '%wd_take%'";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !db.check(&format!("EXISTS (SELECT 1 {waiting})")) {
+        assert!(Instant::now() < deadline, "the claim never waited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(db.check(&format!(
+        "(SELECT bool_and(pg_terminate_backend(pid)) {waiting})"
+    )));
+    assert!(claiming.join().unwrap().is_err());
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert!(!migrator
+        .is_registered(&mut conn, &TenantId::new("victim").unwrap())
+        .unwrap());
+    assert!(!db.schema_exists("victim"), "no half tenant");
+    assert_eq!(
+        migrator.spares(&mut conn).unwrap(),
+        std::slice::from_ref(&spare)
+    );
+    assert!(db.schema_exists(spare.as_str()), "the spare is kept");
+    // Negative control: the same claim, not killed, takes that spare.
+    migrator
+        .create_tenant(&mut conn, &TenantId::new("victim").unwrap())
+        .unwrap();
+    assert!(migrator.spares(&mut conn).unwrap().is_empty());
+    assert!(db.schema_exists("victim") && !db.schema_exists(spare.as_str()));
 }
 
 #[test]

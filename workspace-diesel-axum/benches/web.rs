@@ -10,7 +10,7 @@
 //! `cargo bench -p workspace-diesel-axum --bench web` (`BENCH_QUICK=1` for a short run; without
 //! `--bench` it only smoke-tests each case).
 
-use workspace_diesel_tests::db;
+mod common;
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -18,72 +18,8 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use diesel_workspace::pool::TenantPool;
-use diesel_workspace::{registry::LifecycleState, Migrator, TenantId};
-use diesel_workspace_axum::{Access, DbError, Header, RegistryCache, Routing, Tenant, TenantDb};
-
-const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
-
-diesel_workspace::tenant_table! {
-    notes (id) {
-        id -> Int4,
-        title -> Text,
-    }
-}
-
-/// The same table with the schema written into the declaration: the hand-written baseline.
-mod fixed {
-    diesel::table! {
-        acme.notes (id) {
-            id -> Int4,
-            title -> Text,
-        }
-    }
-}
-
-async fn routed(db: TenantDb) -> Result<String, DbError> {
-    db.run(|conn| {
-        notes::table
-            .filter(notes::id.eq(1))
-            .select(notes::title)
-            .first::<String>(conn)
-    })
-    .await
-}
-
-async fn hand_written(pool: TenantPool) -> Result<String, DbError> {
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool.get().map_err(|e| DbError::Pool(e.to_string()))?;
-        fixed::notes::table
-            .filter(fixed::notes::id.eq(1))
-            .select(fixed::notes::title)
-            .first::<String>(&mut conn)
-            .map_err(DbError::from)
-    })
-    .await
-    .map_err(|_| DbError::Panicked)?
-}
-
-/// The tenant table's query in `switch` on a plain pool, without the layer: the library's share
-/// of the difference (its SQL names the active tenant's schema and is built per execution).
-async fn switched(pool: TenantPool) -> Result<String, DbError> {
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool.get().map_err(|e| DbError::Pool(e.to_string()))?;
-        let acme = TenantId::new("acme").expect("valid");
-        diesel_workspace::switch(&acme, || {
-            notes::table
-                .filter(notes::id.eq(1))
-                .select(notes::title)
-                .first::<String>(&mut conn)
-        })
-        .map_err(DbError::from)
-    })
-    .await
-    .map_err(|_| DbError::Panicked)?
-}
+use diesel_workspace::{registry::LifecycleState, TenantId};
+use diesel_workspace_axum::RegistryCache;
 
 /// Rounds and requests per side per round: a smoke test without `--bench` (as `cargo test
 /// --benches` runs it), a short run with `BENCH_QUICK=1`, else the full run; `BENCH_ROUNDS` and
@@ -129,76 +65,24 @@ fn us(d: Duration) -> f64 {
 
 fn main() {
     let settings = Settings::from_env();
-    let db = db::ScratchDb::create("bench_web");
-    let migrator = Migrator::builder(TENANT)
-        .build()
-        .expect("the tenant migrations");
-    let mut conn = PgConnection::establish(db.url()).expect("connect");
-    migrator.run_shared(&mut conn).expect("shared migrations");
-    for t in ["acme", "globex"] {
-        migrator
-            .create_tenant(&mut conn, &TenantId::new(t).unwrap())
-            .expect("create tenant");
-    }
-    conn.batch_execute(
-        "INSERT INTO acme.notes (title) VALUES ('acme note'); \
-         INSERT INTO globex.notes (title) VALUES ('globex note'); \
-         CREATE TABLE public.users (id BIGINT PRIMARY KEY, workspace_id BIGINT NOT NULL \
-             REFERENCES public.workspaces (id)); \
-         INSERT INTO public.users SELECT 1, id FROM public.workspaces WHERE schema_name = 'acme'",
-    )
-    .expect("notes and users");
-
-    let pool = diesel_workspace::pool::builder()
-        .max_size(4)
-        .build(db.url())
-        .expect("pool");
+    let (db, migrator, mut conn, pool) = common::fixture("bench_web");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let routing = Routing::builder(pool.clone())
-        .resolver(Header::behind_trusted_proxy("x-tenant"))
-        // The user id from a header stands in for an authentication middleware's extension.
-        .access(
-            Access::members(|parts| parts.headers.get("x-user")?.to_str().ok()?.parse().ok())
-                .members_table("public", "users", "id", "workspace_id"),
-        )
-        .cache_ttl(Duration::from_secs(3600))
-        .build();
+    let routing = common::routing(&pool).build();
     // The same routing with the version gate on: each tenant's version held beside its state.
-    let gated = Routing::builder(pool.clone())
-        .resolver(Header::behind_trusted_proxy("x-tenant"))
-        .access(
-            Access::members(|parts| parts.headers.get("x-user")?.to_str().ok()?.parse().ok())
-                .members_table("public", "users", "id", "workspace_id"),
-        )
-        .cache_ttl(Duration::from_secs(3600))
-        .expect_migrations(&migrator)
-        .build();
+    let gated = common::routing(&pool).expect_migrations(&migrator).build();
     assert!(gated.expected_version().is_some());
     diesel_workspace_axum::install_notify_trigger(&mut conn).expect("trigger");
     let _listener = routing.cache().listen(db.url()).expect("listen");
     let _gated_listener = gated.cache().listen(db.url()).expect("listen");
-    let baseline_pool = pool.clone();
-    let switched_pool = pool.clone();
-    let app = Router::new()
-        .route("/routed", get(routed))
-        // The layer's own cost: no database work in the handler.
-        .route(
-            "/routed-nodb",
-            get(|Tenant(_): Tenant| async { "acme note" }),
-        )
-        .layer(routing.layer())
-        .route("/nodb", get(|| async { "acme note" }))
-        .route("/fixed", get(move || hand_written(baseline_pool.clone())))
-        .route("/switched", get(move || switched(switched_pool.clone())))
-        .merge(
-            Router::new()
-                .route("/gated", get(routed))
-                .layer(gated.layer()),
-        );
+    let app = common::app(&routing, &pool).merge(
+        Router::new()
+            .route("/gated", get(common::routed))
+            .layer(gated.layer()),
+    );
 
     let (routed_lat, fixed_lat, switched_lat, layer_nodb, plain_nodb, gated_lat) = runtime
         .block_on(async {
@@ -226,7 +110,7 @@ fn main() {
                     assert_eq!(resp.status(), 200);
                     let body = resp.text().await.expect("body");
                     let elapsed = start.elapsed();
-                    assert_eq!(body, "acme note");
+                    assert_eq!(body, common::BODY);
                     elapsed
                 }
             };

@@ -9,77 +9,12 @@
 //! (the setup and the 50 warm-up requests cancel out). Without a route it calls each once
 //! (what `cargo test --benches` runs).
 
-use workspace_diesel_tests::db;
+mod common;
 
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
 use axum::Router;
-use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-use diesel_migrations::{embed_migrations, EmbeddedMigrations};
-use diesel_workspace::pool::TenantPool;
-use diesel_workspace::{Migrator, TenantId};
-use diesel_workspace_axum::{Access, DbError, Header, Routing, Tenant, TenantDb};
 use tower_service::Service;
-
-const TENANT: EmbeddedMigrations = embed_migrations!("../migrations_tenant");
-
-diesel_workspace::tenant_table! {
-    notes (id) {
-        id -> Int4,
-        title -> Text,
-    }
-}
-
-/// The same table with the schema written into the declaration: the hand-written baseline.
-mod fixed {
-    diesel::table! {
-        acme.notes (id) {
-            id -> Int4,
-            title -> Text,
-        }
-    }
-}
-
-async fn routed(db: TenantDb) -> Result<String, DbError> {
-    db.run(|conn| {
-        notes::table
-            .filter(notes::id.eq(1))
-            .select(notes::title)
-            .first::<String>(conn)
-    })
-    .await
-}
-
-async fn hand_written(pool: TenantPool) -> Result<String, DbError> {
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool.get().map_err(|e| DbError::Pool(e.to_string()))?;
-        fixed::notes::table
-            .filter(fixed::notes::id.eq(1))
-            .select(fixed::notes::title)
-            .first::<String>(&mut conn)
-            .map_err(DbError::from)
-    })
-    .await
-    .map_err(|_| DbError::Panicked)?
-}
-
-async fn switched(pool: TenantPool) -> Result<String, DbError> {
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool.get().map_err(|e| DbError::Pool(e.to_string()))?;
-        let acme = TenantId::new("acme").expect("valid");
-        diesel_workspace::switch(&acme, || {
-            notes::table
-                .filter(notes::id.eq(1))
-                .select(notes::title)
-                .first::<String>(&mut conn)
-        })
-        .map_err(DbError::from)
-    })
-    .await
-    .map_err(|_| DbError::Panicked)?
-}
 
 /// Calls `path` `n` times after 50 warm-up calls, the tenant headers sent when `tenant`.
 async fn call(app: &mut Router, path: &str, tenant: bool, n: usize) -> Duration {
@@ -95,7 +30,7 @@ async fn call(app: &mut Router, path: &str, tenant: bool, n: usize) -> Duration 
             let body = axum::body::to_bytes(response.into_body(), 1024)
                 .await
                 .expect("body");
-            assert_eq!(&body[..], b"acme note");
+            assert_eq!(&body[..], common::BODY.as_bytes());
         }
     };
     for _ in 0..50 {
@@ -114,55 +49,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
-    let db = db::ScratchDb::create("bench_web_instr");
-    let migrator = Migrator::builder(TENANT)
-        .build()
-        .expect("the tenant migrations");
-    let mut conn = PgConnection::establish(db.url()).expect("connect");
-    migrator.run_shared(&mut conn).expect("shared migrations");
-    for t in ["acme", "globex"] {
-        migrator
-            .create_tenant(&mut conn, &TenantId::new(t).unwrap())
-            .expect("create tenant");
-    }
-    conn.batch_execute(
-        "INSERT INTO acme.notes (title) VALUES ('acme note'); \
-         INSERT INTO globex.notes (title) VALUES ('globex note'); \
-         CREATE TABLE public.users (id BIGINT PRIMARY KEY, workspace_id BIGINT NOT NULL \
-             REFERENCES public.workspaces (id)); \
-         INSERT INTO public.users SELECT 1, id FROM public.workspaces WHERE schema_name = 'acme'",
-    )
-    .expect("notes and users");
-    let pool = diesel_workspace::pool::builder()
-        .max_size(4)
-        .build(db.url())
-        .expect("pool");
+    let (db, _migrator, mut conn, pool) = common::fixture("bench_web_instr");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let routing = Routing::builder(pool.clone())
-        .resolver(Header::behind_trusted_proxy("x-tenant"))
-        .access(
-            Access::members(|parts| parts.headers.get("x-user")?.to_str().ok()?.parse().ok())
-                .members_table("public", "users", "id", "workspace_id"),
-        )
-        .cache_ttl(Duration::from_secs(3600))
-        .build();
+    let routing = common::routing(&pool).build();
     diesel_workspace_axum::install_notify_trigger(&mut conn).expect("trigger");
     let _listener = routing.cache().listen(db.url()).expect("listen");
-    let (baseline_pool, switched_pool) = (pool.clone(), pool.clone());
-    let mut app = Router::new()
-        .route("/routed", get(routed))
-        .route(
-            "/routed-nodb",
-            get(|Tenant(_): Tenant| async { "acme note" }),
-        )
-        .layer(routing.layer())
-        .route("/nodb", get(|| async { "acme note" }))
-        .route("/fixed", get(move || hand_written(baseline_pool.clone())))
-        .route("/switched", get(move || switched(switched_pool.clone())));
+    let mut app = common::app(&routing, &pool);
     let routes = ["fixed", "switched", "routed", "nodb", "routed-nodb"];
     let (chosen, n): (Vec<&str>, usize) = match &route {
         Some(r) => {

@@ -197,6 +197,16 @@ pub enum Error {
         /// Why, for people.
         reason: String,
     },
+    /// The database behind the connection is not the engine a call planned its SQL for, and it
+    /// changed again while the call detected it anew: nothing was done. A call that finds
+    /// another engine than the one it assumed (a migrator used with connections to several
+    /// servers) detects it and sends its SQL again on its own; this error means the engine
+    /// changed during the call (the Citus extension created or dropped meanwhile).
+    #[error("the database engine changed during the call (now `{found}`)")]
+    EngineChanged {
+        /// What the database reported: its `version()`, and the Citus extension's version.
+        found: String,
+    },
     /// Checking a connection out of the pool failed.
     #[cfg(feature = "r2d2")]
     #[error("could not get a connection from the pool")]
@@ -211,11 +221,29 @@ fn hijack_summary(hazards: &[crate::hazard::Hazard]) -> String {
     }
 }
 
+/// The start of the message a dialect's guard raises when it finds another engine; the identity
+/// found follows.
+pub(crate) const ENGINE_CHANGED: &str = "workspace-diesel: engine changed: ";
+
+/// The identity a dialect's guard found, when `e` is its failure.
+pub(crate) fn engine_changed(e: &diesel::result::Error) -> Option<String> {
+    match e {
+        diesel::result::Error::DatabaseError(_, info) => info
+            .message()
+            .strip_prefix(ENGINE_CHANGED)
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
 /// A `Result` whose error defaults to this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<diesel::result::Error> for Error {
     fn from(e: diesel::result::Error) -> Self {
+        if let Some(found) = engine_changed(&e) {
+            return Error::EngineChanged { found };
+        }
         match e {
             diesel::result::Error::AlreadyInTransaction => Error::OuterTransaction,
             diesel::result::Error::QueryBuilderError(inner) if inner.is::<NoActiveTenant>() => {

@@ -45,8 +45,8 @@ fn an_archive_from_postgresql_imports_as_a_distributed_tenant() {
     }
     defaults(&mut db.conn(), "America/St_Johns", "German, YMD");
     let mut cluster = db.conn();
-    // A migrator detects its engine on first use: one for each server.
-    let migrator = db.migrator();
+    // The migrator that exported from PostgreSQL: its first transaction on the cluster finds
+    // Citus there, and the import is planned for Citus.
     migrator.run_shared(&mut cluster).unwrap();
     let moved = id("acme_moved");
     let imported = migrator

@@ -7,4 +7,5 @@ mod archive;
 mod detection;
 mod lint;
 mod migrations;
+mod servers;
 mod tenants;

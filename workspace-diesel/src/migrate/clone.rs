@@ -12,7 +12,7 @@ use diesel::sql_types::{Nullable, Text};
 
 use crate::error::{Error, Result};
 use crate::migrate::door::Op;
-use crate::migrate::failure::{classify_create_error, connection_lost, db_message};
+use crate::migrate::failure::{classify_create_error, db_message, unretryable};
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::tenants::Provision;
@@ -120,7 +120,6 @@ impl Migrator {
             CloneData::WithData => own(conn, |conn| copy_sql(conn, template, tenant))?,
             CloneData::SchemaOnly => String::new(),
         };
-        let dialect = self.dialect(conn)?;
         let role = match &self.tenant_roles {
             Some(roles) => format!("{}; ", roles.create_sql(tenant)?),
             None => String::new(),
@@ -149,30 +148,32 @@ impl Migrator {
             ledger_sql(template, tenant),
             same_shape_sql(template, tenant)
         );
-        let mut conflicts = 0;
-        loop {
-            match tx::send(conn, dialect, &plan, false) {
-                Ok(()) => return Ok(()),
-                // A spare claimed by a concurrent creation after this transaction's snapshot:
-                // the claim is tried again with a new one.
-                Err(Failed::Batch(diesel::result::Error::DatabaseError(
-                    DatabaseErrorKind::SerializationFailure,
-                    _,
-                ))) if conflicts < 3 => conflicts += 1,
-                Err(Failed::Batch(e))
-                    if !plan.wrapped
-                        && !connection_lost(&e)
-                        && !self.is_tenant_exists(tenant, &e)
-                        && refusal(template, &db_message(&e)).is_none() =>
-                {
-                    plan.wrapped = true;
-                }
-                Err(failed) => {
-                    let e = failed.classify(|e| classify_create_error(tenant, e));
-                    return Err(classify_refusal(template, e));
+        self.with_dialect(conn, |conn, dialect| {
+            let mut conflicts = 0;
+            loop {
+                match tx::send(conn, dialect, &plan, false) {
+                    Ok(()) => return Ok(()),
+                    // A spare claimed by a concurrent creation after this transaction's snapshot:
+                    // the claim is tried again with a new one.
+                    Err(Failed::Batch(diesel::result::Error::DatabaseError(
+                        DatabaseErrorKind::SerializationFailure,
+                        _,
+                    ))) if conflicts < 3 => conflicts += 1,
+                    Err(Failed::Batch(e))
+                        if !plan.wrapped
+                            && !unretryable(&e)
+                            && !self.is_tenant_exists(tenant, &e)
+                            && refusal(template, &db_message(&e)).is_none() =>
+                    {
+                        plan.wrapped = true;
+                    }
+                    Err(failed) => {
+                        let e = failed.classify(|e| classify_create_error(tenant, e));
+                        return Err(classify_refusal(template, e));
+                    }
                 }
             }
-        }
+        })
     }
 
     /// The template's lock, then a `DO` block that fails unless the template's ledger holds

@@ -93,7 +93,8 @@ impl Migrator {
             self.refuse_hazards(conn)?;
         }
         if dialect {
-            self.dialect(conn)?;
+            // Detected on the migrator's first use; then each transaction checks it.
+            self.assumed_dialect(conn)?;
         }
         Ok(entered)
     }

@@ -20,7 +20,7 @@ use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::migrate::door::Op;
 use crate::migrate::failure::{
-    classify_migrate_error, connection_lost, db_message, is_lock_timeout, tenant_failure,
+    classify_migrate_error, db_message, is_lock_timeout, tenant_failure, unretryable,
     with_committed, LOCK_NOT_AVAILABLE,
 };
 use crate::migrate::migrator::Migrator;
@@ -185,9 +185,10 @@ impl Migrator {
         let _span = self.enter(conn, span, Op::Tenant(tenant))?;
         #[cfg(feature = "metrics")]
         let began = std::time::Instant::now();
-        let dialect = self.dialect(conn)?;
-        let reverted = with_retries(tenant, params, || {
-            self.revert_once(conn, dialect, tenant, expected, params)
+        let reverted = self.with_dialect(conn, |conn, dialect| {
+            with_retries(tenant, params, || {
+                self.revert_once(conn, dialect, tenant, expected, params)
+            })
         });
         let reverted = self.or_gone(conn, tenant, reverted);
         #[cfg(feature = "metrics")]
@@ -212,9 +213,10 @@ impl Migrator {
     ) -> Result<Vec<String>> {
         let _span = tracing::debug_span!("schema.apply", schema = %schema).entered();
         no_outer_transaction(conn)?;
-        let dialect = self.dialect(conn)?;
-        with_retries(schema, params, || {
-            self.apply_once(conn, dialect, schema, plan, params)
+        self.with_dialect_refusing(conn, params.snapshot.is_some(), |conn, dialect| {
+            with_retries(schema, params, || {
+                self.apply_once(conn, dialect, schema, plan, params)
+            })
         })
     }
 
@@ -248,7 +250,7 @@ impl Migrator {
                 match tx::send(conn, dialect, &fast, false) {
                     Ok(()) => return Ok(plan.to_vec()),
                     Err(Failed::Batch(e)) => {
-                        if connection_lost(&e) {
+                        if unretryable(&e) {
                             return Err(classify_migrate_error(schema, e));
                         }
                         if is_lock_timeout(&e) {
@@ -443,11 +445,6 @@ fn with_retries(
     }
 }
 
-/// The `run_in_transaction = false` path, for applying and reverting alike: a session-level
-/// advisory lock, the ledger checked after it (`still_needed`), the migration's `sql` sent on its
-/// own with the tenant alone on a session `search_path` (restored afterwards), then the ledger
-/// and central rows (`record`) in a transaction. Returns whether the migration ran (false:
-/// another migrator did it meanwhile).
 /// Applies the `run_in_transaction = false` migration `m` on its own path (see
 /// [`outside_transaction`]) with its ledger and central-record rows, unless it is applied
 /// meanwhile; returns whether it ran.
@@ -477,6 +474,11 @@ fn apply_outside(
     )
 }
 
+/// The `run_in_transaction = false` path, for applying and reverting alike: a session-level
+/// advisory lock, the ledger checked after it (`still_needed`), the migration's `sql` sent on its
+/// own with the tenant alone on a session `search_path` (restored afterwards), then the ledger
+/// and central rows (`record`) in a transaction. Returns whether the migration ran (false:
+/// another migrator did it meanwhile).
 fn outside_transaction(
     conn: &mut PgConnection,
     dialect: &Dialect,

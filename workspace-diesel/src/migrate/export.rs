@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 use diesel::prelude::*;
 
 use crate::dialect::Dialect;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ENGINE_CHANGED};
 use crate::migrate::archive::{
     self, ArchiveSummary, Manifest, MigrationEntry, ReadError, RowSum, SequenceEntry, TableEnd,
     TableEntry, TableHash, TableSummary, CHUNK, DATA,
@@ -80,7 +80,7 @@ impl Migrator {
         let mut pg = open_copy(database_url, tenant)?;
         let lock = tenant_session_lock(tenant.as_str(), true);
         pg.batch_execute(&lock).map_err(|e| pg_failed(tenant, &e))?;
-        let exported = self.export_locked(&mut pg, dialect, tenant, out);
+        let exported = self.export_locked(&mut pg, &dialect, tenant, out);
         // A closed connection releases both; an open one is left clean.
         let _ = pg.batch_execute("ROLLBACK");
         let _ = pg.batch_execute(&tenant_session_lock(tenant.as_str(), false));
@@ -386,6 +386,14 @@ pub(crate) fn failed(tenant: &TenantId, reason: &str) -> Error {
 
 /// [`Error::ArchiveFailed`] with the server's message.
 pub(crate) fn pg_failed(tenant: &TenantId, e: &postgres::Error) -> Error {
+    if let Some(found) = e
+        .as_db_error()
+        .and_then(|db| db.message().strip_prefix(ENGINE_CHANGED))
+    {
+        return Error::EngineChanged {
+            found: found.to_owned(),
+        };
+    }
     let reason = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),

@@ -4,7 +4,7 @@
 
 use diesel::result::DatabaseErrorKind;
 
-use crate::error::Error;
+use crate::error::{engine_changed, Error};
 use crate::report::{MigrationFailure, TenantOutcome};
 use crate::sql::quote_literal;
 use crate::tenant::TenantId;
@@ -81,6 +81,9 @@ pub(crate) fn is_lock_timeout(e: &diesel::result::Error) -> bool {
 
 /// Turns the error of a migration batch into the crate's error.
 pub(crate) fn classify_migrate_error(schema: &TenantId, e: diesel::result::Error) -> Error {
+    if engine_changed(&e).is_some() {
+        return e.into();
+    }
     if is_marker(&e, SCHEMA_MISSING) {
         return Error::SchemaMissing(schema.clone());
     }
@@ -120,8 +123,17 @@ pub(crate) fn connection_lost(e: &diesel::result::Error) -> bool {
     )
 }
 
+/// Whether sending the same SQL again on this connection cannot succeed: the connection is gone,
+/// or the engine is another than the one the SQL was planned for.
+pub(crate) fn unretryable(e: &diesel::result::Error) -> bool {
+    connection_lost(e) || engine_changed(e).is_some()
+}
+
 /// Turns the error of a provisioning batch into the crate's error.
 pub(crate) fn classify_create_error(schema: &TenantId, e: diesel::result::Error) -> Error {
+    if engine_changed(&e).is_some() {
+        return e.into();
+    }
     if let diesel::result::Error::DatabaseError(kind, info) = &e {
         let msg = info.message();
         if !msg.starts_with(MIGRATION_FAILED)

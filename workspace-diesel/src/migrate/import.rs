@@ -86,7 +86,6 @@ impl Migrator {
         if own(conn, |conn| self.registry.contains(conn, tenant))? {
             return Err(Error::TenantExists(tenant.clone()));
         }
-        let dialect = self.dialect(conn)?;
         let mut plan = Plan::new(
             tenant,
             Opening {
@@ -99,21 +98,25 @@ impl Migrator {
         if let Some(roles) = &self.tenant_roles {
             plan.close = format!("{}; ", roles.create_sql(tenant)?);
         }
-        let Some(commands) = tx::commands(dialect, &plan)? else {
-            return Err(failed(tenant, "a provisioning plan that claims a spare"));
-        };
-        let mut pg = open_copy(database_url, tenant)?;
-        match import_rows(&mut pg, &commands, dialect, tenant, &manifest, &mut reader) {
-            Ok(tables) => {
-                pg.batch_execute("COMMIT")
-                    .map_err(|e| pg_failed(tenant, &e))?;
-                Ok(manifest.summary(tenant, tables, reader.bytes))
+        // The first command holds the dialect's guard: on another engine it fails before a row
+        // of the archive is read, and the import is sent again with the right one.
+        self.with_dialect(conn, |_, dialect| {
+            let Some(commands) = tx::commands(dialect, &plan)? else {
+                return Err(failed(tenant, "a provisioning plan that claims a spare"));
+            };
+            let mut pg = open_copy(database_url, tenant)?;
+            match import_rows(&mut pg, &commands, dialect, tenant, &manifest, &mut reader) {
+                Ok(tables) => {
+                    pg.batch_execute("COMMIT")
+                        .map_err(|e| pg_failed(tenant, &e))?;
+                    Ok(manifest.summary(tenant, tables, reader.bytes))
+                }
+                Err(e) => {
+                    let _ = pg.batch_execute("ROLLBACK");
+                    Err(e)
+                }
             }
-            Err(e) => {
-                let _ = pg.batch_execute("ROLLBACK");
-                Err(e)
-            }
-        }
+        })
     }
 
     /// The migrations of this set the archive's ledger names, in the set's order; refused

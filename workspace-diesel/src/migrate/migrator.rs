@@ -1,7 +1,8 @@
 //! What a [`Migrator`] is: its builder, the migration sets it reads once, and its accessors
-//! (the registry, the pooler, the engine detected on first use).
+//! (the registry, the pooler), and the engines it has met: the one a tenant transaction assumes,
+//! checked by that transaction's first batch, and the retry on the right one when it was wrong.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
@@ -45,8 +46,8 @@ pub struct Migrator {
     /// The application's shared migrations, read once.
     pub(super) shared: Option<Arc<SharedSet>>,
     pub(super) registry: Registry,
-    /// The database's engine, detected on first use.
-    pub(super) dialect: Arc<OnceLock<Dialect>>,
+    /// The engines met so far, the last one first ([`Migrator::with_dialect`]).
+    pub(super) dialects: Arc<Mutex<Vec<Arc<Dialect>>>>,
     pub(super) pooler: Pooler,
     /// Per-tenant roles, when enabled.
     pub(super) tenant_roles: Option<TenantRoles>,
@@ -181,7 +182,7 @@ impl MigratorBuilder {
             registry_set: Arc::new(registry_set),
             shared,
             registry: self.registry,
-            dialect: Arc::new(OnceLock::new()),
+            dialects: Arc::new(Mutex::new(Vec::new())),
             pooler: self.pooler,
             tenant_roles: self.tenant_roles,
             refuse_hijack_hazards: self.refuse_hijack_hazards,
@@ -251,17 +252,125 @@ impl Migrator {
         &self.set.versions
     }
 
-    /// The engine of the database behind `conn`, detected on the migrator's first use (one
-    /// query) and then remembered: use one migrator per database.
+    /// The engine of the database behind `conn`, detected now: one query on PostgreSQL, three
+    /// on Citus (see [`Dialect::detect`]). A migrator may be used with connections to several
+    /// servers (an export from PostgreSQL imported into a Citus cluster, a fleet across
+    /// servers): every call detects the engine of the connection it is given.
+    ///
+    /// ```no_run
+    /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::Migrator;
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
+    ///
+    /// # fn run(conn: &mut diesel::PgConnection) -> diesel_workspace::Result<()> {
+    /// let migrator = Migrator::builder(TENANT).build()?;
+    /// if migrator.dialect(conn)?.distributes_schemas() {
+    ///     println!("tenants become distributed schemas");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`Error::UnsupportedEngine`] on CockroachDB and YugabyteDB; [`Error::Query`] when the
     /// catalog cannot be read.
-    pub fn dialect(&self, conn: &mut PgConnection) -> Result<&Dialect> {
-        if let Some(d) = self.dialect.get() {
-            return Ok(d);
+    pub fn dialect(&self, conn: &mut PgConnection) -> Result<Dialect> {
+        Ok((*self.detect(conn)?).clone())
+    }
+
+    /// Detects the engine behind `conn` and makes it the last one met.
+    pub(crate) fn detect(&self, conn: &mut PgConnection) -> Result<Arc<Dialect>> {
+        let detected = Arc::new(Dialect::detect_supported(conn)?);
+        self.remember(&detected);
+        Ok(detected)
+    }
+
+    /// The engine a tenant transaction assumes: the last one this migrator met, detected on the
+    /// first use. Whatever is sent with it must start with its [`guard`](Dialect::guard), so a
+    /// transaction on another engine fails in its first batch with [`Error::EngineChanged`];
+    /// [`with_dialect`](Self::with_dialect) then sends it again with the right one.
+    ///
+    /// # Errors
+    /// As [`dialect`](Self::dialect), on the first use.
+    pub(crate) fn assumed_dialect(&self, conn: &mut PgConnection) -> Result<Arc<Dialect>> {
+        if let Some(last) = self.known().first() {
+            return Ok(Arc::clone(last));
         }
-        let detected = Dialect::detect_supported(conn)?;
-        Ok(self.dialect.get_or_init(|| detected))
+        self.detect(conn)
+    }
+
+    /// Runs `body` with the [`assumed_dialect`](Self::assumed_dialect); when its first batch
+    /// finds another engine behind `conn` ([`Error::EngineChanged`], nothing done), runs it once
+    /// more with that engine: one this migrator met before with the same identity (`version()`
+    /// and the Citus extension's version), or else detected on `conn`. No query is added while
+    /// the engine stays the same; a switch costs the failed batch (and a detection the first
+    /// time). `body` must send the dialect's guard before anything that depends on the engine.
+    ///
+    /// # Errors
+    /// `body`'s; [`Error::EngineChanged`] when the engine changes again between the detection
+    /// and the second attempt.
+    pub(crate) fn with_dialect<T>(
+        &self,
+        conn: &mut PgConnection,
+        body: impl FnMut(&mut PgConnection, &Dialect) -> Result<T>,
+    ) -> Result<T> {
+        let assumed = self.assumed_dialect(conn)?;
+        self.with_dialect_from(conn, assumed, body)
+    }
+
+    /// [`with_dialect`](Self::with_dialect) for a body that, when it `refuses`, refuses on the
+    /// engine before it sends anything (a snapshot on Citus): it then starts from the engine
+    /// detected on `conn` now, since a refusal must be the engine's own.
+    pub(crate) fn with_dialect_refusing<T>(
+        &self,
+        conn: &mut PgConnection,
+        refuses: bool,
+        body: impl FnMut(&mut PgConnection, &Dialect) -> Result<T>,
+    ) -> Result<T> {
+        let first = if refuses {
+            self.detect(conn)?
+        } else {
+            self.assumed_dialect(conn)?
+        };
+        self.with_dialect_from(conn, first, body)
+    }
+
+    /// [`with_dialect`](Self::with_dialect) starting from `first`.
+    fn with_dialect_from<T>(
+        &self,
+        conn: &mut PgConnection,
+        first: Arc<Dialect>,
+        mut body: impl FnMut(&mut PgConnection, &Dialect) -> Result<T>,
+    ) -> Result<T> {
+        match body(conn, &first) {
+            Err(Error::EngineChanged { found }) => {
+                let actual = match self.known().iter().find(|d| d.identity() == found) {
+                    Some(known) => Arc::clone(known),
+                    None => Arc::new(Dialect::detect_supported(conn)?),
+                };
+                self.remember(&actual);
+                body(conn, &actual)
+            }
+            result => result,
+        }
+    }
+
+    /// The engines met so far, the last one first.
+    fn known(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Dialect>>> {
+        self.dialects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `dialect` the last engine met (the one of its identity before is replaced); keeps
+    /// the last [`KNOWN_ENGINES`].
+    fn remember(&self, dialect: &Arc<Dialect>) {
+        let mut known = self.known();
+        known.retain(|d| d.identity() != dialect.identity());
+        known.insert(0, Arc::clone(dialect));
+        known.truncate(KNOWN_ENGINES);
     }
 }
+
+/// How many engines a migrator remembers ([`Migrator::with_dialect`]).
+const KNOWN_ENGINES: usize = 8;

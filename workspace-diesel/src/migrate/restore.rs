@@ -90,7 +90,9 @@ impl Migrator {
     fn restore_entered(&self, conn: &mut PgConnection, snap: &Snapshot) -> Result<()> {
         let tenant = &snap.tenant;
         self.admit(conn, tenant)?;
-        let dialect = self.dialect(conn)?;
+        // Refused on an engine before anything is sent: detected on this connection, not
+        // assumed (the plan's guard still checks it).
+        let dialect = self.detect(conn)?;
         if let Some(reason) = dialect.snapshots_refused() {
             return Err(refused(tenant, reason));
         }
@@ -106,7 +108,7 @@ impl Migrator {
         );
         plan.records = records_sql(snap);
         plan.close = plan_close;
-        let sent = tx::send(conn, dialect, &plan, false).map_err(|failed| {
+        let sent = tx::send(conn, &dialect, &plan, false).map_err(|failed| {
             failed.classify(|e| {
                 let message = db_message(&e);
                 if message.contains(MISMATCH) {

@@ -27,36 +27,38 @@ impl Migrator {
     /// [`Error::SharedMigration`] when a migration fails; nothing of this run is kept.
     pub fn run_shared(&self, conn: &mut PgConnection) -> Result<Vec<String>> {
         let _span = self.enter(conn, crate::trace::op_span!("shared.migrate"), Op::Shared)?;
-        let dialect = self.dialect(conn)?;
-        // On Citus, the shared tables that tenant tables reference become reference tables.
-        let references = dialect.reference_tables_sql(
-            SHARED_SCHEMA,
-            &shared_references(
-                self.set.migrations.iter().map(|m| m.up.as_str()),
+        let applied = self.with_dialect(conn, |conn, dialect| {
+            // On Citus, the shared tables that tenant tables reference become reference tables.
+            let references = dialect.reference_tables_sql(
                 SHARED_SCHEMA,
-            ),
-        );
-        let applied = own(conn, |conn| {
-            // The lock under the library's own path; then Diesel's harness and the migrations'
-            // SQL with the shared schema alone on the path.
-            conn.batch_execute(&format!(
-                "SELECT pg_catalog.pg_advisory_xact_lock({SHARED_LOCK_KEY}, 0); \
-                 SET LOCAL search_path TO {}",
-                crate::sql::work_path(SHARED_SCHEMA)
-            ))?;
-            let mut applied = self
-                .registry_set
-                .run_pending(conn)
-                .map_err(Error::SharedMigration)?;
-            if let Some(shared) = &self.shared {
-                applied.extend(shared.run_pending(conn).map_err(Error::SharedMigration)?);
-            }
-            if let Some(sql) = &references {
-                // The library's own statement: back under its own path.
-                conn.batch_execute(&format!("{}; {sql}", crate::sql::OWN_PATH))
-                    .map_err(|e| Error::SharedMigration(Box::new(e)))?;
-            }
-            Ok(applied)
+                &shared_references(
+                    self.set.migrations.iter().map(|m| m.up.as_str()),
+                    SHARED_SCHEMA,
+                ),
+            );
+            own(conn, |conn| {
+                // The lock and the dialect's guard under the library's own path; then Diesel's
+                // harness and the migrations' SQL with the shared schema alone on the path.
+                conn.batch_execute(&format!(
+                    "SELECT pg_catalog.pg_advisory_xact_lock({SHARED_LOCK_KEY}, 0); {}; \
+                     SET LOCAL search_path TO {}",
+                    dialect.guard(),
+                    crate::sql::work_path(SHARED_SCHEMA)
+                ))?;
+                let mut applied = self
+                    .registry_set
+                    .run_pending(conn)
+                    .map_err(Error::SharedMigration)?;
+                if let Some(shared) = &self.shared {
+                    applied.extend(shared.run_pending(conn).map_err(Error::SharedMigration)?);
+                }
+                if let Some(sql) = &references {
+                    // The library's own statement: back under its own path.
+                    conn.batch_execute(&format!("{}; {sql}", crate::sql::OWN_PATH))
+                        .map_err(|e| Error::SharedMigration(Box::new(e)))?;
+                }
+                Ok(applied)
+            })
         });
         crate::trace::finish_with(applied, |a| Some(a.len()))
     }

@@ -11,7 +11,7 @@ use crate::connect::open;
 use crate::connection::no_outer_transaction;
 use crate::error::{Error, Result};
 use crate::migrate::door::Op;
-use crate::migrate::failure::{classify_create_error, connection_lost};
+use crate::migrate::failure::{classify_create_error, db_message, unretryable};
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::tx::{self, Claim, Failed, Opening, Plan};
@@ -33,6 +33,9 @@ pub(crate) enum Provision {
     Spare,
 }
 
+/// What [`Migrator::claim_first`]'s claim raises when no current spare is free.
+const NO_SPARE: &str = "workspace-diesel: no spare";
+
 #[derive(QueryableByName)]
 struct Flag {
     #[diesel(sql_type = Bool)]
@@ -46,7 +49,9 @@ impl Migrator {
     /// One round trip: `BEGIN`, the tenant's lock, then either the claim of a warm spare or the
     /// full provisioning, `COMMIT`. When the warm pool holds a spare schema that is current (see
     /// [`fill_spares`](Self::fill_spares)), it is claimed: renamed to the tenant, registered and
-    /// its central record moved, with no table DDL. Otherwise: the registry row, `CREATE SCHEMA`,
+    /// its central record moved, with no table DDL. With a status column, the claim is tried
+    /// first on its own; when no spare is free, the registry row is committed as `provisioning`
+    /// before the schema is built, and made `active` with it. Otherwise: the registry row, `CREATE SCHEMA`,
     /// Diesel's ledger, the migrations, the ledger and central record rows. When that fails in a
     /// way a migration can fail (not a tenant that exists, not a lost connection), it is retried
     /// once with each migration wrapped so the error names its version and SQLSTATE.
@@ -63,14 +68,21 @@ impl Migrator {
             Some(roles) => format!("{}; ", roles.create_sql(tenant)?),
             None => String::new(),
         };
-        // With a status column, the row is committed first as `provisioning`, so the tenant is
-        // seen (and not served) while its schema is built; the provisioning transaction makes it
-        // `active`, and a failed creation deletes the row again.
+        // With a status column, a current spare is claimed first, in one transaction (it is
+        // complete: nothing half built is seen). Otherwise the row is committed first as
+        // `provisioning`, so the tenant is seen (and not served) while its schema is built; the
+        // provisioning transaction makes it `active`, and a failed creation deletes the row.
         let ends = match self.registry.insert_provisioning_sql(tenant) {
-            Some(insert) => match self.mark_provisioning(conn, tenant, &insert) {
-                Ok(ends) => Some(ends),
-                Err(e) => return crate::trace::finish(Err(e)),
-            },
+            Some(insert) => {
+                match self.claim_first(conn, tenant, &role) {
+                    Ok(false) => {}
+                    claimed => return crate::trace::finish(claimed.map(|_| ())),
+                }
+                match self.mark_provisioning(conn, tenant, &insert) {
+                    Ok(ends) => Some(ends),
+                    Err(e) => return crate::trace::finish(Err(e)),
+                }
+            }
             None => None,
         };
         let pre_registered = ends.is_some();
@@ -115,6 +127,34 @@ impl Migrator {
             };
         }
         crate::trace::finish(created)
+    }
+
+    /// Claims a current warm spare for `tenant` in one transaction: the lock, the claim (its
+    /// registry row, `active`; the rename; its central record), `close`, `COMMIT`. `false`, with
+    /// nothing left behind, when no spare is free or the name is taken: the provisioning path
+    /// then decides (a tenant that exists is refused, a killed creation's row taken over).
+    fn claim_first(&self, conn: &mut PgConnection, tenant: &TenantId, close: &str) -> Result<bool> {
+        let raise = format!("RAISE EXCEPTION '{NO_SPARE}';");
+        let sql = |_: &str, _: &str| self.claim_sql(tenant, "$wd_take$", &raise, true);
+        let claimed = |conn: &mut PgConnection| Ok(self.registry.contains(conn, tenant)?);
+        let mut plan = Plan::new(tenant, self.opening());
+        plan.claim = Some(Claim {
+            sql: &sql,
+            claimed: &claimed,
+        });
+        plan.close = close.to_owned();
+        let no_spare = |e: &diesel::result::Error| db_message(e) == NO_SPARE;
+        self.with_dialect(conn, |conn, dialect| {
+            match tx::send(conn, dialect, &plan, false) {
+                Ok(()) => Ok(true),
+                Err(Failed::Batch(e)) if no_spare(&e) || self.is_tenant_exists(tenant, &e) => {
+                    Ok(false)
+                }
+                Err(Failed::Classified(Error::TenantExists(_))) => Ok(false),
+                Err(Failed::Classified(Error::Query(e))) if no_spare(&e) => Ok(false),
+                Err(failed) => Err(failed.classify(|e| classify_create_error(tenant, e))),
+            }
+        })
     }
 
     /// Commits `insert` (the tenant's registry row in state `provisioning`) and returns the
@@ -192,7 +232,7 @@ impl Migrator {
             n = versions.len(),
             insert = match self.registry.ensure_provisioning_sql(&t) {
                 Some(ensure) if !register => format!("{ensure}; "),
-                _ => format!("{}; ", self.registry.insert_sql(&t)),
+                _ => format!("{}; ", self.registry.insert_active_sql(&t)),
             },
         )
     }
@@ -427,7 +467,6 @@ impl Migrator {
         claim: Option<Claim<'_>>,
         close: String,
     ) -> Result<()> {
-        let dialect = self.dialect(conn)?;
         let in_tx: Vec<&Compiled> = self.set.migrations.iter().take_while(|m| m.in_tx).collect();
         let opening = Opening {
             provisioning: true,
@@ -437,15 +476,20 @@ impl Migrator {
         plan.claim = claim;
         plan.create = self.create_sql(schema, as_);
         plan.close = close;
-        for wrapped in [false, true] {
-            plan.wrapped = wrapped;
-            match tx::send(conn, dialect, &plan, false) {
-                Ok(()) => break,
-                Err(Failed::Batch(e))
-                    if !wrapped && !connection_lost(&e) && !self.is_tenant_exists(schema, &e) => {}
-                Err(failed) => return Err(failed.classify(|e| classify_create_error(schema, e))),
+        self.with_dialect(conn, |conn, dialect| {
+            for wrapped in [false, true] {
+                plan.wrapped = wrapped;
+                match tx::send(conn, dialect, &plan, false) {
+                    Ok(()) => break,
+                    Err(Failed::Batch(e))
+                        if !wrapped && !unretryable(&e) && !self.is_tenant_exists(schema, &e) => {}
+                    Err(failed) => {
+                        return Err(failed.classify(|e| classify_create_error(schema, e)))
+                    }
+                }
             }
-        }
+            Ok(())
+        })?;
         if in_tx.len() < self.set.migrations.len() {
             self.migrate_schema(conn, schema, None, &MigrateParams::default())?;
         }

@@ -16,7 +16,7 @@ use diesel::sql_types::Text;
 
 use crate::connection::rollback;
 use crate::dialect::Dialect;
-use crate::error::{Error, Result};
+use crate::error::{engine_changed, Error, Result};
 use crate::migrate::failure::{
     classify_migrate_error, dollar_tags, raise_if_schema_missing, wrap, SCHEMA_MISSING,
 };
@@ -121,6 +121,7 @@ impl Failed {
     /// The error, a batch's classified by `classify`.
     pub(crate) fn classify(self, classify: impl FnOnce(diesel::result::Error) -> Error) -> Error {
         match self {
+            Failed::Batch(e) if engine_changed(&e).is_some() => e.into(),
             Failed::Batch(e) => classify(e),
             Failed::Classified(e) => e,
         }
@@ -156,7 +157,8 @@ impl<'a> Plan<'a> {
     }
 
     /// The SQL that opens the transaction: [`BEGIN`], the role reset when asked for, the lock,
-    /// then what `opening` asks for.
+    /// the dialect's guard (the transaction fails with [`Error::EngineChanged`] on another
+    /// engine), then what `opening` asks for.
     /// The ledger, when created, is created inside the check's `DO` block in one batch, and as
     /// a top-level `CREATE TABLE IF NOT EXISTS` statement by statement (a table created inside
     /// `DO` would stay local on Citus).
@@ -169,7 +171,11 @@ impl<'a> Plan<'a> {
         if self.opening.reset_role {
             sql.push_str("SET LOCAL ROLE NONE; ");
         }
-        sql.push_str(&format!("{}; ", tenant_lock(schema.as_str())));
+        sql.push_str(&format!(
+            "{}; {}; ",
+            tenant_lock(schema.as_str()),
+            dialect.guard()
+        ));
         if let Some(timeout) = self.opening.lock_timeout {
             sql.push_str(&format!(
                 "SET LOCAL lock_timeout = '{}ms'; ",

@@ -224,6 +224,21 @@ impl Registry {
         )
     }
 
+    /// [`insert_sql`](Self::insert_sql) of `tenant_sql` in state `active` with a
+    /// [`status_column`](Registry::status_column) (whatever its default): a tenant registered
+    /// complete, as a claimed spare is.
+    pub(crate) fn insert_active_sql(&self, tenant_sql: &str) -> String {
+        match &self.status_column {
+            Some(status) => format!(
+                "INSERT INTO {} ({}, {}) VALUES ({tenant_sql}, 'active')",
+                self.qualified_table(),
+                self.quoted_identifier_column(),
+                quote_ident(status),
+            ),
+            None => self.insert_sql(tenant_sql),
+        }
+    }
+
     /// [`insert_sql`](Self::insert_sql) of `tenant`, as a literal.
     pub(crate) fn insert_tenant_sql(&self, tenant: &TenantId) -> String {
         self.insert_sql(&quote_literal(tenant.as_str()))
