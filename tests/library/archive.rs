@@ -302,3 +302,173 @@ fn archives_hold_only_their_tenants_rows_while_others_are_written() {
         }
     }
 }
+
+/// Sets `settings` as the defaults of every new session of the database of `url`.
+fn session_defaults(url: &str, settings: &[(&str, &str)]) {
+    let mut conn = PgConnection::establish(url).unwrap();
+    for (name, value) in settings {
+        conn.batch_execute(&format!(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET {name} = %L', \
+             current_database(), '{value}'); END $$"
+        ))
+        .unwrap();
+    }
+}
+
+/// One value of every type whose text depends on the session, as a new session of `url`
+/// reads it.
+fn values_as_read(url: &str, schema: &str) -> String {
+    #[derive(QueryableByName)]
+    struct Text {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        t: String,
+    }
+    let mut conn = PgConnection::establish(url).unwrap();
+    diesel::sql_query(format!(
+        "SELECT string_agg(r::text, ';' ORDER BY id) AS t FROM \"{schema}\".readings r"
+    ))
+    .get_result::<Text>(&mut conn)
+    .unwrap()
+    .t
+}
+
+/// The definitions of the indexes and constraints of `schema`'s tables, its name left out.
+fn definitions(conn: &mut PgConnection, schema: &str) -> Vec<String> {
+    #[derive(QueryableByName)]
+    struct Def {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        d: String,
+    }
+    diesel::sql_query(format!(
+        "SELECT replace(d, '{schema}.', '') AS d FROM ( \
+         SELECT indexdef AS d FROM pg_indexes WHERE schemaname = '{schema}' UNION ALL \
+         SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) \
+         FROM pg_constraint WHERE connamespace = '{schema}'::regnamespace) s ORDER BY 1"
+    ))
+    .load::<Def>(conn)
+    .unwrap()
+    .into_iter()
+    .map(|d| d.d)
+    .collect()
+}
+
+#[test]
+fn an_export_under_some_session_settings_imports_under_others_with_equal_checksums() {
+    // The example schema and a table of every type whose text depends on the session.
+    let dir = std::env::temp_dir().join(format!("wd-archive-settings-{}", std::process::id()));
+    let notes = dir.join("2026-01-01-000001_create_notes");
+    let readings = dir.join("2026-01-02-000001_create_readings");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::create_dir_all(&readings).unwrap();
+    for file in ["up.sql", "down.sql"] {
+        let from = format!("../migrations_tenant/2026-01-01-000001_create_notes/{file}");
+        std::fs::copy(from, notes.join(file)).unwrap();
+    }
+    std::fs::write(
+        readings.join("up.sql"),
+        "CREATE TABLE readings (id SERIAL PRIMARY KEY, note_id INTEGER REFERENCES notes (id), \
+         f8 FLOAT8, f4 REAL, d DATE, ts TIMESTAMP, tz TIMESTAMPTZ, iv INTERVAL, b BYTEA, \
+         m MONEY);\nCREATE INDEX readings_tz_idx ON readings (tz);\n",
+    )
+    .unwrap();
+    std::fs::write(readings.join("down.sql"), "DROP TABLE readings;\n").unwrap();
+    let migrator = || {
+        Migrator::builder(FileBasedMigrations::from_path(&dir).unwrap())
+            .shared(workspace_diesel_tests::SHARED_MIGRATIONS)
+            .build()
+            .unwrap()
+    };
+    let source = crate::test_db!("an_export_under_some_session_settings_imports_source");
+    let target = crate::test_db!("an_export_under_some_session_settings_imports_target");
+    let acme = id("acme");
+    let mut conn = source.conn();
+    migrator().run_shared(&mut conn).unwrap();
+    migrator().create_tenant(&mut conn, &acme).unwrap();
+    seed(&mut conn, "acme", 50);
+    conn.batch_execute(
+        "SET TimeZone = 'UTC'; \
+         INSERT INTO acme.readings (note_id, f8, f4, d, ts, tz, iv, b, m) VALUES \
+         (1, 0.1, 0.1, '2026-03-01', '2026-03-01 10:00:00.123456', \
+          '2026-03-01 10:00:00.123456+05:30', '1 year 2 mons 3 days 04:05:06.789', \
+          '\\x005c0aff', 12.34), \
+         (2, 1e-300, 3.4028235e38, '0044-03-15 BC', '1999-12-31 23:59:59', \
+          '1999-12-31 23:59:59-08', '-1 day +02:00:00', '\\x', -0.5), \
+         (NULL, 'NaN', '-Infinity', 'infinity', '-infinity', 'infinity', '0', NULL, NULL)",
+    )
+    .unwrap();
+
+    let exporting = [
+        ("TimeZone", "Pacific/Chatham"),
+        ("DateStyle", "SQL, DMY"),
+        ("IntervalStyle", "sql_standard"),
+        ("extra_float_digits", "-3"),
+        ("bytea_output", "escape"),
+    ];
+    let importing = [
+        ("TimeZone", "America/St_Johns"),
+        ("DateStyle", "German, YMD"),
+        ("IntervalStyle", "iso_8601"),
+        ("extra_float_digits", "0"),
+        ("bytea_output", "hex"),
+    ];
+    let plain = values_as_read(source.url(), "acme");
+    session_defaults(source.url(), &exporting);
+    let exported_text = values_as_read(source.url(), "acme");
+    let archive = export(&migrator(), source.url(), &acme);
+    let exported = migrator()
+        .export_tenant(&mut source.conn(), source.url(), &acme, &mut Vec::new())
+        .unwrap();
+
+    let mut target_conn = target.conn();
+    migrator().run_shared(&mut target_conn).unwrap();
+    session_defaults(target.url(), &importing);
+    let moved = id("acme_moved");
+    let imported = migrator()
+        .import_tenant(
+            &mut target.conn(),
+            target.url(),
+            &moved,
+            &mut archive.as_slice(),
+        )
+        .unwrap();
+    assert_eq!(imported.tables, exported.tables, "equal checksums");
+    assert_eq!(imported.tables.len(), 4);
+    let again = migrator()
+        .export_tenant(&mut target.conn(), target.url(), &moved, &mut Vec::new())
+        .unwrap();
+    assert_eq!(again.tables, exported.tables, "exported again, the same");
+    let imported_text = values_as_read(target.url(), "acme_moved");
+    // The values themselves, read under one set of settings, are equal.
+    session_defaults(target.url(), &exporting);
+    assert_eq!(values_as_read(target.url(), "acme_moved"), exported_text);
+    // The foreign keys and indexes set aside during the load are the migrations' again.
+    assert_eq!(
+        definitions(&mut target.conn(), "acme_moved"),
+        definitions(&mut conn, "acme")
+    );
+    assert!(definitions(&mut conn, "acme").len() >= 10);
+    // Negative control: the settings do change the text a session reads.
+    assert_ne!(plain, exported_text);
+    assert_ne!(exported_text, imported_text);
+
+    // Rows whose parent is gone (foreign-key checks bypassed on the source) are refused on
+    // import when the foreign keys are put back, with nothing created.
+    conn.batch_execute(
+        "SET session_replication_role = replica; DELETE FROM acme.notes WHERE id = 1; \
+         RESET session_replication_role",
+    )
+    .unwrap();
+    let orphans = export(&migrator(), source.url(), &acme);
+    let got = migrator().import_tenant(
+        &mut target.conn(),
+        target.url(),
+        &id("acme_orphans"),
+        &mut orphans.as_slice(),
+    );
+    match got {
+        Err(Error::ArchiveFailed { reason, .. }) => assert!(reason.contains("23503"), "{reason}"),
+        other => panic!("expected a foreign-key violation, got {other:?}"),
+    }
+    assert_eq!(traces(target.url(), "acme_orphans"), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -10,6 +10,7 @@ use workspace_diesel_tests::test_db;
 mod across;
 mod architecture;
 mod archive;
+mod archive_v1;
 mod audit;
 mod busy_pooler;
 mod cache;

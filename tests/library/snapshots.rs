@@ -15,9 +15,9 @@ use crate::fleet::{migrator_for, Prefix};
 use crate::mobility::{fingerprint, seed};
 
 /// The example schema, then a destructive migration (`notes.body` dropped).
-const DESTRUCTIVE: EmbeddedMigrations = embed_migrations!("migrations/destructive");
-const V1: &str = "20260101000001";
-const V2: &str = "20260601000001";
+pub(crate) const DESTRUCTIVE: EmbeddedMigrations = embed_migrations!("migrations/destructive");
+pub(crate) const V1: &str = "20260101000001";
+pub(crate) const V2: &str = "20260601000001";
 const HOUR: Duration = Duration::from_secs(3600);
 
 #[derive(QueryableByName)]

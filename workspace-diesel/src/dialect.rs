@@ -17,7 +17,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer, Nullable, Text};
 
 use crate::error::{Error, Result, ENGINE_CHANGED};
-use crate::sql::{quote_ident, quote_literal};
+use crate::sql::{quote_ident, quote_literal, SNAPSHOT_PREFIX};
 use crate::tenant::TenantId;
 
 /// The engine behind a connection, as [`Dialect::detect`] found it.
@@ -344,11 +344,18 @@ impl Dialect {
         self.distributes_schemas()
     }
 
-    /// Why this engine refuses snapshots (`None` where it takes them): on Citus, whose
-    /// statement-by-statement sending leaves no room for the snapshot's PL/pgSQL copy.
-    pub(crate) fn snapshots_refused(&self) -> Option<&'static str> {
-        self.splits_statements()
-            .then_some("snapshots are not supported on Citus")
+    /// On Citus, each snapshot schema's size now (`schema`, `size`), from its shards (its
+    /// coordinator tables are empty shells); `None` on PostgreSQL, where the recorded one is.
+    pub(crate) fn snapshot_sizes_sql(&self) -> Option<String> {
+        self.distributes_schemas().then(|| {
+            format!(
+                "SELECT n.nspname::pg_catalog.text AS schema, pg_catalog.sum(s.shard_size)::pg_catalog.int8 \
+                 AS size FROM pg_catalog.citus_shards s JOIN pg_catalog.pg_class c ON c.oid = s.table_name \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE pg_catalog.starts_with(n.nspname::pg_catalog.text, {}) GROUP BY 1",
+                quote_literal(SNAPSHOT_PREFIX)
+            )
+        })
     }
 
     /// On Citus, a statement that fails the transaction with [`NOT_DISTRIBUTED_MESSAGE`] and the

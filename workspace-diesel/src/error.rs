@@ -187,9 +187,9 @@ pub enum Error {
     SnapshotNotFound(String),
     /// A snapshot could not be taken or restored (see
     /// [`MigrateOptions::snapshot`](crate::MigrateOptions::snapshot) and
-    /// [`Migrator::restore_snapshot`](crate::Migrator::restore_snapshot)): a dialect that does
-    /// not support them, a snapshot whose versions the migration set does not know, rows that
-    /// do not match its checksums. Nothing was changed.
+    /// [`Migrator::restore_snapshot`](crate::Migrator::restore_snapshot)): a snapshot whose
+    /// versions the migration set does not know, rows that do not match its checksums, another
+    /// restore of the tenant running. Nothing was changed.
     #[error("snapshot of tenant `{tenant}` refused: {reason}")]
     SnapshotRefused {
         /// The tenant.

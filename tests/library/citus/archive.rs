@@ -2,6 +2,7 @@
 //! distributed tenant schema on one worker, with the same rows, ledger, sequences and checksums;
 //! a corrupted archive is refused with nothing created on any node.
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_workspace::{Error, TenantId};
 use workspace_diesel_tests::citus::{check_on, shard_tables_on};
@@ -28,6 +29,21 @@ fn an_archive_from_postgresql_imports_as_a_distributed_tenant() {
         .unwrap();
 
     let db = citus_db!("an_archive_from_postgresql_imports_as_a_distributed_tenant");
+    // The workers' and the coordinator's sessions turn values into text otherwise than the
+    // exporting server's: the checksums do not depend on it.
+    let defaults = |conn: &mut PgConnection, zone: &str, style: &str| {
+        conn.batch_execute(&format!(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', \
+             current_database(), '{zone}'); EXECUTE format('ALTER DATABASE %I SET DateStyle = %L', \
+             current_database(), '{style}'); EXECUTE format('ALTER DATABASE %I SET \
+             extra_float_digits = -3', current_database()); END $$"
+        ))
+        .unwrap();
+    };
+    for node in db.workers() {
+        defaults(&mut db.conn_on(node), "Pacific/Chatham", "SQL, DMY");
+    }
+    defaults(&mut db.conn(), "America/St_Johns", "German, YMD");
     let mut cluster = db.conn();
     // The migrator that exported from PostgreSQL: its first transaction on the cluster finds
     // Citus there, and the import is planned for Citus.
@@ -38,6 +54,17 @@ fn an_archive_from_postgresql_imports_as_a_distributed_tenant() {
         .unwrap();
     // The import checked every table's count and checksum against the archive's.
     assert_eq!(imported.tables, exported.tables);
+    let under_settings = migrator
+        .export_tenant(&mut cluster, db.url(), &moved, &mut Vec::new())
+        .unwrap();
+    assert_eq!(under_settings.tables, exported.tables);
+    let reset =
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET ALL', current_database()); END $$";
+    for node in db.workers() {
+        db.conn_on(node).batch_execute(reset).unwrap();
+    }
+    db.conn().batch_execute(reset).unwrap();
+    let mut cluster = db.conn();
     assert_eq!(
         fingerprint(&mut cluster, "acme_moved"),
         before,

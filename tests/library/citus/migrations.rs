@@ -211,30 +211,41 @@ fn killed_migrators_converge_on_a_rerun() {
 }
 
 #[test]
-fn a_snapshot_is_refused_with_the_migration_and_nothing_changes() {
-    let db = citus_db!("a_snapshot_is_refused_with_the_migration_and_nothing_changes");
+fn a_snapshot_commits_or_rolls_back_with_its_migration() {
+    let db = citus_db!("a_snapshot_commits_or_rolls_back_with_its_migration");
     let mut conn = db.conn();
     let before = migrator_for(&mut conn, Prefix(CITUS_ADDITIVE, 1));
     let after = migrator_for(&mut conn, CITUS_ADDITIVE);
     let acme = TenantId::new("acme").unwrap();
     before.create_tenant(&mut conn, &acme).unwrap();
     let snapshot = MigrateOptions::default().snapshot(std::time::Duration::from_secs(60));
+    // A table in the way: the migration fails after the snapshot's statements ran.
+    conn.batch_execute("CREATE TABLE acme.labels (x int)")
+        .unwrap();
     let err = after
         .migrate_tenant_with(&mut conn, &acme, &snapshot)
         .unwrap_err();
-    assert!(matches!(err, Error::SnapshotRefused { .. }), "{err:?}");
-    assert!(err.to_string().contains("not supported on Citus"), "{err}");
+    assert!(matches!(err, Error::TenantMigration { .. }), "{err:?}");
+    let no_snapshot = "NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname LIKE '\\_snap\\_%')";
     assert!(check_on(
         &mut conn,
-        "(SELECT count(*) FROM acme.__diesel_schema_migrations) = 1 \
-         AND to_regclass('acme.labels') IS NULL \
-         AND NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname LIKE '\\_snap\\_%')"
+        &format!("(SELECT count(*) FROM acme.__diesel_schema_migrations) = 1 AND {no_snapshot}")
     ));
+    for worker in db.workers() {
+        assert!(check_on(&mut db.conn_on(worker), no_snapshot));
+    }
     assert!(after.snapshots(&mut conn, None).unwrap().is_empty());
-    // Negative control: without the snapshot, the same migration runs.
-    after.migrate_tenant(&mut conn, &acme).unwrap();
+    // Without the table in the way, both commit: the migration and its snapshot.
+    conn.batch_execute("DROP TABLE acme.labels").unwrap();
+    after
+        .migrate_tenant_with(&mut conn, &acme, &snapshot)
+        .unwrap();
     assert!(check_on(
         &mut conn,
         "to_regclass('acme.labels') IS NOT NULL"
     ));
+    let snaps = after.snapshots(&mut conn, None).unwrap();
+    assert_eq!(snaps.len(), 1);
+    db.assert_distributed(&snaps[0].name);
+    db.assert_distributed("acme");
 }

@@ -8,4 +8,5 @@ mod detection;
 mod lint;
 mod migrations;
 mod servers;
+mod snapshots;
 mod tenants;

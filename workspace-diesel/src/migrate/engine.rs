@@ -25,7 +25,7 @@ use crate::migrate::failure::{
 };
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
-use crate::migrate::snapshot::snapshot_create;
+use crate::migrate::snapshot::{snapshot_read, snapshot_unread};
 use crate::migrate::split::Step;
 use crate::migrate::tx::{self, read_ledger, Check, Failed, Opening, Plan};
 use crate::options::{MigrateOptions, MigrateParams};
@@ -213,7 +213,7 @@ impl Migrator {
     ) -> Result<Vec<String>> {
         let _span = tracing::debug_span!("schema.apply", schema = %schema).entered();
         no_outer_transaction(conn)?;
-        self.with_dialect_refusing(conn, params.snapshot.is_some(), |conn, dialect| {
+        self.with_dialect(conn, |conn, dialect| {
             with_retries(schema, params, || {
                 self.apply_once(conn, dialect, schema, plan, params)
             })
@@ -229,7 +229,7 @@ impl Migrator {
         params: &MigrateParams,
     ) -> Result<Vec<String>> {
         let set = &*self.set;
-        if let Some(plan) = plan {
+        if let (Some(plan), Some(snap)) = (plan, snapshot_unread(dialect, schema, params)) {
             let planned: Option<Vec<&Compiled>> = plan
                 .iter()
                 .map(|v| set.migrations.iter().find(|m| &m.version == v && m.in_tx))
@@ -246,7 +246,7 @@ impl Migrator {
                     ..self.opening()
                 };
                 let mut fast = Plan::new(schema, opening).apply(&planned, false);
-                fast.create = snapshot_create(dialect, schema, params)?;
+                fast.before_steps = snap;
                 match tx::send(conn, dialect, &fast, false) {
                     Ok(()) => return Ok(plan.to_vec()),
                     Err(Failed::Batch(e)) => {
@@ -317,8 +317,8 @@ impl Migrator {
             if *snapshot && !pending.is_empty() {
                 // Committed with the first batch, or alone before a migration that runs
                 // outside a transaction.
-                match snapshot_create(dialect, schema, params) {
-                    Ok(sql) => plan.create = sql,
+                match snapshot_read(conn, dialect, schema, params) {
+                    Ok(commands) => plan.before_steps = commands,
                     Err(e) => {
                         rollback(conn);
                         return Err(e);

@@ -5,14 +5,15 @@
 //! text stable, the errors.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 
 use diesel::prelude::*;
 
+use crate::dialect::Dialect;
 use crate::error::{Error, Result, ENGINE_CHANGED};
 use crate::migrate::archive::{
-    self, ArchiveSummary, Manifest, MigrationEntry, ReadError, SequenceEntry, TableEntry,
-    TableHash, CHUNK, DATA, TABLE_END,
+    self, ArchiveSummary, Manifest, MigrationEntry, ReadError, RowSum, SequenceEntry, TableEnd,
+    TableEntry, TableHash, TableSummary, CHUNK, DATA,
 };
 use crate::migrate::clone::{parents_first, Edge};
 use crate::migrate::door::Op;
@@ -22,10 +23,20 @@ use crate::tenant::TenantId;
 
 /// The settings under which rows are read, written and summed: the library's own path, and a
 /// text form of values that does not depend on the server's or the session's settings.
-pub(crate) const STABLE_TEXT: &str = "SET LOCAL search_path TO pg_catalog, pg_temp; \
+const STABLE_TEXT: &str = "SET LOCAL search_path TO pg_catalog, pg_temp; \
      SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'; \
      SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1; \
-     SET LOCAL bytea_output = 'hex'";
+     SET LOCAL bytea_output = 'hex'; SET LOCAL lc_monetary = 'C'";
+
+/// [`STABLE_TEXT`] for a transaction on `dialect`: on Citus the `SET LOCAL`s are propagated to
+/// the workers' connections of the transaction too (`citus.propagate_set_commands`), so a value
+/// a worker turns into text reads the same whatever the worker's own session settings.
+pub(crate) fn stable_text(dialect: &Dialect) -> String {
+    match dialect.citus() {
+        Some(_) => format!("SET LOCAL citus.propagate_set_commands = 'local'; {STABLE_TEXT}"),
+        None => STABLE_TEXT.to_owned(),
+    }
+}
 
 impl Migrator {
     /// Writes `tenant` to `out` as an archive: a manifest (the tenant's ledger with the
@@ -65,10 +76,11 @@ impl Migrator {
     ) -> Result<ArchiveSummary> {
         let span = crate::trace::op_span!("tenant.export", tenant = %tenant);
         let _span = self.enter(conn, span, Op::Tenant(tenant))?;
+        let dialect = self.dialect(conn)?;
         let mut pg = open_copy(database_url, tenant)?;
         let lock = tenant_session_lock(tenant.as_str(), true);
         pg.batch_execute(&lock).map_err(|e| pg_failed(tenant, &e))?;
-        let exported = self.export_locked(&mut pg, tenant, out);
+        let exported = self.export_locked(&mut pg, &dialect, tenant, out);
         // A closed connection releases both; an open one is left clean.
         let _ = pg.batch_execute("ROLLBACK");
         let _ = pg.batch_execute(&tenant_session_lock(tenant.as_str(), false));
@@ -79,12 +91,14 @@ impl Migrator {
     fn export_locked(
         &self,
         pg: &mut postgres::Client,
+        dialect: &Dialect,
         tenant: &TenantId,
         out: &mut dyn Write,
     ) -> Result<ArchiveSummary> {
         let fail = |e: postgres::Error| pg_failed(tenant, &e);
         pg.batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {STABLE_TEXT}"
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {}",
+            stable_text(dialect)
         ))
         .map_err(fail)?;
         let exists: bool = pg
@@ -125,16 +139,15 @@ impl Migrator {
                 run_on: row.get(1),
             });
         }
-        let mut tables = Vec::new();
-        for (name, columns) in ordered_tables(pg, tenant)? {
-            let (rows, checksum) = table_sum(pg, tenant, &name)?;
-            tables.push(TableEntry {
+        let tables = ordered_tables(pg, tenant)?
+            .into_iter()
+            .map(|(name, columns)| TableEntry {
                 name,
                 columns,
-                rows,
-                checksum,
-            });
-        }
+                rows: None,
+                checksum: None,
+            })
+            .collect();
         let mut sequences = Vec::new();
         for name in sequence_names(pg, tenant)? {
             let row = pg
@@ -161,31 +174,88 @@ impl Migrator {
         };
         let io_fail = |e: std::io::Error| failed(tenant, &format!("writing the archive: {e}"));
         let mut writer = archive::Writer::start(out, &manifest).map_err(io_fail)?;
-        let mut chunk = vec![0u8; CHUNK];
+        let mut frame = Vec::with_capacity(CHUNK);
+        let mut summaries = Vec::with_capacity(manifest.tables.len());
         for table in &manifest.tables {
-            let sql = format!(
-                "COPY (SELECT {} FROM ONLY {}.{}) TO STDOUT",
-                column_list(&table.columns),
-                tenant.quoted(),
-                quote_ident(&table.name)
-            );
-            let mut rows = pg.copy_out(&sql).map_err(fail)?;
-            let mut hash = TableHash::default();
+            let mut rows = pg
+                .copy_out(&copy_out_sql(tenant, &table.name, &table.columns))
+                .map_err(fail)?;
+            let (mut hash, mut sum) = (TableHash::default(), RowSum::default());
+            let mut send = |frame: &mut Vec<u8>, writer: &mut archive::Writer<'_>| {
+                hash.update(frame);
+                sum.update(frame);
+                writer.frame(DATA, frame).map_err(io_fail)?;
+                frame.clear();
+                Ok::<_, Error>(())
+            };
             loop {
-                let n = rows
-                    .read(&mut chunk)
+                let data = rows
+                    .fill_buf()
                     .map_err(|e| failed(tenant, &format!("reading `{}`: {e}", table.name)))?;
-                if n == 0 {
+                if data.is_empty() {
                     break;
                 }
-                hash.update(&chunk[..n]);
-                writer.frame(DATA, &chunk[..n]).map_err(io_fail)?;
+                let take = data.len().min(CHUNK - frame.len());
+                frame.extend_from_slice(&data[..take]);
+                rows.consume(take);
+                if frame.len() == CHUNK {
+                    send(&mut frame, &mut writer)?;
+                }
+            }
+            if !frame.is_empty() {
+                send(&mut frame, &mut writer)?;
             }
             drop(rows);
-            writer.frame(TABLE_END, &hash.finish()).map_err(io_fail)?;
+            let (count, total) = sum.finish();
+            writer
+                .table_end(&TableEnd {
+                    sha256: hash.finish(),
+                    sum: Some((count, total)),
+                })
+                .map_err(io_fail)?;
+            summaries.push(TableSummary {
+                name: table.name.clone(),
+                rows: i64::try_from(count).unwrap_or(i64::MAX),
+                checksum: archive::checksum_text(total),
+            });
         }
         let bytes = writer.end().map_err(io_fail)?;
-        Ok(manifest.summary(tenant, bytes))
+        Ok(manifest.summary(tenant, summaries, bytes))
+    }
+}
+
+/// The `COPY` that reads a table's rows: the columns an archive carries, in their order, as text
+/// under [`stable_text`]'s settings.
+pub(crate) fn copy_out_sql(tenant: &TenantId, table: &str, columns: &[String]) -> String {
+    format!(
+        "COPY (SELECT {} FROM ONLY {}.{}) TO STDOUT",
+        column_list(columns),
+        tenant.quoted(),
+        quote_ident(table)
+    )
+}
+
+/// A table's rows and [`RowSum`] checksum, read through [`copy_out_sql`].
+pub(crate) fn copy_sum(
+    pg: &mut postgres::Client,
+    tenant: &TenantId,
+    table: &str,
+    columns: &[String],
+) -> Result<(u64, u128)> {
+    let mut rows = pg
+        .copy_out(&copy_out_sql(tenant, table, columns))
+        .map_err(|e| pg_failed(tenant, &e))?;
+    let mut sum = RowSum::default();
+    loop {
+        let data = rows
+            .fill_buf()
+            .map_err(|e| failed(tenant, &format!("reading `{table}`: {e}")))?;
+        if data.is_empty() {
+            return Ok(sum.finish());
+        }
+        let n = data.len();
+        sum.update(data);
+        rows.consume(n);
     }
 }
 
@@ -270,9 +340,10 @@ pub(crate) fn sequence_names(pg: &mut postgres::Client, tenant: &TenantId) -> Re
         .collect())
 }
 
-/// A table's row count and checksum: the sum of the first 64 bits of each row's MD5 (of its
-/// text form under [`STABLE_TEXT`]), independent of the rows' order.
-pub(crate) fn table_sum(
+/// A table's row count and the checksum of archives of format version 1, computed by the server:
+/// the sum of the first 64 bits of each row's MD5 (of its text form under [`stable_text`]'s
+/// settings), independent of the rows' order.
+pub(crate) fn table_sum_v1(
     pg: &mut postgres::Client,
     tenant: &TenantId,
     table: &str,

@@ -8,14 +8,16 @@ use std::io::{Read, Write};
 
 use diesel::prelude::*;
 
+use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::migrate::archive::{
-    self, unexpected, ArchiveSummary, Manifest, TableHash, CHUNK, DATA, END, TABLE_END,
+    self, checksum_text, unexpected, ArchiveSummary, Format, Manifest, RowSum, TableEnd, TableHash,
+    TableSummary, CHUNK, DATA, END, TABLE_END,
 };
 use crate::migrate::door::Op;
 use crate::migrate::export::{
-    column_list, failed, open_copy, ordered_tables, pg_failed, read_error, refused, table_sum,
-    STABLE_TEXT,
+    column_list, copy_sum, failed, open_copy, ordered_tables, pg_failed, read_error, refused,
+    stable_text, table_sum_v1,
 };
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
@@ -103,11 +105,11 @@ impl Migrator {
                 return Err(failed(tenant, "a provisioning plan that claims a spare"));
             };
             let mut pg = open_copy(database_url, tenant)?;
-            match import_rows(&mut pg, &commands, tenant, &manifest, &mut reader) {
-                Ok(()) => {
+            match import_rows(&mut pg, &commands, dialect, tenant, &manifest, &mut reader) {
+                Ok(tables) => {
                     pg.batch_execute("COMMIT")
                         .map_err(|e| pg_failed(tenant, &e))?;
-                    Ok(manifest.summary(tenant, reader.bytes))
+                    Ok(manifest.summary(tenant, tables, reader.bytes))
                 }
                 Err(e) => {
                     let _ = pg.batch_execute("ROLLBACK");
@@ -160,14 +162,16 @@ impl Migrator {
 }
 
 /// Provisions `tenant` (`commands`, sent in order, the transaction left open), copies the
-/// archive's rows in and checks them.
+/// archive's rows in (on PostgreSQL with the foreign keys and plain indexes set aside, then
+/// rebuilt) and checks them: each table read back, its rows and checksum the archive's.
 fn import_rows(
     pg: &mut postgres::Client,
     commands: &[String],
+    dialect: &Dialect,
     tenant: &TenantId,
     manifest: &Manifest,
     reader: &mut archive::Reader<'_>,
-) -> Result<()> {
+) -> Result<Vec<TableSummary>> {
     let fail = |e: postgres::Error| pg_failed(tenant, &e);
     for command in commands {
         pg.batch_execute(command).map_err(|e| match e.code() {
@@ -180,7 +184,7 @@ fn import_rows(
             _ => pg_failed(tenant, &e),
         })?;
     }
-    pg.batch_execute(STABLE_TEXT).map_err(fail)?;
+    pg.batch_execute(&stable_text(dialect)).map_err(fail)?;
     let built: BTreeMap<String, Vec<String>> = ordered_tables(pg, tenant)?.into_iter().collect();
     let archived: BTreeMap<String, Vec<String>> = manifest
         .tables
@@ -193,52 +197,16 @@ fn import_rows(
             "its tables or columns differ from the ones this migration set builds",
         ));
     }
+    // Citus checks a foreign key on the worker that holds both shards; the set-aside is for
+    // PostgreSQL, where each row's check is a query of its own.
+    let aside = match dialect.citus() {
+        None => SetAside::take(pg, tenant)?,
+        Some(_) => SetAside::default(),
+    };
     let mut buf = Vec::with_capacity(CHUNK);
+    let mut sums = Vec::with_capacity(manifest.tables.len());
     for table in &manifest.tables {
-        let sql = format!(
-            "COPY {}.{} ({}) FROM STDIN",
-            tenant.quoted(),
-            quote_ident(&table.name),
-            column_list(&table.columns)
-        );
-        let mut writer = Some(pg.copy_in(&sql).map_err(fail)?);
-        let mut copy_error = None;
-        let mut hash = TableHash::default();
-        loop {
-            match reader.next(&mut buf).map_err(|e| read_error(tenant, e))? {
-                DATA => {
-                    hash.update(&buf);
-                    if let Some(w) = writer.as_mut() {
-                        if let Err(e) = w.write_all(&buf) {
-                            copy_error = Some(e.to_string());
-                            writer = None;
-                        }
-                    }
-                }
-                TABLE_END => break,
-                tag => return Err(read_error(tenant, unexpected(tag))),
-            }
-        }
-        if hash.finish() != buf {
-            return Err(refused(
-                tenant,
-                &format!(
-                    "the rows of table `{}` do not match their checksum (corrupted)",
-                    table.name
-                ),
-            ));
-        }
-        match (writer, copy_error) {
-            (Some(w), None) => {
-                w.finish().map_err(fail)?;
-            }
-            (_, e) => {
-                return Err(failed(
-                    tenant,
-                    &format!("copying `{}`: {}", table.name, e.unwrap_or_default()),
-                ))
-            }
-        }
+        sums.push(copy_table(pg, tenant, table, reader, &mut buf)?);
     }
     match reader.next(&mut buf).map_err(|e| read_error(tenant, e))? {
         END => {}
@@ -262,18 +230,181 @@ fn import_rows(
         ));
     }
     pg.batch_execute(&sql).map_err(fail)?;
-    for table in &manifest.tables {
-        let (rows, checksum) = table_sum(pg, tenant, &table.name)?;
-        if rows != table.rows || checksum != table.checksum {
+    aside.put_back(pg, tenant)?;
+    let mut tables = Vec::with_capacity(sums.len());
+    for (table, sum) in manifest.tables.iter().zip(sums) {
+        let (rows, checksum, got) = match (reader.format, sum) {
+            (Format::V2, Some((rows, sum))) => {
+                let (n, s) = copy_sum(pg, tenant, &table.name, &table.columns)?;
+                (
+                    rows as i64,
+                    checksum_text(sum),
+                    (n as i64, checksum_text(s)),
+                )
+            }
+            (Format::V1, None) => {
+                let (Some(rows), Some(checksum)) = (table.rows, table.checksum.clone()) else {
+                    return Err(refused(
+                        tenant,
+                        "its manifest lacks a table's rows (corrupted)",
+                    ));
+                };
+                (rows, checksum, table_sum_v1(pg, tenant, &table.name)?)
+            }
+            _ => return Err(read_error(tenant, unexpected(TABLE_END))),
+        };
+        if got != (rows, checksum.clone()) {
             return Err(refused(
                 tenant,
                 &format!(
-                    "table `{}` holds {rows} rows (checksum {checksum}) after the copy, \
-                     where the archive says {} (checksum {})",
-                    table.name, table.rows, table.checksum
+                    "table `{}` holds {} rows (checksum {}) after the copy, \
+                     where the archive says {rows} (checksum {checksum})",
+                    table.name, got.0, got.1
                 ),
             ));
         }
+        tables.push(TableSummary {
+            name: table.name.clone(),
+            rows,
+            checksum,
+        });
     }
-    Ok(())
+    Ok(tables)
+}
+
+/// Copies one table's frames in through `COPY FROM STDIN`; refused when its bytes do not match
+/// its end frame. Returns the rows and checksum the end frame states (version 2).
+fn copy_table(
+    pg: &mut postgres::Client,
+    tenant: &TenantId,
+    table: &archive::TableEntry,
+    reader: &mut archive::Reader<'_>,
+    buf: &mut Vec<u8>,
+) -> Result<Option<(u64, u128)>> {
+    let sql = format!(
+        "COPY {}.{} ({}) FROM STDIN",
+        tenant.quoted(),
+        quote_ident(&table.name),
+        column_list(&table.columns)
+    );
+    let mut writer = Some(pg.copy_in(&sql).map_err(|e| pg_failed(tenant, &e))?);
+    let mut copy_error = None;
+    let (mut hash, mut sum) = (TableHash::default(), RowSum::default());
+    loop {
+        match reader.next(buf).map_err(|e| read_error(tenant, e))? {
+            DATA => {
+                hash.update(buf);
+                sum.update(buf);
+                if let Some(w) = writer.as_mut() {
+                    if let Err(e) = w.write_all(buf) {
+                        copy_error = Some(e.to_string());
+                        writer = None;
+                    }
+                }
+            }
+            TABLE_END => break,
+            tag => return Err(read_error(tenant, unexpected(tag))),
+        }
+    }
+    let end = TableEnd::decode(reader.format, buf).map_err(|e| read_error(tenant, e))?;
+    if hash.finish() != end.sha256 || end.sum.is_some_and(|s| s != sum.finish()) {
+        return Err(refused(
+            tenant,
+            &format!(
+                "the rows of table `{}` do not match their checksum (corrupted)",
+                table.name
+            ),
+        ));
+    }
+    match (writer, copy_error) {
+        (Some(w), None) => {
+            w.finish().map_err(|e| pg_failed(tenant, &e))?;
+            Ok(end.sum)
+        }
+        (_, e) => Err(failed(
+            tenant,
+            &format!("copying `{}`: {}", table.name, e.unwrap_or_default()),
+        )),
+    }
+}
+
+/// One foreign key or index set aside: its kind (1 a foreign key, 2 an index), table, name, and
+/// the statements that drop it and build it again.
+type Object = (i32, String, String, String, String);
+
+/// The foreign keys and plain indexes of a new tenant's tables, set aside while its rows are
+/// copied in (each row's foreign-key check is a query of its own; an index built once costs less
+/// than one kept up row by row) and built again from their definitions afterwards, in the same
+/// transaction: the rebuilt ones must read exactly as the ones set aside, or the import is
+/// refused. Left in place: the indexes of constraints (and those a foreign key relies on), and
+/// what a rebuild would not give back the same (a comment, a tablespace, a statistics target,
+/// clustering, the replica identity, partitions).
+#[derive(Default)]
+struct SetAside(Vec<Object>);
+
+impl SetAside {
+    fn take(pg: &mut postgres::Client, tenant: &TenantId) -> Result<Self> {
+        let objects = set_aside_objects(pg, tenant)?;
+        if !objects.is_empty() {
+            let drop: Vec<&str> = objects.iter().map(|o| o.3.as_str()).collect();
+            pg.batch_execute(&drop.join("; "))
+                .map_err(|e| pg_failed(tenant, &e))?;
+        }
+        Ok(Self(objects))
+    }
+
+    /// Builds the indexes again, then the foreign keys (each checked once against all rows).
+    fn put_back(self, pg: &mut postgres::Client, tenant: &TenantId) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let create: Vec<&str> = self.0.iter().rev().map(|o| o.4.as_str()).collect();
+        pg.batch_execute(&create.join("; "))
+            .map_err(|e| pg_failed(tenant, &e))?;
+        if set_aside_objects(pg, tenant)? != self.0 {
+            return Err(refused(
+                tenant,
+                "its foreign keys or indexes did not build again as the migrations built them",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The foreign keys and indexes of `tenant`'s tables a load may set aside, foreign keys first.
+fn set_aside_objects(pg: &mut postgres::Client, tenant: &TenantId) -> Result<Vec<Object>> {
+    let ns = format!(
+        "pg_catalog.to_regnamespace({})",
+        quote_literal(&tenant.quoted())
+    );
+    let sql = format!(
+        "SELECT kind, tbl, name, drop_sql, create_sql FROM ( \
+         SELECT 1 AS kind, t.relname::text AS tbl, c.conname::text AS name, \
+          format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname) AS drop_sql, \
+          format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname, \
+                 pg_get_constraintdef(c.oid)) AS create_sql \
+         FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid \
+         WHERE c.contype = 'f' AND t.relnamespace = {ns} AND t.relkind = 'r' \
+          AND NOT t.relispartition AND c.conparentid = 0 AND c.coninhcount = 0 \
+          AND obj_description(c.oid, 'pg_constraint') IS NULL \
+         UNION ALL \
+         SELECT 2, t.relname::text, x.relname::text, \
+          format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid) \
+         FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid \
+          JOIN pg_class x ON x.oid = i.indexrelid \
+         WHERE t.relnamespace = {ns} AND t.relkind = 'r' AND NOT t.relispartition \
+          AND x.relkind = 'i' AND x.reltablespace = 0 AND i.indisvalid AND i.indisready \
+          AND i.indislive AND NOT i.indisclustered AND NOT i.indisreplident \
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
+          AND NOT EXISTS (SELECT 1 FROM pg_attribute a \
+                          WHERE a.attrelid = i.indexrelid AND a.attstattarget >= 0) \
+          AND obj_description(i.indexrelid, 'pg_class') IS NULL \
+         ) o ORDER BY kind, tbl COLLATE \"C\", name COLLATE \"C\""
+    );
+    Ok(pg
+        .query(&sql, &[])
+        .map_err(|e| pg_failed(tenant, &e))?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect())
 }

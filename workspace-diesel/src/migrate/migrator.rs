@@ -318,23 +318,6 @@ impl Migrator {
         self.with_dialect_from(conn, assumed, body)
     }
 
-    /// [`with_dialect`](Self::with_dialect) for a body that, when it `refuses`, refuses on the
-    /// engine before it sends anything (a snapshot on Citus): it then starts from the engine
-    /// detected on `conn` now, since a refusal must be the engine's own.
-    pub(crate) fn with_dialect_refusing<T>(
-        &self,
-        conn: &mut PgConnection,
-        refuses: bool,
-        body: impl FnMut(&mut PgConnection, &Dialect) -> Result<T>,
-    ) -> Result<T> {
-        let first = if refuses {
-            self.detect(conn)?
-        } else {
-            self.assumed_dialect(conn)?
-        };
-        self.with_dialect_from(conn, first, body)
-    }
-
     /// [`with_dialect`](Self::with_dialect) starting from `first`.
     fn with_dialect_from<T>(
         &self,

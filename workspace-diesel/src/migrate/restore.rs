@@ -3,6 +3,12 @@
 //! puts its ledger and central record back, copies the snapshot's rows in (parents first),
 //! sets each sequence, checks every table's row count and checksum against the snapshot's and
 //! gives the tenant its state back; a restore that fails leaves the tenant as it was.
+//!
+//! The schema's DDL (dropped, made again, its migrations) is sent as the dialect sends any
+//! tenant transaction (on Citus statement by statement, the schema made a distributed one);
+//! the copy that follows is one PL/pgSQL block of DML and checks only, read from the rebuilt
+//! schema's catalog inside the transaction (which columns are generated, which table is a
+//! parent), so it runs as it is on both engines.
 
 use diesel::migration::CREATE_MIGRATIONS_TABLE;
 use diesel::prelude::*;
@@ -13,7 +19,7 @@ use crate::migrate::failure::{classify_migrate_error, db_message};
 use crate::migrate::migrator::Migrator;
 use crate::migrate::set::Compiled;
 use crate::migrate::snapshot::{read_snapshots, with_stable_text, Snapshot, MISMATCH, TABLE_SUM};
-use crate::migrate::tx::{self, Plan};
+use crate::migrate::tx::{self, Opening, Plan};
 use crate::registry::model::LifecycleState;
 use crate::sql::{
     in_schema, own, quote_literal, CENTRAL_RECORD, LEDGER, LOCK_KEY, SNAPSHOTS_TABLE,
@@ -46,6 +52,11 @@ impl Migrator {
     /// gives the tenant its state before the first one back.
     /// The snapshot is kept (prune it with [`prune_snapshots`](Self::prune_snapshots)).
     ///
+    /// On Citus the schema is made again as a distributed schema (placed by Citus, on one
+    /// node), its migrations' statements sent one by one as when it was created; the copy, the
+    /// sequences and the check hold no DDL and run as on PostgreSQL; nothing commits unless
+    /// every table of the schema is distributed.
+    ///
     /// ```no_run
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
@@ -66,9 +77,8 @@ impl Migrator {
     /// - [`Error::SnapshotNotFound`] when no snapshot has this name;
     /// - [`Error::TenantNotFound`] when its tenant is not registered any more;
     /// - [`Error::SnapshotRefused`] when the migration set does not know one of its versions
-    ///   (or runs one outside a transaction), another restore of the tenant is running, the
-    ///   engine is Citus, or the restored rows do not match the snapshot's checksums (nothing
-    ///   changed);
+    ///   (or runs one outside a transaction), another restore of the tenant is running, or the
+    ///   restored rows do not match the snapshot's checksums (nothing changed);
     /// - [`Error::TenantMigration`] when a migration fails on the rebuilt schema (nothing
     ///   changed).
     pub fn restore_snapshot(&self, conn: &mut PgConnection, snapshot: &str) -> Result<Snapshot> {
@@ -78,7 +88,8 @@ impl Migrator {
             "s.snapshot_name OPERATOR(pg_catalog.=) {}",
             quote_literal(snapshot)
         );
-        let found = own(conn, |conn| read_snapshots(conn, &filter))?;
+        let dialect = self.dialect(conn)?;
+        let found = own(conn, |conn| read_snapshots(conn, &dialect, &filter))?;
         let Some(snap) = found.into_iter().next() else {
             return crate::trace::finish(Err(Error::SnapshotNotFound(snapshot.to_owned())));
         };
@@ -90,16 +101,17 @@ impl Migrator {
     fn restore_entered(&self, conn: &mut PgConnection, snap: &Snapshot) -> Result<()> {
         let tenant = &snap.tenant;
         self.admit(conn, tenant)?;
-        // Refused on an engine before anything is sent: detected on this connection, not
-        // assumed (the plan's guard still checks it).
+        // Detected on this connection, not assumed (the plan's guard still checks it).
         let dialect = self.detect(conn)?;
-        if let Some(reason) = dialect.snapshots_refused() {
-            return Err(refused(tenant, reason));
-        }
         let migrations = self.migrations_of(snap)?;
         let before = self.mark_restoring(conn, tenant)?;
         let plan_close = self.restore_close(snap, before)?;
-        let mut plan = Plan::new(tenant, self.opening()).apply(&migrations, true);
+        // Provisioning: on Citus the schema made again is a distributed schema.
+        let opening = Opening {
+            provisioning: true,
+            ..self.opening()
+        };
+        let mut plan = Plan::new(tenant, opening).apply(&migrations, true);
         plan.create = format!(
             "{check}DROP SCHEMA {t} CASCADE; CREATE SCHEMA {t}; {ledger}",
             check = gone_check(snap),
@@ -109,16 +121,16 @@ impl Migrator {
         plan.records = records_sql(snap);
         plan.close = plan_close;
         let sent = tx::send(conn, &dialect, &plan, false).map_err(|failed| {
-            failed.classify(|e| {
-                let message = db_message(&e);
-                if message.contains(MISMATCH) {
-                    refused(tenant, &message.replace("workspace-diesel: ", ""))
-                } else if message.contains(GONE) {
-                    Error::SnapshotNotFound(snap.name.clone())
-                } else {
-                    classify_migrate_error(tenant, e)
+            let e = failed.classify(|e| {
+                refusal(snap, &db_message(&e)).unwrap_or_else(|| classify_migrate_error(tenant, e))
+            });
+            // Sent statement by statement, the failure comes classified already.
+            match &e {
+                Error::TenantMigration { source, .. } => {
+                    refusal(snap, source.message()).unwrap_or(e)
                 }
-            })
+                _ => e,
+            }
         });
         if let (Err(_), Some(before)) = (&sent, before) {
             // The transaction rolled back: the tenant is as it was but for its state.
@@ -255,6 +267,20 @@ fn refused(tenant: &TenantId, reason: &str) -> Error {
     Error::SnapshotRefused {
         tenant: tenant.clone(),
         reason: reason.to_owned(),
+    }
+}
+
+/// The refusal a server message raised by the restore's checks stands for.
+fn refusal(snap: &Snapshot, message: &str) -> Option<Error> {
+    if message.contains(MISMATCH) {
+        Some(refused(
+            &snap.tenant,
+            &message.replace("workspace-diesel: ", ""),
+        ))
+    } else if message.contains(GONE) {
+        Some(Error::SnapshotNotFound(snap.name.clone()))
+    } else {
+        None
     }
 }
 

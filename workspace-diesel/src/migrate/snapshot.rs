@@ -2,6 +2,13 @@
 //! (`_snap_<hex>`) and records it, run inside the tenant transaction that applies its first
 //! pending migration (so a tenant is never changed without its snapshot); the list of
 //! snapshots; and pruning the expired ones. Restoring one is `restore.rs`.
+//!
+//! On PostgreSQL the copy is one PL/pgSQL block sent in the transaction's batch. On Citus,
+//! where a table created in PL/pgSQL stays local on the coordinator, the copy's statements are
+//! generated on the client from one catalog read under the tenant's lock and sent one by one
+//! ([`snapshot_read`]): the snapshot is a distributed schema of its own, placed by Citus like
+//! a new tenant (Citus refuses to colocate other tables with a distributed schema's, and a
+//! schema cannot be moved in the transaction that creates it).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +65,10 @@ pub struct SnapshotTable {
 /// Raised by a restore whose rows do not match the snapshot's checksums.
 pub(crate) const MISMATCH: &str = "workspace-diesel: restored rows differ from the snapshot";
 
+/// Raised by a snapshot whose copy of a table does not match the table (taken statement by
+/// statement, where `INSERT ... SELECT` crosses nodes).
+pub(crate) const COPY_DIFFERS: &str = "workspace-diesel: snapshot copy differs from the tenant";
+
 /// A fresh snapshot name: the prefix, the time, the process and a counter, in hex.
 pub(crate) fn snapshot_name() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -70,23 +81,112 @@ pub(crate) fn snapshot_name() -> String {
     format!("{SNAPSHOT_PREFIX}{nanos:x}_{:x}_{n:x}", std::process::id())
 }
 
-/// The snapshot a plan takes before its migrations when `params` ask for one (empty
-/// otherwise); refused where the dialect sends statement by statement.
-pub(crate) fn snapshot_create(
+/// The snapshot's commands for a plan sent without a catalog read (the fast path, before the
+/// tenant's lock): `Some` and empty when `params` ask for none, `Some` with one batch where
+/// the copy is one PL/pgSQL block (PostgreSQL: its loop reads the catalog after the lock),
+/// `None` where the copy's statements are generated on the client from the catalog as it
+/// stands under the lock ([`snapshot_read`], the checked path only).
+pub(crate) fn snapshot_unread(
     dialect: &Dialect,
     schema: &TenantId,
     params: &MigrateParams,
-) -> Result<String> {
+) -> Option<Vec<String>> {
+    match params.snapshot {
+        None => Some(Vec::new()),
+        Some(_) if dialect.splits_statements() => None,
+        Some(retain) => Some(vec![command(snapshot_sql(
+            schema,
+            &snapshot_name(),
+            retain,
+            false,
+        ))]),
+    }
+}
+
+/// The snapshot's commands inside the tenant's transaction, after its lock (empty when
+/// `params` ask for none). One batch on PostgreSQL. Where the dialect sends statement by
+/// statement (Citus), the copy is generated here from one catalog read of the tenant's tables
+/// and columns, as top-level commands each sent alone: the snapshot's schema created as a
+/// distributed schema (`provisioning_settings`), each table created `LIKE` the tenant's, with
+/// `REPLICA IDENTITY FULL` (so the rebalancer can move it by logical replication, as it moves
+/// tenants), its rows copied by `INSERT ... SELECT`; then one PL/pgSQL block with no DDL in it
+/// checks each copy's row count and checksum against the tenant's table and records the
+/// snapshot (its sequences read there).
+///
+/// # Errors
+/// [`Error::Query`] when the catalog cannot be read.
+pub(crate) fn snapshot_read(
+    conn: &mut PgConnection,
+    dialect: &Dialect,
+    schema: &TenantId,
+    params: &MigrateParams,
+) -> Result<Vec<String>> {
+    if let Some(unread) = snapshot_unread(dialect, schema, params) {
+        return Ok(unread);
+    }
     let Some(retain) = params.snapshot else {
-        return Ok(String::new());
+        return Ok(Vec::new());
     };
-    if let Some(reason) = dialect.snapshots_refused() {
-        return Err(Error::SnapshotRefused {
-            tenant: schema.clone(),
-            reason: reason.to_owned(),
+    let name = snapshot_name();
+    let snap = quote_ident(&name);
+    let t = schema.quoted();
+    let mut commands = Vec::new();
+    let settings = dialect.provisioning_settings().trim().trim_end_matches(';');
+    if !settings.is_empty() {
+        commands.push(settings.to_owned());
+    }
+    commands.push(format!("CREATE SCHEMA {snap}"));
+    let tables = tenant_tables(conn, schema)?;
+    for (table, _) in &tables {
+        let table = quote_ident(table);
+        commands.push(format!("CREATE TABLE {snap}.{table} (LIKE {t}.{table})"));
+        commands.push(format!("ALTER TABLE {snap}.{table} REPLICA IDENTITY FULL"));
+    }
+    for (table, columns) in &tables {
+        let table = quote_ident(table);
+        commands.push(match columns {
+            Some(cols) => {
+                format!("INSERT INTO {snap}.{table} ({cols}) SELECT {cols} FROM ONLY {t}.{table}")
+            }
+            None => format!("INSERT INTO {snap}.{table} SELECT FROM ONLY {t}.{table}"),
         });
     }
-    Ok(snapshot_sql(schema, &snapshot_name(), retain))
+    commands.push(command(snapshot_sql(schema, &name, retain, true)));
+    Ok(commands)
+}
+
+/// `sql` without its trailing `; `: one of a plan's `before_steps`.
+fn command(sql: String) -> String {
+    sql.trim_end().trim_end_matches(';').to_owned()
+}
+
+/// The tenant's tables (its ledger apart), by name, each with its columns quoted and joined in
+/// their order (`None` for a table without columns): one catalog query.
+fn tenant_tables(
+    conn: &mut PgConnection,
+    schema: &TenantId,
+) -> QueryResult<Vec<(String, Option<String>)>> {
+    #[derive(QueryableByName)]
+    struct TableRow {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        columns: Option<String>,
+    }
+    let rows: Vec<TableRow> = diesel::sql_query(format!(
+        "SELECT c.relname::pg_catalog.text AS name, \
+         (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) \
+          FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid \
+            AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped) AS columns \
+         FROM pg_catalog.pg_class c \
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace({ns}) \
+           AND c.relkind OPERATOR(pg_catalog.=) 'r' AND c.relname OPERATOR(pg_catalog.<>) {ledger} \
+         ORDER BY 1",
+        ns = quote_literal(&schema.quoted()),
+        ledger = quote_literal(LEDGER),
+    ))
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| (r.name, r.columns)).collect())
 }
 
 /// The PL/pgSQL statements that run `body` with the settings that fix the text form of values
@@ -126,20 +226,41 @@ pub(crate) const TABLE_SUM: &str = "'SELECT pg_catalog.count(*)::pg_catalog.int8
 /// that takes a snapshot of `tenant` named `name`, kept for `retain`: the snapshot's schema, a
 /// copy of each of the tenant's tables (its ledger apart), its record with the ledger, the
 /// central record, each table's row count and checksum, each sequence's value and the size.
-/// Ends in `; `.
-pub(crate) fn snapshot_sql(tenant: &TenantId, name: &str, retain: Duration) -> String {
+/// With `copied`, the schema and its tables were made and filled by top-level commands before
+/// it (see [`snapshot_read`]): the block checks each copy's row count and checksum against the
+/// tenant's table instead (failing with [`COPY_DIFFERS`]) and records it. Ends in `; `.
+pub(crate) fn snapshot_sql(
+    tenant: &TenantId,
+    name: &str,
+    retain: Duration,
+    copied: bool,
+) -> String {
     let t = quote_literal(tenant.as_str());
     let s = quote_literal(name);
     let ns = format!(
         "pg_catalog.to_regnamespace({})",
         quote_literal(&tenant.quoted())
     );
+    let copy = if copied {
+        format!(
+            "EXECUTE pg_catalog.format({TABLE_SUM}, {t}, r.rel) INTO n0, chk0; \
+             EXECUTE pg_catalog.format({TABLE_SUM}, {s}, r.rel) INTO n, chk; \
+             IF n OPERATOR(pg_catalog.<>) n0 OR chk OPERATOR(pg_catalog.<>) chk0 THEN \
+               RAISE EXCEPTION '{COPY_DIFFERS}: table % has % rows (checksum %), its copy % (checksum %)', \
+                 r.rel, n0, chk0, n, chk USING ERRCODE = 'data_exception'; \
+             END IF; "
+        )
+    } else {
+        format!(
+            "EXECUTE pg_catalog.format('CREATE TABLE %I.%I AS TABLE ONLY %I.%I', {s}, r.rel, {t}, r.rel); \
+             EXECUTE pg_catalog.format({TABLE_SUM}, {s}, r.rel) INTO n, chk; "
+        )
+    };
     let body = format!(
         "FOR r IN SELECT c.relname::pg_catalog.text AS rel FROM pg_catalog.pg_class c \
            WHERE c.relnamespace OPERATOR(pg_catalog.=) {ns} AND c.relkind OPERATOR(pg_catalog.=) 'r' \
              AND c.relname OPERATOR(pg_catalog.<>) {ledger} ORDER BY 1 LOOP \
-           EXECUTE pg_catalog.format('CREATE TABLE %I.%I AS TABLE ONLY %I.%I', {s}, r.rel, {t}, r.rel); \
-           EXECUTE pg_catalog.format({TABLE_SUM}, {s}, r.rel) INTO n, chk; \
+           {copy}\
            v_tables := v_tables OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(r.rel, \
              pg_catalog.jsonb_build_object('rows', n, 'checksum', chk)); \
          END LOOP; \
@@ -151,9 +272,14 @@ pub(crate) fn snapshot_sql(tenant: &TenantId, name: &str, retain: Duration) -> S
          END LOOP; ",
         ledger = quote_literal(LEDGER),
     );
+    let create = if copied {
+        String::new()
+    } else {
+        format!("CREATE SCHEMA {}; ", quote_ident(name))
+    };
     format!(
-        "CREATE SCHEMA {schema}; \
-         DO $wd_snap$ DECLARE r record; n pg_catalog.int8; chk pg_catalog.text; seq pg_catalog.jsonb; \
+        "{create}DO $wd_snap$ DECLARE r record; n pg_catalog.int8; chk pg_catalog.text; seq pg_catalog.jsonb; \
+           n0 pg_catalog.int8; chk0 pg_catalog.text; \
            v_tables pg_catalog.jsonb := '{{}}'; v_seqs pg_catalog.jsonb := '{{}}'; saved pg_catalog.text[]; \
          BEGIN {stable} \
          INSERT INTO {SNAPSHOTS_TABLE} (snapshot_name, schema_name, taken_at, expires_at, versions, \
@@ -172,7 +298,6 @@ pub(crate) fn snapshot_sql(tenant: &TenantId, name: &str, retain: Duration) -> S
              WHERE c.relnamespace OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace({sq}) \
                AND c.relkind OPERATOR(pg_catalog.=) 'r'); \
          END $wd_snap$; ",
-        schema = quote_ident(name),
         stable = with_stable_text(&body),
         secs = retain.as_secs_f64(),
         tq = tenant.quoted(),
@@ -227,11 +352,26 @@ impl SnapshotRow {
     }
 }
 
-/// The recorded snapshots matching `filter` (an SQL condition on `s`), oldest first.
-pub(crate) fn read_snapshots(conn: &mut PgConnection, filter: &str) -> Result<Vec<Snapshot>> {
+/// The recorded snapshots matching `filter` (an SQL condition on `s`), oldest first. Their
+/// sizes are the recorded ones, or where the dialect keeps snapshots in shards (Citus: the
+/// coordinator holds empty shell tables, and the shards' sizes cannot be read in the
+/// transaction that writes them), the sizes of their shards now.
+pub(crate) fn read_snapshots(
+    conn: &mut PgConnection,
+    dialect: &Dialect,
+    filter: &str,
+) -> Result<Vec<Snapshot>> {
+    let (sizes, size) = match dialect.snapshot_sizes_sql() {
+        Some(sizes) => (
+            format!("WITH sizes AS MATERIALIZED ({sizes}) "),
+            "COALESCE((SELECT z.size FROM sizes z \
+             WHERE z.schema OPERATOR(pg_catalog.=) s.snapshot_name::pg_catalog.text), s.size_bytes)",
+        ),
+        None => (String::new(), "s.size_bytes"),
+    };
     let rows: Vec<SnapshotRow> = diesel::sql_query(format!(
-        "SELECT s.snapshot_name AS name, s.schema_name AS tenant, s.taken_at, s.expires_at, \
-         s.versions, s.size_bytes, \
+        "{sizes}SELECT s.snapshot_name AS name, s.schema_name AS tenant, s.taken_at, s.expires_at, \
+         s.versions, {size} AS size_bytes, \
          ARRAY(SELECT k FROM pg_catalog.jsonb_object_keys(s.tables) k ORDER BY k COLLATE \"C\") AS table_names, \
          ARRAY(SELECT (s.tables OPERATOR(pg_catalog.->) k OPERATOR(pg_catalog.->>) 'rows')::pg_catalog.int8 \
            FROM pg_catalog.jsonb_object_keys(s.tables) k ORDER BY k COLLATE \"C\") AS table_rows, \
@@ -276,7 +416,8 @@ impl Migrator {
             ),
             None => "true".to_owned(),
         };
-        own(conn, |conn| read_snapshots(conn, &filter))
+        let dialect = self.dialect(conn)?;
+        own(conn, |conn| read_snapshots(conn, &dialect, &filter))
     }
 
     /// Removes the snapshots that have expired, or with `older_than`, those taken longer ago
@@ -317,18 +458,22 @@ impl Migrator {
             ),
             None => "s.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()".to_owned(),
         };
-        let candidates = own(conn, |conn| read_snapshots(conn, &filter))?;
+        let dialect = self.dialect(conn)?;
+        let candidates = own(conn, |conn| read_snapshots(conn, &dialect, &filter))?;
         let mut removed = Vec::with_capacity(candidates.len());
         for snapshot in candidates {
-            let name = quote_literal(&snapshot.name);
+            // Each a top-level command (on Citus, a `DROP SCHEMA` in PL/pgSQL would not reach
+            // the workers' shards); the record first, then the schema, under the tenant's lock.
             let gone = own(conn, |conn| {
                 conn.batch_execute(&format!(
-                    "{lock}; \
-                     DO $wd_prune$ BEGIN \
-                     DELETE FROM {SNAPSHOTS_TABLE} WHERE snapshot_name OPERATOR(pg_catalog.=) {name}; \
-                     IF FOUND THEN EXECUTE pg_catalog.format('DROP SCHEMA IF EXISTS %I CASCADE', {name}); \
-                     END IF; END $wd_prune$",
+                    "{lock}; DELETE FROM {SNAPSHOTS_TABLE} \
+                     WHERE snapshot_name OPERATOR(pg_catalog.=) {name}",
                     lock = tenant_lock(snapshot.tenant.as_str()),
+                    name = quote_literal(&snapshot.name),
+                ))?;
+                conn.batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE",
+                    quote_ident(&snapshot.name)
                 ))
             });
             gone.map_err(Error::Query)?;

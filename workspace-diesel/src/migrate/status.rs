@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Text};
 
+use crate::dialect::Dialect;
 use crate::error::Result;
 use crate::migrate::door::Op;
 use crate::migrate::migrator::Migrator;
@@ -53,7 +54,10 @@ struct Flag {
 
 /// Every tenant's snapshots, oldest first, by tenant name (none before the snapshots' registry
 /// migration has run).
-fn tenant_snapshots(conn: &mut PgConnection) -> Result<HashMap<String, Vec<TenantSnapshot>>> {
+fn tenant_snapshots(
+    conn: &mut PgConnection,
+    dialect: &Dialect,
+) -> Result<HashMap<String, Vec<TenantSnapshot>>> {
     let recorded = diesel::sql_query(format!(
         "SELECT pg_catalog.to_regclass({}) IS NOT NULL AS flag",
         quote_literal(SNAPSHOTS_TABLE)
@@ -62,7 +66,7 @@ fn tenant_snapshots(conn: &mut PgConnection) -> Result<HashMap<String, Vec<Tenan
     .flag;
     let mut by_tenant: HashMap<String, Vec<TenantSnapshot>> = HashMap::new();
     if recorded {
-        for s in read_snapshots(conn, "true")? {
+        for s in read_snapshots(conn, dialect, "true")? {
             by_tenant
                 .entry(s.tenant.as_str().to_owned())
                 .or_default()
@@ -140,6 +144,7 @@ impl Migrator {
     }
 
     fn status_rows(&self, conn: &mut PgConnection) -> Result<Vec<(TenantMigrations, bool)>> {
+        let dialect = self.dialect(conn)?;
         own(conn, |conn| {
             let expected = self.tenant_versions();
             let rows = diesel::sql_query(format!(
@@ -153,7 +158,7 @@ impl Migrator {
             reg = self.registry.names_sql(),
         ))
         .load::<StatusRow>(conn)?;
-            let mut snapshots = tenant_snapshots(conn)?;
+            let mut snapshots = tenant_snapshots(conn, &dialect)?;
             rows.into_iter()
                 .map(|r| {
                     let pending = expected

@@ -100,6 +100,9 @@ pub(crate) struct Plan<'a> {
     /// after them otherwise; after them, in the closing batch, statement by statement.
     pub(crate) records: String,
     pub(crate) records_first: bool,
+    /// The library's commands after `create` and before the steps (a snapshot's), each sent
+    /// alone where the dialect sends statement by statement; no trailing `;`.
+    pub(crate) before_steps: Vec<String>,
     /// The migrations' SQL, in order.
     pub(crate) steps: Vec<Step<'a>>,
     /// In one batch, each step wrapped so that a failure names its version and SQLSTATE.
@@ -138,6 +141,7 @@ impl<'a> Plan<'a> {
             create: String::new(),
             records: String::new(),
             records_first: true,
+            before_steps: Vec::new(),
             steps: Vec::new(),
             wrapped: false,
             close: String::new(),
@@ -226,6 +230,10 @@ impl<'a> Plan<'a> {
     /// and the steps (each with the tenant alone on the path).
     fn body(&self) -> String {
         let mut sql = self.create.clone();
+        for command in &self.before_steps {
+            sql.push_str(command);
+            sql.push_str("; ");
+        }
         if self.records_first {
             sql.push_str(&self.records);
         }
@@ -247,7 +255,7 @@ impl<'a> Plan<'a> {
 /// The whole of `plan` as the commands to send in order, its transaction left open (no
 /// `COMMIT`: an import goes on with `COPY`); `None` with a claim. One batch on PostgreSQL;
 /// where the dialect sends statement by statement, what [`send`] sends there: the opening with
-/// the created rows, the tenant alone on the path, each statement of the steps as a command of
+/// the created rows, each of `before_steps`, the tenant alone on the path, each statement of the steps as a command of
 /// its own, then the records and `close` under the library's path and the dialect's
 /// distribution check.
 ///
@@ -267,6 +275,7 @@ pub(crate) fn commands(dialect: &Dialect, plan: &Plan<'_>) -> Result<Option<Vec<
         )]));
     }
     let mut commands = vec![format!("{}{}", plan.open_sql(dialect), plan.create)];
+    commands.extend(plan.before_steps.iter().cloned());
     if !plan.steps.is_empty() {
         commands.push(split::tenant_path(plan.schema));
     }
@@ -326,8 +335,9 @@ pub(crate) fn begin(
 /// Sends `plan` (after [`begin`] when `opened`) and commits. One batch on PostgreSQL: the
 /// opening, the claim (which runs the rest through `EXECUTE` when no spare is free), the body,
 /// `close`, `COMMIT`. Statement by statement where the dialect asks ([`split::run`]): the
-/// opening (and the claim, then the created rows), each statement of the steps as a command of
-/// its own, then the records, `close`, the dialect's distribution check and `COMMIT`.
+/// opening (and the claim, then the created rows), each of `before_steps` alone, each statement
+/// of the steps as a command of its own, then the records, `close`, the dialect's distribution
+/// check and `COMMIT`.
 pub(crate) fn send(
     conn: &mut PgConnection,
     dialect: &Dialect,
@@ -415,6 +425,12 @@ fn send_split(
             };
         }
         open.push_str(&plan.create);
+    }
+    for command in &plan.before_steps {
+        if let Err(e) = conn.batch_execute(command) {
+            rollback(conn);
+            return Err(split::close_error(conn, dialect, schema, e));
+        }
     }
     let mut statements = Vec::new();
     for step in &plan.steps {
