@@ -66,11 +66,7 @@ fn us(d: Duration) -> f64 {
 fn main() {
     let settings = Settings::from_env();
     let (db, migrator, mut conn, pool) = common::fixture("bench_web");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     let routing = common::routing(&pool).build();
     // The same routing with the version gate on: each tenant's version held beside its state.
     let gated = common::routing(&pool).expect_migrations(&migrator).build();

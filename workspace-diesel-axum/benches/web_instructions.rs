@@ -50,11 +50,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
     let (db, _migrator, mut conn, pool) = common::fixture("bench_web_instr");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     let routing = common::routing(&pool).build();
     diesel_workspace_axum::install_notify_trigger(&mut conn).expect("trigger");
     let _listener = routing.cache().listen(db.url()).expect("listen");

@@ -20,23 +20,7 @@ fn affine_pool_serves_each_tenant_from_its_shard() {
 
     let db = test_db!("affine_pool_serves_each_tenant_from_its_shard");
     let mut conn = db.conn();
-    let migrator = Migrator::builder(SCALE_MIGRATIONS).build().unwrap();
-    migrator.run_shared(&mut conn).unwrap();
-    let ids: Vec<TenantId> = (0..12)
-        .map(|i| TenantId::new(format!("a{i:02}")).unwrap())
-        .collect();
-    let report = migrator
-        .create_tenants(db.url(), &ids, &MigrateOptions::default())
-        .unwrap();
-    assert!(report.is_success(), "{}", report.failure_summary());
-    for (i, t) in ids.iter().enumerate() {
-        switch(t, || {
-            conn.tenant_transaction(|c| {
-                diesel::sql_query(format!("INSERT INTO items (id) VALUES ({i})")).execute(c)
-            })
-        })
-        .unwrap();
-    }
+    let ids = twelve_tenants(db.url(), &mut conn, "a");
 
     let pool = AffinePool::build(3, db.url(), || pool::builder().max_size(1)).unwrap();
     let pid = |c: &mut PgConnection| {
@@ -108,23 +92,7 @@ fn default_pool_serves_each_tenant_from_its_shard() {
 
     let db = test_db!("default_pool_serves_each_tenant_from_its_shard");
     let mut conn = db.conn();
-    let migrator = Migrator::builder(SCALE_MIGRATIONS).build().unwrap();
-    migrator.run_shared(&mut conn).unwrap();
-    let ids: Vec<TenantId> = (0..12)
-        .map(|i| TenantId::new(format!("d{i:02}")).unwrap())
-        .collect();
-    let report = migrator
-        .create_tenants(db.url(), &ids, &MigrateOptions::default())
-        .unwrap();
-    assert!(report.is_success(), "{}", report.failure_summary());
-    for (i, t) in ids.iter().enumerate() {
-        switch(t, || {
-            conn.tenant_transaction(|c| {
-                diesel::sql_query(format!("INSERT INTO items (id) VALUES ({i})")).execute(c)
-            })
-        })
-        .unwrap();
-    }
+    let ids = twelve_tenants(db.url(), &mut conn, "d");
 
     let pool = pool::builder().max_size(3).build(db.url()).unwrap();
     assert_eq!(pool.shards().len(), 3);
@@ -200,4 +168,30 @@ fn default_pool_serves_each_tenant_from_its_shard() {
         1,
         "one idle connection serves every tenant in turn"
     );
+}
+
+/// Twelve tenants of the scale schema named `<prefix>00`..`<prefix>11`, tenant `i` holding one
+/// item whose id is `i`, so a read tells which tenant it reached.
+fn twelve_tenants(url: &str, conn: &mut PgConnection, prefix: &str) -> Vec<TenantId> {
+    use diesel_workspace::prelude::*;
+    use diesel_workspace::switch;
+
+    let migrator = Migrator::builder(SCALE_MIGRATIONS).build().unwrap();
+    migrator.run_shared(conn).unwrap();
+    let ids: Vec<TenantId> = (0..12)
+        .map(|i| TenantId::new(format!("{prefix}{i:02}")).unwrap())
+        .collect();
+    let report = migrator
+        .create_tenants(url, &ids, &MigrateOptions::default())
+        .unwrap();
+    assert!(report.is_success(), "{}", report.failure_summary());
+    for (i, t) in ids.iter().enumerate() {
+        switch(t, || {
+            conn.tenant_transaction(|c| {
+                diesel::sql_query(format!("INSERT INTO items (id) VALUES ({i})")).execute(c)
+            })
+        })
+        .unwrap();
+    }
+    ids
 }

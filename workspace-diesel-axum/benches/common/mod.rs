@@ -134,3 +134,12 @@ pub fn app(routing: &Routing<TenantPool>, pool: &TenantPool) -> Router {
         .route("/fixed", get(move || hand_written(baseline_pool.clone())))
         .route("/switched", get(move || switched(switched_pool.clone())))
 }
+
+/// The runtime the benches serve and call from: two worker threads.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
