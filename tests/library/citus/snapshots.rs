@@ -335,3 +335,151 @@ fn a_restore_whose_connection_is_killed_leaves_the_tenant_as_it_was() {
         Some(LifecycleState::Active)
     );
 }
+
+/// The worker of a new distributed schema `name` made with one table, as a restore makes one.
+fn new_schema_node(conn: &mut PgConnection, name: &str) -> String {
+    conn.batch_execute(&format!(
+        "BEGIN; SET LOCAL citus.enable_schema_based_sharding = on; CREATE SCHEMA {name}; \
+         CREATE TABLE {name}.t (id int PRIMARY KEY); COMMIT"
+    ))
+    .unwrap();
+    let nodes = nodes_of(conn, name);
+    assert_eq!(nodes.len(), 1, "{name}: {nodes:?}");
+    nodes[0].clone()
+}
+
+/// Moves `schema` to the worker `node` unless it is there (`block_writes`: no replication
+/// slot, whose name would collide with a move in another test's database).
+fn move_to(db: &CitusDb, conn: &mut PgConnection, schema: &str, node: &str) {
+    if nodes_of(conn, schema) != [node.to_owned()] {
+        let to = db.worker(node);
+        conn.batch_execute(&format!(
+            "SELECT citus_schema_move('{schema}', '{}', {}, 'block_writes')",
+            to.host, to.port
+        ))
+        .unwrap();
+    }
+}
+
+fn colocation_of(conn: &mut PgConnection, schema: &str) -> i64 {
+    count(
+        conn,
+        &format!(
+            "SELECT colocation_id::int8 AS n FROM citus_schemas WHERE schema_name::text = '{schema}'"
+        ),
+    )
+}
+
+#[test]
+fn a_restore_puts_the_tenant_back_on_the_worker_it_was_moved_to() {
+    let db = citus_db!("a_restore_puts_the_tenant_back_on_the_worker_it_was_moved_to");
+    let mut conn = db.conn();
+    let after = before_and_after(&mut conn, &["acme"]);
+    let acme = id("acme");
+    let original = fingerprint(&mut conn, "acme");
+    after
+        .migrate_tenant_with(&mut conn, &acme, &snapshot_opts())
+        .unwrap();
+    let snap = after.snapshots(&mut conn, None).unwrap().remove(0);
+
+    // Citus places a new distributed schema by its colocation id alone, round robin over the
+    // workers: as many made in a row as there are workers land on each worker once, and the
+    // next one (the restore's) is placed where the first was.
+    let workers = db.workers().len() as i64;
+    let probes: Vec<String> = (0..workers)
+        .map(|i| new_schema_node(&mut conn, &format!("probe_{i}")))
+        .collect();
+    let mut distinct = probes.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), probes.len(), "round robin: {probes:?}");
+    // The tenant goes to a worker Citus would not pick for the restore's schema.
+    let target = probes[1].clone();
+    move_to(&db, &mut conn, "acme", &target);
+    assert_eq!(nodes_of(&mut conn, "acme"), std::slice::from_ref(&target));
+    let colocation = colocation_of(&mut conn, "acme");
+
+    after.restore_snapshot(&mut conn, &snap.name).unwrap();
+    assert_eq!(fingerprint(&mut conn, "acme"), original, "rows and ledger");
+    assert_eq!(after.status(&mut conn).unwrap()[0].pending, [V2]);
+    assert_eq!(
+        lifecycle_state(&mut conn, &acme).unwrap(),
+        Some(LifecycleState::Active)
+    );
+    // Negative control: a new distributed schema, whose colocation id alone would have put it
+    // where the first probe is (`colocationId % workers`, Citus's
+    // EmptySingleShardTableColocationDecideNodeId), not where the tenant was.
+    let restored = colocation_of(&mut conn, "acme");
+    assert_ne!(restored, colocation);
+    assert_eq!(
+        restored % workers,
+        colocation_of(&mut conn, "probe_0") % workers,
+        "the restore's schema is the one after the probes"
+    );
+    assert_ne!(probes[0], target);
+    // It is on the worker it was on: every shard there, none anywhere else (once Citus has
+    // dropped the placements the move left behind, which it defers).
+    conn.batch_execute("CALL pg_catalog.citus_cleanup_orphaned_resources()")
+        .unwrap();
+    assert_eq!(db.assert_distributed("acme"), db.worker(&target));
+    assert_eq!(nodes_of(&mut conn, "acme"), std::slice::from_ref(&target));
+    let worker = db.worker(&target).clone();
+    let shards = shards_on(&db, &worker, "acme");
+    assert_eq!(shards.len(), 4, "{shards:?}");
+    for w in db.workers() {
+        if *w != worker {
+            assert!(shards_on(&db, w, "acme").is_empty(), "{w:?}");
+        }
+    }
+    assert!(!db.check(
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = 'acme' \
+         AND pg_catalog.obj_description(n.oid, 'pg_namespace') IS NOT NULL)"
+    ));
+    // The next insert gets the next id.
+    let max = count(&mut conn, "SELECT max(id)::int8 AS n FROM acme.notes");
+    let next = count(
+        &mut conn,
+        "INSERT INTO acme.notes (title) VALUES ('x') RETURNING id::int8 AS n",
+    );
+    assert_eq!(next, max + 1);
+}
+
+#[test]
+fn a_restore_run_again_after_its_commit_moves_the_tenant_to_its_node_before() {
+    let db = citus_db!("a_restore_run_again_after_its_commit_moves_the_tenant_to_its_node_before");
+    let mut conn = db.conn();
+    let after = before_and_after(&mut conn, &["acme"]);
+    let acme = id("acme");
+    let original = fingerprint(&mut conn, "acme");
+    after
+        .migrate_tenant_with(&mut conn, &acme, &snapshot_opts())
+        .unwrap();
+    let snap = after.snapshots(&mut conn, None).unwrap().remove(0);
+    let workers = db.workers().len();
+    let probes: Vec<String> = (0..workers)
+        .map(|i| new_schema_node(&mut conn, &format!("probe_{i}")))
+        .collect();
+    // The tenant sits where Citus will place the restore's schema (the first probe's worker);
+    // a restore interrupted after its commit kept another node as the node before.
+    let (now, kept) = (probes[0].clone(), db.worker(&probes[1]).clone());
+    move_to(&db, &mut conn, "acme", &now);
+    conn.batch_execute(&format!(
+        "COMMENT ON SCHEMA acme IS 'workspace-diesel restore; state before: suspended; \
+         node before: {}:{}'",
+        kept.host, kept.port
+    ))
+    .unwrap();
+    set_lifecycle_state(&mut conn, &acme, LifecycleState::Restoring).unwrap();
+
+    after.restore_snapshot(&mut conn, &snap.name).unwrap();
+    assert_eq!(fingerprint(&mut conn, "acme"), original);
+    assert_eq!(
+        lifecycle_state(&mut conn, &acme).unwrap(),
+        Some(LifecycleState::Suspended),
+        "the state before the first run"
+    );
+    // On the node kept, not the one it was on when run again (nor Citus's pick).
+    assert_ne!(now, probes[1]);
+    assert_eq!(db.assert_distributed("acme"), &kept);
+    assert_eq!(nodes_of(&mut conn, "acme"), &probes[1..2]);
+}

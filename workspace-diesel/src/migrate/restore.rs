@@ -9,10 +9,20 @@
 //! the copy that follows is one PL/pgSQL block of DML and checks only, read from the rebuilt
 //! schema's catalog inside the transaction (which columns are generated, which table is a
 //! parent), so it runs as it is on both engines.
+//!
+//! On Citus the schema made again is placed by Citus (by its new colocation id alone), and a
+//! schema cannot be moved in the transaction that creates its shards; so the restore reads the
+//! tenant's node first, keeps it with the state before in the schema's comment, commits with
+//! the tenant still `restoring`, then moves it back to that node (`citus_schema_move`) and
+//! only then gives it its state back: a restore interrupted there is run again like one
+//! interrupted before its commit.
 
+use diesel::connection::SimpleConnection;
 use diesel::migration::CREATE_MIGRATIONS_TABLE;
 use diesel::prelude::*;
+use diesel::sql_types::{Integer, Text};
 
+use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::migrate::door::Op;
 use crate::migrate::failure::{classify_migrate_error, db_message};
@@ -32,6 +42,52 @@ const GONE: &str = "workspace-diesel: snapshot pruned meanwhile";
 /// followed by the state before it: what a restore run again after an interrupted one gives
 /// the tenant back (the restore's `DROP SCHEMA` removes the comment with the schema).
 const STATE_BEFORE: &str = "workspace-diesel restore; state before: ";
+/// What follows the state before in that comment on Citus: the tenant's node before the
+/// restore (`host:port`), the node a restore run again moves it back to.
+const NODE_BEFORE: &str = "; node before: ";
+
+/// A node of the cluster.
+#[derive(QueryableByName, Debug, Clone, PartialEq, Eq)]
+struct Node {
+    #[diesel(sql_type = Text)]
+    host: String,
+    #[diesel(sql_type = Integer)]
+    port: i32,
+}
+
+impl Node {
+    /// `host:port` as a comment keeps it.
+    fn parse(s: &str) -> Option<Self> {
+        let (host, port) = s.rsplit_once(':')?;
+        Some(Node {
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+        })
+    }
+}
+
+/// Where the tenant stood before the restore: its state (`None` without a status column) and
+/// on Citus its node (`None` on PostgreSQL and for a schema with no distributed table).
+struct Before {
+    state: Option<LifecycleState>,
+    node: Option<Node>,
+}
+
+impl Before {
+    /// The comment that keeps it on the tenant's schema while it is `restoring`.
+    fn comment(&self, state: LifecycleState) -> String {
+        match &self.node {
+            Some(n) => format!("{STATE_BEFORE}{state}{NODE_BEFORE}{}:{}", n.host, n.port),
+            None => format!("{STATE_BEFORE}{state}"),
+        }
+    }
+
+    /// On Citus with a status column: the restore commits with the tenant `restoring`, and
+    /// gives it its state back once it is on its node again.
+    fn pinned(&self) -> Option<LifecycleState> {
+        self.state.filter(|_| self.node.is_some())
+    }
+}
 
 #[derive(QueryableByName)]
 struct Comment {
@@ -52,10 +108,15 @@ impl Migrator {
     /// gives the tenant its state before the first one back.
     /// The snapshot is kept (prune it with [`prune_snapshots`](Self::prune_snapshots)).
     ///
-    /// On Citus the schema is made again as a distributed schema (placed by Citus, on one
-    /// node), its migrations' statements sent one by one as when it was created; the copy, the
-    /// sequences and the check hold no DDL and run as on PostgreSQL; nothing commits unless
-    /// every table of the schema is distributed.
+    /// On Citus the schema is made again as a distributed schema, its migrations' statements
+    /// sent one by one as when it was created; the copy, the sequences and the check hold no
+    /// DDL and run as on PostgreSQL; nothing commits unless every table of the schema is
+    /// distributed. Citus places the new schema on a node of its choosing and cannot move it in
+    /// the transaction that creates it, so the transaction commits with the tenant still
+    /// `restoring` and its node before kept in the schema's comment; then the tenant is moved
+    /// back to that node (`citus_schema_move`, when Citus put it elsewhere) and gets its state
+    /// back. A restore that fails or is killed there leaves the tenant restored but
+    /// `restoring` (not served): run it again, and it ends on the node the tenant was on.
     ///
     /// ```no_run
     /// # use diesel::prelude::*;
@@ -80,7 +141,9 @@ impl Migrator {
     ///   (or runs one outside a transaction), another restore of the tenant is running, or the
     ///   restored rows do not match the snapshot's checksums (nothing changed);
     /// - [`Error::TenantMigration`] when a migration fails on the rebuilt schema (nothing
-    ///   changed).
+    ///   changed);
+    /// - [`Error::Query`] on Citus when the move back to the tenant's node fails (the tenant is
+    ///   restored but still `restoring`: run the restore again).
     pub fn restore_snapshot(&self, conn: &mut PgConnection, snapshot: &str) -> Result<Snapshot> {
         let span = crate::trace::op_span!("tenant.restore", snapshot = snapshot);
         let _span = self.enter(conn, span, Op::Fleet)?;
@@ -104,8 +167,8 @@ impl Migrator {
         // Detected on this connection, not assumed (the plan's guard still checks it).
         let dialect = self.detect(conn)?;
         let migrations = self.migrations_of(snap)?;
-        let before = self.mark_restoring(conn, tenant)?;
-        let plan_close = self.restore_close(snap, before)?;
+        let before = self.mark_restoring(conn, &dialect, tenant)?;
+        let plan_close = self.restore_close(snap, &before)?;
         // Provisioning: on Citus the schema made again is a distributed schema.
         let opening = Opening {
             provisioning: true,
@@ -132,31 +195,72 @@ impl Migrator {
                 _ => e,
             }
         });
-        if let (Err(_), Some(before)) = (&sent, before) {
+        if let (Err(_), Some(state)) = (&sent, before.state) {
             // The transaction rolled back: the tenant is as it was but for its state.
-            let _ = self.registry.set_lifecycle_state(conn, tenant, before);
+            let _ = self.registry.set_lifecycle_state(conn, tenant, state);
         }
-        sent
+        sent?;
+        self.back_to_node(conn, tenant, &before)
+    }
+
+    /// On Citus, after the restore's commit: moves the tenant back to the node it was on when
+    /// Citus placed the new schema elsewhere (`citus_schema_move` in `block_writes` mode: the
+    /// tenant is not served yet, and needs no replica identity so), then gives it its state
+    /// before and drops the comment. Nothing to do on PostgreSQL.
+    fn back_to_node(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        before: &Before,
+    ) -> Result<()> {
+        let Some(node) = &before.node else {
+            return Ok(());
+        };
+        let t = tenant.quoted();
+        let now = node_of(conn, &t)?;
+        if now.as_ref().is_some_and(|now| now != node) {
+            conn.batch_execute(&format!(
+                "SELECT pg_catalog.citus_schema_move({}::pg_catalog.regnamespace, {}, {}, \
+                 'block_writes')",
+                quote_literal(&t),
+                quote_literal(&node.host),
+                node.port
+            ))?;
+        }
+        if let Some(state) = before.pinned() {
+            own(conn, |conn| {
+                diesel::sql_query(format!("COMMENT ON SCHEMA {t} IS NULL")).execute(conn)
+            })?;
+            self.registry.set_lifecycle_state(conn, tenant, state)?;
+        }
+        Ok(())
     }
 
     /// Marks `tenant` `restoring` and returns its state before (`None` without a status
-    /// column). The state before is first written as a comment on the tenant's schema, so a
-    /// restore interrupted after the mark (its process killed: its transaction rolled back,
-    /// the tenant still `restoring`) can be run again: it then reads the state before from the
-    /// comment (`active` when there is none). A tenant that another restore holds (its lock
+    /// column) and, on Citus, its node. Both are first written as a comment on the tenant's
+    /// schema, so a restore interrupted after the mark (its process killed: its transaction
+    /// rolled back, the tenant still `restoring`; on Citus, also after its commit, the comment
+    /// then on the new schema) can be run again: it then reads them from the comment (`active`
+    /// and the node now when there is none). A tenant that another restore holds (its lock
     /// taken) is refused.
     fn mark_restoring(
         &self,
         conn: &mut PgConnection,
+        dialect: &Dialect,
         tenant: &TenantId,
-    ) -> Result<Option<LifecycleState>> {
+    ) -> Result<Before> {
+        let node = if dialect.distributes_schemas() {
+            node_of(conn, &tenant.quoted())?
+        } else {
+            None
+        };
         if self
             .registry
             .set_state_sql(tenant, LifecycleState::Active)
             .is_none()
         {
             // No status column: every registered tenant is served.
-            return Ok(None);
+            return Ok(Before { state: None, node });
         }
         let Some(state) = self.registry.lifecycle_state(conn, tenant)? else {
             return Err(Error::TenantNotFound(tenant.clone()));
@@ -184,19 +288,33 @@ impl Migrator {
                 .get_result::<Comment>(conn)
             })?
             .comment;
-            let before = comment
+            let kept = comment
                 .as_deref()
-                .and_then(|c| c.strip_prefix(STATE_BEFORE))
+                .and_then(|c| c.strip_prefix(STATE_BEFORE));
+            let (kept_state, kept_node) = match kept.map(|k| k.split_once(NODE_BEFORE)) {
+                Some(Some((state, node))) => (Some(state), Node::parse(node)),
+                Some(None) => (kept, None),
+                None => (None, None),
+            };
+            let before = kept_state
                 .and_then(|s| s.parse().ok())
                 .filter(|s| *s != LifecycleState::Restoring)
                 .unwrap_or(LifecycleState::Active);
-            return Ok(Some(before));
+            // A restore interrupted after its commit: the node it had not moved back to yet.
+            return Ok(Before {
+                state: Some(before),
+                node: kept_node.filter(|_| node.is_some()).or(node),
+            });
         }
+        let before = Before {
+            state: Some(state),
+            node,
+        };
         own(conn, |conn| {
             diesel::sql_query(format!(
                 "COMMENT ON SCHEMA {} IS {}",
                 tenant.quoted(),
-                quote_literal(&format!("{STATE_BEFORE}{state}"))
+                quote_literal(&before.comment(state))
             ))
             .execute(conn)
         })?;
@@ -208,7 +326,7 @@ impl Migrator {
             LifecycleState::Restoring => {
                 Err(refused(tenant, "another restore of the tenant is running"))
             }
-            before => Ok(Some(before)),
+            _ => Ok(before),
         }
     }
 
@@ -241,13 +359,21 @@ impl Migrator {
     }
 
     /// What the restore runs after the migrations: the rows, the sequences, the check, the
-    /// state before and the tenant role's privileges. Ends in `; `.
-    fn restore_close(&self, snap: &Snapshot, before: Option<LifecycleState>) -> Result<String> {
+    /// state before (on Citus, the comment that keeps it and the node instead) and the tenant
+    /// role's privileges. Ends in `; `.
+    fn restore_close(&self, snap: &Snapshot, before: &Before) -> Result<String> {
         let tenant = &snap.tenant;
-        let state = before
-            .and_then(|b| self.registry.set_state_sql(tenant, b))
-            .map(|s| format!("{s}; "))
-            .unwrap_or_default();
+        let state = match before.pinned() {
+            Some(state) => format!(
+                "COMMENT ON SCHEMA {} IS {}; ",
+                tenant.quoted(),
+                quote_literal(&before.comment(state))
+            ),
+            None => (before.state)
+                .and_then(|b| self.registry.set_state_sql(tenant, b))
+                .map(|s| format!("{s}; "))
+                .unwrap_or_default(),
+        };
         let grants = match &self.tenant_roles {
             Some(roles) => format!("{}; ", roles.grants_sql(tenant)?),
             None => String::new(),
@@ -260,6 +386,27 @@ impl Migrator {
 struct Flag {
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
     flag: Option<bool>,
+}
+
+/// The node holding the tables of the distributed schema `quoted` (its name as SQL spells
+/// it), from Citus's metadata; `None` when it has none.
+fn node_of(conn: &mut PgConnection, quoted: &str) -> Result<Option<Node>> {
+    own(conn, |conn| {
+        diesel::sql_query(format!(
+            "SELECT n.nodename::pg_catalog.text AS host, n.nodeport AS port \
+             FROM pg_catalog.pg_dist_schema d \
+             JOIN pg_catalog.pg_dist_partition p ON p.colocationid OPERATOR(pg_catalog.=) d.colocationid \
+             JOIN pg_catalog.pg_dist_shard s ON s.logicalrelid OPERATOR(pg_catalog.=) p.logicalrelid \
+             JOIN pg_catalog.pg_dist_placement pl ON pl.shardid OPERATOR(pg_catalog.=) s.shardid \
+             JOIN pg_catalog.pg_dist_node n ON n.groupid OPERATOR(pg_catalog.=) pl.groupid \
+             WHERE d.schemaid OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace({}) \
+               AND n.noderole OPERATOR(pg_catalog.=) 'primary' ORDER BY n.nodeid LIMIT 1",
+            quote_literal(quoted)
+        ))
+        .get_result::<Node>(conn)
+        .optional()
+    })
+    .map_err(Error::from)
 }
 
 /// [`Error::SnapshotRefused`] for `tenant`.
