@@ -81,7 +81,7 @@ fn main() {
             twenty,
         ),
         (
-            "`history` (20 migrations with a history of changes)",
+            "`history` (20 migrations with a history of changes; 1,260 seed rows)",
             history,
         ),
     ] {
