@@ -26,7 +26,9 @@ fn history(db: &crate::support::TestDb) -> (Migrator, PgConnection) {
     (migrator, conn)
 }
 
-/// `schema`'s definition as `pg_dump --schema-only` prints it, the schema's name replaced.
+/// `schema`'s definition as `pg_dump --schema-only` prints it, the schema's name replaced, its
+/// statements sorted (`pg_dump` orders them by their dependencies, objects outside the schema
+/// included).
 fn dump(db: &crate::support::TestDb, schema: &str) -> String {
     let out = Command::new("pg_dump")
         .args(["--schema-only", "--no-owner", "-n", schema, "-d", db.url()])
@@ -37,14 +39,17 @@ fn dump(db: &crate::support::TestDb, schema: &str) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
+    let text = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with("--") && !l.starts_with('\\'))
         .collect::<Vec<_>>()
         .join("\n")
         .replace(&format!("{schema}."), "SCHEMA.")
-        .replace(&format!("SCHEMA {schema};"), "SCHEMA SCHEMA;")
+        .replace(&format!("SCHEMA {schema};"), "SCHEMA SCHEMA;");
+    let mut statements: Vec<&str> = text.split(";\n").map(str::trim).collect();
+    statements.sort_unstable();
+    statements.join(";\n")
 }
 
 /// Columns a migration dropped that the table still carries (a table rebuilt from a blueprint
@@ -394,4 +399,42 @@ fn every_clone_of_an_unusual_schema_is_its_template() {
         ),
         125
     );
+}
+
+#[test]
+fn what_other_schemas_hold_on_a_template_does_not_refuse_its_clones() {
+    let db = crate::test_db!("what_other_schemas_hold_on_a_template_does_not_refuse_its_clones");
+    let (migrator, mut conn) = history(&db);
+    let template = id("template_seen");
+    migrator.create_tenant(&mut conn, &template).unwrap();
+    // A reporting view, a function and a foreign key outside the template, over its tables.
+    conn.batch_execute(
+        "CREATE VIEW public.all_tasks AS SELECT id, name FROM template_seen.tasks; \
+         CREATE FUNCTION public.open_tasks() RETURNS bigint LANGUAGE sql \
+           BEGIN ATOMIC SELECT count(*) FROM template_seen.tasks WHERE status = 'open'; END; \
+         CREATE TABLE public.audit (task_id bigint REFERENCES template_seen.tasks (id))",
+    )
+    .unwrap();
+    for clone in ["seen_one", "seen_two"] {
+        migrator
+            .clone_tenant(&mut conn, &template, &id(clone), CloneData::WithData)
+            .unwrap();
+        assert_eq!(dump(&db, clone), dump(&db, "template_seen"), "{clone}");
+    }
+    assert_eq!(
+        dropped_columns(&mut conn, "seen_two.tasks"),
+        0,
+        "from the blueprint"
+    );
+    // Negative control: a trigger on the template itself is its own: cloned by the migrations,
+    // and since they do not build it, refused.
+    conn.batch_execute(
+        "CREATE FUNCTION public.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; \
+         CREATE TRIGGER by_hand BEFORE INSERT ON template_seen.tasks FOR EACH ROW EXECUTE FUNCTION public.noop()",
+    )
+    .unwrap();
+    let err = migrator
+        .clone_tenant(&mut conn, &template, &id("seen_three"), CloneData::WithData)
+        .unwrap_err();
+    assert!(err.to_string().contains("differ"), "{err}");
 }

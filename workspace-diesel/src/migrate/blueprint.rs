@@ -113,6 +113,11 @@ fn relations_cte(schema: &TenantId, acl: bool) -> String {
         "pg_catalog.to_regnamespace({})",
         quote_literal(&schema.quoted())
     );
+    let default_acl = if acl {
+        format!(", (SELECT pg_catalog.count(*) FROM pg_catalog.pg_default_acl a WHERE a.defaclnamespace = {ns})")
+    } else {
+        String::new()
+    };
     format!(
         "base AS MATERIALIZED (SELECT c.oid FROM pg_catalog.pg_depend d \
            JOIN pg_catalog.pg_class c ON c.oid = d.objid \
@@ -129,17 +134,16 @@ fn relations_cte(schema: &TenantId, acl: bool) -> String {
               WHERE refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND refobjid = {ns} \
                 AND classid <> 'pg_catalog.pg_class'::pg_catalog.regclass \
                 AND ({acl} OR classid <> 'pg_catalog.pg_default_acl'::pg_catalog.regclass) GROUP BY classid) d), \
-           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g \
-              WHERE g.tgrelid IN (SELECT oid FROM rel) AND NOT g.tgisinternal), \
-           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_policy p WHERE p.polrelid IN (SELECT oid FROM rel)), \
+           (SELECT pg_catalog.string_agg(d.classid::pg_catalog.regclass::pg_catalog.text || ':' || d.n, ',' \
+              ORDER BY d.classid::pg_catalog.regclass::pg_catalog.text COLLATE \"C\") \
+            FROM (SELECT classid, pg_catalog.count(*) AS n FROM pg_catalog.pg_depend \
+              WHERE refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND refobjid IN (SELECT oid FROM rel) \
+                AND deptype = 'a' AND classid NOT IN ('pg_catalog.pg_class'::pg_catalog.regclass, \
+                  'pg_catalog.pg_constraint'::pg_catalog.regclass, 'pg_catalog.pg_attrdef'::pg_catalog.regclass, \
+                  'pg_catalog.pg_type'::pg_catalog.regclass) GROUP BY classid) d), \
            (SELECT pg_catalog.count(*) FROM pg_catalog.pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM rel)), \
-           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_statistic_ext x WHERE x.stxrelid IN (SELECT oid FROM rel)), \
            (SELECT pg_catalog.count(*) FROM pg_catalog.pg_description e WHERE e.objoid IN (SELECT oid FROM rel) \
-              AND e.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass), \
-           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_inherits h WHERE h.inhrelid IN (SELECT oid FROM rel) \
-              OR h.inhparent IN (SELECT oid FROM rel)), \
-           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_publication_rel u WHERE u.prrelid IN (SELECT oid FROM rel)), \
-           (SELECT pg_catalog.count(*) FROM pg_catalog.pg_default_acl a WHERE a.defaclnamespace = {ns} AND {acl})) AS counts)"
+              AND e.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass){default_acl}) AS counts)"
     )
 }
 
@@ -159,7 +163,7 @@ pub(crate) fn fingerprint_sql(schema: &TenantId, acl: bool) -> String {
     format!(
         "WITH {cte} SELECT pg_catalog.md5(pg_catalog.string_agg(l, E'\\n' ORDER BY l COLLATE \"C\")) AS fingerprint FROM ( \
          SELECT pg_catalog.concat_ws('|', 'r', c.relname, c.relkind, c.relpersistence, c.reloptions::pg_catalog.text, \
-           c.relispartition, c.relrowsecurity, c.relforcerowsecurity, c.relreplident{rel_acl}) AS l FROM rel c \
+           c.relispartition, c.relhassubclass, c.relrowsecurity, c.relforcerowsecurity, c.relreplident{rel_acl}) AS l FROM rel c \
          UNION ALL \
          SELECT pg_catalog.concat_ws('|', 'c', c.relname, \
            pg_catalog.row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum), a.attname, \
@@ -424,7 +428,7 @@ fn lines_sql(template: &TenantId) -> String {
         "WITH {cte} \
          SELECT 0::pg_catalog.int8 AS rank, others.counts ~ '^,?(0,)*0$' AS fits, '' AS sql, NULL AS expr FROM others \
          UNION ALL \
-         SELECT 1, c.relkind IN ('r', 'S', 'i') AND c.relpersistence = 'p' AND NOT c.relispartition \
+         SELECT 1, c.relkind IN ('r', 'S', 'i') AND c.relpersistence = 'p' AND NOT c.relispartition AND NOT c.relhassubclass \
            AND NOT c.relrowsecurity AND NOT c.relforcerowsecurity AND c.relreplident IN ('d', 'n') \
            AND c.relacl IS NULL, '', NULL FROM rel c \
          UNION ALL \
