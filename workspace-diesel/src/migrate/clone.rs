@@ -72,7 +72,7 @@ impl Migrator {
     /// anything else rolls back. A template holding what a blueprint does not rebuild (a
     /// function, a trigger, a policy, a comment, a grant) is always cloned by its migrations, as
     /// is a schema-only clone of a set whose migrations write rows; so is every clone on Citus
-    /// with schema-based sharding and with [`TenantRoles`](crate::TenantRoles).
+    /// and with [`TenantRoles`](crate::TenantRoles).
     ///
     /// ```no_run
     /// # use diesel::prelude::*;
@@ -183,8 +183,9 @@ impl Migrator {
         plan.records = central_sql(template, tenant);
         plan.close = close(None);
         let learnable = self.with_dialect(conn, |conn, dialect| {
-            let one_batch = !dialect.splits_statements();
-            if let (Some(Some(blueprint)), true) = (&known, one_batch) {
+            // Blueprints are PostgreSQL's: on Citus the migrations build every clone.
+            let plain = dialect.citus().is_none();
+            if let (Some(Some(blueprint)), true) = (&known, plain) {
                 let mut built = Plan::new(tenant, opening);
                 built.claim = Some(Claim {
                     sql: &claim_sql,
@@ -215,7 +216,7 @@ impl Migrator {
             }
             self.send_clone(conn, dialect, &mut plan, template, tenant, true)
                 .map_err(|failed| self.clone_error(template, tenant, failed))?;
-            Ok(one_batch)
+            Ok(plain)
         })?;
         if learnable && fit && known.is_none() {
             // Learned once, for the clones of this template to come; a failure to learn leaves
