@@ -1,10 +1,17 @@
 //! The mobility benchmark: a new tenant cloned from a template tenant against the same tenant
-//! provisioned from its migrations, for a set of 20 migrations (`tests/migrations/twenty/`: the
-//! example schema, nine tables each created and then extended, an added column), with and
-//! without seed data (the template holds the seed rows; provisioning inserts them afterwards,
-//! in a transaction of their own, as sign-up code does). Each way runs twice: with the warm
-//! pool of spare schemas empty (the schema built by the migrations) and with it filled
-//! beforehand (`fill_spares`, not timed: `create_tenant` and `clone_tenant` claim a spare).
+//! provisioned from its migrations, for two sets of 20 migrations, with and without seed data
+//! (the template holds the seed rows; provisioning inserts them afterwards, in a transaction of
+//! their own, as sign-up code does):
+//!
+//! - `tests/migrations/twenty/`: a history that only adds (the example schema, nine tables each
+//!   created and then extended, an added column), so replaying it builds each object once. Each
+//!   way runs twice: with the warm pool of spare schemas empty and with it filled beforehand
+//!   (`fill_spares`, not timed: `create_tenant` and `clone_tenant` claim a spare).
+//! - `tests/migrations/history/`: a history as a year of product work leaves it (ids grown to
+//!   bigint, a flag replaced by a status, indexes swapped, a table replaced), with the pool empty.
+//!
+//! Without a spare, the first clone of a template replays the migrations and learns the
+//! template's blueprint; the next ones are built from it (timed separately: "first clone").
 //! The ways take turns tenant by tenant, so a load that comes and goes weighs on each alike.
 //!
 //! ```text
@@ -27,9 +34,20 @@ use diesel_workspace::{CloneData, Migrator, TenantId};
 use workspace_diesel_tests::bench::{median, Settings};
 use workspace_diesel_tests::ScratchDb;
 
-/// Twenty tenant migrations.
+/// Twenty tenant migrations that only add.
 const TWENTY: EmbeddedMigrations = embed_migrations!("migrations/twenty");
+/// Twenty tenant migrations with a history of changes.
+const HISTORY: EmbeddedMigrations = embed_migrations!("migrations/history");
 
+/// The seed rows a new tenant of the history set starts with (1,260 rows).
+fn history_seed_sql(schema: &str) -> String {
+    format!(
+        "INSERT INTO \"{schema}\".accounts (email, name) SELECT 'a' || i || '@x', 'account ' || i FROM generate_series(1, 20) i; \
+         INSERT INTO \"{schema}\".projects (owner_id, name) SELECT 1 + i % 20, 'project ' || i FROM generate_series(1, 40) i; \
+         INSERT INTO \"{schema}\".tasks (project_id, name, priority) SELECT 1 + i % 40, 'task ' || i, i % 3 FROM generate_series(1, 600) i; \
+         INSERT INTO \"{schema}\".comments (task_id, author_id, body) SELECT 1 + i % 600, 1 + i % 20, repeat('text ', 20) FROM generate_series(1, 600) i; "
+    )
+}
 /// The seed rows a new tenant starts with: categories, tags, notes and rows in every items table.
 fn seed_sql(schema: &str) -> String {
     let mut sql = format!(
@@ -50,35 +68,80 @@ fn seed_sql(schema: &str) -> String {
 fn main() {
     let settings = Settings::from_env((1, 3), (1, 20), (1, 100));
     let n = settings.iters;
-    let db = ScratchDb::create("bench_mobility");
-    let migrator = Migrator::builder(TWENTY)
-        .build()
-        .expect("the twenty migrations");
+    println!();
+    println!(
+        "mobility benchmark ({}): {n} tenants per way, median per tenant",
+        settings.mode
+    );
+    let twenty = measure("twenty", TWENTY, seed_sql, n, true);
+    let history = measure("history", HISTORY, history_seed_sql, n, false);
+    for (set, rows) in [
+        (
+            "`twenty` (20 migrations that only add; 1,680 seed rows)",
+            twenty,
+        ),
+        (
+            "`history` (20 migrations with a history of changes; 1,260 seed rows)",
+            history,
+        ),
+    ] {
+        println!();
+        println!("{set}:");
+        println!();
+        println!("| way | ms per tenant | vs provisioning | vs the warm pool |");
+        println!("| --- | ---: | ---: | ---: |");
+        for row in rows {
+            println!("{row}");
+        }
+    }
+}
+
+/// Runs every way for the migration set `set` (seeded by `seed`), `n` tenants each, the warm
+/// ways too with `warm`; the table's rows.
+fn measure(
+    name: &str,
+    set: EmbeddedMigrations,
+    seed: fn(&str) -> String,
+    n: usize,
+    warm: bool,
+) -> Vec<String> {
+    let db = ScratchDb::create(&format!("bench_mobility_{name}"));
+    let migrator = Migrator::builder(set).build().expect("the migrations");
     let mut conn = PgConnection::establish(db.url()).expect("connect");
     migrator.run_shared(&mut conn).expect("shared migrations");
     let template = TenantId::new("template_seeded").unwrap();
     let bare = TenantId::new("template_bare").unwrap();
     migrator.create_tenant(&mut conn, &template).unwrap();
     migrator.create_tenant(&mut conn, &bare).unwrap();
-    conn.batch_execute(&format!("BEGIN; {}COMMIT", seed_sql("template_seeded")))
+    conn.batch_execute(&format!("BEGIN; {}COMMIT", seed("template_seeded")))
         .unwrap();
     let id = |prefix: &str, i: usize| TenantId::new(format!("{prefix}_{i:04}")).unwrap();
+
+    // The first clone of each template replays the migrations and learns its blueprint.
+    let mut first = Vec::new();
+    for (prefix, template, data) in [
+        ("fs", &bare, CloneData::SchemaOnly),
+        ("fd", &template, CloneData::WithData),
+    ] {
+        let started = Instant::now();
+        migrator
+            .clone_tenant(&mut conn, template, &id(prefix, 0), data)
+            .unwrap();
+        first.push(started.elapsed());
+    }
 
     // The ways, in the order of the table; `true`: from the warm pool.
     let ways: [(&str, &str, bool); 8] = [
         ("p", "provision (`create_tenant`)", false),
         ("cs", "clone, schema only", false),
-        (
-            "ps",
-            "provision + seed rows (1,680 rows, a second transaction)",
-            false,
-        ),
+        ("ps", "provision + seed rows (a second transaction)", false),
         ("cd", "clone with data (the same rows)", false),
         ("wp", "provision from the warm pool", true),
         ("wcs", "clone, schema only, from the warm pool", true),
         ("wps", "provision from the warm pool + seed rows", true),
         ("wcd", "clone with data, from the warm pool", true),
     ];
+    let ways = if warm { &ways[..] } else { &ways[..4] };
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); ways.len()];
     for i in 0..n {
         // The ways without spares run with the pool empty; then it is filled with one spare
@@ -86,7 +149,9 @@ fn main() {
         let mut order: Vec<usize> = (0..ways.len()).collect();
         if i % 2 == 1 {
             order[..4].reverse();
-            order[4..].reverse();
+            if warm {
+                order[4..].reverse();
+            }
         }
         for (k, &w) in order.iter().enumerate() {
             if k == 4 {
@@ -99,7 +164,7 @@ fn main() {
                 "p" | "wp" => migrator.create_tenant(&mut conn, &t).unwrap(),
                 "ps" | "wps" => {
                     migrator.create_tenant(&mut conn, &t).unwrap();
-                    conn.batch_execute(&format!("BEGIN; {}COMMIT", seed_sql(t.as_str())))
+                    conn.batch_execute(&format!("BEGIN; {}COMMIT", seed(t.as_str())))
                         .unwrap();
                 }
                 "cs" | "wcs" => migrator
@@ -121,20 +186,29 @@ fn main() {
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let medians: Vec<f64> = times.iter_mut().map(|t| ms(median(t))).collect();
-    println!();
-    println!(
-        "mobility benchmark ({}): 20 tenant migrations, {n} tenants per way, median per tenant",
-        settings.mode
+    let warm_base = medians.get(4).copied();
+    let row = |way: &str, v: f64| {
+        let vs_warm = warm_base.map_or("—".to_owned(), |w| format!("{:.2}×", v / w));
+        format!("| {way} | {v:.1} | {:.2}× | {vs_warm} |", v / medians[0])
+    };
+    let mut rows: Vec<String> = ways
+        .iter()
+        .zip(&medians)
+        .map(|((_, way, _), &v)| row(way, v))
+        .collect();
+    rows.insert(
+        2,
+        row(
+            "first clone, schema only (replays, learns the blueprint)",
+            ms(first[0]),
+        ),
     );
-    println!();
-    println!("| way | ms per tenant | vs provisioning | vs the warm pool |");
-    println!("| --- | ---: | ---: | ---: |");
-    for (w, (_, way, _)) in ways.iter().enumerate() {
-        println!(
-            "| {way} | {:.1} | {:.2}× | {:.2}× |",
-            medians[w],
-            medians[w] / medians[0],
-            medians[w] / medians[4]
-        );
-    }
+    rows.insert(
+        5,
+        row(
+            "first clone with data (replays, learns the blueprint)",
+            ms(first[1]),
+        ),
+    );
+    rows
 }

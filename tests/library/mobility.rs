@@ -8,6 +8,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_workspace::{CloneData, Error, TenantId};
 
+mod blueprint;
+
 #[derive(QueryableByName)]
 struct Count {
     #[diesel(sql_type = BigInt)]

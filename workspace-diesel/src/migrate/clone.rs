@@ -1,8 +1,9 @@
-//! Cloning a tenant from a template tenant: the new tenant's schema built by the migration set
-//! (a current warm spare claimed, or provisioned as `create_tenant` provisions), the template's
-//! shape checked against it, the template's ledger copied, and, with data, every row copied and
-//! every sequence set where the template's stands; all in one tenant transaction sent as one
-//! batch, so the clone appears complete or not at all.
+//! Cloning a tenant from a template tenant: the new tenant's schema a current warm spare
+//! claimed, or built from the template's blueprint (`blueprint`: learned by the template's first
+//! clone), or by the migration set as `create_tenant` provisions; the template's shape checked
+//! against it, the template's ledger copied, and, with data, every row copied and every sequence
+//! set where the template's stands; all in one tenant transaction sent as one batch, so the
+//! clone appears complete or not at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,7 +11,10 @@ use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{Nullable, Text};
 
+use crate::dialect::Dialect;
+use crate::error::engine_changed;
 use crate::error::{Error, Result};
+use crate::migrate::blueprint::{self, shape_check_sql, DIFFERS};
 use crate::migrate::door::Op;
 use crate::migrate::failure::{classify_create_error, db_message, unretryable};
 use crate::migrate::migrator::Migrator;
@@ -19,15 +23,12 @@ use crate::migrate::tenants::Provision;
 use crate::migrate::tx::{self, Claim, Failed, Opening, Plan};
 use crate::options::CloneData;
 use crate::sql::{
-    array_literal, own, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD, LEDGER,
+    array_literal, in_schema, own, quote_ident, quote_literal, tenant_lock, CENTRAL_RECORD, LEDGER,
 };
 use crate::tenant::TenantId;
 
 /// Raised when the template's ledger is not the migration set's versions.
 const NOT_CURRENT: &str = "workspace-diesel: clone template not current";
-/// Raised when the template's tables differ from the ones its migrations build.
-const DIFFERS: &str = "workspace-diesel: clone template differs from its migrations";
-
 /// One row of the template's structure, read in one catalog query: a table (`t`: its name and
 /// the columns a copy writes, not generated ones, quoted and joined), a foreign key (`f`: child
 /// and parent) or a sequence (`s`: its name).
@@ -60,6 +61,19 @@ impl Migrator {
     /// or not at all, and the template is only read. On Citus the clone is a distributed schema
     /// like any tenant.
     ///
+    /// The schema comes from a warm spare when one is free. Otherwise the template's first clone
+    /// (on this migrator) replays the migrations and then learns the template's *blueprint*:
+    /// its final schema as statements (each table created `LIKE` the template's, then its keys,
+    /// indexes and foreign keys). The next clones of that template run the blueprint instead of
+    /// the history, which is faster when the history rewrote tables or replaced indexes (see
+    /// the cost section of `docs/mobility.md`). Whichever way, the clone commits only if its
+    /// schema (every relation, column, default, constraint, index and sequence, and the count of
+    /// any other object) is the template's, and the template's is what the migrations built:
+    /// anything else rolls back. A template holding what a blueprint does not rebuild (a
+    /// function, a trigger, a policy, a comment, a grant) is always cloned by its migrations, as
+    /// is a schema-only clone of a set whose migrations write rows; so is every clone on Citus
+    /// and with [`TenantRoles`](crate::TenantRoles).
+    ///
     /// ```no_run
     /// # use diesel::prelude::*;
     /// # use diesel_migrations::{embed_migrations, EmbeddedMigrations};
@@ -79,7 +93,8 @@ impl Migrator {
     /// - [`Error::TenantNotFound`] when `template` is not registered;
     /// - [`Error::TenantExists`] when `tenant` is registered or its schema exists;
     /// - [`Error::CloneRefused`] when the template's ledger is not the migration set's versions
-    ///   (migrate it first), its tables differ from what its migrations build, its tables
+    ///   (migrate it first), its schema differs from what its migrations build (a table, a
+    ///   column, a default, a constraint, an index or a sequence changed by hand), its tables
     ///   reference each other in a cycle, or the set has migrations that run outside a
     ///   transaction;
     /// - [`Error::TenantMigration`] when a migration fails on the new schema.
@@ -116,13 +131,28 @@ impl Migrator {
                 "the migration set has migrations that run outside a transaction",
             ));
         }
+        // Rows the migrations wrote (reference data) are the template's to give: a clone built
+        // by them (or a claimed spare) is emptied before the copy.
+        let defines_only = blueprint::defines_only(in_tx.iter().map(|m| m.up.as_str()));
         let copy = match data {
-            CloneData::WithData => own(conn, |conn| copy_sql(conn, template, tenant))?,
+            CloneData::WithData => {
+                own(conn, |conn| copy_sql(conn, template, tenant, !defines_only))?
+            }
             CloneData::SchemaOnly => String::new(),
         };
         let role = match &self.tenant_roles {
             Some(roles) => format!("{}; ", roles.create_sql(tenant)?),
             None => String::new(),
+        };
+        // Privileges are compared only without tenant roles (each clone grants its own); a
+        // blueprint is used only then, and for a schema-only clone only when the migrations
+        // write no rows (a blueprint holds no rows).
+        let acl = self.tenant_roles.is_none();
+        let fit = acl && (data == CloneData::WithData || defines_only);
+        let known = if fit {
+            self.blueprints.get(template)
+        } else {
+            Some(None)
         };
         let opening = Opening {
             provisioning: true,
@@ -130,11 +160,20 @@ impl Migrator {
             ..self.opening()
         };
         // A current warm spare, when there is one, is claimed (renamed to the clone, with no
-        // table DDL); otherwise the schema is provisioned by the migrations. Either way the
-        // closing statements check the template and the clone's shape and copy the rows.
+        // table DDL); otherwise the schema is built from the template's blueprint when one is
+        // known, or else by the migrations. Every way, the closing statements check the
+        // template and the clone's shape and copy the rows.
         let claim_sql = |tag: &str, otherwise: &str| self.claim_sql(tenant, tag, otherwise, true);
         let claimed =
             |conn: &mut PgConnection| -> Result<bool> { Ok(self.registry.contains(conn, tenant)?) };
+        let close = |expected: Option<&str>| {
+            format!(
+                "{}{}{}{copy}{role}",
+                self.template_check_sql(template),
+                ledger_sql(template, tenant),
+                shape_check_sql(template, tenant, expected, acl)
+            )
+        };
         let mut plan = Plan::new(tenant, opening).apply(&in_tx, false);
         plan.claim = Some(Claim {
             sql: &claim_sql,
@@ -142,38 +181,94 @@ impl Migrator {
         });
         plan.create = self.create_sql(tenant, Provision::Tenant);
         plan.records = central_sql(template, tenant);
-        plan.close = format!(
-            "{}{}{}{copy}{role}",
-            self.template_check_sql(template),
-            ledger_sql(template, tenant),
-            same_shape_sql(template, tenant)
-        );
-        self.with_dialect(conn, |conn, dialect| {
-            let mut conflicts = 0;
-            loop {
-                match tx::send(conn, dialect, &plan, false) {
-                    Ok(()) => return Ok(()),
-                    // A spare claimed by a concurrent creation after this transaction's snapshot:
-                    // the claim is tried again with a new one.
-                    Err(Failed::Batch(diesel::result::Error::DatabaseError(
-                        DatabaseErrorKind::SerializationFailure,
-                        _,
-                    ))) if conflicts < 3 => conflicts += 1,
+        plan.close = close(None);
+        let learnable = self.with_dialect(conn, |conn, dialect| {
+            // Blueprints are PostgreSQL's: on Citus the migrations build every clone.
+            let plain = dialect.citus().is_none();
+            if let (Some(Some(blueprint)), true) = (&known, plain) {
+                let mut built = Plan::new(tenant, opening);
+                built.claim = Some(Claim {
+                    sql: &claim_sql,
+                    claimed: &claimed,
+                });
+                built.create = format!(
+                    "{}{}",
+                    self.create_sql(tenant, Provision::Tenant),
+                    in_schema(&tenant.quoted(), &blueprint.ddl)
+                );
+                built.records = central_sql(template, tenant);
+                built.close = close(Some(&blueprint.fingerprint));
+                match self.send_clone(conn, dialect, &mut built, template, tenant, false) {
+                    Ok(()) => return Ok(false),
+                    // Anything but a refusal that replaying would meet too: the blueprint is
+                    // forgotten, and the migrations build the clone (and tell what differs).
                     Err(Failed::Batch(e))
-                        if !plan.wrapped
-                            && !unretryable(&e)
+                        if !unretryable(&e)
+                            && engine_changed(&e).is_none()
                             && !self.is_tenant_exists(tenant, &e)
-                            && refusal(template, &db_message(&e)).is_none() =>
+                            && !db_message(&e).contains(NOT_CURRENT) =>
                     {
-                        plan.wrapped = true;
+                        tracing::debug!(template = %template, error = %e, "clone: blueprint not used");
+                        self.blueprints.forget(template);
                     }
-                    Err(failed) => {
-                        let e = failed.classify(|e| classify_create_error(tenant, e));
-                        return Err(classify_refusal(template, e));
-                    }
+                    Err(failed) => return Err(self.clone_error(template, tenant, failed)),
                 }
             }
-        })
+            self.send_clone(conn, dialect, &mut plan, template, tenant, true)
+                .map_err(|failed| self.clone_error(template, tenant, failed))?;
+            Ok(plain)
+        })?;
+        if learnable && fit && known.is_none() {
+            // Learned once, for the clones of this template to come; a failure to learn leaves
+            // them replaying the migrations.
+            match blueprint::learn(conn, template, tenant) {
+                Ok(blueprint) => self.blueprints.put(template, blueprint),
+                Err(e) => tracing::debug!(template = %template, error = %e, "clone: no blueprint"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a clone's `plan`, again after a serialization failure (a spare claimed
+    /// concurrently) and, with `rewrap`, once more with each migration wrapped so that a failure
+    /// names it.
+    fn send_clone(
+        &self,
+        conn: &mut PgConnection,
+        dialect: &Dialect,
+        plan: &mut Plan<'_>,
+        template: &TenantId,
+        tenant: &TenantId,
+        rewrap: bool,
+    ) -> std::result::Result<(), Failed> {
+        let mut conflicts = 0;
+        loop {
+            match tx::send(conn, dialect, plan, false) {
+                Ok(()) => return Ok(()),
+                // A spare claimed by a concurrent creation after this transaction's snapshot:
+                // the claim is tried again with a new one.
+                Err(Failed::Batch(diesel::result::Error::DatabaseError(
+                    DatabaseErrorKind::SerializationFailure,
+                    _,
+                ))) if conflicts < 3 => conflicts += 1,
+                Err(Failed::Batch(e))
+                    if rewrap
+                        && !plan.wrapped
+                        && !unretryable(&e)
+                        && !self.is_tenant_exists(tenant, &e)
+                        && refusal(template, &db_message(&e)).is_none() =>
+                {
+                    plan.wrapped = true;
+                }
+                Err(failed) => return Err(failed),
+            }
+        }
+    }
+
+    /// The error a failed clone reports.
+    fn clone_error(&self, template: &TenantId, tenant: &TenantId, failed: Failed) -> Error {
+        let e = failed.classify(|e| classify_create_error(tenant, e));
+        classify_refusal(template, e)
     }
 
     /// The template's lock, then a `DO` block that fails unless the template's ledger holds
@@ -254,37 +349,17 @@ fn ledger_sql(template: &TenantId, tenant: &TenantId) -> String {
     )
 }
 
-/// A `DO` block that fails unless the clone's relations and columns (names, kinds, types,
-/// `NOT NULL`) are the template's: a template changed by hand is refused rather than copied
-/// into a different shape. One pass over the catalog: each schema's relations and columns are
-/// hashed in one order, and the two hashes must be equal. Ends in `; `.
-fn same_shape_sql(template: &TenantId, tenant: &TenantId) -> String {
-    let ns = |schema: &TenantId| {
-        format!(
-            "{}::pg_catalog.regnamespace",
-            quote_literal(&schema.quoted())
-        )
-    };
-    format!(
-        "DO $wd_shape$ BEGIN IF (SELECT pg_catalog.count(DISTINCT h) <> 1 OR pg_catalog.count(*) <> 2 FROM \
-           (SELECT pg_catalog.md5(pg_catalog.string_agg(ROW(c.relname, c.relkind, a.attname, \
-              a.atttypid, a.atttypmod, a.attnotnull)::pg_catalog.text, ',' \
-              ORDER BY c.relname COLLATE \"C\", a.attname COLLATE \"C\")) AS h \
-            FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_attribute a \
-              ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-            WHERE c.relnamespace IN ({f}, {t}) GROUP BY c.relnamespace) s) THEN \
-         RAISE EXCEPTION '{DIFFERS}' USING ERRCODE = 'object_not_in_prerequisite_state'; \
-         END IF; END $wd_shape$; ",
-        f = ns(template),
-        t = ns(tenant),
-    )
-}
-
 /// The statements that copy the template's rows into the clone, parents before children (by
 /// their foreign keys), then set each sequence where the template's stands. The template's
 /// tables, foreign keys and sequences are read in one catalog query, under the library's own
-/// path. Ends in `; ` (empty when there is nothing to copy).
-fn copy_sql(conn: &mut PgConnection, template: &TenantId, tenant: &TenantId) -> Result<String> {
+/// path. With `empty_first`, the clone's tables are emptied first (in one `TRUNCATE`). Ends in
+/// `; ` (empty when there is nothing to copy).
+fn copy_sql(
+    conn: &mut PgConnection,
+    template: &TenantId,
+    tenant: &TenantId,
+    empty_first: bool,
+) -> Result<String> {
     // The schema's relations are read once (by the index on names and namespaces) and the
     // tables, foreign keys and sequences drawn from them.
     let rows: Vec<CatalogRow> = diesel::sql_query(format!(
@@ -326,6 +401,13 @@ fn copy_sql(conn: &mut PgConnection, template: &TenantId, tenant: &TenantId) -> 
         .ok_or_else(|| refused(template, "its tables reference each other in a cycle"))?;
     let (f, t) = (template.quoted(), tenant.quoted());
     let mut sql = String::new();
+    if empty_first && !order.is_empty() {
+        let tables: Vec<String> = order
+            .iter()
+            .map(|table| format!("{t}.{}", quote_ident(table)))
+            .collect();
+        sql.push_str(&format!("TRUNCATE ONLY {}; ", tables.join(", ")));
+    }
     for table in order {
         let table_q = quote_ident(&table);
         let cols = &columns[&table];

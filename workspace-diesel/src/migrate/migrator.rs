@@ -10,6 +10,7 @@ use diesel::prelude::*;
 
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
+use crate::migrate::blueprint::Blueprints;
 use crate::migrate::set::{CompiledSet, SharedSet, REGISTRY_MIGRATIONS};
 use crate::pooler::Pooler;
 use crate::registry::model::Registry;
@@ -53,6 +54,8 @@ pub struct Migrator {
     pub(super) tenant_roles: Option<TenantRoles>,
     /// Whether to refuse to run on hijack hazards.
     pub(super) refuse_hijack_hazards: bool,
+    /// What clones learned of their templates' schemas.
+    pub(super) blueprints: Blueprints,
 }
 
 impl std::fmt::Debug for Migrator {
@@ -186,6 +189,7 @@ impl MigratorBuilder {
             pooler: self.pooler,
             tenant_roles: self.tenant_roles,
             refuse_hijack_hazards: self.refuse_hijack_hazards,
+            blueprints: Blueprints::default(),
         })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Each file answers one question: `set` (the migration sets, read once), `engine` (one tenant,
 //! both directions), `failure` (classifying what failed), `tenants` (create, drop, rename,
-//! list), `clone` (a tenant copied from a template tenant), `export` and `import`
+//! list), `clone` (a tenant copied from a template tenant; `blueprint`: its schema rebuilt from the
+//! template's catalog), `export` and `import`
 //! (a tenant to an archive and back, `archive` its format), `snapshot` and `restore` (snapshots before a migration, and
 //! restoring one), `spares` (the warm pool), `fleet`
 //! (every tenant, or a selection, in parallel), `workers` (the worker threads and the waves),
@@ -16,6 +17,7 @@
 
 #[cfg(feature = "archive")]
 mod archive;
+mod blueprint;
 mod clone;
 pub(crate) mod door;
 mod engine;

@@ -1,0 +1,2 @@
+DROP INDEX tasks_due_date_idx;
+ALTER TABLE tasks DROP COLUMN due_date;

@@ -1,0 +1,1 @@
+DROP INDEX comments_created_at_idx;

@@ -1,0 +1,2 @@
+ALTER TABLE comments ALTER COLUMN body DROP DEFAULT;
+ALTER TABLE comments DROP COLUMN edited_at;
