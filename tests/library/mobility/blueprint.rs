@@ -438,3 +438,27 @@ fn what_other_schemas_hold_on_a_template_does_not_refuse_its_clones() {
         .unwrap_err();
     assert!(err.to_string().contains("differ"), "{err}");
 }
+
+#[test]
+fn a_migrator_without_blueprints_replays_every_clone() {
+    let db = crate::test_db!("a_migrator_without_blueprints_replays_every_clone");
+    let migrator = Migrator::builder(HISTORY)
+        .shared(crate::support::SHARED_MIGRATIONS)
+        .blueprints(false)
+        .build()
+        .unwrap();
+    let mut conn = db.conn();
+    migrator.run_shared(&mut conn).unwrap();
+    let template = id("template_plain");
+    migrator.create_tenant(&mut conn, &template).unwrap();
+    for clone in ["plain_one", "plain_two", "plain_three"] {
+        migrator
+            .clone_tenant(&mut conn, &template, &id(clone), CloneData::SchemaOnly)
+            .unwrap();
+        assert!(
+            dropped_columns(&mut conn, &format!("{clone}.tasks")) > 0,
+            "{clone} replayed"
+        );
+        assert_eq!(dump(&db, clone), dump(&db, "template_plain"));
+    }
+}

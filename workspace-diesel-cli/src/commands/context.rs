@@ -217,10 +217,12 @@ impl Ctx {
         if let Some(roles) = self.config.tenant_roles()? {
             builder = builder.tenant_roles(roles);
         }
+        // One clone per run: a template's blueprint would be learned and thrown away.
         Ok(builder
             .pooler(self.pooler)
             .registry(self.registry.clone())
             .refuse_hijack_hazards(self.config.refuse_hazards())
+            .blueprints(false)
             .build()?)
     }
 

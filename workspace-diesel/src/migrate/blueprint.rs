@@ -48,13 +48,29 @@ pub(crate) struct Blueprint {
     pub(crate) fingerprint: String,
 }
 
-/// The blueprints a migrator learned, by template (`None`: the template is unfit for one).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Blueprints(Arc<Mutex<HashMap<TenantId, Option<Arc<Blueprint>>>>>);
+/// The blueprints a migrator learned, by template (`None`: the template is unfit for one), or
+/// none at all when learning is off.
+#[derive(Debug, Clone)]
+pub(crate) struct Blueprints {
+    learn: bool,
+    known: Arc<Mutex<HashMap<TenantId, Option<Arc<Blueprint>>>>>,
+}
 
 impl Blueprints {
-    /// What is known of `template`: `None` when nothing is, `Some(None)` when it is unfit.
+    /// An empty set, that learns when `learn`.
+    pub(crate) fn new(learn: bool) -> Self {
+        Self {
+            learn,
+            known: Arc::default(),
+        }
+    }
+
+    /// What is known of `template`: `None` when nothing is, `Some(None)` when it is unfit (or
+    /// learning is off).
     pub(crate) fn get(&self, template: &TenantId) -> Option<Option<Arc<Blueprint>>> {
+        if !self.learn {
+            return Some(None);
+        }
         self.lock().get(template).cloned()
     }
 
@@ -74,7 +90,7 @@ impl Blueprints {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Option<Arc<Blueprint>>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -80,8 +80,12 @@ impl Migrator {
     /// use diesel_workspace::{CloneData, Migrator, TenantId};
     /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
     ///
-    /// # fn sign_up(conn: &mut PgConnection, plan: &str, name: &str) -> diesel_workspace::Result<()> {
+    /// // One migrator for the process (it keeps what its clones learn), built at start-up.
+    /// # fn start() -> diesel_workspace::Result<Migrator> {
     /// let migrator = Migrator::builder(TENANT).build()?;
+    /// # Ok(migrator)
+    /// # }
+    /// # fn sign_up(migrator: &Migrator, conn: &mut PgConnection, plan: &str, name: &str) -> diesel_workspace::Result<()> {
     /// // One template per kind of tenant, holding its seed data.
     /// let template = TenantId::new(format!("template_{plan}"))?;
     /// migrator.clone_tenant(conn, &template, &TenantId::new(name)?, CloneData::WithData)?;

@@ -79,9 +79,30 @@ pub struct MigratorBuilder {
     pooler: Pooler,
     tenant_roles: Option<TenantRoles>,
     refuse_hijack_hazards: bool,
+    blueprints: bool,
 }
 
 impl MigratorBuilder {
+    /// Whether [`Migrator::clone_tenant`] learns each template's *blueprint* (its final schema
+    /// as statements, read after the template's first clone and tried once in a schema rolled
+    /// back) and builds the next clones of that template from it instead of replaying the
+    /// migrations. The blueprints live in the migrator (and its clones): a process that clones
+    /// once and exits, such as the CLI, gains nothing and pays the learning, so it turns them
+    /// off. Defaults to `true`.
+    ///
+    /// ```
+    /// use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    /// use diesel_workspace::Migrator;
+    /// # const TENANT: EmbeddedMigrations = embed_migrations!("migrations_tenant");
+    ///
+    /// let migrator = Migrator::builder(TENANT).blueprints(false).build()?;
+    /// # Ok::<(), diesel_workspace::Error>(())
+    /// ```
+    pub fn blueprints(mut self, learn: bool) -> Self {
+        self.blueprints = learn;
+        self
+    }
+
     /// Gives each tenant a role of its own ([`TenantRoles`]): created with the tenant (also when
     /// it claims a spare), renamed and dropped with it. Assume it with
     /// [`TenantConnectionExt::tenant_transaction_as`](crate::TenantConnectionExt::tenant_transaction_as).
@@ -189,7 +210,7 @@ impl MigratorBuilder {
             pooler: self.pooler,
             tenant_roles: self.tenant_roles,
             refuse_hijack_hazards: self.refuse_hijack_hazards,
-            blueprints: Blueprints::default(),
+            blueprints: Blueprints::new(self.blueprints),
         })
     }
 }
@@ -220,6 +241,7 @@ impl Migrator {
             pooler: Pooler::Direct,
             tenant_roles: None,
             refuse_hijack_hazards: false,
+            blueprints: true,
         }
     }
 
