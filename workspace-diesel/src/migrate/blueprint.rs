@@ -124,7 +124,7 @@ pub(crate) fn defines_only<'a>(ups: impl IntoIterator<Item = &'a str>) -> bool {
 /// The relations of `schema`, found through their dependency on it (by `pg_depend`'s index, not
 /// a scan of `pg_class`), with their indexes: a `rel` CTE; and the count of every other kind of
 /// object in it: an `others` CTE (default privileges only with `acl`).
-fn relations_cte(schema: &TenantId, acl: bool) -> String {
+pub(crate) fn relations_cte(schema: &TenantId, acl: bool) -> String {
     let ns = format!(
         "pg_catalog.to_regnamespace({})",
         quote_literal(&schema.quoted())

@@ -364,11 +364,11 @@ fn copy_sql(
     tenant: &TenantId,
     empty_first: bool,
 ) -> Result<String> {
-    // The schema's relations are read once (by the index on names and namespaces) and the
-    // tables, foreign keys and sequences drawn from them.
+    // The schema's relations are found once (through their dependency on the schema, by
+    // `pg_depend`'s index: no scan of `pg_class`, which grows with the fleet) and the tables,
+    // foreign keys and sequences drawn from them.
     let rows: Vec<CatalogRow> = diesel::sql_query(format!(
-        "WITH rel AS MATERIALIZED (SELECT c.oid, c.relname, c.relkind FROM pg_catalog.pg_class c \
-           WHERE c.relnamespace = pg_catalog.to_regnamespace({ns})) \
+        "WITH {cte} \
          SELECT 't' AS kind, r.relname::pg_catalog.text AS name, \
          (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) \
           FROM pg_catalog.pg_attribute a \
@@ -380,7 +380,7 @@ fn copy_sql(
          JOIN rel p ON p.oid = k.confrelid WHERE r.oid <> p.oid \
          UNION ALL \
          SELECT 's', r.relname::pg_catalog.text, NULL FROM rel r WHERE r.relkind = 'S'",
-        ns = quote_literal(&template.quoted()),
+        cte = blueprint::relations_cte(template, true),
         ledger = quote_literal(LEDGER),
     ))
     .load(conn)?;
