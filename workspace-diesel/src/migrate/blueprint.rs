@@ -1,8 +1,9 @@
 //! A clone's schema built from its template's catalog, not replayed from the migrations.
 //!
 //! A long migration history replays every step of it: tables rewritten by `ALTER COLUMN …
-//! TYPE`, indexes built and dropped, columns added and dropped. Each index built is a file
-//! written and synced, so the history, not the final schema, sets the time. A [`Blueprint`] is
+//! TYPE`, indexes built and dropped, columns added and dropped. Every table, index and sequence
+//! made is files created (and each index built is synced), so the history costs more than the
+//! schema it ends in. A [`Blueprint`] is
 //! the final schema of a template as statements (sequences, tables, constraints, indexes,
 //! foreign keys), learned once from the catalog after a clone built by the migrations, and
 //! replayed for the next clones of that template.
