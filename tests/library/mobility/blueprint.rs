@@ -426,6 +426,24 @@ fn what_other_schemas_hold_on_a_template_does_not_refuse_its_clones() {
         0,
         "from the blueprint"
     );
+    // A grant on the template is no shape: its clones are made, with the grants their
+    // migrations give (none), from the blueprint still.
+    conn.batch_execute("GRANT SELECT ON template_seen.tasks TO PUBLIC")
+        .unwrap();
+    migrator
+        .clone_tenant(
+            &mut conn,
+            &template,
+            &id("seen_granted"),
+            CloneData::WithData,
+        )
+        .unwrap();
+    assert_eq!(dropped_columns(&mut conn, "seen_granted.tasks"), 0);
+    assert!(db
+        .check("(SELECT relacl IS NULL FROM pg_class WHERE oid = 'seen_granted.tasks'::regclass)"));
+    assert!(!db.check(
+        "(SELECT relacl IS NULL FROM pg_class WHERE oid = 'template_seen.tasks'::regclass)"
+    ));
     // Negative control: a trigger on the template itself is its own: cloned by the migrations,
     // and since they do not build it, refused.
     conn.batch_execute(

@@ -165,29 +165,26 @@ pub(crate) fn relations_cte(schema: &TenantId, acl: bool) -> String {
 }
 
 /// A query of one row (`fingerprint`): an md5 of every relation of `schema` (kind, persistence,
-/// options, row security, replica identity, and with `acl` its privileges), every column in
-/// order (type, `NOT NULL`, identity, generated, collation, default, statistics, options,
-/// storage), constraint and index (their definitions), sequence (its parameters and owner) and
-/// a count of every other object in it. Names of the schema's own objects are printed as the
-/// `search_path` makes them: run with the schema first on the path, two schemas built alike
-/// have the same fingerprint.
-pub(crate) fn fingerprint_sql(schema: &TenantId, acl: bool) -> String {
-    let (rel_acl, col_acl) = if acl {
-        (", c.relacl::pg_catalog.text", ", a.attacl::pg_catalog.text")
-    } else {
-        ("", "")
-    };
+/// options, row security, replica identity), every column in order (type, `NOT NULL`, identity,
+/// generated, collation, default, statistics, options, storage), constraint and index (their
+/// definitions), sequence (its parameters and owner) and a count of every other object in it
+/// and of what depends on its relations. Privileges are not part of it: a grant is no shape (a
+/// template with grants is never rebuilt from a blueprint, so a clone gets the grants its
+/// migrations give). Names of the schema's own objects are printed as the `search_path` makes
+/// them: run with the schema first on the path, two schemas built alike have the same
+/// fingerprint.
+pub(crate) fn fingerprint_sql(schema: &TenantId) -> String {
     format!(
         "WITH {cte} SELECT pg_catalog.md5(pg_catalog.string_agg(l, E'\\n' ORDER BY l COLLATE \"C\")) AS fingerprint FROM ( \
          SELECT pg_catalog.concat_ws('|', 'r', c.relname, c.relkind, c.relpersistence, c.reloptions::pg_catalog.text, \
-           c.relispartition, c.relhassubclass, c.relrowsecurity, c.relforcerowsecurity, c.relreplident{rel_acl}) AS l FROM rel c \
+           c.relispartition, c.relhassubclass, c.relrowsecurity, c.relforcerowsecurity, c.relreplident) AS l FROM rel c \
          UNION ALL \
          SELECT pg_catalog.concat_ws('|', 'c', c.relname, \
            pg_catalog.row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum), a.attname, \
            pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity, a.attgenerated, \
            a.attcollation::pg_catalog.regcollation::pg_catalog.text, \
            pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attstattarget, {options}, \
-           a.attcompression, a.attstorage, a.attinhcount{col_acl}) \
+           a.attcompression, a.attstorage, a.attinhcount) \
          FROM rel c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
          LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          WHERE c.relkind NOT IN ('i', 'I', 'S') \
@@ -205,7 +202,7 @@ pub(crate) fn fingerprint_sql(schema: &TenantId, acl: bool) -> String {
          FROM rel c JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid {owner} \
          UNION ALL \
          SELECT 'o|' || counts FROM others) x",
-        cte = relations_cte(schema, acl),
+        cte = relations_cte(schema, false),
         owner = OWNER_JOIN,
         options = USER_OPTIONS,
         indexdef = index_def(schema),
@@ -246,7 +243,6 @@ pub(crate) fn shape_check_sql(
     template: &TenantId,
     tenant: &TenantId,
     expected: Option<&str>,
-    acl: bool,
 ) -> String {
     let path = |schema: &TenantId| quote_literal(&work_path(&schema.quoted()));
     let other = match expected {
@@ -254,7 +250,7 @@ pub(crate) fn shape_check_sql(
         None => format!(
             "PERFORM pg_catalog.set_config('search_path', {cp}, true); b := ({fc});",
             cp = path(tenant),
-            fc = fingerprint_sql(tenant, acl),
+            fc = fingerprint_sql(tenant),
         ),
     };
     format!(
@@ -266,7 +262,7 @@ pub(crate) fn shape_check_sql(
            RAISE EXCEPTION '{DIFFERS}' USING ERRCODE = 'object_not_in_prerequisite_state'; \
          END IF; END $wd_shape$; {OWN_PATH}; ",
         tp = path(template),
-        ft = fingerprint_sql(template, acl),
+        ft = fingerprint_sql(template),
     )
 }
 
@@ -313,7 +309,7 @@ pub(crate) fn learn(
                 "SET LOCAL search_path TO {}",
                 work_path(&schema.quoted())
             ))?;
-            Ok(diesel::sql_query(fingerprint_sql(schema, true))
+            Ok(diesel::sql_query(fingerprint_sql(schema))
                 .get_result::<Fingerprint>(conn)?
                 .fingerprint)
         };

@@ -148,11 +148,9 @@ impl Migrator {
             Some(roles) => format!("{}; ", roles.create_sql(tenant)?),
             None => String::new(),
         };
-        // Privileges are compared only without tenant roles (each clone grants its own); a
-        // blueprint is used only then, and for a schema-only clone only when the migrations
-        // write no rows (a blueprint holds no rows).
-        let acl = self.tenant_roles.is_none();
-        let fit = acl && (data == CloneData::WithData || defines_only);
+        // A blueprint is used only without tenant roles (each clone grants its own role), and
+        // for a schema-only clone only when the migrations write no rows (it holds no rows).
+        let fit = self.tenant_roles.is_none() && (data == CloneData::WithData || defines_only);
         let known = if fit {
             self.blueprints.get(template)
         } else {
@@ -175,7 +173,7 @@ impl Migrator {
                 "{}{}{}{copy}{role}",
                 self.template_check_sql(template),
                 ledger_sql(template, tenant),
-                shape_check_sql(template, tenant, expected, acl)
+                shape_check_sql(template, tenant, expected)
             )
         };
         let mut plan = Plan::new(tenant, opening).apply(&in_tx, false);
