@@ -232,7 +232,11 @@ fn readme_test_command() -> String {
     lines
         .find(|l| l.starts_with("# the tests"))
         .expect("a `# the tests` comment");
-    lines.next().expect("the test command").trim().to_owned()
+    lines
+        .find(|l| l.starts_with("cargo test"))
+        .expect("the test command")
+        .trim()
+        .to_owned()
 }
 
 #[test]
