@@ -27,7 +27,6 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 
 use crate::error::Result;
 use crate::sql::{in_schema, own, quote_ident, quote_literal, work_path, LEDGER, OWN_PATH};
-use crate::statements::split_statements;
 use crate::tenant::TenantId;
 
 /// Raised when a clone's tables differ from its template's.
@@ -93,33 +92,6 @@ impl Blueprints {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Option<Arc<Blueprint>>>> {
         self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// Whether the migrations (their `up.sql`) only define objects (no statement that writes rows), so that a
-/// schema-only clone built from a blueprint holds what one built by the migrations holds: no
-/// rows at all.
-pub(crate) fn defines_only<'a>(ups: impl IntoIterator<Item = &'a str>) -> bool {
-    // `UPDATE` and `DELETE` change rows only where some were written first; anything that may
-    // write or read rows in (a query, `VALUES`, `COPY`, `DO`, a call) is not a definition.
-    const DEFINING: [&str; 11] = [
-        "CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "SET", "RESET", "UPDATE",
-        "DELETE", "TRUNCATE",
-    ];
-    const WRITING: [&str; 7] = [
-        "SELECT", "VALUES", "EXECUTE", "INSERT", "COPY", "MERGE", "CALL",
-    ];
-    ups.into_iter().all(|up| {
-        split_statements(up).is_ok_and(|statements| {
-            statements.iter().all(|s| {
-                let upper = s.sql().to_ascii_uppercase();
-                let mut words = upper
-                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .filter(|w| !w.is_empty());
-                words.next().is_some_and(|w| DEFINING.contains(&w))
-                    && words.all(|w| !WRITING.contains(&w))
-            })
-        })
-    })
 }
 
 /// The relations of `schema`, found through their dependency on it (by `pg_depend`'s index, not
@@ -494,22 +466,4 @@ fn lines_sql(template: &TenantId) -> String {
         owner = OWNER_JOIN,
         options = USER_OPTIONS,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_definitions_count_as_defining() {
-        let ddl = "CREATE TABLE a (id int); ALTER TABLE a ADD COLUMN b text; -- x\n";
-        let insert = "CREATE TABLE a (id int); INSERT INTO a VALUES (1);";
-        let ctas = "CREATE TABLE b AS SELECT 1 AS x;";
-        let backfill = "ALTER TABLE a ADD COLUMN selected bool; UPDATE a SET selected = true;";
-        let from = "UPDATE a SET b = (SELECT 'x');";
-        assert!(defines_only([ddl, backfill]));
-        assert!(!defines_only([ddl, insert]));
-        assert!(!defines_only([ctas]));
-        assert!(!defines_only([from]));
-    }
 }

@@ -137,11 +137,9 @@ impl Migrator {
         }
         // Rows the migrations wrote (reference data) are the template's to give: a clone built
         // by them (or a claimed spare) is emptied before the copy.
-        let defines_only = blueprint::defines_only(in_tx.iter().map(|m| m.up.as_str()));
+        let writes_rows = self.set.writes_rows;
         let copy = match data {
-            CloneData::WithData => {
-                own(conn, |conn| copy_sql(conn, template, tenant, !defines_only))?
-            }
+            CloneData::WithData => own(conn, |conn| copy_sql(conn, template, tenant, writes_rows))?,
             CloneData::SchemaOnly => String::new(),
         };
         let role = match &self.tenant_roles {
@@ -150,7 +148,7 @@ impl Migrator {
         };
         // A blueprint is used only without tenant roles (each clone grants its own role), and
         // for a schema-only clone only when the migrations write no rows (it holds no rows).
-        let fit = self.tenant_roles.is_none() && (data == CloneData::WithData || defines_only);
+        let fit = self.tenant_roles.is_none() && (data == CloneData::WithData || !writes_rows);
         let known = if fit {
             self.blueprints.get(template)
         } else {
@@ -176,30 +174,29 @@ impl Migrator {
                 shape_check_sql(template, tenant, expected)
             )
         };
-        let mut plan = Plan::new(tenant, opening).apply(&in_tx, false);
-        plan.claim = Some(Claim {
-            sql: &claim_sql,
-            claimed: &claimed,
-        });
-        plan.create = self.create_sql(tenant, Provision::Tenant);
-        plan.records = central_sql(template, tenant);
-        plan.close = close(None);
+        // Either plan: the migrations' steps (none for a blueprint), the claim, the library's
+        // rows and the clone's central record rows, then `close`.
+        let plan_of = |replay: bool, close: String| {
+            let steps = if replay { &in_tx[..] } else { &[] };
+            let mut plan = Plan::new(tenant, opening).apply(steps, false);
+            plan.claim = Some(Claim {
+                sql: &claim_sql,
+                claimed: &claimed,
+            });
+            plan.create = self.create_sql(tenant, Provision::Tenant);
+            plan.records = central_sql(template, tenant);
+            plan.close = close;
+            plan
+        };
+        let mut plan = plan_of(true, close(None));
         let learnable = self.with_dialect(conn, |conn, dialect| {
             // Blueprints are PostgreSQL's: on Citus the migrations build every clone.
             let plain = dialect.citus().is_none();
             if let (Some(Some(blueprint)), true) = (&known, plain) {
-                let mut built = Plan::new(tenant, opening);
-                built.claim = Some(Claim {
-                    sql: &claim_sql,
-                    claimed: &claimed,
-                });
-                built.create = format!(
-                    "{}{}",
-                    self.create_sql(tenant, Provision::Tenant),
-                    in_schema(&tenant.quoted(), &blueprint.ddl)
-                );
-                built.records = central_sql(template, tenant);
-                built.close = close(Some(&blueprint.fingerprint));
+                let mut built = plan_of(false, close(Some(&blueprint.fingerprint)));
+                built
+                    .create
+                    .push_str(&in_schema(&tenant.quoted(), &blueprint.ddl));
                 match self.send_clone(conn, dialect, &mut built, template, tenant, false) {
                     Ok(()) => return Ok(false),
                     // Anything but a refusal that replaying would meet too: the blueprint is

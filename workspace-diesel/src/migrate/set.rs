@@ -9,6 +9,7 @@ use diesel::prelude::*;
 use diesel_migrations::{EmbeddedMigrations, MigrationError};
 
 use crate::error::{Error, Result};
+use crate::statements::split_statements;
 
 /// The registry's own migrations (`workspace-diesel/migrations/`), run before the application's
 /// shared migrations.
@@ -29,6 +30,9 @@ pub(crate) struct Compiled {
 pub(crate) struct CompiledSet {
     pub(crate) migrations: Vec<Compiled>,
     pub(crate) versions: Vec<String>,
+    /// Whether some migration may write rows ([`defines_only`] is false): a clone then holds
+    /// rows its migrations wrote.
+    pub(crate) writes_rows: bool,
 }
 
 impl CompiledSet {
@@ -75,9 +79,11 @@ impl CompiledSet {
         }
         migrations.sort_by(|a, b| a.version.cmp(&b.version));
         let versions = migrations.iter().map(|m| m.version.clone()).collect();
+        let writes_rows = !defines_only(migrations.iter().map(|m| m.up.as_str()));
         Ok(Self {
             migrations,
             versions,
+            writes_rows,
         })
     }
 }
@@ -218,5 +224,50 @@ impl BoxableConnection<Pg> for Capture {
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
+    }
+}
+
+/// Whether the migrations (their `up.sql`) only define objects (no statement that may write
+/// rows), so that a schema built from a template's blueprint holds what one built by the
+/// migrations holds: no rows at all.
+fn defines_only<'a>(ups: impl IntoIterator<Item = &'a str>) -> bool {
+    // `UPDATE` and `DELETE` change rows only where some were written first; anything that may
+    // write or read rows in (a query, `VALUES`, `COPY`, `DO`, a call) is not a definition.
+    const DEFINING: [&str; 11] = [
+        "CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "SET", "RESET", "UPDATE",
+        "DELETE", "TRUNCATE",
+    ];
+    const WRITING: [&str; 7] = [
+        "SELECT", "VALUES", "EXECUTE", "INSERT", "COPY", "MERGE", "CALL",
+    ];
+    ups.into_iter().all(|up| {
+        split_statements(up).is_ok_and(|statements| {
+            statements.iter().all(|s| {
+                let upper = s.sql().to_ascii_uppercase();
+                let mut words = upper
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| !w.is_empty());
+                words.next().is_some_and(|w| DEFINING.contains(&w))
+                    && words.all(|w| !WRITING.contains(&w))
+            })
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_definitions_count_as_defining() {
+        let ddl = "CREATE TABLE a (id int); ALTER TABLE a ADD COLUMN b text; -- x\n";
+        let insert = "CREATE TABLE a (id int); INSERT INTO a VALUES (1);";
+        let ctas = "CREATE TABLE b AS SELECT 1 AS x;";
+        let backfill = "ALTER TABLE a ADD COLUMN selected bool; UPDATE a SET selected = true;";
+        let from = "UPDATE a SET b = (SELECT 'x');";
+        assert!(defines_only([ddl, backfill]));
+        assert!(!defines_only([ddl, insert]));
+        assert!(!defines_only([ctas]));
+        assert!(!defines_only([from]));
     }
 }
