@@ -55,7 +55,8 @@ fn central(conn: &mut PgConnection, tenant: &str) -> Vec<String> {
     .collect()
 }
 
-fn has_body(conn: &mut PgConnection, tenant: &str) -> bool {
+/// Whether `tenant`'s `notes` still has the column the destructive migration drops.
+pub(crate) fn has_body(conn: &mut PgConnection, tenant: &str) -> bool {
     count(
         conn,
         &format!(
@@ -66,7 +67,7 @@ fn has_body(conn: &mut PgConnection, tenant: &str) -> bool {
 }
 
 /// Tenants `names` at the first version (seeded), and the migrator of both versions.
-fn before_and_after(conn: &mut PgConnection, names: &[&str]) -> Migrator {
+pub(crate) fn before_and_after(conn: &mut PgConnection, names: &[&str]) -> Migrator {
     let before = migrator_for(conn, Prefix(DESTRUCTIVE, 1));
     for name in names {
         before.create_tenant(conn, &id(name)).unwrap();
@@ -75,7 +76,8 @@ fn before_and_after(conn: &mut PgConnection, names: &[&str]) -> Migrator {
     migrator_for(conn, DESTRUCTIVE)
 }
 
-fn snapshot_opts() -> MigrateOptions {
+/// Options that keep a snapshot of each tenant changed, for an hour.
+pub(crate) fn snapshot_opts() -> MigrateOptions {
     MigrateOptions::default().snapshot(HOUR)
 }
 

@@ -9,15 +9,15 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_workspace::registry::{lifecycle_state, set_lifecycle_state, LifecycleState};
-use diesel_workspace::{Error, MigrateOptions, Migrator, TenantId, TenantOutcome};
+use diesel_workspace::{Error, Migrator, Snapshot, TenantId, TenantOutcome};
 use workspace_diesel_tests::citus::{
     check_on, move_lock, nodes_of, shard_tables_on, CitusDb, Node,
 };
 use workspace_diesel_tests::citus_db;
 
-use crate::fleet::{migrator_for, Prefix};
-use crate::mobility::{fingerprint, seed};
-use crate::snapshots::{DESTRUCTIVE, V1, V2};
+use crate::fleet::migrator_for;
+use crate::mobility::fingerprint;
+use crate::snapshots::{before_and_after, has_body, snapshot_opts, DESTRUCTIVE, V1, V2};
 
 fn id(s: &str) -> TenantId {
     TenantId::new(s).unwrap()
@@ -35,34 +35,26 @@ fn count(conn: &mut PgConnection, sql: &str) -> i64 {
         .n
 }
 
-fn has_body(conn: &mut PgConnection, tenant: &str) -> bool {
-    count(
-        conn,
-        &format!(
-            "SELECT count(*) AS n FROM information_schema.columns \
-             WHERE table_schema = '{tenant}' AND table_name = 'notes' AND column_name = 'body'"
-        ),
-    ) == 1
-}
-
 fn in_citus_schemas(db: &CitusDb, schema: &str) -> bool {
     db.check(&format!(
         "EXISTS (SELECT 1 FROM citus_schemas WHERE schema_name::text = '{schema}')"
     ))
 }
 
-/// Tenants `names` at the first version (seeded), and the migrator of both versions.
-fn before_and_after(conn: &mut PgConnection, names: &[&str]) -> Migrator {
-    let before = migrator_for(conn, Prefix(DESTRUCTIVE, 1));
-    for name in names {
-        before.create_tenant(conn, &id(name)).unwrap();
-        seed(conn, name, 40);
-    }
-    migrator_for(conn, DESTRUCTIVE)
-}
+/// A tenant's tables and ledger, row counts and checksums (`crate::mobility::fingerprint`).
+type Fingerprint = Vec<(String, i64, Option<String>)>;
 
-fn snapshot_opts() -> MigrateOptions {
-    MigrateOptions::default().snapshot(Duration::from_secs(3600))
+/// `acme` made under the set before, then migrated with a snapshot: the migrator of the set
+/// after, `acme`, its fingerprint before the migration, and the snapshot.
+fn acme_snapshotted(conn: &mut PgConnection) -> (Migrator, TenantId, Fingerprint, Snapshot) {
+    let after = before_and_after(conn, &["acme"]);
+    let acme = id("acme");
+    let original = fingerprint(conn, "acme");
+    after
+        .migrate_tenant_with(conn, &acme, &snapshot_opts())
+        .unwrap();
+    let snap = after.snapshots(conn, None).unwrap().remove(0);
+    (after, acme, original, snap)
 }
 
 #[test]
@@ -275,13 +267,7 @@ fn a_fleet_run_snapshots_each_tenant_and_prune_leaves_nothing_on_any_node() {
 fn a_restore_whose_connection_is_killed_leaves_the_tenant_as_it_was() {
     let db = citus_db!("a_restore_whose_connection_is_killed_leaves_the_tenant_as_it_was");
     let mut conn = db.conn();
-    let after = before_and_after(&mut conn, &["acme"]);
-    let acme = id("acme");
-    let original = fingerprint(&mut conn, "acme");
-    after
-        .migrate_tenant_with(&mut conn, &acme, &snapshot_opts())
-        .unwrap();
-    let snap = after.snapshots(&mut conn, None).unwrap().remove(0);
+    let (after, acme, original, snap) = acme_snapshotted(&mut conn);
     let migrated = fingerprint(&mut conn, "acme");
     let node = nodes_of(&mut conn, "acme");
 
@@ -374,13 +360,7 @@ fn colocation_of(conn: &mut PgConnection, schema: &str) -> i64 {
 fn a_restore_puts_the_tenant_back_on_the_worker_it_was_moved_to() {
     let db = citus_db!("a_restore_puts_the_tenant_back_on_the_worker_it_was_moved_to");
     let mut conn = db.conn();
-    let after = before_and_after(&mut conn, &["acme"]);
-    let acme = id("acme");
-    let original = fingerprint(&mut conn, "acme");
-    after
-        .migrate_tenant_with(&mut conn, &acme, &snapshot_opts())
-        .unwrap();
-    let snap = after.snapshots(&mut conn, None).unwrap().remove(0);
+    let (after, acme, original, snap) = acme_snapshotted(&mut conn);
 
     // Citus places a new distributed schema by its colocation id alone, round robin over the
     // workers: as many made in a row as there are workers land on each worker once, and the
@@ -448,13 +428,7 @@ fn a_restore_puts_the_tenant_back_on_the_worker_it_was_moved_to() {
 fn a_restore_run_again_after_its_commit_moves_the_tenant_to_its_node_before() {
     let db = citus_db!("a_restore_run_again_after_its_commit_moves_the_tenant_to_its_node_before");
     let mut conn = db.conn();
-    let after = before_and_after(&mut conn, &["acme"]);
-    let acme = id("acme");
-    let original = fingerprint(&mut conn, "acme");
-    after
-        .migrate_tenant_with(&mut conn, &acme, &snapshot_opts())
-        .unwrap();
-    let snap = after.snapshots(&mut conn, None).unwrap().remove(0);
+    let (after, acme, original, snap) = acme_snapshotted(&mut conn);
     let workers = db.workers().len();
     let probes: Vec<String> = (0..workers)
         .map(|i| new_schema_node(&mut conn, &format!("probe_{i}")))
