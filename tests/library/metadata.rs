@@ -175,7 +175,10 @@ fn ci_leaves_the_set_up_to_the_test_command() {
     // The set-up is the xtask's, not the script's, and the Citus suites must not skip.
     let lines: Vec<&str> = ci.lines().map(str::trim).collect();
     assert!(lines.contains(&"cargo xtask setup"), "{ci}");
-    assert!(lines.contains(&"export WORKSPACE_DIESEL_REQUIRE_CITUS=1"), "{ci}");
+    assert!(
+        lines.contains(&"export WORKSPACE_DIESEL_REQUIRE_CITUS=1"),
+        "{ci}"
+    );
     for install in ["apt-get", "cluster.sh", "install.sh", "pg_ctlcluster"] {
         assert!(!ci.contains(install), ".ci/run runs {install} itself");
     }

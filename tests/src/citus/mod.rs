@@ -427,11 +427,21 @@ macro_rules! citus_db {
     };
 }
 
-/// Serialises shard moves across the tests of this process: Citus names the role and the
-/// subscription of a move after counters that every database starts alike, so two moves in
+/// Serialises shard moves across the tests of every process on this machine (a test runner may
+/// give each test a process of its own): Citus names the role, the subscription and the
+/// replication slot of a move after counters that every database starts alike, so two moves in
 /// two databases at once collide (`role "citus_shard_move_subscription_role_10_1" already
-/// exists`).
-pub fn move_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// exists`, `replication slot "citus_shard_move_slot_2_10_1" already exists`). An exclusive
+/// lock on a file in the temporary directory, held until the returned file is dropped.
+pub fn move_lock() -> std::fs::File {
+    let path = std::env::temp_dir().join("workspace-diesel-citus-moves.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    fs4::fs_std::FileExt::lock_exclusive(&file)
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    file
 }
